@@ -1,0 +1,130 @@
+//! An HTTP client for one CleverTap account: sends a body, returns the answer or a [`Failure`].
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+
+use super::wire::{ErrorBody, UploadResponse, ACCOUNT_HEADER, PASSCODE_HEADER, UPLOAD_PATH};
+use crate::config::Connection;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Error bodies are quoted in messages up to this many characters.
+const MAX_QUOTED_BODY: usize = 300;
+
+/// Why a request did not get a usable answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// No answer within the request timeout.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The connection could not be made.
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// The connection broke before the whole answer arrived.
+    #[error("the connection broke: {0}")]
+    Interrupted(String),
+    /// CleverTap answered with an error status.
+    #[error("HTTP {status}: {message}")]
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// The `Retry-After` header, when present.
+        retry_after: Option<Duration>,
+        /// CleverTap's `error` text, or the start of the body.
+        message: String,
+    },
+    /// A success status with a body that is not what CleverTap sends.
+    #[error("unexpected answer: {0}")]
+    InvalidResponse(String),
+}
+
+/// A client for one account. Cheap to clone; clones share connections.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base_url: String,
+    timeout: Duration,
+}
+
+impl Client {
+    /// A client for a connection. The passcode goes into a header marked sensitive.
+    pub fn new(connection: &Connection) -> anyhow::Result<Self> {
+        // reqwest is built without a bundled crypto provider; install ring's once.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCOUNT_HEADER, HeaderValue::from_str(&connection.account_id)?);
+        let mut passcode = HeaderValue::from_str(connection.passcode.expose())
+            .map_err(|_| anyhow::anyhow!("the passcode of connection `{}` has characters a header cannot carry", connection.name))?;
+        passcode.set_sensitive(true);
+        headers.insert(PASSCODE_HEADER, passcode);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .user_agent(concat!("tapline/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(connection.request_timeout)
+            .pool_max_idle_per_host(16)
+            .build()?;
+        Ok(Client { http, base_url: connection.base_url.clone(), timeout: connection.request_timeout })
+    }
+
+    /// Sends one `/1/upload` body and reads CleverTap's answer.
+    pub async fn upload(&self, body: Bytes) -> Result<UploadResponse, Failure> {
+        let bytes = self.post(UPLOAD_PATH, body).await?;
+        serde_json::from_slice(&bytes).map_err(|_| Failure::InvalidResponse(quote(&bytes)))
+    }
+
+    /// POSTs a JSON body to a path and returns the body of a 2xx answer.
+    pub async fn post(&self, path: &str, body: Bytes) -> Result<Bytes, Failure> {
+        let url = format!("{}{path}", self.base_url);
+        let response = self.http.post(url).body(body).send().await.map_err(|error| self.transport(&error))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let bytes = response.bytes().await.map_err(|error| self.transport(&error))?;
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        let message = match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) if !body.error.is_empty() => body.error,
+            _ => quote(&bytes),
+        };
+        Err(Failure::Status { status: status.as_u16(), retry_after, message })
+    }
+
+    fn transport(&self, error: &reqwest::Error) -> Failure {
+        if error.is_timeout() {
+            Failure::Timeout(self.timeout)
+        } else if error.is_connect() {
+            Failure::Connect(root_cause(error))
+        } else {
+            Failure::Interrupted(root_cause(error))
+        }
+    }
+}
+
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+fn quote(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.trim();
+    if text.is_empty() {
+        return "(empty body)".into();
+    }
+    let mut quoted: String = text.chars().take(MAX_QUOTED_BODY).collect();
+    if text.chars().count() > MAX_QUOTED_BODY {
+        quoted.push('…');
+    }
+    quoted
+}

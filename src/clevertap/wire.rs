@@ -1,0 +1,86 @@
+//! Request paths and response bodies of CleverTap's REST API (docs/clevertap-api.md §2).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Upload profiles, events and device tokens.
+pub const UPLOAD_PATH: &str = "/1/upload";
+/// The header that carries the account (Project) ID.
+pub const ACCOUNT_HEADER: &str = "X-CleverTap-Account-Id";
+/// The header that carries the passcode.
+pub const PASSCODE_HEADER: &str = "X-CleverTap-Passcode";
+
+/// The body of a 200 answer to `/1/upload`.
+///
+/// `status` may say `success` while `unprocessed` is not empty (older accounts), so callers
+/// count `unprocessed` and never trust `status` alone.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct UploadResponse {
+    /// `success`, `partial` or `fail`.
+    #[serde(default)]
+    pub status: String,
+    /// How many records CleverTap took.
+    #[serde(default)]
+    pub processed: u64,
+    /// The records it refused, each with a code and a message.
+    #[serde(default)]
+    pub unprocessed: Vec<Unprocessed>,
+}
+
+/// One refused record in an upload answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Unprocessed {
+    /// `fail`.
+    #[serde(default)]
+    pub status: String,
+    /// CleverTap's per-record error code (509–555).
+    #[serde(default)]
+    pub code: Option<i64>,
+    /// CleverTap's message; ends with "Skipped record number : N" (1-based in the request).
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The record as CleverTap read it (sometimes a JSON string on old accounts).
+    #[serde(default)]
+    pub record: Option<Value>,
+}
+
+impl Unprocessed {
+    /// The 0-based index of the refused record in the request's `d` array, from the
+    /// "Skipped record number : N" suffix of the message.
+    pub fn record_index(&self) -> Option<usize> {
+        let message = self.error.as_deref()?;
+        let (_, number) = message.rsplit_once("record number")?;
+        let digits: String =
+            number.trim_start_matches([' ', ':']).chars().take_while(char::is_ascii_digit).collect();
+        digits.parse::<usize>().ok()?.checked_sub(1)
+    }
+}
+
+/// The body of an error answer: `{"status":"fail","error":"...","code":401}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorBody {
+    /// `fail`.
+    #[serde(default)]
+    pub status: String,
+    /// What went wrong.
+    #[serde(default)]
+    pub error: String,
+    /// Usually the HTTP status again.
+    #[serde(default)]
+    pub code: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_record_number() {
+        let entry = |error: &str| Unprocessed { status: "fail".into(), code: Some(515), error: Some(error.into()), record: None };
+        assert_eq!(entry("Profile data is incorrect. Email is not valid.Skipped record number : 2").record_index(), Some(1));
+        assert_eq!(entry("Event name is mandatory. Skipped record number : 1").record_index(), Some(0));
+        assert_eq!(entry("Skipped record number:17").record_index(), Some(16));
+        assert_eq!(entry("no number here").record_index(), None);
+        assert_eq!(entry("Skipped record number : 0").record_index(), None);
+    }
+}

@@ -1,0 +1,478 @@
+//! The `tapline` command line: argument parsing, printing, and exit codes.
+//!
+//! Exit codes come from one place, [`Exit`]: 0 every record delivered (or skipped where
+//! allowed), 1 the run failed or stopped, 2 a usage or configuration error.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::clevertap::{Client, RetryPolicy};
+use crate::clevertap::rules::MAX_UPLOAD_RECORDS;
+use crate::config::{self, Credentials, Diagnostic, Passcode, Pipeline};
+use crate::engine::{self, Counts, Delivery, Job, Observer, RunOptions, RunSummary};
+use crate::preflight;
+use crate::sandbox::{self, Fault, Sandbox, SandboxConfig};
+
+/// How the process ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Exit {
+    /// Everything delivered.
+    Success = 0,
+    /// A run failed or stopped.
+    Failed = 1,
+    /// Bad arguments or configuration.
+    Usage = 2,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(exit as u8)
+    }
+}
+
+/// Move customer data from files into CleverTap.
+#[derive(Debug, Parser)]
+#[command(name = "tapline", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check pipeline files offline and report every problem as file:line:col.
+    Validate {
+        /// Pipeline files or folders of them.
+        #[arg(default_value = "pipelines")]
+        paths: Vec<PathBuf>,
+    },
+    /// Run pipelines once and print what happened to every record.
+    Run(RunArgs),
+    /// Print the JSON Schema of pipeline files (or of connections.yaml).
+    Schema {
+        /// Print the schema of connections.yaml instead.
+        #[arg(long)]
+        connections: bool,
+    },
+    /// Serve the local CleverTap sandbox until Ctrl-C.
+    Sandbox(SandboxArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Pipeline files or folders of them.
+    #[arg(required = true)]
+    pipelines: Vec<PathBuf>,
+    /// Build and check every request, send nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Send to a built-in CleverTap sandbox on loopback instead of CleverTap.
+    #[arg(long, conflicts_with = "dry_run")]
+    sandbox: bool,
+    /// Print one JSON object per pipeline instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct SandboxArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    listen: SocketAddr,
+    /// Account ID the sandbox accepts.
+    #[arg(long, default_value = sandbox::DEFAULT_ACCOUNT_ID)]
+    account_id: String,
+    /// Passcode the sandbox accepts.
+    #[arg(long, default_value = sandbox::DEFAULT_PASSCODE)]
+    passcode: String,
+    /// Milliseconds added to every upload.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Share of uploads (0.0–1.0) that get an injected fault.
+    #[arg(long, default_value_t = 0.0)]
+    fault_rate: f64,
+    /// Faults to inject, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "too-many,server-error,unavailable,drop")]
+    faults: Vec<Fault>,
+    /// Milliseconds a `slow` fault waits before answering.
+    #[arg(long, default_value_t = 5000)]
+    slow_ms: u64,
+    /// Uploads in flight above this get 429.
+    #[arg(long, default_value_t = sandbox::DEFAULT_MAX_CONCURRENT)]
+    max_concurrent: usize,
+    /// Accepted records kept for inspection (counts are always kept).
+    #[arg(long, default_value_t = 1_000_000)]
+    keep_records: usize,
+    /// An event name discarded in the dashboard (528); repeat for more.
+    #[arg(long)]
+    discard_event: Vec<String>,
+}
+
+/// Runs the command line and returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() { Exit::Usage.into() } else { Exit::Success.into() };
+        }
+    };
+    init_logging();
+    let exit = match cli.command {
+        Command::Validate { paths } => validate(&paths),
+        Command::Schema { connections } => schema(connections),
+        Command::Run(args) => run(&args),
+        Command::Sandbox(args) => serve_sandbox(args),
+    };
+    exit.into()
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TAPLINE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("the tokio runtime starts")
+}
+
+fn schema(connections: bool) -> Exit {
+    let schema = if connections { config::schema::connections_schema() } else { config::schema::pipeline_schema() };
+    let text = serde_json::to_string_pretty(schema).expect("a schema serializes");
+    println!("{text}");
+    Exit::Success
+}
+
+fn print_diagnostics(diagnostics: &[Diagnostic]) {
+    let mut stderr = std::io::stderr().lock();
+    for diagnostic in diagnostics {
+        let _ = writeln!(stderr, "{diagnostic}");
+    }
+}
+
+/// Loads pipelines and checks their sources; the pipelines, or the exit code for errors.
+fn load_all(paths: &[PathBuf], credentials: Credentials) -> Result<Vec<Pipeline>, (Exit, usize)> {
+    let files = match config::discover(paths) {
+        Ok(files) => files,
+        Err(diagnostic) => {
+            print_diagnostics(&[diagnostic]);
+            return Err((Exit::Usage, 1));
+        }
+    };
+    if files.is_empty() {
+        eprintln!("error: no pipeline files (*.yaml) in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        return Err((Exit::Usage, 1));
+    }
+    let mut pipelines = Vec::new();
+    let mut errors = 0;
+    for file in &files {
+        let loaded = config::load_pipeline(file, credentials);
+        let mut diagnostics = loaded.diagnostics;
+        if let Some(pipeline) = &loaded.pipeline {
+            diagnostics.extend(preflight::check_source(pipeline));
+        }
+        print_diagnostics(&diagnostics);
+        let file_errors = diagnostics.iter().filter(|d| d.is_error()).count();
+        errors += file_errors;
+        if file_errors == 0 {
+            pipelines.extend(loaded.pipeline);
+        }
+    }
+    if errors > 0 { Err((Exit::Usage, errors)) } else { Ok(pipelines) }
+}
+
+fn validate(paths: &[PathBuf]) -> Exit {
+    match load_all(paths, Credentials::Resolve) {
+        Ok(pipelines) => {
+            for pipeline in &pipelines {
+                println!("ok  {} ({})", pipeline.file.display(), describe(pipeline));
+            }
+            Exit::Success
+        }
+        Err((exit, errors)) => {
+            eprintln!("{errors} error{} found", if errors == 1 { "" } else { "s" });
+            exit
+        }
+    }
+}
+
+fn describe(pipeline: &Pipeline) -> String {
+    let schedule = pipeline
+        .schedule
+        .as_ref()
+        .map_or("on demand".to_string(), |s| format!("cron `{}` {}", s.expression, s.timezone));
+    format!("{} → {} via `{}`, {schedule}", pipeline.source.path.display(), pipeline.target.noun(), pipeline.connection.name)
+}
+
+fn run(args: &RunArgs) -> Exit {
+    let credentials = if args.sandbox || args.dry_run { Credentials::Ignore } else { Credentials::Resolve };
+    let pipelines = match load_all(&args.pipelines, credentials) {
+        Ok(pipelines) => pipelines,
+        Err((exit, _)) => return exit,
+    };
+    runtime().block_on(run_pipelines(pipelines, args))
+}
+
+async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> Exit {
+    let cancel = CancellationToken::new();
+    spawn_signal_handler(cancel.clone());
+    let sandbox = if args.sandbox {
+        match Sandbox::start(SandboxConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0))).await {
+            Ok(sandbox) => Some(sandbox),
+            Err(error) => {
+                eprintln!("error: cannot start the sandbox: {error}");
+                return Exit::Failed;
+            }
+        }
+    } else {
+        None
+    };
+    let mut exit = Exit::Success;
+    for mut pipeline in pipelines {
+        if let Some(sandbox) = &sandbox {
+            let (account_id, passcode) = sandbox.credentials();
+            pipeline.connection.account_id = account_id.to_string();
+            pipeline.connection.passcode = Passcode::new(passcode);
+            pipeline.connection.base_url = sandbox.base_url();
+        }
+        let delivery = if args.dry_run {
+            Delivery::DryRun
+        } else {
+            match Client::new(&pipeline.connection) {
+                Ok(client) => Delivery::Send(client),
+                Err(error) => {
+                    eprintln!("error: {}: {error}", pipeline.name);
+                    exit = exit.max(Exit::Usage);
+                    continue;
+                }
+            }
+        };
+        let job = Job {
+            pipeline: pipeline.name.clone(),
+            source: pipeline.source.clone(),
+            target: pipeline.target,
+            on_invalid_record: pipeline.on_invalid_record,
+            thread_count: pipeline.thread_count,
+            batch_size: MAX_UPLOAD_RECORDS,
+        };
+        let options = RunOptions { delivery, retry: RetryPolicy::default(), rejects_path: rejects_path(&pipeline) };
+        let mut progress = Progress::new(&pipeline.name, !args.json);
+        let summary = engine::run(job, options, &mut progress, cancel.clone()).await;
+        progress.finish();
+        if let Some(sandbox) = &sandbox {
+            if !args.json {
+                print_sandbox(sandbox);
+            }
+        }
+        if args.json {
+            let mut line = summary_json(&summary);
+            if let Some(sandbox) = &sandbox {
+                line["sandbox"] = serde_json::to_value(sandbox.inspect()).unwrap_or(Value::Null);
+            }
+            println!("{line}");
+        } else {
+            print_summary(&summary, &pipeline);
+        }
+        if !summary.succeeded() {
+            exit = exit.max(Exit::Failed);
+        }
+        if cancel.is_cancelled() {
+            break;
+        }
+    }
+    if let Some(sandbox) = sandbox {
+        sandbox.stop().await;
+    }
+    exit
+}
+
+/// Ctrl-C and SIGTERM stop new requests; requests in flight finish.
+fn spawn_signal_handler(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    cancel.cancel();
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("stopping: requests in flight will finish; no new ones are sent");
+        cancel.cancel();
+    });
+}
+
+/// `<pipeline folder>/.tapline/rejects/<pipeline>-<UTC time>-<random>.jsonl`.
+fn rejects_path(pipeline: &Pipeline) -> PathBuf {
+    let folder = pipeline.file.parent().unwrap_or(Path::new("."));
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let suffix: u16 = rand::random();
+    folder.join(".tapline").join("rejects").join(format!("{}-{stamp}-{suffix:04x}.jsonl", pipeline.name))
+}
+
+fn status(summary: &RunSummary) -> &'static str {
+    if summary.succeeded() { "succeeded" } else { "failed" }
+}
+
+fn summary_json(summary: &RunSummary) -> Value {
+    let mut line = json!({
+        "pipeline": summary.pipeline,
+        "status": status(summary),
+        "records": summary.counts,
+        "requests": summary.requests,
+        "retries": summary.retries,
+        "duration_ms": summary.duration.as_millis() as u64,
+        "rejects_file": summary.rejects_file.as_ref().map(|path| path.display().to_string()),
+        "stop_reason": summary.stop.as_ref().map(ToString::to_string),
+        "warnings": summary.warnings,
+    });
+    if let Some(dry_run) = &summary.dry_run {
+        line["dry_run"] = serde_json::to_value(dry_run).unwrap_or(Value::Null);
+    }
+    line
+}
+
+fn print_summary(summary: &RunSummary, pipeline: &Pipeline) {
+    let counts = &summary.counts;
+    let seconds = summary.duration.as_secs_f64();
+    let mut out = std::io::stdout().lock();
+    if let Some(dry_run) = &summary.dry_run {
+        let _ = writeln!(out, "{}: dry run, nothing was sent ({seconds:.2} s)", summary.pipeline);
+        let _ = writeln!(out, "  records   {} read · {} would be sent · {} skipped · {} failed", counts.read, dry_run.records, counts.skipped, counts.failed);
+        let _ = writeln!(out, "  requests  {} to /1/upload of connection `{}`", dry_run.requests, pipeline.connection.name);
+        if let Some(sample) = &dry_run.sample {
+            let _ = writeln!(out, "  first record  {sample}");
+        }
+    } else {
+        let _ = writeln!(out, "{}: {} in {seconds:.2} s", summary.pipeline, status(summary));
+        let _ = writeln!(
+            out,
+            "  records   {} read · {} accepted · {} skipped · {} rejected · {} failed",
+            counts.read, counts.accepted, counts.skipped, counts.rejected, counts.failed
+        );
+        let rate = if seconds > 0.0 { counts.accepted as f64 / seconds } else { 0.0 };
+        let _ = writeln!(out, "  requests  {} ({} retries) · {rate:.0} records/s", summary.requests, summary.retries);
+    }
+    if let Some(path) = &summary.rejects_file {
+        let _ = writeln!(out, "  rejects   {}", path.display());
+    }
+    if let Some(stop) = &summary.stop {
+        let _ = writeln!(out, "  {stop}");
+    }
+    for warning in &summary.warnings {
+        let _ = writeln!(out, "  warning: {warning}");
+    }
+}
+
+fn print_sandbox(sandbox: &Sandbox) {
+    let seen = sandbox.inspect();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "sandbox received {} requests: {} profiles ({} distinct), {} events, {} tokens accepted; {} records rejected; at most {} in flight",
+        seen.requests, seen.profiles, seen.distinct_profiles, seen.events, seen.tokens, seen.rejected, seen.max_in_flight
+    );
+    for record in seen.sample.iter().take(2) {
+        let _ = writeln!(out, "  sample  {record}");
+    }
+}
+
+/// A progress line on a terminal; nothing otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    fn new(pipeline: &str, enabled: bool) -> Self {
+        if !enabled || !std::io::stderr().is_terminal() {
+            return Progress { bar: None };
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {prefix} {elapsed} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.set_prefix(pipeline.to_string());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Progress { bar: Some(bar) }
+    }
+
+    fn show(&self, counts: &Counts) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!(
+                "{} read · {} accepted · {} skipped · {} rejected · {} failed",
+                counts.read, counts.accepted, counts.skipped, counts.rejected, counts.failed
+            ));
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Observer for Progress {
+    fn batch_settled(&mut self, _report: &engine::BatchReport, counts: &Counts) {
+        self.show(counts);
+    }
+
+    fn record_skipped(&mut self, _settled: &engine::Settled, counts: &Counts) {
+        self.show(counts);
+    }
+}
+
+fn serve_sandbox(args: SandboxArgs) -> Exit {
+    if !(0.0..=1.0).contains(&args.fault_rate) {
+        eprintln!("error: --fault-rate must be between 0.0 and 1.0");
+        return Exit::Usage;
+    }
+    let config = SandboxConfig {
+        account_id: args.account_id,
+        passcode: args.passcode,
+        latency: Duration::from_millis(args.latency_ms),
+        max_concurrent: args.max_concurrent,
+        fault_rate: args.fault_rate,
+        faults: args.faults,
+        slow_response: Duration::from_millis(args.slow_ms),
+        keep_records: args.keep_records,
+        discarded_events: args.discard_event,
+    };
+    runtime().block_on(async move {
+        let sandbox = match Sandbox::start(config, args.listen).await {
+            Ok(sandbox) => sandbox,
+            Err(error) => {
+                eprintln!("error: cannot listen on {}: {error}", args.listen);
+                return Exit::Failed;
+            }
+        };
+        let (account_id, passcode) = sandbox.credentials();
+        println!("{}", sandbox.base_url());
+        eprintln!("tapline sandbox listening on {} (account id `{account_id}`, passcode `{passcode}`)", sandbox.base_url());
+        eprintln!("  inspect: GET {}/_sandbox/inspect · records: GET {}/_sandbox/records?type=profile", sandbox.base_url(), sandbox.base_url());
+        let _ = std::io::stdout().flush();
+        let cancel = CancellationToken::new();
+        spawn_signal_handler(cancel.clone());
+        cancel.cancelled().await;
+        sandbox.stop().await;
+        Exit::Success
+    })
+}

@@ -1,0 +1,216 @@
+//! The pipeline and connections files as written: serde types that mirror the YAML.
+//!
+//! Their `///` docs become the JSON Schema (`tapline schema`) that editors show, so they are
+//! written for the person editing a pipeline. Nothing here is validated beyond its shape;
+//! [`super::validate`] turns these into the checked model in [`super::model`].
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+/// A tapline pipeline: one source file delivered to one CleverTap target.
+///
+/// The pipeline's name is the file name without `.yaml`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "tapline pipeline")]
+pub struct PipelineFile {
+    /// Free text that says what this pipeline is for; shown in run summaries.
+    ///
+    /// Example: `Nightly VIP profile sync`.
+    #[serde(default)]
+    pub description: Option<String>,
+
+    /// The CleverTap account to send to: the name of a connection in `connections.yaml` in the
+    /// same folder (for example `prod`), or a connection written out here.
+    pub connection: ConnectionRef,
+
+    /// The file to read.
+    pub source: SourceFile,
+
+    /// What to create or change in CleverTap.
+    pub target: TargetFile,
+
+    /// How many requests may be in flight to CleverTap at once, 1 to 10 (default 5).
+    ///
+    /// CleverTap answers HTTP 429 above 15 concurrent uploads per account, so keep the sum
+    /// over pipelines that run at the same time at or below 15.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 10))]
+    pub thread_count: Option<i64>,
+
+    /// What to do with a record that breaks CleverTap's rules (a missing identity, a bad
+    /// email, an unknown event name, a value over 512 bytes...).
+    ///
+    /// `false` (default): stop the run at the first one. `true`: skip it, write it with the
+    /// reason to the rejects file, and go on.
+    #[serde(default)]
+    pub skip_invalid_records: Option<bool>,
+
+    /// When `tapline daemon` runs this pipeline. Leave it out to run only on demand.
+    #[serde(default)]
+    pub schedule: Option<ScheduleFile>,
+}
+
+/// A connection given by name or written inline.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ConnectionRef {
+    /// The name of a connection in `connections.yaml` beside this file.
+    Named(String),
+    /// A connection written out in the pipeline.
+    Inline(ConnectionFile),
+}
+
+/// A CleverTap account: its credentials and where its API lives.
+///
+/// Any value may hold `${VAR}`, which is read from the environment when the pipeline loads.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionFile {
+    /// The Project ID (CleverTap dashboard: Settings → Project), for example
+    /// `${CLEVERTAP_ACCOUNT_ID}`.
+    pub account_id: String,
+
+    /// The account passcode. Prefer `${CLEVERTAP_PASSCODE}` or `passcode_file`: a passcode
+    /// written in the file ends up in version control.
+    #[serde(default)]
+    pub passcode: Option<String>,
+
+    /// A file holding the passcode (surrounding whitespace is ignored), for example
+    /// `/run/credentials/tapline.service/passcode` under systemd's `LoadCredential=`.
+    /// A relative path is relative to the file that names it.
+    #[serde(default)]
+    pub passcode_file: Option<String>,
+
+    /// The data centre of the account (Settings → Project): `eu1` (default), `in1`, `sg1`,
+    /// `us1`, `aps3` or `mec1`. A wrong region answers 401, like a wrong passcode.
+    #[serde(default)]
+    pub region: Option<Region>,
+
+    /// A base URL that replaces the region's host, for a proxy or a test server, for example
+    /// `http://127.0.0.1:9000`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+
+    /// Seconds to wait for one request before it counts as timed out and is retried
+    /// (default 60).
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 600))]
+    pub request_timeout_seconds: Option<i64>,
+}
+
+/// A CleverTap data centre.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Region {
+    /// Europe: `https://api.clevertap.com`.
+    Eu1,
+    /// India: `https://in1.api.clevertap.com`.
+    In1,
+    /// Singapore: `https://sg1.api.clevertap.com`.
+    Sg1,
+    /// United States: `https://us1.api.clevertap.com`.
+    Us1,
+    /// Indonesia: `https://aps3.api.clevertap.com`.
+    Aps3,
+    /// Middle East (UAE): `https://mec1.api.clevertap.com`.
+    Mec1,
+}
+
+/// `connections.yaml`: named CleverTap connections that pipelines in the same folder use.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[schemars(title = "tapline connections")]
+pub struct ConnectionsFile(pub BTreeMap<String, ConnectionFile>);
+
+/// The file a pipeline reads.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceFile {
+    /// Path to the file, relative to this pipeline file's folder. A `.gz` ending means
+    /// gzip-compressed. Example: `data/vip_users.csv`.
+    pub path: String,
+
+    /// `csv`, `tsv` or `jsonl`. Leave it out to go by the file name (`.csv`, `.tsv`,
+    /// `.jsonl`/`.ndjson`, each optionally followed by `.gz`).
+    #[serde(default)]
+    pub format: Option<SourceFormat>,
+}
+
+/// How a source file is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceFormat {
+    /// Comma-separated values with a header row; values may be quoted with `"`.
+    Csv,
+    /// Tab-separated values with a header row; no quoting.
+    Tsv,
+    /// One JSON object per line; JSON types (numbers, booleans, arrays) are kept.
+    Jsonl,
+}
+
+/// The CleverTap entity and operation to send records to.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetFile {
+    /// `user_profiles` (one record per row: `identity` or `objectId`, then profile properties)
+    /// or `user_events` (`evtName`, `identity` or `objectId`, optional `ts`, then event
+    /// properties).
+    pub entity: Entity,
+
+    /// For `user_profiles`: `upload_profiles` (default), the only profile operation so far.
+    #[serde(default)]
+    pub operation: Option<ProfileOperation>,
+
+    /// For `upload_profiles`: what a JSON-array value (`["a","b"]`) does to a multi-value
+    /// property. `replace` (default) sets the whole list, `append` adds the values (`$add`),
+    /// `remove` takes them out (`$remove`).
+    #[serde(default)]
+    pub array_operation: Option<ArrayOperation>,
+}
+
+/// A CleverTap data entity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Entity {
+    /// User profiles.
+    UserProfiles,
+    /// User events.
+    UserEvents,
+}
+
+/// An operation on user profiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProfileOperation {
+    /// Create or update profiles through `/1/upload`.
+    UploadProfiles,
+}
+
+/// What a JSON-array value does to a multi-value profile property.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ArrayOperation {
+    /// Set the property to exactly these values.
+    #[default]
+    Replace,
+    /// Add these values to the property (`$add`).
+    Append,
+    /// Remove these values from the property (`$remove`).
+    Remove,
+}
+
+/// When the daemon runs a pipeline.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleFile {
+    /// A cron expression: five fields (`0 3 * * *` = 03:00 every day), an optional sixth
+    /// seconds field first, or `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`.
+    pub cron: String,
+
+    /// The IANA time zone the cron expression is read in, for example `Asia/Kolkata`
+    /// (default `UTC`). Abbreviations such as `PST` are not accepted.
+    #[serde(default)]
+    pub timezone: Option<String>,
+}

@@ -1,0 +1,72 @@
+//! Pipeline files: YAML → a checked [`Pipeline`], with every problem reported at once.
+//!
+//! Loading goes YAML text → positioned tree ([`yaml`]) → JSON Schema check ([`schema`]) →
+//! serde types ([`file`]) → semantic checks ([`validate`]) → [`model::Pipeline`]. Code past
+//! this module works from the model and never re-checks the file.
+
+pub mod diagnostic;
+pub mod file;
+pub mod model;
+pub mod schema;
+mod validate;
+pub mod yaml;
+
+use std::path::{Path, PathBuf};
+
+pub use diagnostic::{Diagnostic, Severity};
+pub use model::{Connection, OnInvalidRecord, Passcode, Pipeline, Schedule, Source, Target};
+
+/// Whether loading needs the connection's credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credentials {
+    /// Resolve `${VAR}`s and `passcode_file`; unset ones are errors.
+    Resolve,
+    /// Do not read credentials (a `--sandbox` run replaces them); the connection must still exist.
+    Ignore,
+}
+
+/// The result of loading one pipeline file.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The pipeline, when there is no error among the diagnostics.
+    pub pipeline: Option<Pipeline>,
+    /// Every problem found, errors and warnings.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Loads and checks one pipeline file. Never touches the network.
+pub fn load_pipeline(path: &Path, credentials: Credentials) -> Loaded {
+    validate::load(path, credentials)
+}
+
+/// The pipeline files a list of paths names: files as they are, folders by their `*.yaml`
+/// and `*.yml` files except `connections.yaml`, in name order.
+pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Diagnostic> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let entries = std::fs::read_dir(path).map_err(|error| {
+                Diagnostic::error(path, None, format!("cannot read folder: {error}"))
+            })?;
+            let mut found: Vec<PathBuf> = entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .filter(|file| is_pipeline_file(file))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else if path.exists() {
+            files.push(path.clone());
+        } else {
+            return Err(Diagnostic::error(path, None, "no such file or folder")
+                .with_hint("give a pipeline file such as `pipelines/vip_profiles.yaml`, or a folder of them"));
+        }
+    }
+    Ok(files)
+}
+
+fn is_pipeline_file(path: &Path) -> bool {
+    let is_yaml = matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    path.is_file() && is_yaml && stem != "connections"
+}

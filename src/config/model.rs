@@ -1,0 +1,147 @@
+//! The checked pipeline: what the rest of tapline works from. It cannot hold an invalid value.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use super::file::{ArrayOperation, Region, SourceFormat};
+use super::yaml::Position;
+
+/// A pipeline that passed every check `config` can make without touching the network.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// The file stem of the pipeline file.
+    pub name: String,
+    /// The pipeline file.
+    pub file: PathBuf,
+    /// Free text from the file.
+    pub description: Option<String>,
+    /// Where to send.
+    pub connection: Connection,
+    /// What to read.
+    pub source: Source,
+    /// What to send it as.
+    pub target: Target,
+    /// Requests in flight at most, 1..=10.
+    pub thread_count: usize,
+    /// What to do with a record that breaks CleverTap's rules.
+    pub on_invalid_record: OnInvalidRecord,
+    /// When the daemon runs it.
+    pub schedule: Option<Schedule>,
+    /// Where some values were written, for errors found after loading.
+    pub locations: Locations,
+}
+
+/// Positions in the pipeline file of values that later checks may complain about.
+#[derive(Debug, Clone, Default)]
+pub struct Locations {
+    /// `source.path`.
+    pub source_path: Option<Position>,
+}
+
+/// A resolved CleverTap connection.
+#[derive(Clone)]
+pub struct Connection {
+    /// The connection's name in `connections.yaml`, or `inline`.
+    pub name: String,
+    /// The CleverTap account (Project ID).
+    pub account_id: String,
+    /// The account passcode.
+    pub passcode: Passcode,
+    /// The API base URL without a trailing slash, e.g. `https://in1.api.clevertap.com`.
+    pub base_url: String,
+    /// How long one request may take.
+    pub request_timeout: Duration,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("name", &self.name)
+            .field("account_id", &self.account_id)
+            .field("passcode", &self.passcode)
+            .field("base_url", &self.base_url)
+            .finish()
+    }
+}
+
+/// A CleverTap passcode. It prints as `***` so it cannot leak through `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Passcode(String);
+
+impl Passcode {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Passcode(secret.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Passcode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Passcode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A source file and how to read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// Absolute or pipeline-relative-resolved path.
+    pub path: PathBuf,
+    /// Layout of the rows.
+    pub format: SourceFormat,
+    /// Whether the file is gzip-compressed.
+    pub gzip: bool,
+}
+
+/// What the records become in CleverTap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// `user_profiles` / `upload_profiles`.
+    Profiles {
+        /// What JSON-array values do.
+        array_operation: ArrayOperation,
+    },
+    /// `user_events`.
+    Events,
+}
+
+impl Target {
+    /// A short name for summaries: `profiles`, `events`.
+    pub fn noun(&self) -> &'static str {
+        match self {
+            Target::Profiles { .. } => "profiles",
+            Target::Events => "events",
+        }
+    }
+}
+
+/// What to do with an invalid record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnInvalidRecord {
+    /// Stop the run at the first one.
+    Stop,
+    /// Skip it, report it, go on.
+    Skip,
+}
+
+/// A parsed cron schedule in a time zone.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// The expression as written.
+    pub expression: String,
+    /// The parsed expression.
+    pub cron: croner::Cron,
+    /// The zone it is read in.
+    pub timezone: chrono_tz::Tz,
+}

@@ -1,0 +1,461 @@
+//! Semantic checks that turn the serde types of [`super::file`] into a [`Pipeline`].
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::diagnostic::{did_you_mean, Diagnostic};
+use super::file::{
+    ConnectionFile, ConnectionRef, ConnectionsFile, Entity, PipelineFile, ProfileOperation, Region,
+    SourceFormat,
+};
+use super::model::{Connection, Locations, OnInvalidRecord, Passcode, Pipeline, Schedule, Source, Target};
+use super::schema::{self, FileKind};
+use super::yaml::{self, Node};
+use super::{Credentials, Loaded};
+
+const DEFAULT_THREAD_COUNT: usize = 5;
+const DEFAULT_REQUEST_TIMEOUT_SECONDS: u64 = 60;
+
+/// A parsed YAML file that matched its schema.
+struct Parsed<T> {
+    file: PathBuf,
+    root: Node,
+    value: T,
+}
+
+/// Reads, parses and schema-checks a YAML file, then deserializes it.
+fn parse_file<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    kind: FileKind,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Parsed<T>> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            diagnostics.push(Diagnostic::error(path, None, format!("cannot read the file: {error}")));
+            return None;
+        }
+    };
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(error) => {
+            let offset = error.utf8_error().valid_up_to();
+            let line = error.as_bytes()[..offset].iter().filter(|&&b| b == b'\n').count() + 1;
+            diagnostics.push(
+                Diagnostic::error(path, Some(yaml::Position { line, col: 1 }), "the file is not valid UTF-8")
+                    .with_hint("save the file as UTF-8"),
+            );
+            return None;
+        }
+    };
+    let root = match yaml::parse(&text) {
+        Ok(root) => root,
+        Err(error) => {
+            diagnostics.push(
+                Diagnostic::error(path, Some(error.position), format!("invalid YAML: {}", error.message))
+                    .with_hint("check indentation, quotes and brackets around this place"),
+            );
+            return None;
+        }
+    };
+    let shape_errors = schema::check(path, &root, kind);
+    if !shape_errors.is_empty() {
+        diagnostics.extend(shape_errors);
+        return None;
+    }
+    match serde_json::from_value::<T>(root.to_json()) {
+        Ok(value) => Some(Parsed { file: path.to_path_buf(), root, value }),
+        Err(error) => {
+            diagnostics.push(Diagnostic::error(path, Some(root.position), error.to_string()));
+            None
+        }
+    }
+}
+
+pub(super) fn load(path: &Path, credentials: Credentials) -> Loaded {
+    let mut diagnostics = Vec::new();
+    let Some(parsed) = parse_file::<PipelineFile>(path, FileKind::Pipeline, &mut diagnostics) else {
+        return Loaded { pipeline: None, diagnostics };
+    };
+    let pipeline = build(&parsed, credentials, &mut diagnostics);
+    let failed = diagnostics.iter().any(Diagnostic::is_error);
+    Loaded { pipeline: if failed { None } else { pipeline }, diagnostics }
+}
+
+fn build(parsed: &Parsed<PipelineFile>, credentials: Credentials, diagnostics: &mut Vec<Diagnostic>) -> Option<Pipeline> {
+    let file = &parsed.file;
+    let root = &parsed.root;
+    let spec = &parsed.value;
+    let folder = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("pipeline").to_string();
+
+    let connection = resolve_connection(parsed, &folder, credentials, diagnostics);
+    let source = build_source(file, root, &spec.source, &folder, diagnostics);
+    let target = build_target(file, root, spec, diagnostics);
+    let schedule = spec.schedule.as_ref().and_then(|schedule| build_schedule(file, root, schedule, diagnostics));
+
+    let thread_count = spec.thread_count.map_or(DEFAULT_THREAD_COUNT, |count| count.clamp(1, 10) as usize);
+    let on_invalid_record = if spec.skip_invalid_records.unwrap_or(false) {
+        OnInvalidRecord::Skip
+    } else {
+        OnInvalidRecord::Stop
+    };
+    Some(Pipeline {
+        name,
+        file: file.clone(),
+        description: spec.description.clone(),
+        connection: connection?,
+        source: source?,
+        target: target?,
+        thread_count,
+        on_invalid_record,
+        schedule: match &spec.schedule {
+            Some(_) => Some(schedule?),
+            None => None,
+        },
+        locations: Locations { source_path: Some(root.locate("/source/path")) },
+    })
+}
+
+fn build_source(
+    file: &Path,
+    root: &Node,
+    spec: &super::file::SourceFile,
+    folder: &Path,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Source> {
+    let path = folder.join(&spec.path);
+    let lower = spec.path.to_lowercase();
+    let gzip = lower.ends_with(".gz");
+    let inner = lower.trim_end_matches(".gz");
+    let guessed = if inner.ends_with(".csv") {
+        Some(SourceFormat::Csv)
+    } else if inner.ends_with(".tsv") || inner.ends_with(".tab") {
+        Some(SourceFormat::Tsv)
+    } else if inner.ends_with(".jsonl") || inner.ends_with(".ndjson") {
+        Some(SourceFormat::Jsonl)
+    } else {
+        None
+    };
+    let Some(format) = spec.format.or(guessed) else {
+        diagnostics.push(
+            Diagnostic::error(file, Some(root.locate("/source/path")), format!("cannot tell the format of `{}` from its name", spec.path))
+                .with_hint("add `format: csv`, `format: tsv` or `format: jsonl` under `source`"),
+        );
+        return None;
+    };
+    Some(Source { path, format, gzip })
+}
+
+fn build_target(file: &Path, root: &Node, spec: &PipelineFile, diagnostics: &mut Vec<Diagnostic>) -> Option<Target> {
+    let target = &spec.target;
+    match target.entity {
+        Entity::UserProfiles => {
+            let operation = target.operation.unwrap_or(ProfileOperation::UploadProfiles);
+            match operation {
+                ProfileOperation::UploadProfiles => Some(Target::Profiles {
+                    array_operation: target.array_operation.unwrap_or_default(),
+                }),
+            }
+        }
+        Entity::UserEvents => {
+            let mut ok = true;
+            if target.operation.is_some() {
+                diagnostics.push(
+                    Diagnostic::error(file, Some(root.locate_key("/target", "operation")), "`target.operation` applies only to `entity: user_profiles`")
+                        .with_hint("remove `operation`, or set `entity: user_profiles`"),
+                );
+                ok = false;
+            }
+            if target.array_operation.is_some() {
+                diagnostics.push(
+                    Diagnostic::error(file, Some(root.locate_key("/target", "array_operation")), "`target.array_operation` applies only to `upload_profiles`")
+                        .with_hint("event properties cannot be lists; remove `array_operation`"),
+                );
+                ok = false;
+            }
+            ok.then_some(Target::Events)
+        }
+    }
+}
+
+fn build_schedule(
+    file: &Path,
+    root: &Node,
+    spec: &super::file::ScheduleFile,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Schedule> {
+    let cron = match croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Optional)
+        .build()
+        .parse(spec.cron.trim())
+    {
+        Ok(cron) => Some(cron),
+        Err(error) => {
+            diagnostics.push(
+                Diagnostic::error(file, Some(root.locate("/schedule/cron")), format!("invalid cron expression `{}`: {error}", spec.cron))
+                    .with_hint("use five fields `minute hour day-of-month month day-of-week`, e.g. `0 3 * * *`, or `@daily`"),
+            );
+            None
+        }
+    };
+    let zone_name = spec.timezone.as_deref().unwrap_or("UTC");
+    let timezone = match chrono_tz::Tz::from_str(zone_name) {
+        Ok(zone) => Some(zone),
+        Err(_) => {
+            let mut diagnostic = Diagnostic::error(
+                file,
+                Some(root.locate("/schedule/timezone")),
+                format!("unknown time zone `{zone_name}`"),
+            );
+            let names = chrono_tz::TZ_VARIANTS.iter().map(|zone| zone.name());
+            diagnostic = match did_you_mean(zone_name, names) {
+                Some(suggestion) => diagnostic.with_hint(format!("did you mean `{suggestion}`?")),
+                None => diagnostic.with_hint("use an IANA name such as `UTC`, `Asia/Kolkata` or `America/New_York`"),
+            };
+            diagnostics.push(diagnostic);
+            None
+        }
+    };
+    Some(Schedule { expression: spec.cron.clone(), cron: cron?, timezone: timezone? })
+}
+
+/// Where a connection was written: its file, tree, and JSON pointer within it.
+struct ConnectionSite<'a> {
+    file: PathBuf,
+    root: &'a Node,
+    pointer: String,
+}
+
+impl ConnectionSite<'_> {
+    fn at(&self, field: &str) -> Option<yaml::Position> {
+        Some(self.root.locate(&format!("{}/{field}", self.pointer)))
+    }
+}
+
+fn resolve_connection(
+    parsed: &Parsed<PipelineFile>,
+    folder: &Path,
+    credentials: Credentials,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Connection> {
+    match &parsed.value.connection {
+        ConnectionRef::Inline(spec) => {
+            let site = ConnectionSite { file: parsed.file.clone(), root: &parsed.root, pointer: "/connection".into() };
+            finish_connection("inline", spec, &site, credentials, diagnostics)
+        }
+        ConnectionRef::Named(name) => {
+            let path = ["connections.yaml", "connections.yml"]
+                .iter()
+                .map(|file| folder.join(file))
+                .find(|candidate| candidate.exists());
+            let Some(path) = path else {
+                diagnostics.push(
+                    Diagnostic::error(&parsed.file, Some(parsed.root.locate("/connection")), format!("connection `{name}` needs a `connections.yaml` beside the pipeline, and there is none in `{}`", display_folder(folder)))
+                        .with_hint("create connections.yaml with the connection, or write the connection inline"),
+                );
+                return None;
+            };
+            let connections = parse_file::<ConnectionsFile>(&path, FileKind::Connections, diagnostics)?;
+            let Some(spec) = connections.value.0.get(name) else {
+                let names: Vec<&str> = connections.value.0.keys().map(String::as_str).collect();
+                let mut diagnostic = Diagnostic::error(
+                    &parsed.file,
+                    Some(parsed.root.locate("/connection")),
+                    format!("unknown connection `{name}`; {} defines {}", path.display(), names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")),
+                );
+                if let Some(suggestion) = did_you_mean(name, names.iter().copied()) {
+                    diagnostic = diagnostic.with_hint(format!("did you mean `{suggestion}`?"));
+                }
+                diagnostics.push(diagnostic);
+                return None;
+            };
+            let site = ConnectionSite { file: path.clone(), root: &connections.root, pointer: format!("/{}", name.replace('~', "~0").replace('/', "~1")) };
+            finish_connection(name, spec, &site, credentials, diagnostics)
+        }
+    }
+}
+
+fn display_folder(folder: &Path) -> String {
+    if folder.as_os_str().is_empty() { ".".into() } else { folder.display().to_string() }
+}
+
+fn finish_connection(
+    name: &str,
+    spec: &ConnectionFile,
+    site: &ConnectionSite<'_>,
+    credentials: Credentials,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Connection> {
+    let file = site.file.as_path();
+    let timeout = Duration::from_secs(
+        spec.request_timeout_seconds.map_or(DEFAULT_REQUEST_TIMEOUT_SECONDS, |seconds| seconds.clamp(1, 600) as u64),
+    );
+    if spec.passcode.is_some() && spec.passcode_file.is_some() {
+        diagnostics.push(
+            Diagnostic::error(file, site.at("passcode_file"), "give either `passcode` or `passcode_file`, not both")
+                .with_hint("keep `passcode_file` and remove `passcode`"),
+        );
+        return None;
+    }
+    if spec.passcode.is_none() && spec.passcode_file.is_none() {
+        diagnostics.push(
+            Diagnostic::error(file, site.at("account_id"), format!("connection `{name}` has no passcode"))
+                .with_hint("add `passcode: ${CLEVERTAP_PASSCODE}` or `passcode_file: /path/to/passcode`"),
+        );
+        return None;
+    }
+    if let Some(passcode) = &spec.passcode {
+        if !passcode.contains("${") {
+            diagnostics.push(
+                Diagnostic::warning(file, site.at("passcode"), format!("the passcode of connection `{name}` is written in the file"))
+                    .with_hint("a file ends up in version control; use `passcode: ${CLEVERTAP_PASSCODE}` or `passcode_file`"),
+            );
+        }
+    }
+    if credentials == Credentials::Ignore {
+        return Some(Connection {
+            name: name.to_string(),
+            account_id: String::new(),
+            passcode: Passcode::new(String::new()),
+            base_url: String::new(),
+            request_timeout: timeout,
+        });
+    }
+
+    let mut failed = false;
+    let mut resolve = |field: &str, text: &str| -> Option<String> {
+        match interpolate(text) {
+            Ok(value) => Some(value),
+            Err(problem) => {
+                diagnostics.push(Diagnostic::error(file, site.at(field), problem.message).with_hint(problem.hint));
+                failed = true;
+                None
+            }
+        }
+    };
+    let account_id = resolve("account_id", &spec.account_id);
+    let passcode = spec.passcode.as_deref().and_then(|text| resolve("passcode", text));
+    let passcode_file = spec.passcode_file.as_deref().and_then(|text| resolve("passcode_file", text));
+    let endpoint = spec.endpoint.as_deref().and_then(|text| resolve("endpoint", text));
+    if failed {
+        return None;
+    }
+    let account_id = account_id?;
+    if account_id.trim().is_empty() {
+        diagnostics.push(Diagnostic::error(file, site.at("account_id"), format!("connection `{name}` has an empty `account_id`")));
+        return None;
+    }
+    let passcode = match (passcode, passcode_file) {
+        (Some(passcode), _) => passcode,
+        (None, Some(passcode_file)) => {
+            let base = file.parent().unwrap_or(Path::new(""));
+            let path = base.join(&passcode_file);
+            match std::fs::read_to_string(&path) {
+                Ok(text) if !text.trim().is_empty() => text.trim().to_string(),
+                Ok(_) => {
+                    diagnostics.push(Diagnostic::error(file, site.at("passcode_file"), format!("passcode file `{}` is empty", path.display())));
+                    return None;
+                }
+                Err(error) => {
+                    diagnostics.push(
+                        Diagnostic::error(file, site.at("passcode_file"), format!("cannot read passcode file `{}`: {error}", path.display()))
+                            .with_hint("a relative path is relative to the file that names it"),
+                    );
+                    return None;
+                }
+            }
+        }
+        (None, None) => return None,
+    };
+    if passcode.is_empty() {
+        diagnostics.push(Diagnostic::error(file, site.at("passcode"), format!("connection `{name}` has an empty passcode")));
+        return None;
+    }
+    let base_url = match endpoint {
+        Some(endpoint) => match reqwest::Url::parse(&endpoint) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                endpoint.trim_end_matches('/').to_string()
+            }
+            _ => {
+                diagnostics.push(
+                    Diagnostic::error(file, site.at("endpoint"), format!("`endpoint` `{endpoint}` is not an http(s) URL"))
+                        .with_hint("write it like `https://proxy.example.com` or `http://127.0.0.1:9000`"),
+                );
+                return None;
+            }
+        },
+        None => region_base_url(spec.region.unwrap_or(Region::Eu1)).to_string(),
+    };
+    Some(Connection { name: name.to_string(), account_id, passcode: Passcode::new(passcode), base_url, request_timeout: timeout })
+}
+
+/// The API host of a CleverTap region. Europe has the bare `api.clevertap.com`.
+pub fn region_base_url(region: Region) -> &'static str {
+    match region {
+        Region::Eu1 => "https://api.clevertap.com",
+        Region::In1 => "https://in1.api.clevertap.com",
+        Region::Sg1 => "https://sg1.api.clevertap.com",
+        Region::Us1 => "https://us1.api.clevertap.com",
+        Region::Aps3 => "https://aps3.api.clevertap.com",
+        Region::Mec1 => "https://mec1.api.clevertap.com",
+    }
+}
+
+struct InterpolationProblem {
+    message: String,
+    hint: String,
+}
+
+/// Replaces every `${NAME}` with the environment variable `NAME`.
+fn interpolate(text: &str) -> Result<String, InterpolationProblem> {
+    let mut output = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        output.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(InterpolationProblem {
+                message: format!("`${{` without a closing `}}` in `{text}`"),
+                hint: "write `${NAME}`".into(),
+            });
+        };
+        let name = &after[..end];
+        match std::env::var(name) {
+            Ok(value) => output.push_str(&value),
+            Err(_) => {
+                return Err(InterpolationProblem {
+                    message: format!("environment variable `{name}` is not set"),
+                    hint: format!("export {name}=... before running tapline (under systemd: `Environment=` or `EnvironmentFile=`)"),
+                });
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    output.push_str(rest);
+    Ok(output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_map_to_hosts() {
+        assert_eq!(region_base_url(Region::Eu1), "https://api.clevertap.com");
+        assert_eq!(region_base_url(Region::In1), "https://in1.api.clevertap.com");
+        assert_eq!(region_base_url(Region::Mec1), "https://mec1.api.clevertap.com");
+    }
+
+    #[test]
+    fn interpolates_environment_variables() {
+        // PATH is set in every test environment.
+        let path = std::env::var("PATH").expect("PATH is set");
+        assert_eq!(interpolate("a-${PATH}-b").ok().as_deref(), Some(format!("a-{path}-b").as_str()));
+        assert_eq!(interpolate("plain").ok().as_deref(), Some("plain"));
+        let unset = interpolate("${TAPLINE_SURELY_UNSET_VARIABLE}").err().expect("unset");
+        assert!(unset.message.contains("TAPLINE_SURELY_UNSET_VARIABLE"));
+        assert!(interpolate("${OPEN").is_err());
+    }
+}

@@ -1,0 +1,201 @@
+//! Rows → records → batches: the reading side of a run, on its own thread.
+//!
+//! Reading and mapping are blocking work, so they run on a thread that hands finished
+//! batches to the sending side over a bounded channel: the file is read only as fast as
+//! batches are sent, and memory holds a few batches, whatever the file's size.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::outcome::{Outcome, Settled};
+use crate::config::model::{OnInvalidRecord, Target};
+use crate::mapping;
+use crate::source::{RowError, RowStream};
+
+/// Records in one request, already encoded as the request body.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// 0-based batch number in the run.
+    pub index: u64,
+    /// The source line of each record, in request order.
+    pub lines: Vec<u64>,
+    /// The request body: `{"d":[record,...]}`.
+    pub body: Bytes,
+    /// Where each record sits in `body`.
+    pub spans: Vec<Range<usize>>,
+}
+
+impl Batch {
+    /// First source line in the batch.
+    pub fn first_line(&self) -> u64 {
+        self.lines.first().copied().unwrap_or_default()
+    }
+
+    /// Last source line in the batch.
+    pub fn last_line(&self) -> u64 {
+        self.lines.last().copied().unwrap_or_default()
+    }
+
+    /// The record at `index` as sent.
+    pub fn record(&self, index: usize) -> Option<Value> {
+        let span = self.spans.get(index)?;
+        serde_json::from_slice(&self.body[span.clone()]).ok()
+    }
+}
+
+/// What the reading side tells the sending side, in source order.
+#[derive(Debug)]
+pub enum Produced {
+    /// A batch to send.
+    Batch(Batch),
+    /// An invalid row that was skipped.
+    Skipped(Settled),
+    /// An invalid row that stops the run; nothing follows it.
+    Stopped(Settled),
+    /// The source cannot be read any further; nothing follows.
+    SourceFailed(String),
+}
+
+/// Settings of the reading side.
+pub struct Batching {
+    /// What the rows become.
+    pub target: Target,
+    /// What an invalid row does.
+    pub on_invalid_record: OnInvalidRecord,
+    /// Records per request at most.
+    pub batch_size: usize,
+}
+
+/// Reads every row, maps it, and sends batches and invalid rows down `output` until the
+/// source ends, an invalid row stops the run, or the receiver is gone.
+pub fn produce(mut rows: Box<dyn RowStream>, settings: &Batching, output: &mpsc::Sender<Produced>) {
+    let mut builder = BatchBuilder::new(settings.batch_size);
+    let mut next_index = 0;
+    let mut flush = |builder: &mut BatchBuilder| -> bool {
+        match builder.take(next_index) {
+            Some(batch) => {
+                next_index += 1;
+                output.blocking_send(Produced::Batch(batch)).is_ok()
+            }
+            None => true,
+        }
+    };
+    while let Some(next) = rows.next_row() {
+        let invalid = match next {
+            Ok(row) => match mapping::map_row(settings.target, &row) {
+                Ok(record) => {
+                    builder.push(row.line, &record);
+                    if builder.is_full() && !flush(&mut builder) {
+                        return;
+                    }
+                    continue;
+                }
+                Err(invalid) => Settled {
+                    line: row.line,
+                    outcome: Outcome::Skipped,
+                    code: invalid.code,
+                    reason: invalid.reason,
+                    row: Some(row.to_json()),
+                    record: None,
+                },
+            },
+            Err(RowError::Invalid { line, reason, raw }) => Settled {
+                line,
+                outcome: Outcome::Skipped,
+                code: "malformed_row".into(),
+                reason,
+                row: Some(Value::String(raw)),
+                record: None,
+            },
+            Err(RowError::Fatal(message)) => {
+                if flush(&mut builder) {
+                    let _ = output.blocking_send(Produced::SourceFailed(message));
+                }
+                return;
+            }
+        };
+        match settings.on_invalid_record {
+            OnInvalidRecord::Skip => {
+                if output.blocking_send(Produced::Skipped(invalid)).is_err() {
+                    return;
+                }
+            }
+            OnInvalidRecord::Stop => {
+                // The rows before it are valid: send them, then stop.
+                if flush(&mut builder) {
+                    let _ = output.blocking_send(Produced::Stopped(Settled { outcome: Outcome::Failed, ..invalid }));
+                }
+                return;
+            }
+        }
+    }
+    flush(&mut builder);
+}
+
+/// Accumulates encoded records into one request body.
+struct BatchBuilder {
+    capacity: usize,
+    lines: Vec<u64>,
+    body: Vec<u8>,
+    spans: Vec<Range<usize>>,
+}
+
+const BODY_START: &[u8] = br#"{"d":["#;
+const BODY_END: &[u8] = b"]}";
+
+impl BatchBuilder {
+    fn new(capacity: usize) -> Self {
+        BatchBuilder { capacity, lines: Vec::new(), body: BODY_START.to_vec(), spans: Vec::new() }
+    }
+
+    fn push(&mut self, line: u64, record: &Value) {
+        if !self.lines.is_empty() {
+            self.body.push(b',');
+        }
+        let start = self.body.len();
+        serde_json::to_writer(&mut self.body, record).expect("a JSON value always serializes");
+        self.spans.push(start..self.body.len());
+        self.lines.push(line);
+    }
+
+    fn is_full(&self) -> bool {
+        self.lines.len() >= self.capacity
+    }
+
+    fn take(&mut self, index: u64) -> Option<Batch> {
+        if self.lines.is_empty() {
+            return None;
+        }
+        let mut body = std::mem::replace(&mut self.body, BODY_START.to_vec());
+        body.extend_from_slice(BODY_END);
+        Some(Batch {
+            index,
+            lines: std::mem::take(&mut self.lines),
+            body: Bytes::from(body),
+            spans: std::mem::take(&mut self.spans),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn builds_request_bodies_with_record_spans() {
+        let mut builder = BatchBuilder::new(2);
+        builder.push(2, &json!({"identity": "a"}));
+        assert!(!builder.is_full());
+        builder.push(5, &json!({"identity": "b"}));
+        assert!(builder.is_full());
+        let batch = builder.take(7).expect("a batch");
+        assert_eq!(&batch.body[..], br#"{"d":[{"identity":"a"},{"identity":"b"}]}"#);
+        assert_eq!((batch.index, batch.first_line(), batch.last_line()), (7, 2, 5));
+        assert_eq!(batch.record(1), Some(json!({"identity": "b"})));
+        assert!(builder.take(8).is_none());
+    }
+}

@@ -1,0 +1,420 @@
+//! The upload engine: batches to CleverTap with bounded concurrency, retries, and an outcome
+//! for every record.
+//!
+//! A run is two halves joined by a bounded channel. The reading half ([`batch::produce`], on
+//! its own thread) turns rows into encoded batches. The sending half (here) keeps at most
+//! `thread_count` requests in flight, retries what [`crate::clevertap::retry`] says to, maps
+//! CleverTap's `unprocessed` entries back to source lines, and settles each batch into a
+//! [`BatchReport`]. Every record read ends accepted, skipped, rejected or failed.
+
+pub mod batch;
+pub mod outcome;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use batch::Batch;
+pub use outcome::{BatchReport, Counts, DryRunReport, Outcome, RunSummary, Settled, StopReason};
+
+use crate::clevertap::retry::{classify, RetryPolicy, Verdict};
+use crate::clevertap::wire::UploadResponse;
+use crate::clevertap::{Client, Failure};
+use crate::config::model::{OnInvalidRecord, Source, Target};
+use batch::{Batching, Produced};
+use outcome::RejectsFile;
+
+/// What to upload: one pipeline's source, target and limits.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The pipeline's name, for the summary.
+    pub pipeline: String,
+    /// The file to read.
+    pub source: Source,
+    /// What its rows become.
+    pub target: Target,
+    /// What an invalid record does.
+    pub on_invalid_record: OnInvalidRecord,
+    /// Requests in flight at most.
+    pub thread_count: usize,
+    /// Records per request at most.
+    pub batch_size: usize,
+}
+
+/// Where batches go.
+#[derive(Clone)]
+pub enum Delivery {
+    /// To CleverTap (or the sandbox) through this client.
+    Send(Client),
+    /// Nowhere: build and check every request, send none.
+    DryRun,
+}
+
+/// How a run behaves, beyond the job itself.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// Send, or only build.
+    pub delivery: Delivery,
+    /// Retry attempts and back-off.
+    pub retry: RetryPolicy,
+    /// Where the rejects file goes (created only when something is rejected).
+    pub rejects_path: PathBuf,
+}
+
+/// Hears about a run as it goes: progress display now, checkpoints later.
+pub trait Observer: Send {
+    /// A batch has settled (every record in it has its outcome).
+    fn batch_settled(&mut self, _report: &BatchReport, _counts: &Counts) {}
+    /// A record was skipped before sending.
+    fn record_skipped(&mut self, _settled: &Settled, _counts: &Counts) {}
+}
+
+/// An observer that ignores everything.
+pub struct NoObserver;
+impl Observer for NoObserver {}
+
+/// The bookkeeping of a run in progress.
+struct Ledger {
+    counts: Counts,
+    requests: u64,
+    retries: u64,
+    rejects: RejectsFile,
+    stop: Option<StopReason>,
+    dry_run: Option<DryRunReport>,
+}
+
+impl Ledger {
+    fn settle_batch(&mut self, report: &BatchReport, observer: &mut dyn Observer) {
+        self.counts.accepted += report.accepted as u64;
+        for entry in &report.settled {
+            self.counts.add(entry.outcome, 1);
+            self.rejects.write(entry);
+        }
+        self.rejects.flush();
+        if report.attempts > 0 {
+            self.requests += u64::from(report.attempts);
+            self.retries += u64::from(report.attempts - 1);
+        }
+        observer.batch_settled(report, &self.counts);
+    }
+
+    fn stop(&mut self, reason: StopReason) {
+        if self.stop.is_none() {
+            self.stop = Some(reason);
+        }
+    }
+}
+
+/// Uploads a job's source and reports what happened to every record.
+///
+/// `cancel` (Ctrl-C) stops new requests; requests in flight finish and count.
+pub async fn run(job: Job, options: RunOptions, observer: &mut dyn Observer, cancel: CancellationToken) -> RunSummary {
+    let started = Instant::now();
+    let mut ledger = Ledger {
+        counts: Counts::default(),
+        requests: 0,
+        retries: 0,
+        rejects: RejectsFile::new(&options.rejects_path),
+        stop: None,
+        dry_run: matches!(options.delivery, Delivery::DryRun)
+            .then_some(DryRunReport { requests: 0, records: 0, sample: None }),
+    };
+    let mut warnings = Vec::new();
+    match crate::source::open(&job.source) {
+        Ok(rows) => {
+            if rows.columns().is_some_and(<[_]>::is_empty) {
+                warnings.push("the source has no columns".to_string());
+            }
+            send_all(&job, &options, rows, &mut ledger, observer, &cancel).await;
+        }
+        Err(error) => ledger.stop(StopReason::SourceFailed(error.to_string())),
+    }
+    if ledger.counts.read == 0 && ledger.stop.is_none() {
+        warnings.push("the source has no records".to_string());
+    }
+    let (rejects_file, rejects_error) = ledger.rejects.finish();
+    warnings.extend(rejects_error);
+    RunSummary {
+        pipeline: job.pipeline,
+        counts: ledger.counts,
+        requests: ledger.requests,
+        retries: ledger.retries,
+        duration: started.elapsed(),
+        rejects_file,
+        stop: ledger.stop,
+        dry_run: ledger.dry_run,
+        warnings,
+    }
+}
+
+/// The sending half: takes what the reader produces and keeps requests in flight.
+async fn send_all(
+    job: &Job,
+    options: &RunOptions,
+    rows: Box<dyn crate::source::RowStream>,
+    ledger: &mut Ledger,
+    observer: &mut dyn Observer,
+    cancel: &CancellationToken,
+) {
+    let thread_count = job.thread_count.max(1);
+    let (sender, mut produced) = mpsc::channel::<Produced>(thread_count);
+    let settings = Batching { target: job.target, on_invalid_record: job.on_invalid_record, batch_size: job.batch_size };
+    let reader = std::thread::spawn(move || batch::produce(rows, &settings, &sender));
+
+    // The one place concurrency is bounded: a permit per request, moved into its task.
+    let permits = Arc::new(Semaphore::new(thread_count));
+    let mut in_flight: JoinSet<BatchReport> = JoinSet::new();
+    let mut permit: Option<OwnedSemaphorePermit> = None;
+    let mut reading = true;
+    loop {
+        let accepting = reading && ledger.stop.is_none();
+        if !accepting && in_flight.is_empty() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            Some(joined) = in_flight.join_next() => {
+                let report = joined.unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
+                note_batch_stop(&report, job.on_invalid_record, ledger);
+                ledger.settle_batch(&report, observer);
+            }
+            () = cancel.cancelled(), if ledger.stop.is_none() => ledger.stop(StopReason::Interrupted),
+            acquired = permits.clone().acquire_owned(), if accepting && permit.is_none() => {
+                permit = Some(acquired.expect("the semaphore is never closed"));
+            }
+            next = produced.recv(), if accepting && permit.is_some() => match next {
+                None => reading = false,
+                Some(Produced::Batch(batch)) => {
+                    ledger.counts.read += batch.lines.len() as u64;
+                    match &options.delivery {
+                        Delivery::DryRun => {
+                            let report = dry_run(&batch, ledger);
+                            ledger.settle_batch(&report, observer);
+                        }
+                        Delivery::Send(client) => {
+                            let client = client.clone();
+                            let policy = options.retry;
+                            let cancel = cancel.clone();
+                            let permit = permit.take();
+                            in_flight.spawn(async move {
+                                let _permit = permit;
+                                deliver(&client, batch, policy, &cancel).await
+                            });
+                        }
+                    }
+                }
+                Some(Produced::Skipped(settled)) => {
+                    ledger.counts.read += 1;
+                    ledger.counts.add(settled.outcome, 1);
+                    ledger.rejects.write(&settled);
+                    observer.record_skipped(&settled, &ledger.counts);
+                }
+                Some(Produced::Stopped(settled)) => {
+                    ledger.counts.read += 1;
+                    ledger.counts.add(settled.outcome, 1);
+                    ledger.rejects.write(&settled);
+                    ledger.stop(StopReason::InvalidRecord { line: settled.line, reason: settled.reason.clone() });
+                    reading = false;
+                }
+                Some(Produced::SourceFailed(message)) => {
+                    ledger.stop(StopReason::SourceFailed(message));
+                    reading = false;
+                }
+            },
+        }
+    }
+    // Batches the reader already made but that were never sent count as failed.
+    produced.close();
+    while let Some(next) = produced.recv().await {
+        match next {
+            Produced::Batch(batch) => {
+                ledger.counts.read += batch.lines.len() as u64;
+                ledger.settle_batch(&unsent(batch, ledger.stop.as_ref()), observer);
+            }
+            Produced::Skipped(settled) | Produced::Stopped(settled) => {
+                ledger.counts.read += 1;
+                ledger.counts.add(settled.outcome, 1);
+                ledger.rejects.write(&settled);
+            }
+            Produced::SourceFailed(message) => ledger.stop(StopReason::SourceFailed(message)),
+        }
+    }
+    let _ = reader.join();
+}
+
+/// A stop condition a settled batch brings: bad credentials, or a rejection that must stop.
+fn note_batch_stop(report: &BatchReport, on_invalid: OnInvalidRecord, ledger: &mut Ledger) {
+    if let Some(unauthorized) = report.settled.iter().find(|s| s.code == "unauthorized") {
+        ledger.stop(StopReason::Unauthorized(unauthorized.reason.clone()));
+    }
+    if on_invalid == OnInvalidRecord::Stop {
+        if let Some(rejected) = report.settled.iter().find(|s| s.outcome == Outcome::Rejected) {
+            ledger.stop(StopReason::Rejected { line: rejected.line, reason: rejected.reason.clone() });
+        }
+    }
+}
+
+fn unsent(batch: Batch, stop: Option<&StopReason>) -> BatchReport {
+    let reason = match stop {
+        Some(StopReason::Interrupted) => "not sent: the run was interrupted".to_string(),
+        Some(reason) => format!("not sent: the run stopped ({})", short_reason(reason)),
+        None => "not sent".to_string(),
+    };
+    failed_batch(&batch, "not_sent", &reason, 0)
+}
+
+fn short_reason(reason: &StopReason) -> String {
+    match reason {
+        StopReason::InvalidRecord { line, .. } => format!("invalid record at line {line}"),
+        StopReason::Rejected { line, .. } => format!("record at line {line} rejected"),
+        StopReason::Unauthorized(_) => "credentials refused".into(),
+        StopReason::Interrupted => "interrupted".into(),
+        StopReason::SourceFailed(_) => "source unreadable".into(),
+    }
+}
+
+fn failed_batch(batch: &Batch, code: &str, reason: &str, attempts: u32) -> BatchReport {
+    let settled = batch
+        .lines
+        .iter()
+        .enumerate()
+        .map(|(index, &line)| Settled {
+            line,
+            outcome: Outcome::Failed,
+            code: code.to_string(),
+            reason: reason.to_string(),
+            row: None,
+            record: batch.record(index),
+        })
+        .collect();
+    BatchReport {
+        index: batch.index,
+        first_line: batch.first_line(),
+        last_line: batch.last_line(),
+        records: batch.lines.len(),
+        accepted: 0,
+        settled,
+        attempts,
+    }
+}
+
+fn dry_run(batch: &Batch, ledger: &mut Ledger) -> BatchReport {
+    if let Some(report) = &mut ledger.dry_run {
+        report.requests += 1;
+        report.records += batch.lines.len() as u64;
+        if report.sample.is_none() {
+            report.sample = batch.record(0);
+        }
+    }
+    BatchReport {
+        index: batch.index,
+        first_line: batch.first_line(),
+        last_line: batch.last_line(),
+        records: batch.lines.len(),
+        accepted: 0,
+        settled: Vec::new(),
+        attempts: 0,
+    }
+}
+
+/// Sends one batch, retrying as [`classify`] says, and settles its records.
+async fn deliver(client: &Client, batch: Batch, policy: RetryPolicy, cancel: &CancellationToken) -> BatchReport {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let failure = match client.upload(batch.body.clone()).await {
+            Ok(response) => return accepted_batch(&batch, &response, attempts),
+            Err(failure) => failure,
+        };
+        match classify(&failure) {
+            Verdict::Retry { retry_after } if attempts < policy.max_attempts => {
+                let delay = policy.delay(attempts, retry_after, rand::random::<f64>());
+                tracing::debug!(batch = batch.index, attempt = attempts, ?delay, %failure, "retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = cancel.cancelled() => {
+                        return failed_batch(&batch, &failure_code(&failure), &format!("{failure}; not retried: the run was interrupted"), attempts);
+                    }
+                }
+            }
+            Verdict::Retry { .. } => {
+                let reason = format!("{failure} (gave up after {attempts} attempts)");
+                tracing::error!(batch = batch.index, first_line = batch.first_line(), %reason, "batch not delivered");
+                return failed_batch(&batch, &failure_code(&failure), &reason, attempts);
+            }
+            Verdict::FailBatch => {
+                tracing::error!(batch = batch.index, first_line = batch.first_line(), %failure, "batch refused");
+                return failed_batch(&batch, &failure_code(&failure), &failure.to_string(), attempts);
+            }
+            Verdict::StopRun => {
+                let reason = format!("CleverTap refused the credentials ({failure}); check the account ID, passcode and region");
+                return failed_batch(&batch, "unauthorized", &reason, attempts);
+            }
+        }
+    }
+}
+
+fn failure_code(failure: &Failure) -> String {
+    match failure {
+        Failure::Timeout(_) => "timeout".into(),
+        Failure::Connect(_) => "connect".into(),
+        Failure::Interrupted(_) => "connection_broken".into(),
+        Failure::Status { status, .. } => format!("http_{status}"),
+        Failure::InvalidResponse(_) => "invalid_response".into(),
+    }
+}
+
+/// Settles a batch CleverTap answered: its `unprocessed` records are rejected, the rest accepted.
+fn accepted_batch(batch: &Batch, response: &UploadResponse, attempts: u32) -> BatchReport {
+    let mut rejected_indexes: Vec<usize> = Vec::new();
+    let mut settled = Vec::new();
+    for entry in &response.unprocessed {
+        let index = entry
+            .record_index()
+            .filter(|index| *index < batch.lines.len() && !rejected_indexes.contains(index))
+            .or_else(|| match_echoed_record(batch, entry.record.as_ref(), &rejected_indexes));
+        let Some(index) = index else {
+            tracing::warn!(batch = batch.index, entry = ?entry, "an unprocessed entry matches no record of the batch");
+            continue;
+        };
+        rejected_indexes.push(index);
+        let reason = entry.error.clone().unwrap_or_else(|| "rejected by CleverTap".into());
+        settled.push(Settled {
+            line: batch.lines[index],
+            outcome: Outcome::Rejected,
+            code: entry.code.map_or_else(|| "rejected".into(), |code| code.to_string()),
+            reason,
+            row: None,
+            record: batch.record(index),
+        });
+    }
+    settled.sort_by_key(|entry| entry.line);
+    BatchReport {
+        index: batch.index,
+        first_line: batch.first_line(),
+        last_line: batch.last_line(),
+        records: batch.lines.len(),
+        accepted: batch.lines.len() - rejected_indexes.len(),
+        settled,
+        attempts,
+    }
+}
+
+/// When CleverTap's message has no record number, find the record by the identity it echoed.
+fn match_echoed_record(batch: &Batch, echoed: Option<&serde_json::Value>, taken: &[usize]) -> Option<usize> {
+    let echoed = match echoed? {
+        serde_json::Value::String(text) => serde_json::from_str(text).ok()?,
+        other => other.clone(),
+    };
+    let key = |record: &serde_json::Value| -> Option<String> {
+        crate::clevertap::rules::IDENTITY_FIELDS
+            .iter()
+            .find_map(|field| record.get(*field).map(|value| value.to_string().trim_matches('"').to_string()))
+    };
+    let wanted = key(&echoed)?;
+    (0..batch.lines.len()).find(|index| !taken.contains(index) && batch.record(*index).as_ref().and_then(key) == Some(wanted.clone()))
+}

@@ -1,0 +1,233 @@
+//! What happened to every record: per-batch reports, the run's counts, the rejects file.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// Where a record ended. Every record read ends in exactly one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// CleverTap took it.
+    Accepted,
+    /// It broke a rule before sending, and `skip_invalid_records` let the run go on.
+    Skipped,
+    /// CleverTap refused it (an `unprocessed` entry).
+    Rejected,
+    /// It was not delivered: a failed request, a stop, or an invalid record that stopped the run.
+    Failed,
+}
+
+/// A record that did not end accepted: one line of the rejects file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Settled {
+    /// The line of the source file the record came from.
+    pub line: u64,
+    /// Skipped, rejected or failed.
+    pub outcome: Outcome,
+    /// CleverTap's error code (`"515"`), or ours (`"malformed_row"`, `"http_400"`, `"not_sent"`).
+    pub code: String,
+    /// What went wrong.
+    pub reason: String,
+    /// The source row (for records that never became a request) ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row: Option<Value>,
+    /// ... or the CleverTap record as it was sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<Value>,
+}
+
+/// How many records ended where.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Records read from the source (rows, valid or not).
+    pub read: u64,
+    /// Taken by CleverTap.
+    pub accepted: u64,
+    /// Invalid, skipped and reported.
+    pub skipped: u64,
+    /// Refused by CleverTap.
+    pub rejected: u64,
+    /// Not delivered.
+    pub failed: u64,
+}
+
+impl Counts {
+    /// Records that have an outcome so far.
+    pub fn settled(&self) -> u64 {
+        self.accepted + self.skipped + self.rejected + self.failed
+    }
+
+    pub(super) fn add(&mut self, outcome: Outcome, count: u64) {
+        match outcome {
+            Outcome::Accepted => self.accepted += count,
+            Outcome::Skipped => self.skipped += count,
+            Outcome::Rejected => self.rejected += count,
+            Outcome::Failed => self.failed += count,
+        }
+    }
+}
+
+/// The outcome of one batch: the unit a checkpoint can record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchReport {
+    /// 0-based batch number in the run.
+    pub index: u64,
+    /// First source line in the batch.
+    pub first_line: u64,
+    /// Last source line in the batch.
+    pub last_line: u64,
+    /// Records in the batch.
+    pub records: usize,
+    /// Records CleverTap took.
+    pub accepted: usize,
+    /// Records refused or not delivered, each with its reason.
+    pub settled: Vec<Settled>,
+    /// Requests made for this batch (1 + retries); 0 in a dry run or when never sent.
+    pub attempts: u32,
+}
+
+/// Why a run ended before the end of its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// An invalid record, with `skip_invalid_records: false`.
+    InvalidRecord {
+        /// Its line.
+        line: u64,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// CleverTap refused a record, with `skip_invalid_records: false`.
+    Rejected {
+        /// Its line.
+        line: u64,
+        /// CleverTap's reason.
+        reason: String,
+    },
+    /// CleverTap refused the credentials.
+    Unauthorized(String),
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
+    /// The source file became unreadable.
+    SourceFailed(String),
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::InvalidRecord { line, reason } => write!(
+                f,
+                "stopped at line {line}, an invalid record: {reason} (fix the row, or set `skip_invalid_records: true` to skip such rows)"
+            ),
+            StopReason::Rejected { line, reason } => write!(
+                f,
+                "stopped: CleverTap rejected the record at line {line}: {reason} (set `skip_invalid_records: true` to go on past rejected records)"
+            ),
+            StopReason::Unauthorized(message) => write!(f, "stopped: {message}"),
+            StopReason::Interrupted => write!(f, "interrupted: no new requests were sent after the signal"),
+            StopReason::SourceFailed(message) => write!(f, "stopped: the source cannot be read: {message}"),
+        }
+    }
+}
+
+/// A dry run's account of what would have been sent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DryRunReport {
+    /// Requests that would have been made.
+    pub requests: u64,
+    /// Records that would have been sent.
+    pub records: u64,
+    /// The first record that would have been sent.
+    pub sample: Option<Value>,
+}
+
+/// Everything a run did.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// Where each record ended.
+    pub counts: Counts,
+    /// HTTP requests made, retries included.
+    pub requests: u64,
+    /// Of those, retries.
+    pub retries: u64,
+    /// Wall time.
+    pub duration: Duration,
+    /// The rejects file, when any record was skipped, rejected or failed.
+    pub rejects_file: Option<PathBuf>,
+    /// Why the run stopped early, if it did.
+    pub stop: Option<StopReason>,
+    /// Set in a dry run.
+    pub dry_run: Option<DryRunReport>,
+    /// Things worth knowing that did not fail the run.
+    pub warnings: Vec<String>,
+}
+
+impl RunSummary {
+    /// Whether every record read was delivered or (allowed) skipped.
+    pub fn succeeded(&self) -> bool {
+        self.stop.is_none() && self.counts.failed == 0 && self.counts.rejected == 0
+    }
+}
+
+/// The rejects file: one JSON object per skipped, rejected or failed record. Created on the
+/// first entry, flushed after every batch so a crash loses none.
+pub(super) struct RejectsFile {
+    path: PathBuf,
+    writer: Option<BufWriter<File>>,
+    error: Option<String>,
+}
+
+impl RejectsFile {
+    pub(super) fn new(path: &Path) -> Self {
+        RejectsFile { path: path.to_path_buf(), writer: None, error: None }
+    }
+
+    pub(super) fn write(&mut self, entry: &Settled) {
+        if self.error.is_some() {
+            return;
+        }
+        if self.writer.is_none() {
+            let created = self
+                .path
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| File::create(&self.path));
+            match created {
+                Ok(file) => self.writer = Some(BufWriter::new(file)),
+                Err(error) => {
+                    self.error = Some(format!("cannot write the rejects file `{}`: {error}", self.path.display()));
+                    return;
+                }
+            }
+        }
+        if let Some(writer) = &mut self.writer {
+            let written = serde_json::to_writer(&mut *writer, entry)
+                .map_err(std::io::Error::from)
+                .and_then(|()| writer.write_all(b"\n"));
+            if let Err(error) = written {
+                self.error = Some(format!("cannot write the rejects file `{}`: {error}", self.path.display()));
+            }
+        }
+    }
+
+    pub(super) fn flush(&mut self) {
+        if let Some(writer) = &mut self.writer {
+            if let Err(error) = writer.flush() {
+                self.error = Some(format!("cannot write the rejects file `{}`: {error}", self.path.display()));
+            }
+        }
+    }
+
+    /// The file's path if anything was written, and the write error if one happened.
+    pub(super) fn finish(mut self) -> (Option<PathBuf>, Option<String>) {
+        self.flush();
+        let path = self.writer.is_some().then(|| self.path.clone());
+        (path, self.error)
+    }
+}

@@ -1,0 +1,22 @@
+//! tapline moves customer data from files into CleverTap, driven by YAML pipeline files.
+//!
+//! Data flows one way: file → rows ([`source`]) → records ([`mapping`]) → batches and
+//! requests ([`engine`], over [`clevertap`]) → outcomes and the summary ([`cli`]).
+//!
+//! - [`config`]: pipeline YAML → a checked [`config::Pipeline`], every error with its line.
+//! - [`preflight`]: offline checks of a pipeline's source file.
+//! - [`source`]: streaming CSV / TSV / JSONL readers, gzip or not.
+//! - [`mapping`]: rows → CleverTap records, with CleverTap's rules checked client-side.
+//! - [`clevertap`]: the HTTP API: wire types, the client, retry decisions, record rules.
+//! - [`engine`]: batching, bounded concurrency, retries, per-record outcomes.
+//! - [`sandbox`]: a local CleverTap with its rules and limits, for tests and `--sandbox`.
+//! - [`cli`]: commands, printing and exit codes.
+
+pub mod clevertap;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod mapping;
+pub mod preflight;
+pub mod sandbox;
+pub mod source;

@@ -1,0 +1,54 @@
+//! Timestamps in the forms sources write them → Unix epoch seconds.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime};
+use serde_json::Value;
+
+/// Epoch seconds above this are taken to be milliseconds written by mistake (year 5138+).
+const MAX_EPOCH_SECONDS: i64 = 99_999_999_999;
+
+/// Reads `ts`: epoch seconds (number or digits), ISO-8601 / RFC 3339 with a zone,
+/// or `YYYY-MM-DD HH:MM:SS[.fff]` / `YYYY-MM-DDTHH:MM:SS[.fff]` in UTC.
+pub fn parse_timestamp(value: &Value) -> Result<i64, String> {
+    let seconds = match value {
+        Value::Number(number) => match number.as_i64() {
+            Some(seconds) => seconds,
+            None => number.as_f64().map(|f| f as i64).ok_or_else(|| format!("`{number}` is not a timestamp"))?,
+        },
+        Value::String(text) => parse_text(text.trim())?,
+        other => return Err(format!("{other} is not a timestamp")),
+    };
+    if seconds <= 0 {
+        return Err(format!("must be after 1970-01-01, found {value}"));
+    }
+    if seconds > MAX_EPOCH_SECONDS {
+        return Err(format!("{value} looks like milliseconds; CleverTap wants epoch seconds"));
+    }
+    Ok(seconds)
+}
+
+fn parse_text(text: &str) -> Result<i64, String> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+        if let Ok(seconds) = text.parse::<i64>() {
+            return Ok(seconds);
+        }
+    }
+    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+        return Ok(time.timestamp());
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f UTC"] {
+        if let Ok(time) = NaiveDateTime::parse_from_str(text, format) {
+            return Ok(time.and_utc().timestamp());
+        }
+    }
+    Err(format!(
+        "`{text}` is not a timestamp; use epoch seconds, ISO-8601 (2024-05-01T10:00:00Z) or 2024-05-01 10:00:00 (UTC)"
+    ))
+}
+
+/// Reads a date property: a timestamp as for `ts`, or a plain `YYYY-MM-DD` (midnight UTC).
+pub fn parse_date(text: &str) -> Result<i64, String> {
+    if let Ok(date) = NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d") {
+        return Ok(date.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp()).unwrap_or_default());
+    }
+    parse_text(text.trim())
+}

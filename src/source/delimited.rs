@@ -1,0 +1,167 @@
+//! CSV and TSV: a header row names the columns; every row must have as many fields.
+
+use std::io::BufRead;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{OpenError, Row, RowError, RowStream};
+
+pub(super) struct DelimitedStream {
+    reader: csv::Reader<TailTracking>,
+    columns: Vec<Arc<str>>,
+    record: csv::ByteRecord,
+    quoting: bool,
+}
+
+/// Remembers how the file ends: its size, last byte, and last byte that is not a line break.
+pub(super) struct TailTracking {
+    inner: Box<dyn BufRead + Send>,
+    last_byte: Option<u8>,
+    last_raw_byte: Option<u8>,
+    total_bytes: u64,
+    reached_end: bool,
+}
+
+impl std::io::Read for TailTracking {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buffer)?;
+        self.total_bytes += read as u64;
+        self.reached_end |= read == 0 && !buffer.is_empty();
+        if read > 0 {
+            self.last_raw_byte = Some(buffer[read - 1]);
+        }
+        if let Some(&byte) = buffer[..read].iter().rev().find(|&&b| b != b'\n' && b != b'\r') {
+            self.last_byte = Some(byte);
+        }
+        Ok(read)
+    }
+}
+
+impl DelimitedStream {
+    pub(super) fn new(
+        reader: Box<dyn BufRead + Send>,
+        delimiter: u8,
+        quoting: bool,
+        path: &str,
+    ) -> Result<Self, OpenError> {
+        let mut reader = csv::ReaderBuilder::new()
+            .delimiter(delimiter)
+            .quoting(quoting)
+            .flexible(true)
+            .has_headers(false)
+            .from_reader(TailTracking { inner: reader, last_byte: None, last_raw_byte: None, total_bytes: 0, reached_end: false });
+        let mut header = csv::ByteRecord::new();
+        let bad_header = |problem: String| OpenError::BadHeader { path: path.to_string(), problem };
+        match reader.read_byte_record(&mut header) {
+            Ok(true) => {}
+            Ok(false) => return Err(OpenError::Empty(path.to_string())),
+            Err(error) => return Err(bad_header(format!("cannot be read: {error}"))),
+        }
+        let mut columns: Vec<Arc<str>> = Vec::with_capacity(header.len());
+        for (index, field) in header.iter().enumerate() {
+            let mut name = std::str::from_utf8(field)
+                .map_err(|_| bad_header(format!("has invalid UTF-8 in column {}", index + 1)))?;
+            if index == 0 {
+                name = name.trim_start_matches('\u{feff}');
+            }
+            let name = name.trim();
+            if name.is_empty() {
+                return Err(bad_header(format!("has an empty name for column {}", index + 1)));
+            }
+            if columns.iter().any(|existing| &**existing == name) {
+                return Err(bad_header(format!("names column `{name}` twice")));
+            }
+            columns.push(Arc::from(name));
+        }
+        Ok(DelimitedStream { reader, columns, record: csv::ByteRecord::new(), quoting })
+    }
+}
+
+impl RowStream for DelimitedStream {
+    fn columns(&self) -> Option<&[Arc<str>]> {
+        Some(&self.columns)
+    }
+
+    fn next_row(&mut self) -> Option<Result<Row, RowError>> {
+        loop {
+            match self.reader.read_byte_record(&mut self.record) {
+                Ok(false) => return None,
+                Ok(true) => {}
+                Err(error) => {
+                    let line = error.position().map_or(0, |position| position.line());
+                    return Some(match error.kind() {
+                        csv::ErrorKind::Io(_) => Err(RowError::Fatal(error.to_string())),
+                        _ => Err(RowError::Invalid { line, reason: error.to_string(), raw: String::new() }),
+                    });
+                }
+            }
+            // A blank line is no record.
+            if self.record.len() == 1 && self.record[0].is_empty() {
+                continue;
+            }
+            return Some(self.row(self.start_line()));
+        }
+    }
+}
+
+impl DelimitedStream {
+    /// The line the record just read starts on. The reader's own record position counts
+    /// blank lines before the record as part of it, so this works back from where the
+    /// record ended instead, less the line breaks inside quoted fields.
+    fn start_line(&self) -> u64 {
+        let end = self.reader.position().line();
+        let inner_breaks = self.record.iter().map(|field| field.iter().filter(|&&b| b == b'\n').count() as u64).sum::<u64>();
+        let terminated = !self.at_end_of_file()
+            || (self.reader.get_ref().last_raw_byte == Some(b'\n') && !self.is_unterminated_quote());
+        end.saturating_sub(inner_breaks + u64::from(terminated)).max(1)
+    }
+
+    /// Whether the record just read ends where the file ends.
+    fn at_end_of_file(&self) -> bool {
+        let tail = self.reader.get_ref();
+        tail.reached_end && self.reader.position().byte() == tail.total_bytes
+    }
+
+    /// A quote that is never closed swallows the rest of the file into one field: the
+    /// record reaches the end of the file, its last field spans lines, and the file does
+    /// not end with the closing quote.
+    fn is_unterminated_quote(&self) -> bool {
+        let spans_lines = self.record.iter().last().is_some_and(|field| field.contains(&b'\n'));
+        self.quoting && self.at_end_of_file() && spans_lines && self.reader.get_ref().last_byte != Some(b'"')
+    }
+
+    fn row(&self, line: u64) -> Result<Row, RowError> {
+        let raw = || String::from_utf8_lossy(self.record.as_slice()).into_owned();
+        if self.is_unterminated_quote() {
+            return Err(RowError::Invalid {
+                line,
+                reason: "a quote opened in this row is never closed, so the row runs to the end of the file".into(),
+                raw: raw(),
+            });
+        }
+        if self.record.len() != self.columns.len() {
+            return Err(RowError::Invalid {
+                line,
+                reason: format!(
+                    "the row has {} fields but the header has {} columns (an unquoted delimiter, or an unterminated quote?)",
+                    self.record.len(),
+                    self.columns.len()
+                ),
+                raw: raw(),
+            });
+        }
+        let mut fields = Vec::with_capacity(self.columns.len());
+        for (name, bytes) in self.columns.iter().zip(self.record.iter()) {
+            let Ok(text) = std::str::from_utf8(bytes) else {
+                return Err(RowError::Invalid {
+                    line,
+                    reason: format!("column `{name}` is not valid UTF-8"),
+                    raw: raw(),
+                });
+            };
+            fields.push((Arc::clone(name), Value::String(text.to_string())));
+        }
+        Ok(Row { line, fields })
+    }
+}

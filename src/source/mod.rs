@@ -1,0 +1,130 @@
+//! Streaming readers of source files: CSV, TSV and JSON Lines, each optionally gzip-compressed.
+//!
+//! A source yields [`Row`]s one at a time with the line they started on; a file is never held
+//! in memory. A row that cannot be read (wrong field count, invalid UTF-8, bad JSON) is an
+//! [`RowError::Invalid`] carrying its line and raw text, so the run can skip or stop on it like
+//! any other invalid record; only an unreadable file is fatal.
+
+mod delimited;
+mod jsonl;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::config::model::{Source, SourceFormat};
+
+const READ_BUFFER_BYTES: usize = 256 * 1024;
+
+/// One source row: its fields in file order, and the line it started on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// 1-based line in the (decompressed) file where the row starts.
+    pub line: u64,
+    /// Column name and value. CSV values are strings; JSONL keeps JSON types.
+    pub fields: Vec<(Arc<str>, Value)>,
+}
+
+impl Row {
+    /// The row as a JSON object, for the rejects file.
+    pub fn to_json(&self) -> Value {
+        Value::Object(self.fields.iter().map(|(name, value)| (name.to_string(), value.clone())).collect())
+    }
+}
+
+/// A problem reading rows.
+#[derive(Debug, thiserror::Error)]
+pub enum RowError {
+    /// One row is unreadable; the rows after it can still be read.
+    #[error("line {line}: {reason}")]
+    Invalid {
+        /// Where the row starts.
+        line: u64,
+        /// What is wrong with it.
+        reason: String,
+        /// The row's text as far as it could be read.
+        raw: String,
+    },
+    /// The file cannot be read any further.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// A stream of rows. Implemented per file format; more sources (Parquet, a database query)
+/// can join behind the same trait.
+pub trait RowStream: Send {
+    /// The column names, when the format has a header.
+    fn columns(&self) -> Option<&[Arc<str>]>;
+    /// The next row, `None` at the end.
+    fn next_row(&mut self) -> Option<Result<Row, RowError>>;
+}
+
+/// Why a source cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The file is missing or unreadable.
+    #[error("cannot open `{path}`: {error}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// The file has no header row.
+    #[error("`{0}` is empty: it has no header row")]
+    Empty(String),
+    /// The header row is unusable.
+    #[error("the header of `{path}` {problem}")]
+    BadHeader {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// Opens a source for streaming.
+pub fn open(source: &Source) -> Result<Box<dyn RowStream>, OpenError> {
+    let reader = open_bytes(&source.path, source.gzip)?;
+    let display = source.path.display().to_string();
+    Ok(match source.format {
+        SourceFormat::Csv => Box::new(delimited::DelimitedStream::new(reader, b',', true, &display)?),
+        SourceFormat::Tsv => Box::new(delimited::DelimitedStream::new(reader, b'\t', false, &display)?),
+        SourceFormat::Jsonl => Box::new(jsonl::JsonlStream::new(reader)),
+    })
+}
+
+/// The column names of a source: its header, or the keys of the first JSONL record.
+pub fn columns(source: &Source) -> Result<Vec<String>, OpenError> {
+    let mut stream = open(source)?;
+    if let Some(columns) = stream.columns() {
+        return Ok(columns.iter().map(|c| c.to_string()).collect());
+    }
+    loop {
+        match stream.next_row() {
+            Some(Ok(row)) => return Ok(row.fields.iter().map(|(name, _)| name.to_string()).collect()),
+            Some(Err(RowError::Invalid { .. })) => continue,
+            Some(Err(RowError::Fatal(problem))) => {
+                return Err(OpenError::BadHeader { path: source.path.display().to_string(), problem })
+            }
+            None => return Ok(Vec::new()),
+        }
+    }
+}
+
+fn open_bytes(path: &Path, gzip: bool) -> Result<Box<dyn BufRead + Send>, OpenError> {
+    let file = File::open(path).map_err(|error| OpenError::Io { path: path.display().to_string(), error })?;
+    let buffered = BufReader::with_capacity(READ_BUFFER_BYTES, file);
+    Ok(if gzip {
+        let decoder: Box<dyn Read + Send> = Box::new(flate2::bufread::MultiGzDecoder::new(buffered));
+        Box::new(BufReader::with_capacity(READ_BUFFER_BYTES, decoder))
+    } else {
+        Box::new(buffered)
+    })
+}
+
+#[cfg(test)]
+mod tests;
