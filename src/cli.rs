@@ -257,6 +257,7 @@ async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> Exit {
         };
         let job = Job {
             pipeline: pipeline.name.clone(),
+            connection: pipeline.connection.name.clone(),
             source: pipeline.source.clone(),
             target: pipeline.target,
             on_invalid_record: pipeline.on_invalid_record,
@@ -267,14 +268,10 @@ async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> Exit {
         let mut progress = Progress::new(&pipeline.name, !args.json);
         let summary = engine::run(job, options, &mut progress, cancel.clone()).await;
         progress.finish();
-        if let Some(sandbox) = &sandbox {
-            if !args.json {
-                print_sandbox(sandbox);
-            }
-        }
         if args.json {
             let mut line = summary_json(&summary);
             if let Some(sandbox) = &sandbox {
+                // What the sandbox has received so far in this invocation.
                 line["sandbox"] = serde_json::to_value(sandbox.inspect()).unwrap_or(Value::Null);
             }
             println!("{line}");
@@ -289,6 +286,9 @@ async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> Exit {
         }
     }
     if let Some(sandbox) = sandbox {
+        if !args.json {
+            print_sandbox(&sandbox);
+        }
         sandbox.stop().await;
     }
     exit

@@ -33,6 +33,8 @@ use outcome::RejectsFile;
 pub struct Job {
     /// The pipeline's name, for the summary.
     pub pipeline: String,
+    /// The connection's name, for messages about credentials.
+    pub connection: String,
     /// The file to read.
     pub source: Source,
     /// What its rows become.
@@ -202,7 +204,7 @@ async fn send_all(
                             let permit = permit.take();
                             in_flight.spawn(async move {
                                 let _permit = permit;
-                                deliver(&client, batch, policy, &cancel).await
+                                deliver(&client, &connection, batch, policy, &cancel).await
                             });
                         }
                     }
@@ -322,7 +324,7 @@ fn dry_run(batch: &Batch, ledger: &mut Ledger) -> BatchReport {
 }
 
 /// Sends one batch, retrying as [`classify`] says, and settles its records.
-async fn deliver(client: &Client, batch: Batch, policy: RetryPolicy, cancel: &CancellationToken) -> BatchReport {
+async fn deliver(client: &Client, connection: &str, batch: Batch, policy: RetryPolicy, cancel: &CancellationToken) -> BatchReport {
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -351,7 +353,9 @@ async fn deliver(client: &Client, batch: Batch, policy: RetryPolicy, cancel: &Ca
                 return failed_batch(&batch, &failure_code(&failure), &failure.to_string(), attempts);
             }
             Verdict::StopRun => {
-                let reason = format!("CleverTap refused the credentials ({failure}); check the account ID, passcode and region");
+                let reason = format!(
+                    "CleverTap refused the credentials of connection `{connection}` ({failure}); check its account_id, passcode and region (a wrong region also answers 401)"
+                );
                 return failed_batch(&batch, "unauthorized", &reason, attempts);
             }
         }

@@ -1,0 +1,133 @@
+//! Shared helpers of the integration tests: a temp folder of pipelines, a sandbox on
+//! loopback, and the real `tapline` binary.
+
+#![allow(dead_code)] // each test file uses a different part of these helpers
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use tapline::sandbox::{Sandbox, SandboxConfig};
+
+/// A sandbox running on its own tokio runtime while the test thread runs the binary.
+/// Dropping it drops the runtime, which ends the server.
+pub struct TestSandbox {
+    pub sandbox: Sandbox,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl TestSandbox {
+    pub fn start(config: SandboxConfig) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let sandbox = runtime
+            .block_on(Sandbox::start(config, "127.0.0.1:0".parse().expect("address")))
+            .expect("sandbox starts");
+        TestSandbox { sandbox, runtime }
+    }
+
+    pub fn inspect(&self) -> tapline::sandbox::Inspection {
+        self.sandbox.inspect()
+    }
+
+    /// A connection block pointing at this sandbox with its credentials.
+    pub fn connection_yaml(&self) -> String {
+        let (account, _) = self.sandbox.credentials();
+        format!(
+            "connection:\n  account_id: {account}\n  passcode_file: passcode.txt\n  endpoint: {}\n  request_timeout_seconds: 5\n",
+            self.sandbox.base_url()
+        )
+    }
+}
+
+/// A temp folder holding pipeline files and their data.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        let workspace = Workspace { dir: tempfile::tempdir().expect("temp dir") };
+        workspace.write("passcode.txt", tapline::sandbox::DEFAULT_PASSCODE);
+        workspace
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create folder");
+        }
+        std::fs::write(&path, contents).expect("write file");
+        path
+    }
+
+    /// Writes `<name>.yaml` for a sandbox, with `body` after the connection.
+    pub fn pipeline(&self, name: &str, sandbox: &TestSandbox, body: &str) -> PathBuf {
+        self.write(&format!("{name}.yaml"), format!("{}{body}", sandbox.connection_yaml()))
+    }
+}
+
+/// Runs the real binary in `dir`.
+pub fn tapline(dir: &Path, args: &[&str]) -> Output {
+    tapline_with_env(dir, args, &[])
+}
+
+pub fn tapline_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tapline"));
+    command.args(args).current_dir(dir).env_remove("TAPLINE_LOG");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().expect("tapline runs")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The one `--json` summary line of a single-pipeline run.
+pub fn summary(output: &Output) -> Value {
+    let text = stdout(output);
+    let line = text.lines().find(|line| line.starts_with('{')).unwrap_or_else(|| {
+        panic!("no JSON summary in stdout:\n{text}\nstderr:\n{}", stderr(output))
+    });
+    serde_json::from_str(line).expect("the summary is JSON")
+}
+
+/// Checks that every record read has exactly one outcome.
+pub fn assert_counts_add_up(summary: &Value) {
+    let records = &summary["records"];
+    let count = |name: &str| records[name].as_u64().expect("a count");
+    assert_eq!(
+        count("read"),
+        count("accepted") + count("skipped") + count("rejected") + count("failed"),
+        "counts do not add up: {records}"
+    );
+}
+
+/// The rejects file of a summary, one JSON value per line.
+pub fn rejects(dir: &Path, summary: &Value) -> Vec<Value> {
+    let Some(path) = summary["rejects_file"].as_str() else { return Vec::new() };
+    let text = std::fs::read_to_string(dir.join(path)).expect("rejects file exists");
+    text.lines().map(|line| serde_json::from_str(line).expect("a rejects line is JSON")).collect()
+}
+
+/// `rows` profile rows with valid standard properties.
+pub fn profile_csv(rows: usize) -> String {
+    let mut csv = String::from("identity,Name,Email,Phone,Gender,Age,Score\n");
+    for i in 0..rows {
+        csv.push_str(&format!("user-{i},User {i},user{i}@example.com,+1415555{:04},{},{},{}\n", i % 10_000, if i % 2 == 0 { "F" } else { "M" }, 18 + i % 60, i * 7));
+    }
+    csv
+}
