@@ -199,6 +199,7 @@ async fn send_all(
                         }
                         Delivery::Send(client) => {
                             let client = client.clone();
+                            let connection = job.connection.clone();
                             let policy = options.retry;
                             let cancel = cancel.clone();
                             let permit = permit.take();
