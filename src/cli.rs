@@ -173,12 +173,16 @@ fn load_all(paths: &[PathBuf], credentials: Credentials) -> Result<Vec<Pipeline>
     }
     let mut pipelines = Vec::new();
     let mut errors = 0;
+    // Several pipelines share connections.yaml: say each of its problems once.
+    let mut reported = std::collections::HashSet::new();
     for file in &files {
         let loaded = config::load_pipeline(file, credentials);
         let mut diagnostics = loaded.diagnostics;
-        if let Some(pipeline) = &loaded.pipeline {
-            diagnostics.extend(preflight::check_source(pipeline));
+        if let Some(source) = &loaded.parts.source {
+            diagnostics.extend(preflight::check_source(file, source, loaded.parts.target, loaded.parts.source_position));
         }
+        diagnostics.sort_by(|a, b| (&a.file, a.position.map(|p| (p.line, p.col))).cmp(&(&b.file, b.position.map(|p| (p.line, p.col)))));
+        diagnostics.retain(|diagnostic| reported.insert(diagnostic.to_string()));
         print_diagnostics(&diagnostics);
         let file_errors = diagnostics.iter().filter(|d| d.is_error()).count();
         errors += file_errors;

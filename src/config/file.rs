@@ -26,7 +26,7 @@ pub struct PipelineFile {
     /// same folder (for example `prod`), or a connection written out here.
     pub connection: ConnectionRef,
 
-    /// The file to read.
+    /// The file to read: where it is and how its rows are laid out.
     pub source: SourceFile,
 
     /// What to create or change in CleverTap.

@@ -32,6 +32,19 @@ pub struct Loaded {
     pub pipeline: Option<Pipeline>,
     /// Every problem found, errors and warnings.
     pub diagnostics: Vec<Diagnostic>,
+    /// The parts that loaded even when others did not, so their own checks still run.
+    pub parts: Parts,
+}
+
+/// The source and target of a pipeline file, each present when its section is valid.
+#[derive(Debug, Clone, Default)]
+pub struct Parts {
+    /// The source file, resolved.
+    pub source: Option<Source>,
+    /// Where `source.path` is written.
+    pub source_position: Option<yaml::Position>,
+    /// The target.
+    pub target: Option<Target>,
 }
 
 /// Loads and checks one pipeline file. Never touches the network.

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use super::file::{ArrayOperation, Region, SourceFormat};
-use super::yaml::Position;
 
 /// A pipeline that passed every check `config` can make without touching the network.
 #[derive(Debug, Clone)]
@@ -28,15 +27,6 @@ pub struct Pipeline {
     pub on_invalid_record: OnInvalidRecord,
     /// When the daemon runs it.
     pub schedule: Option<Schedule>,
-    /// Where some values were written, for errors found after loading.
-    pub locations: Locations,
-}
-
-/// Positions in the pipeline file of values that later checks may complain about.
-#[derive(Debug, Clone, Default)]
-pub struct Locations {
-    /// `source.path`.
-    pub source_path: Option<Position>,
 }
 
 /// A resolved CleverTap connection.

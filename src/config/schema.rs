@@ -53,8 +53,17 @@ pub enum FileKind {
     Connections,
 }
 
-/// Checks a parsed file against its schema; one diagnostic per problem.
-pub fn check(file: &Path, root: &Node, kind: FileKind) -> Vec<Diagnostic> {
+/// A shape problem: the JSON pointer of the value it concerns, and the diagnostic.
+#[derive(Debug, Clone)]
+pub struct ShapeError {
+    /// The value concerned, e.g. `/target/entity` (for an unknown key, the key's own path).
+    pub pointer: String,
+    /// What to tell the user.
+    pub diagnostic: Diagnostic,
+}
+
+/// Checks a parsed file against its schema; one error per problem.
+pub fn check(file: &Path, root: &Node, kind: FileKind) -> Vec<ShapeError> {
     static PIPELINE: OnceLock<Validator> = OnceLock::new();
     static CONNECTIONS: OnceLock<Validator> = OnceLock::new();
     let (schema, validator) = match kind {
@@ -67,14 +76,29 @@ pub fn check(file: &Path, root: &Node, kind: FileKind) -> Vec<Diagnostic> {
             FileKind::Pipeline => "the pipeline file is empty",
             FileKind::Connections => "connections.yaml is empty",
         };
-        return vec![Diagnostic::error(file, Some(root.position), what)
-            .with_hint("see the examples in `pipelines/` or run `tapline schema`")];
+        let diagnostic = Diagnostic::error(file, Some(root.position), what)
+            .with_hint("see the examples in `pipelines/` or run `tapline schema`");
+        return vec![ShapeError { pointer: String::new(), diagnostic }];
     }
-    let mut diagnostics = Vec::new();
+    let mut errors = Vec::new();
     for error in validator.iter_errors(&instance) {
-        diagnostics.extend(describe(file, root, schema, "", &error));
+        let pointer = error.instance_path().as_str().to_string();
+        let named = match error.kind() {
+            ValidationErrorKind::AdditionalProperties { unexpected } => unexpected.first().cloned(),
+            ValidationErrorKind::Required { property } => property.as_str().map(String::from),
+            _ => None,
+        };
+        let pointer = match named {
+            Some(name) => format!("{pointer}/{name}"),
+            None => pointer,
+        };
+        errors.extend(
+            describe(file, root, schema, "", &error)
+                .into_iter()
+                .map(|diagnostic| ShapeError { pointer: pointer.clone(), diagnostic }),
+        );
     }
-    diagnostics
+    errors
 }
 
 /// Turns one schema error into diagnostics with a position and a hint.
@@ -118,25 +142,14 @@ fn describe(
                 .as_array()
                 .map(|values| values.iter().filter_map(|v| v.as_str().map(String::from)).collect())
                 .unwrap_or_default();
-            let written = display_value(instance);
-            let mut diagnostic = Diagnostic::error(
-                file,
-                position,
-                format!("`{field}` cannot be {written}; expected one of {}", list(&choices)),
-            );
-            if let Some(suggestion) =
-                instance.as_str().and_then(|text| did_you_mean(text, choices.iter().map(String::as_str)))
-            {
-                diagnostic = diagnostic.with_hint(format!("did you mean `{suggestion}`?"));
-            }
-            vec![diagnostic]
+            vec![not_one_of(file, position, &field, instance, &choices)]
         }
-        ValidationErrorKind::Type { kind } => {
-            let expected = format!("{kind:?}").to_lowercase().replace("single(", "").replace(')', "");
+        ValidationErrorKind::Type { .. } => {
+            let expected = expected_types(schema, error.schema_path().as_str());
             vec![Diagnostic::error(
                 file,
                 position,
-                format!("`{field}` must be {}, found {}", type_phrase(&expected), display_value(instance)),
+                format!("`{field}` must be {expected}, found {}", display_value(instance)),
             )]
         }
         ValidationErrorKind::Minimum { limit } | ValidationErrorKind::ExclusiveMinimum { limit } => {
@@ -145,25 +158,83 @@ fn describe(
         ValidationErrorKind::Maximum { limit } | ValidationErrorKind::ExclusiveMaximum { limit } => {
             vec![Diagnostic::error(file, position, format!("`{field}` is {instance}, above the maximum {limit}"))]
         }
-        ValidationErrorKind::AnyOf { .. } | ValidationErrorKind::OneOfNotValid { .. }
-            if instance.is_object() =>
-        {
-            // An inline connection: check it against the connection schema for precise errors.
-            static CONNECTION: OnceLock<Validator> = OnceLock::new();
-            let validator = compiled(connection_schema(), &CONNECTION);
-            validator
-                .iter_errors(instance)
-                .flat_map(|inner| describe(file, root, connection_schema(), &pointer, &inner))
-                .collect()
+        ValidationErrorKind::AnyOf { .. } | ValidationErrorKind::OneOfNotValid { .. } => {
+            // An enum with documented variants, or an optional one, is a list of alternatives.
+            let mut choices = Vec::new();
+            if let Some(alternatives) = schema.pointer(error.schema_path().as_str()).and_then(Value::as_array) {
+                for alternative in alternatives {
+                    collect_choices(schema, alternative, &mut choices);
+                }
+            }
+            if !choices.is_empty() {
+                return vec![not_one_of(file, position, &field, instance, &choices)];
+            }
+            if pointer == "/connection" && instance.is_object() {
+                // An inline connection: check it against the connection schema for precise errors.
+                static CONNECTION: OnceLock<Validator> = OnceLock::new();
+                let validator = compiled(connection_schema(), &CONNECTION);
+                return validator
+                    .iter_errors(instance)
+                    .flat_map(|inner| describe(file, root, connection_schema(), &pointer, &inner))
+                    .collect();
+            }
+            if pointer == "/connection" {
+                return vec![Diagnostic::error(
+                    file,
+                    position,
+                    format!("`connection` must be a connection name or a mapping, found {}", display_value(instance)),
+                )
+                .with_hint("write `connection: prod` to use `prod` from connections.yaml, or a mapping with `account_id` and `passcode`")];
+            }
+            vec![Diagnostic::error(file, position, format!("`{field}` has an unexpected value {}", display_value(instance)))]
         }
-        ValidationErrorKind::AnyOf { .. } | ValidationErrorKind::OneOfNotValid { .. } => vec![Diagnostic::error(
-            file,
-            position,
-            format!("`{field}` must be a connection name or a mapping, found {}", display_value(instance)),
-        )
-        .with_hint("write `connection: prod` to use `prod` from connections.yaml, or a mapping with `account_id` and `passcode`")],
         _ => vec![Diagnostic::error(file, position, format!("`{field}`: {error}"))],
     }
+}
+
+fn not_one_of(file: &Path, position: Option<super::yaml::Position>, field: &str, instance: &Value, choices: &[String]) -> Diagnostic {
+    let diagnostic = Diagnostic::error(
+        file,
+        position,
+        format!("`{field}` cannot be {}; expected one of {}", display_value(instance), list(choices)),
+    );
+    match instance.as_str().and_then(|text| did_you_mean(text, choices.iter().map(String::as_str))) {
+        Some(suggestion) => diagnostic.with_hint(format!("did you mean `{suggestion}`?")),
+        None => diagnostic,
+    }
+}
+
+/// The string constants an alternative allows (`const`, `enum`, through `$ref`s).
+fn collect_choices(schema: &Value, alternative: &Value, choices: &mut Vec<String>) {
+    if let Some(reference) = alternative.get("$ref").and_then(Value::as_str) {
+        if let Some(target) = reference.strip_prefix('#').and_then(|pointer| schema.pointer(pointer)) {
+            collect_choices(schema, target, choices);
+        }
+    }
+    if let Some(constant) = alternative.get("const").and_then(Value::as_str) {
+        choices.push(constant.to_string());
+    }
+    if let Some(values) = alternative.get("enum").and_then(Value::as_array) {
+        choices.extend(values.iter().filter_map(Value::as_str).map(String::from));
+    }
+    for key in ["oneOf", "anyOf"] {
+        for nested in alternative.get(key).and_then(Value::as_array).into_iter().flatten() {
+            collect_choices(schema, nested, choices);
+        }
+    }
+}
+
+/// The JSON types the schema at `schema_path` (ending in `/type`) allows, in words.
+fn expected_types(schema: &Value, schema_path: &str) -> String {
+    let types: Vec<String> = match schema.pointer(schema_path) {
+        Some(Value::String(kind)) => vec![kind.clone()],
+        Some(Value::Array(kinds)) => kinds.iter().filter_map(Value::as_str).filter(|k| *k != "null").map(String::from).collect(),
+        _ => Vec::new(),
+    };
+    if types.is_empty() {
+        return "of another type".into();
+    }
+    types.iter().map(|kind| type_phrase(kind)).collect::<Vec<_>>().join(" or ")
 }
 
 /// The property names the object schema at `schema_path` (ending in `/additionalProperties`) allows.

@@ -6,20 +6,19 @@ use std::time::Duration;
 
 use super::diagnostic::{did_you_mean, Diagnostic};
 use super::file::{
-    ConnectionFile, ConnectionRef, ConnectionsFile, Entity, PipelineFile, ProfileOperation, Region,
-    SourceFormat,
+    ConnectionFile, ConnectionRef, ConnectionsFile, Entity, ProfileOperation, Region, ScheduleFile,
+    SourceFile, SourceFormat, TargetFile,
 };
-use super::model::{Connection, Locations, OnInvalidRecord, Passcode, Pipeline, Schedule, Source, Target};
+use super::model::{Connection, OnInvalidRecord, Passcode, Pipeline, Schedule, Source, Target};
 use super::schema::{self, FileKind};
 use super::yaml::{self, Node};
-use super::{Credentials, Loaded};
+use super::{Credentials, Loaded, Parts};
 
 const DEFAULT_THREAD_COUNT: usize = 5;
 const DEFAULT_REQUEST_TIMEOUT_SECONDS: u64 = 60;
 
 /// A parsed YAML file that matched its schema.
 struct Parsed<T> {
-    file: PathBuf,
     root: Node,
     value: T,
 }
@@ -30,6 +29,23 @@ fn parse_file<T: serde::de::DeserializeOwned>(
     kind: FileKind,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Parsed<T>> {
+    let root = read_tree(path, diagnostics)?;
+    let shape_errors = schema::check(path, &root, kind);
+    if !shape_errors.is_empty() {
+        diagnostics.extend(shape_errors.into_iter().map(|error| error.diagnostic));
+        return None;
+    }
+    match serde_json::from_value::<T>(root.to_json()) {
+        Ok(value) => Some(Parsed { root, value }),
+        Err(error) => {
+            diagnostics.push(Diagnostic::error(path, Some(root.position), error.to_string()));
+            None
+        }
+    }
+}
+
+/// Reads and parses a YAML file into its positioned tree.
+fn read_tree(path: &Path, diagnostics: &mut Vec<Diagnostic>) -> Option<Node> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(error) => {
@@ -49,25 +65,13 @@ fn parse_file<T: serde::de::DeserializeOwned>(
             return None;
         }
     };
-    let root = match yaml::parse(&text) {
-        Ok(root) => root,
+    match yaml::parse(&text) {
+        Ok(root) => Some(root),
         Err(error) => {
             diagnostics.push(
                 Diagnostic::error(path, Some(error.position), format!("invalid YAML: {}", error.message))
                     .with_hint("check indentation, quotes and brackets around this place"),
             );
-            return None;
-        }
-    };
-    let shape_errors = schema::check(path, &root, kind);
-    if !shape_errors.is_empty() {
-        diagnostics.extend(shape_errors);
-        return None;
-    }
-    match serde_json::from_value::<T>(root.to_json()) {
-        Ok(value) => Some(Parsed { file: path.to_path_buf(), root, value }),
-        Err(error) => {
-            diagnostics.push(Diagnostic::error(path, Some(root.position), error.to_string()));
             None
         }
     }
@@ -75,53 +79,86 @@ fn parse_file<T: serde::de::DeserializeOwned>(
 
 pub(super) fn load(path: &Path, credentials: Credentials) -> Loaded {
     let mut diagnostics = Vec::new();
-    let Some(parsed) = parse_file::<PipelineFile>(path, FileKind::Pipeline, &mut diagnostics) else {
-        return Loaded { pipeline: None, diagnostics };
+    let Some(root) = read_tree(path, &mut diagnostics) else {
+        return Loaded { pipeline: None, diagnostics, parts: Parts::default() };
     };
-    let pipeline = build(&parsed, credentials, &mut diagnostics);
+    // Shape errors are reported, and the sections they do not touch are still checked,
+    // so one run of `validate` shows every problem.
+    let shape_errors = schema::check(path, &root, FileKind::Pipeline);
+    let broken: Vec<String> = shape_errors.iter().map(|error| error.pointer.clone()).collect();
+    diagnostics.extend(shape_errors.into_iter().map(|error| error.diagnostic));
+    let sections = Sections { json: root.to_json(), broken };
+    let mut parts = Parts { source_position: Some(root.locate("/source/path")), ..Parts::default() };
+    let pipeline = build(path, &root, &sections, credentials, &mut parts, &mut diagnostics);
     let failed = diagnostics.iter().any(Diagnostic::is_error);
-    Loaded { pipeline: if failed { None } else { pipeline }, diagnostics }
+    Loaded { pipeline: if failed { None } else { pipeline }, diagnostics, parts }
 }
 
-fn build(parsed: &Parsed<PipelineFile>, credentials: Credentials, diagnostics: &mut Vec<Diagnostic>) -> Option<Pipeline> {
-    let file = &parsed.file;
-    let root = &parsed.root;
-    let spec = &parsed.value;
+/// The top-level sections of a pipeline file, each usable when no shape error touches it.
+struct Sections {
+    json: serde_json::Value,
+    broken: Vec<String>,
+}
+
+impl Sections {
+    fn get<T: serde::de::DeserializeOwned>(&self, name: &str) -> Option<T> {
+        let pointer = format!("/{name}");
+        let touched = self.broken.iter().any(|broken| broken.is_empty() || broken == &pointer || broken.starts_with(&format!("{pointer}/")));
+        if touched {
+            return None;
+        }
+        serde_json::from_value(self.json.get(name).cloned().unwrap_or(serde_json::Value::Null)).ok()
+    }
+}
+
+fn build(
+    file: &Path,
+    root: &Node,
+    sections: &Sections,
+    credentials: Credentials,
+    parts: &mut Parts,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Pipeline> {
     let folder = file.parent().map(Path::to_path_buf).unwrap_or_default();
     let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("pipeline").to_string();
 
-    let connection = resolve_connection(parsed, &folder, credentials, diagnostics);
-    let source = build_source(file, root, &spec.source, &folder, diagnostics);
-    let target = build_target(file, root, spec, diagnostics);
-    let schedule = spec.schedule.as_ref().and_then(|schedule| build_schedule(file, root, schedule, diagnostics));
+    let connection = sections
+        .get::<ConnectionRef>("connection")
+        .and_then(|connection| resolve_connection(file, root, &connection, &folder, credentials, diagnostics));
+    let source = sections.get::<SourceFile>("source").and_then(|source| build_source(file, root, &source, &folder, diagnostics));
+    let target = sections.get::<TargetFile>("target").and_then(|target| build_target(file, root, &target, diagnostics));
+    parts.source.clone_from(&source);
+    parts.target = target;
+    let schedule = sections
+        .get::<Option<ScheduleFile>>("schedule")
+        .map(|schedule| schedule.map(|schedule| build_schedule(file, root, &schedule, diagnostics)));
+    let thread_count = sections.get::<Option<i64>>("thread_count")?;
+    let skip_invalid_records = sections.get::<Option<bool>>("skip_invalid_records")?;
+    let description = sections.get::<Option<String>>("description")?;
 
-    let thread_count = spec.thread_count.map_or(DEFAULT_THREAD_COUNT, |count| count.clamp(1, 10) as usize);
-    let on_invalid_record = if spec.skip_invalid_records.unwrap_or(false) {
-        OnInvalidRecord::Skip
-    } else {
-        OnInvalidRecord::Stop
+    let thread_count = thread_count.map_or(DEFAULT_THREAD_COUNT, |count| count.clamp(1, 10) as usize);
+    let on_invalid_record = if skip_invalid_records.unwrap_or(false) { OnInvalidRecord::Skip } else { OnInvalidRecord::Stop };
+    let schedule = match schedule? {
+        Some(parsed) => Some(parsed?),
+        None => None,
     };
     Some(Pipeline {
         name,
-        file: file.clone(),
-        description: spec.description.clone(),
+        file: file.to_path_buf(),
+        description,
         connection: connection?,
         source: source?,
         target: target?,
         thread_count,
         on_invalid_record,
-        schedule: match &spec.schedule {
-            Some(_) => Some(schedule?),
-            None => None,
-        },
-        locations: Locations { source_path: Some(root.locate("/source/path")) },
+        schedule,
     })
 }
 
 fn build_source(
     file: &Path,
     root: &Node,
-    spec: &super::file::SourceFile,
+    spec: &SourceFile,
     folder: &Path,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Source> {
@@ -148,8 +185,7 @@ fn build_source(
     Some(Source { path, format, gzip })
 }
 
-fn build_target(file: &Path, root: &Node, spec: &PipelineFile, diagnostics: &mut Vec<Diagnostic>) -> Option<Target> {
-    let target = &spec.target;
+fn build_target(file: &Path, root: &Node, target: &TargetFile, diagnostics: &mut Vec<Diagnostic>) -> Option<Target> {
     match target.entity {
         Entity::UserProfiles => {
             let operation = target.operation.unwrap_or(ProfileOperation::UploadProfiles);
@@ -183,7 +219,7 @@ fn build_target(file: &Path, root: &Node, spec: &PipelineFile, diagnostics: &mut
 fn build_schedule(
     file: &Path,
     root: &Node,
-    spec: &super::file::ScheduleFile,
+    spec: &ScheduleFile,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Schedule> {
     let cron = match croner::parser::CronParser::builder()
@@ -235,14 +271,16 @@ impl ConnectionSite<'_> {
 }
 
 fn resolve_connection(
-    parsed: &Parsed<PipelineFile>,
+    file: &Path,
+    root: &Node,
+    connection: &ConnectionRef,
     folder: &Path,
     credentials: Credentials,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Connection> {
-    match &parsed.value.connection {
+    match connection {
         ConnectionRef::Inline(spec) => {
-            let site = ConnectionSite { file: parsed.file.clone(), root: &parsed.root, pointer: "/connection".into() };
+            let site = ConnectionSite { file: file.to_path_buf(), root, pointer: "/connection".into() };
             finish_connection("inline", spec, &site, credentials, diagnostics)
         }
         ConnectionRef::Named(name) => {
@@ -252,7 +290,7 @@ fn resolve_connection(
                 .find(|candidate| candidate.exists());
             let Some(path) = path else {
                 diagnostics.push(
-                    Diagnostic::error(&parsed.file, Some(parsed.root.locate("/connection")), format!("connection `{name}` needs a `connections.yaml` beside the pipeline, and there is none in `{}`", display_folder(folder)))
+                    Diagnostic::error(file, Some(root.locate("/connection")), format!("connection `{name}` needs a `connections.yaml` beside the pipeline, and there is none in `{}`", display_folder(folder)))
                         .with_hint("create connections.yaml with the connection, or write the connection inline"),
                 );
                 return None;
@@ -261,8 +299,8 @@ fn resolve_connection(
             let Some(spec) = connections.value.0.get(name) else {
                 let names: Vec<&str> = connections.value.0.keys().map(String::as_str).collect();
                 let mut diagnostic = Diagnostic::error(
-                    &parsed.file,
-                    Some(parsed.root.locate("/connection")),
+                    file,
+                    Some(root.locate("/connection")),
                     format!("unknown connection `{name}`; {} defines {}", path.display(), names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")),
                 );
                 if let Some(suggestion) = did_you_mean(name, names.iter().copied()) {
