@@ -1,1 +1,166 @@
-fn main() {}
+//! Upload benchmark: generates N profile rows, serves them to `tapline sandbox` (its own
+//! process, with a latency per request), runs `tapline run` as another process, and prints
+//! records/s, the client's CPU seconds and its peak RSS.
+//!
+//! ```text
+//! cargo bench --bench upload -- --rows 1000000 --latency-ms 200 --threads 10
+//! ```
+//!
+//! The API's own ceiling is `threads × 1000 / latency`: CleverTap answers one request of
+//! 1000 records per latency, and tapline keeps `threads` of them in flight.
+
+// getrusage(2) is the only way to read a child's CPU time and peak RSS.
+#![allow(unsafe_code)]
+
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+struct Settings {
+    rows: u64,
+    latency_ms: u64,
+    threads: u64,
+}
+
+fn settings() -> Settings {
+    let mut settings = Settings {
+        rows: 1_000_000,
+        latency_ms: 200,
+        threads: 10,
+    };
+    let args: Vec<String> = std::env::args().collect();
+    let mut index = 1;
+    while index < args.len() {
+        let value = args
+            .get(index + 1)
+            .and_then(|v| v.replace('_', "").parse::<u64>().ok());
+        match (args[index].as_str(), value) {
+            ("--rows", Some(value)) => settings.rows = value,
+            ("--latency-ms", Some(value)) => settings.latency_ms = value,
+            ("--threads", Some(value)) => settings.threads = value.clamp(1, 10),
+            _ => {
+                index += 1;
+                continue;
+            }
+        }
+        index += 2;
+    }
+    settings
+}
+
+fn write_rows(path: &std::path::Path, rows: u64) -> std::io::Result<()> {
+    let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    writeln!(
+        out,
+        "identity,Name,Email,Phone,Gender,Age,Customer Type,Score"
+    )?;
+    for i in 0..rows {
+        let gender = if i % 2 == 0 { "F" } else { "M" };
+        writeln!(
+            out,
+            "user-{i},User {i},user{i}@example.com,+1415{:07},{gender},{},Tier {},{}",
+            i % 10_000_000,
+            18 + i % 60,
+            i % 5,
+            i * 7
+        )?;
+    }
+    out.flush()
+}
+
+/// CPU seconds and peak RSS (KiB) of the children reaped so far.
+fn children_usage() -> (f64, i64) {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a whole `rusage` into the pointer it is given.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (
+        seconds(usage.ru_utime) + seconds(usage.ru_stime),
+        usage.ru_maxrss,
+    )
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let settings = settings();
+    let tapline = env!("CARGO_BIN_EXE_tapline");
+    let dir = tempfile::tempdir()?;
+    let source = dir.path().join("profiles.csv");
+    eprintln!("generating {} rows...", settings.rows);
+    write_rows(&source, settings.rows)?;
+    let size_mib = std::fs::metadata(&source)?.len() as f64 / (1 << 20) as f64;
+
+    let mut sandbox = Command::new(tapline)
+        .args(["sandbox", "--listen", "127.0.0.1:0", "--keep-records", "0"])
+        .args(["--latency-ms", &settings.latency_ms.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut url = String::new();
+    BufReader::new(sandbox.stdout.take().ok_or("no sandbox stdout")?).read_line(&mut url)?;
+    let url = url.trim().to_string();
+
+    std::fs::write(
+        dir.path().join("passcode"),
+        tapline::sandbox::DEFAULT_PASSCODE,
+    )?;
+    std::fs::write(
+        dir.path().join("bench.yaml"),
+        format!(
+            "connection:\n  account_id: {}\n  passcode_file: passcode\n  endpoint: {url}\nsource: {{path: profiles.csv}}\ntarget: {{entity: user_profiles}}\nthread_count: {}\n",
+            tapline::sandbox::DEFAULT_ACCOUNT_ID,
+            settings.threads
+        ),
+    )?;
+
+    eprintln!(
+        "uploading to the sandbox at {url} with {} ms latency...",
+        settings.latency_ms
+    );
+    let started = Instant::now();
+    let output = Command::new(tapline)
+        .args(["run", "bench.yaml", "--json"])
+        .current_dir(dir.path())
+        .output()?;
+    let wall = started.elapsed().as_secs_f64();
+    let (cpu_seconds, peak_rss_kib) = children_usage();
+    let _ = sandbox.kill();
+    let _ = sandbox.wait();
+
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap_or("{}"))?;
+    let accepted = summary["records"]["accepted"].as_u64().unwrap_or(0);
+    if !output.status.success() || accepted != settings.rows {
+        return Err(format!(
+            "the run did not deliver every row: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into());
+    }
+    let rate = accepted as f64 / wall;
+    println!(
+        "rows              {} ({size_mib:.0} MiB CSV)",
+        settings.rows
+    );
+    println!(
+        "threads, latency  {}, {} ms",
+        settings.threads, settings.latency_ms
+    );
+    println!("wall time         {wall:.2} s");
+    println!("throughput        {rate:.0} records/s");
+    if settings.latency_ms > 0 {
+        let ceiling = settings.threads as f64 * 1000.0 / (settings.latency_ms as f64 / 1000.0);
+        println!(
+            "API ceiling       {ceiling:.0} records/s ({:.1}% reached)",
+            100.0 * rate / ceiling
+        );
+    }
+    println!(
+        "client CPU        {cpu_seconds:.2} s ({:.2} s per million records)",
+        cpu_seconds * 1e6 / accepted as f64
+    );
+    println!("client peak RSS   {:.1} MiB", peak_rss_kib as f64 / 1024.0);
+    Ok(())
+}

@@ -10,11 +10,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::clevertap::{Client, RetryPolicy};
 use crate::clevertap::rules::MAX_UPLOAD_RECORDS;
+use crate::clevertap::{Client, RetryPolicy};
 use crate::config::{self, Credentials, Diagnostic, Passcode, Pipeline};
 use crate::engine::{self, Counts, Delivery, Job, Observer, RunOptions, RunSummary};
 use crate::preflight;
@@ -99,7 +99,11 @@ struct SandboxArgs {
     #[arg(long, default_value_t = 0.0)]
     fault_rate: f64,
     /// Faults to inject, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "too-many,server-error,unavailable,drop")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "too-many,server-error,unavailable,drop"
+    )]
     faults: Vec<Fault>,
     /// Milliseconds a `slow` fault waits before answering.
     #[arg(long, default_value_t = 5000)]
@@ -121,7 +125,11 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();
-            return if error.use_stderr() { Exit::Usage.into() } else { Exit::Success.into() };
+            return if error.use_stderr() {
+                Exit::Usage.into()
+            } else {
+                Exit::Success.into()
+            };
         }
     };
     init_logging();
@@ -137,15 +145,26 @@ pub fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TAPLINE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("the tokio runtime starts")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
 }
 
 fn schema(connections: bool) -> Exit {
-    let schema = if connections { config::schema::connections_schema() } else { config::schema::pipeline_schema() };
+    let schema = if connections {
+        config::schema::connections_schema()
+    } else {
+        config::schema::pipeline_schema()
+    };
     let text = serde_json::to_string_pretty(schema).expect("a schema serializes");
     println!("{text}");
     Exit::Success
@@ -168,7 +187,14 @@ fn load_all(paths: &[PathBuf], credentials: Credentials) -> Result<Vec<Pipeline>
         }
     };
     if files.is_empty() {
-        eprintln!("error: no pipeline files (*.yaml) in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        eprintln!(
+            "error: no pipeline files (*.yaml) in {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         return Err((Exit::Usage, 1));
     }
     let mut pipelines = Vec::new();
@@ -179,9 +205,17 @@ fn load_all(paths: &[PathBuf], credentials: Credentials) -> Result<Vec<Pipeline>
         let loaded = config::load_pipeline(file, credentials);
         let mut diagnostics = loaded.diagnostics;
         if let Some(source) = &loaded.parts.source {
-            diagnostics.extend(preflight::check_source(file, source, loaded.parts.target, loaded.parts.source_position));
+            diagnostics.extend(preflight::check_source(
+                file,
+                source,
+                loaded.parts.target,
+                loaded.parts.source_position,
+            ));
         }
-        diagnostics.sort_by(|a, b| (&a.file, a.position.map(|p| (p.line, p.col))).cmp(&(&b.file, b.position.map(|p| (p.line, p.col)))));
+        diagnostics.sort_by(|a, b| {
+            (&a.file, a.position.map(|p| (p.line, p.col)))
+                .cmp(&(&b.file, b.position.map(|p| (p.line, p.col))))
+        });
         diagnostics.retain(|diagnostic| reported.insert(diagnostic.to_string()));
         print_diagnostics(&diagnostics);
         let file_errors = diagnostics.iter().filter(|d| d.is_error()).count();
@@ -190,7 +224,11 @@ fn load_all(paths: &[PathBuf], credentials: Credentials) -> Result<Vec<Pipeline>
             pipelines.extend(loaded.pipeline);
         }
     }
-    if errors > 0 { Err((Exit::Usage, errors)) } else { Ok(pipelines) }
+    if errors > 0 {
+        Err((Exit::Usage, errors))
+    } else {
+        Ok(pipelines)
+    }
 }
 
 fn validate(paths: &[PathBuf]) -> Exit {
@@ -212,12 +250,23 @@ fn describe(pipeline: &Pipeline) -> String {
     let schedule = pipeline
         .schedule
         .as_ref()
-        .map_or("on demand".to_string(), |s| format!("cron `{}` {}", s.expression, s.timezone));
-    format!("{} → {} via `{}`, {schedule}", pipeline.source.path.display(), pipeline.target.noun(), pipeline.connection.name)
+        .map_or("on demand".to_string(), |s| {
+            format!("cron `{}` {}", s.expression, s.timezone)
+        });
+    format!(
+        "{} → {} via `{}`, {schedule}",
+        pipeline.source.path.display(),
+        pipeline.target.noun(),
+        pipeline.connection.name
+    )
 }
 
 fn run(args: &RunArgs) -> Exit {
-    let credentials = if args.sandbox || args.dry_run { Credentials::Ignore } else { Credentials::Resolve };
+    let credentials = if args.sandbox || args.dry_run {
+        Credentials::Ignore
+    } else {
+        Credentials::Resolve
+    };
     let pipelines = match load_all(&args.pipelines, credentials) {
         Ok(pipelines) => pipelines,
         Err((exit, _)) => return exit,
@@ -229,7 +278,12 @@ async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> Exit {
     let cancel = CancellationToken::new();
     spawn_signal_handler(cancel.clone());
     let sandbox = if args.sandbox {
-        match Sandbox::start(SandboxConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0))).await {
+        match Sandbox::start(
+            SandboxConfig::default(),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        )
+        .await
+        {
             Ok(sandbox) => Some(sandbox),
             Err(error) => {
                 eprintln!("error: cannot start the sandbox: {error}");
@@ -268,7 +322,11 @@ async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> Exit {
             thread_count: pipeline.thread_count,
             batch_size: MAX_UPLOAD_RECORDS,
         };
-        let options = RunOptions { delivery, retry: RetryPolicy::default(), rejects_path: rejects_path(&pipeline) };
+        let options = RunOptions {
+            delivery,
+            retry: RetryPolicy::default(),
+            rejects_path: rejects_path(&pipeline),
+        };
         let mut progress = Progress::new(&pipeline.name, !args.json);
         let summary = engine::run(job, options, &mut progress, cancel.clone()).await;
         progress.finish();
@@ -303,14 +361,15 @@ fn spawn_signal_handler(cancel: CancellationToken) {
     tokio::spawn(async move {
         #[cfg(unix)]
         {
-            let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    cancel.cancel();
-                    return;
-                }
-            };
+            let mut terminate =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(signal) => signal,
+                    Err(_) => {
+                        let _ = tokio::signal::ctrl_c().await;
+                        cancel.cancel();
+                        return;
+                    }
+                };
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = terminate.recv() => {}
@@ -328,11 +387,18 @@ fn rejects_path(pipeline: &Pipeline) -> PathBuf {
     let folder = pipeline.file.parent().unwrap_or(Path::new("."));
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
     let suffix: u16 = rand::random();
-    folder.join(".tapline").join("rejects").join(format!("{}-{stamp}-{suffix:04x}.jsonl", pipeline.name))
+    folder
+        .join(".tapline")
+        .join("rejects")
+        .join(format!("{}-{stamp}-{suffix:04x}.jsonl", pipeline.name))
 }
 
 fn status(summary: &RunSummary) -> &'static str {
-    if summary.succeeded() { "succeeded" } else { "failed" }
+    if summary.succeeded() {
+        "succeeded"
+    } else {
+        "failed"
+    }
 }
 
 fn summary_json(summary: &RunSummary) -> Value {
@@ -358,21 +424,46 @@ fn print_summary(summary: &RunSummary, pipeline: &Pipeline) {
     let seconds = summary.duration.as_secs_f64();
     let mut out = std::io::stdout().lock();
     if let Some(dry_run) = &summary.dry_run {
-        let _ = writeln!(out, "{}: dry run, nothing was sent ({seconds:.2} s)", summary.pipeline);
-        let _ = writeln!(out, "  records   {} read · {} would be sent · {} skipped · {} failed", counts.read, dry_run.records, counts.skipped, counts.failed);
-        let _ = writeln!(out, "  requests  {} to /1/upload of connection `{}`", dry_run.requests, pipeline.connection.name);
+        let _ = writeln!(
+            out,
+            "{}: dry run, nothing was sent ({seconds:.2} s)",
+            summary.pipeline
+        );
+        let _ = writeln!(
+            out,
+            "  records   {} read · {} would be sent · {} skipped · {} failed",
+            counts.read, dry_run.records, counts.skipped, counts.failed
+        );
+        let _ = writeln!(
+            out,
+            "  requests  {} to /1/upload of connection `{}`",
+            dry_run.requests, pipeline.connection.name
+        );
         if let Some(sample) = &dry_run.sample {
             let _ = writeln!(out, "  first record  {sample}");
         }
     } else {
-        let _ = writeln!(out, "{}: {} in {seconds:.2} s", summary.pipeline, status(summary));
+        let _ = writeln!(
+            out,
+            "{}: {} in {seconds:.2} s",
+            summary.pipeline,
+            status(summary)
+        );
         let _ = writeln!(
             out,
             "  records   {} read · {} accepted · {} skipped · {} rejected · {} failed",
             counts.read, counts.accepted, counts.skipped, counts.rejected, counts.failed
         );
-        let rate = if seconds > 0.0 { counts.accepted as f64 / seconds } else { 0.0 };
-        let _ = writeln!(out, "  requests  {} ({} retries) · {rate:.0} records/s", summary.requests, summary.retries);
+        let rate = if seconds > 0.0 {
+            counts.accepted as f64 / seconds
+        } else {
+            0.0
+        };
+        let _ = writeln!(
+            out,
+            "  requests  {} ({} retries) · {rate:.0} records/s",
+            summary.requests, summary.retries
+        );
     }
     if let Some(path) = &summary.rejects_file {
         let _ = writeln!(out, "  rejects   {}", path.display());
@@ -391,7 +482,13 @@ fn print_sandbox(sandbox: &Sandbox) {
     let _ = writeln!(
         out,
         "sandbox received {} requests: {} profiles ({} distinct), {} events, {} tokens accepted; {} records rejected; at most {} in flight",
-        seen.requests, seen.profiles, seen.distinct_profiles, seen.events, seen.tokens, seen.rejected, seen.max_in_flight
+        seen.requests,
+        seen.profiles,
+        seen.distinct_profiles,
+        seen.events,
+        seen.tokens,
+        seen.rejected,
+        seen.max_in_flight
     );
     for record in seen.sample.iter().take(2) {
         let _ = writeln!(out, "  sample  {record}");
@@ -470,8 +567,15 @@ fn serve_sandbox(args: SandboxArgs) -> Exit {
         };
         let (account_id, passcode) = sandbox.credentials();
         println!("{}", sandbox.base_url());
-        eprintln!("tapline sandbox listening on {} (account id `{account_id}`, passcode `{passcode}`)", sandbox.base_url());
-        eprintln!("  inspect: GET {}/_sandbox/inspect · records: GET {}/_sandbox/records?type=profile", sandbox.base_url(), sandbox.base_url());
+        eprintln!(
+            "tapline sandbox listening on {} (account id `{account_id}`, passcode `{passcode}`)",
+            sandbox.base_url()
+        );
+        eprintln!(
+            "  inspect: GET {}/_sandbox/inspect · records: GET {}/_sandbox/records?type=profile",
+            sandbox.base_url(),
+            sandbox.base_url()
+        );
         let _ = std::io::stdout().flush();
         let cancel = CancellationToken::new();
         spawn_signal_handler(cancel.clone());

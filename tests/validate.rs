@@ -19,16 +19,27 @@ fn validate(pipeline: &str, files: &[(&str, &[u8])]) -> (Option<i32>, String) {
         workspace.write(name, contents);
     }
     workspace.write("p.yaml", pipeline);
-    let output = tapline_with_env(workspace.dir.path(), &["validate", "p.yaml"], &[("TAPLINE_TEST_PASSCODE", "secret")]);
+    let output = tapline_with_env(
+        workspace.dir.path(),
+        &["validate", "p.yaml"],
+        &[("TAPLINE_TEST_PASSCODE", "secret")],
+    );
     (output.status.code(), stderr(&output))
 }
 
 /// Checks that validation fails with every expected `line:col: message` fragment.
 fn check_errors(pipeline: &str, files: &[(&str, &[u8])], expected: &[&str]) {
     let (code, errors) = validate(pipeline, files);
-    assert_eq!(code, Some(2), "expected errors for:\n{pipeline}\ngot:\n{errors}");
+    assert_eq!(
+        code,
+        Some(2),
+        "expected errors for:\n{pipeline}\ngot:\n{errors}"
+    );
     for fragment in expected {
-        assert!(errors.contains(fragment), "missing `{fragment}` in:\n{errors}");
+        assert!(
+            errors.contains(fragment),
+            "missing `{fragment}` in:\n{errors}"
+        );
     }
     assert!(!errors.contains("panicked"), "{errors}");
 }
@@ -43,10 +54,22 @@ fn a_valid_pipeline_passes() {
 
 #[test]
 fn yaml_syntax_errors_point_at_the_place() {
-    check_errors("connection: prod\nsource: [unclosed\ntarget:\n  entity: user_profiles\n", &[], &["p.yaml:3:7: error: invalid YAML"]);
-    check_errors("connection: prod\nconnection: prod\n", &[], &["p.yaml:2:1: error: invalid YAML: duplicate key `connection`"]);
+    check_errors(
+        "connection: prod\nsource: [unclosed\ntarget:\n  entity: user_profiles\n",
+        &[],
+        &["p.yaml:3:7: error: invalid YAML"],
+    );
+    check_errors(
+        "connection: prod\nconnection: prod\n",
+        &[],
+        &["p.yaml:2:1: error: invalid YAML: duplicate key `connection`"],
+    );
     check_errors("", &[], &["p.yaml:1:1: error: the pipeline file is empty"]);
-    check_errors("connection: prod\n---\nsource: x\n", &[], &["one YAML document"]);
+    check_errors(
+        "connection: prod\n---\nsource: x\n",
+        &[],
+        &["one YAML document"],
+    );
 }
 
 #[test]
@@ -72,15 +95,51 @@ fn every_problem_is_reported_at_once_with_hints() {
 
 #[test]
 fn wrong_types_missing_fields_and_ranges() {
-    check_errors("connection: prod\nsource: {path: ok.csv}\ntarget: {entity: user_profiles}\nthread_count: 11\n", &[], &["p.yaml:4:15: error: `thread_count` is 11, above the maximum 10"]);
-    check_errors("connection: prod\nsource: {path: ok.csv}\ntarget: {entity: user_profiles}\nthread_count: 0\n", &[], &["`thread_count` is 0, below the minimum 1"]);
-    check_errors("connection: prod\nsource: {path: ok.csv}\ntarget: {entity: user_profiles}\nthread_count: five\n", &[], &["`thread_count` must be a whole number, found `five`"]);
-    check_errors("connection: prod\ntarget: {entity: user_profiles}\n", &[], &["p.yaml:1:1: error: missing field `source`"]);
-    check_errors("connection: prod\nsource: {}\ntarget: {entity: user_profiles}\n", &[], &["p.yaml:2:9: error: missing field `source.path`"]);
-    check_errors("connection: prod\nsource: {path: ok.csv, format: xml}\ntarget: {entity: user_profiles}\n", &[], &["`source.format` cannot be `xml`; expected one of `csv`, `tsv`, `jsonl`"]);
-    check_errors("connection: prod\nsource: {path: ok.csv}\ntarget: {entity: user_profiles, operation: upload_profile}\n", &[], &["did you mean `upload_profiles`?"]);
-    check_errors("connection: [a]\nsource: {path: ok.csv}\ntarget: {entity: user_profiles}\n", &[], &["p.yaml:1:13: error: `connection` must be a connection name or a mapping"]);
-    check_errors("connection: prod\nsource: {path: ok.csv}\ntarget: {entity: user_events, array_operation: append}\n", &[], &["`target.array_operation` applies only to `upload_profiles`"]);
+    check_errors(
+        "connection: prod\nsource: {path: ok.csv}\ntarget: {entity: user_profiles}\nthread_count: 11\n",
+        &[],
+        &["p.yaml:4:15: error: `thread_count` is 11, above the maximum 10"],
+    );
+    check_errors(
+        "connection: prod\nsource: {path: ok.csv}\ntarget: {entity: user_profiles}\nthread_count: 0\n",
+        &[],
+        &["`thread_count` is 0, below the minimum 1"],
+    );
+    check_errors(
+        "connection: prod\nsource: {path: ok.csv}\ntarget: {entity: user_profiles}\nthread_count: five\n",
+        &[],
+        &["`thread_count` must be a whole number, found `five`"],
+    );
+    check_errors(
+        "connection: prod\ntarget: {entity: user_profiles}\n",
+        &[],
+        &["p.yaml:1:1: error: missing field `source`"],
+    );
+    check_errors(
+        "connection: prod\nsource: {}\ntarget: {entity: user_profiles}\n",
+        &[],
+        &["p.yaml:2:9: error: missing field `source.path`"],
+    );
+    check_errors(
+        "connection: prod\nsource: {path: ok.csv, format: xml}\ntarget: {entity: user_profiles}\n",
+        &[],
+        &["`source.format` cannot be `xml`; expected one of `csv`, `tsv`, `jsonl`"],
+    );
+    check_errors(
+        "connection: prod\nsource: {path: ok.csv}\ntarget: {entity: user_profiles, operation: upload_profile}\n",
+        &[],
+        &["did you mean `upload_profiles`?"],
+    );
+    check_errors(
+        "connection: [a]\nsource: {path: ok.csv}\ntarget: {entity: user_profiles}\n",
+        &[],
+        &["p.yaml:1:13: error: `connection` must be a connection name or a mapping"],
+    );
+    check_errors(
+        "connection: prod\nsource: {path: ok.csv}\ntarget: {entity: user_events, array_operation: append}\n",
+        &[],
+        &["`target.array_operation` applies only to `upload_profiles`"],
+    );
 }
 
 #[test]
@@ -88,7 +147,10 @@ fn connections_and_credentials() {
     check_errors(
         "connection:\n  account_id: acc\n  pascode: x\nsource: {path: ok.csv}\ntarget: {entity: user_profiles}\n",
         &[],
-        &["p.yaml:3:3: error: unknown field `connection.pascode`", "did you mean `passcode`?"],
+        &[
+            "p.yaml:3:3: error: unknown field `connection.pascode`",
+            "did you mean `passcode`?",
+        ],
     );
     check_errors(
         "connection:\n  account_id: ${TAPLINE_UNSET_ACCOUNT}\n  passcode: ${TAPLINE_TEST_PASSCODE}\nsource: {path: ok.csv}\ntarget: {entity: user_profiles}\n",
@@ -111,25 +173,58 @@ fn connections_and_credentials() {
         &["p.yaml:4:13: error: `endpoint` `not a url` is not an http(s) URL"],
     );
     // A literal passcode is a warning, not an error.
-    let (code, errors) = validate("connection: literal\nsource: {path: ok.csv}\ntarget: {entity: user_profiles}\n", &[]);
+    let (code, errors) = validate(
+        "connection: literal\nsource: {path: ok.csv}\ntarget: {entity: user_profiles}\n",
+        &[],
+    );
     assert_eq!(code, Some(0), "{errors}");
     assert!(errors.contains("connections.yaml:6:13: warning: the passcode of connection `literal` is written in the file"), "{errors}");
-    assert!(!errors.contains("written-here"), "the warning shows the passcode: {errors}");
+    assert!(
+        !errors.contains("written-here"),
+        "the warning shows the passcode: {errors}"
+    );
 }
 
 #[test]
 fn source_files_are_checked() {
-    check_errors("connection: prod\nsource: {path: missing.csv}\ntarget: {entity: user_profiles}\n", &[], &["p.yaml:2:16: error: source file", "does not exist"]);
-    check_errors("connection: prod\nsource: {path: data.txt}\ntarget: {entity: user_profiles}\n", &[("data.txt", b"x")], &["cannot tell the format of `data.txt`", "format: csv"]);
-    check_errors("connection: prod\nsource: {path: empty.csv}\ntarget: {entity: user_profiles}\n", &[("empty.csv", b"")], &["is empty: it has no header row"]);
+    check_errors(
+        "connection: prod\nsource: {path: missing.csv}\ntarget: {entity: user_profiles}\n",
+        &[],
+        &["p.yaml:2:16: error: source file", "does not exist"],
+    );
+    check_errors(
+        "connection: prod\nsource: {path: data.txt}\ntarget: {entity: user_profiles}\n",
+        &[("data.txt", b"x")],
+        &["cannot tell the format of `data.txt`", "format: csv"],
+    );
+    check_errors(
+        "connection: prod\nsource: {path: empty.csv}\ntarget: {entity: user_profiles}\n",
+        &[("empty.csv", b"")],
+        &["is empty: it has no header row"],
+    );
     check_errors(
         "connection: prod\nsource: {path: names.csv}\ntarget: {entity: user_events}\n",
         &[("names.csv", b"Name,ts\nx,1\n")],
-        &["has no `evtName` column", "has no identity column", "the columns are `Name`, `ts`"],
+        &[
+            "has no `evtName` column",
+            "has no identity column",
+            "the columns are `Name`, `ts`",
+        ],
     );
-    check_errors("connection: prod\nsource: {path: dup.csv}\ntarget: {entity: user_profiles}\n", &[("dup.csv", b"identity,identity\n")], &["names column `identity` twice"]);
-    check_errors("connection: prod\nsource: {path: bad.yaml.csv}\ntarget: {entity: user_profiles}\n", &[("bad.yaml.csv", b"\xff\xfe,identity\n")], &["invalid UTF-8"]);
-    let (code, errors) = validate("connection: prod\nsource: {path: head.csv}\ntarget: {entity: user_profiles}\n", &[("head.csv", b"identity,Name\n")]);
+    check_errors(
+        "connection: prod\nsource: {path: dup.csv}\ntarget: {entity: user_profiles}\n",
+        &[("dup.csv", b"identity,identity\n")],
+        &["names column `identity` twice"],
+    );
+    check_errors(
+        "connection: prod\nsource: {path: bad.yaml.csv}\ntarget: {entity: user_profiles}\n",
+        &[("bad.yaml.csv", b"\xff\xfe,identity\n")],
+        &["invalid UTF-8"],
+    );
+    let (code, errors) = validate(
+        "connection: prod\nsource: {path: head.csv}\ntarget: {entity: user_profiles}\n",
+        &[("head.csv", b"identity,Name\n")],
+    );
     assert_eq!(code, Some(0), "a header-only file is valid: {errors}");
 }
 
@@ -140,19 +235,34 @@ fn a_pipeline_file_that_is_not_utf8_or_not_yaml_fails_cleanly() {
     workspace.write("p.yaml", b"connection: \xff\n");
     let output = tapline(workspace.dir.path(), &["validate", "p.yaml"]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("p.yaml:1:1: error: the file is not valid UTF-8"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("p.yaml:1:1: error: the file is not valid UTF-8"),
+        "{}",
+        stderr(&output)
+    );
     let output = tapline(workspace.dir.path(), &["validate", "nope.yaml"]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("nope.yaml:1:1: error: no such file or folder"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("nope.yaml:1:1: error: no such file or folder"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
 fn run_refuses_an_invalid_pipeline_with_exit_2() {
     let workspace = Workspace::new();
-    workspace.write("p.yaml", "connection: prod\nsource: {path: ok.csv}\ntarget: {entity: user_profile}\n");
+    workspace.write(
+        "p.yaml",
+        "connection: prod\nsource: {path: ok.csv}\ntarget: {entity: user_profile}\n",
+    );
     let output = tapline(workspace.dir.path(), &["run", "p.yaml"]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("p.yaml:3:18: error"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("p.yaml:3:18: error"),
+        "{}",
+        stderr(&output)
+    );
     let output = tapline(workspace.dir.path(), &["run"]);
     assert_eq!(output.status.code(), Some(2), "usage error");
 }
@@ -160,31 +270,59 @@ fn run_refuses_an_invalid_pipeline_with_exit_2() {
 #[test]
 fn the_shipped_examples_validate() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let output = tapline_with_env(root, &["validate"], &[("CLEVERTAP_ACCOUNT_ID", "acc"), ("CLEVERTAP_PASSCODE", "pass")]);
+    let output = tapline_with_env(
+        root,
+        &["validate"],
+        &[
+            ("CLEVERTAP_ACCOUNT_ID", "acc"),
+            ("CLEVERTAP_PASSCODE", "pass"),
+        ],
+    );
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    assert!(stdout(&output).contains("ok  pipelines/vip_profiles.yaml"), "{}", stdout(&output));
+    assert!(
+        stdout(&output).contains("ok  pipelines/vip_profiles.yaml"),
+        "{}",
+        stdout(&output)
+    );
     // Without the environment, validate says which variable is missing.
     let output = tapline(root, &["validate"]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("environment variable `CLEVERTAP_ACCOUNT_ID` is not set"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("environment variable `CLEVERTAP_ACCOUNT_ID` is not set"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
 fn the_checked_in_schema_is_current() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for (args, file) in [(&["schema"][..], "schemas/pipeline.schema.json"), (&["schema", "--connections"][..], "schemas/connections.schema.json")] {
+    for (args, file) in [
+        (&["schema"][..], "schemas/pipeline.schema.json"),
+        (
+            &["schema", "--connections"][..],
+            "schemas/connections.schema.json",
+        ),
+    ] {
         let output = tapline(root, args);
         assert_eq!(output.status.code(), Some(0));
         let checked_in = std::fs::read_to_string(root.join(file)).expect("schema file");
-        assert_eq!(stdout(&output), checked_in, "{file} is stale: run `cargo run -- schema {}> {file}`", args[1..].join(" "));
+        assert_eq!(
+            stdout(&output),
+            checked_in,
+            "{file} is stale: run `cargo run -- schema {}> {file}`",
+            args[1..].join(" ")
+        );
     }
 }
 
 #[test]
 fn every_example_matches_the_schema() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let pipeline = jsonschema::validator_for(tapline::config::schema::pipeline_schema()).expect("schema compiles");
-    let connections = jsonschema::validator_for(tapline::config::schema::connections_schema()).expect("schema compiles");
+    let pipeline = jsonschema::validator_for(tapline::config::schema::pipeline_schema())
+        .expect("schema compiles");
+    let connections = jsonschema::validator_for(tapline::config::schema::connections_schema())
+        .expect("schema compiles");
     let mut checked = 0;
     for entry in std::fs::read_dir(root.join("pipelines")).expect("pipelines folder") {
         let path = entry.expect("entry").path();
@@ -193,13 +331,24 @@ fn every_example_matches_the_schema() {
         }
         let text = std::fs::read_to_string(&path).expect("read");
         assert!(
-            path.ends_with("connections.yaml") || text.starts_with("# yaml-language-server: $schema=../schemas/pipeline.schema.json"),
+            path.ends_with("connections.yaml")
+                || text
+                    .starts_with("# yaml-language-server: $schema=../schemas/pipeline.schema.json"),
             "{} lacks the schema line",
             path.display()
         );
-        let instance = tapline::config::yaml::parse(&text).expect("valid YAML").to_json();
-        let validator = if path.ends_with("connections.yaml") { &connections } else { &pipeline };
-        let errors: Vec<String> = validator.iter_errors(&instance).map(|e| e.to_string()).collect();
+        let instance = tapline::config::yaml::parse(&text)
+            .expect("valid YAML")
+            .to_json();
+        let validator = if path.ends_with("connections.yaml") {
+            &connections
+        } else {
+            &pipeline
+        };
+        let errors: Vec<String> = validator
+            .iter_errors(&instance)
+            .map(|e| e.to_string())
+            .collect();
         assert!(errors.is_empty(), "{}: {errors:?}", path.display());
         checked += 1;
     }
@@ -211,7 +360,12 @@ fn schema_fields_are_described_for_users() {
     let schema = tapline::config::schema::pipeline_schema();
     let properties = schema["properties"].as_object().expect("properties");
     for (name, property) in properties {
-        assert!(property["description"].as_str().is_some_and(|d| d.len() > 20), "`{name}` has no description");
+        assert!(
+            property["description"]
+                .as_str()
+                .is_some_and(|d| d.len() > 20),
+            "`{name}` has no description"
+        );
     }
     assert_eq!(schema["$schema"], "http://json-schema.org/draft-07/schema#");
 }

@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 
-use super::wire::{ErrorBody, UploadResponse, ACCOUNT_HEADER, PASSCODE_HEADER, UPLOAD_PATH};
+use super::wire::{ACCOUNT_HEADER, ErrorBody, PASSCODE_HEADER, UPLOAD_PATH, UploadResponse};
 use crate::config::Connection;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,9 +53,16 @@ impl Client {
         // reqwest is built without a bundled crypto provider; install ring's once.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut headers = HeaderMap::new();
-        headers.insert(ACCOUNT_HEADER, HeaderValue::from_str(&connection.account_id)?);
-        let mut passcode = HeaderValue::from_str(connection.passcode.expose())
-            .map_err(|_| anyhow::anyhow!("the passcode of connection `{}` has characters a header cannot carry", connection.name))?;
+        headers.insert(
+            ACCOUNT_HEADER,
+            HeaderValue::from_str(&connection.account_id)?,
+        );
+        let mut passcode = HeaderValue::from_str(connection.passcode.expose()).map_err(|_| {
+            anyhow::anyhow!(
+                "the passcode of connection `{}` has characters a header cannot carry",
+                connection.name
+            )
+        })?;
         passcode.set_sensitive(true);
         headers.insert(PASSCODE_HEADER, passcode);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -66,7 +73,11 @@ impl Client {
             .timeout(connection.request_timeout)
             .pool_max_idle_per_host(16)
             .build()?;
-        Ok(Client { http, base_url: connection.base_url.clone(), timeout: connection.request_timeout })
+        Ok(Client {
+            http,
+            base_url: connection.base_url.clone(),
+            timeout: connection.request_timeout,
+        })
     }
 
     /// Sends one `/1/upload` body and reads CleverTap's answer.
@@ -78,7 +89,13 @@ impl Client {
     /// POSTs a JSON body to a path and returns the body of a 2xx answer.
     pub async fn post(&self, path: &str, body: Bytes) -> Result<Bytes, Failure> {
         let url = format!("{}{path}", self.base_url);
-        let response = self.http.post(url).body(body).send().await.map_err(|error| self.transport(&error))?;
+        let response = self
+            .http
+            .post(url)
+            .body(body)
+            .send()
+            .await
+            .map_err(|error| self.transport(&error))?;
         let status = response.status();
         let retry_after = response
             .headers()
@@ -86,7 +103,10 @@ impl Client {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let bytes = response.bytes().await.map_err(|error| self.transport(&error))?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|error| self.transport(&error))?;
         if status.is_success() {
             return Ok(bytes);
         }
@@ -94,7 +114,11 @@ impl Client {
             Ok(body) if !body.error.is_empty() => body.error,
             _ => quote(&bytes),
         };
-        Err(Failure::Status { status: status.as_u16(), retry_after, message })
+        Err(Failure::Status {
+            status: status.as_u16(),
+            retry_after,
+            message,
+        })
     }
 
     fn transport(&self, error: &reqwest::Error) -> Failure {

@@ -35,12 +35,20 @@ pub enum Verdict {
 /// | a 2xx whose body is not CleverTap's | fail the batch (it may have been applied) |
 pub fn classify(failure: &Failure) -> Verdict {
     match failure {
-        Failure::Timeout(_) | Failure::Connect(_) | Failure::Interrupted(_) => Verdict::Retry { retry_after: None },
-        Failure::Status { status: 401 | 403, .. } => Verdict::StopRun,
-        Failure::Status { status: 501, .. } => Verdict::FailBatch,
-        Failure::Status { status, retry_after, .. } if *status == 429 || (500..600).contains(status) => {
-            Verdict::Retry { retry_after: *retry_after }
+        Failure::Timeout(_) | Failure::Connect(_) | Failure::Interrupted(_) => {
+            Verdict::Retry { retry_after: None }
         }
+        Failure::Status {
+            status: 401 | 403, ..
+        } => Verdict::StopRun,
+        Failure::Status { status: 501, .. } => Verdict::FailBatch,
+        Failure::Status {
+            status,
+            retry_after,
+            ..
+        } if *status == 429 || (500..600).contains(status) => Verdict::Retry {
+            retry_after: *retry_after,
+        },
         Failure::Status { .. } | Failure::InvalidResponse(_) => Verdict::FailBatch,
     }
 }
@@ -78,7 +86,10 @@ impl RetryPolicy {
             return after.min(self.max_retry_after);
         }
         let exponent = retry.saturating_sub(1).min(30);
-        let ceiling = self.base_delay.saturating_mul(1 << exponent).min(self.max_delay);
+        let ceiling = self
+            .base_delay
+            .saturating_mul(1 << exponent)
+            .min(self.max_delay);
         ceiling.mul_f64(jitter.clamp(0.0, 1.0))
     }
 }
@@ -88,7 +99,11 @@ mod tests {
     use super::*;
 
     fn status(status: u16, retry_after: Option<u64>) -> Failure {
-        Failure::Status { status, retry_after: retry_after.map(Duration::from_secs), message: String::new() }
+        Failure::Status {
+            status,
+            retry_after: retry_after.map(Duration::from_secs),
+            message: String::new(),
+        }
     }
 
     #[test]
@@ -99,10 +114,20 @@ mod tests {
             (Failure::Connect("refused".into()), retry),
             (Failure::Interrupted("reset".into()), retry),
             (status(429, None), retry),
-            (status(429, Some(7)), Verdict::Retry { retry_after: Some(Duration::from_secs(7)) }),
+            (
+                status(429, Some(7)),
+                Verdict::Retry {
+                    retry_after: Some(Duration::from_secs(7)),
+                },
+            ),
             (status(500, None), retry),
             (status(502, None), retry),
-            (status(503, Some(2)), Verdict::Retry { retry_after: Some(Duration::from_secs(2)) }),
+            (
+                status(503, Some(2)),
+                Verdict::Retry {
+                    retry_after: Some(Duration::from_secs(2)),
+                },
+            ),
             (status(504, None), retry),
             (status(501, None), Verdict::FailBatch),
             (status(400, None), Verdict::FailBatch),
@@ -111,7 +136,10 @@ mod tests {
             (status(409, None), Verdict::FailBatch),
             (status(401, None), Verdict::StopRun),
             (status(403, None), Verdict::StopRun),
-            (Failure::InvalidResponse("<html>".into()), Verdict::FailBatch),
+            (
+                Failure::InvalidResponse("<html>".into()),
+                Verdict::FailBatch,
+            ),
         ];
         for (failure, expected) in cases {
             assert_eq!(classify(&failure), expected, "{failure:?}");
@@ -134,7 +162,11 @@ mod tests {
             (1, Some(Duration::from_secs(3600)), 1.0, ms(300_000)),
         ];
         for (retry, retry_after, jitter, expected) in cases {
-            assert_eq!(policy.delay(retry, retry_after, jitter), expected, "retry {retry}, {retry_after:?}, {jitter}");
+            assert_eq!(
+                policy.delay(retry, retry_after, jitter),
+                expected,
+                "retry {retry}, {retry_after:?}, {jitter}"
+            );
         }
     }
 }

@@ -22,7 +22,9 @@ pub const MAX_UPLOAD_RECORDS: usize = 1000;
 pub const IDENTITY_FIELDS: [&str; 4] = ["identity", "objectId", "FBID", "GPID"];
 
 /// Characters CleverTap refuses in key names.
-pub const FORBIDDEN_KEY_CHARS: &[char] = &['%', '>', '<', '!', '|', '&', '.', ':', ';', '$', '\'', '"', '\\', '#'];
+pub const FORBIDDEN_KEY_CHARS: &[char] = &[
+    '%', '>', '<', '!', '|', '&', '.', ':', ';', '$', '\'', '"', '\\', '#',
+];
 
 /// System event names an upload may not raise (513). Compared ignoring case and spaces.
 pub const RESERVED_EVENTS: &[&str] = &[
@@ -58,19 +60,27 @@ pub struct Violation {
 impl Violation {
     /// A violation with a code and a message.
     pub fn new(code: u16, message: impl Into<String>) -> Self {
-        Violation { code, message: message.into() }
+        Violation {
+            code,
+            message: message.into(),
+        }
     }
 }
 
 /// Event names are compared ignoring case and spaces ("Sign Up" = "signup").
 pub fn normalize_event_name(name: &str) -> String {
-    name.chars().filter(|c| !c.is_whitespace()).flat_map(char::to_lowercase).collect()
+    name.chars()
+        .filter(|c| !c.is_whitespace())
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// Whether an event name is a system event that uploads may not raise.
 pub fn is_reserved_event(name: &str) -> bool {
     let normalized = normalize_event_name(name);
-    RESERVED_EVENTS.iter().any(|reserved| normalize_event_name(reserved) == normalized)
+    RESERVED_EVENTS
+        .iter()
+        .any(|reserved| normalize_event_name(reserved) == normalized)
 }
 
 /// Checks a property or column name.
@@ -79,10 +89,18 @@ pub fn check_key(key: &str) -> Result<(), Violation> {
         return Err(Violation::new(0, "an empty property name"));
     }
     if key.len() > MAX_KEY_BYTES {
-        return Err(Violation::new(0, format!("property name `{key}` is longer than {MAX_KEY_BYTES} bytes")));
+        return Err(Violation::new(
+            0,
+            format!("property name `{key}` is longer than {MAX_KEY_BYTES} bytes"),
+        ));
     }
     if let Some(bad) = key.chars().find(|c| FORBIDDEN_KEY_CHARS.contains(c)) {
-        return Err(Violation::new(0, format!("property name `{key}` contains `{bad}`, which CleverTap does not allow in names")));
+        return Err(Violation::new(
+            0,
+            format!(
+                "property name `{key}` contains `{bad}`, which CleverTap does not allow in names"
+            ),
+        ));
     }
     Ok(())
 }
@@ -90,7 +108,13 @@ pub fn check_key(key: &str) -> Result<(), Violation> {
 /// Checks a string value's length.
 pub fn check_value_length(key: &str, value: &str) -> Result<(), Violation> {
     if value.len() > MAX_VALUE_BYTES {
-        return Err(Violation::new(0, format!("the value of `{key}` is {} bytes; CleverTap keeps at most {MAX_VALUE_BYTES}", value.len())));
+        return Err(Violation::new(
+            0,
+            format!(
+                "the value of `{key}` is {} bytes; CleverTap keeps at most {MAX_VALUE_BYTES}",
+                value.len()
+            ),
+        ));
     }
     Ok(())
 }
@@ -101,20 +125,29 @@ pub fn check_identity(field: &str, value: &str) -> Result<(), Violation> {
         return Err(Violation::new(523, format!("`{field}` is empty")));
     }
     if value.chars().count() >= MAX_IDENTITY_CHARS {
-        return Err(Violation::new(523, format!("`{field}` must be under {MAX_IDENTITY_CHARS} characters")));
+        return Err(Violation::new(
+            523,
+            format!("`{field}` must be under {MAX_IDENTITY_CHARS} characters"),
+        ));
     }
     Ok(())
 }
 
 /// An E.164 phone number: `+`, a country code and number, 8 to 15 digits in all.
 pub fn is_e164(phone: &str) -> bool {
-    let Some(digits) = phone.strip_prefix('+') else { return false };
-    (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0')
+    let Some(digits) = phone.strip_prefix('+') else {
+        return false;
+    };
+    (8..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0')
 }
 
 /// A plausible email address: one `@`, a local part, a dotted domain, no spaces.
 pub fn is_email(email: &str) -> bool {
-    let Some((local, domain)) = email.split_once('@') else { return false };
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
     let labels: Vec<&str> = domain.split('.').collect();
     !local.is_empty()
         && !domain.contains('@')
@@ -125,7 +158,9 @@ pub fn is_email(email: &str) -> bool {
 
 /// A date value as CleverTap wants it: `$D_<epoch seconds>` (negative before 1970).
 pub fn is_date_value(value: &str) -> bool {
-    let digits = value.strip_prefix("$D_").map(|rest| rest.strip_prefix('-').unwrap_or(rest));
+    let digits = value
+        .strip_prefix("$D_")
+        .map(|rest| rest.strip_prefix('-').unwrap_or(rest));
     digits.is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
 }
 
@@ -135,20 +170,39 @@ pub fn check_standard_profile_key(key: &str, value: &serde_json::Value) -> Resul
     let text = value.as_str();
     let one_of = |allowed: &[&str]| text.is_some_and(|t| allowed.contains(&t));
     match key {
-        "Email" if !text.is_some_and(is_email) => Err(Violation::new(515, format!("Email {value} is not a valid email address"))),
-        "Phone" if !text.is_some_and(is_e164) => {
-            Err(Violation::new(516, format!("Phone {value} is not a valid phone number; use E.164: `+` then country code and number, e.g. +14155551234")))
+        "Email" if !text.is_some_and(is_email) => Err(Violation::new(
+            515,
+            format!("Email {value} is not a valid email address"),
+        )),
+        "Phone" if !text.is_some_and(is_e164) => Err(Violation::new(
+            516,
+            format!(
+                "Phone {value} is not a valid phone number; use E.164: `+` then country code and number, e.g. +14155551234"
+            ),
+        )),
+        "Gender" if !one_of(&["M", "F"]) => Err(Violation::new(
+            514,
+            format!("Gender {value} must be `M` or `F`"),
+        )),
+        "Employed" if !one_of(&["Y", "N"]) => Err(Violation::new(
+            517,
+            format!("Employed {value} must be `Y` or `N`"),
+        )),
+        "Education" if !one_of(&["School", "College", "Graduate"]) => Err(Violation::new(
+            518,
+            format!("Education {value} must be `School`, `College` or `Graduate`"),
+        )),
+        "Married" if !one_of(&["Y", "N"]) => Err(Violation::new(
+            519,
+            format!("Married {value} must be `Y` or `N`"),
+        )),
+        "Age" if !value.is_number() => {
+            Err(Violation::new(520, format!("Age {value} must be a number")))
         }
-        "Gender" if !one_of(&["M", "F"]) => Err(Violation::new(514, format!("Gender {value} must be `M` or `F`"))),
-        "Employed" if !one_of(&["Y", "N"]) => Err(Violation::new(517, format!("Employed {value} must be `Y` or `N`"))),
-        "Education" if !one_of(&["School", "College", "Graduate"]) => {
-            Err(Violation::new(518, format!("Education {value} must be `School`, `College` or `Graduate`")))
-        }
-        "Married" if !one_of(&["Y", "N"]) => Err(Violation::new(519, format!("Married {value} must be `Y` or `N`"))),
-        "Age" if !value.is_number() => Err(Violation::new(520, format!("Age {value} must be a number"))),
-        "DOB" if !text.is_some_and(is_date_value) => {
-            Err(Violation::new(0, format!("DOB {value} must be a date: `$D_<epoch seconds>`, ISO-8601 or YYYY-MM-DD")))
-        }
+        "DOB" if !text.is_some_and(is_date_value) => Err(Violation::new(
+            0,
+            format!("DOB {value} must be a date: `$D_<epoch seconds>`, ISO-8601 or YYYY-MM-DD"),
+        )),
         _ => Ok(()),
     }
 }
@@ -190,7 +244,11 @@ mod tests {
 
     #[test]
     fn standard_profile_keys() {
-        let code = |key: &str, value: serde_json::Value| check_standard_profile_key(key, &value).err().map(|v| v.code);
+        let code = |key: &str, value: serde_json::Value| {
+            check_standard_profile_key(key, &value)
+                .err()
+                .map(|v| v.code)
+        };
         assert_eq!(code("Gender", json!("M")), None);
         assert_eq!(code("Gender", json!("Male")), Some(514));
         assert_eq!(code("Email", json!("$$$$$")), Some(515));

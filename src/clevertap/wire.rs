@@ -50,8 +50,11 @@ impl Unprocessed {
     pub fn record_index(&self) -> Option<usize> {
         let message = self.error.as_deref()?;
         let (_, number) = message.rsplit_once("record number")?;
-        let digits: String =
-            number.trim_start_matches([' ', ':']).chars().take_while(char::is_ascii_digit).collect();
+        let digits: String = number
+            .trim_start_matches([' ', ':'])
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
         digits.parse::<usize>().ok()?.checked_sub(1)
     }
 }
@@ -76,9 +79,21 @@ mod tests {
 
     #[test]
     fn reads_the_record_number() {
-        let entry = |error: &str| Unprocessed { status: "fail".into(), code: Some(515), error: Some(error.into()), record: None };
-        assert_eq!(entry("Profile data is incorrect. Email is not valid.Skipped record number : 2").record_index(), Some(1));
-        assert_eq!(entry("Event name is mandatory. Skipped record number : 1").record_index(), Some(0));
+        let entry = |error: &str| Unprocessed {
+            status: "fail".into(),
+            code: Some(515),
+            error: Some(error.into()),
+            record: None,
+        };
+        assert_eq!(
+            entry("Profile data is incorrect. Email is not valid.Skipped record number : 2")
+                .record_index(),
+            Some(1)
+        );
+        assert_eq!(
+            entry("Event name is mandatory. Skipped record number : 1").record_index(),
+            Some(0)
+        );
         assert_eq!(entry("Skipped record number:17").record_index(), Some(16));
         assert_eq!(entry("no number here").record_index(), None);
         assert_eq!(entry("Skipped record number : 0").record_index(), None);

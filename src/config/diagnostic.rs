@@ -43,7 +43,10 @@ impl Diagnostic {
 
     /// A warning at a position.
     pub fn warning(file: &Path, position: Option<Position>, message: impl Into<String>) -> Self {
-        Diagnostic { severity: Severity::Warning, ..Diagnostic::error(file, position, message) }
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(file, position, message)
+        }
     }
 
     /// Adds a hint on how to fix the problem.
@@ -65,7 +68,14 @@ impl fmt::Display for Diagnostic {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        write!(f, "{}:{}:{}: {label}: {}", self.file.display(), position.line, position.col, self.message)?;
+        write!(
+            f,
+            "{}:{}:{}: {label}: {}",
+            self.file.display(),
+            position.line,
+            position.col,
+            self.message
+        )?;
         if let Some(hint) = &self.hint {
             write!(f, "\n  hint: {hint}")?;
         }
@@ -74,11 +84,19 @@ impl fmt::Display for Diagnostic {
 }
 
 /// The closest of `candidates` to `word`, when it is close enough to be a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let limit = (word.chars().count() / 3).max(2);
     candidates
         .into_iter()
-        .map(|candidate| (edit_distance(&word.to_lowercase(), &candidate.to_lowercase()), candidate))
+        .map(|candidate| {
+            (
+                edit_distance(&word.to_lowercase(), &candidate.to_lowercase()),
+                candidate,
+            )
+        })
         .filter(|(distance, _)| *distance <= limit)
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, candidate)| candidate)
@@ -109,6 +127,9 @@ mod tests {
         assert_eq!(did_you_mean("Schedule", fields), Some("schedule"));
         assert_eq!(did_you_mean("sources", fields), Some("source"));
         assert_eq!(did_you_mean("colour", fields), None);
-        assert_eq!(did_you_mean("user_event", ["user_profiles", "user_events"]), Some("user_events"));
+        assert_eq!(
+            did_you_mean("user_event", ["user_profiles", "user_events"]),
+            Some("user_events")
+        );
     }
 }

@@ -79,7 +79,13 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Diagnostic> {
 }
 
 fn is_pipeline_file(path: &Path) -> bool {
-    let is_yaml = matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    let is_yaml = matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    );
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
     path.is_file() && is_yaml && stem != "connections"
 }

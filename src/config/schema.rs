@@ -7,19 +7,21 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use jsonschema::error::ValidationErrorKind;
 use jsonschema::Validator;
-use schemars::generate::SchemaSettings;
+use jsonschema::error::ValidationErrorKind;
 use schemars::JsonSchema;
+use schemars::generate::SchemaSettings;
 use serde_json::Value;
 
-use super::diagnostic::{did_you_mean, Diagnostic};
+use super::diagnostic::{Diagnostic, did_you_mean};
 use super::file::{ConnectionFile, ConnectionsFile, PipelineFile};
 use super::yaml::Node;
 
 /// The draft-07 JSON Schema of a type, as editors' YAML extensions understand it.
 fn schema_of<T: JsonSchema>() -> Value {
-    let schema = SchemaSettings::draft07().into_generator().into_root_schema_for::<T>();
+    let schema = SchemaSettings::draft07()
+        .into_generator()
+        .into_root_schema_for::<T>();
     serde_json::to_value(schema).expect("a generated schema is valid JSON")
 }
 
@@ -68,7 +70,10 @@ pub fn check(file: &Path, root: &Node, kind: FileKind) -> Vec<ShapeError> {
     static CONNECTIONS: OnceLock<Validator> = OnceLock::new();
     let (schema, validator) = match kind {
         FileKind::Pipeline => (pipeline_schema(), compiled(pipeline_schema(), &PIPELINE)),
-        FileKind::Connections => (connections_schema(), compiled(connections_schema(), &CONNECTIONS)),
+        FileKind::Connections => (
+            connections_schema(),
+            compiled(connections_schema(), &CONNECTIONS),
+        ),
     };
     let instance = root.to_json();
     if instance.is_null() {
@@ -78,7 +83,10 @@ pub fn check(file: &Path, root: &Node, kind: FileKind) -> Vec<ShapeError> {
         };
         let diagnostic = Diagnostic::error(file, Some(root.position), what)
             .with_hint("see the examples in `pipelines/` or run `tapline schema`");
-        return vec![ShapeError { pointer: String::new(), diagnostic }];
+        return vec![ShapeError {
+            pointer: String::new(),
+            diagnostic,
+        }];
     }
     let mut errors = Vec::new();
     for error in validator.iter_errors(&instance) {
@@ -95,7 +103,10 @@ pub fn check(file: &Path, root: &Node, kind: FileKind) -> Vec<ShapeError> {
         errors.extend(
             describe(file, root, schema, "", &error)
                 .into_iter()
-                .map(|diagnostic| ShapeError { pointer: pointer.clone(), diagnostic }),
+                .map(|diagnostic| ShapeError {
+                    pointer: pointer.clone(),
+                    diagnostic,
+                }),
         );
     }
     errors
@@ -125,7 +136,9 @@ fn describe(
                         format!("unknown field `{}`", join_field(&field, name)),
                     );
                     diagnostic = match did_you_mean(name, allowed.iter().map(String::as_str)) {
-                        Some(suggestion) => diagnostic.with_hint(format!("did you mean `{suggestion}`?")),
+                        Some(suggestion) => {
+                            diagnostic.with_hint(format!("did you mean `{suggestion}`?"))
+                        }
                         None => diagnostic.with_hint(format!("expected one of {}", list(&allowed))),
                     };
                     diagnostic
@@ -134,13 +147,24 @@ fn describe(
         }
         ValidationErrorKind::Required { property } => {
             let name = property.as_str().unwrap_or_default();
-            vec![Diagnostic::error(file, position, format!("missing field `{}`", join_field(&field, name)))
-                .with_hint("run `tapline schema` to see every field with its description")]
+            vec![
+                Diagnostic::error(
+                    file,
+                    position,
+                    format!("missing field `{}`", join_field(&field, name)),
+                )
+                .with_hint("run `tapline schema` to see every field with its description"),
+            ]
         }
         ValidationErrorKind::Enum { options } => {
             let choices: Vec<String> = options
                 .as_array()
-                .map(|values| values.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                .map(|values| {
+                    values
+                        .iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default();
             vec![not_one_of(file, position, &field, instance, &choices)]
         }
@@ -149,19 +173,35 @@ fn describe(
             vec![Diagnostic::error(
                 file,
                 position,
-                format!("`{field}` must be {expected}, found {}", display_value(instance)),
+                format!(
+                    "`{field}` must be {expected}, found {}",
+                    display_value(instance)
+                ),
             )]
         }
-        ValidationErrorKind::Minimum { limit } | ValidationErrorKind::ExclusiveMinimum { limit } => {
-            vec![Diagnostic::error(file, position, format!("`{field}` is {instance}, below the minimum {limit}"))]
+        ValidationErrorKind::Minimum { limit }
+        | ValidationErrorKind::ExclusiveMinimum { limit } => {
+            vec![Diagnostic::error(
+                file,
+                position,
+                format!("`{field}` is {instance}, below the minimum {limit}"),
+            )]
         }
-        ValidationErrorKind::Maximum { limit } | ValidationErrorKind::ExclusiveMaximum { limit } => {
-            vec![Diagnostic::error(file, position, format!("`{field}` is {instance}, above the maximum {limit}"))]
+        ValidationErrorKind::Maximum { limit }
+        | ValidationErrorKind::ExclusiveMaximum { limit } => {
+            vec![Diagnostic::error(
+                file,
+                position,
+                format!("`{field}` is {instance}, above the maximum {limit}"),
+            )]
         }
         ValidationErrorKind::AnyOf { .. } | ValidationErrorKind::OneOfNotValid { .. } => {
             // An enum with documented variants, or an optional one, is a list of alternatives.
             let mut choices = Vec::new();
-            if let Some(alternatives) = schema.pointer(error.schema_path().as_str()).and_then(Value::as_array) {
+            if let Some(alternatives) = schema
+                .pointer(error.schema_path().as_str())
+                .and_then(Value::as_array)
+            {
                 for alternative in alternatives {
                     collect_choices(schema, alternative, &mut choices);
                 }
@@ -186,19 +226,43 @@ fn describe(
                 )
                 .with_hint("write `connection: prod` to use `prod` from connections.yaml, or a mapping with `account_id` and `passcode`")];
             }
-            vec![Diagnostic::error(file, position, format!("`{field}` has an unexpected value {}", display_value(instance)))]
+            vec![Diagnostic::error(
+                file,
+                position,
+                format!(
+                    "`{field}` has an unexpected value {}",
+                    display_value(instance)
+                ),
+            )]
         }
-        _ => vec![Diagnostic::error(file, position, format!("`{field}`: {error}"))],
+        _ => vec![Diagnostic::error(
+            file,
+            position,
+            format!("`{field}`: {error}"),
+        )],
     }
 }
 
-fn not_one_of(file: &Path, position: Option<super::yaml::Position>, field: &str, instance: &Value, choices: &[String]) -> Diagnostic {
+fn not_one_of(
+    file: &Path,
+    position: Option<super::yaml::Position>,
+    field: &str,
+    instance: &Value,
+    choices: &[String],
+) -> Diagnostic {
     let diagnostic = Diagnostic::error(
         file,
         position,
-        format!("`{field}` cannot be {}; expected one of {}", display_value(instance), list(choices)),
+        format!(
+            "`{field}` cannot be {}; expected one of {}",
+            display_value(instance),
+            list(choices)
+        ),
     );
-    match instance.as_str().and_then(|text| did_you_mean(text, choices.iter().map(String::as_str))) {
+    match instance
+        .as_str()
+        .and_then(|text| did_you_mean(text, choices.iter().map(String::as_str)))
+    {
         Some(suggestion) => diagnostic.with_hint(format!("did you mean `{suggestion}`?")),
         None => diagnostic,
     }
@@ -206,10 +270,12 @@ fn not_one_of(file: &Path, position: Option<super::yaml::Position>, field: &str,
 
 /// The string constants an alternative allows (`const`, `enum`, through `$ref`s).
 fn collect_choices(schema: &Value, alternative: &Value, choices: &mut Vec<String>) {
-    if let Some(reference) = alternative.get("$ref").and_then(Value::as_str) {
-        if let Some(target) = reference.strip_prefix('#').and_then(|pointer| schema.pointer(pointer)) {
-            collect_choices(schema, target, choices);
-        }
+    if let Some(reference) = alternative.get("$ref").and_then(Value::as_str)
+        && let Some(target) = reference
+            .strip_prefix('#')
+            .and_then(|pointer| schema.pointer(pointer))
+    {
+        collect_choices(schema, target, choices);
     }
     if let Some(constant) = alternative.get("const").and_then(Value::as_str) {
         choices.push(constant.to_string());
@@ -218,7 +284,12 @@ fn collect_choices(schema: &Value, alternative: &Value, choices: &mut Vec<String
         choices.extend(values.iter().filter_map(Value::as_str).map(String::from));
     }
     for key in ["oneOf", "anyOf"] {
-        for nested in alternative.get(key).and_then(Value::as_array).into_iter().flatten() {
+        for nested in alternative
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             collect_choices(schema, nested, choices);
         }
     }
@@ -228,18 +299,29 @@ fn collect_choices(schema: &Value, alternative: &Value, choices: &mut Vec<String
 fn expected_types(schema: &Value, schema_path: &str) -> String {
     let types: Vec<String> = match schema.pointer(schema_path) {
         Some(Value::String(kind)) => vec![kind.clone()],
-        Some(Value::Array(kinds)) => kinds.iter().filter_map(Value::as_str).filter(|k| *k != "null").map(String::from).collect(),
+        Some(Value::Array(kinds)) => kinds
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|k| *k != "null")
+            .map(String::from)
+            .collect(),
         _ => Vec::new(),
     };
     if types.is_empty() {
         return "of another type".into();
     }
-    types.iter().map(|kind| type_phrase(kind)).collect::<Vec<_>>().join(" or ")
+    types
+        .iter()
+        .map(|kind| type_phrase(kind))
+        .collect::<Vec<_>>()
+        .join(" or ")
 }
 
 /// The property names the object schema at `schema_path` (ending in `/additionalProperties`) allows.
 fn allowed_properties(schema: &Value, schema_path: &str) -> Vec<String> {
-    let object_path = schema_path.strip_suffix("/additionalProperties").unwrap_or(schema_path);
+    let object_path = schema_path
+        .strip_suffix("/additionalProperties")
+        .unwrap_or(schema_path);
     schema
         .pointer(object_path)
         .and_then(|object| object.get("properties"))
@@ -250,15 +332,27 @@ fn allowed_properties(schema: &Value, schema_path: &str) -> Vec<String> {
 
 fn field_name(pointer: &str) -> String {
     let dotted = pointer.trim_start_matches('/').replace('/', ".");
-    if dotted.is_empty() { "(top level)".into() } else { dotted }
+    if dotted.is_empty() {
+        "(top level)".into()
+    } else {
+        dotted
+    }
 }
 
 fn join_field(parent: &str, name: &str) -> String {
-    if parent == "(top level)" { name.to_string() } else { format!("{parent}.{name}") }
+    if parent == "(top level)" {
+        name.to_string()
+    } else {
+        format!("{parent}.{name}")
+    }
 }
 
 fn list(items: &[String]) -> String {
-    items.iter().map(|item| format!("`{item}`")).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(|item| format!("`{item}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn type_phrase(kind: &str) -> String {

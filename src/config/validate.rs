@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::diagnostic::{did_you_mean, Diagnostic};
+use super::diagnostic::{Diagnostic, did_you_mean};
 use super::file::{
     ConnectionFile, ConnectionRef, ConnectionsFile, Entity, ProfileOperation, Region, ScheduleFile,
     SourceFile, SourceFormat, TargetFile,
@@ -38,7 +38,11 @@ fn parse_file<T: serde::de::DeserializeOwned>(
     match serde_json::from_value::<T>(root.to_json()) {
         Ok(value) => Some(Parsed { root, value }),
         Err(error) => {
-            diagnostics.push(Diagnostic::error(path, Some(root.position), error.to_string()));
+            diagnostics.push(Diagnostic::error(
+                path,
+                Some(root.position),
+                error.to_string(),
+            ));
             None
         }
     }
@@ -49,7 +53,11 @@ fn read_tree(path: &Path, diagnostics: &mut Vec<Diagnostic>) -> Option<Node> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(error) => {
-            diagnostics.push(Diagnostic::error(path, None, format!("cannot read the file: {error}")));
+            diagnostics.push(Diagnostic::error(
+                path,
+                None,
+                format!("cannot read the file: {error}"),
+            ));
             return None;
         }
     };
@@ -57,10 +65,18 @@ fn read_tree(path: &Path, diagnostics: &mut Vec<Diagnostic>) -> Option<Node> {
         Ok(text) => text,
         Err(error) => {
             let offset = error.utf8_error().valid_up_to();
-            let line = error.as_bytes()[..offset].iter().filter(|&&b| b == b'\n').count() + 1;
+            let line = error.as_bytes()[..offset]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1;
             diagnostics.push(
-                Diagnostic::error(path, Some(yaml::Position { line, col: 1 }), "the file is not valid UTF-8")
-                    .with_hint("save the file as UTF-8"),
+                Diagnostic::error(
+                    path,
+                    Some(yaml::Position { line, col: 1 }),
+                    "the file is not valid UTF-8",
+                )
+                .with_hint("save the file as UTF-8"),
             );
             return None;
         }
@@ -69,8 +85,12 @@ fn read_tree(path: &Path, diagnostics: &mut Vec<Diagnostic>) -> Option<Node> {
         Ok(root) => Some(root),
         Err(error) => {
             diagnostics.push(
-                Diagnostic::error(path, Some(error.position), format!("invalid YAML: {}", error.message))
-                    .with_hint("check indentation, quotes and brackets around this place"),
+                Diagnostic::error(
+                    path,
+                    Some(error.position),
+                    format!("invalid YAML: {}", error.message),
+                )
+                .with_hint("check indentation, quotes and brackets around this place"),
             );
             None
         }
@@ -80,18 +100,42 @@ fn read_tree(path: &Path, diagnostics: &mut Vec<Diagnostic>) -> Option<Node> {
 pub(super) fn load(path: &Path, credentials: Credentials) -> Loaded {
     let mut diagnostics = Vec::new();
     let Some(root) = read_tree(path, &mut diagnostics) else {
-        return Loaded { pipeline: None, diagnostics, parts: Parts::default() };
+        return Loaded {
+            pipeline: None,
+            diagnostics,
+            parts: Parts::default(),
+        };
     };
     // Shape errors are reported, and the sections they do not touch are still checked,
     // so one run of `validate` shows every problem.
     let shape_errors = schema::check(path, &root, FileKind::Pipeline);
-    let broken: Vec<String> = shape_errors.iter().map(|error| error.pointer.clone()).collect();
+    let broken: Vec<String> = shape_errors
+        .iter()
+        .map(|error| error.pointer.clone())
+        .collect();
     diagnostics.extend(shape_errors.into_iter().map(|error| error.diagnostic));
-    let sections = Sections { json: root.to_json(), broken };
-    let mut parts = Parts { source_position: Some(root.locate("/source/path")), ..Parts::default() };
-    let pipeline = build(path, &root, &sections, credentials, &mut parts, &mut diagnostics);
+    let sections = Sections {
+        json: root.to_json(),
+        broken,
+    };
+    let mut parts = Parts {
+        source_position: Some(root.locate("/source/path")),
+        ..Parts::default()
+    };
+    let pipeline = build(
+        path,
+        &root,
+        &sections,
+        credentials,
+        &mut parts,
+        &mut diagnostics,
+    );
     let failed = diagnostics.iter().any(Diagnostic::is_error);
-    Loaded { pipeline: if failed { None } else { pipeline }, diagnostics, parts }
+    Loaded {
+        pipeline: if failed { None } else { pipeline },
+        diagnostics,
+        parts,
+    }
 }
 
 /// The top-level sections of a pipeline file, each usable when no shape error touches it.
@@ -103,11 +147,19 @@ struct Sections {
 impl Sections {
     fn get<T: serde::de::DeserializeOwned>(&self, name: &str) -> Option<T> {
         let pointer = format!("/{name}");
-        let touched = self.broken.iter().any(|broken| broken.is_empty() || broken == &pointer || broken.starts_with(&format!("{pointer}/")));
+        let touched = self.broken.iter().any(|broken| {
+            broken.is_empty() || broken == &pointer || broken.starts_with(&format!("{pointer}/"))
+        });
         if touched {
             return None;
         }
-        serde_json::from_value(self.json.get(name).cloned().unwrap_or(serde_json::Value::Null)).ok()
+        serde_json::from_value(
+            self.json
+                .get(name)
+                .cloned()
+                .unwrap_or(serde_json::Value::Null),
+        )
+        .ok()
     }
 }
 
@@ -120,24 +172,41 @@ fn build(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Pipeline> {
     let folder = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("pipeline").to_string();
+    let name = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("pipeline")
+        .to_string();
 
     let connection = sections
         .get::<ConnectionRef>("connection")
-        .and_then(|connection| resolve_connection(file, root, &connection, &folder, credentials, diagnostics));
-    let source = sections.get::<SourceFile>("source").and_then(|source| build_source(file, root, &source, &folder, diagnostics));
-    let target = sections.get::<TargetFile>("target").and_then(|target| build_target(file, root, &target, diagnostics));
+        .and_then(|connection| {
+            resolve_connection(file, root, &connection, &folder, credentials, diagnostics)
+        });
+    let source = sections
+        .get::<SourceFile>("source")
+        .and_then(|source| build_source(file, root, &source, &folder, diagnostics));
+    let target = sections
+        .get::<TargetFile>("target")
+        .and_then(|target| build_target(file, root, &target, diagnostics));
     parts.source.clone_from(&source);
     parts.target = target;
     let schedule = sections
         .get::<Option<ScheduleFile>>("schedule")
-        .map(|schedule| schedule.map(|schedule| build_schedule(file, root, &schedule, diagnostics)));
+        .map(|schedule| {
+            schedule.map(|schedule| build_schedule(file, root, &schedule, diagnostics))
+        });
     let thread_count = sections.get::<Option<i64>>("thread_count")?;
     let skip_invalid_records = sections.get::<Option<bool>>("skip_invalid_records")?;
     let description = sections.get::<Option<String>>("description")?;
 
-    let thread_count = thread_count.map_or(DEFAULT_THREAD_COUNT, |count| count.clamp(1, 10) as usize);
-    let on_invalid_record = if skip_invalid_records.unwrap_or(false) { OnInvalidRecord::Skip } else { OnInvalidRecord::Stop };
+    let thread_count =
+        thread_count.map_or(DEFAULT_THREAD_COUNT, |count| count.clamp(1, 10) as usize);
+    let on_invalid_record = if skip_invalid_records.unwrap_or(false) {
+        OnInvalidRecord::Skip
+    } else {
+        OnInvalidRecord::Stop
+    };
     let schedule = match schedule? {
         Some(parsed) => Some(parsed?),
         None => None,
@@ -177,15 +246,24 @@ fn build_source(
     };
     let Some(format) = spec.format.or(guessed) else {
         diagnostics.push(
-            Diagnostic::error(file, Some(root.locate("/source/path")), format!("cannot tell the format of `{}` from its name", spec.path))
-                .with_hint("add `format: csv`, `format: tsv` or `format: jsonl` under `source`"),
+            Diagnostic::error(
+                file,
+                Some(root.locate("/source/path")),
+                format!("cannot tell the format of `{}` from its name", spec.path),
+            )
+            .with_hint("add `format: csv`, `format: tsv` or `format: jsonl` under `source`"),
         );
         return None;
     };
     Some(Source { path, format, gzip })
 }
 
-fn build_target(file: &Path, root: &Node, target: &TargetFile, diagnostics: &mut Vec<Diagnostic>) -> Option<Target> {
+fn build_target(
+    file: &Path,
+    root: &Node,
+    target: &TargetFile,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Target> {
     match target.entity {
         Entity::UserProfiles => {
             let operation = target.operation.unwrap_or(ProfileOperation::UploadProfiles);
@@ -199,15 +277,23 @@ fn build_target(file: &Path, root: &Node, target: &TargetFile, diagnostics: &mut
             let mut ok = true;
             if target.operation.is_some() {
                 diagnostics.push(
-                    Diagnostic::error(file, Some(root.locate_key("/target", "operation")), "`target.operation` applies only to `entity: user_profiles`")
-                        .with_hint("remove `operation`, or set `entity: user_profiles`"),
+                    Diagnostic::error(
+                        file,
+                        Some(root.locate_key("/target", "operation")),
+                        "`target.operation` applies only to `entity: user_profiles`",
+                    )
+                    .with_hint("remove `operation`, or set `entity: user_profiles`"),
                 );
                 ok = false;
             }
             if target.array_operation.is_some() {
                 diagnostics.push(
-                    Diagnostic::error(file, Some(root.locate_key("/target", "array_operation")), "`target.array_operation` applies only to `upload_profiles`")
-                        .with_hint("event properties cannot be lists; remove `array_operation`"),
+                    Diagnostic::error(
+                        file,
+                        Some(root.locate_key("/target", "array_operation")),
+                        "`target.array_operation` applies only to `upload_profiles`",
+                    )
+                    .with_hint("event properties cannot be lists; remove `array_operation`"),
                 );
                 ok = false;
             }
@@ -248,13 +334,19 @@ fn build_schedule(
             let names = chrono_tz::TZ_VARIANTS.iter().map(|zone| zone.name());
             diagnostic = match did_you_mean(zone_name, names) {
                 Some(suggestion) => diagnostic.with_hint(format!("did you mean `{suggestion}`?")),
-                None => diagnostic.with_hint("use an IANA name such as `UTC`, `Asia/Kolkata` or `America/New_York`"),
+                None => diagnostic.with_hint(
+                    "use an IANA name such as `UTC`, `Asia/Kolkata` or `America/New_York`",
+                ),
             };
             diagnostics.push(diagnostic);
             None
         }
     };
-    Some(Schedule { expression: spec.cron.clone(), cron: cron?, timezone: timezone? })
+    Some(Schedule {
+        expression: spec.cron.clone(),
+        cron: cron?,
+        timezone: timezone?,
+    })
 }
 
 /// Where a connection was written: its file, tree, and JSON pointer within it.
@@ -280,7 +372,11 @@ fn resolve_connection(
 ) -> Option<Connection> {
     match connection {
         ConnectionRef::Inline(spec) => {
-            let site = ConnectionSite { file: file.to_path_buf(), root, pointer: "/connection".into() };
+            let site = ConnectionSite {
+                file: file.to_path_buf(),
+                root,
+                pointer: "/connection".into(),
+            };
             finish_connection("inline", spec, &site, credentials, diagnostics)
         }
         ConnectionRef::Named(name) => {
@@ -295,13 +391,22 @@ fn resolve_connection(
                 );
                 return None;
             };
-            let connections = parse_file::<ConnectionsFile>(&path, FileKind::Connections, diagnostics)?;
+            let connections =
+                parse_file::<ConnectionsFile>(&path, FileKind::Connections, diagnostics)?;
             let Some(spec) = connections.value.0.get(name) else {
                 let names: Vec<&str> = connections.value.0.keys().map(String::as_str).collect();
                 let mut diagnostic = Diagnostic::error(
                     file,
                     Some(root.locate("/connection")),
-                    format!("unknown connection `{name}`; {} defines {}", path.display(), names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")),
+                    format!(
+                        "unknown connection `{name}`; {} defines {}",
+                        path.display(),
+                        names
+                            .iter()
+                            .map(|n| format!("`{n}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                 );
                 if let Some(suggestion) = did_you_mean(name, names.iter().copied()) {
                     diagnostic = diagnostic.with_hint(format!("did you mean `{suggestion}`?"));
@@ -309,14 +414,22 @@ fn resolve_connection(
                 diagnostics.push(diagnostic);
                 return None;
             };
-            let site = ConnectionSite { file: path.clone(), root: &connections.root, pointer: format!("/{}", name.replace('~', "~0").replace('/', "~1")) };
+            let site = ConnectionSite {
+                file: path.clone(),
+                root: &connections.root,
+                pointer: format!("/{}", name.replace('~', "~0").replace('/', "~1")),
+            };
             finish_connection(name, spec, &site, credentials, diagnostics)
         }
     }
 }
 
 fn display_folder(folder: &Path) -> String {
-    if folder.as_os_str().is_empty() { ".".into() } else { folder.display().to_string() }
+    if folder.as_os_str().is_empty() {
+        ".".into()
+    } else {
+        folder.display().to_string()
+    }
 }
 
 fn finish_connection(
@@ -328,29 +441,42 @@ fn finish_connection(
 ) -> Option<Connection> {
     let file = site.file.as_path();
     let timeout = Duration::from_secs(
-        spec.request_timeout_seconds.map_or(DEFAULT_REQUEST_TIMEOUT_SECONDS, |seconds| seconds.clamp(1, 600) as u64),
+        spec.request_timeout_seconds
+            .map_or(DEFAULT_REQUEST_TIMEOUT_SECONDS, |seconds| {
+                seconds.clamp(1, 600) as u64
+            }),
     );
     if spec.passcode.is_some() && spec.passcode_file.is_some() {
         diagnostics.push(
-            Diagnostic::error(file, site.at("passcode_file"), "give either `passcode` or `passcode_file`, not both")
-                .with_hint("keep `passcode_file` and remove `passcode`"),
+            Diagnostic::error(
+                file,
+                site.at("passcode_file"),
+                "give either `passcode` or `passcode_file`, not both",
+            )
+            .with_hint("keep `passcode_file` and remove `passcode`"),
         );
         return None;
     }
     if spec.passcode.is_none() && spec.passcode_file.is_none() {
         diagnostics.push(
-            Diagnostic::error(file, site.at("account_id"), format!("connection `{name}` has no passcode"))
-                .with_hint("add `passcode: ${CLEVERTAP_PASSCODE}` or `passcode_file: /path/to/passcode`"),
+            Diagnostic::error(
+                file,
+                site.at("account_id"),
+                format!("connection `{name}` has no passcode"),
+            )
+            .with_hint(
+                "add `passcode: ${CLEVERTAP_PASSCODE}` or `passcode_file: /path/to/passcode`",
+            ),
         );
         return None;
     }
-    if let Some(passcode) = &spec.passcode {
-        if !passcode.contains("${") {
-            diagnostics.push(
+    if let Some(passcode) = &spec.passcode
+        && !passcode.contains("${")
+    {
+        diagnostics.push(
                 Diagnostic::warning(file, site.at("passcode"), format!("the passcode of connection `{name}` is written in the file"))
                     .with_hint("a file ends up in version control; use `passcode: ${CLEVERTAP_PASSCODE}` or `passcode_file`"),
             );
-        }
     }
     if credentials == Credentials::Ignore {
         return Some(Connection {
@@ -367,22 +493,38 @@ fn finish_connection(
         match interpolate(text) {
             Ok(value) => Some(value),
             Err(problem) => {
-                diagnostics.push(Diagnostic::error(file, site.at(field), problem.message).with_hint(problem.hint));
+                diagnostics.push(
+                    Diagnostic::error(file, site.at(field), problem.message)
+                        .with_hint(problem.hint),
+                );
                 failed = true;
                 None
             }
         }
     };
     let account_id = resolve("account_id", &spec.account_id);
-    let passcode = spec.passcode.as_deref().and_then(|text| resolve("passcode", text));
-    let passcode_file = spec.passcode_file.as_deref().and_then(|text| resolve("passcode_file", text));
-    let endpoint = spec.endpoint.as_deref().and_then(|text| resolve("endpoint", text));
+    let passcode = spec
+        .passcode
+        .as_deref()
+        .and_then(|text| resolve("passcode", text));
+    let passcode_file = spec
+        .passcode_file
+        .as_deref()
+        .and_then(|text| resolve("passcode_file", text));
+    let endpoint = spec
+        .endpoint
+        .as_deref()
+        .and_then(|text| resolve("endpoint", text));
     if failed {
         return None;
     }
     let account_id = account_id?;
     if account_id.trim().is_empty() {
-        diagnostics.push(Diagnostic::error(file, site.at("account_id"), format!("connection `{name}` has an empty `account_id`")));
+        diagnostics.push(Diagnostic::error(
+            file,
+            site.at("account_id"),
+            format!("connection `{name}` has an empty `account_id`"),
+        ));
         return None;
     }
     let passcode = match (passcode, passcode_file) {
@@ -393,13 +535,21 @@ fn finish_connection(
             match std::fs::read_to_string(&path) {
                 Ok(text) if !text.trim().is_empty() => text.trim().to_string(),
                 Ok(_) => {
-                    diagnostics.push(Diagnostic::error(file, site.at("passcode_file"), format!("passcode file `{}` is empty", path.display())));
+                    diagnostics.push(Diagnostic::error(
+                        file,
+                        site.at("passcode_file"),
+                        format!("passcode file `{}` is empty", path.display()),
+                    ));
                     return None;
                 }
                 Err(error) => {
                     diagnostics.push(
-                        Diagnostic::error(file, site.at("passcode_file"), format!("cannot read passcode file `{}`: {error}", path.display()))
-                            .with_hint("a relative path is relative to the file that names it"),
+                        Diagnostic::error(
+                            file,
+                            site.at("passcode_file"),
+                            format!("cannot read passcode file `{}`: {error}", path.display()),
+                        )
+                        .with_hint("a relative path is relative to the file that names it"),
                     );
                     return None;
                 }
@@ -408,7 +558,11 @@ fn finish_connection(
         (None, None) => return None,
     };
     if passcode.is_empty() {
-        diagnostics.push(Diagnostic::error(file, site.at("passcode"), format!("connection `{name}` has an empty passcode")));
+        diagnostics.push(Diagnostic::error(
+            file,
+            site.at("passcode"),
+            format!("connection `{name}` has an empty passcode"),
+        ));
         return None;
     }
     let base_url = match endpoint {
@@ -418,15 +572,27 @@ fn finish_connection(
             }
             _ => {
                 diagnostics.push(
-                    Diagnostic::error(file, site.at("endpoint"), format!("`endpoint` `{endpoint}` is not an http(s) URL"))
-                        .with_hint("write it like `https://proxy.example.com` or `http://127.0.0.1:9000`"),
+                    Diagnostic::error(
+                        file,
+                        site.at("endpoint"),
+                        format!("`endpoint` `{endpoint}` is not an http(s) URL"),
+                    )
+                    .with_hint(
+                        "write it like `https://proxy.example.com` or `http://127.0.0.1:9000`",
+                    ),
                 );
                 return None;
             }
         },
         None => region_base_url(spec.region.unwrap_or(Region::Eu1)).to_string(),
     };
-    Some(Connection { name: name.to_string(), account_id, passcode: Passcode::new(passcode), base_url, request_timeout: timeout })
+    Some(Connection {
+        name: name.to_string(),
+        account_id,
+        passcode: Passcode::new(passcode),
+        base_url,
+        request_timeout: timeout,
+    })
 }
 
 /// The API host of a CleverTap region. Europe has the bare `api.clevertap.com`.
@@ -465,7 +631,9 @@ fn interpolate(text: &str) -> Result<String, InterpolationProblem> {
             Err(_) => {
                 return Err(InterpolationProblem {
                     message: format!("environment variable `{name}` is not set"),
-                    hint: format!("export {name}=... before running tapline (under systemd: `Environment=` or `EnvironmentFile=`)"),
+                    hint: format!(
+                        "export {name}=... before running tapline (under systemd: `Environment=` or `EnvironmentFile=`)"
+                    ),
                 });
             }
         }
@@ -482,17 +650,26 @@ mod tests {
     #[test]
     fn regions_map_to_hosts() {
         assert_eq!(region_base_url(Region::Eu1), "https://api.clevertap.com");
-        assert_eq!(region_base_url(Region::In1), "https://in1.api.clevertap.com");
-        assert_eq!(region_base_url(Region::Mec1), "https://mec1.api.clevertap.com");
+        assert_eq!(
+            region_base_url(Region::In1),
+            "https://in1.api.clevertap.com"
+        );
+        assert_eq!(
+            region_base_url(Region::Mec1),
+            "https://mec1.api.clevertap.com"
+        );
     }
 
     #[test]
     fn interpolates_environment_variables() {
         // PATH is set in every test environment.
         let path = std::env::var("PATH").expect("PATH is set");
-        assert_eq!(interpolate("a-${PATH}-b").ok().as_deref(), Some(format!("a-{path}-b").as_str()));
+        assert_eq!(
+            interpolate("a-${PATH}-b").ok().as_deref(),
+            Some(format!("a-{path}-b").as_str())
+        );
         assert_eq!(interpolate("plain").ok().as_deref(), Some("plain"));
-        let unset = interpolate("${TAPLINE_SURELY_UNSET_VARIABLE}").err().expect("unset");
+        let unset = interpolate("${TAPLINE_SURELY_UNSET_VARIABLE}").expect_err("unset");
         assert!(unset.message.contains("TAPLINE_SURELY_UNSET_VARIABLE"));
         assert!(interpolate("${OPEN").is_err());
     }

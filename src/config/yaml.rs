@@ -23,7 +23,10 @@ pub struct Position {
 
 impl Position {
     fn of(span: Span) -> Self {
-        Position { line: span.start.line(), col: span.start.col() + 1 }
+        Position {
+            line: span.start.line(),
+            col: span.start.col() + 1,
+        }
     }
 }
 
@@ -73,7 +76,10 @@ pub struct SyntaxError {
 
 /// Parses one YAML document. An empty file gives a `Null` node.
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
-    let mut builder = Builder { anchors: Vec::new(), nodes: 0 };
+    let mut builder = Builder {
+        anchors: Vec::new(),
+        nodes: 0,
+    };
     let mut parser = Parser::new_from_str(text);
     let mut root: Option<Node> = None;
     loop {
@@ -97,14 +103,22 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
             }
         }
     }
-    Ok(root.unwrap_or(Node { value: NodeValue::Null, position: Position { line: 1, col: 1 } }))
+    Ok(root.unwrap_or(Node {
+        value: NodeValue::Null,
+        position: Position { line: 1, col: 1 },
+    }))
 }
 
-fn next<'a>(parser: &mut Parser<'a, saphyr_parser::StrInput<'a>>) -> Result<(Event<'a>, Span), SyntaxError> {
+fn next<'a>(
+    parser: &mut Parser<'a, saphyr_parser::StrInput<'a>>,
+) -> Result<(Event<'a>, Span), SyntaxError> {
     match parser.next_event() {
         Some(Ok(pair)) => Ok(pair),
         Some(Err(error)) => Err(SyntaxError {
-            position: Position { line: error.marker().line(), col: error.marker().col() + 1 },
+            position: Position {
+                line: error.marker().line(),
+                col: error.marker().col() + 1,
+            },
             message: error.info().to_string(),
         }),
         None => Ok((Event::StreamEnd, Span::default())),
@@ -144,7 +158,13 @@ impl Builder {
                     }
                     items.push(self.node(parser, event, span)?);
                 }
-                (Node { value: NodeValue::Seq(items), position }, anchor)
+                (
+                    Node {
+                        value: NodeValue::Seq(items),
+                        position,
+                    },
+                    anchor,
+                )
             }
             Event::MappingStart(anchor, _) => {
                 let mut entries: Vec<(Key, Node)> = Vec::new();
@@ -154,8 +174,14 @@ impl Builder {
                         break;
                     }
                     let key_node = self.node(parser, event, span)?;
-                    let key = Key { text: scalar_text(&key_node), position: key_node.position };
-                    if entries.iter().any(|(existing, _)| existing.text == key.text) {
+                    let key = Key {
+                        text: scalar_text(&key_node),
+                        position: key_node.position,
+                    };
+                    if entries
+                        .iter()
+                        .any(|(existing, _)| existing.text == key.text)
+                    {
                         return Err(SyntaxError {
                             position: key.position,
                             message: format!("duplicate key `{}`", key.text),
@@ -165,18 +191,34 @@ impl Builder {
                     let value = self.node(parser, event, span)?;
                     entries.push((key, value));
                 }
-                (Node { value: NodeValue::Map(entries), position }, anchor)
+                (
+                    Node {
+                        value: NodeValue::Map(entries),
+                        position,
+                    },
+                    anchor,
+                )
             }
             Event::Alias(id) => {
-                let Some((_, target)) = self.anchors.iter().find(|(anchor, _)| *anchor == id) else {
-                    return Err(SyntaxError { position, message: "unknown alias".into() });
+                let Some((_, target)) = self.anchors.iter().find(|(anchor, _)| *anchor == id)
+                else {
+                    return Err(SyntaxError {
+                        position,
+                        message: "unknown alias".into(),
+                    });
                 };
-                let copy = Node { value: target.value.clone(), position };
+                let copy = Node {
+                    value: target.value.clone(),
+                    position,
+                };
                 self.count_tree(&copy)?;
                 return Ok(copy);
             }
             other => {
-                return Err(SyntaxError { position, message: format!("unexpected YAML event {other:?}") });
+                return Err(SyntaxError {
+                    position,
+                    message: format!("unexpected YAML event {other:?}"),
+                });
             }
         };
         if anchor != 0 {
@@ -190,7 +232,9 @@ impl Builder {
         if self.nodes > MAX_NODES {
             return Err(SyntaxError {
                 position,
-                message: format!("the document expands to more than {MAX_NODES} values (alias bomb?)"),
+                message: format!(
+                    "the document expands to more than {MAX_NODES} values (alias bomb?)"
+                ),
             });
         }
         Ok(())
@@ -200,7 +244,9 @@ impl Builder {
         self.count(node.position)?;
         match &node.value {
             NodeValue::Seq(items) => items.iter().try_for_each(|item| self.count_tree(item)),
-            NodeValue::Map(entries) => entries.iter().try_for_each(|(_, value)| self.count_tree(value)),
+            NodeValue::Map(entries) => entries
+                .iter()
+                .try_for_each(|(_, value)| self.count_tree(value)),
             _ => Ok(()),
         }
     }
@@ -225,27 +271,28 @@ fn resolve_plain(text: &str) -> NodeValue {
         _ => {}
     }
     let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(value) = text.parse::<i64>() {
-            return NodeValue::Number(value.into());
-        }
+    if !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(value) = text.parse::<i64>()
+    {
+        return NodeValue::Number(value.into());
     }
-    if let Some(hex) = text.strip_prefix("0x") {
-        if let Ok(value) = i64::from_str_radix(hex, 16) {
-            return NodeValue::Number(value.into());
-        }
+    if let Some(hex) = text.strip_prefix("0x")
+        && let Ok(value) = i64::from_str_radix(hex, 16)
+    {
+        return NodeValue::Number(value.into());
     }
-    if let Some(octal) = text.strip_prefix("0o") {
-        if let Ok(value) = i64::from_str_radix(octal, 8) {
-            return NodeValue::Number(value.into());
-        }
+    if let Some(octal) = text.strip_prefix("0o")
+        && let Ok(value) = i64::from_str_radix(octal, 8)
+    {
+        return NodeValue::Number(value.into());
     }
     let looks_like_float = digits.bytes().any(|b| b.is_ascii_digit())
-        && digits.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'));
-    if looks_like_float {
-        if let Some(number) = text.parse::<f64>().ok().and_then(Number::from_f64) {
-            return NodeValue::Number(number);
-        }
+        && digits
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'));
+    if looks_like_float && let Some(number) = text.parse::<f64>().ok().and_then(Number::from_f64) {
+        return NodeValue::Number(number);
     }
     NodeValue::String(text.to_string())
 }
@@ -260,7 +307,10 @@ impl Node {
             NodeValue::String(value) => Value::String(value.clone()),
             NodeValue::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
             NodeValue::Map(entries) => Value::Object(
-                entries.iter().map(|(key, value)| (key.text.clone(), value.to_json())).collect::<Map<_, _>>(),
+                entries
+                    .iter()
+                    .map(|(key, value)| (key.text.clone(), value.to_json()))
+                    .collect::<Map<_, _>>(),
             ),
         }
     }
@@ -271,10 +321,14 @@ impl Node {
         for segment in pointer.split('/').skip(1) {
             let segment = segment.replace("~1", "/").replace("~0", "~");
             let child = match &node.value {
-                NodeValue::Map(entries) => {
-                    entries.iter().find(|(key, _)| key.text == segment).map(|(_, value)| value)
-                }
-                NodeValue::Seq(items) => segment.parse::<usize>().ok().and_then(|index| items.get(index)),
+                NodeValue::Map(entries) => entries
+                    .iter()
+                    .find(|(key, _)| key.text == segment)
+                    .map(|(_, value)| value),
+                NodeValue::Seq(items) => segment
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|index| items.get(index)),
                 _ => None,
             };
             match child {
@@ -290,8 +344,14 @@ impl Node {
         let mut node = self;
         for segment in pointer.split('/').skip(1) {
             let next = match &node.value {
-                NodeValue::Map(entries) => entries.iter().find(|(key, _)| key.text == segment).map(|(_, v)| v),
-                NodeValue::Seq(items) => segment.parse::<usize>().ok().and_then(|index| items.get(index)),
+                NodeValue::Map(entries) => entries
+                    .iter()
+                    .find(|(key, _)| key.text == segment)
+                    .map(|(_, v)| v),
+                NodeValue::Seq(items) => segment
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|index| items.get(index)),
                 _ => None,
             };
             match next {
@@ -299,10 +359,10 @@ impl Node {
                 None => return node.position,
             }
         }
-        if let NodeValue::Map(entries) = &node.value {
-            if let Some((key, _)) = entries.iter().find(|(key, _)| key.text == name) {
-                return key.position;
-            }
+        if let NodeValue::Map(entries) = &node.value
+            && let Some((key, _)) = entries.iter().find(|(key, _)| key.text == name)
+        {
+            return key.position;
         }
         node.position
     }
@@ -310,7 +370,10 @@ impl Node {
     /// The mapping entry `name` when this node is a mapping.
     pub fn get(&self, name: &str) -> Option<&Node> {
         match &self.value {
-            NodeValue::Map(entries) => entries.iter().find(|(key, _)| key.text == name).map(|(_, v)| v),
+            NodeValue::Map(entries) => entries
+                .iter()
+                .find(|(key, _)| key.text == name)
+                .map(|(_, v)| v),
             _ => None,
         }
     }
@@ -322,7 +385,11 @@ mod tests {
     use serde_json::json;
 
     fn check(yaml: &str, expected: Value) {
-        assert_eq!(parse(yaml).expect("valid YAML").to_json(), expected, "for {yaml:?}");
+        assert_eq!(
+            parse(yaml).expect("valid YAML").to_json(),
+            expected,
+            "for {yaml:?}"
+        );
     }
 
     #[test]
@@ -360,7 +427,10 @@ mod tests {
 
     #[test]
     fn expands_aliases_within_a_budget() {
-        check("a: &x {b: 1}\nc: *x\n", json!({"a": {"b": 1}, "c": {"b": 1}}));
+        check(
+            "a: &x {b: 1}\nc: *x\n",
+            json!({"a": {"b": 1}, "c": {"b": 1}}),
+        );
         let bomb = "a: &a [x,x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\n";
         assert!(parse(bomb).is_err());
     }

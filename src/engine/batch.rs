@@ -126,7 +126,10 @@ pub fn produce(mut rows: Box<dyn RowStream>, settings: &Batching, output: &mpsc:
             OnInvalidRecord::Stop => {
                 // The rows before it are valid: send them, then stop.
                 if flush(&mut builder) {
-                    let _ = output.blocking_send(Produced::Stopped(Settled { outcome: Outcome::Failed, ..invalid }));
+                    let _ = output.blocking_send(Produced::Stopped(Settled {
+                        outcome: Outcome::Failed,
+                        ..invalid
+                    }));
                 }
                 return;
             }
@@ -148,7 +151,12 @@ const BODY_END: &[u8] = b"]}";
 
 impl BatchBuilder {
     fn new(capacity: usize) -> Self {
-        BatchBuilder { capacity, lines: Vec::new(), body: BODY_START.to_vec(), spans: Vec::new() }
+        BatchBuilder {
+            capacity,
+            lines: Vec::new(),
+            body: BODY_START.to_vec(),
+            spans: Vec::new(),
+        }
     }
 
     fn push(&mut self, line: u64, record: &Value) {
@@ -193,8 +201,14 @@ mod tests {
         builder.push(5, &json!({"identity": "b"}));
         assert!(builder.is_full());
         let batch = builder.take(7).expect("a batch");
-        assert_eq!(&batch.body[..], br#"{"d":[{"identity":"a"},{"identity":"b"}]}"#);
-        assert_eq!((batch.index, batch.first_line(), batch.last_line()), (7, 2, 5));
+        assert_eq!(
+            &batch.body[..],
+            br#"{"d":[{"identity":"a"},{"identity":"b"}]}"#
+        );
+        assert_eq!(
+            (batch.index, batch.first_line(), batch.last_line()),
+            (7, 2, 5)
+        );
         assert_eq!(batch.record(1), Some(json!({"identity": "b"})));
         assert!(builder.take(8).is_none());
     }

@@ -14,14 +14,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use batch::Batch;
 pub use outcome::{BatchReport, Counts, DryRunReport, Outcome, RunSummary, Settled, StopReason};
 
-use crate::clevertap::retry::{classify, RetryPolicy, Verdict};
+use crate::clevertap::retry::{RetryPolicy, Verdict, classify};
 use crate::clevertap::wire::UploadResponse;
 use crate::clevertap::{Client, Failure};
 use crate::config::model::{OnInvalidRecord, Source, Target};
@@ -114,7 +114,12 @@ impl Ledger {
 /// Uploads a job's source and reports what happened to every record.
 ///
 /// `cancel` (Ctrl-C) stops new requests; requests in flight finish and count.
-pub async fn run(job: Job, options: RunOptions, observer: &mut dyn Observer, cancel: CancellationToken) -> RunSummary {
+pub async fn run(
+    job: Job,
+    options: RunOptions,
+    observer: &mut dyn Observer,
+    cancel: CancellationToken,
+) -> RunSummary {
     let started = Instant::now();
     let mut ledger = Ledger {
         counts: Counts::default(),
@@ -122,8 +127,11 @@ pub async fn run(job: Job, options: RunOptions, observer: &mut dyn Observer, can
         retries: 0,
         rejects: RejectsFile::new(&options.rejects_path),
         stop: None,
-        dry_run: matches!(options.delivery, Delivery::DryRun)
-            .then_some(DryRunReport { requests: 0, records: 0, sample: None }),
+        dry_run: matches!(options.delivery, Delivery::DryRun).then_some(DryRunReport {
+            requests: 0,
+            records: 0,
+            sample: None,
+        }),
     };
     let mut warnings = Vec::new();
     match crate::source::open(&job.source) {
@@ -164,7 +172,11 @@ async fn send_all(
 ) {
     let thread_count = job.thread_count.max(1);
     let (sender, mut produced) = mpsc::channel::<Produced>(thread_count);
-    let settings = Batching { target: job.target, on_invalid_record: job.on_invalid_record, batch_size: job.batch_size };
+    let settings = Batching {
+        target: job.target,
+        on_invalid_record: job.on_invalid_record,
+        batch_size: job.batch_size,
+    };
     let reader = std::thread::spawn(move || batch::produce(rows, &settings, &sender));
 
     // The one place concurrency is bounded: a permit per request, moved into its task.
@@ -254,10 +266,16 @@ fn note_batch_stop(report: &BatchReport, on_invalid: OnInvalidRecord, ledger: &m
     if let Some(unauthorized) = report.settled.iter().find(|s| s.code == "unauthorized") {
         ledger.stop(StopReason::Unauthorized(unauthorized.reason.clone()));
     }
-    if on_invalid == OnInvalidRecord::Stop {
-        if let Some(rejected) = report.settled.iter().find(|s| s.outcome == Outcome::Rejected) {
-            ledger.stop(StopReason::Rejected { line: rejected.line, reason: rejected.reason.clone() });
-        }
+    if on_invalid == OnInvalidRecord::Stop
+        && let Some(rejected) = report
+            .settled
+            .iter()
+            .find(|s| s.outcome == Outcome::Rejected)
+    {
+        ledger.stop(StopReason::Rejected {
+            line: rejected.line,
+            reason: rejected.reason.clone(),
+        });
     }
 }
 
@@ -325,7 +343,13 @@ fn dry_run(batch: &Batch, ledger: &mut Ledger) -> BatchReport {
 }
 
 /// Sends one batch, retrying as [`classify`] says, and settles its records.
-async fn deliver(client: &Client, connection: &str, batch: Batch, policy: RetryPolicy, cancel: &CancellationToken) -> BatchReport {
+async fn deliver(
+    client: &Client,
+    connection: &str,
+    batch: Batch,
+    policy: RetryPolicy,
+    cancel: &CancellationToken,
+) -> BatchReport {
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -351,7 +375,12 @@ async fn deliver(client: &Client, connection: &str, batch: Batch, policy: RetryP
             }
             Verdict::FailBatch => {
                 tracing::error!(batch = batch.index, first_line = batch.first_line(), %failure, "batch refused");
-                return failed_batch(&batch, &failure_code(&failure), &failure.to_string(), attempts);
+                return failed_batch(
+                    &batch,
+                    &failure_code(&failure),
+                    &failure.to_string(),
+                    attempts,
+                );
             }
             Verdict::StopRun => {
                 let reason = format!(
@@ -387,11 +416,16 @@ fn accepted_batch(batch: &Batch, response: &UploadResponse, attempts: u32) -> Ba
             continue;
         };
         rejected_indexes.push(index);
-        let reason = entry.error.clone().unwrap_or_else(|| "rejected by CleverTap".into());
+        let reason = entry
+            .error
+            .clone()
+            .unwrap_or_else(|| "rejected by CleverTap".into());
         settled.push(Settled {
             line: batch.lines[index],
             outcome: Outcome::Rejected,
-            code: entry.code.map_or_else(|| "rejected".into(), |code| code.to_string()),
+            code: entry
+                .code
+                .map_or_else(|| "rejected".into(), |code| code.to_string()),
             reason,
             row: None,
             record: batch.record(index),
@@ -410,7 +444,11 @@ fn accepted_batch(batch: &Batch, response: &UploadResponse, attempts: u32) -> Ba
 }
 
 /// When CleverTap's message has no record number, find the record by the identity it echoed.
-fn match_echoed_record(batch: &Batch, echoed: Option<&serde_json::Value>, taken: &[usize]) -> Option<usize> {
+fn match_echoed_record(
+    batch: &Batch,
+    echoed: Option<&serde_json::Value>,
+    taken: &[usize],
+) -> Option<usize> {
     let echoed = match echoed? {
         serde_json::Value::String(text) => serde_json::from_str(text).ok()?,
         other => other.clone(),
@@ -418,8 +456,15 @@ fn match_echoed_record(batch: &Batch, echoed: Option<&serde_json::Value>, taken:
     let key = |record: &serde_json::Value| -> Option<String> {
         crate::clevertap::rules::IDENTITY_FIELDS
             .iter()
-            .find_map(|field| record.get(*field).map(|value| value.to_string().trim_matches('"').to_string()))
+            .find_map(|field| {
+                record
+                    .get(*field)
+                    .map(|value| value.to_string().trim_matches('"').to_string())
+            })
     };
     let wanted = key(&echoed)?;
-    (0..batch.lines.len()).find(|index| !taken.contains(index) && batch.record(*index).as_ref().and_then(key) == Some(wanted.clone()))
+    (0..batch.lines.len()).find(|index| {
+        !taken.contains(index)
+            && batch.record(*index).as_ref().and_then(key) == Some(wanted.clone())
+    })
 }

@@ -128,8 +128,12 @@ impl std::fmt::Display for StopReason {
                 "stopped: CleverTap rejected the record at line {line}: {reason} (set `skip_invalid_records: true` to go on past rejected records)"
             ),
             StopReason::Unauthorized(message) => write!(f, "stopped: {message}"),
-            StopReason::Interrupted => write!(f, "interrupted: no new requests were sent after the signal"),
-            StopReason::SourceFailed(message) => write!(f, "stopped: the source cannot be read: {message}"),
+            StopReason::Interrupted => {
+                write!(f, "interrupted: no new requests were sent after the signal")
+            }
+            StopReason::SourceFailed(message) => {
+                write!(f, "stopped: the source cannot be read: {message}")
+            }
         }
     }
 }
@@ -185,7 +189,11 @@ pub(super) struct RejectsFile {
 
 impl RejectsFile {
     pub(super) fn new(path: &Path) -> Self {
-        RejectsFile { path: path.to_path_buf(), writer: None, error: None }
+        RejectsFile {
+            path: path.to_path_buf(),
+            writer: None,
+            error: None,
+        }
     }
 
     pub(super) fn write(&mut self, entry: &Settled) {
@@ -201,7 +209,10 @@ impl RejectsFile {
             match created {
                 Ok(file) => self.writer = Some(BufWriter::new(file)),
                 Err(error) => {
-                    self.error = Some(format!("cannot write the rejects file `{}`: {error}", self.path.display()));
+                    self.error = Some(format!(
+                        "cannot write the rejects file `{}`: {error}",
+                        self.path.display()
+                    ));
                     return;
                 }
             }
@@ -211,16 +222,22 @@ impl RejectsFile {
                 .map_err(std::io::Error::from)
                 .and_then(|()| writer.write_all(b"\n"));
             if let Err(error) = written {
-                self.error = Some(format!("cannot write the rejects file `{}`: {error}", self.path.display()));
+                self.error = Some(format!(
+                    "cannot write the rejects file `{}`: {error}",
+                    self.path.display()
+                ));
             }
         }
     }
 
     pub(super) fn flush(&mut self) {
-        if let Some(writer) = &mut self.writer {
-            if let Err(error) = writer.flush() {
-                self.error = Some(format!("cannot write the rejects file `{}`: {error}", self.path.display()));
-            }
+        if let Some(writer) = &mut self.writer
+            && let Err(error) = writer.flush()
+        {
+            self.error = Some(format!(
+                "cannot write the rejects file `{}`: {error}",
+                self.path.display()
+            ));
         }
     }
 

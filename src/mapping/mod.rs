@@ -27,14 +27,24 @@ pub struct Invalid {
 
 impl Invalid {
     fn new(code: &str, reason: impl Into<String>) -> Self {
-        Invalid { code: code.to_string(), reason: reason.into() }
+        Invalid {
+            code: code.to_string(),
+            reason: reason.into(),
+        }
     }
 }
 
 impl From<Violation> for Invalid {
     fn from(violation: Violation) -> Self {
-        let code = if violation.code == 0 { "invalid_record".to_string() } else { violation.code.to_string() };
-        Invalid { code, reason: violation.message }
+        let code = if violation.code == 0 {
+            "invalid_record".to_string()
+        } else {
+            violation.code.to_string()
+        };
+        Invalid {
+            code,
+            reason: violation.message,
+        }
     }
 }
 
@@ -50,8 +60,14 @@ pub struct RequiredColumns {
 /// The columns a source must have for a target.
 pub fn required_columns(target: Target) -> RequiredColumns {
     match target {
-        Target::Profiles { .. } => RequiredColumns { all_of: &[], one_of: &rules::IDENTITY_FIELDS },
-        Target::Events => RequiredColumns { all_of: &["evtName"], one_of: &rules::IDENTITY_FIELDS },
+        Target::Profiles { .. } => RequiredColumns {
+            all_of: &[],
+            one_of: &rules::IDENTITY_FIELDS,
+        },
+        Target::Events => RequiredColumns {
+            all_of: &["evtName"],
+            one_of: &rules::IDENTITY_FIELDS,
+        },
     }
 }
 
@@ -81,11 +97,20 @@ fn is_blank(value: &Value) -> bool {
 }
 
 /// Copies an identity value into the record after checking it.
-fn put_identity(record: &mut Map<String, Value>, field: &'static str, value: &Value) -> Result<(), Invalid> {
+fn put_identity(
+    record: &mut Map<String, Value>,
+    field: &'static str,
+    value: &Value,
+) -> Result<(), Invalid> {
     let text = match value {
         Value::String(text) => text.clone(),
         Value::Number(number) => number.to_string(),
-        other => return Err(Invalid::new("523", format!("`{field}` must be a string or a number, found {other}"))),
+        other => {
+            return Err(Invalid::new(
+                "523",
+                format!("`{field}` must be a string or a number, found {other}"),
+            ));
+        }
     };
     rules::check_identity(field, &text)?;
     record.insert(field.to_string(), value.clone());
@@ -93,13 +118,17 @@ fn put_identity(record: &mut Map<String, Value>, field: &'static str, value: &Va
 }
 
 fn put_timestamp(record: &mut Map<String, Value>, value: &Value) -> Result<(), Invalid> {
-    let seconds = parse_timestamp(value).map_err(|reason| Invalid::new("525", format!("`ts` {reason}")))?;
+    let seconds =
+        parse_timestamp(value).map_err(|reason| Invalid::new("525", format!("`ts` {reason}")))?;
     record.insert("ts".into(), Value::from(seconds));
     Ok(())
 }
 
 fn missing_identity() -> Invalid {
-    Invalid::new("523", "the row has no `identity`, `objectId`, `FBID` or `GPID` value")
+    Invalid::new(
+        "523",
+        "the row has no `identity`, `objectId`, `FBID` or `GPID` value",
+    )
 }
 
 fn profile_record(row: &Row, array_operation: ArrayOperation) -> Result<Value, Invalid> {
@@ -120,7 +149,10 @@ fn profile_record(row: &Row, array_operation: ArrayOperation) -> Result<Value, I
             profile.insert(column.to_string(), value);
         }
     }
-    if !rules::IDENTITY_FIELDS.iter().any(|field| record.contains_key(*field)) {
+    if !rules::IDENTITY_FIELDS
+        .iter()
+        .any(|field| record.contains_key(*field))
+    {
         return Err(missing_identity());
     }
     record.insert("profileData".into(), Value::Object(profile));
@@ -128,15 +160,26 @@ fn profile_record(row: &Row, array_operation: ArrayOperation) -> Result<Value, I
 }
 
 /// A profile property value as CleverTap wants it.
-fn profile_value(key: &str, value: &Value, array_operation: ArrayOperation) -> Result<Value, Invalid> {
+fn profile_value(
+    key: &str,
+    value: &Value,
+    array_operation: ArrayOperation,
+) -> Result<Value, Invalid> {
     let converted = match value {
-        Value::String(text) if text.trim_start().starts_with('[') => match serde_json::from_str::<Value>(text) {
-            Ok(Value::Array(values)) => return multi_value(key, values, array_operation),
-            _ => value.clone(),
-        },
+        Value::String(text) if text.trim_start().starts_with('[') => {
+            match serde_json::from_str::<Value>(text) {
+                Ok(Value::Array(values)) => return multi_value(key, values, array_operation),
+                _ => value.clone(),
+            }
+        }
         Value::Array(values) => return multi_value(key, values.clone(), array_operation),
         Value::Object(_) => {
-            return Err(Invalid::new("invalid_record", format!("`{key}` is a JSON object; profile properties must be plain values or lists of strings")));
+            return Err(Invalid::new(
+                "invalid_record",
+                format!(
+                    "`{key}` is a JSON object; profile properties must be plain values or lists of strings"
+                ),
+            ));
         }
         Value::String(text) => standard_text_value(key, text)?,
         other => other.clone(),
@@ -159,7 +202,12 @@ fn standard_text_value(key: &str, text: &str) -> Result<Value, Invalid> {
         _ if key.starts_with("MSG-") => match text.trim().to_ascii_lowercase().as_str() {
             "true" => Value::Bool(true),
             "false" => Value::Bool(false),
-            _ => return Err(Invalid::new("invalid_record", format!("`{key}` must be `true` or `false`, found `{text}`"))),
+            _ => {
+                return Err(Invalid::new(
+                    "invalid_record",
+                    format!("`{key}` must be `true` or `false`, found `{text}`"),
+                ));
+            }
         },
         "DOB" if !rules::is_date_value(text) => match parse_date(text) {
             Ok(seconds) => Value::from(format!("$D_{seconds}")),
@@ -170,16 +218,27 @@ fn standard_text_value(key: &str, text: &str) -> Result<Value, Invalid> {
 }
 
 /// A multi-value property: strings only, at most 100, each at most 512 bytes.
-fn multi_value(key: &str, values: Vec<Value>, array_operation: ArrayOperation) -> Result<Value, Invalid> {
+fn multi_value(
+    key: &str,
+    values: Vec<Value>,
+    array_operation: ArrayOperation,
+) -> Result<Value, Invalid> {
     if values.len() > rules::MAX_MULTI_VALUES {
         return Err(Invalid::new(
             "invalid_record",
-            format!("`{key}` has {} values; a multi-value property holds at most {}", values.len(), rules::MAX_MULTI_VALUES),
+            format!(
+                "`{key}` has {} values; a multi-value property holds at most {}",
+                values.len(),
+                rules::MAX_MULTI_VALUES
+            ),
         ));
     }
     for value in &values {
         let Value::String(text) = value else {
-            return Err(Invalid::new("invalid_record", format!("`{key}` holds {value}; multi-value properties hold only strings")));
+            return Err(Invalid::new(
+                "invalid_record",
+                format!("`{key}` holds {value}; multi-value properties hold only strings"),
+            ));
         };
         rules::check_value_length(key, text)?;
     }
@@ -206,17 +265,27 @@ fn event_record(row: &Row) -> Result<Value, Invalid> {
             put_timestamp(&mut record, value)?;
         } else if &**column == "evtName" {
             let Value::String(name) = value else {
-                return Err(Invalid::new("509", format!("`evtName` must be a string, found {value}")));
+                return Err(Invalid::new(
+                    "509",
+                    format!("`evtName` must be a string, found {value}"),
+                ));
             };
             if rules::is_reserved_event(name) {
-                return Err(Invalid::new("513", format!("`{name}` is a CleverTap system event; uploads cannot raise it")));
+                return Err(Invalid::new(
+                    "513",
+                    format!("`{name}` is a CleverTap system event; uploads cannot raise it"),
+                ));
             }
-            rules::check_key(name).map_err(|v| Invalid::new("512", format!("event name: {}", v.message)))?;
+            rules::check_key(name)
+                .map_err(|v| Invalid::new("512", format!("event name: {}", v.message)))?;
             record.insert("evtName".into(), value.clone());
         } else if let Some((index, field)) = item_column(column) {
             rules::check_key(field)?;
             check_event_scalar(column, value)?;
-            items.entry(index).or_default().insert(field.to_string(), value.clone());
+            items
+                .entry(index)
+                .or_default()
+                .insert(field.to_string(), value.clone());
         } else if &**column == "Items" {
             data.insert("Items".into(), charged_items(value)?);
         } else {
@@ -226,22 +295,48 @@ fn event_record(row: &Row) -> Result<Value, Invalid> {
         }
     }
     if !record.contains_key("evtName") {
-        return Err(Invalid::new("509", "the row has no `evtName` value; every event needs a name"));
+        return Err(Invalid::new(
+            "509",
+            "the row has no `evtName` value; every event needs a name",
+        ));
     }
-    if !rules::IDENTITY_FIELDS.iter().any(|field| record.contains_key(*field)) {
+    if !rules::IDENTITY_FIELDS
+        .iter()
+        .any(|field| record.contains_key(*field))
+    {
         return Err(missing_identity());
     }
     if !items.is_empty() {
         if data.contains_key("Items") {
-            return Err(Invalid::new("512", "the row has both an `Items` column and `Items[i].Field` columns"));
+            return Err(Invalid::new(
+                "512",
+                "the row has both an `Items` column and `Items[i].Field` columns",
+            ));
         }
         if items.len() > rules::MAX_CHARGED_ITEMS {
-            return Err(Invalid::new("512", format!("{} items; a Charged event holds at most {}", items.len(), rules::MAX_CHARGED_ITEMS)));
+            return Err(Invalid::new(
+                "512",
+                format!(
+                    "{} items; a Charged event holds at most {}",
+                    items.len(),
+                    rules::MAX_CHARGED_ITEMS
+                ),
+            ));
         }
-        data.insert("Items".into(), Value::Array(items.into_values().map(Value::Object).collect()));
+        data.insert(
+            "Items".into(),
+            Value::Array(items.into_values().map(Value::Object).collect()),
+        );
     }
     if data.len() > rules::MAX_EVENT_PROPERTIES {
-        return Err(Invalid::new("522", format!("{} event properties; CleverTap keeps at most {}", data.len(), rules::MAX_EVENT_PROPERTIES)));
+        return Err(Invalid::new(
+            "522",
+            format!(
+                "{} event properties; CleverTap keeps at most {}",
+                data.len(),
+                rules::MAX_EVENT_PROPERTIES
+            ),
+        ));
     }
     record.insert("evtData".into(), Value::Object(data));
     Ok(Value::Object(record))
@@ -258,7 +353,9 @@ fn check_event_scalar(column: &str, value: &Value) -> Result<(), Invalid> {
     match value {
         Value::Array(_) | Value::Object(_) => Err(Invalid::new(
             "512",
-            format!("`{column}` is a list or object; event properties must be plain values (only a Charged event's `Items` is a list)"),
+            format!(
+                "`{column}` is a list or object; event properties must be plain values (only a Charged event's `Items` is a list)"
+            ),
         )),
         Value::String(text) => Ok(rules::check_value_length(column, text)?),
         _ => Ok(()),
@@ -271,7 +368,14 @@ fn charged_items(value: &Value) -> Result<Value, Invalid> {
         return Err(Invalid::new("512", "`Items` must be a list of objects"));
     };
     if items.len() > rules::MAX_CHARGED_ITEMS {
-        return Err(Invalid::new("512", format!("{} items; a Charged event holds at most {}", items.len(), rules::MAX_CHARGED_ITEMS)));
+        return Err(Invalid::new(
+            "512",
+            format!(
+                "{} items; a Charged event holds at most {}",
+                items.len(),
+                rules::MAX_CHARGED_ITEMS
+            ),
+        ));
     }
     for item in items {
         let Value::Object(fields) = item else {

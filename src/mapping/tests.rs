@@ -2,17 +2,24 @@
 
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use super::*;
 
 fn row(fields: Value) -> Row {
-    let Value::Object(map) = fields else { panic!("a row is an object") };
-    Row { line: 2, fields: map.into_iter().map(|(k, v)| (Arc::from(k), v)).collect() }
+    let Value::Object(map) = fields else {
+        panic!("a row is an object")
+    };
+    Row {
+        line: 2,
+        fields: map.into_iter().map(|(k, v)| (Arc::from(k), v)).collect(),
+    }
 }
 
 fn profiles(operation: ArrayOperation) -> Target {
-    Target::Profiles { array_operation: operation }
+    Target::Profiles {
+        array_operation: operation,
+    }
 }
 
 /// Maps a row and compares: `Ok(record)` or `Err(code)`.
@@ -20,7 +27,9 @@ fn check(target: Target, fields: Value, expected: Result<Value, &str>) {
     let result = map_row(target, &row(fields.clone()));
     match (result, expected) {
         (Ok(record), Ok(expected)) => assert_eq!(record, expected, "row {fields}"),
-        (Err(invalid), Err(code)) => assert_eq!(invalid.code, code, "row {fields}: {}", invalid.reason),
+        (Err(invalid), Err(code)) => {
+            assert_eq!(invalid.code, code, "row {fields}: {}", invalid.reason)
+        }
         (result, expected) => panic!("row {fields}: got {result:?}, expected {expected:?}"),
     }
 }
@@ -31,16 +40,32 @@ fn profile_rows() {
     check(
         replace,
         json!({"identity": "u1", "Name": "Jo", "Email": "jo@example.com", "Empty": "", "ts": "1700000000"}),
-        Ok(json!({"type": "profile", "identity": "u1", "profileData": {"Name": "Jo", "Email": "jo@example.com"}, "ts": 1700000000})),
+        Ok(
+            json!({"type": "profile", "identity": "u1", "profileData": {"Name": "Jo", "Email": "jo@example.com"}, "ts": 1700000000}),
+        ),
     );
     check(
         replace,
         json!({"objectId": "abc", "FBID": "f1", "Age": "31", "MSG-sms": "false", "DOB": "1990-01-02"}),
-        Ok(json!({"type": "profile", "objectId": "abc", "FBID": "f1", "profileData": {"Age": 31, "MSG-sms": false, "DOB": "$D_631238400"}})),
+        Ok(
+            json!({"type": "profile", "objectId": "abc", "FBID": "f1", "profileData": {"Age": 31, "MSG-sms": false, "DOB": "$D_631238400"}}),
+        ),
     );
-    check(replace, json!({"objectid": "abc"}), Ok(json!({"type": "profile", "objectId": "abc", "profileData": {}})));
-    check(replace, json!({"identity": 42, "Score": 1.5, "VIP": true}), Ok(json!({"type": "profile", "identity": 42, "profileData": {"Score": 1.5, "VIP": true}})));
-    check(replace, json!({"DOB": "$D_1487576752", "identity": "u"}), Ok(json!({"type": "profile", "identity": "u", "profileData": {"DOB": "$D_1487576752"}})));
+    check(
+        replace,
+        json!({"objectid": "abc"}),
+        Ok(json!({"type": "profile", "objectId": "abc", "profileData": {}})),
+    );
+    check(
+        replace,
+        json!({"identity": 42, "Score": 1.5, "VIP": true}),
+        Ok(json!({"type": "profile", "identity": 42, "profileData": {"Score": 1.5, "VIP": true}})),
+    );
+    check(
+        replace,
+        json!({"DOB": "$D_1487576752", "identity": "u"}),
+        Ok(json!({"type": "profile", "identity": "u", "profileData": {"DOB": "$D_1487576752"}})),
+    );
 }
 
 #[test]
@@ -58,31 +83,76 @@ fn profile_rule_violations() {
         (json!({"identity": "u", "Married": "maybe"}), "519"),
         (json!({"identity": "u", "Age": "old"}), "520"),
         (json!({"identity": "u", "DOB": "someday"}), "invalid_record"),
-        (json!({"identity": "u", "MSG-email": "nope"}), "invalid_record"),
+        (
+            json!({"identity": "u", "MSG-email": "nope"}),
+            "invalid_record",
+        ),
         (json!({"identity": "u", "a.b": "x"}), "invalid_record"),
-        (json!({"identity": "u", "Bio": "x".repeat(513)}), "invalid_record"),
-        (json!({"identity": "u", "Nested": {"a": 1}}), "invalid_record"),
+        (
+            json!({"identity": "u", "Bio": "x".repeat(513)}),
+            "invalid_record",
+        ),
+        (
+            json!({"identity": "u", "Nested": {"a": 1}}),
+            "invalid_record",
+        ),
         (json!({"identity": "u", "ts": "0"}), "525"),
         (json!({"identity": "u", "ts": "1700000000000"}), "525"),
         (json!({"identity": "u", "ts": "yesterday"}), "525"),
     ] {
         check(replace, fields, Err(code));
     }
-    check(replace, json!({"identity": "u", "Bio": "x".repeat(512)}), Ok(json!({"type": "profile", "identity": "u", "profileData": {"Bio": "x".repeat(512)}})));
+    check(
+        replace,
+        json!({"identity": "u", "Bio": "x".repeat(512)}),
+        Ok(json!({"type": "profile", "identity": "u", "profileData": {"Bio": "x".repeat(512)}})),
+    );
 }
 
 #[test]
 fn multi_value_properties_follow_the_array_operation() {
     let csv_cell = json!({"identity": "u", "Tags": "[\"a\",\"b\"]"});
-    check(profiles(ArrayOperation::Replace), csv_cell.clone(), Ok(json!({"type": "profile", "identity": "u", "profileData": {"Tags": ["a", "b"]}})));
-    check(profiles(ArrayOperation::Append), csv_cell.clone(), Ok(json!({"type": "profile", "identity": "u", "profileData": {"Tags": {"$add": ["a", "b"]}}})));
-    check(profiles(ArrayOperation::Remove), json!({"identity": "u", "Tags": ["a"]}), Ok(json!({"type": "profile", "identity": "u", "profileData": {"Tags": {"$remove": ["a"]}}})));
-    check(profiles(ArrayOperation::Replace), json!({"identity": "u", "Tags": [1, 2]}), Err("invalid_record"));
+    check(
+        profiles(ArrayOperation::Replace),
+        csv_cell.clone(),
+        Ok(json!({"type": "profile", "identity": "u", "profileData": {"Tags": ["a", "b"]}})),
+    );
+    check(
+        profiles(ArrayOperation::Append),
+        csv_cell.clone(),
+        Ok(
+            json!({"type": "profile", "identity": "u", "profileData": {"Tags": {"$add": ["a", "b"]}}}),
+        ),
+    );
+    check(
+        profiles(ArrayOperation::Remove),
+        json!({"identity": "u", "Tags": ["a"]}),
+        Ok(
+            json!({"type": "profile", "identity": "u", "profileData": {"Tags": {"$remove": ["a"]}}}),
+        ),
+    );
+    check(
+        profiles(ArrayOperation::Replace),
+        json!({"identity": "u", "Tags": [1, 2]}),
+        Err("invalid_record"),
+    );
     let many: Vec<String> = (0..101).map(|i| i.to_string()).collect();
-    check(profiles(ArrayOperation::Replace), json!({"identity": "u", "Tags": many}), Err("invalid_record"));
-    check(profiles(ArrayOperation::Replace), json!({"identity": "u", "Tags": ["x".repeat(513)]}), Err("invalid_record"));
+    check(
+        profiles(ArrayOperation::Replace),
+        json!({"identity": "u", "Tags": many}),
+        Err("invalid_record"),
+    );
+    check(
+        profiles(ArrayOperation::Replace),
+        json!({"identity": "u", "Tags": ["x".repeat(513)]}),
+        Err("invalid_record"),
+    );
     // Text that only looks like a list stays text.
-    check(profiles(ArrayOperation::Replace), json!({"identity": "u", "Note": "[draft"}), Ok(json!({"type": "profile", "identity": "u", "profileData": {"Note": "[draft"}})));
+    check(
+        profiles(ArrayOperation::Replace),
+        json!({"identity": "u", "Note": "[draft"}),
+        Ok(json!({"type": "profile", "identity": "u", "profileData": {"Note": "[draft"}})),
+    );
 }
 
 #[test]
@@ -90,24 +160,32 @@ fn event_rows() {
     check(
         Target::Events,
         json!({"identity": "u1", "evtName": "Product Viewed", "ts": "2024-05-01T10:00:00Z", "Price": "59.99"}),
-        Ok(json!({"type": "event", "identity": "u1", "evtName": "Product Viewed", "ts": 1714557600, "evtData": {"Price": "59.99"}})),
+        Ok(
+            json!({"type": "event", "identity": "u1", "evtName": "Product Viewed", "ts": 1714557600, "evtData": {"Price": "59.99"}}),
+        ),
     );
     check(
         Target::Events,
         json!({"identity": "u1", "evtName": "Charged", "ts": "2024-05-01 10:00:00.250", "Amount": 300,
                "Items[1].Name": "B", "Items[0].Name": "A", "Items[0].Qty": "2"}),
-        Ok(json!({"type": "event", "identity": "u1", "evtName": "Charged", "ts": 1714557600,
-                  "evtData": {"Amount": 300, "Items": [{"Name": "A", "Qty": "2"}, {"Name": "B"}]}})),
+        Ok(
+            json!({"type": "event", "identity": "u1", "evtName": "Charged", "ts": 1714557600,
+                  "evtData": {"Amount": 300, "Items": [{"Name": "A", "Qty": "2"}, {"Name": "B"}]}}),
+        ),
     );
     check(
         Target::Events,
         json!({"objectId": "g1", "evtName": "Charged", "Items": [{"Name": "A"}], "ts": 1714557600}),
-        Ok(json!({"type": "event", "objectId": "g1", "evtName": "Charged", "ts": 1714557600, "evtData": {"Items": [{"Name": "A"}]}})),
+        Ok(
+            json!({"type": "event", "objectId": "g1", "evtName": "Charged", "ts": 1714557600, "evtData": {"Items": [{"Name": "A"}]}}),
+        ),
     );
     check(
         Target::Events,
         json!({"identity": "u1", "evtName": "Signed Up", "ts": "2024-05-01T12:00:00+02:00"}),
-        Ok(json!({"type": "event", "identity": "u1", "evtName": "Signed Up", "ts": 1714557600, "evtData": {}})),
+        Ok(
+            json!({"type": "event", "identity": "u1", "evtName": "Signed Up", "ts": 1714557600, "evtData": {}}),
+        ),
     );
 }
 
@@ -118,12 +196,27 @@ fn event_rule_violations() {
         (json!({"identity": "u", "evtName": ""}), "509"),
         (json!({"evtName": "Viewed"}), "523"),
         (json!({"identity": "u", "evtName": "App Launched"}), "513"),
-        (json!({"identity": "u", "evtName": "notification clicked"}), "513"),
+        (
+            json!({"identity": "u", "evtName": "notification clicked"}),
+            "513",
+        ),
         (json!({"identity": "u", "evtName": "x", "ts": "-5"}), "525"),
-        (json!({"identity": "u", "evtName": "x", "Tags": ["a"]}), "512"),
-        (json!({"identity": "u", "evtName": "x", "Items": "nope"}), "512"),
-        (json!({"identity": "u", "evtName": "x", "Items[0].a": "1", "Items": [{"a": 1}]}), "512"),
-        (json!({"identity": "u", "evtName": "x", "bad!key": "1"}), "invalid_record"),
+        (
+            json!({"identity": "u", "evtName": "x", "Tags": ["a"]}),
+            "512",
+        ),
+        (
+            json!({"identity": "u", "evtName": "x", "Items": "nope"}),
+            "512",
+        ),
+        (
+            json!({"identity": "u", "evtName": "x", "Items[0].a": "1", "Items": [{"a": 1}]}),
+            "512",
+        ),
+        (
+            json!({"identity": "u", "evtName": "x", "bad!key": "1"}),
+            "invalid_record",
+        ),
     ] {
         check(Target::Events, fields, Err(code));
     }

@@ -12,7 +12,10 @@ pub fn parse_timestamp(value: &Value) -> Result<i64, String> {
     let seconds = match value {
         Value::Number(number) => match number.as_i64() {
             Some(seconds) => seconds,
-            None => number.as_f64().map(|f| f as i64).ok_or_else(|| format!("`{number}` is not a timestamp"))?,
+            None => number
+                .as_f64()
+                .map(|f| f as i64)
+                .ok_or_else(|| format!("`{number}` is not a timestamp"))?,
         },
         Value::String(text) => parse_text(text.trim())?,
         other => return Err(format!("{other} is not a timestamp")),
@@ -21,21 +24,28 @@ pub fn parse_timestamp(value: &Value) -> Result<i64, String> {
         return Err(format!("must be after 1970-01-01, found {value}"));
     }
     if seconds > MAX_EPOCH_SECONDS {
-        return Err(format!("{value} looks like milliseconds; CleverTap wants epoch seconds"));
+        return Err(format!(
+            "{value} looks like milliseconds; CleverTap wants epoch seconds"
+        ));
     }
     Ok(seconds)
 }
 
 fn parse_text(text: &str) -> Result<i64, String> {
-    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
-        if let Ok(seconds) = text.parse::<i64>() {
-            return Ok(seconds);
-        }
+    if !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+        && let Ok(seconds) = text.parse::<i64>()
+    {
+        return Ok(seconds);
     }
     if let Ok(time) = DateTime::parse_from_rfc3339(text) {
         return Ok(time.timestamp());
     }
-    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f UTC"] {
+    for format in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f UTC",
+    ] {
         if let Ok(time) = NaiveDateTime::parse_from_str(text, format) {
             return Ok(time.and_utc().timestamp());
         }
@@ -48,7 +58,10 @@ fn parse_text(text: &str) -> Result<i64, String> {
 /// Reads a date property: a timestamp as for `ts`, or a plain `YYYY-MM-DD` (midnight UTC).
 pub fn parse_date(text: &str) -> Result<i64, String> {
     if let Ok(date) = NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d") {
-        return Ok(date.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp()).unwrap_or_default());
+        return Ok(date
+            .and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc().timestamp())
+            .unwrap_or_default());
     }
     parse_text(text.trim())
 }

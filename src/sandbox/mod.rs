@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::clevertap::rules::{self, MAX_UPLOAD_RECORDS};
@@ -82,7 +82,12 @@ impl Default for SandboxConfig {
             latency: Duration::ZERO,
             max_concurrent: DEFAULT_MAX_CONCURRENT,
             fault_rate: 0.0,
-            faults: vec![Fault::TooMany, Fault::ServerError, Fault::Unavailable, Fault::Drop],
+            faults: vec![
+                Fault::TooMany,
+                Fault::ServerError,
+                Fault::Unavailable,
+                Fault::Drop,
+            ],
             slow_response: Duration::from_secs(5),
             keep_records: 1_000_000,
             discarded_events: Vec::new(),
@@ -139,7 +144,9 @@ struct Shared {
 
 impl Shared {
     fn store(&self) -> MutexGuard<'_, Store> {
-        self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -154,7 +161,11 @@ pub struct Sandbox {
 impl Sandbox {
     /// Starts a sandbox on `listen` (port 0 picks a free port).
     pub async fn start(config: SandboxConfig, listen: SocketAddr) -> std::io::Result<Sandbox> {
-        let discarded = config.discarded_events.iter().map(|name| rules::normalize_event_name(name)).collect();
+        let discarded = config
+            .discarded_events
+            .iter()
+            .map(|name| rules::normalize_event_name(name))
+            .collect();
         let shared = Arc::new(Shared {
             config,
             discarded,
@@ -179,7 +190,12 @@ impl Sandbox {
                 tracing::error!(%error, "the sandbox stopped");
             }
         });
-        Ok(Sandbox { address, shared, shutdown, server })
+        Ok(Sandbox {
+            address,
+            shared,
+            shutdown,
+            server,
+        })
     }
 
     /// The base URL to use as a connection's `endpoint`.
@@ -205,7 +221,12 @@ impl Sandbox {
     /// The accepted records of one kind (`profile`, `event`, `token`), in arrival order.
     pub fn records(&self, kind: &str) -> Vec<Value> {
         let store = self.shared.store();
-        store.records.iter().filter(|record| record.get("type").and_then(Value::as_str) == Some(kind)).cloned().collect()
+        store
+            .records
+            .iter()
+            .filter(|record| record.get("type").and_then(Value::as_str) == Some(kind))
+            .cloned()
+            .collect()
     }
 
     /// The stored properties of a profile, by identity or objectId.
@@ -246,7 +267,11 @@ impl Drop for InFlight<'_> {
 }
 
 fn fail(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({"status": "fail", "error": message, "code": status.as_u16()}))).into_response()
+    (
+        status,
+        Json(json!({"status": "fail", "error": message, "code": status.as_u16()})),
+    )
+        .into_response()
 }
 
 async fn upload(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -254,11 +279,19 @@ async fn upload(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     let (_guard, now) = InFlight::enter(&shared);
     if now > shared.config.max_concurrent {
         shared.store().inspection.throttled += 1;
-        return fail(StatusCode::TOO_MANY_REQUESTS, "Too many concurrent requests");
+        return fail(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many concurrent requests",
+        );
     }
     shared.max_in_flight.fetch_max(now, Ordering::SeqCst);
 
-    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok()).unwrap_or_default();
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+    };
     if header(ACCOUNT_HEADER) != shared.config.account_id {
         shared.store().inspection.unauthorized += 1;
         return fail(StatusCode::UNAUTHORIZED, "Account ID is not valid");
@@ -276,9 +309,21 @@ async fn upload(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         tokio::time::sleep(shared.config.latency).await;
     }
     match fault {
-        Some(Fault::TooMany) => return fail(StatusCode::TOO_MANY_REQUESTS, "Too many concurrent requests"),
-        Some(Fault::ServerError) => return fail(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error"),
-        Some(Fault::Unavailable) => return fail(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable, try again later"),
+        Some(Fault::TooMany) => {
+            return fail(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many concurrent requests",
+            );
+        }
+        Some(Fault::ServerError) => {
+            return fail(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error");
+        }
+        Some(Fault::Unavailable) => {
+            return fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service unavailable, try again later",
+            );
+        }
         Some(Fault::Drop) => return dropped_connection(),
         Some(Fault::Slow) => tokio::time::sleep(shared.config.slow_response).await,
         None => {}
@@ -291,13 +336,19 @@ async fn upload(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         return fail(StatusCode::BAD_REQUEST, "Malformed request");
     };
     if records.len() > MAX_UPLOAD_RECORDS {
-        return fail(StatusCode::BAD_REQUEST, &format!("Too many records: at most {MAX_UPLOAD_RECORDS} per request"));
+        return fail(
+            StatusCode::BAD_REQUEST,
+            &format!("Too many records: at most {MAX_UPLOAD_RECORDS} per request"),
+        );
     }
     Json(accept(&shared, records)).into_response()
 }
 
 fn pick_fault(config: &SandboxConfig) -> Option<Fault> {
-    if config.faults.is_empty() || config.fault_rate <= 0.0 || rand::random::<f64>() >= config.fault_rate {
+    if config.faults.is_empty()
+        || config.fault_rate <= 0.0
+        || rand::random::<f64>() >= config.fault_rate
+    {
         return None;
     }
     let index = rand::random_range(0..config.faults.len());
@@ -307,7 +358,10 @@ fn pick_fault(config: &SandboxConfig) -> Option<Fault> {
 /// A 200 whose body breaks off: the client sees the connection drop mid-answer.
 fn dropped_connection() -> Response {
     let broken = futures_util::stream::once(async {
-        Err::<Bytes, std::io::Error>(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "sandbox dropped the connection"))
+        Err::<Bytes, std::io::Error>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "sandbox dropped the connection",
+        ))
     });
     Response::new(Body::from_stream(broken))
 }
@@ -366,22 +420,29 @@ fn store_record(store: &mut Store, keep: usize, kind: RecordKind, record: &Value
 
 /// Applies a profile record to the stored profile, as CleverTap does with multi-values.
 fn merge_profile(store: &mut Store, record: &Value) {
-    let Some(key) = rules::IDENTITY_FIELDS
-        .iter()
-        .find_map(|field| record.get(*field).map(|value| value.to_string().trim_matches('"').to_string()))
-    else {
+    let Some(key) = rules::IDENTITY_FIELDS.iter().find_map(|field| {
+        record
+            .get(*field)
+            .map(|value| value.to_string().trim_matches('"').to_string())
+    }) else {
         return;
     };
     let profile = store.profiles.entry(key).or_default();
-    let Some(data) = record.get("profileData").and_then(Value::as_object) else { return };
+    let Some(data) = record.get("profileData").and_then(Value::as_object) else {
+        return;
+    };
     for (name, value) in data {
         let command = value.as_object().and_then(|object| object.iter().next());
         match command {
-            Some((operation, Value::Array(values))) if operation == "$add" || operation == "$remove" => {
+            Some((operation, Value::Array(values)))
+                if operation == "$add" || operation == "$remove" =>
+            {
                 let mut current: Vec<Value> = match profile.get(name) {
                     Some(Value::Array(existing)) => existing.clone(),
                     Some(Value::Null) | None => Vec::new(),
-                    Some(scalar) => vec![Value::String(scalar.to_string().trim_matches('"').to_string())],
+                    Some(scalar) => vec![Value::String(
+                        scalar.to_string().trim_matches('"').to_string(),
+                    )],
                 };
                 if operation == "$add" {
                     for value in values {
@@ -418,14 +479,19 @@ struct RecordsQuery {
     kind: Option<String>,
 }
 
-async fn records(State(shared): State<Arc<Shared>>, Query(query): Query<RecordsQuery>) -> Json<Vec<Value>> {
+async fn records(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<RecordsQuery>,
+) -> Json<Vec<Value>> {
     let store = shared.store();
     let wanted = query.kind.as_deref();
     Json(
         store
             .records
             .iter()
-            .filter(|record| wanted.is_none() || record.get("type").and_then(Value::as_str) == wanted)
+            .filter(|record| {
+                wanted.is_none() || record.get("type").and_then(Value::as_str) == wanted
+            })
             .cloned()
             .collect(),
     )

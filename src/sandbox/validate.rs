@@ -21,31 +21,52 @@ pub enum RecordKind {
 }
 
 /// Checks a record as CleverTap would, returning its kind or the violation.
-pub fn check_record(record: &Value, discarded_events: &HashSet<String>) -> Result<RecordKind, Violation> {
+pub fn check_record(
+    record: &Value,
+    discarded_events: &HashSet<String>,
+) -> Result<RecordKind, Violation> {
     let Value::Object(fields) = record else {
-        return Err(Violation::new(524, "Record is neither an event nor a profile"));
+        return Err(Violation::new(
+            524,
+            "Record is neither an event nor a profile",
+        ));
     };
     let kind = match fields.get("type").and_then(Value::as_str) {
         Some("profile") => RecordKind::Profile,
         Some("event") => RecordKind::Event,
         Some("token") => RecordKind::Token,
-        _ => return Err(Violation::new(524, "Record type should be either event or profile")),
+        _ => {
+            return Err(Violation::new(
+                524,
+                "Record type should be either event or profile",
+            ));
+        }
     };
     check_identity(fields, kind)?;
-    if let Some(ts) = fields.get("ts") {
-        if !ts.as_i64().is_some_and(|seconds| seconds > 0) {
-            return Err(Violation::new(525, "Timestamp should be present in the Unix Epoch format"));
-        }
+    if let Some(ts) = fields.get("ts")
+        && ts.as_i64().is_none_or(|seconds| seconds <= 0)
+    {
+        return Err(Violation::new(
+            525,
+            "Timestamp should be present in the Unix Epoch format",
+        ));
     }
     match kind {
         RecordKind::Profile => check_profile(fields.get("profileData"))?,
-        RecordKind::Event => check_event(fields.get("evtName"), fields.get("evtData"), discarded_events)?,
+        RecordKind::Event => check_event(
+            fields.get("evtName"),
+            fields.get("evtData"),
+            discarded_events,
+        )?,
         RecordKind::Token => check_token(fields.get("tokenData"))?,
     }
     Ok(kind)
 }
 
-fn check_identity(fields: &serde_json::Map<String, Value>, kind: RecordKind) -> Result<(), Violation> {
+fn check_identity(
+    fields: &serde_json::Map<String, Value>,
+    kind: RecordKind,
+) -> Result<(), Violation> {
     let missing = "'identity' or 'fbId' or 'gpId' or 'objectId' is necessary under 120 chars to identify the user";
     if kind == RecordKind::Token {
         return match fields.get("objectId").and_then(Value::as_str) {
@@ -55,7 +76,9 @@ fn check_identity(fields: &serde_json::Map<String, Value>, kind: RecordKind) -> 
     }
     let mut found = false;
     for field in rules::IDENTITY_FIELDS {
-        let Some(value) = fields.get(field) else { continue };
+        let Some(value) = fields.get(field) else {
+            continue;
+        };
         let text = match value {
             Value::String(text) => text.clone(),
             Value::Number(number) => number.to_string(),
@@ -66,59 +89,102 @@ fn check_identity(fields: &serde_json::Map<String, Value>, kind: RecordKind) -> 
         }
         found = true;
     }
-    if found { Ok(()) } else { Err(Violation::new(523, missing)) }
+    if found {
+        Ok(())
+    } else {
+        Err(Violation::new(523, missing))
+    }
 }
 
 fn check_profile(data: Option<&Value>) -> Result<(), Violation> {
     let Some(Value::Object(data)) = data else {
-        return Err(Violation::new(524, "Profile data is incorrect. profileData must be an object"));
+        return Err(Violation::new(
+            524,
+            "Profile data is incorrect. profileData must be an object",
+        ));
     };
     for (key, value) in data {
-        if let Err(violation) = rules::check_standard_profile_key(key, value) {
-            if violation.code != 0 {
-                return Err(Violation::new(violation.code, format!("Profile data is incorrect. {}", violation.message)));
-            }
+        if let Err(violation) = rules::check_standard_profile_key(key, value)
+            && violation.code != 0
+        {
+            return Err(Violation::new(
+                violation.code,
+                format!("Profile data is incorrect. {}", violation.message),
+            ));
         }
         if let Value::Object(command) = value {
             let known = command.len() == 1
                 && command.iter().all(|(name, values)| {
-                    matches!(name.as_str(), "$add" | "$remove" | "$set") && values.as_array().is_some_and(|v| v.iter().all(Value::is_string))
+                    matches!(name.as_str(), "$add" | "$remove" | "$set")
+                        && values
+                            .as_array()
+                            .is_some_and(|v| v.iter().all(Value::is_string))
                         || matches!(name.as_str(), "$incr" | "$decr") && values.is_number()
                 });
             if !known {
-                return Err(Violation::new(512, format!("Profile data is incorrect. `{key}` holds an object that is not a property command")));
+                return Err(Violation::new(
+                    512,
+                    format!(
+                        "Profile data is incorrect. `{key}` holds an object that is not a property command"
+                    ),
+                ));
             }
         }
     }
     Ok(())
 }
 
-fn check_event(name: Option<&Value>, data: Option<&Value>, discarded: &HashSet<String>) -> Result<(), Violation> {
+fn check_event(
+    name: Option<&Value>,
+    data: Option<&Value>,
+    discarded: &HashSet<String>,
+) -> Result<(), Violation> {
     let name = match name.and_then(Value::as_str) {
         Some(name) if !name.trim().is_empty() => name,
-        _ => return Err(Violation::new(509, "Event Name is incorrect. ErrorCode: 509 - Event name is mandatory")),
+        _ => {
+            return Err(Violation::new(
+                509,
+                "Event Name is incorrect. ErrorCode: 509 - Event name is mandatory",
+            ));
+        }
     };
     if rules::is_reserved_event(name) {
-        return Err(Violation::new(513, "Event Name is incorrect. ErrorCode: 513 - Trying to raise a restricted system event"));
+        return Err(Violation::new(
+            513,
+            "Event Name is incorrect. ErrorCode: 513 - Trying to raise a restricted system event",
+        ));
     }
     if discarded.contains(&rules::normalize_event_name(name)) {
-        return Err(Violation::new(528, "Event Name is incorrect. ErrorCode: 528 - Discarded event is raised"));
+        return Err(Violation::new(
+            528,
+            "Event Name is incorrect. ErrorCode: 528 - Discarded event is raised",
+        ));
     }
     let Some(data) = data else { return Ok(()) };
     let Value::Object(data) = data else {
-        return Err(Violation::new(512, "Invalid event structure: evtData must be an object"));
+        return Err(Violation::new(
+            512,
+            "Invalid event structure: evtData must be an object",
+        ));
     };
     if data.len() > rules::MAX_EVENT_PROPERTIES {
         return Err(Violation::new(522, "Too many event properties"));
     }
     for (key, value) in data {
         let allowed = match value {
-            Value::Array(items) => key == "Items" && items.len() <= rules::MAX_CHARGED_ITEMS && items.iter().all(Value::is_object),
+            Value::Array(items) => {
+                key == "Items"
+                    && items.len() <= rules::MAX_CHARGED_ITEMS
+                    && items.iter().all(Value::is_object)
+            }
             Value::Object(_) => false,
             _ => true,
         };
         if !allowed {
-            return Err(Violation::new(512, format!("Invalid event structure: `{key}` must be a plain value")));
+            return Err(Violation::new(
+                512,
+                format!("Invalid event structure: `{key}` must be a plain value"),
+            ));
         }
     }
     Ok(())
@@ -128,19 +194,30 @@ fn check_token(data: Option<&Value>) -> Result<(), Violation> {
     let Some(Value::Object(data)) = data else {
         return Err(Violation::new(531, "Invalid token data"));
     };
-    if !data.get("id").and_then(Value::as_str).is_some_and(|id| !id.is_empty()) {
+    if data
+        .get("id")
+        .and_then(Value::as_str)
+        .is_none_or(|id| id.is_empty())
+    {
         return Err(Violation::new(532, "Token id is missing"));
     }
     let Some(token_type) = data.get("type").and_then(Value::as_str) else {
         return Err(Violation::new(533, "Token type is missing"));
     };
     if !TOKEN_TYPES.contains(&token_type) {
-        return Err(Violation::new(534, format!("Token type `{token_type}` is not valid")));
+        return Err(Violation::new(
+            534,
+            format!("Token type `{token_type}` is not valid"),
+        ));
     }
     if let Some(keys) = data.get("keys") {
-        let complete = keys.get("p256dh").and_then(Value::as_str).is_some() && keys.get("auth").and_then(Value::as_str).is_some();
+        let complete = keys.get("p256dh").and_then(Value::as_str).is_some()
+            && keys.get("auth").and_then(Value::as_str).is_some();
         if token_type != "chrome" || !complete {
-            return Err(Violation::new(535, "Invalid token data: `keys` needs `p256dh` and `auth`, for chrome tokens only"));
+            return Err(Violation::new(
+                535,
+                "Invalid token data: `keys` needs `p256dh` and `auth`, for chrome tokens only",
+            ));
         }
     }
     Ok(())
@@ -155,31 +232,92 @@ mod tests {
     fn judges_records_like_clevertap() {
         let discarded: HashSet<String> = [rules::normalize_event_name("Old Event")].into();
         let cases = [
-            (json!({"type": "profile", "identity": "u", "profileData": {"Name": "x"}}), Ok(RecordKind::Profile)),
-            (json!({"type": "profile", "identity": "u", "profileData": {"Tags": {"$add": ["a"]}}}), Ok(RecordKind::Profile)),
-            (json!({"type": "profile", "identity": "u", "profileData": {"Tags": {"$weird": 1}}}), Err(512)),
+            (
+                json!({"type": "profile", "identity": "u", "profileData": {"Name": "x"}}),
+                Ok(RecordKind::Profile),
+            ),
+            (
+                json!({"type": "profile", "identity": "u", "profileData": {"Tags": {"$add": ["a"]}}}),
+                Ok(RecordKind::Profile),
+            ),
+            (
+                json!({"type": "profile", "identity": "u", "profileData": {"Tags": {"$weird": 1}}}),
+                Err(512),
+            ),
             (json!({"type": "profile", "profileData": {}}), Err(523)),
-            (json!({"type": "profile", "identity": "x".repeat(120), "profileData": {}}), Err(523)),
-            (json!({"type": "profile", "identity": "u", "profileData": {"Email": "$$$"}}), Err(515)),
-            (json!({"type": "profile", "identity": "u", "profileData": {"Gender": "X"}}), Err(514)),
-            (json!({"type": "profile", "identity": "u", "ts": 0, "profileData": {}}), Err(525)),
+            (
+                json!({"type": "profile", "identity": "x".repeat(120), "profileData": {}}),
+                Err(523),
+            ),
+            (
+                json!({"type": "profile", "identity": "u", "profileData": {"Email": "$$$"}}),
+                Err(515),
+            ),
+            (
+                json!({"type": "profile", "identity": "u", "profileData": {"Gender": "X"}}),
+                Err(514),
+            ),
+            (
+                json!({"type": "profile", "identity": "u", "ts": 0, "profileData": {}}),
+                Err(525),
+            ),
             (json!({"type": "thing", "identity": "u"}), Err(524)),
-            (json!({"type": "event", "identity": "u", "evtName": "Viewed", "evtData": {}}), Ok(RecordKind::Event)),
-            (json!({"type": "event", "identity": "u", "evtData": {}}), Err(509)),
-            (json!({"type": "event", "identity": "u", "evtName": "App Launched"}), Err(513)),
-            (json!({"type": "event", "identity": "u", "evtName": "old event"}), Err(528)),
-            (json!({"type": "event", "identity": "u", "evtName": "x", "evtData": {"a": [1]}}), Err(512)),
-            (json!({"type": "event", "identity": "u", "evtName": "Charged", "evtData": {"Items": [{"a": 1}]}}), Ok(RecordKind::Event)),
-            (json!({"type": "token", "objectId": "g", "tokenData": {"id": "t", "type": "fcm"}}), Ok(RecordKind::Token)),
-            (json!({"type": "token", "identity": "u", "tokenData": {"id": "t", "type": "fcm"}}), Err(530)),
-            (json!({"type": "token", "objectId": "g", "tokenData": {"type": "fcm"}}), Err(532)),
-            (json!({"type": "token", "objectId": "g", "tokenData": {"id": "t"}}), Err(533)),
-            (json!({"type": "token", "objectId": "g", "tokenData": {"id": "t", "type": "sms"}}), Err(534)),
-            (json!({"type": "token", "objectId": "g", "tokenData": {"id": "t", "type": "fcm", "keys": {"p256dh": "a", "auth": "b"}}}), Err(535)),
+            (
+                json!({"type": "event", "identity": "u", "evtName": "Viewed", "evtData": {}}),
+                Ok(RecordKind::Event),
+            ),
+            (
+                json!({"type": "event", "identity": "u", "evtData": {}}),
+                Err(509),
+            ),
+            (
+                json!({"type": "event", "identity": "u", "evtName": "App Launched"}),
+                Err(513),
+            ),
+            (
+                json!({"type": "event", "identity": "u", "evtName": "old event"}),
+                Err(528),
+            ),
+            (
+                json!({"type": "event", "identity": "u", "evtName": "x", "evtData": {"a": [1]}}),
+                Err(512),
+            ),
+            (
+                json!({"type": "event", "identity": "u", "evtName": "Charged", "evtData": {"Items": [{"a": 1}]}}),
+                Ok(RecordKind::Event),
+            ),
+            (
+                json!({"type": "token", "objectId": "g", "tokenData": {"id": "t", "type": "fcm"}}),
+                Ok(RecordKind::Token),
+            ),
+            (
+                json!({"type": "token", "identity": "u", "tokenData": {"id": "t", "type": "fcm"}}),
+                Err(530),
+            ),
+            (
+                json!({"type": "token", "objectId": "g", "tokenData": {"type": "fcm"}}),
+                Err(532),
+            ),
+            (
+                json!({"type": "token", "objectId": "g", "tokenData": {"id": "t"}}),
+                Err(533),
+            ),
+            (
+                json!({"type": "token", "objectId": "g", "tokenData": {"id": "t", "type": "sms"}}),
+                Err(534),
+            ),
+            (
+                json!({"type": "token", "objectId": "g", "tokenData": {"id": "t", "type": "fcm", "keys": {"p256dh": "a", "auth": "b"}}}),
+                Err(535),
+            ),
             (json!("not an object"), Err(524)),
         ];
         for (record, expected) in cases {
-            assert_eq!(check_record(&record, &discarded).map_err(|v| v.code), expected, "{record}");
+            assert_eq!(
+                check_record(&record, &discarded).map_err(|v| v.code),
+                expected,
+                "{record}"
+            );
         }
     }
 }

@@ -31,7 +31,11 @@ impl std::io::Read for TailTracking {
         if read > 0 {
             self.last_raw_byte = Some(buffer[read - 1]);
         }
-        if let Some(&byte) = buffer[..read].iter().rev().find(|&&b| b != b'\n' && b != b'\r') {
+        if let Some(&byte) = buffer[..read]
+            .iter()
+            .rev()
+            .find(|&&b| b != b'\n' && b != b'\r')
+        {
             self.last_byte = Some(byte);
         }
         Ok(read)
@@ -50,9 +54,18 @@ impl DelimitedStream {
             .quoting(quoting)
             .flexible(true)
             .has_headers(false)
-            .from_reader(TailTracking { inner: reader, last_byte: None, last_raw_byte: None, total_bytes: 0, reached_end: false });
+            .from_reader(TailTracking {
+                inner: reader,
+                last_byte: None,
+                last_raw_byte: None,
+                total_bytes: 0,
+                reached_end: false,
+            });
         let mut header = csv::ByteRecord::new();
-        let bad_header = |problem: String| OpenError::BadHeader { path: path.to_string(), problem };
+        let bad_header = |problem: String| OpenError::BadHeader {
+            path: path.to_string(),
+            problem,
+        };
         match reader.read_byte_record(&mut header) {
             Ok(true) => {}
             Ok(false) => return Err(OpenError::Empty(path.to_string())),
@@ -67,14 +80,22 @@ impl DelimitedStream {
             }
             let name = name.trim();
             if name.is_empty() {
-                return Err(bad_header(format!("has an empty name for column {}", index + 1)));
+                return Err(bad_header(format!(
+                    "has an empty name for column {}",
+                    index + 1
+                )));
             }
             if columns.iter().any(|existing| &**existing == name) {
                 return Err(bad_header(format!("names column `{name}` twice")));
             }
             columns.push(Arc::from(name));
         }
-        Ok(DelimitedStream { reader, columns, record: csv::ByteRecord::new(), quoting })
+        Ok(DelimitedStream {
+            reader,
+            columns,
+            record: csv::ByteRecord::new(),
+            quoting,
+        })
     }
 }
 
@@ -92,7 +113,11 @@ impl RowStream for DelimitedStream {
                     let line = error.position().map_or(0, |position| position.line());
                     return Some(match error.kind() {
                         csv::ErrorKind::Io(_) => Err(RowError::Fatal(error.to_string())),
-                        _ => Err(RowError::Invalid { line, reason: error.to_string(), raw: String::new() }),
+                        _ => Err(RowError::Invalid {
+                            line,
+                            reason: error.to_string(),
+                            raw: String::new(),
+                        }),
                     });
                 }
             }
@@ -111,10 +136,16 @@ impl DelimitedStream {
     /// record ended instead, less the line breaks inside quoted fields.
     fn start_line(&self) -> u64 {
         let end = self.reader.position().line();
-        let inner_breaks = self.record.iter().map(|field| field.iter().filter(|&&b| b == b'\n').count() as u64).sum::<u64>();
+        let inner_breaks = self
+            .record
+            .iter()
+            .map(|field| field.iter().filter(|&&b| b == b'\n').count() as u64)
+            .sum::<u64>();
         let terminated = !self.at_end_of_file()
-            || (self.reader.get_ref().last_raw_byte == Some(b'\n') && !self.is_unterminated_quote());
-        end.saturating_sub(inner_breaks + u64::from(terminated)).max(1)
+            || (self.reader.get_ref().last_raw_byte == Some(b'\n')
+                && !self.is_unterminated_quote());
+        end.saturating_sub(inner_breaks + u64::from(terminated))
+            .max(1)
     }
 
     /// Whether the record just read ends where the file ends.
@@ -127,8 +158,15 @@ impl DelimitedStream {
     /// record reaches the end of the file, its last field spans lines, and the file does
     /// not end with the closing quote.
     fn is_unterminated_quote(&self) -> bool {
-        let spans_lines = self.record.iter().last().is_some_and(|field| field.contains(&b'\n'));
-        self.quoting && self.at_end_of_file() && spans_lines && self.reader.get_ref().last_byte != Some(b'"')
+        let spans_lines = self
+            .record
+            .iter()
+            .next_back()
+            .is_some_and(|field| field.contains(&b'\n'));
+        self.quoting
+            && self.at_end_of_file()
+            && spans_lines
+            && self.reader.get_ref().last_byte != Some(b'"')
     }
 
     fn row(&self, line: u64) -> Result<Row, RowError> {

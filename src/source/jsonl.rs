@@ -18,7 +18,11 @@ pub(super) struct JsonlStream {
 
 impl JsonlStream {
     pub(super) fn new(reader: Box<dyn BufRead + Send>) -> Self {
-        JsonlStream { reader, line: 0, buffer: Vec::new() }
+        JsonlStream {
+            reader,
+            line: 0,
+            buffer: Vec::new(),
+        }
     }
 
     /// Reads one line into the buffer, refusing to grow past the limit.
@@ -69,7 +73,10 @@ impl RowStream for JsonlStream {
             if too_long {
                 return Some(Err(RowError::Invalid {
                     line,
-                    reason: format!("the line is longer than {} MiB", MAX_LINE_BYTES / 1024 / 1024),
+                    reason: format!(
+                        "the line is longer than {} MiB",
+                        MAX_LINE_BYTES / 1024 / 1024
+                    ),
                     raw: String::new(),
                 }));
             }
@@ -85,11 +92,20 @@ impl RowStream for JsonlStream {
                 continue;
             }
             return Some(match serde_json::from_str::<Value>(text) {
-                Ok(Value::Object(map)) => {
-                    Ok(Row { line, fields: map.into_iter().map(|(k, v)| (Arc::from(k), v)).collect() })
-                }
-                Ok(_) => Err(RowError::Invalid { line, reason: "the line is JSON but not an object".into(), raw: text.to_string() }),
-                Err(error) => Err(RowError::Invalid { line, reason: format!("invalid JSON: {error}"), raw: text.to_string() }),
+                Ok(Value::Object(map)) => Ok(Row {
+                    line,
+                    fields: map.into_iter().map(|(k, v)| (Arc::from(k), v)).collect(),
+                }),
+                Ok(_) => Err(RowError::Invalid {
+                    line,
+                    reason: "the line is JSON but not an object".into(),
+                    raw: text.to_string(),
+                }),
+                Err(error) => Err(RowError::Invalid {
+                    line,
+                    reason: format!("invalid JSON: {error}"),
+                    raw: text.to_string(),
+                }),
             });
         }
     }

@@ -31,7 +31,12 @@ pub struct Row {
 impl Row {
     /// The row as a JSON object, for the rejects file.
     pub fn to_json(&self) -> Value {
-        Value::Object(self.fields.iter().map(|(name, value)| (name.to_string(), value.clone())).collect())
+        Value::Object(
+            self.fields
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.clone()))
+                .collect(),
+        )
     }
 }
 
@@ -91,8 +96,12 @@ pub fn open(source: &Source) -> Result<Box<dyn RowStream>, OpenError> {
     let reader = open_bytes(&source.path, source.gzip)?;
     let display = source.path.display().to_string();
     Ok(match source.format {
-        SourceFormat::Csv => Box::new(delimited::DelimitedStream::new(reader, b',', true, &display)?),
-        SourceFormat::Tsv => Box::new(delimited::DelimitedStream::new(reader, b'\t', false, &display)?),
+        SourceFormat::Csv => Box::new(delimited::DelimitedStream::new(
+            reader, b',', true, &display,
+        )?),
+        SourceFormat::Tsv => Box::new(delimited::DelimitedStream::new(
+            reader, b'\t', false, &display,
+        )?),
         SourceFormat::Jsonl => Box::new(jsonl::JsonlStream::new(reader)),
     })
 }
@@ -105,10 +114,19 @@ pub fn columns(source: &Source) -> Result<Vec<String>, OpenError> {
     }
     loop {
         match stream.next_row() {
-            Some(Ok(row)) => return Ok(row.fields.iter().map(|(name, _)| name.to_string()).collect()),
+            Some(Ok(row)) => {
+                return Ok(row
+                    .fields
+                    .iter()
+                    .map(|(name, _)| name.to_string())
+                    .collect());
+            }
             Some(Err(RowError::Invalid { .. })) => continue,
             Some(Err(RowError::Fatal(problem))) => {
-                return Err(OpenError::BadHeader { path: source.path.display().to_string(), problem })
+                return Err(OpenError::BadHeader {
+                    path: source.path.display().to_string(),
+                    problem,
+                });
             }
             None => return Ok(Vec::new()),
         }
@@ -116,10 +134,14 @@ pub fn columns(source: &Source) -> Result<Vec<String>, OpenError> {
 }
 
 fn open_bytes(path: &Path, gzip: bool) -> Result<Box<dyn BufRead + Send>, OpenError> {
-    let file = File::open(path).map_err(|error| OpenError::Io { path: path.display().to_string(), error })?;
+    let file = File::open(path).map_err(|error| OpenError::Io {
+        path: path.display().to_string(),
+        error,
+    })?;
     let buffered = BufReader::with_capacity(READ_BUFFER_BYTES, file);
     Ok(if gzip {
-        let decoder: Box<dyn Read + Send> = Box::new(flate2::bufread::MultiGzDecoder::new(buffered));
+        let decoder: Box<dyn Read + Send> =
+            Box::new(flate2::bufread::MultiGzDecoder::new(buffered));
         Box::new(BufReader::with_capacity(READ_BUFFER_BYTES, decoder))
     } else {
         Box::new(buffered)

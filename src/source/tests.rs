@@ -34,14 +34,20 @@ fn read_all(name: &str, bytes: &[u8]) -> Vec<Result<Value, String>> {
     let mut stream = open(&source).expect("opens");
     let mut rows = Vec::new();
     while let Some(row) = stream.next_row() {
-        rows.push(row.map(|row| json!({"line": row.line, "row": row.to_json()})).map_err(|e| e.to_string()));
+        rows.push(
+            row.map(|row| json!({"line": row.line, "row": row.to_json()}))
+                .map_err(|e| e.to_string()),
+        );
     }
     rows
 }
 
 #[test]
 fn reads_csv_with_quotes_and_line_numbers() {
-    let rows = read_all("a.csv", b"identity,Name\n1,\"Smith, Jo\"\n\n2,\"multi\nline\"\n3,x\n");
+    let rows = read_all(
+        "a.csv",
+        b"identity,Name\n1,\"Smith, Jo\"\n\n2,\"multi\nline\"\n3,x\n",
+    );
     assert_eq!(
         rows,
         vec![
@@ -55,7 +61,12 @@ fn reads_csv_with_quotes_and_line_numbers() {
 #[test]
 fn reads_tsv_and_gzip() {
     let rows = read_all("a.tsv.gz", b"identity\tName\n1\tJo \"Q\"\n");
-    assert_eq!(rows, vec![Ok(json!({"line": 2, "row": {"identity": "1", "Name": "Jo \"Q\""}}))]);
+    assert_eq!(
+        rows,
+        vec![Ok(
+            json!({"line": 2, "row": {"identity": "1", "Name": "Jo \"Q\""}})
+        )]
+    );
 }
 
 #[test]
@@ -63,13 +74,21 @@ fn reads_concatenated_gzip_members() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("a.jsonl.gz");
     let mut bytes = Vec::new();
-    for part in [&b"{\"identity\":\"1\"}\n"[..], &b"{\"identity\":\"2\"}\n"[..]] {
+    for part in [
+        &b"{\"identity\":\"1\"}\n"[..],
+        &b"{\"identity\":\"2\"}\n"[..],
+    ] {
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         encoder.write_all(part).expect("write");
         bytes.extend(encoder.finish().expect("finish"));
     }
     std::fs::write(&path, bytes).expect("write");
-    let mut stream = open(&Source { path, format: SourceFormat::Jsonl, gzip: true }).expect("opens");
+    let mut stream = open(&Source {
+        path,
+        format: SourceFormat::Jsonl,
+        gzip: true,
+    })
+    .expect("opens");
     let mut count = 0;
     while let Some(row) = stream.next_row() {
         row.expect("valid row");
@@ -81,32 +100,55 @@ fn reads_concatenated_gzip_members() {
 #[test]
 fn wrong_field_count_is_an_invalid_row_and_reading_goes_on() {
     let rows = read_all("a.csv", b"identity,Name\n1,a,extra\n2,b\n");
-    assert!(matches!(&rows[0], Err(reason) if reason.starts_with("line 2: the row has 3 fields")), "{rows:?}");
-    assert_eq!(rows[1], Ok(json!({"line": 3, "row": {"identity": "2", "Name": "b"}})));
+    assert!(
+        matches!(&rows[0], Err(reason) if reason.starts_with("line 2: the row has 3 fields")),
+        "{rows:?}"
+    );
+    assert_eq!(
+        rows[1],
+        Ok(json!({"line": 3, "row": {"identity": "2", "Name": "b"}}))
+    );
 }
 
 #[test]
 fn unterminated_quote_is_an_invalid_row() {
     let rows = read_all("a.csv", b"identity,Name\n1,\"open\n2,b\n");
     assert_eq!(rows.len(), 1, "{rows:?}");
-    assert!(matches!(&rows[0], Err(reason) if reason.starts_with("line 2:")), "{rows:?}");
+    assert!(
+        matches!(&rows[0], Err(reason) if reason.starts_with("line 2:")),
+        "{rows:?}"
+    );
 }
 
 #[test]
 fn invalid_utf8_is_an_invalid_row() {
     let rows = read_all("a.csv", b"identity,Name\n1,\xff\xfe\n2,ok\n");
-    assert!(matches!(&rows[0], Err(reason) if reason.contains("`Name` is not valid UTF-8")), "{rows:?}");
+    assert!(
+        matches!(&rows[0], Err(reason) if reason.contains("`Name` is not valid UTF-8")),
+        "{rows:?}"
+    );
     assert!(rows[1].is_ok());
     let rows = read_all("a.jsonl", b"{\"a\":\"\xff\"}\n{\"a\":1}\n");
-    assert!(matches!(&rows[0], Err(reason) if reason.contains("not valid UTF-8")), "{rows:?}");
+    assert!(
+        matches!(&rows[0], Err(reason) if reason.contains("not valid UTF-8")),
+        "{rows:?}"
+    );
     assert_eq!(rows[1], Ok(json!({"line": 2, "row": {"a": 1}})));
 }
 
 #[test]
 fn jsonl_keeps_types_and_reports_bad_lines() {
-    let rows = read_all("a.jsonl", b"{\"identity\":1,\"Tags\":[\"a\"]}\n\n[1]\n{bad\n");
-    assert_eq!(rows[0], Ok(json!({"line": 1, "row": {"identity": 1, "Tags": ["a"]}})));
-    assert!(matches!(&rows[1], Err(reason) if reason.contains("line 3: the line is JSON but not an object")));
+    let rows = read_all(
+        "a.jsonl",
+        b"{\"identity\":1,\"Tags\":[\"a\"]}\n\n[1]\n{bad\n",
+    );
+    assert_eq!(
+        rows[0],
+        Ok(json!({"line": 1, "row": {"identity": 1, "Tags": ["a"]}}))
+    );
+    assert!(
+        matches!(&rows[1], Err(reason) if reason.contains("line 3: the line is JSON but not an object"))
+    );
     assert!(matches!(&rows[2], Err(reason) if reason.contains("line 4: invalid JSON")));
 }
 
@@ -121,12 +163,18 @@ fn empty_and_header_only_files() {
 #[test]
 fn bad_headers_are_refused() {
     for (bytes, expected) in [
-        (&b"identity,identity\n1,2\n"[..], "names column `identity` twice"),
+        (
+            &b"identity,identity\n1,2\n"[..],
+            "names column `identity` twice",
+        ),
         (&b"identity,\n1,2\n"[..], "empty name for column 2"),
         (&b"identity,\xff\n1,2\n"[..], "invalid UTF-8 in column 2"),
     ] {
         let (_dir, source) = source_from("a.csv", bytes);
-        let error = open(&source).err().map(|e| e.to_string()).unwrap_or_default();
+        let error = open(&source)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(error.contains(expected), "{error}");
     }
 }
@@ -136,13 +184,22 @@ fn columns_come_from_the_header_or_the_first_record() {
     let (_dir, source) = source_from("a.csv", b"\xef\xbb\xbfidentity,Name\n");
     assert_eq!(columns(&source).expect("columns"), vec!["identity", "Name"]);
     let (_dir, source) = source_from("a.jsonl", b"{\"evtName\":\"x\",\"identity\":\"1\"}\n");
-    assert_eq!(columns(&source).expect("columns"), vec!["evtName", "identity"]);
+    assert_eq!(
+        columns(&source).expect("columns"),
+        vec!["evtName", "identity"]
+    );
 }
 
 #[test]
 fn line_numbers_hold_without_a_final_line_break() {
     let rows = read_all("a.csv", b"identity,Name\n1,a\n\n\"2\",\"b\nc\"");
-    assert_eq!(rows[1], Ok(json!({"line": 4, "row": {"identity": "2", "Name": "b\nc"}})));
+    assert_eq!(
+        rows[1],
+        Ok(json!({"line": 4, "row": {"identity": "2", "Name": "b\nc"}}))
+    );
     let rows = read_all("a.csv", b"identity,Name\r\n1,a\r\n2,b");
-    assert_eq!(rows[1], Ok(json!({"line": 3, "row": {"identity": "2", "Name": "b"}})));
+    assert_eq!(
+        rows[1],
+        Ok(json!({"line": 3, "row": {"identity": "2", "Name": "b"}}))
+    );
 }

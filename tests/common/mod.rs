@@ -24,7 +24,10 @@ impl TestSandbox {
             .build()
             .expect("runtime");
         let sandbox = runtime
-            .block_on(Sandbox::start(config, "127.0.0.1:0".parse().expect("address")))
+            .block_on(Sandbox::start(
+                config,
+                "127.0.0.1:0".parse().expect("address"),
+            ))
             .expect("sandbox starts");
         TestSandbox { sandbox, runtime }
     }
@@ -50,7 +53,9 @@ pub struct Workspace {
 
 impl Workspace {
     pub fn new() -> Self {
-        let workspace = Workspace { dir: tempfile::tempdir().expect("temp dir") };
+        let workspace = Workspace {
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
         workspace.write("passcode.txt", tapline::sandbox::DEFAULT_PASSCODE);
         workspace
     }
@@ -70,7 +75,10 @@ impl Workspace {
 
     /// Writes `<name>.yaml` for a sandbox, with `body` after the connection.
     pub fn pipeline(&self, name: &str, sandbox: &TestSandbox, body: &str) -> PathBuf {
-        self.write(&format!("{name}.yaml"), format!("{}{body}", sandbox.connection_yaml()))
+        self.write(
+            &format!("{name}.yaml"),
+            format!("{}{body}", sandbox.connection_yaml()),
+        )
     }
 }
 
@@ -81,7 +89,10 @@ pub fn tapline(dir: &Path, args: &[&str]) -> Output {
 
 pub fn tapline_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tapline"));
-    command.args(args).current_dir(dir).env_remove("TAPLINE_LOG");
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_remove("TAPLINE_LOG");
     for (name, value) in env {
         command.env(name, value);
     }
@@ -99,9 +110,15 @@ pub fn stderr(output: &Output) -> String {
 /// The one `--json` summary line of a single-pipeline run.
 pub fn summary(output: &Output) -> Value {
     let text = stdout(output);
-    let line = text.lines().find(|line| line.starts_with('{')).unwrap_or_else(|| {
-        panic!("no JSON summary in stdout:\n{text}\nstderr:\n{}", stderr(output))
-    });
+    let line = text
+        .lines()
+        .find(|line| line.starts_with('{'))
+        .unwrap_or_else(|| {
+            panic!(
+                "no JSON summary in stdout:\n{text}\nstderr:\n{}",
+                stderr(output)
+            )
+        });
     serde_json::from_str(line).expect("the summary is JSON")
 }
 
@@ -118,16 +135,26 @@ pub fn assert_counts_add_up(summary: &Value) {
 
 /// The rejects file of a summary, one JSON value per line.
 pub fn rejects(dir: &Path, summary: &Value) -> Vec<Value> {
-    let Some(path) = summary["rejects_file"].as_str() else { return Vec::new() };
+    let Some(path) = summary["rejects_file"].as_str() else {
+        return Vec::new();
+    };
     let text = std::fs::read_to_string(dir.join(path)).expect("rejects file exists");
-    text.lines().map(|line| serde_json::from_str(line).expect("a rejects line is JSON")).collect()
+    text.lines()
+        .map(|line| serde_json::from_str(line).expect("a rejects line is JSON"))
+        .collect()
 }
 
 /// `rows` profile rows with valid standard properties.
 pub fn profile_csv(rows: usize) -> String {
     let mut csv = String::from("identity,Name,Email,Phone,Gender,Age,Score\n");
     for i in 0..rows {
-        csv.push_str(&format!("user-{i},User {i},user{i}@example.com,+1415555{:04},{},{},{}\n", i % 10_000, if i % 2 == 0 { "F" } else { "M" }, 18 + i % 60, i * 7));
+        csv.push_str(&format!(
+            "user-{i},User {i},user{i}@example.com,+1415555{:04},{},{},{}\n",
+            i % 10_000,
+            if i % 2 == 0 { "F" } else { "M" },
+            18 + i % 60,
+            i * 7
+        ));
     }
     csv
 }
