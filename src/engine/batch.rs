@@ -159,12 +159,12 @@ impl BatchBuilder {
         }
     }
 
-    fn push(&mut self, line: u64, record: &Value) {
+    fn push(&mut self, line: u64, record: &impl serde::Serialize) {
         if !self.lines.is_empty() {
             self.body.push(b',');
         }
         let start = self.body.len();
-        serde_json::to_writer(&mut self.body, record).expect("a JSON value always serializes");
+        serde_json::to_writer(&mut self.body, record).expect("a record always serializes to JSON");
         self.spans.push(start..self.body.len());
         self.lines.push(line);
     }

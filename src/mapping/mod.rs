@@ -7,6 +7,7 @@ mod time;
 
 use std::collections::BTreeMap;
 
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
 pub use time::{parse_date, parse_timestamp};
@@ -71,8 +72,92 @@ pub fn required_columns(target: Target) -> RequiredColumns {
     }
 }
 
+/// A CleverTap record, borrowing its values from the row it came from.
+///
+/// It serializes straight into a request body, so mapping a row allocates little: this is
+/// the hot path of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record<'row> {
+    kind: RecordKind,
+    identity: Vec<(&'static str, &'row Value)>,
+    ts: Option<i64>,
+    event_name: Option<&'row Value>,
+    data: Vec<(&'row str, Property<'row>)>,
+    items: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RecordKind {
+    Profile,
+    Event,
+}
+
+/// A property value: the row's own, or one converted from it.
+#[derive(Debug, Clone, PartialEq)]
+enum Property<'row> {
+    Borrowed(&'row Value),
+    Owned(Value),
+}
+
+impl Serialize for Property<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Property::Borrowed(value) => value.serialize(serializer),
+            Property::Owned(value) => value.serialize(serializer),
+        }
+    }
+}
+
+/// The `profileData` / `evtData` object.
+struct Data<'a, 'row>(&'a Record<'row>);
+
+impl Serialize for Data<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let record = self.0;
+        let mut map = serializer.serialize_map(Some(
+            record.data.len() + usize::from(record.items.is_some()),
+        ))?;
+        for (key, value) in &record.data {
+            map.serialize_entry(key, value)?;
+        }
+        if let Some(items) = &record.items {
+            map.serialize_entry("Items", items)?;
+        }
+        map.end()
+    }
+}
+
+impl Serialize for Record<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        let (kind, data_key) = match self.kind {
+            RecordKind::Profile => ("profile", "profileData"),
+            RecordKind::Event => ("event", "evtData"),
+        };
+        map.serialize_entry("type", kind)?;
+        for (field, value) in &self.identity {
+            map.serialize_entry(field, value)?;
+        }
+        if let Some(ts) = self.ts {
+            map.serialize_entry("ts", &ts)?;
+        }
+        if let Some(name) = self.event_name {
+            map.serialize_entry("evtName", name)?;
+        }
+        map.serialize_entry(data_key, &Data(self))?;
+        map.end()
+    }
+}
+
+impl Record<'_> {
+    /// The record as a JSON value (for tests and reports; sending serializes it directly).
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
 /// Builds the CleverTap record for a row.
-pub fn map_row(target: Target, row: &Row) -> Result<Value, Invalid> {
+pub fn map_row(target: Target, row: &Row) -> Result<Record<'_>, Invalid> {
     match target {
         Target::Profiles { array_operation } => profile_record(row, array_operation),
         Target::Events => event_record(row),
@@ -96,32 +181,28 @@ fn is_blank(value: &Value) -> bool {
     }
 }
 
-/// Copies an identity value into the record after checking it.
-fn put_identity(
-    record: &mut Map<String, Value>,
+/// Checks an identity value and adds it to the record.
+fn put_identity<'row>(
+    record: &mut Record<'row>,
     field: &'static str,
-    value: &Value,
+    value: &'row Value,
 ) -> Result<(), Invalid> {
-    let text = match value {
-        Value::String(text) => text.clone(),
-        Value::Number(number) => number.to_string(),
+    match value {
+        Value::String(text) => rules::check_identity(field, text)?,
+        Value::Number(number) => rules::check_identity(field, &number.to_string())?,
         other => {
             return Err(Invalid::new(
                 "523",
                 format!("`{field}` must be a string or a number, found {other}"),
             ));
         }
-    };
-    rules::check_identity(field, &text)?;
-    record.insert(field.to_string(), value.clone());
+    }
+    record.identity.push((field, value));
     Ok(())
 }
 
-fn put_timestamp(record: &mut Map<String, Value>, value: &Value) -> Result<(), Invalid> {
-    let seconds =
-        parse_timestamp(value).map_err(|reason| Invalid::new("525", format!("`ts` {reason}")))?;
-    record.insert("ts".into(), Value::from(seconds));
-    Ok(())
+fn parse_ts(value: &Value) -> Result<i64, Invalid> {
+    parse_timestamp(value).map_err(|reason| Invalid::new("525", format!("`ts` {reason}")))
 }
 
 fn missing_identity() -> Invalid {
@@ -131,10 +212,19 @@ fn missing_identity() -> Invalid {
     )
 }
 
-fn profile_record(row: &Row, array_operation: ArrayOperation) -> Result<Value, Invalid> {
-    let mut record = Map::new();
-    record.insert("type".into(), Value::from("profile"));
-    let mut profile = Map::new();
+fn empty_record<'row>(kind: RecordKind, columns: usize) -> Record<'row> {
+    Record {
+        kind,
+        identity: Vec::new(),
+        ts: None,
+        event_name: None,
+        data: Vec::with_capacity(columns),
+        items: None,
+    }
+}
+
+fn profile_record(row: &Row, array_operation: ArrayOperation) -> Result<Record<'_>, Invalid> {
+    let mut record = empty_record(RecordKind::Profile, row.fields.len());
     for (column, value) in &row.fields {
         if is_blank(value) {
             continue;
@@ -142,37 +232,37 @@ fn profile_record(row: &Row, array_operation: ArrayOperation) -> Result<Value, I
         if let Some(field) = identity_field(column) {
             put_identity(&mut record, field, value)?;
         } else if &**column == "ts" {
-            put_timestamp(&mut record, value)?;
+            record.ts = Some(parse_ts(value)?);
         } else {
             rules::check_key(column)?;
             let value = profile_value(column, value, array_operation)?;
-            profile.insert(column.to_string(), value);
+            record.data.push((column, value));
         }
     }
-    if !rules::IDENTITY_FIELDS
-        .iter()
-        .any(|field| record.contains_key(*field))
-    {
+    if record.identity.is_empty() {
         return Err(missing_identity());
     }
-    record.insert("profileData".into(), Value::Object(profile));
-    Ok(Value::Object(record))
+    Ok(record)
 }
 
 /// A profile property value as CleverTap wants it.
-fn profile_value(
+fn profile_value<'row>(
     key: &str,
-    value: &Value,
+    value: &'row Value,
     array_operation: ArrayOperation,
-) -> Result<Value, Invalid> {
+) -> Result<Property<'row>, Invalid> {
     let converted = match value {
         Value::String(text) if text.trim_start().starts_with('[') => {
             match serde_json::from_str::<Value>(text) {
-                Ok(Value::Array(values)) => return multi_value(key, values, array_operation),
-                _ => value.clone(),
+                Ok(Value::Array(values)) => {
+                    return multi_value(key, values, array_operation).map(Property::Owned);
+                }
+                _ => Property::Borrowed(value),
             }
         }
-        Value::Array(values) => return multi_value(key, values.clone(), array_operation),
+        Value::Array(values) => {
+            return multi_value(key, values.clone(), array_operation).map(Property::Owned);
+        }
         Value::Object(_) => {
             return Err(Invalid::new(
                 "invalid_record",
@@ -181,27 +271,30 @@ fn profile_value(
                 ),
             ));
         }
-        Value::String(text) => standard_text_value(key, text)?,
-        other => other.clone(),
+        Value::String(text) => {
+            standard_text_value(key, text)?.map_or(Property::Borrowed(value), Property::Owned)
+        }
+        other => Property::Borrowed(other),
     };
-    if let Value::String(text) = &converted {
+    let plain = match &converted {
+        Property::Borrowed(value) => value,
+        Property::Owned(value) => value,
+    };
+    if let Value::String(text) = plain {
         rules::check_value_length(key, text)?;
     }
-    rules::check_standard_profile_key(key, &converted)?;
+    rules::check_standard_profile_key(key, plain)?;
     Ok(converted)
 }
 
 /// CSV text for standard keys that CleverTap wants typed: Age a number, MSG-* booleans,
-/// DOB a `$D_` date.
-fn standard_text_value(key: &str, text: &str) -> Result<Value, Invalid> {
+/// DOB a `$D_` date. `None` keeps the text as it is.
+fn standard_text_value(key: &str, text: &str) -> Result<Option<Value>, Invalid> {
     Ok(match key {
-        "Age" => match text.trim().parse::<i64>() {
-            Ok(age) => Value::from(age),
-            Err(_) => Value::from(text),
-        },
+        "Age" => text.trim().parse::<i64>().ok().map(Value::from),
         _ if key.starts_with("MSG-") => match text.trim().to_ascii_lowercase().as_str() {
-            "true" => Value::Bool(true),
-            "false" => Value::Bool(false),
+            "true" => Some(Value::Bool(true)),
+            "false" => Some(Value::Bool(false)),
             _ => {
                 return Err(Invalid::new(
                     "invalid_record",
@@ -209,11 +302,10 @@ fn standard_text_value(key: &str, text: &str) -> Result<Value, Invalid> {
                 ));
             }
         },
-        "DOB" if !rules::is_date_value(text) => match parse_date(text) {
-            Ok(seconds) => Value::from(format!("$D_{seconds}")),
-            Err(_) => Value::from(text),
-        },
-        _ => Value::from(text),
+        "DOB" if !rules::is_date_value(text) => parse_date(text)
+            .ok()
+            .map(|seconds| Value::from(format!("$D_{seconds}"))),
+        _ => None,
     })
 }
 
@@ -250,10 +342,8 @@ fn multi_value(
     })
 }
 
-fn event_record(row: &Row) -> Result<Value, Invalid> {
-    let mut record = Map::new();
-    record.insert("type".into(), Value::from("event"));
-    let mut data = Map::new();
+fn event_record(row: &Row) -> Result<Record<'_>, Invalid> {
+    let mut record = empty_record(RecordKind::Event, row.fields.len());
     let mut items: BTreeMap<usize, Map<String, Value>> = BTreeMap::new();
     for (column, value) in &row.fields {
         if is_blank(value) {
@@ -262,7 +352,7 @@ fn event_record(row: &Row) -> Result<Value, Invalid> {
         if let Some(field) = identity_field(column) {
             put_identity(&mut record, field, value)?;
         } else if &**column == "ts" {
-            put_timestamp(&mut record, value)?;
+            record.ts = Some(parse_ts(value)?);
         } else if &**column == "evtName" {
             let Value::String(name) = value else {
                 return Err(Invalid::new(
@@ -278,7 +368,7 @@ fn event_record(row: &Row) -> Result<Value, Invalid> {
             }
             rules::check_key(name)
                 .map_err(|v| Invalid::new("512", format!("event name: {}", v.message)))?;
-            record.insert("evtName".into(), value.clone());
+            record.event_name = Some(value);
         } else if let Some((index, field)) = item_column(column) {
             rules::check_key(field)?;
             check_event_scalar(column, value)?;
@@ -287,27 +377,24 @@ fn event_record(row: &Row) -> Result<Value, Invalid> {
                 .or_default()
                 .insert(field.to_string(), value.clone());
         } else if &**column == "Items" {
-            data.insert("Items".into(), charged_items(value)?);
+            record.items = Some(charged_items(value)?);
         } else {
             rules::check_key(column)?;
             check_event_scalar(column, value)?;
-            data.insert(column.to_string(), value.clone());
+            record.data.push((column, Property::Borrowed(value)));
         }
     }
-    if !record.contains_key("evtName") {
+    if record.event_name.is_none() {
         return Err(Invalid::new(
             "509",
             "the row has no `evtName` value; every event needs a name",
         ));
     }
-    if !rules::IDENTITY_FIELDS
-        .iter()
-        .any(|field| record.contains_key(*field))
-    {
+    if record.identity.is_empty() {
         return Err(missing_identity());
     }
     if !items.is_empty() {
-        if data.contains_key("Items") {
+        if record.items.is_some() {
             return Err(Invalid::new(
                 "512",
                 "the row has both an `Items` column and `Items[i].Field` columns",
@@ -323,23 +410,21 @@ fn event_record(row: &Row) -> Result<Value, Invalid> {
                 ),
             ));
         }
-        data.insert(
-            "Items".into(),
-            Value::Array(items.into_values().map(Value::Object).collect()),
-        );
+        record.items = Some(Value::Array(
+            items.into_values().map(Value::Object).collect(),
+        ));
     }
-    if data.len() > rules::MAX_EVENT_PROPERTIES {
+    let properties = record.data.len() + usize::from(record.items.is_some());
+    if properties > rules::MAX_EVENT_PROPERTIES {
         return Err(Invalid::new(
             "522",
             format!(
-                "{} event properties; CleverTap keeps at most {}",
-                data.len(),
+                "{properties} event properties; CleverTap keeps at most {}",
                 rules::MAX_EVENT_PROPERTIES
             ),
         ));
     }
-    record.insert("evtData".into(), Value::Object(data));
-    Ok(Value::Object(record))
+    Ok(record)
 }
 
 /// `Items[3].Name` → `(3, "Name")`.

@@ -24,7 +24,8 @@ fn profiles(operation: ArrayOperation) -> Target {
 
 /// Maps a row and compares: `Ok(record)` or `Err(code)`.
 fn check(target: Target, fields: Value, expected: Result<Value, &str>) {
-    let result = map_row(target, &row(fields.clone()));
+    let row = row(fields.clone());
+    let result = map_row(target, &row).map(|record| record.to_json());
     match (result, expected) {
         (Ok(record), Ok(expected)) => assert_eq!(record, expected, "row {fields}"),
         (Err(invalid), Err(code)) => {
