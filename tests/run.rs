@@ -475,3 +475,94 @@ fn the_example_pipelines_run_on_the_built_in_sandbox() {
     assert_eq!(summary["records"]["accepted"], summary["records"]["read"]);
     assert_eq!(summary["sandbox"]["events"], summary["records"]["accepted"]);
 }
+
+#[test]
+fn throttling_429s_are_retried_until_everything_arrives() {
+    let sandbox = TestSandbox::start(SandboxConfig {
+        max_concurrent: 2,
+        latency: Duration::from_millis(30),
+        ..SandboxConfig::default()
+    });
+    let workspace = Workspace::new();
+    workspace.write("profiles.csv", profile_csv(8_000));
+    workspace.pipeline(
+        "profiles",
+        &sandbox,
+        "source: {path: profiles.csv}\ntarget: {entity: user_profiles}\nthread_count: 6\n",
+    );
+    let output = tapline(workspace.dir.path(), &["run", "profiles.yaml", "--json"]);
+    let summary = summary(&output);
+    assert_eq!(output.status.code(), Some(0), "{summary}");
+    let seen = sandbox.inspect();
+    assert!(seen.throttled > 0, "the sandbox never throttled: {seen:?}");
+    assert_eq!(summary["retries"].as_u64(), Some(seen.throttled));
+    assert_eq!(seen.distinct_profiles, 8_000);
+}
+
+#[test]
+fn odd_source_files_end_clearly() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    // A header-only file: nothing to send, and the run says so.
+    workspace.write("header.csv", "identity,Name\n");
+    workspace.pipeline(
+        "header",
+        &sandbox,
+        "source: {path: header.csv}\ntarget: {entity: user_profiles}\n",
+    );
+    let output = tapline(workspace.dir.path(), &["run", "header.yaml", "--json"]);
+    let summary = common::summary(&output);
+    assert_eq!(output.status.code(), Some(0), "{summary}");
+    assert_eq!(summary["records"]["read"], 0);
+    assert_eq!(summary["warnings"], json!(["the source has no records"]));
+
+    // An empty file is a configuration error: nothing runs.
+    workspace.write("empty.csv", "");
+    workspace.pipeline(
+        "empty",
+        &sandbox,
+        "source: {path: empty.csv}\ntarget: {entity: user_profiles}\n",
+    );
+    let output = tapline(workspace.dir.path(), &["run", "empty.yaml"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("is empty: it has no header row"),
+        "{}",
+        stderr(&output)
+    );
+
+    // Invalid UTF-8 and bad JSON lines are invalid records with their line numbers.
+    workspace.write("events.jsonl", b"{\"identity\":\"u1\",\"evtName\":\"A\"}\n{\"identity\":\"\xff\",\"evtName\":\"A\"}\n{oops\n{\"identity\":\"u4\",\"evtName\":\"A\"}\n");
+    workspace.pipeline(
+        "events",
+        &sandbox,
+        "source: {path: events.jsonl}\ntarget: {entity: user_events}\nskip_invalid_records: true\n",
+    );
+    let output = tapline(workspace.dir.path(), &["run", "events.yaml", "--json"]);
+    let summary = common::summary(&output);
+    assert_eq!(output.status.code(), Some(0), "{summary}");
+    assert_eq!(
+        summary["records"],
+        json!({"read": 4, "accepted": 2, "skipped": 2, "rejected": 0, "failed": 0})
+    );
+    let rejects = rejects(workspace.dir.path(), &summary);
+    assert_eq!(
+        (rejects[0]["line"].as_u64(), rejects[0]["code"].as_str()),
+        (Some(2), Some("malformed_row"))
+    );
+    assert!(
+        rejects[0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("UTF-8")
+    );
+    assert_eq!(
+        (
+            rejects[1]["line"].as_u64(),
+            rejects[1]["reason"]
+                .as_str()
+                .map(|r| r.contains("invalid JSON"))
+        ),
+        (Some(3), Some(true))
+    );
+}

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::outcome::{Outcome, Settled};
 use crate::config::model::{OnInvalidRecord, Target};
 use crate::mapping;
-use crate::source::{RowError, RowStream};
+use crate::source::{Row, RowError, RowStream};
 
 /// Records in one request, already encoded as the request body.
 #[derive(Debug, Clone)]
@@ -83,9 +83,13 @@ pub fn produce(mut rows: Box<dyn RowStream>, settings: &Batching, output: &mpsc:
             None => true,
         }
     };
-    while let Some(next) = rows.next_row() {
+    let mut row = Row {
+        line: 0,
+        fields: Vec::new(),
+    };
+    while let Some(next) = rows.read_row(&mut row) {
         let invalid = match next {
-            Ok(row) => match mapping::map_row(settings.target, &row) {
+            Ok(()) => match mapping::map_row(settings.target, &row) {
                 Ok(record) => {
                     builder.push(row.line, &record);
                     if builder.is_full() && !flush(&mut builder) {

@@ -104,7 +104,7 @@ impl RowStream for DelimitedStream {
         Some(&self.columns)
     }
 
-    fn next_row(&mut self) -> Option<Result<Row, RowError>> {
+    fn read_row(&mut self, row: &mut Row) -> Option<Result<(), RowError>> {
         loop {
             match self.reader.read_byte_record(&mut self.record) {
                 Ok(false) => return None,
@@ -125,7 +125,7 @@ impl RowStream for DelimitedStream {
             if self.record.len() == 1 && self.record[0].is_empty() {
                 continue;
             }
-            return Some(self.row(self.start_line()));
+            return Some(self.fill(row, self.start_line()));
         }
     }
 }
@@ -169,7 +169,8 @@ impl DelimitedStream {
             && self.reader.get_ref().last_byte != Some(b'"')
     }
 
-    fn row(&self, line: u64) -> Result<Row, RowError> {
+    /// Puts the record just read into `row`, reusing its strings when it held the last row.
+    fn fill(&self, row: &mut Row, line: u64) -> Result<(), RowError> {
         let raw = || String::from_utf8_lossy(self.record.as_slice()).into_owned();
         if self.is_unterminated_quote() {
             return Err(RowError::Invalid {
@@ -189,8 +190,21 @@ impl DelimitedStream {
                 raw: raw(),
             });
         }
-        let mut fields = Vec::with_capacity(self.columns.len());
-        for (name, bytes) in self.columns.iter().zip(self.record.iter()) {
+        let reusable = row.fields.len() == self.columns.len()
+            && row
+                .fields
+                .iter()
+                .zip(&self.columns)
+                .all(|((name, value), column)| Arc::ptr_eq(name, column) && value.is_string());
+        if !reusable {
+            row.fields.clear();
+            row.fields.extend(
+                self.columns
+                    .iter()
+                    .map(|column| (Arc::clone(column), Value::String(String::new()))),
+            );
+        }
+        for ((name, value), bytes) in row.fields.iter_mut().zip(self.record.iter()) {
             let Ok(text) = std::str::from_utf8(bytes) else {
                 return Err(RowError::Invalid {
                     line,
@@ -198,8 +212,12 @@ impl DelimitedStream {
                     raw: raw(),
                 });
             };
-            fields.push((Arc::clone(name), Value::String(text.to_string())));
+            if let Value::String(field) = value {
+                field.clear();
+                field.push_str(text);
+            }
         }
-        Ok(Row { line, fields })
+        row.line = line;
+        Ok(())
     }
 }

@@ -59,7 +59,7 @@ impl RowStream for JsonlStream {
         None
     }
 
-    fn next_row(&mut self) -> Option<Result<Row, RowError>> {
+    fn read_row(&mut self, row: &mut Row) -> Option<Result<(), RowError>> {
         loop {
             let (read, too_long) = match self.read_line() {
                 Ok(result) => result,
@@ -92,10 +92,13 @@ impl RowStream for JsonlStream {
                 continue;
             }
             return Some(match serde_json::from_str::<Value>(text) {
-                Ok(Value::Object(map)) => Ok(Row {
-                    line,
-                    fields: map.into_iter().map(|(k, v)| (Arc::from(k), v)).collect(),
-                }),
+                Ok(Value::Object(map)) => {
+                    row.line = line;
+                    row.fields.clear();
+                    row.fields
+                        .extend(map.into_iter().map(|(k, v)| (Arc::from(k), v)));
+                    Ok(())
+                }
                 Ok(_) => Err(RowError::Invalid {
                     line,
                     reason: "the line is JSON but not an object".into(),

@@ -63,8 +63,19 @@ pub enum RowError {
 pub trait RowStream: Send {
     /// The column names, when the format has a header.
     fn columns(&self) -> Option<&[Arc<str>]>;
-    /// The next row, `None` at the end.
-    fn next_row(&mut self) -> Option<Result<Row, RowError>>;
+
+    /// Reads the next row into `row`, reusing its allocations where the format allows
+    /// (the hot loop of a run reads millions of rows into one buffer). `None` at the end.
+    fn read_row(&mut self, row: &mut Row) -> Option<Result<(), RowError>>;
+
+    /// The next row as a new value, `None` at the end.
+    fn next_row(&mut self) -> Option<Result<Row, RowError>> {
+        let mut row = Row {
+            line: 0,
+            fields: Vec::new(),
+        };
+        self.read_row(&mut row).map(|result| result.map(|()| row))
+    }
 }
 
 /// Why a source cannot be opened.

@@ -18,6 +18,8 @@ pub struct TestSandbox {
 
 impl TestSandbox {
     pub fn start(config: SandboxConfig) -> Self {
+        // Tests build their own reqwest clients; reqwest is built without a crypto provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -30,6 +32,11 @@ impl TestSandbox {
             ))
             .expect("sandbox starts");
         TestSandbox { sandbox, runtime }
+    }
+
+    /// Runs a future on the sandbox's runtime.
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
     }
 
     pub fn inspect(&self) -> tapline::sandbox::Inspection {
