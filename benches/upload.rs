@@ -3,8 +3,11 @@
 //! records/s, the client's CPU seconds and its peak RSS.
 //!
 //! ```text
-//! cargo bench --bench upload -- --rows 1000000 --latency-ms 200 --threads 10
+//! cargo bench --bench upload -- --rows 1000000 --latency-ms 200 --threads 10 --repeat 3
 //! ```
+//!
+//! With `--repeat`, the upload runs that many times and the median is reported too: CPU
+//! time on a shared machine varies by a fifth from run to run.
 //!
 //! The API's own ceiling is `threads × 1000 / latency`: CleverTap answers one request of
 //! 1000 records per latency, and tapline keeps `threads` of them in flight.
@@ -20,6 +23,7 @@ struct Settings {
     rows: u64,
     latency_ms: u64,
     threads: u64,
+    repeat: u64,
 }
 
 fn settings() -> Settings {
@@ -27,6 +31,7 @@ fn settings() -> Settings {
         rows: 1_000_000,
         latency_ms: 200,
         threads: 10,
+        repeat: 1,
     };
     let args: Vec<String> = std::env::args().collect();
     let mut index = 1;
@@ -38,6 +43,7 @@ fn settings() -> Settings {
             ("--rows", Some(value)) => settings.rows = value,
             ("--latency-ms", Some(value)) => settings.latency_ms = value,
             ("--threads", Some(value)) => settings.threads = value.clamp(1, 10),
+            ("--repeat", Some(value)) => settings.repeat = value.max(1),
             _ => {
                 index += 1;
                 continue;
@@ -115,31 +121,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
     )?;
 
-    eprintln!(
-        "uploading to the sandbox at {url} with {} ms latency...",
-        settings.latency_ms
-    );
-    let started = Instant::now();
-    let output = Command::new(tapline)
-        .args(["run", "bench.yaml", "--json"])
-        .current_dir(dir.path())
-        .output()?;
-    let wall = started.elapsed().as_secs_f64();
-    let (cpu_seconds, peak_rss_kib) = children_usage();
-    let _ = sandbox.kill();
-    let _ = sandbox.wait();
-
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let summary: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap_or("{}"))?;
-    let accepted = summary["records"]["accepted"].as_u64().unwrap_or(0);
-    if !output.status.success() || accepted != settings.rows {
-        return Err(format!(
-            "the run did not deliver every row: {stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-        .into());
-    }
-    let rate = accepted as f64 / wall;
     println!(
         "rows              {} ({size_mib:.0} MiB CSV)",
         settings.rows
@@ -148,19 +129,59 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "threads, latency  {}, {} ms",
         settings.threads, settings.latency_ms
     );
-    println!("wall time         {wall:.2} s");
-    println!("throughput        {rate:.0} records/s");
-    if settings.latency_ms > 0 {
-        let ceiling = settings.threads as f64 * 1000.0 / (settings.latency_ms as f64 / 1000.0);
-        println!(
-            "API ceiling       {ceiling:.0} records/s ({:.1}% reached)",
-            100.0 * rate / ceiling
+    let mut runs = Vec::new();
+    let mut cpu_before = 0.0;
+    for run in 1..=settings.repeat {
+        eprintln!(
+            "run {run}: uploading to {url} with {} ms latency...",
+            settings.latency_ms
         );
+        let started = Instant::now();
+        let output = Command::new(tapline)
+            .args(["run", "bench.yaml", "--json"])
+            .current_dir(dir.path())
+            .output()?;
+        let wall = started.elapsed().as_secs_f64();
+        let (cpu_total, peak_rss_kib) = children_usage();
+        let cpu_seconds = cpu_total - cpu_before;
+        cpu_before = cpu_total;
+
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let summary: serde_json::Value =
+            serde_json::from_str(stdout.lines().next().unwrap_or("{}"))?;
+        let accepted = summary["records"]["accepted"].as_u64().unwrap_or(0);
+        if !output.status.success() || accepted != settings.rows {
+            let _ = sandbox.kill();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(format!("the run did not deliver every row: {stdout}\n{stderr}").into());
+        }
+        let rate = accepted as f64 / wall;
+        let per_million = cpu_seconds * 1e6 / accepted as f64;
+        let mut line = format!("run {run:<2}            {wall:.2} s, {rate:.0} records/s");
+        if settings.latency_ms > 0 {
+            let ceiling = settings.threads as f64 * 1000.0 / (settings.latency_ms as f64 / 1000.0);
+            line += &format!(
+                " ({:.1}% of the API ceiling {ceiling:.0})",
+                100.0 * rate / ceiling
+            );
+        }
+        line += &format!(
+            ", client CPU {cpu_seconds:.2} s ({per_million:.2} s per million), peak RSS {:.1} MiB",
+            peak_rss_kib as f64 / 1024.0
+        );
+        println!("{line}");
+        runs.push((rate, per_million));
     }
+    let _ = sandbox.kill();
+    let _ = sandbox.wait();
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
     println!(
-        "client CPU        {cpu_seconds:.2} s ({:.2} s per million records)",
-        cpu_seconds * 1e6 / accepted as f64
+        "median            {:.0} records/s, {:.2} s client CPU per million records",
+        median(runs.iter().map(|run| run.0).collect()),
+        median(runs.iter().map(|run| run.1).collect())
     );
-    println!("client peak RSS   {:.1} MiB", peak_rss_kib as f64 / 1024.0);
     Ok(())
 }
