@@ -13,12 +13,11 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::clevertap::rules::MAX_UPLOAD_RECORDS;
 use crate::clevertap::{Client, RetryPolicy};
 use crate::config::{self, Credentials, Diagnostic, Passcode, Pipeline};
 use crate::engine::{self, Counts, Delivery, Job, Observer, RunOptions, RunSummary};
-use crate::preflight;
 use crate::sandbox::{self, Fault, Sandbox, SandboxConfig};
+use crate::{mapping, preflight};
 
 /// How the process ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -117,6 +116,9 @@ struct SandboxArgs {
     /// An event name discarded in the dashboard (528); repeat for more.
     #[arg(long)]
     discard_event: Vec<String>,
+    /// Seed for the fault draws, to see the same faults on every run.
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 /// Runs the command line and returns the exit code.
@@ -320,7 +322,8 @@ async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> Exit {
             target: pipeline.target,
             on_invalid_record: pipeline.on_invalid_record,
             thread_count: pipeline.thread_count,
-            batch_size: MAX_UPLOAD_RECORDS,
+            endpoint: mapping::endpoint(pipeline.target),
+            list_affected: pipeline.target.is_destructive(),
         };
         let options = RunOptions {
             delivery,
@@ -434,13 +437,24 @@ fn print_summary(summary: &RunSummary, pipeline: &Pipeline) {
             "  records   {} read · {} would be sent · {} skipped · {} failed",
             counts.read, dry_run.records, counts.skipped, counts.failed
         );
+        let path = mapping::endpoint(pipeline.target).path;
         let _ = writeln!(
             out,
-            "  requests  {} to /1/upload of connection `{}`",
+            "  requests  {} to {path} of connection `{}`",
             dry_run.requests, pipeline.connection.name
         );
         if let Some(sample) = &dry_run.sample {
             let _ = writeln!(out, "  first record  {sample}");
+        }
+        if !dry_run.affected.is_empty() {
+            let _ = writeln!(
+                out,
+                "  would affect these {} (CleverTap cannot undo this):",
+                dry_run.affected.len()
+            );
+            for identity in &dry_run.affected {
+                let _ = writeln!(out, "    {identity}");
+            }
         }
     } else {
         let _ = writeln!(
@@ -478,17 +492,53 @@ fn print_summary(summary: &RunSummary, pipeline: &Pipeline) {
 
 fn print_sandbox(sandbox: &Sandbox) {
     let seen = sandbox.inspect();
+    let mut accepted = Vec::new();
+    for (count, what) in [
+        (
+            seen.profiles as usize,
+            format!(
+                "{} profiles ({} distinct)",
+                seen.profiles, seen.distinct_profiles
+            ),
+        ),
+        (seen.events as usize, format!("{} events", seen.events)),
+        (
+            seen.tokens as usize,
+            format!("{} device tokens", seen.tokens),
+        ),
+        (
+            seen.demerged.len(),
+            format!("{} demerges", seen.demerged.len()),
+        ),
+        (
+            seen.subscriptions.len(),
+            format!("{} subscription changes", seen.subscriptions.len()),
+        ),
+        (
+            seen.disassociated.len(),
+            format!("{} phone disassociations", seen.disassociated.len()),
+        ),
+    ] {
+        if count > 0 {
+            accepted.push(what);
+        }
+    }
+    let accepted = if accepted.is_empty() {
+        "nothing".to_string()
+    } else {
+        accepted.join(", ")
+    };
+    let most_in_flight = seen
+        .max_in_flight_by_api
+        .values()
+        .max()
+        .copied()
+        .unwrap_or(0);
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "sandbox received {} requests: {} profiles ({} distinct), {} events, {} tokens accepted; {} records rejected; at most {} in flight",
-        seen.requests,
-        seen.profiles,
-        seen.distinct_profiles,
-        seen.events,
-        seen.tokens,
-        seen.rejected,
-        seen.max_in_flight
+        "sandbox received {} requests and accepted {accepted}; {} records rejected; at most {most_in_flight} requests in flight",
+        seen.requests, seen.rejected
     );
     for record in seen.sample.iter().take(2) {
         let _ = writeln!(out, "  sample  {record}");
@@ -556,6 +606,7 @@ fn serve_sandbox(args: SandboxArgs) -> Exit {
         slow_response: Duration::from_millis(args.slow_ms),
         keep_records: args.keep_records,
         discarded_events: args.discard_event,
+        seed: args.seed,
     };
     runtime().block_on(async move {
         let sandbox = match Sandbox::start(config, args.listen).await {

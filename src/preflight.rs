@@ -90,7 +90,7 @@ pub fn check_source(
             );
         }
     }
-    if !required.one_of.iter().any(|name| has(name)) {
+    if !required.one_of.is_empty() && !required.one_of.iter().any(|name| has(name)) {
         diagnostics.push(
             Diagnostic::error(
                 file,

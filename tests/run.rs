@@ -89,7 +89,9 @@ fn ten_thousand_events_arrive_in_full_with_charged_items() {
     assert_eq!(seen.events, 10_000);
     assert!(
         seen.max_in_flight <= 10 && seen.largest_request <= 1000,
-        "{seen:?}"
+        "{} in flight, {} records in the largest request",
+        seen.max_in_flight,
+        seen.largest_request
     );
     let events = sandbox.sandbox.records("event");
     let amounts: std::collections::HashSet<i64> = events
@@ -121,6 +123,8 @@ fn every_record_arrives_through_twenty_percent_faults() {
             Fault::Unavailable,
             Fault::Drop,
         ],
+        // A fixed seed: the same faults every run, so the test cannot pass by luck.
+        seed: Some(20),
         ..SandboxConfig::default()
     });
     let workspace = Workspace::new();
@@ -143,7 +147,11 @@ fn every_record_arrives_through_twenty_percent_faults() {
     assert_eq!(summary["records"]["accepted"], 10_000);
     let seen = sandbox.inspect();
     assert_eq!(seen.distinct_profiles, 10_000, "every profile arrived");
-    assert!(seen.faults > 0, "no fault was injected: {seen:?}");
+    assert!(
+        seen.faults >= 2,
+        "too few faults were injected: {}",
+        seen.faults
+    );
     assert_eq!(
         summary["retries"].as_u64(),
         Some(seen.faults),
@@ -494,7 +502,7 @@ fn throttling_429s_are_retried_until_everything_arrives() {
     let summary = summary(&output);
     assert_eq!(output.status.code(), Some(0), "{summary}");
     let seen = sandbox.inspect();
-    assert!(seen.throttled > 0, "the sandbox never throttled: {seen:?}");
+    assert!(seen.throttled > 0, "the sandbox never throttled");
     assert_eq!(summary["retries"].as_u64(), Some(seen.throttled));
     assert_eq!(seen.distinct_profiles, 8_000);
 }

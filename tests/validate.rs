@@ -369,3 +369,31 @@ fn schema_fields_are_described_for_users() {
     }
     assert_eq!(schema["$schema"], "http://json-schema.org/draft-07/schema#");
 }
+
+#[test]
+fn operations_need_their_columns() {
+    check_errors(
+        "connection: prod\nsource: {path: tokens.csv}\ntarget: {entity: user_profiles, operation: upload_device_tokens}\n",
+        &[("tokens.csv", b"objectId,token\ng,t\n")],
+        &[
+            "has no `id` column, which device tokens need",
+            "has no `type` column",
+        ],
+    );
+    check_errors(
+        "connection: prod\nsource: {path: ok.csv}\ntarget: {entity: user_profiles, operation: demerge}\n",
+        &[],
+        &[
+            "p.yaml:3:44: error: `demerge` splits merged profiles apart again",
+            "hint: add `confirm_destructive: true`",
+        ],
+    );
+    check_errors(
+        "connection: prod\nsource: {path: ok.csv}\ntarget: {entity: user_profiles, operation: update_subscription, array_operation: append}\n",
+        &[],
+        &[
+            "`target.array_operation` applies only to `upload_profiles`",
+            "has no `type` column, which subscription changes need",
+        ],
+    );
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 
-use super::wire::{ACCOUNT_HEADER, ErrorBody, PASSCODE_HEADER, UPLOAD_PATH, UploadResponse};
+use super::wire::{ACCOUNT_HEADER, Endpoint, ErrorBody, PASSCODE_HEADER, UploadResponse};
 use crate::config::Connection;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,9 +80,9 @@ impl Client {
         })
     }
 
-    /// Sends one `/1/upload` body and reads CleverTap's answer.
-    pub async fn upload(&self, body: Bytes) -> Result<UploadResponse, Failure> {
-        let bytes = self.post(UPLOAD_PATH, body).await?;
+    /// Sends one body to a write API and reads CleverTap's answer.
+    pub async fn send(&self, endpoint: &Endpoint, body: Bytes) -> Result<UploadResponse, Failure> {
+        let bytes = self.post(endpoint.path, body).await?;
         serde_json::from_slice(&bytes).map_err(|_| Failure::InvalidResponse(quote(&bytes)))
     }
 

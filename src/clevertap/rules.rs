@@ -18,6 +18,9 @@ pub const MAX_EVENT_PROPERTIES: usize = 256;
 /// The most records in one `/1/upload` request.
 pub const MAX_UPLOAD_RECORDS: usize = 1000;
 
+/// The device token types CleverTap accepts.
+pub const TOKEN_TYPES: [&str; 6] = ["fcm", "apns", "gcm", "chrome", "wns", "mpns"];
+
 /// The record fields that identify a user; every record needs one.
 pub const IDENTITY_FIELDS: [&str; 4] = ["identity", "objectId", "FBID", "GPID"];
 

@@ -3,8 +3,61 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Upload profiles, events and device tokens.
-pub const UPLOAD_PATH: &str = "/1/upload";
+/// One of CleverTap's write APIs, with its limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    /// A short name for logs and the sandbox: `upload`, `demerge`, ...
+    pub name: &'static str,
+    /// The path under the region's host.
+    pub path: &'static str,
+    /// The key of the body's record list: `{"d": [...]}` or `{"identities": [...]}`.
+    pub envelope: &'static str,
+    /// Records in one request at most.
+    pub max_records: usize,
+    /// Requests in flight per account at most; CleverTap answers 429 above it.
+    pub max_in_flight: usize,
+}
+
+impl Endpoint {
+    /// Profiles and events (docs §2): 1000 per request, 15 in flight.
+    pub const UPLOAD: Endpoint = Endpoint {
+        name: "upload",
+        path: "/1/upload",
+        envelope: "d",
+        max_records: 1000,
+        max_in_flight: 15,
+    };
+    /// Device tokens go to `/1/upload` too, but at most 100 per request (docs §3).
+    pub const UPLOAD_TOKENS: Endpoint = Endpoint {
+        max_records: 100,
+        ..Endpoint::UPLOAD
+    };
+    /// Demerge (docs §4): at most 100 identities, 3 in flight.
+    pub const DEMERGE: Endpoint = Endpoint {
+        name: "demerge",
+        path: "/1/demerge/profiles.json",
+        envelope: "identities",
+        max_records: 100,
+        max_in_flight: 3,
+    };
+    /// Email / phone subscriptions (docs §5): 1000 per request. CleverTap does not list this
+    /// API's concurrency; tapline keeps to 3, like the other non-upload APIs.
+    pub const SUBSCRIBE: Endpoint = Endpoint {
+        name: "subscribe",
+        path: "/1/subscribe",
+        envelope: "d",
+        max_records: 1000,
+        max_in_flight: 3,
+    };
+    /// Phone disassociation (docs §6): 1000 per request, 3 in flight (as for subscribe).
+    pub const DISASSOCIATE: Endpoint = Endpoint {
+        name: "disassociate",
+        path: "/1/disassociate",
+        envelope: "d",
+        max_records: 1000,
+        max_in_flight: 3,
+    };
+}
 /// The header that carries the account (Project) ID.
 pub const ACCOUNT_HEADER: &str = "X-CleverTap-Account-Id";
 /// The header that carries the passcode.
@@ -25,6 +78,9 @@ pub struct UploadResponse {
     /// The records it refused, each with a code and a message.
     #[serde(default)]
     pub unprocessed: Vec<Unprocessed>,
+    /// A message for the whole request, when `status` is `fail` without per-record detail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One refused record in an upload answer.

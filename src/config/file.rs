@@ -159,9 +159,16 @@ pub struct TargetFile {
     /// properties).
     pub entity: Entity,
 
-    /// For `user_profiles`: `upload_profiles` (default), the only profile operation so far.
+    /// For `user_profiles`: `upload_profiles` (default), `upload_device_tokens`, `demerge`,
+    /// `update_subscription` or `disassociate_phone`.
     #[serde(default)]
     pub operation: Option<ProfileOperation>,
+
+    /// Must be `true` for `demerge` and `disassociate_phone`: CleverTap cannot undo them.
+    /// Try the pipeline with `tapline run --dry-run` first: it lists every identity or phone
+    /// number that would be affected.
+    #[serde(default)]
+    pub confirm_destructive: Option<bool>,
 
     /// For `upload_profiles`: what a JSON-array value (`["a","b"]`) does to a multi-value
     /// property. `replace` (default) sets the whole list, `append` adds the values (`$add`),
@@ -186,6 +193,17 @@ pub enum Entity {
 pub enum ProfileOperation {
     /// Create or update profiles through `/1/upload`.
     UploadProfiles,
+    /// Attach push tokens to profiles: columns `objectId`, `id`, `type` (fcm, apns, gcm,
+    /// chrome, wns, mpns), and `p256dh` / `auth` for chrome.
+    UploadDeviceTokens,
+    /// Split merged profiles apart again: column `identity`. Cannot be undone.
+    Demerge,
+    /// Unsubscribe or resubscribe an email address or phone number for every profile that
+    /// has it: columns `type` (email, phone), `value`, `status` (Unsubscribe, Resubscribe).
+    UpdateSubscription,
+    /// Detach a recycled phone number from the profile that uses it as identity: column
+    /// `value` (E.164). Cannot be undone.
+    DisassociatePhone,
 }
 
 /// What a JSON-array value does to a multi-value profile property.

@@ -104,15 +104,32 @@ pub enum Target {
     },
     /// `user_events`.
     Events,
+    /// `user_profiles` / `upload_device_tokens`.
+    DeviceTokens,
+    /// `user_profiles` / `demerge`.
+    Demerge,
+    /// `user_profiles` / `update_subscription`.
+    Subscriptions,
+    /// `user_profiles` / `disassociate_phone`.
+    DisassociatePhone,
 }
 
 impl Target {
-    /// A short name for summaries: `profiles`, `events`.
+    /// A short name for summaries: `profiles`, `events`, ...
     pub fn noun(&self) -> &'static str {
         match self {
             Target::Profiles { .. } => "profiles",
             Target::Events => "events",
+            Target::DeviceTokens => "device tokens",
+            Target::Demerge => "demerges",
+            Target::Subscriptions => "subscription changes",
+            Target::DisassociatePhone => "phone disassociations",
         }
+    }
+
+    /// Whether CleverTap cannot undo the operation.
+    pub fn is_destructive(&self) -> bool {
+        matches!(self, Target::Demerge | Target::DisassociatePhone)
     }
 }
 

@@ -264,42 +264,70 @@ fn build_target(
     target: &TargetFile,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Target> {
-    match target.entity {
-        Entity::UserProfiles => {
-            let operation = target.operation.unwrap_or(ProfileOperation::UploadProfiles);
-            match operation {
-                ProfileOperation::UploadProfiles => Some(Target::Profiles {
-                    array_operation: target.array_operation.unwrap_or_default(),
-                }),
-            }
-        }
-        Entity::UserEvents => {
-            let mut ok = true;
-            if target.operation.is_some() {
-                diagnostics.push(
-                    Diagnostic::error(
-                        file,
-                        Some(root.locate_key("/target", "operation")),
-                        "`target.operation` applies only to `entity: user_profiles`",
-                    )
-                    .with_hint("remove `operation`, or set `entity: user_profiles`"),
-                );
-                ok = false;
-            }
-            if target.array_operation.is_some() {
-                diagnostics.push(
-                    Diagnostic::error(
-                        file,
-                        Some(root.locate_key("/target", "array_operation")),
-                        "`target.array_operation` applies only to `upload_profiles`",
-                    )
-                    .with_hint("event properties cannot be lists; remove `array_operation`"),
-                );
-                ok = false;
-            }
-            ok.then_some(Target::Events)
-        }
+    let operation = match target.entity {
+        Entity::UserProfiles => Some(target.operation.unwrap_or(ProfileOperation::UploadProfiles)),
+        Entity::UserEvents => None,
+    };
+    let mut ok = true;
+    if target.entity == Entity::UserEvents && target.operation.is_some() {
+        diagnostics.push(
+            Diagnostic::error(
+                file,
+                Some(root.locate_key("/target", "operation")),
+                "`target.operation` applies only to `entity: user_profiles`",
+            )
+            .with_hint("remove `operation`, or set `entity: user_profiles`"),
+        );
+        ok = false;
     }
+    if target.array_operation.is_some() && operation != Some(ProfileOperation::UploadProfiles) {
+        diagnostics.push(
+            Diagnostic::error(
+                file,
+                Some(root.locate_key("/target", "array_operation")),
+                "`target.array_operation` applies only to `upload_profiles`",
+            )
+            .with_hint("only profile properties can be lists; remove `array_operation`"),
+        );
+        ok = false;
+    }
+    let built = match operation {
+        None => Target::Events,
+        Some(ProfileOperation::UploadProfiles) => Target::Profiles {
+            array_operation: target.array_operation.unwrap_or_default(),
+        },
+        Some(ProfileOperation::UploadDeviceTokens) => Target::DeviceTokens,
+        Some(ProfileOperation::Demerge) => Target::Demerge,
+        Some(ProfileOperation::UpdateSubscription) => Target::Subscriptions,
+        Some(ProfileOperation::DisassociatePhone) => Target::DisassociatePhone,
+    };
+    let confirmed = target.confirm_destructive.unwrap_or(false);
+    if built.is_destructive() && !confirmed {
+        let what = match built {
+            Target::Demerge => {
+                "`demerge` splits merged profiles apart again, and event data tied to them may be lost"
+            }
+            _ => {
+                "`disassociate_phone` detaches each phone number from the profile that uses it as identity"
+            }
+        };
+        diagnostics.push(
+            Diagnostic::error(file, Some(root.locate("/target/operation")), format!("{what}; CleverTap cannot undo it"))
+                .with_hint("add `confirm_destructive: true` under `target` to allow it, after `tapline run --dry-run` has shown which identities it affects"),
+        );
+        ok = false;
+    }
+    if confirmed && !built.is_destructive() {
+        diagnostics.push(
+            Diagnostic::warning(
+                file,
+                Some(root.locate_key("/target", "confirm_destructive")),
+                "`confirm_destructive` has no effect here",
+            )
+            .with_hint("only `demerge` and `disassociate_phone` need it"),
+        );
+    }
+    ok.then_some(built)
 }
 
 fn build_schedule(

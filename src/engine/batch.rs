@@ -67,12 +67,14 @@ pub struct Batching {
     pub on_invalid_record: OnInvalidRecord,
     /// Records per request at most.
     pub batch_size: usize,
+    /// The key of the body's record list (`d`, `identities`).
+    pub envelope: &'static str,
 }
 
 /// Reads every row, maps it, and sends batches and invalid rows down `output` until the
 /// source ends, an invalid row stops the run, or the receiver is gone.
 pub fn produce(mut rows: Box<dyn RowStream>, settings: &Batching, output: &mpsc::Sender<Produced>) {
-    let mut builder = BatchBuilder::new(settings.batch_size);
+    let mut builder = BatchBuilder::new(settings.batch_size, settings.envelope);
     let mut next_index = 0;
     let mut flush = |builder: &mut BatchBuilder| -> bool {
         match builder.take(next_index) {
@@ -145,20 +147,23 @@ pub fn produce(mut rows: Box<dyn RowStream>, settings: &Batching, output: &mpsc:
 /// Accumulates encoded records into one request body.
 struct BatchBuilder {
     capacity: usize,
+    /// `{"d":[` or `{"identities":[`.
+    body_start: Vec<u8>,
     lines: Vec<u64>,
     body: Vec<u8>,
     spans: Vec<Range<usize>>,
 }
 
-const BODY_START: &[u8] = br#"{"d":["#;
 const BODY_END: &[u8] = b"]}";
 
 impl BatchBuilder {
-    fn new(capacity: usize) -> Self {
+    fn new(capacity: usize, envelope: &str) -> Self {
+        let body_start = format!("{{\"{envelope}\":[").into_bytes();
         BatchBuilder {
             capacity,
             lines: Vec::new(),
-            body: BODY_START.to_vec(),
+            body: body_start.clone(),
+            body_start,
             spans: Vec::new(),
         }
     }
@@ -181,7 +186,7 @@ impl BatchBuilder {
         if self.lines.is_empty() {
             return None;
         }
-        let mut body = std::mem::replace(&mut self.body, BODY_START.to_vec());
+        let mut body = std::mem::replace(&mut self.body, self.body_start.clone());
         body.extend_from_slice(BODY_END);
         Some(Batch {
             index,
@@ -199,7 +204,7 @@ mod tests {
 
     #[test]
     fn builds_request_bodies_with_record_spans() {
-        let mut builder = BatchBuilder::new(2);
+        let mut builder = BatchBuilder::new(2, "d");
         builder.push(2, &json!({"identity": "a"}));
         assert!(!builder.is_full());
         builder.push(5, &json!({"identity": "b"}));

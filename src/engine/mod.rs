@@ -22,7 +22,7 @@ pub use batch::Batch;
 pub use outcome::{BatchReport, Counts, DryRunReport, Outcome, RunSummary, Settled, StopReason};
 
 use crate::clevertap::retry::{RetryPolicy, Verdict, classify};
-use crate::clevertap::wire::UploadResponse;
+use crate::clevertap::wire::{Endpoint, UploadResponse};
 use crate::clevertap::{Client, Failure};
 use crate::config::model::{OnInvalidRecord, Source, Target};
 use batch::{Batching, Produced};
@@ -41,10 +41,12 @@ pub struct Job {
     pub target: Target,
     /// What an invalid record does.
     pub on_invalid_record: OnInvalidRecord,
-    /// Requests in flight at most.
+    /// Requests in flight at most (the endpoint's own limit also applies).
     pub thread_count: usize,
-    /// Records per request at most.
-    pub batch_size: usize,
+    /// The API the records go to, with its batch size and concurrency limit.
+    pub endpoint: Endpoint,
+    /// In a dry run, list every identity or value the run would touch (destructive operations).
+    pub list_affected: bool,
 }
 
 /// Where batches go.
@@ -131,6 +133,7 @@ pub async fn run(
             requests: 0,
             records: 0,
             sample: None,
+            affected: Vec::new(),
         }),
     };
     let mut warnings = Vec::new();
@@ -170,12 +173,14 @@ async fn send_all(
     observer: &mut dyn Observer,
     cancel: &CancellationToken,
 ) {
-    let thread_count = job.thread_count.max(1);
+    // CleverTap's limit for the API wins over the pipeline's thread count.
+    let thread_count = job.thread_count.clamp(1, job.endpoint.max_in_flight);
     let (sender, mut produced) = mpsc::channel::<Produced>(thread_count);
     let settings = Batching {
         target: job.target,
         on_invalid_record: job.on_invalid_record,
-        batch_size: job.batch_size,
+        batch_size: job.endpoint.max_records,
+        envelope: job.endpoint.envelope,
     };
     let reader = std::thread::spawn(move || batch::produce(rows, &settings, &sender));
 
@@ -183,6 +188,7 @@ async fn send_all(
     let permits = Arc::new(Semaphore::new(thread_count));
     let mut in_flight: JoinSet<BatchReport> = JoinSet::new();
     let mut permit: Option<OwnedSemaphorePermit> = None;
+    let mut courier: Option<Arc<Courier>> = None;
     let mut reading = true;
     loop {
         let accepting = reading && ledger.stop.is_none();
@@ -206,18 +212,21 @@ async fn send_all(
                     ledger.counts.read += batch.lines.len() as u64;
                     match &options.delivery {
                         Delivery::DryRun => {
-                            let report = dry_run(&batch, ledger);
+                            let report = dry_run(&batch, job.list_affected, ledger);
                             ledger.settle_batch(&report, observer);
                         }
                         Delivery::Send(client) => {
-                            let client = client.clone();
-                            let connection = job.connection.clone();
-                            let policy = options.retry;
+                            let courier = Arc::clone(courier.get_or_insert_with(|| Arc::new(Courier {
+                                client: client.clone(),
+                                connection: job.connection.clone(),
+                                endpoint: job.endpoint,
+                                policy: options.retry,
+                            })));
                             let cancel = cancel.clone();
                             let permit = permit.take();
                             in_flight.spawn(async move {
                                 let _permit = permit;
-                                deliver(&client, &connection, batch, policy, &cancel).await
+                                courier.deliver(batch, &cancel).await
                             });
                         }
                     }
@@ -323,12 +332,26 @@ fn failed_batch(batch: &Batch, code: &str, reason: &str, attempts: u32) -> Batch
     }
 }
 
-fn dry_run(batch: &Batch, ledger: &mut Ledger) -> BatchReport {
+fn dry_run(batch: &Batch, list_affected: bool, ledger: &mut Ledger) -> BatchReport {
     if let Some(report) = &mut ledger.dry_run {
         report.requests += 1;
         report.records += batch.lines.len() as u64;
         if report.sample.is_none() {
             report.sample = batch.record(0);
+        }
+        if list_affected {
+            // A demerge record is the identity itself; a disassociation names its `value`.
+            report
+                .affected
+                .extend((0..batch.lines.len()).filter_map(|index| {
+                    match batch.record(index)? {
+                        serde_json::Value::String(identity) => Some(identity),
+                        record => record
+                            .get("value")
+                            .and_then(|value| value.as_str())
+                            .map(String::from),
+                    }
+                }));
         }
     }
     BatchReport {
@@ -342,51 +365,57 @@ fn dry_run(batch: &Batch, ledger: &mut Ledger) -> BatchReport {
     }
 }
 
-/// Sends one batch, retrying as [`classify`] says, and settles its records.
-async fn deliver(
-    client: &Client,
-    connection: &str,
-    batch: Batch,
+/// Everything a request task needs to deliver a batch.
+struct Courier {
+    client: Client,
+    /// The connection's name, for messages about credentials.
+    connection: String,
+    endpoint: Endpoint,
     policy: RetryPolicy,
-    cancel: &CancellationToken,
-) -> BatchReport {
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let failure = match client.upload(batch.body.clone()).await {
-            Ok(response) => return accepted_batch(&batch, &response, attempts),
-            Err(failure) => failure,
-        };
-        match classify(&failure) {
-            Verdict::Retry { retry_after } if attempts < policy.max_attempts => {
-                let delay = policy.delay(attempts, retry_after, rand::random::<f64>());
-                tracing::debug!(batch = batch.index, attempt = attempts, ?delay, %failure, "retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = cancel.cancelled() => {
-                        return failed_batch(&batch, &failure_code(&failure), &format!("{failure}; not retried: the run was interrupted"), attempts);
+}
+
+impl Courier {
+    /// Sends one batch, retrying as [`classify`] says, and settles its records.
+    async fn deliver(&self, batch: Batch, cancel: &CancellationToken) -> BatchReport {
+        let (policy, connection) = (self.policy, &self.connection);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let failure = match self.client.send(&self.endpoint, batch.body.clone()).await {
+                Ok(response) => return answered_batch(&batch, &response, attempts),
+                Err(failure) => failure,
+            };
+            match classify(&failure) {
+                Verdict::Retry { retry_after } if attempts < policy.max_attempts => {
+                    let delay = policy.delay(attempts, retry_after, rand::random::<f64>());
+                    tracing::debug!(batch = batch.index, attempt = attempts, ?delay, %failure, "retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = cancel.cancelled() => {
+                            return failed_batch(&batch, &failure_code(&failure), &format!("{failure}; not retried: the run was interrupted"), attempts);
+                        }
                     }
                 }
-            }
-            Verdict::Retry { .. } => {
-                let reason = format!("{failure} (gave up after {attempts} attempts)");
-                tracing::error!(batch = batch.index, first_line = batch.first_line(), %reason, "batch not delivered");
-                return failed_batch(&batch, &failure_code(&failure), &reason, attempts);
-            }
-            Verdict::FailBatch => {
-                tracing::error!(batch = batch.index, first_line = batch.first_line(), %failure, "batch refused");
-                return failed_batch(
-                    &batch,
-                    &failure_code(&failure),
-                    &failure.to_string(),
-                    attempts,
-                );
-            }
-            Verdict::StopRun => {
-                let reason = format!(
-                    "CleverTap refused the credentials of connection `{connection}` ({failure}); check its account_id, passcode and region (a wrong region also answers 401)"
-                );
-                return failed_batch(&batch, "unauthorized", &reason, attempts);
+                Verdict::Retry { .. } => {
+                    let reason = format!("{failure} (gave up after {attempts} attempts)");
+                    tracing::error!(batch = batch.index, first_line = batch.first_line(), %reason, "batch not delivered");
+                    return failed_batch(&batch, &failure_code(&failure), &reason, attempts);
+                }
+                Verdict::FailBatch => {
+                    tracing::error!(batch = batch.index, first_line = batch.first_line(), %failure, "batch refused");
+                    return failed_batch(
+                        &batch,
+                        &failure_code(&failure),
+                        &failure.to_string(),
+                        attempts,
+                    );
+                }
+                Verdict::StopRun => {
+                    let reason = format!(
+                        "CleverTap refused the credentials of connection `{connection}` ({failure}); check its account_id, passcode and region (a wrong region also answers 401)"
+                    );
+                    return failed_batch(&batch, "unauthorized", &reason, attempts);
+                }
             }
         }
     }
@@ -402,8 +431,17 @@ fn failure_code(failure: &Failure) -> String {
     }
 }
 
-/// Settles a batch CleverTap answered: its `unprocessed` records are rejected, the rest accepted.
-fn accepted_batch(batch: &Batch, response: &UploadResponse, attempts: u32) -> BatchReport {
+/// Settles a batch CleverTap answered: its `unprocessed` records are rejected, the rest
+/// accepted. A `fail` with no per-record detail fails the whole batch.
+fn answered_batch(batch: &Batch, response: &UploadResponse, attempts: u32) -> BatchReport {
+    if response.status == "fail" && response.unprocessed.is_empty() {
+        let reason = format!(
+            "CleverTap answered `fail`: {}",
+            response.error.as_deref().unwrap_or("no reason given")
+        );
+        tracing::error!(batch = batch.index, first_line = batch.first_line(), %reason, "batch refused");
+        return failed_batch(batch, "fail", &reason, attempts);
+    }
     let mut rejected_indexes: Vec<usize> = Vec::new();
     let mut settled = Vec::new();
     for entry in &response.unprocessed {

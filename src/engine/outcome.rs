@@ -147,6 +147,9 @@ pub struct DryRunReport {
     pub records: u64,
     /// The first record that would have been sent.
     pub sample: Option<Value>,
+    /// For operations CleverTap cannot undo: every identity or phone number affected.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub affected: Vec<String>,
 }
 
 /// Everything a run did.

@@ -3,6 +3,7 @@
 //! Pure functions of their input: no IO, no clock. A row that breaks a rule becomes an
 //! [`Invalid`] naming the column, the value and CleverTap's error code for it.
 
+mod operations;
 mod time;
 
 use std::collections::BTreeMap;
@@ -13,6 +14,7 @@ use serde_json::{Map, Value};
 pub use time::{parse_date, parse_timestamp};
 
 use crate::clevertap::rules::{self, Violation};
+use crate::clevertap::wire::Endpoint;
 use crate::config::model::{ArrayOperation, Target};
 use crate::source::Row;
 
@@ -27,7 +29,7 @@ pub struct Invalid {
 }
 
 impl Invalid {
-    fn new(code: &str, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(code: &str, reason: impl Into<String>) -> Self {
         Invalid {
             code: code.to_string(),
             reason: reason.into(),
@@ -49,7 +51,7 @@ impl From<Violation> for Invalid {
     }
 }
 
-/// The columns a target needs: all of `all_of`, and at least one of `one_of`.
+/// The columns a target needs: all of `all_of`, and at least one of `one_of` (when not empty).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequiredColumns {
     /// Every one of these.
@@ -69,15 +71,56 @@ pub fn required_columns(target: Target) -> RequiredColumns {
             all_of: &["evtName"],
             one_of: &rules::IDENTITY_FIELDS,
         },
+        Target::DeviceTokens => RequiredColumns {
+            all_of: &["objectId", "id", "type"],
+            one_of: &[],
+        },
+        Target::Demerge => RequiredColumns {
+            all_of: &["identity"],
+            one_of: &[],
+        },
+        Target::Subscriptions => RequiredColumns {
+            all_of: &["type", "value", "status"],
+            one_of: &[],
+        },
+        Target::DisassociatePhone => RequiredColumns {
+            all_of: &["value"],
+            one_of: &[],
+        },
     }
 }
 
-/// A CleverTap record, borrowing its values from the row it came from.
+/// A CleverTap record, ready to serialize into a request body.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record<'row> {
+    /// A profile or an event for `/1/upload`, borrowing from its row.
+    Upload(UploadRecord<'row>),
+    /// A record of another API (tokens, demerge, subscriptions, disassociation).
+    Plain(Value),
+}
+
+impl Serialize for Record<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Record::Upload(record) => record.serialize(serializer),
+            Record::Plain(value) => value.serialize(serializer),
+        }
+    }
+}
+
+impl Record<'_> {
+    /// The record as a JSON value (for tests and reports; sending serializes it directly).
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// A profile or event record, borrowing its values from the row it came from.
 ///
 /// It serializes straight into a request body, so mapping a row allocates little: this is
 /// the hot path of a run.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Record<'row> {
+pub struct UploadRecord<'row> {
     kind: RecordKind,
     identity: Vec<(&'static str, &'row Value)>,
     ts: Option<i64>,
@@ -109,7 +152,7 @@ impl Serialize for Property<'_> {
 }
 
 /// The `profileData` / `evtData` object.
-struct Data<'a, 'row>(&'a Record<'row>);
+struct Data<'a, 'row>(&'a UploadRecord<'row>);
 
 impl Serialize for Data<'_, '_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -127,7 +170,7 @@ impl Serialize for Data<'_, '_> {
     }
 }
 
-impl Serialize for Record<'_> {
+impl Serialize for UploadRecord<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
         let (kind, data_key) = match self.kind {
@@ -149,18 +192,28 @@ impl Serialize for Record<'_> {
     }
 }
 
-impl Record<'_> {
-    /// The record as a JSON value (for tests and reports; sending serializes it directly).
-    pub fn to_json(&self) -> Value {
-        serde_json::to_value(self).unwrap_or(Value::Null)
-    }
-}
-
 /// Builds the CleverTap record for a row.
 pub fn map_row(target: Target, row: &Row) -> Result<Record<'_>, Invalid> {
+    Ok(match target {
+        Target::Profiles { array_operation } => {
+            Record::Upload(profile_record(row, array_operation)?)
+        }
+        Target::Events => Record::Upload(event_record(row)?),
+        Target::DeviceTokens => Record::Plain(operations::token_record(row)?),
+        Target::Demerge => Record::Plain(operations::demerge_identity(row)?),
+        Target::Subscriptions => Record::Plain(operations::subscription_record(row)?),
+        Target::DisassociatePhone => Record::Plain(operations::disassociate_record(row)?),
+    })
+}
+
+/// The CleverTap API a target's records go to.
+pub fn endpoint(target: Target) -> Endpoint {
     match target {
-        Target::Profiles { array_operation } => profile_record(row, array_operation),
-        Target::Events => event_record(row),
+        Target::Profiles { .. } | Target::Events => Endpoint::UPLOAD,
+        Target::DeviceTokens => Endpoint::UPLOAD_TOKENS,
+        Target::Demerge => Endpoint::DEMERGE,
+        Target::Subscriptions => Endpoint::SUBSCRIBE,
+        Target::DisassociatePhone => Endpoint::DISASSOCIATE,
     }
 }
 
@@ -183,7 +236,7 @@ fn is_blank(value: &Value) -> bool {
 
 /// Checks an identity value and adds it to the record.
 fn put_identity<'row>(
-    record: &mut Record<'row>,
+    record: &mut UploadRecord<'row>,
     field: &'static str,
     value: &'row Value,
 ) -> Result<(), Invalid> {
@@ -212,8 +265,8 @@ fn missing_identity() -> Invalid {
     )
 }
 
-fn empty_record<'row>(kind: RecordKind, columns: usize) -> Record<'row> {
-    Record {
+fn empty_record<'row>(kind: RecordKind, columns: usize) -> UploadRecord<'row> {
+    UploadRecord {
         kind,
         identity: Vec::new(),
         ts: None,
@@ -223,7 +276,7 @@ fn empty_record<'row>(kind: RecordKind, columns: usize) -> Record<'row> {
     }
 }
 
-fn profile_record(row: &Row, array_operation: ArrayOperation) -> Result<Record<'_>, Invalid> {
+fn profile_record(row: &Row, array_operation: ArrayOperation) -> Result<UploadRecord<'_>, Invalid> {
     let mut record = empty_record(RecordKind::Profile, row.fields.len());
     for (column, value) in &row.fields {
         if is_blank(value) {
@@ -342,7 +395,7 @@ fn multi_value(
     })
 }
 
-fn event_record(row: &Row) -> Result<Record<'_>, Invalid> {
+fn event_record(row: &Row) -> Result<UploadRecord<'_>, Invalid> {
     let mut record = empty_record(RecordKind::Event, row.fields.len());
     let mut items: BTreeMap<usize, Map<String, Value>> = BTreeMap::new();
     for (column, value) in &row.fields {

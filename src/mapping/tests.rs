@@ -241,3 +241,104 @@ fn timestamps() {
         assert_eq!(parse_timestamp(&input).map_err(|_| ()), expected, "{input}");
     }
 }
+
+#[test]
+fn operation_rows() {
+    check(
+        Target::DeviceTokens,
+        json!({"objectId": "g1", "id": "tok", "type": "FCM", "p256dh": "", "auth": ""}),
+        Ok(json!({"type": "token", "objectId": "g1", "tokenData": {"id": "tok", "type": "fcm"}})),
+    );
+    check(
+        Target::DeviceTokens,
+        json!({"objectId": "g1", "id": "https://push", "type": "chrome", "p256dh": "k", "auth": "a"}),
+        Ok(
+            json!({"type": "token", "objectId": "g1", "tokenData": {"id": "https://push", "type": "chrome", "keys": {"p256dh": "k", "auth": "a"}}}),
+        ),
+    );
+    check(
+        Target::Demerge,
+        json!({"identity": 42, "note": "x"}),
+        Ok(json!("42")),
+    );
+    check(
+        Target::Subscriptions,
+        json!({"type": "EMAIL", "value": "a@b.co", "status": "unsubscribe"}),
+        Ok(json!({"type": "email", "value": "a@b.co", "status": "Unsubscribe"})),
+    );
+    check(
+        Target::DisassociatePhone,
+        json!({"value": "+14155550101"}),
+        Ok(json!({"type": "phone", "value": "+14155550101"})),
+    );
+}
+
+#[test]
+fn operation_rule_violations() {
+    for (target, fields, code) in [
+        (
+            Target::DeviceTokens,
+            json!({"id": "t", "type": "fcm"}),
+            "530",
+        ),
+        (
+            Target::DeviceTokens,
+            json!({"objectId": "g", "type": "fcm"}),
+            "532",
+        ),
+        (
+            Target::DeviceTokens,
+            json!({"objectId": "g", "id": "t"}),
+            "533",
+        ),
+        (
+            Target::DeviceTokens,
+            json!({"objectId": "g", "id": "t", "type": "sms"}),
+            "534",
+        ),
+        (
+            Target::DeviceTokens,
+            json!({"objectId": "g", "id": "t", "type": "chrome"}),
+            "535",
+        ),
+        (
+            Target::DeviceTokens,
+            json!({"objectId": "g", "id": "t", "type": "fcm", "p256dh": "k", "auth": "a"}),
+            "535",
+        ),
+        (Target::Demerge, json!({"identity": ""}), "523"),
+        (Target::Demerge, json!({"identity": "x".repeat(130)}), "523"),
+        (
+            Target::Subscriptions,
+            json!({"type": "sms", "value": "+14155550101", "status": "Unsubscribe"}),
+            "invalid_record",
+        ),
+        (
+            Target::Subscriptions,
+            json!({"type": "phone", "value": "0101", "status": "Unsubscribe"}),
+            "516",
+        ),
+        (
+            Target::Subscriptions,
+            json!({"type": "email", "value": "nope", "status": "Unsubscribe"}),
+            "515",
+        ),
+        (
+            Target::Subscriptions,
+            json!({"type": "email", "value": "a@b.co"}),
+            "invalid_record",
+        ),
+        (
+            Target::DisassociatePhone,
+            json!({"value": "14155550101"}),
+            "516",
+        ),
+        (
+            Target::DisassociatePhone,
+            json!({"other": "x"}),
+            "invalid_record",
+        ),
+    ] {
+        check(target, fields, Err(code));
+    }
+}

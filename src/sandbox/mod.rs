@@ -1,6 +1,6 @@
-//! A local CleverTap: the same `/1/upload` endpoint, headers, limits and per-record error
-//! codes, with knobs for latency and injected faults, and an inspection endpoint that shows
-//! what it accepted.
+//! A local CleverTap: the same write APIs (`/1/upload`, demerge, subscribe, disassociate),
+//! headers, limits and per-record error codes, with knobs for latency and injected faults,
+//! and an inspection endpoint that shows what it accepted.
 //!
 //! Tests and `tapline run --sandbox` send to it exactly as they would to CleverTap; the
 //! engine never calls it directly. What it does where CleverTap's behaviour is not
@@ -8,7 +8,7 @@
 
 pub mod validate;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,11 +20,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::clevertap::rules::{self, MAX_UPLOAD_RECORDS};
+use crate::clevertap::rules;
+use crate::clevertap::wire::Endpoint;
 use crate::clevertap::wire::{ACCOUNT_HEADER, PASSCODE_HEADER};
 use validate::RecordKind;
 
@@ -72,6 +75,8 @@ pub struct SandboxConfig {
     pub keep_records: usize,
     /// Event names discarded in the dashboard: raising one gives 528.
     pub discarded_events: Vec<String>,
+    /// Seeds the fault draws, so a test sees the same faults every run; `None` draws afresh.
+    pub seed: Option<u64>,
 }
 
 impl Default for SandboxConfig {
@@ -91,6 +96,7 @@ impl Default for SandboxConfig {
             slow_response: Duration::from_secs(5),
             keep_records: 1_000_000,
             discarded_events: Vec::new(),
+            seed: None,
         }
     }
 }
@@ -122,6 +128,18 @@ pub struct Inspection {
     pub distinct_profiles: usize,
     /// The first few accepted records.
     pub sample: Vec<Value>,
+    /// Requests per API (`upload`, `demerge`, `subscribe`, `disassociate`).
+    pub requests_by_api: BTreeMap<String, u64>,
+    /// The most requests in flight at once, per API.
+    pub max_in_flight_by_api: BTreeMap<String, usize>,
+    /// The first request body each API received, exactly as sent.
+    pub first_bodies: BTreeMap<String, Value>,
+    /// Identities demerged, in order.
+    pub demerged: Vec<String>,
+    /// Subscription changes accepted (`{"type","value","status"}`), in order.
+    pub subscriptions: Vec<Value>,
+    /// Phone numbers disassociated, in order.
+    pub disassociated: Vec<String>,
 }
 
 #[derive(Default)]
@@ -133,13 +151,28 @@ struct Store {
     records: Vec<Value>,
 }
 
+/// The APIs the sandbox serves; each has its own limit of requests in flight.
+const APIS: [Endpoint; 4] = [
+    Endpoint::UPLOAD,
+    Endpoint::DEMERGE,
+    Endpoint::SUBSCRIBE,
+    Endpoint::DISASSOCIATE,
+];
+
+/// Counts one API's requests in flight.
+#[derive(Default)]
+struct Limiter {
+    in_flight: AtomicUsize,
+    max_seen: AtomicUsize,
+}
+
 struct Shared {
     config: SandboxConfig,
     discarded: HashSet<String>,
-    in_flight: AtomicUsize,
-    max_in_flight: AtomicUsize,
+    limiters: HashMap<&'static str, Limiter>,
     requests: AtomicU64,
     store: Mutex<Store>,
+    rng: Mutex<StdRng>,
 }
 
 impl Shared {
@@ -166,16 +199,26 @@ impl Sandbox {
             .iter()
             .map(|name| rules::normalize_event_name(name))
             .collect();
+        let rng = match config.seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_os_rng(),
+        };
         let shared = Arc::new(Shared {
             config,
             discarded,
-            in_flight: AtomicUsize::new(0),
-            max_in_flight: AtomicUsize::new(0),
+            limiters: APIS
+                .iter()
+                .map(|api| (api.name, Limiter::default()))
+                .collect(),
             requests: AtomicU64::new(0),
             store: Mutex::new(Store::default()),
+            rng: Mutex::new(rng),
         });
         let app = Router::new()
-            .route("/1/upload", post(upload))
+            .route(Endpoint::UPLOAD.path, post(upload))
+            .route(Endpoint::DEMERGE.path, post(demerge))
+            .route(Endpoint::SUBSCRIBE.path, post(subscribe))
+            .route(Endpoint::DISASSOCIATE.path, post(disassociate))
             .route("/_sandbox/inspect", get(inspect))
             .route("/_sandbox/records", get(records))
             .route("/_sandbox/reset", post(reset))
@@ -245,18 +288,27 @@ fn snapshot(shared: &Shared) -> Inspection {
     let store = shared.store();
     let mut inspection = store.inspection.clone();
     inspection.requests = shared.requests.load(Ordering::SeqCst);
-    inspection.max_in_flight = shared.max_in_flight.load(Ordering::SeqCst);
+    inspection.max_in_flight_by_api = shared
+        .limiters
+        .iter()
+        .map(|(name, limiter)| (name.to_string(), limiter.max_seen.load(Ordering::SeqCst)))
+        .collect();
+    inspection.max_in_flight = inspection
+        .max_in_flight_by_api
+        .get(Endpoint::UPLOAD.name)
+        .copied()
+        .unwrap_or(0);
     inspection.distinct_profiles = store.profiles.len();
     inspection
 }
 
 /// Counts a request as in flight for as long as it lives.
-struct InFlight<'a>(&'a Shared);
+struct InFlight<'a>(&'a Limiter);
 
 impl<'a> InFlight<'a> {
-    fn enter(shared: &'a Shared) -> (Self, usize) {
-        let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        (InFlight(shared), now)
+    fn enter(limiter: &'a Limiter) -> (Self, usize) {
+        let now = limiter.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        (InFlight(limiter), now)
     }
 }
 
@@ -274,17 +326,89 @@ fn fail(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
+/// What an API does with a well-formed, authorized request: CleverTap's answer, or a refusal.
+type Handler = fn(&Shared, &Value) -> Result<Value, Refusal>;
+
+/// A request refused as a whole, answered `{"status":"fail","error":…,"code":…}`.
+struct Refusal {
+    status: StatusCode,
+    message: String,
+}
+
+fn bad_request(message: impl Into<String>) -> Refusal {
+    Refusal {
+        status: StatusCode::BAD_REQUEST,
+        message: message.into(),
+    }
+}
+
 async fn upload(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    serve(&shared, Endpoint::UPLOAD, &headers, &body, accept_upload).await
+}
+
+async fn demerge(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    serve(&shared, Endpoint::DEMERGE, &headers, &body, accept_demerge).await
+}
+
+async fn subscribe(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    serve(
+        &shared,
+        Endpoint::SUBSCRIBE,
+        &headers,
+        &body,
+        accept_subscriptions,
+    )
+    .await
+}
+
+async fn disassociate(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    serve(
+        &shared,
+        Endpoint::DISASSOCIATE,
+        &headers,
+        &body,
+        accept_disassociations,
+    )
+    .await
+}
+
+/// What every API does before its own work: concurrency limit, credentials, injected
+/// faults, latency, and a JSON body.
+async fn serve(
+    shared: &Shared,
+    api: Endpoint,
+    headers: &HeaderMap,
+    body: &[u8],
+    handler: Handler,
+) -> Response {
     shared.requests.fetch_add(1, Ordering::SeqCst);
-    let (_guard, now) = InFlight::enter(&shared);
-    if now > shared.config.max_concurrent {
+    *shared
+        .store()
+        .inspection
+        .requests_by_api
+        .entry(api.name.to_string())
+        .or_default() += 1;
+    let Some(limiter) = shared.limiters.get(api.name) else {
+        return fail(StatusCode::NOT_FOUND, "Unknown API");
+    };
+    let limit = if api == Endpoint::UPLOAD {
+        shared.config.max_concurrent
+    } else {
+        api.max_in_flight
+    };
+    let (_guard, now) = InFlight::enter(limiter);
+    if now > limit {
         shared.store().inspection.throttled += 1;
         return fail(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many concurrent requests",
         );
     }
-    shared.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    limiter.max_seen.fetch_max(now, Ordering::SeqCst);
 
     let header = |name: &str| {
         headers
@@ -301,7 +425,7 @@ async fn upload(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         return fail(StatusCode::UNAUTHORIZED, "Invalid Credentials");
     }
 
-    let fault = pick_fault(&shared.config);
+    let fault = pick_fault(shared);
     if fault.is_some() {
         shared.store().inspection.faults += 1;
     }
@@ -329,29 +453,148 @@ async fn upload(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         None => {}
     }
 
-    let Ok(payload) = serde_json::from_slice::<Value>(&body) else {
+    let Ok(payload) = serde_json::from_slice::<Value>(body) else {
         return fail(StatusCode::BAD_REQUEST, "Malformed request");
     };
-    let Some(records) = payload.get("d").and_then(Value::as_array) else {
-        return fail(StatusCode::BAD_REQUEST, "Malformed request");
-    };
-    if records.len() > MAX_UPLOAD_RECORDS {
-        return fail(
-            StatusCode::BAD_REQUEST,
-            &format!("Too many records: at most {MAX_UPLOAD_RECORDS} per request"),
-        );
+    shared
+        .store()
+        .inspection
+        .first_bodies
+        .entry(api.name.to_string())
+        .or_insert_with(|| payload.clone());
+    match handler(shared, &payload) {
+        Ok(answer) => Json(answer).into_response(),
+        Err(refusal) => fail(refusal.status, &refusal.message),
     }
-    Json(accept(&shared, records)).into_response()
 }
 
-fn pick_fault(config: &SandboxConfig) -> Option<Fault> {
-    if config.faults.is_empty()
-        || config.fault_rate <= 0.0
-        || rand::random::<f64>() >= config.fault_rate
-    {
+/// The record list of a body, within the API's limit.
+fn records_of(payload: &Value, api: Endpoint) -> Result<&Vec<Value>, Refusal> {
+    let Some(records) = payload.get(api.envelope).and_then(Value::as_array) else {
+        return Err(bad_request("Malformed request"));
+    };
+    if records.len() > api.max_records {
+        return Err(bad_request(format!(
+            "Too many records: at most {} per request",
+            api.max_records
+        )));
+    }
+    Ok(records)
+}
+
+fn accept_upload(shared: &Shared, payload: &Value) -> Result<Value, Refusal> {
+    let records = records_of(payload, Endpoint::UPLOAD)?;
+    let tokens = records
+        .iter()
+        .filter(|record| record.get("type").and_then(Value::as_str) == Some("token"))
+        .count();
+    if tokens > Endpoint::UPLOAD_TOKENS.max_records {
+        return Err(bad_request(format!(
+            "Too many device tokens: at most {} per request",
+            Endpoint::UPLOAD_TOKENS.max_records
+        )));
+    }
+    Ok(accept(shared, records))
+}
+
+fn accept_demerge(shared: &Shared, payload: &Value) -> Result<Value, Refusal> {
+    let identities = records_of(payload, Endpoint::DEMERGE)?;
+    let mut names = Vec::with_capacity(identities.len());
+    for identity in identities {
+        match identity.as_str() {
+            Some(name) if !name.trim().is_empty() => names.push(name.to_string()),
+            _ => {
+                return Err(bad_request("identities must be non-empty strings"));
+            }
+        }
+    }
+    shared.store().inspection.demerged.extend(names);
+    Ok(json!({"status": "success"}))
+}
+
+fn accept_subscriptions(shared: &Shared, payload: &Value) -> Result<Value, Refusal> {
+    let records = records_of(payload, Endpoint::SUBSCRIBE)?;
+    Ok(judge_each(records, |record| {
+        let value = record
+            .get("value")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let valid_value = match record.get("type").and_then(Value::as_str) {
+            Some("email") => rules::is_email(value),
+            Some("phone") => rules::is_e164(value),
+            _ => return Err("type must be email or phone".into()),
+        };
+        if !valid_value {
+            return Err(format!("value `{value}` is not valid for its type"));
+        }
+        if !matches!(
+            record.get("status").and_then(Value::as_str),
+            Some("Unsubscribe" | "Resubscribe")
+        ) {
+            return Err("status must be Unsubscribe or Resubscribe".into());
+        }
+        shared.store().inspection.subscriptions.push(record.clone());
+        Ok(())
+    }))
+}
+
+fn accept_disassociations(shared: &Shared, payload: &Value) -> Result<Value, Refusal> {
+    let records = records_of(payload, Endpoint::DISASSOCIATE)?;
+    Ok(judge_each(records, |record| {
+        let value = record
+            .get("value")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if record.get("type").and_then(Value::as_str) != Some("phone") || !rules::is_e164(value) {
+            return Err(format!("`{value}` is not an E.164 phone number"));
+        }
+        shared
+            .store()
+            .inspection
+            .disassociated
+            .push(value.to_string());
+        Ok(())
+    }))
+}
+
+/// Judges records one by one; the answer has CleverTap's `processed` / `unprocessed` shape.
+/// (CleverTap does not document these APIs' per-record errors; the sandbox answers 400 codes.)
+fn judge_each(records: &[Value], mut judge: impl FnMut(&Value) -> Result<(), String>) -> Value {
+    let mut processed = 0;
+    let mut unprocessed = Vec::new();
+    for (index, record) in records.iter().enumerate() {
+        match judge(record) {
+            Ok(()) => processed += 1,
+            Err(message) => unprocessed.push(json!({
+                "status": "fail",
+                "code": 400,
+                "error": format!("{message}. Skipped record number : {}", index + 1),
+                "record": record,
+            })),
+        }
+    }
+    let status = match (processed, unprocessed.is_empty()) {
+        (_, true) => "success",
+        (0, false) => "fail",
+        _ => "partial",
+    };
+    json!({"status": status, "processed": processed, "unprocessed": unprocessed})
+}
+
+/// Draws whether a request gets a fault, and which.
+fn pick_fault(shared: &Shared) -> Option<Fault> {
+    let config = &shared.config;
+    if config.faults.is_empty() || config.fault_rate <= 0.0 {
         return None;
     }
-    let index = rand::random_range(0..config.faults.len());
+    let mut rng = shared
+        .rng
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if rng.random::<f64>() >= config.fault_rate {
+        return None;
+    }
+    let index = rng.random_range(0..config.faults.len());
     config.faults.get(index).copied()
 }
 
@@ -500,6 +743,8 @@ async fn records(
 async fn reset(State(shared): State<Arc<Shared>>) -> StatusCode {
     *shared.store() = Store::default();
     shared.requests.store(0, Ordering::SeqCst);
-    shared.max_in_flight.store(0, Ordering::SeqCst);
+    for limiter in shared.limiters.values() {
+        limiter.max_seen.store(0, Ordering::SeqCst);
+    }
     StatusCode::NO_CONTENT
 }

@@ -6,9 +6,6 @@ use serde_json::Value;
 
 use crate::clevertap::rules::{self, Violation};
 
-/// The token types CleverTap accepts.
-pub const TOKEN_TYPES: [&str; 6] = ["fcm", "apns", "gcm", "chrome", "wns", "mpns"];
-
 /// The kind of a valid record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordKind {
@@ -204,7 +201,7 @@ fn check_token(data: Option<&Value>) -> Result<(), Violation> {
     let Some(token_type) = data.get("type").and_then(Value::as_str) else {
         return Err(Violation::new(533, "Token type is missing"));
     };
-    if !TOKEN_TYPES.contains(&token_type) {
+    if !rules::TOKEN_TYPES.contains(&token_type) {
         return Err(Violation::new(
             534,
             format!("Token type `{token_type}` is not valid"),

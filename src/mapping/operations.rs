@@ -1,0 +1,129 @@
+//! Rows → records of the profile operations other than uploads: device tokens, demerge,
+//! subscriptions and phone disassociation (docs/clevertap-api.md §3–§6).
+
+use serde_json::{Map, Value, json};
+
+use super::{Invalid, is_blank};
+use crate::clevertap::rules;
+use crate::source::Row;
+
+/// The text of a column, `None` when the column is missing or blank.
+fn text(row: &Row, column: &str) -> Result<Option<String>, Invalid> {
+    let Some((_, value)) = row.fields.iter().find(|(name, _)| &**name == column) else {
+        return Ok(None);
+    };
+    match value {
+        value if is_blank(value) => Ok(None),
+        Value::String(text) => Ok(Some(text.trim().to_string())),
+        Value::Number(number) => Ok(Some(number.to_string())),
+        other => Err(Invalid::new(
+            "invalid_record",
+            format!("`{column}` must be text, found {other}"),
+        )),
+    }
+}
+
+fn required(row: &Row, column: &str, code: &str) -> Result<String, Invalid> {
+    text(row, column)?.ok_or_else(|| Invalid::new(code, format!("the row has no `{column}` value")))
+}
+
+/// `{"type":"token","objectId":…,"tokenData":{"id","type","keys"?}}`.
+pub(super) fn token_record(row: &Row) -> Result<Value, Invalid> {
+    let object_id = required(row, "objectId", "530")?;
+    rules::check_identity("objectId", &object_id).map_err(|v| Invalid::new("530", v.message))?;
+    let id = required(row, "id", "532")?;
+    let token_type = required(row, "type", "533")?.to_lowercase();
+    if !rules::TOKEN_TYPES.contains(&token_type.as_str()) {
+        return Err(Invalid::new(
+            "534",
+            format!(
+                "token `type` `{token_type}` is not one of {}",
+                rules::TOKEN_TYPES.join(", ")
+            ),
+        ));
+    }
+    let mut token = Map::new();
+    token.insert("id".into(), Value::from(id));
+    token.insert("type".into(), Value::from(token_type.clone()));
+    let (p256dh, auth) = (text(row, "p256dh")?, text(row, "auth")?);
+    match (token_type.as_str(), p256dh, auth) {
+        ("chrome", Some(p256dh), Some(auth)) => {
+            token.insert("keys".into(), json!({"p256dh": p256dh, "auth": auth}));
+        }
+        ("chrome", _, _) => {
+            return Err(Invalid::new(
+                "535",
+                "a chrome token needs both `p256dh` and `auth` (its web push keys)",
+            ));
+        }
+        (_, None, None) => {}
+        (other, _, _) => {
+            return Err(Invalid::new(
+                "535",
+                format!("`p256dh` and `auth` apply only to chrome tokens, not `{other}`"),
+            ));
+        }
+    }
+    Ok(json!({"type": "token", "objectId": object_id, "tokenData": token}))
+}
+
+/// The identity to demerge, as a string.
+pub(super) fn demerge_identity(row: &Row) -> Result<Value, Invalid> {
+    let identity = required(row, "identity", "523")?;
+    rules::check_identity("identity", &identity)?;
+    Ok(Value::from(identity))
+}
+
+/// `{"type":"email"|"phone","value":…,"status":"Unsubscribe"|"Resubscribe"}`.
+pub(super) fn subscription_record(row: &Row) -> Result<Value, Invalid> {
+    let kind = required(row, "type", "invalid_record")?.to_lowercase();
+    let value = required(row, "value", "invalid_record")?;
+    let status = match required(row, "status", "invalid_record")?
+        .to_lowercase()
+        .as_str()
+    {
+        "unsubscribe" => "Unsubscribe",
+        "resubscribe" => "Resubscribe",
+        other => {
+            return Err(Invalid::new(
+                "invalid_record",
+                format!("`status` `{other}` must be `Unsubscribe` or `Resubscribe`"),
+            ));
+        }
+    };
+    match kind.as_str() {
+        "email" if !rules::is_email(&value) => {
+            return Err(Invalid::new(
+                "515",
+                format!("`{value}` is not a valid email address"),
+            ));
+        }
+        "phone" if !rules::is_e164(&value) => return Err(phone_invalid(&value)),
+        "email" | "phone" => {}
+        other => {
+            return Err(Invalid::new(
+                "invalid_record",
+                format!("`type` `{other}` must be `email` or `phone`"),
+            ));
+        }
+    }
+    Ok(json!({"type": kind, "value": value, "status": status}))
+}
+
+/// `{"type":"phone","value":…}`.
+pub(super) fn disassociate_record(row: &Row) -> Result<Value, Invalid> {
+    let value = required(row, "value", "invalid_record")?;
+    if !rules::is_e164(&value) {
+        return Err(phone_invalid(&value));
+    }
+    Ok(json!({"type": "phone", "value": value}))
+}
+
+fn phone_invalid(value: &str) -> Invalid {
+    Invalid::new(
+        "516",
+        format!(
+            "`{value}` is not a valid phone number; use E.164: `+` then country code and number"
+        ),
+    )
+}

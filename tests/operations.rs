@@ -1,0 +1,275 @@
+//! The profile operations beyond uploads, end to end against the sandbox: device tokens,
+//! demerge, subscriptions, phone disassociation.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+use tapline::sandbox::SandboxConfig;
+
+fn run_json(workspace: &Workspace, pipeline: &str, extra: &[&str]) -> (Option<i32>, Value) {
+    let mut args = vec!["run", pipeline, "--json"];
+    args.extend_from_slice(extra);
+    let output = tapline(workspace.dir.path(), &args);
+    (output.status.code(), common::summary(&output))
+}
+
+#[test]
+fn device_tokens_go_in_requests_of_at_most_100() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    let mut csv = String::from("objectId,id,type,p256dh,auth\n");
+    for i in 0..250 {
+        if i == 0 {
+            csv.push_str("g-0,https://push.example/0,chrome,key-0,auth-0\n");
+        } else {
+            csv.push_str(&format!("g-{i},token-{i},fcm,,\n"));
+        }
+    }
+    workspace.write("tokens.csv", csv);
+    // One request at a time, so the first body the sandbox sees is the first batch.
+    workspace.pipeline("tokens", &sandbox, "source: {path: tokens.csv}\ntarget: {entity: user_profiles, operation: upload_device_tokens}\nthread_count: 1\n");
+    let (code, summary) = run_json(&workspace, "tokens.yaml", &[]);
+    assert_eq!(code, Some(0), "{summary}");
+    assert_eq!(summary["requests"], 3);
+    let seen = sandbox.inspect();
+    assert_eq!(
+        (seen.tokens, seen.requests, seen.largest_request),
+        (250, 3, 100)
+    );
+    // The exact JSON of the first request.
+    let first = &seen.first_bodies["upload"]["d"];
+    assert_eq!(first.as_array().map(Vec::len), Some(100));
+    assert_eq!(
+        first[0],
+        json!({"type": "token", "objectId": "g-0", "tokenData": {"id": "https://push.example/0", "type": "chrome", "keys": {"p256dh": "key-0", "auth": "auth-0"}}})
+    );
+    assert_eq!(
+        first[1],
+        json!({"type": "token", "objectId": "g-1", "tokenData": {"id": "token-1", "type": "fcm"}})
+    );
+}
+
+#[test]
+fn demerge_sends_100_identities_per_request_within_its_concurrency() {
+    let sandbox = TestSandbox::start(SandboxConfig {
+        latency: Duration::from_millis(50),
+        ..SandboxConfig::default()
+    });
+    let workspace = Workspace::new();
+    let mut csv = String::from("identity\n");
+    for i in 0..250 {
+        csv.push_str(&format!("user-{i}\n"));
+    }
+    workspace.write("demerge.csv", csv);
+    let body = "source: {path: demerge.csv}\ntarget: {entity: user_profiles, operation: demerge, confirm_destructive: true}\nthread_count: 10\n";
+    workspace.pipeline("demerge", &sandbox, body);
+    let (code, summary) = run_json(&workspace, "demerge.yaml", &[]);
+    assert_eq!(code, Some(0), "{summary}");
+    assert_eq!(summary["records"]["accepted"], 250);
+    let seen = sandbox.inspect();
+    assert_eq!(seen.requests_by_api["demerge"], 3);
+    assert!(
+        seen.max_in_flight_by_api["demerge"] <= 3,
+        "{:?}",
+        seen.max_in_flight_by_api
+    );
+    assert_eq!(seen.demerged.len(), 250);
+    assert!(seen.demerged.contains(&"user-249".to_string()));
+    // Requests run concurrently: the first to arrive is a full batch or the last one.
+    let first = &seen.first_bodies["demerge"];
+    let identities = first["identities"]
+        .as_array()
+        .expect("a list of identities");
+    assert!(identities.len() == 100 || identities.len() == 50, "{first}");
+    assert!(
+        identities
+            .iter()
+            .all(|identity| identity.as_str().is_some_and(|i| i.starts_with("user-"))),
+        "{first}"
+    );
+    assert_eq!(
+        first.as_object().map(|o| o.len()),
+        Some(1),
+        "only `identities`: {first}"
+    );
+}
+
+#[test]
+fn destructive_operations_need_confirmation_and_dry_run_lists_what_they_touch() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    workspace.write("phones.csv", "value\n+14155550101\n+14155550102\n");
+    workspace.pipeline("phones", &sandbox, "source: {path: phones.csv}\ntarget: {entity: user_profiles, operation: disassociate_phone}\n");
+    let output = tapline(workspace.dir.path(), &["validate", "phones.yaml"]);
+    assert_eq!(output.status.code(), Some(2));
+    let errors = stderr(&output);
+    assert!(
+        errors.contains("CleverTap cannot undo it") && errors.contains("confirm_destructive: true"),
+        "{errors}"
+    );
+    let output = tapline(workspace.dir.path(), &["run", "phones.yaml"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(sandbox.inspect().requests, 0);
+
+    workspace.pipeline("phones", &sandbox, "source: {path: phones.csv}\ntarget: {entity: user_profiles, operation: disassociate_phone, confirm_destructive: true}\n");
+    let output = tapline(workspace.dir.path(), &["run", "phones.yaml", "--dry-run"]);
+    assert_eq!(output.status.code(), Some(0));
+    let printed = stdout(&output);
+    assert!(
+        printed.contains("would affect these 2")
+            && printed.contains("    +14155550101\n    +14155550102\n"),
+        "{printed}"
+    );
+    assert!(printed.contains("/1/disassociate"), "{printed}");
+    let (code, summary) = run_json(&workspace, "phones.yaml", &["--dry-run"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        summary["dry_run"]["affected"],
+        json!(["+14155550101", "+14155550102"])
+    );
+    assert_eq!(sandbox.inspect().requests, 0, "a dry run sent something");
+
+    let (code, summary) = run_json(&workspace, "phones.yaml", &[]);
+    assert_eq!(code, Some(0), "{summary}");
+    let seen = sandbox.inspect();
+    assert_eq!(seen.disassociated, vec!["+14155550101", "+14155550102"]);
+    assert_eq!(
+        seen.first_bodies["disassociate"],
+        json!({"d": [{"type": "phone", "value": "+14155550101"}, {"type": "phone", "value": "+14155550102"}]})
+    );
+}
+
+#[test]
+fn subscriptions_arrive_as_sent() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    workspace.write("subs.csv", "type,value,status,note\nemail,a@example.com,unsubscribe,x\nPhone,+919213231415,Resubscribe,\n");
+    workspace.pipeline("subs", &sandbox, "source: {path: subs.csv}\ntarget: {entity: user_profiles, operation: update_subscription}\n");
+    let (code, summary) = run_json(&workspace, "subs.yaml", &[]);
+    assert_eq!(code, Some(0), "{summary}");
+    assert_eq!(
+        sandbox.inspect().first_bodies["subscribe"],
+        json!({"d": [
+            {"type": "email", "value": "a@example.com", "status": "Unsubscribe"},
+            {"type": "phone", "value": "+919213231415", "status": "Resubscribe"}
+        ]})
+    );
+}
+
+/// Invalid rows per operation: skipped with their CleverTap code, or stopping the run.
+#[test]
+fn invalid_rows_per_operation_skip_or_stop() {
+    let cases: [(&str, &str, &str, &str); 6] = [
+        (
+            "upload_device_tokens",
+            "objectId,id,type\ng1,t1,fcm\ng2,t2,sms\ng3,t3,apns\n",
+            "534",
+            "",
+        ),
+        (
+            "upload_device_tokens",
+            "objectId,id,type\ng1,t1,fcm\ng2,,fcm\ng3,t3,apns\n",
+            "532",
+            "",
+        ),
+        ("demerge", "identity\nu1\n\nu3\n", "", ""),
+        (
+            "update_subscription",
+            "type,value,status\nemail,a@example.com,Unsubscribe\nemail,not-an-email,Unsubscribe\nphone,+14155550101,Resubscribe\n",
+            "515",
+            "",
+        ),
+        (
+            "update_subscription",
+            "type,value,status\nemail,a@example.com,Unsubscribe\nphone,+14155550101,Maybe\nphone,+14155550102,Resubscribe\n",
+            "invalid_record",
+            "",
+        ),
+        (
+            "disassociate_phone",
+            "value\n+14155550101\n5550102\n+14155550103\n",
+            "516",
+            "",
+        ),
+    ];
+    for (operation, csv, code, _) in cases {
+        let sandbox = TestSandbox::start(SandboxConfig::default());
+        let workspace = Workspace::new();
+        workspace.write("rows.csv", csv);
+        let confirm = if operation == "demerge" || operation == "disassociate_phone" {
+            ", confirm_destructive: true"
+        } else {
+            ""
+        };
+        let target = format!(
+            "source: {{path: rows.csv}}\ntarget: {{entity: user_profiles, operation: {operation}{confirm}}}\n"
+        );
+        if code.is_empty() {
+            // A blank line is no row: nothing is invalid.
+            workspace.pipeline("p", &sandbox, &target);
+            let (exit, summary) = run_json(&workspace, "p.yaml", &[]);
+            assert_eq!(
+                (exit, summary["records"]["accepted"].as_u64()),
+                (Some(0), Some(2)),
+                "{operation}: {summary}"
+            );
+            continue;
+        }
+        workspace.pipeline(
+            "p",
+            &sandbox,
+            &format!("{target}skip_invalid_records: true\n"),
+        );
+        let (exit, summary) = run_json(&workspace, "p.yaml", &[]);
+        assert_eq!(exit, Some(0), "{operation}: {summary}");
+        assert_eq!(
+            summary["records"],
+            json!({"read": 3, "accepted": 2, "skipped": 1, "rejected": 0, "failed": 0}),
+            "{operation}"
+        );
+        let rejects = rejects(workspace.dir.path(), &summary);
+        assert_eq!(
+            (rejects[0]["line"].as_u64(), rejects[0]["code"].as_str()),
+            (Some(3), Some(code)),
+            "{operation}: {rejects:?}"
+        );
+
+        workspace.pipeline("p", &sandbox, &target);
+        let (exit, summary) = run_json(&workspace, "p.yaml", &[]);
+        assert_eq!(exit, Some(1), "{operation}: {summary}");
+        assert_eq!(
+            summary["records"],
+            json!({"read": 2, "accepted": 1, "skipped": 0, "rejected": 0, "failed": 1}),
+            "{operation}"
+        );
+        assert!(
+            summary["stop_reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("line 3"),
+            "{operation}: {summary}"
+        );
+    }
+}
+
+#[test]
+fn the_operation_examples_run_on_the_built_in_sandbox() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for pipeline in [
+        "pipelines/device_tokens.yaml",
+        "pipelines/demerge.yaml",
+        "pipelines/subscriptions.yaml",
+        "pipelines/disassociate_phone.yaml",
+    ] {
+        let output = tapline(root, &["run", pipeline, "--sandbox", "--json"]);
+        let summary = common::summary(&output);
+        assert_eq!(output.status.code(), Some(0), "{pipeline}: {summary}");
+        assert!(
+            summary["records"]["accepted"].as_u64().unwrap_or_default() > 0,
+            "{pipeline}: {summary}"
+        );
+    }
+}
