@@ -197,11 +197,7 @@ async fn send_all(
         }
         tokio::select! {
             biased;
-            Some(joined) = in_flight.join_next() => {
-                let report = joined.unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
-                note_batch_stop(&report, job.on_invalid_record, ledger);
-                ledger.settle_batch(&report, observer);
-            }
+            Some(joined) = in_flight.join_next() => settle_joined(joined, job, ledger, observer),
             () = cancel.cancelled(), if ledger.stop.is_none() => ledger.stop(StopReason::Interrupted),
             acquired = permits.clone().acquire_owned(), if accepting && permit.is_none() => {
                 permit = Some(acquired.expect("the semaphore is never closed"));
@@ -210,6 +206,14 @@ async fn send_all(
                 None => reading = false,
                 Some(Produced::Batch(batch)) => {
                     ledger.counts.read += batch.lines.len() as u64;
+                    // A batch that just settled may stop the run: hear about it before sending more.
+                    while let Some(joined) = in_flight.try_join_next() {
+                        settle_joined(joined, job, ledger, observer);
+                    }
+                    if ledger.stop.is_some() {
+                        ledger.settle_batch(&unsent(batch, ledger.stop.as_ref()), observer);
+                        continue;
+                    }
                     match &options.delivery {
                         Delivery::DryRun => {
                             let report = dry_run(&batch, job.list_affected, ledger);
@@ -268,6 +272,18 @@ async fn send_all(
         }
     }
     let _ = reader.join();
+}
+
+/// Books a finished request task: its stop condition, then its records.
+fn settle_joined(
+    joined: Result<BatchReport, tokio::task::JoinError>,
+    job: &Job,
+    ledger: &mut Ledger,
+    observer: &mut dyn Observer,
+) {
+    let report = joined.unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
+    note_batch_stop(&report, job.on_invalid_record, ledger);
+    ledger.settle_batch(&report, observer);
 }
 
 /// A stop condition a settled batch brings: bad credentials, or a rejection that must stop.
