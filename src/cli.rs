@@ -155,7 +155,8 @@ fn init_logging() {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
+    // One thread: the engine's sending half is light, and the reading half has its own.
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("the tokio runtime starts")

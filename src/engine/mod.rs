@@ -186,7 +186,9 @@ async fn send_all(
 
     // The one place concurrency is bounded: a permit per request, moved into its task.
     let permits = Arc::new(Semaphore::new(thread_count));
-    let mut in_flight: JoinSet<BatchReport> = JoinSet::new();
+    // Each task hands its permit back with its report, so the permit is released only once
+    // the report is booked: a stop it brings is seen before the next batch can be sent.
+    let mut in_flight: JoinSet<(BatchReport, OwnedSemaphorePermit)> = JoinSet::new();
     let mut permit: Option<OwnedSemaphorePermit> = None;
     let mut courier: Option<Arc<Courier>> = None;
     let mut reading = true;
@@ -206,14 +208,6 @@ async fn send_all(
                 None => reading = false,
                 Some(Produced::Batch(batch)) => {
                     ledger.counts.read += batch.lines.len() as u64;
-                    // A batch that just settled may stop the run: hear about it before sending more.
-                    while let Some(joined) = in_flight.try_join_next() {
-                        settle_joined(joined, job, ledger, observer);
-                    }
-                    if ledger.stop.is_some() {
-                        ledger.settle_batch(&unsent(batch, ledger.stop.as_ref()), observer);
-                        continue;
-                    }
                     match &options.delivery {
                         Delivery::DryRun => {
                             let report = dry_run(&batch, job.list_affected, ledger);
@@ -227,11 +221,8 @@ async fn send_all(
                                 policy: options.retry,
                             })));
                             let cancel = cancel.clone();
-                            let permit = permit.take();
-                            in_flight.spawn(async move {
-                                let _permit = permit;
-                                courier.deliver(batch, &cancel).await
-                            });
+                            let permit = permit.take().expect("this branch runs only with a permit");
+                            in_flight.spawn(async move { (courier.deliver(batch, &cancel).await, permit) });
                         }
                     }
                 }
@@ -276,14 +267,16 @@ async fn send_all(
 
 /// Books a finished request task: its stop condition, then its records.
 fn settle_joined(
-    joined: Result<BatchReport, tokio::task::JoinError>,
+    joined: Result<(BatchReport, OwnedSemaphorePermit), tokio::task::JoinError>,
     job: &Job,
     ledger: &mut Ledger,
     observer: &mut dyn Observer,
 ) {
-    let report = joined.unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
+    let (report, permit) =
+        joined.unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
     note_batch_stop(&report, job.on_invalid_record, ledger);
     ledger.settle_batch(&report, observer);
+    drop(permit);
 }
 
 /// A stop condition a settled batch brings: bad credentials, or a rejection that must stop.
