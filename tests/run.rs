@@ -298,7 +298,9 @@ fn records_clevertap_refuses_map_back_to_their_lines() {
         summary["records"],
         json!({"read": 1500, "accepted": 1498, "skipped": 0, "rejected": 2, "failed": 0})
     );
-    let rejects = rejects(workspace.dir.path(), &summary);
+    let mut rejects = rejects(workspace.dir.path(), &summary);
+    // Batches settle in the order their answers come back.
+    rejects.sort_by_key(|reject| reject["line"].as_u64());
     let lines: Vec<_> = rejects
         .iter()
         .map(|r| {

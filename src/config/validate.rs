@@ -268,7 +268,6 @@ fn build_target(
         Entity::UserProfiles => Some(target.operation.unwrap_or(ProfileOperation::UploadProfiles)),
         Entity::UserEvents => None,
     };
-    let mut ok = true;
     if target.entity == Entity::UserEvents && target.operation.is_some() {
         diagnostics.push(
             Diagnostic::error(
@@ -278,7 +277,6 @@ fn build_target(
             )
             .with_hint("remove `operation`, or set `entity: user_profiles`"),
         );
-        ok = false;
     }
     if target.array_operation.is_some() && operation != Some(ProfileOperation::UploadProfiles) {
         diagnostics.push(
@@ -289,7 +287,6 @@ fn build_target(
             )
             .with_hint("only profile properties can be lists; remove `array_operation`"),
         );
-        ok = false;
     }
     let built = match operation {
         None => Target::Events,
@@ -315,7 +312,6 @@ fn build_target(
             Diagnostic::error(file, Some(root.locate("/target/operation")), format!("{what}; CleverTap cannot undo it"))
                 .with_hint("add `confirm_destructive: true` under `target` to allow it, after `tapline run --dry-run` has shown which identities it affects"),
         );
-        ok = false;
     }
     if confirmed && !built.is_destructive() {
         diagnostics.push(
@@ -327,7 +323,9 @@ fn build_target(
             .with_hint("only `demerge` and `disassociate_phone` need it"),
         );
     }
-    ok.then_some(built)
+    // Returned even with errors: its own checks (the source's columns) still run, and the
+    // errors keep the pipeline from loading.
+    Some(built)
 }
 
 fn build_schedule(
