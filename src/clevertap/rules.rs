@@ -97,7 +97,12 @@ pub fn check_key(key: &str) -> Result<(), Violation> {
             format!("property name `{key}` is longer than {MAX_KEY_BYTES} bytes"),
         ));
     }
-    if let Some(bad) = key.chars().find(|c| FORBIDDEN_KEY_CHARS.contains(c)) {
+    // Every forbidden character is ASCII, so scanning bytes is exact (and runs per column per row).
+    if let Some(bad) = key
+        .bytes()
+        .find(|b| b.is_ascii() && FORBIDDEN_KEY_CHARS.contains(&char::from(*b)))
+        .map(char::from)
+    {
         return Err(Violation::new(
             0,
             format!(
