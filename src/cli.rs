@@ -17,7 +17,9 @@ use crate::clevertap::{Client, RetryPolicy};
 use crate::config::{self, Credentials, Diagnostic, Passcode, Pipeline};
 use crate::engine::{self, Counts, Delivery, Job, Observer, RunOptions, RunSummary};
 use crate::sandbox::{self, Fault, Sandbox, SandboxConfig};
+use crate::template::RunContext;
 use crate::{mapping, preflight};
+use std::sync::Arc;
 
 /// How the process ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -207,14 +209,7 @@ fn load_all(paths: &[PathBuf], credentials: Credentials) -> Result<Vec<Pipeline>
     for file in &files {
         let loaded = config::load_pipeline(file, credentials);
         let mut diagnostics = loaded.diagnostics;
-        if let Some(source) = &loaded.parts.source {
-            diagnostics.extend(preflight::check_source(
-                file,
-                source,
-                loaded.parts.target,
-                loaded.parts.source_position,
-            ));
-        }
+        diagnostics.extend(preflight::check_source(file, &loaded.parts));
         diagnostics.sort_by(|a, b| {
             (&a.file, a.position.map(|p| (p.line, p.col)))
                 .cmp(&(&b.file, b.position.map(|p| (p.line, p.col))))
@@ -316,6 +311,7 @@ async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> Exit {
                 }
             }
         };
+        let run_id = run_id();
         let job = Job {
             pipeline: pipeline.name.clone(),
             connection: pipeline.connection.name.clone(),
@@ -325,11 +321,20 @@ async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> Exit {
             thread_count: pipeline.thread_count,
             endpoint: mapping::endpoint(pipeline.target),
             list_affected: pipeline.target.is_destructive(),
+            output: pipeline.output.clone().map(Arc::new),
+            context: RunContext {
+                pipeline: pipeline.name.clone(),
+                run_id: run_id.clone(),
+                started: chrono::Utc::now(),
+                segment_id: pipeline.metadata.segment_id.clone(),
+                segment_name: pipeline.metadata.segment_name.clone(),
+                audience_id: pipeline.metadata.audience_id.clone(),
+            },
         };
         let options = RunOptions {
             delivery,
             retry: RetryPolicy::default(),
-            rejects_path: rejects_path(&pipeline),
+            rejects_path: rejects_path(&pipeline, &run_id),
         };
         let mut progress = Progress::new(&pipeline.name, !args.json);
         let summary = engine::run(job, options, &mut progress, cancel.clone()).await;
@@ -386,15 +391,22 @@ fn spawn_signal_handler(cancel: CancellationToken) {
     });
 }
 
-/// `<pipeline folder>/.tapline/rejects/<pipeline>-<UTC time>-<random>.jsonl`.
-fn rejects_path(pipeline: &Pipeline) -> PathBuf {
-    let folder = pipeline.file.parent().unwrap_or(Path::new("."));
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+/// A run ID: UTC start time and a random suffix, e.g. `20261129T043735Z-5042`.
+fn run_id() -> String {
     let suffix: u16 = rand::random();
+    format!(
+        "{}-{suffix:04x}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+    )
+}
+
+/// `<pipeline folder>/.tapline/rejects/<pipeline>-<run id>.jsonl`.
+fn rejects_path(pipeline: &Pipeline, run_id: &str) -> PathBuf {
+    let folder = pipeline.file.parent().unwrap_or(Path::new("."));
     folder
         .join(".tapline")
         .join("rejects")
-        .join(format!("{}-{stamp}-{suffix:04x}.jsonl", pipeline.name))
+        .join(format!("{}-{run_id}.jsonl", pipeline.name))
 }
 
 fn status(summary: &RunSummary) -> &'static str {
@@ -408,6 +420,7 @@ fn status(summary: &RunSummary) -> &'static str {
 fn summary_json(summary: &RunSummary) -> Value {
     let mut line = json!({
         "pipeline": summary.pipeline,
+        "run_id": summary.run_id,
         "status": status(summary),
         "records": summary.counts,
         "requests": summary.requests,

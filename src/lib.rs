@@ -10,6 +10,7 @@
 //! - [`clevertap`]: the HTTP API: wire types, the client, retry decisions, record rules.
 //! - [`engine`]: batching, bounded concurrency, retries, per-record outcomes.
 //! - [`sandbox`]: a local CleverTap with its rules and limits, for tests and `--sandbox`.
+//! - [`template`]: String Builder templates for computed columns.
 //! - [`cli`]: commands, printing and exit codes.
 
 pub mod clevertap;
@@ -20,3 +21,4 @@ pub mod mapping;
 pub mod preflight;
 pub mod sandbox;
 pub mod source;
+pub mod template;

@@ -3,20 +3,20 @@
 
 use std::path::Path;
 
-use crate::config::Diagnostic;
-use crate::config::model::{Source, Target};
-use crate::config::yaml::Position;
+use crate::config::diagnostic::did_you_mean;
+use crate::config::model::{OutputMapping, SourceFormat};
+use crate::config::{Diagnostic, Parts};
 use crate::mapping::required_columns;
 use crate::source::{self, OpenError};
 
-/// Every problem with a pipeline's source, as diagnostics at `source.path` (`at`) in the
-/// pipeline file `file`. Without a target, only the file itself is checked.
-pub fn check_source(
-    file: &Path,
-    source: &Source,
-    target: Option<Target>,
-    at: Option<Position>,
-) -> Vec<Diagnostic> {
+/// Every problem with a pipeline's source, as diagnostics at `source.path` in the pipeline
+/// file `file`: the file, its header, the output mapping's source columns, and the columns
+/// the target needs (after the output mapping). Without a target, only the file is checked.
+pub fn check_source(file: &Path, parts: &Parts) -> Vec<Diagnostic> {
+    let Some(source) = &parts.source else {
+        return Vec::new();
+    };
+    let (target, at) = (parts.target, parts.source_position);
     let path = &source.path;
     let folder = file
         .parent()
@@ -64,11 +64,45 @@ pub fn check_source(
             format!("source file `{}` has no records", path.display()),
         )];
     }
+    let mut diagnostics = Vec::new();
+    let columns = match &parts.output {
+        Some((output, positions)) => {
+            // JSONL has no header, only a first record: its keys may vary, so only CSV and TSV
+            // sources are held to it.
+            if source.format != SourceFormat::Jsonl {
+                for (column, position) in output.columns.iter().zip(positions) {
+                    if !columns.contains(&column.source) {
+                        let mut diagnostic = Diagnostic::error(
+                            file,
+                            Some(*position),
+                            format!(
+                                "`{}` is not a column of `{}`",
+                                column.source,
+                                path.display()
+                            ),
+                        );
+                        diagnostic = match did_you_mean(
+                            &column.source,
+                            columns.iter().map(String::as_str),
+                        ) {
+                            Some(suggestion) => {
+                                diagnostic.with_hint(format!("did you mean `{suggestion}`?"))
+                            }
+                            None => diagnostic
+                                .with_hint(format!("the columns are {}", quoted(&columns))),
+                        };
+                        diagnostics.push(diagnostic);
+                    }
+                }
+            }
+            output_columns(output, &columns)
+        }
+        None => columns,
+    };
     let Some(target) = target else {
-        return Vec::new();
+        return diagnostics;
     };
     let required = required_columns(target);
-    let mut diagnostics = Vec::new();
     let has = |name: &str| {
         columns
             .iter()
@@ -109,6 +143,28 @@ pub fn check_source(
         );
     }
     diagnostics
+}
+
+/// The columns a row has after the output mapping.
+fn output_columns(output: &OutputMapping, source_columns: &[String]) -> Vec<String> {
+    let mut columns: Vec<String> = Vec::new();
+    if output.export_all_columns {
+        let mapped = |column: &String| {
+            output
+                .columns
+                .iter()
+                .any(|mapping| &mapping.source == column)
+        };
+        columns.extend(
+            source_columns
+                .iter()
+                .filter(|column| !mapped(column))
+                .cloned(),
+        );
+    }
+    columns.extend(output.columns.iter().map(|mapping| mapping.name.clone()));
+    columns.extend(output.strings.iter().map(|string| string.name.clone()));
+    columns
 }
 
 fn example_header(required: &crate::mapping::RequiredColumns) -> String {

@@ -397,3 +397,33 @@ fn operations_need_their_columns() {
         ],
     );
 }
+
+#[test]
+fn output_mapping_problems_point_at_their_place() {
+    // A renamed column can be the identity; an unknown source column and a bad template are errors.
+    let pipeline = "connection: prod\nsource: {path: crm.csv}\ntarget: {entity: user_profiles}\noutput:\n  columns:\n    - { source: user_id, name: identity }\n    - { source: emial, name: Email }\n  strings:\n    - { name: Campaign, value: \"vip-{segmnt_name}\" }\n    - { name: Email, value: x }\n";
+    check_errors(
+        pipeline,
+        &[("crm.csv", b"user_id,email\nu1,a@b.co\n")],
+        &[
+            "p.yaml:7:17: error: `emial` is not a column of",
+            "hint: did you mean `email`?",
+            "p.yaml:9:32: error: template `vip-{segmnt_name}`, at character 5: unknown placeholder `{segmnt_name}`",
+            "p.yaml:10:15: error: the output has two columns named `Email`",
+        ],
+    );
+    let (code, errors) = validate(
+        "connection: prod\nsource: {path: crm.csv}\ntarget: {entity: user_profiles}\noutput:\n  export_all_columns: false\n  columns:\n    - { source: user_id, name: identity }\n",
+        &[("crm.csv", b"user_id,email\nu1,a@b.co\n")],
+    );
+    assert_eq!(
+        code,
+        Some(0),
+        "a renamed identity column is enough: {errors}"
+    );
+    check_errors(
+        "connection: prod\nsource: {path: crm.csv}\ntarget: {entity: user_profiles}\noutput:\n  columns:\n    - { source: user_id, type: datetime }\n",
+        &[("crm.csv", b"user_id\nu1\n")],
+        &["`output.columns.0.type` cannot be `datetime`"],
+    );
+}

@@ -51,6 +51,119 @@ pub struct PipelineFile {
     /// When `tapline daemon` runs this pipeline. Leave it out to run only on demand.
     #[serde(default)]
     pub schedule: Option<ScheduleFile>,
+
+    /// Which columns are sent, under which names and types, plus computed columns
+    /// (Treasure Data's Output Mapping and String Builder). Leave it out to send every
+    /// column unchanged.
+    #[serde(default)]
+    pub output: Option<OutputFile>,
+
+    /// The segment this data belongs to, for `{segment_id}` and `{segment_name}` in
+    /// `output.strings`. Example: `{ id: "1234", name: VIP }`.
+    #[serde(default)]
+    pub segment: Option<SegmentFile>,
+
+    /// The audience (parent segment) this data belongs to, for `{audience_id}` in
+    /// `output.strings`. Example: `{ id: "42" }`.
+    #[serde(default)]
+    pub audience: Option<AudienceFile>,
+}
+
+/// The output mapping.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OutputFile {
+    /// `true` (default): send every source column, with `columns` renaming or typing some.
+    /// `false`: send only the columns listed in `columns` and `strings`.
+    #[serde(default)]
+    pub export_all_columns: Option<bool>,
+
+    /// Columns to rename, convert, or (with `export_all_columns: false`) pick.
+    /// Example: `- { source: email_address, name: Email }`.
+    #[serde(default)]
+    pub columns: Option<Vec<OutputColumnFile>>,
+
+    /// Computed columns built from a template (the String Builder). Example:
+    /// `- { name: Campaign, value: "vip-{timestamp:%Y%m%d}-{segment_name}" }`.
+    #[serde(default)]
+    pub strings: Option<Vec<StringColumnFile>>,
+}
+
+/// One mapped column.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OutputColumnFile {
+    /// The source column to read.
+    pub source: String,
+
+    /// The name to send it under (default: the source name), e.g. `Email`.
+    #[serde(default)]
+    pub name: Option<String>,
+
+    /// Convert the CSV text to this type before sending: `string`, `integer`, `number`,
+    /// `boolean`, `date` (sent as `$D_<epoch seconds>`), `array` (a JSON list, or
+    /// comma-separated text) or `json`. A value that does not convert is an invalid record.
+    #[serde(default, rename = "type")]
+    pub kind: Option<ColumnType>,
+
+    /// For `upload_profiles`, this column's own list operation, overriding
+    /// `target.array_operation`: `replace`, `append` or `remove`.
+    #[serde(default)]
+    pub array_operation: Option<ArrayOperation>,
+}
+
+/// The type a mapped column is converted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnType {
+    /// Text, unchanged.
+    String,
+    /// A whole number.
+    Integer,
+    /// A number.
+    Number,
+    /// `true`/`false` (also `1`/`0`, `yes`/`no`).
+    Boolean,
+    /// A date or time (epoch seconds, ISO-8601, `YYYY-MM-DD[ HH:MM:SS]`), sent as `$D_<epoch seconds>`.
+    Date,
+    /// A list of strings: a JSON list, or comma-separated text.
+    Array,
+    /// Any JSON value, parsed from the text.
+    Json,
+}
+
+/// A computed column.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StringColumnFile {
+    /// The column name to send.
+    pub name: String,
+
+    /// The template: literal text with `{timestamp}` (run start, UTC; `{timestamp:%Y-%m-%d}`
+    /// for a format), `{segment_id}`, `{segment_name}`, `{audience_id}`, `{pipeline}`,
+    /// `{run_id}` and `{column:NAME}` (another column's value). `{{` and `}}` are braces.
+    pub value: String,
+}
+
+/// Segment metadata.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentFile {
+    /// The segment ID, for `{segment_id}`.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The segment name, for `{segment_name}`.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Audience metadata.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AudienceFile {
+    /// The audience (parent segment) ID, for `{audience_id}`.
+    #[serde(default)]
+    pub id: Option<String>,
 }
 
 /// A connection given by name or written inline.

@@ -14,7 +14,10 @@ pub mod yaml;
 use std::path::{Path, PathBuf};
 
 pub use diagnostic::{Diagnostic, Severity};
-pub use model::{Connection, OnInvalidRecord, Passcode, Pipeline, Schedule, Source, Target};
+pub use model::{
+    Connection, Metadata, OnInvalidRecord, OutputMapping, Passcode, Pipeline, Schedule, Source,
+    Target,
+};
 
 /// Whether loading needs the connection's credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +48,8 @@ pub struct Parts {
     pub source_position: Option<yaml::Position>,
     /// The target.
     pub target: Option<Target>,
+    /// The output mapping, and where each mapped column's `source` is written.
+    pub output: Option<(model::OutputMapping, Vec<yaml::Position>)>,
 }
 
 /// Loads and checks one pipeline file. Never touches the network.

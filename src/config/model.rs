@@ -4,7 +4,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use super::file::{ArrayOperation, Region, SourceFormat};
+pub use super::file::{ArrayOperation, ColumnType, Region, SourceFormat};
+use crate::template::Template;
 
 /// A pipeline that passed every check `config` can make without touching the network.
 #[derive(Debug, Clone)]
@@ -27,6 +28,54 @@ pub struct Pipeline {
     pub on_invalid_record: OnInvalidRecord,
     /// When the daemon runs it.
     pub schedule: Option<Schedule>,
+    /// Which columns are sent, renamed, converted or computed; `None` sends every column as is.
+    pub output: Option<OutputMapping>,
+    /// Segment and audience names for templates.
+    pub metadata: Metadata,
+}
+
+/// The output mapping, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputMapping {
+    /// Send the source columns not listed in `columns` too.
+    pub export_all_columns: bool,
+    /// Renamed, converted or picked columns.
+    pub columns: Vec<ColumnMapping>,
+    /// Computed columns.
+    pub strings: Vec<StringColumn>,
+}
+
+/// One mapped column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnMapping {
+    /// The source column.
+    pub source: String,
+    /// The name it is sent under.
+    pub name: String,
+    /// The conversion of its text, if any.
+    pub kind: Option<ColumnType>,
+    /// Its own list operation, if any.
+    pub array_operation: Option<ArrayOperation>,
+}
+
+/// A computed column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StringColumn {
+    /// The column name.
+    pub name: String,
+    /// Its template.
+    pub template: Template,
+}
+
+/// Names from the pipeline's `segment:` and `audience:` blocks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metadata {
+    /// `segment.id`.
+    pub segment_id: Option<String>,
+    /// `segment.name`.
+    pub segment_name: Option<String>,
+    /// `audience.id`.
+    pub audience_id: Option<String>,
 }
 
 /// A resolved CleverTap connection.

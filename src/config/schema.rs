@@ -14,7 +14,7 @@ use schemars::generate::SchemaSettings;
 use serde_json::Value;
 
 use super::diagnostic::{Diagnostic, did_you_mean};
-use super::file::{ConnectionFile, ConnectionsFile, PipelineFile};
+use super::file::{ConnectionsFile, PipelineFile};
 use super::yaml::Node;
 
 /// The draft-07 JSON Schema of a type, as editors' YAML extensions understand it.
@@ -35,11 +35,6 @@ pub fn pipeline_schema() -> &'static Value {
 pub fn connections_schema() -> &'static Value {
     static SCHEMA: OnceLock<Value> = OnceLock::new();
     SCHEMA.get_or_init(schema_of::<ConnectionsFile>)
-}
-
-fn connection_schema() -> &'static Value {
-    static SCHEMA: OnceLock<Value> = OnceLock::new();
-    SCHEMA.get_or_init(schema_of::<ConnectionFile>)
 }
 
 fn compiled(schema: &'static Value, cell: &'static OnceLock<Validator>) -> &'static Validator {
@@ -209,14 +204,38 @@ fn describe(
             if !choices.is_empty() {
                 return vec![not_one_of(file, position, &field, instance, &choices)];
             }
-            if pointer == "/connection" && instance.is_object() {
-                // An inline connection: check it against the connection schema for precise errors.
-                static CONNECTION: OnceLock<Validator> = OnceLock::new();
-                let validator = compiled(connection_schema(), &CONNECTION);
-                return validator
-                    .iter_errors(instance)
-                    .flat_map(|inner| describe(file, root, connection_schema(), &pointer, &inner))
+            if instance.is_object() {
+                // A mapping where a mapping is one of the alternatives (an inline connection,
+                // an optional section): check it against that alternative for precise errors.
+                let alternatives = schema
+                    .pointer(error.schema_path().as_str())
+                    .and_then(Value::as_array);
+                let objects: Vec<&Value> = alternatives
+                    .into_iter()
+                    .flatten()
+                    .filter(|alternative| {
+                        ["$ref", "allOf", "properties"]
+                            .iter()
+                            .any(|key| alternative.get(*key).is_some())
+                    })
                     .collect();
+                if let [alternative] = objects[..] {
+                    let mut sub_schema = alternative.clone();
+                    if let (Some(object), Some(definitions)) =
+                        (sub_schema.as_object_mut(), schema.get("definitions"))
+                    {
+                        object.insert("definitions".into(), definitions.clone());
+                    }
+                    if let Ok(validator) = jsonschema::validator_for(&sub_schema) {
+                        let inner: Vec<Diagnostic> = validator
+                            .iter_errors(instance)
+                            .flat_map(|inner| describe(file, root, &sub_schema, &pointer, &inner))
+                            .collect();
+                        if !inner.is_empty() {
+                            return inner;
+                        }
+                    }
+                }
             }
             if pointer == "/connection" {
                 return vec![Diagnostic::error(

@@ -6,13 +6,17 @@ use std::time::Duration;
 
 use super::diagnostic::{Diagnostic, did_you_mean};
 use super::file::{
-    ConnectionFile, ConnectionRef, ConnectionsFile, Entity, ProfileOperation, Region, ScheduleFile,
-    SourceFile, SourceFormat, TargetFile,
+    AudienceFile, ConnectionFile, ConnectionRef, ConnectionsFile, Entity, OutputFile,
+    ProfileOperation, Region, ScheduleFile, SegmentFile, SourceFile, SourceFormat, TargetFile,
 };
-use super::model::{Connection, OnInvalidRecord, Passcode, Pipeline, Schedule, Source, Target};
+use super::model::{
+    ColumnMapping, Connection, Metadata, OnInvalidRecord, OutputMapping, Passcode, Pipeline,
+    Schedule, Source, StringColumn, Target,
+};
 use super::schema::{self, FileKind};
 use super::yaml::{self, Node};
 use super::{Credentials, Loaded, Parts};
+use crate::template::Template;
 
 const DEFAULT_THREAD_COUNT: usize = 5;
 const DEFAULT_REQUEST_TIMEOUT_SECONDS: u64 = 60;
@@ -196,6 +200,19 @@ fn build(
         .map(|schedule| {
             schedule.map(|schedule| build_schedule(file, root, &schedule, diagnostics))
         });
+    let output = sections
+        .get::<Option<OutputFile>>("output")
+        .map(|output| output.and_then(|output| build_output(file, root, &output, diagnostics)));
+    if let Some(Some((mapping, positions))) = &output {
+        parts.output = Some((mapping.clone(), positions.clone()));
+    }
+    let segment = sections.get::<Option<SegmentFile>>("segment")?;
+    let audience = sections.get::<Option<AudienceFile>>("audience")?;
+    let metadata = Metadata {
+        segment_id: segment.as_ref().and_then(|segment| segment.id.clone()),
+        segment_name: segment.and_then(|segment| segment.name),
+        audience_id: audience.and_then(|audience| audience.id),
+    };
     let thread_count = sections.get::<Option<i64>>("thread_count")?;
     let skip_invalid_records = sections.get::<Option<bool>>("skip_invalid_records")?;
     let description = sections.get::<Option<String>>("description")?;
@@ -221,7 +238,92 @@ fn build(
         thread_count,
         on_invalid_record,
         schedule,
+        output: output?.map(|(mapping, _)| mapping),
+        metadata,
     })
+}
+
+/// Checks the output mapping: names, and every template.
+fn build_output(
+    file: &Path,
+    root: &Node,
+    output: &OutputFile,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<(OutputMapping, Vec<yaml::Position>)> {
+    let mut names: Vec<(String, String)> = Vec::new();
+    let mut check_name = |name: &str, pointer: String, diagnostics: &mut Vec<Diagnostic>| {
+        if let Err(violation) = crate::clevertap::rules::check_key(name) {
+            diagnostics.push(Diagnostic::error(
+                file,
+                Some(root.locate(&pointer)),
+                violation.message,
+            ));
+        }
+        if let Some((_, first)) = names.iter().find(|(existing, _)| existing == name) {
+            diagnostics.push(
+                Diagnostic::error(
+                    file,
+                    Some(root.locate(&pointer)),
+                    format!("the output has two columns named `{name}`"),
+                )
+                .with_hint(format!("the first is at {first}")),
+            );
+        }
+        let at = root.locate(&pointer);
+        names.push((name.to_string(), format!("line {}", at.line)));
+    };
+    let mut columns = Vec::new();
+    let mut positions = Vec::new();
+    for (index, column) in output.columns.iter().flatten().enumerate() {
+        let name = column.name.clone().unwrap_or_else(|| column.source.clone());
+        let pointer = if column.name.is_some() {
+            format!("/output/columns/{index}/name")
+        } else {
+            format!("/output/columns/{index}/source")
+        };
+        check_name(&name, pointer, diagnostics);
+        positions.push(root.locate(&format!("/output/columns/{index}/source")));
+        columns.push(ColumnMapping {
+            source: column.source.clone(),
+            name,
+            kind: column.kind,
+            array_operation: column.array_operation,
+        });
+    }
+    let mut strings = Vec::new();
+    for (index, string) in output.strings.iter().flatten().enumerate() {
+        check_name(
+            &string.name,
+            format!("/output/strings/{index}/name"),
+            diagnostics,
+        );
+        match Template::parse(&string.value) {
+            Ok(template) => strings.push(StringColumn {
+                name: string.name.clone(),
+                template,
+            }),
+            Err(error) => {
+                diagnostics.push(Diagnostic::error(
+                    file,
+                    Some(root.locate(&format!("/output/strings/{index}/value"))),
+                    format!(
+                        "template `{}`, at character {}: {}",
+                        string.value,
+                        error.offset + 1,
+                        error.message
+                    ),
+                ));
+            }
+        }
+    }
+    // Returned even with errors, so the source's columns are still checked against it; the
+    // errors keep the pipeline from loading.
+    let mapping = OutputMapping {
+        export_all_columns: output.export_all_columns.unwrap_or(true),
+        columns,
+        strings,
+    };
+    Some((mapping, positions))
 }
 
 fn build_source(

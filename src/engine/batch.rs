@@ -5,15 +5,17 @@
 //! batches are sent, and memory holds a few batches, whatever the file's size.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::outcome::{Outcome, Settled};
-use crate::config::model::{OnInvalidRecord, Target};
+use crate::config::model::{OnInvalidRecord, OutputMapping, Target};
 use crate::mapping;
 use crate::source::{Row, RowError, RowStream};
+use crate::template::RunContext;
 
 /// Records in one request, already encoded as the request body.
 #[derive(Debug, Clone)]
@@ -69,6 +71,10 @@ pub struct Batching {
     pub batch_size: usize,
     /// The key of the body's record list (`d`, `identities`).
     pub envelope: &'static str,
+    /// The output mapping, applied to each row before it becomes a record.
+    pub output: Option<Arc<OutputMapping>>,
+    /// What templates of the output mapping may refer to.
+    pub context: RunContext,
 }
 
 /// Reads every row, maps it, and sends batches and invalid rows down `output` until the
@@ -91,9 +97,8 @@ pub fn produce(mut rows: Box<dyn RowStream>, settings: &Batching, output: &mpsc:
     };
     while let Some(next) = rows.read_row(&mut row) {
         let invalid = match next {
-            Ok(()) => match mapping::map_row(settings.target, &row) {
-                Ok(record) => {
-                    builder.push(row.line, &record);
+            Ok(()) => match encode(settings, &row, &mut builder) {
+                Ok(()) => {
                     if builder.is_full() && !flush(&mut builder) {
                         return;
                     }
@@ -142,6 +147,22 @@ pub fn produce(mut rows: Box<dyn RowStream>, settings: &Batching, output: &mpsc:
         }
     }
     flush(&mut builder);
+}
+
+/// Maps a row (through the output mapping, if any) and adds its record to the batch.
+fn encode(
+    settings: &Batching,
+    row: &Row,
+    builder: &mut BatchBuilder,
+) -> Result<(), mapping::Invalid> {
+    match &settings.output {
+        Some(output) => {
+            let mapped = mapping::output::apply(output, row, &settings.context)?;
+            builder.push(row.line, &mapping::map_row(settings.target, &mapped)?);
+        }
+        None => builder.push(row.line, &mapping::map_row(settings.target, row)?),
+    }
+    Ok(())
 }
 
 /// Accumulates encoded records into one request body.

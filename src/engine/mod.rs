@@ -24,7 +24,8 @@ pub use outcome::{BatchReport, Counts, DryRunReport, Outcome, RunSummary, Settle
 use crate::clevertap::retry::{RetryPolicy, Verdict, classify};
 use crate::clevertap::wire::{Endpoint, UploadResponse};
 use crate::clevertap::{Client, Failure};
-use crate::config::model::{OnInvalidRecord, Source, Target};
+use crate::config::model::{OnInvalidRecord, OutputMapping, Source, Target};
+use crate::template::RunContext;
 use batch::{Batching, Produced};
 use outcome::RejectsFile;
 
@@ -47,6 +48,10 @@ pub struct Job {
     pub endpoint: Endpoint,
     /// In a dry run, list every identity or value the run would touch (destructive operations).
     pub list_affected: bool,
+    /// The output mapping, if the pipeline has one.
+    pub output: Option<Arc<OutputMapping>>,
+    /// The run's ID, start time and names, for templates.
+    pub context: RunContext,
 }
 
 /// Where batches go.
@@ -152,6 +157,7 @@ pub async fn run(
     let (rejects_file, rejects_error) = ledger.rejects.finish();
     warnings.extend(rejects_error);
     RunSummary {
+        run_id: job.context.run_id.clone(),
         pipeline: job.pipeline,
         counts: ledger.counts,
         requests: ledger.requests,
@@ -181,6 +187,8 @@ async fn send_all(
         on_invalid_record: job.on_invalid_record,
         batch_size: job.endpoint.max_records,
         envelope: job.endpoint.envelope,
+        output: job.output.clone(),
+        context: job.context.clone(),
     };
     let reader = std::thread::spawn(move || batch::produce(rows, &settings, &sender));
 

@@ -157,6 +157,8 @@ pub struct DryRunReport {
 pub struct RunSummary {
     /// The pipeline's name.
     pub pipeline: String,
+    /// The run's ID.
+    pub run_id: String,
     /// Where each record ended.
     pub counts: Counts,
     /// HTTP requests made, retries included.

@@ -4,6 +4,7 @@
 //! [`Invalid`] naming the column, the value and CleverTap's error code for it.
 
 mod operations;
+pub mod output;
 mod time;
 
 use std::collections::BTreeMap;
@@ -316,13 +317,26 @@ fn profile_value<'row>(
         Value::Array(values) => {
             return multi_value(key, values.clone(), array_operation).map(Property::Owned);
         }
-        Value::Object(_) => {
-            return Err(Invalid::new(
-                "invalid_record",
-                format!(
-                    "`{key}` is a JSON object; profile properties must be plain values or lists of strings"
-                ),
-            ));
+        Value::Object(command) => {
+            // A list with its own operation, from the output mapping: `{"$add": [...]}`.
+            let list_command = command.len() == 1
+                && command.iter().all(|(name, list)| {
+                    matches!(name.as_str(), "$add" | "$remove" | "$set") && list.is_array()
+                });
+            let Some((name, Value::Array(list))) = command.iter().next().filter(|_| list_command)
+            else {
+                return Err(Invalid::new(
+                    "invalid_record",
+                    format!(
+                        "`{key}` is a JSON object; profile properties must be plain values or lists of strings"
+                    ),
+                ));
+            };
+            let checked = multi_value(key, list.clone(), ArrayOperation::Replace)?;
+            return Ok(Property::Owned(Value::Object(Map::from_iter([(
+                name.clone(),
+                checked,
+            )]))));
         }
         Value::String(text) => {
             standard_text_value(key, text)?.map_or(Property::Borrowed(value), Property::Owned)

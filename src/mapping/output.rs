@@ -1,0 +1,207 @@
+//! The output mapping: which source columns are sent, under which names and types, and the
+//! computed columns of the String Builder. Runs on a row before it becomes a record.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::{Invalid, parse_date};
+use crate::config::model::{ArrayOperation, ColumnMapping, ColumnType, OutputMapping};
+use crate::source::Row;
+use crate::template::RunContext;
+
+/// The row as the output mapping says to send it.
+pub fn apply(mapping: &OutputMapping, row: &Row, context: &RunContext) -> Result<Row, Invalid> {
+    let mut fields: Vec<(Arc<str>, Value)> =
+        Vec::with_capacity(row.fields.len() + mapping.strings.len());
+    let value_of = |name: &str| {
+        row.fields
+            .iter()
+            .find(|(column, _)| &**column == name)
+            .map(|(_, value)| value)
+    };
+    if mapping.export_all_columns {
+        for (column, value) in &row.fields {
+            if !mapping
+                .columns
+                .iter()
+                .any(|mapped| mapped.source == **column)
+            {
+                fields.push((Arc::clone(column), value.clone()));
+            }
+        }
+    }
+    for column in &mapping.columns {
+        let Some(value) = value_of(&column.source) else {
+            continue;
+        };
+        let converted = convert(column, value).map_err(|reason| {
+            Invalid::new(
+                "invalid_record",
+                format!("column `{}` value {value}: {reason}", column.source),
+            )
+        })?;
+        fields.push((Arc::from(column.name.as_str()), converted));
+    }
+    for string in &mapping.strings {
+        let rendered = string
+            .template
+            .render(context, |name| value_of(name).and_then(Value::as_str));
+        fields.push((Arc::from(string.name.as_str()), Value::String(rendered)));
+    }
+    Ok(Row {
+        line: row.line,
+        fields,
+    })
+}
+
+/// Converts one value per its column's type and list operation.
+fn convert(column: &ColumnMapping, value: &Value) -> Result<Value, String> {
+    let text = match value {
+        Value::String(text) => Some(text.trim()),
+        _ => None,
+    };
+    if text == Some("") || value.is_null() {
+        return Ok(Value::Null);
+    }
+    let converted = match (column.kind, text) {
+        (None | Some(ColumnType::String), _) => value.clone(),
+        (Some(ColumnType::Integer), Some(text)) => Value::from(
+            text.parse::<i64>()
+                .map_err(|_| "is not a whole number".to_string())?,
+        ),
+        (Some(ColumnType::Integer), None) if value.is_i64() || value.is_u64() => value.clone(),
+        (Some(ColumnType::Number), Some(text)) => match text.parse::<i64>() {
+            Ok(whole) => Value::from(whole),
+            Err(_) => text
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map(Value::Number)
+                .ok_or("is not a number")?,
+        },
+        (Some(ColumnType::Number), None) if value.is_number() => value.clone(),
+        (Some(ColumnType::Boolean), Some(text)) => match text.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "y" => Value::Bool(true),
+            "false" | "0" | "no" | "n" => Value::Bool(false),
+            _ => return Err("is not a boolean (true/false, 1/0, yes/no)".into()),
+        },
+        (Some(ColumnType::Boolean), None) if value.is_boolean() => value.clone(),
+        (Some(ColumnType::Date), Some(text)) => Value::from(format!("$D_{}", parse_date(text)?)),
+        (Some(ColumnType::Date), None) if value.is_i64() => Value::from(format!("$D_{value}")),
+        (Some(ColumnType::Array), Some(text)) if text.starts_with('[') => {
+            match serde_json::from_str::<Value>(text) {
+                Ok(list @ Value::Array(_)) => list,
+                _ => return Err("is not a JSON list".into()),
+            }
+        }
+        (Some(ColumnType::Array), Some(text)) => Value::Array(
+            text.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(Value::from)
+                .collect(),
+        ),
+        (Some(ColumnType::Array), None) if value.is_array() => value.clone(),
+        (Some(ColumnType::Json), Some(text)) => {
+            serde_json::from_str(text).map_err(|error| format!("is not JSON ({error})"))?
+        }
+        (Some(ColumnType::Json), None) => value.clone(),
+        (Some(kind), None) => return Err(format!("cannot be converted to {kind:?}").to_lowercase()),
+    };
+    Ok(match (column.array_operation, converted) {
+        (Some(operation), Value::Array(list)) => command(operation, list),
+        (_, converted) => converted,
+    })
+}
+
+/// A list with its own operation: the list itself, `{"$add": …}` or `{"$remove": …}`.
+fn command(operation: ArrayOperation, list: Vec<Value>) -> Value {
+    match operation {
+        ArrayOperation::Replace => {
+            Value::Object(Map::from_iter([("$set".to_string(), Value::Array(list))]))
+        }
+        ArrayOperation::Append => {
+            Value::Object(Map::from_iter([("$add".to_string(), Value::Array(list))]))
+        }
+        ArrayOperation::Remove => Value::Object(Map::from_iter([(
+            "$remove".to_string(),
+            Value::Array(list),
+        )])),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn column(kind: Option<ColumnType>, array_operation: Option<ArrayOperation>) -> ColumnMapping {
+        ColumnMapping {
+            source: "c".into(),
+            name: "c".into(),
+            kind,
+            array_operation,
+        }
+    }
+
+    #[test]
+    fn converts_every_type() {
+        use ColumnType::*;
+        for (kind, input, expected) in [
+            (String, json!("  as is "), Ok(json!("  as is "))),
+            (Integer, json!("42"), Ok(json!(42))),
+            (Integer, json!(" -7 "), Ok(json!(-7))),
+            (Integer, json!("4.5"), Err(())),
+            (Integer, json!(42), Ok(json!(42))),
+            (Number, json!("310"), Ok(json!(310))),
+            (Number, json!("1520.75"), Ok(json!(1520.75))),
+            (Number, json!("lots"), Err(())),
+            (Boolean, json!("Yes"), Ok(json!(true))),
+            (Boolean, json!("0"), Ok(json!(false))),
+            (Boolean, json!("maybe"), Err(())),
+            (Boolean, json!(true), Ok(json!(true))),
+            (Date, json!("2024-03-15"), Ok(json!("$D_1710460800"))),
+            (
+                Date,
+                json!("2024-03-15T00:00:00Z"),
+                Ok(json!("$D_1710460800")),
+            ),
+            (
+                Date,
+                json!("2024-03-15 00:00:00"),
+                Ok(json!("$D_1710460800")),
+            ),
+            (Date, json!("1710460800"), Ok(json!("$D_1710460800"))),
+            (Date, json!(1710460800), Ok(json!("$D_1710460800"))),
+            (Date, json!("someday"), Err(())),
+            (Array, json!("a, b,,c"), Ok(json!(["a", "b", "c"]))),
+            (Array, json!("[\"a\",\"b\"]"), Ok(json!(["a", "b"]))),
+            (Array, json!("[broken"), Err(())),
+            (Json, json!("{\"a\":1}"), Ok(json!({"a": 1}))),
+            (Json, json!("{oops"), Err(())),
+            (Integer, json!(""), Ok(Value::Null)),
+        ] {
+            let result = convert(&column(Some(kind), None), &input).map_err(|_| ());
+            assert_eq!(result, expected, "{kind:?} {input}");
+        }
+    }
+
+    #[test]
+    fn a_column_may_have_its_own_list_operation() {
+        let append = column(Some(ColumnType::Array), Some(ArrayOperation::Append));
+        assert_eq!(
+            convert(&append, &json!("a,b")),
+            Ok(json!({"$add": ["a", "b"]}))
+        );
+        let remove = column(None, Some(ArrayOperation::Remove));
+        assert_eq!(
+            convert(&remove, &json!(["x"])),
+            Ok(json!({"$remove": ["x"]}))
+        );
+        let replace = column(Some(ColumnType::Array), Some(ArrayOperation::Replace));
+        assert_eq!(convert(&replace, &json!("x")), Ok(json!({"$set": ["x"]})));
+        // A value that is not a list keeps its value.
+        assert_eq!(convert(&remove, &json!("x")), Ok(json!("x")));
+    }
+}
