@@ -315,8 +315,9 @@ impl Node {
         }
     }
 
-    /// The node at a JSON pointer (`/target/entity`), or the deepest node on the way.
-    pub fn locate(&self, pointer: &str) -> Position {
+    /// Follows a JSON pointer as far as it goes: the deepest node reached, and whether the
+    /// whole pointer was found.
+    fn walk(&self, pointer: &str) -> (&Node, bool) {
         let mut node = self;
         for segment in pointer.split('/').skip(1) {
             let segment = segment.replace("~1", "/").replace("~0", "~");
@@ -333,33 +334,21 @@ impl Node {
             };
             match child {
                 Some(child) => node = child,
-                None => break,
+                None => return (node, false),
             }
         }
-        node.position
+        (node, true)
+    }
+
+    /// The node at a JSON pointer (`/target/entity`), or the deepest node on the way.
+    pub fn locate(&self, pointer: &str) -> Position {
+        self.walk(pointer).0.position
     }
 
     /// Where the key `name` of the mapping at `pointer` was written (for unknown keys).
     pub fn locate_key(&self, pointer: &str, name: &str) -> Position {
-        let mut node = self;
-        for segment in pointer.split('/').skip(1) {
-            let next = match &node.value {
-                NodeValue::Map(entries) => entries
-                    .iter()
-                    .find(|(key, _)| key.text == segment)
-                    .map(|(_, v)| v),
-                NodeValue::Seq(items) => segment
-                    .parse::<usize>()
-                    .ok()
-                    .and_then(|index| items.get(index)),
-                _ => None,
-            };
-            match next {
-                Some(next) => node = next,
-                None => return node.position,
-            }
-        }
-        if let NodeValue::Map(entries) = &node.value
+        let (node, found) = self.walk(pointer);
+        if let (true, NodeValue::Map(entries)) = (found, &node.value)
             && let Some((key, _)) = entries.iter().find(|(key, _)| key.text == name)
         {
             return key.position;

@@ -273,6 +273,20 @@ async fn send_all(
     let _ = reader.join();
 }
 
+impl BatchReport {
+    fn of(batch: &Batch, accepted: usize, settled: Vec<Settled>, attempts: u32) -> Self {
+        BatchReport {
+            index: batch.index,
+            first_line: batch.first_line(),
+            last_line: batch.last_line(),
+            records: batch.lines.len(),
+            accepted,
+            settled,
+            attempts,
+        }
+    }
+}
+
 /// Books a finished request task: its stop condition, then its records.
 fn settle_joined(
     joined: Result<(BatchReport, OwnedSemaphorePermit), tokio::task::JoinError>,
@@ -338,15 +352,7 @@ fn failed_batch(batch: &Batch, code: &str, reason: &str, attempts: u32) -> Batch
             record: batch.record(index),
         })
         .collect();
-    BatchReport {
-        index: batch.index,
-        first_line: batch.first_line(),
-        last_line: batch.last_line(),
-        records: batch.lines.len(),
-        accepted: 0,
-        settled,
-        attempts,
-    }
+    BatchReport::of(batch, 0, settled, attempts)
 }
 
 fn dry_run(batch: &Batch, list_affected: bool, ledger: &mut Ledger) -> BatchReport {
@@ -371,15 +377,7 @@ fn dry_run(batch: &Batch, list_affected: bool, ledger: &mut Ledger) -> BatchRepo
                 }));
         }
     }
-    BatchReport {
-        index: batch.index,
-        first_line: batch.first_line(),
-        last_line: batch.last_line(),
-        records: batch.lines.len(),
-        accepted: 0,
-        settled: Vec::new(),
-        attempts: 0,
-    }
+    BatchReport::of(batch, 0, Vec::new(), 0)
 }
 
 /// Everything a request task needs to deliver a batch.
@@ -487,15 +485,12 @@ fn answered_batch(batch: &Batch, response: &UploadResponse, attempts: u32) -> Ba
         });
     }
     settled.sort_by_key(|entry| entry.line);
-    BatchReport {
-        index: batch.index,
-        first_line: batch.first_line(),
-        last_line: batch.last_line(),
-        records: batch.lines.len(),
-        accepted: batch.lines.len() - rejected_indexes.len(),
+    BatchReport::of(
+        batch,
+        batch.lines.len() - rejected_indexes.len(),
         settled,
         attempts,
-    }
+    )
 }
 
 /// When CleverTap's message has no record number, find the record by the identity it echoed.
