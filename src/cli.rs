@@ -343,8 +343,7 @@ async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> Exit {
         if args.json {
             let mut line = summary_json(&summary);
             if let Some(sandbox) = &sandbox {
-                // What the sandbox has received so far in this invocation.
-                line["sandbox"] = serde_json::to_value(sandbox.inspect()).unwrap_or(Value::Null);
+                line["sandbox"] = sandbox_json(sandbox);
             }
             println!("{line}");
         } else {
@@ -503,6 +502,23 @@ fn print_summary(summary: &RunSummary, pipeline: &Pipeline) {
     for warning in &summary.warnings {
         let _ = writeln!(out, "  warning: {warning}");
     }
+}
+
+/// What the sandbox has received so far in this invocation, in counts.
+fn sandbox_json(sandbox: &Sandbox) -> Value {
+    let seen = sandbox.inspect();
+    json!({
+        "requests": seen.requests,
+        "profiles": seen.profiles,
+        "distinct_profiles": seen.distinct_profiles,
+        "events": seen.events,
+        "tokens": seen.tokens,
+        "demerged": seen.demerged.len(),
+        "subscriptions": seen.subscriptions.len(),
+        "disassociated": seen.disassociated.len(),
+        "rejected": seen.rejected,
+        "max_in_flight": seen.max_in_flight_by_api,
+    })
 }
 
 fn print_sandbox(sandbox: &Sandbox) {
