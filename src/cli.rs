@@ -121,6 +121,9 @@ struct SandboxArgs {
     /// Seed for the fault draws, to see the same faults on every run.
     #[arg(long)]
     seed: Option<u64>,
+    /// An admin email that custom lists may name; repeat for more.
+    #[arg(long, default_value = sandbox::DEFAULT_ADMIN_EMAIL)]
+    admin_email: Vec<String>,
 }
 
 /// Runs the command line and returns the exit code.
@@ -331,6 +334,7 @@ async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> Exit {
                 segment_name: pipeline.metadata.segment_name.clone(),
                 audience_id: pipeline.metadata.audience_id.clone(),
             },
+            custom_list: pipeline.custom_list.clone(),
         };
         let options = RunOptions {
             delivery,
@@ -428,6 +432,7 @@ fn summary_json(summary: &RunSummary) -> Value {
         "duration_ms": summary.duration.as_millis() as u64,
         "rejects_file": summary.rejects_file.as_ref().map(|path| path.display().to_string()),
         "stop_reason": summary.stop.as_ref().map(ToString::to_string),
+        "segment_id": summary.segment_id,
         "warnings": summary.warnings,
     });
     if let Some(dry_run) = &summary.dry_run {
@@ -493,6 +498,9 @@ fn print_summary(summary: &RunSummary, pipeline: &Pipeline) {
             summary.requests, summary.retries
         );
     }
+    if let Some(segment_id) = summary.segment_id {
+        let _ = writeln!(out, "  segment   {segment_id}");
+    }
     if let Some(path) = &summary.rejects_file {
         let _ = writeln!(out, "  rejects   {}", path.display());
     }
@@ -516,6 +524,7 @@ fn sandbox_json(sandbox: &Sandbox) -> Value {
         "demerged": seen.demerged.len(),
         "subscriptions": seen.subscriptions.len(),
         "disassociated": seen.disassociated.len(),
+        "segments": seen.segments.iter().map(|(name, segment)| (name.clone(), json!({"id": segment.id, "identities": segment.identities}))).collect::<serde_json::Map<_, _>>(),
         "rejected": seen.rejected,
         "max_in_flight": seen.max_in_flight_by_api,
     })
@@ -638,6 +647,7 @@ fn serve_sandbox(args: SandboxArgs) -> Exit {
         keep_records: args.keep_records,
         discarded_events: args.discard_event,
         seed: args.seed,
+        admin_emails: args.admin_email,
     };
     runtime().block_on(async move {
         let sandbox = match Sandbox::start(config, args.listen).await {

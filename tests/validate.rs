@@ -427,3 +427,29 @@ fn output_mapping_problems_point_at_their_place() {
         &["`output.columns.0.type` cannot be `datetime`"],
     );
 }
+
+#[test]
+fn custom_lists_need_their_block() {
+    check_errors(
+        "connection: prod\nsource: {path: ok.csv}\ntarget: {entity: custom_list}\n",
+        &[],
+        &["p.yaml:3:19: error: `entity: custom_list` needs a `custom_list` block"],
+    );
+    check_errors(
+        "connection: prod\nsource: {path: ok.csv}\ntarget:\n  entity: custom_list\n  custom_list: {name: VIP, uploader_email: not-an-email, segment_mode: replace}\n",
+        &[],
+        &[
+            "`target.custom_list.segment_mode` cannot be `replace`; expected one of `create`, `update`",
+        ],
+    );
+    check_errors(
+        "connection: prod\nsource: {path: ok.csv}\ntarget:\n  entity: custom_list\n  custom_list: {name: VIP, uploader_email: not-an-email}\n",
+        &[],
+        &["p.yaml:5:42: error: `not-an-email` is not an email address"],
+    );
+    check_errors(
+        "connection: prod\nsource: {path: ok.csv}\ntarget:\n  entity: user_profiles\n  custom_list: {name: VIP, uploader_email: a@b.co}\n",
+        &[],
+        &["`target.custom_list` applies only to `entity: custom_list`"],
+    );
+}

@@ -5,7 +5,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 
-use super::wire::{ACCOUNT_HEADER, Endpoint, ErrorBody, PASSCODE_HEADER, UploadResponse};
+use super::wire::{
+    ACCOUNT_HEADER, CUSTOM_LIST_COMPLETED_PATH, CustomListAnswer, CustomListCompleted, Endpoint,
+    ErrorBody, PASSCODE_HEADER, PresignedUrl, UploadResponse,
+};
 use crate::config::Connection;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,6 +46,9 @@ pub enum Failure {
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
+    /// For pre-signed URLs: no CleverTap headers (the passcode must not go to the storage
+    /// host) and no total timeout (a custom list may be gigabytes).
+    plain: reqwest::Client,
     base_url: String,
     timeout: Duration,
 }
@@ -73,8 +79,13 @@ impl Client {
             .timeout(connection.request_timeout)
             .pool_max_idle_per_host(16)
             .build()?;
+        let plain = reqwest::Client::builder()
+            .user_agent(concat!("tapline/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()?;
         Ok(Client {
             http,
+            plain,
             base_url: connection.base_url.clone(),
             timeout: connection.request_timeout,
         })
@@ -83,6 +94,53 @@ impl Client {
     /// Sends one body to a write API and reads CleverTap's answer.
     pub async fn send(&self, endpoint: &Endpoint, body: Bytes) -> Result<UploadResponse, Failure> {
         let bytes = self.post(endpoint.path, body).await?;
+        serde_json::from_slice(&bytes).map_err(|_| Failure::InvalidResponse(quote(&bytes)))
+    }
+
+    /// Asks for a pre-signed URL to upload a custom list to (step 1 of 3).
+    pub async fn presigned_url(&self) -> Result<PresignedUrl, Failure> {
+        let bytes = self
+            .post(Endpoint::CUSTOM_LIST.path, Bytes::from_static(b"{}"))
+            .await?;
+        serde_json::from_slice(&bytes).map_err(|_| Failure::InvalidResponse(quote(&bytes)))
+    }
+
+    /// Uploads a custom list's CSV to its pre-signed URL (step 2 of 3).
+    pub async fn put_presigned(&self, url: &str, body: reqwest::Body) -> Result<(), Failure> {
+        let response = self
+            .plain
+            .put(url)
+            .header(CONTENT_TYPE, "text/csv")
+            .body(body)
+            .send()
+            .await
+            .map_err(|error| self.transport(&error))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|error| self.transport(&error))?;
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(Failure::Status {
+            status: status.as_u16(),
+            retry_after: None,
+            message: quote(&bytes),
+        })
+    }
+
+    /// Registers an uploaded custom list as a segment (step 3 of 3). CleverTap's refusals
+    /// (an existing name, a non-admin email) come back as [`Failure::Status`] with its message.
+    pub async fn complete_custom_list(
+        &self,
+        request: &CustomListCompleted,
+    ) -> Result<CustomListAnswer, Failure> {
+        let body = Bytes::from(
+            serde_json::to_vec(request)
+                .map_err(|error| Failure::InvalidResponse(error.to_string()))?,
+        );
+        let bytes = self.post(CUSTOM_LIST_COMPLETED_PATH, body).await?;
         serde_json::from_slice(&bytes).map_err(|_| Failure::InvalidResponse(quote(&bytes)))
     }
 

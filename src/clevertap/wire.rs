@@ -49,6 +49,15 @@ impl Endpoint {
         max_records: 1000,
         max_in_flight: 3,
     };
+    /// Custom-list segments (docs §7): one CSV per run through a pre-signed URL, 3 in flight.
+    /// `path` is the first step; the flow's other paths are [`CUSTOM_LIST_COMPLETED_PATH`].
+    pub const CUSTOM_LIST: Endpoint = Endpoint {
+        name: "custom_list",
+        path: "/get_custom_list_segment_url",
+        envelope: "",
+        max_records: usize::MAX,
+        max_in_flight: 3,
+    };
     /// Phone disassociation (docs §6): 1000 per request, 3 in flight (as for subscribe).
     pub const DISASSOCIATE: Endpoint = Endpoint {
         name: "disassociate",
@@ -58,6 +67,51 @@ impl Endpoint {
         max_in_flight: 3,
     };
 }
+/// The last step of a custom-list upload, at the host's root like the first.
+pub const CUSTOM_LIST_COMPLETED_PATH: &str = "/upload_custom_list_segment_completed";
+
+/// The answer to `/get_custom_list_segment_url`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PresignedUrl {
+    /// Where to `PUT` the CSV, without CleverTap's headers.
+    #[serde(rename = "presignedS3URL")]
+    pub url: String,
+    /// When the URL stops working, as CleverTap words it.
+    #[serde(default)]
+    pub expiry: Option<String>,
+}
+
+/// The body of `/upload_custom_list_segment_completed`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CustomListCompleted {
+    /// The segment's name.
+    pub name: String,
+    /// A CleverTap admin's email.
+    pub email: String,
+    /// The uploaded file's name.
+    pub filename: String,
+    /// Who made it (`tapline`).
+    pub creator: String,
+    /// The pre-signed URL the CSV went to.
+    pub url: String,
+    /// `true` replaces an existing segment; `false` creates one.
+    pub replace: bool,
+}
+
+/// The answer to `/upload_custom_list_segment_completed`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CustomListAnswer {
+    /// `success` or `fail`.
+    #[serde(default)]
+    pub status: String,
+    /// The segment's ID.
+    #[serde(rename = "Segment ID", default)]
+    pub segment_id: Option<i64>,
+    /// What went wrong.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
 /// The header that carries the account (Project) ID.
 pub const ACCOUNT_HEADER: &str = "X-CleverTap-Account-Id";
 /// The header that carries the passcode.

@@ -267,9 +267,9 @@ pub enum SourceFormat {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetFile {
-    /// `user_profiles` (one record per row: `identity` or `objectId`, then profile properties)
-    /// or `user_events` (`evtName`, `identity` or `objectId`, optional `ts`, then event
-    /// properties).
+    /// `user_profiles` (one record per row: `identity` or `objectId`, then profile properties),
+    /// `user_events` (`evtName`, `identity` or `objectId`, optional `ts`, then event
+    /// properties) or `custom_list` (`identity`, and `type`: `i` identity or `g` CleverTap ID).
     pub entity: Entity,
 
     /// For `user_profiles`: `upload_profiles` (default), `upload_device_tokens`, `demerge`,
@@ -282,6 +282,10 @@ pub struct TargetFile {
     /// number that would be affected.
     #[serde(default)]
     pub confirm_destructive: Option<bool>,
+
+    /// For `entity: custom_list`: the segment to create or update.
+    #[serde(default)]
+    pub custom_list: Option<CustomListFile>,
 
     /// For `upload_profiles`: what a JSON-array value (`["a","b"]`) does to a multi-value
     /// property. `replace` (default) sets the whole list, `append` adds the values (`$add`),
@@ -298,6 +302,35 @@ pub enum Entity {
     UserProfiles,
     /// User events.
     UserEvents,
+    /// A custom-list segment (an audience) from `identity` and `type` columns.
+    CustomList,
+}
+
+/// A custom-list segment.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomListFile {
+    /// The segment's name in CleverTap, e.g. `VIP users`.
+    pub name: String,
+
+    /// The email of a CleverTap user with the Admin role; CleverTap mails the processing
+    /// result there and refuses other emails.
+    pub uploader_email: String,
+
+    /// `create` (default): make a new segment, and fail if one with this name exists.
+    /// `update`: replace the list of an existing segment (for scheduled runs).
+    #[serde(default)]
+    pub segment_mode: Option<SegmentMode>,
+}
+
+/// Whether a custom list creates or updates its segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SegmentMode {
+    /// Create a new segment (`replace: false`).
+    Create,
+    /// Replace an existing segment's list (`replace: true`).
+    Update,
 }
 
 /// An operation on user profiles.

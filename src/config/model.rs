@@ -32,6 +32,19 @@ pub struct Pipeline {
     pub output: Option<OutputMapping>,
     /// Segment and audience names for templates.
     pub metadata: Metadata,
+    /// For `custom_list`: the segment.
+    pub custom_list: Option<CustomList>,
+}
+
+/// A custom-list segment to create or update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomList {
+    /// The segment's name.
+    pub name: String,
+    /// A CleverTap admin's email.
+    pub uploader_email: String,
+    /// `true` updates an existing segment, `false` creates a new one.
+    pub replace: bool,
 }
 
 /// The output mapping, checked.
@@ -161,6 +174,8 @@ pub enum Target {
     Subscriptions,
     /// `user_profiles` / `disassociate_phone`.
     DisassociatePhone,
+    /// `custom_list`: the pipeline's [`CustomList`] says which segment.
+    CustomList,
 }
 
 impl Target {
@@ -173,6 +188,7 @@ impl Target {
             Target::Demerge => "demerges",
             Target::Subscriptions => "subscription changes",
             Target::DisassociatePhone => "phone disassociations",
+            Target::CustomList => "custom-list identities",
         }
     }
 

@@ -7,11 +7,12 @@ use std::time::Duration;
 use super::diagnostic::{Diagnostic, did_you_mean};
 use super::file::{
     AudienceFile, ConnectionFile, ConnectionRef, ConnectionsFile, Entity, OutputFile,
-    ProfileOperation, Region, ScheduleFile, SegmentFile, SourceFile, SourceFormat, TargetFile,
+    ProfileOperation, Region, ScheduleFile, SegmentFile, SegmentMode, SourceFile, SourceFormat,
+    TargetFile,
 };
 use super::model::{
-    ColumnMapping, Connection, Metadata, OnInvalidRecord, OutputMapping, Passcode, Pipeline,
-    Schedule, Source, StringColumn, Target,
+    ColumnMapping, Connection, CustomList, Metadata, OnInvalidRecord, OutputMapping, Passcode,
+    Pipeline, Schedule, Source, StringColumn, Target,
 };
 use super::schema::{self, FileKind};
 use super::yaml::{self, Node};
@@ -206,11 +207,22 @@ fn build(
     if let Some(Some((mapping, positions))) = &output {
         parts.output = Some((mapping.clone(), positions.clone()));
     }
+    let custom_list = sections
+        .get::<TargetFile>("target")
+        .and_then(|target| target.custom_list)
+        .map(|list| CustomList {
+            name: list.name,
+            uploader_email: list.uploader_email.trim().to_string(),
+            replace: list.segment_mode == Some(SegmentMode::Update),
+        });
     let segment = sections.get::<Option<SegmentFile>>("segment")?;
     let audience = sections.get::<Option<AudienceFile>>("audience")?;
     let metadata = Metadata {
         segment_id: segment.as_ref().and_then(|segment| segment.id.clone()),
-        segment_name: segment.and_then(|segment| segment.name),
+        // For a custom list, the segment is the list unless the pipeline names another.
+        segment_name: segment
+            .and_then(|segment| segment.name)
+            .or_else(|| custom_list.as_ref().map(|list| list.name.clone())),
         audience_id: audience.and_then(|audience| audience.id),
     };
     let thread_count = sections.get::<Option<i64>>("thread_count")?;
@@ -240,6 +252,7 @@ fn build(
         schedule,
         output: output?.map(|(mapping, _)| mapping),
         metadata,
+        custom_list,
     })
 }
 
@@ -368,9 +381,28 @@ fn build_target(
 ) -> Option<Target> {
     let operation = match target.entity {
         Entity::UserProfiles => Some(target.operation.unwrap_or(ProfileOperation::UploadProfiles)),
-        Entity::UserEvents => None,
+        Entity::UserEvents | Entity::CustomList => None,
     };
-    if target.entity == Entity::UserEvents && target.operation.is_some() {
+    match (target.entity, &target.custom_list) {
+        (Entity::CustomList, None) => diagnostics.push(
+            Diagnostic::error(file, Some(root.locate("/target/entity")), "`entity: custom_list` needs a `custom_list` block")
+                .with_hint("add `custom_list: { name: VIP users, uploader_email: admin@example.com, segment_mode: create }` under `target`"),
+        ),
+        (Entity::CustomList, Some(list)) if !crate::clevertap::rules::is_email(list.uploader_email.trim()) => diagnostics.push(
+            Diagnostic::error(
+                file,
+                Some(root.locate("/target/custom_list/uploader_email")),
+                format!("`{}` is not an email address", list.uploader_email),
+            )
+            .with_hint("give the email of a CleverTap user with the Admin role"),
+        ),
+        (Entity::UserProfiles | Entity::UserEvents, Some(_)) => diagnostics.push(
+            Diagnostic::error(file, Some(root.locate_key("/target", "custom_list")), "`target.custom_list` applies only to `entity: custom_list`")
+                .with_hint("remove `custom_list`, or set `entity: custom_list`"),
+        ),
+        _ => {}
+    }
+    if target.entity != Entity::UserProfiles && target.operation.is_some() {
         diagnostics.push(
             Diagnostic::error(
                 file,
@@ -391,6 +423,7 @@ fn build_target(
         );
     }
     let built = match operation {
+        None if target.entity == Entity::CustomList => Target::CustomList,
         None => Target::Events,
         Some(ProfileOperation::UploadProfiles) => Target::Profiles {
             array_operation: target.array_operation.unwrap_or_default(),

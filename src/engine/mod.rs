@@ -8,6 +8,7 @@
 //! [`BatchReport`]. Every record read ends accepted, skipped, rejected or failed.
 
 pub mod batch;
+mod custom_list;
 pub mod outcome;
 
 use std::path::PathBuf;
@@ -24,7 +25,7 @@ pub use outcome::{BatchReport, Counts, DryRunReport, Outcome, RunSummary, Settle
 use crate::clevertap::retry::{RetryPolicy, Verdict, classify};
 use crate::clevertap::wire::{Endpoint, UploadResponse};
 use crate::clevertap::{Client, Failure};
-use crate::config::model::{OnInvalidRecord, OutputMapping, Source, Target};
+use crate::config::model::{CustomList, OnInvalidRecord, OutputMapping, Source, Target};
 use crate::template::RunContext;
 use batch::{Batching, Produced};
 use outcome::RejectsFile;
@@ -52,6 +53,8 @@ pub struct Job {
     pub output: Option<Arc<OutputMapping>>,
     /// The run's ID, start time and names, for templates.
     pub context: RunContext,
+    /// For `Target::CustomList`: the segment to make or update.
+    pub custom_list: Option<CustomList>,
 }
 
 /// Where batches go.
@@ -127,6 +130,9 @@ pub async fn run(
     observer: &mut dyn Observer,
     cancel: CancellationToken,
 ) -> RunSummary {
+    if let Some(list) = job.custom_list.clone() {
+        return custom_list::run(job, &list, options, cancel).await;
+    }
     let started = Instant::now();
     let mut ledger = Ledger {
         counts: Counts::default(),
@@ -167,6 +173,7 @@ pub async fn run(
         stop: ledger.stop,
         dry_run: ledger.dry_run,
         warnings,
+        segment_id: None,
     }
 }
 
@@ -335,6 +342,7 @@ fn short_reason(reason: &StopReason) -> String {
         StopReason::Unauthorized(_) => "credentials refused".into(),
         StopReason::Interrupted => "interrupted".into(),
         StopReason::SourceFailed(_) => "source unreadable".into(),
+        StopReason::Refused(_) => "refused by CleverTap".into(),
     }
 }
 

@@ -114,6 +114,8 @@ pub enum StopReason {
     Interrupted,
     /// The source file became unreadable.
     SourceFailed(String),
+    /// CleverTap refused a step of a multi-step upload (a custom list), with its message.
+    Refused(String),
 }
 
 impl std::fmt::Display for StopReason {
@@ -134,6 +136,7 @@ impl std::fmt::Display for StopReason {
             StopReason::SourceFailed(message) => {
                 write!(f, "stopped: the source cannot be read: {message}")
             }
+            StopReason::Refused(message) => write!(f, "failed: {message}"),
         }
     }
 }
@@ -175,6 +178,8 @@ pub struct RunSummary {
     pub dry_run: Option<DryRunReport>,
     /// Things worth knowing that did not fail the run.
     pub warnings: Vec<String>,
+    /// For a custom list: the ID of the segment CleverTap made or updated.
+    pub segment_id: Option<i64>,
 }
 
 impl RunSummary {

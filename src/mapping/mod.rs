@@ -4,6 +4,7 @@
 //! [`Invalid`] naming the column, the value and CleverTap's error code for it.
 
 mod operations;
+pub use operations::custom_list_line;
 pub mod output;
 mod time;
 
@@ -86,6 +87,10 @@ pub fn required_columns(target: Target) -> RequiredColumns {
         },
         Target::DisassociatePhone => RequiredColumns {
             all_of: &["value"],
+            one_of: &[],
+        },
+        Target::CustomList => RequiredColumns {
+            all_of: &["identity"],
             one_of: &[],
         },
     }
@@ -204,6 +209,7 @@ pub fn map_row(target: Target, row: &Row) -> Result<Record<'_>, Invalid> {
         Target::Demerge => Record::Plain(operations::demerge_identity(row)?),
         Target::Subscriptions => Record::Plain(operations::subscription_record(row)?),
         Target::DisassociatePhone => Record::Plain(operations::disassociate_record(row)?),
+        Target::CustomList => Record::Plain(operations::custom_list_entry(row)?),
     })
 }
 
@@ -215,6 +221,7 @@ pub fn endpoint(target: Target) -> Endpoint {
         Target::Demerge => Endpoint::DEMERGE,
         Target::Subscriptions => Endpoint::SUBSCRIBE,
         Target::DisassociatePhone => Endpoint::DISASSOCIATE,
+        Target::CustomList => Endpoint::CUSTOM_LIST,
     }
 }
 

@@ -127,3 +127,41 @@ fn phone_invalid(value: &str) -> Invalid {
         ),
     )
 }
+
+/// A custom-list entry: `{"type": "i"|"g", "identity": …}`. A row without an identity is an
+/// `empty_row`, which a custom list skips whatever `skip_invalid_records` says. The CSV line
+/// is made by [`custom_list_line`].
+pub(super) fn custom_list_entry(row: &Row) -> Result<Value, Invalid> {
+    let identity = required(row, "identity", "empty_row")?;
+    let kind = match text(row, "type")?
+        .map(|kind| kind.to_lowercase())
+        .as_deref()
+    {
+        None | Some("i") => "i",
+        Some("g") => "g",
+        Some(other) => {
+            return Err(Invalid::new(
+                "invalid_record",
+                format!("`type` `{other}` must be `i` (identity) or `g` (CleverTap ID)"),
+            ));
+        }
+    };
+    if identity.contains(['\n', '\r']) {
+        return Err(Invalid::new(
+            "invalid_record",
+            "an identity cannot span lines",
+        ));
+    }
+    Ok(json!({"type": kind, "identity": identity}))
+}
+
+/// The `Type,Identity` CSV line of a custom-list entry, quoted where needed.
+pub fn custom_list_line(entry: &Value) -> String {
+    let kind = entry["type"].as_str().unwrap_or("i");
+    let identity = entry["identity"].as_str().unwrap_or_default();
+    if identity.contains([',', '"']) {
+        format!("{kind},\"{}\"\n", identity.replace('"', "\"\""))
+    } else {
+        format!("{kind},{identity}\n")
+    }
+}

@@ -15,10 +15,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
+use axum::extract::Path as UrlPath;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -27,14 +28,18 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::clevertap::rules;
-use crate::clevertap::wire::Endpoint;
 use crate::clevertap::wire::{ACCOUNT_HEADER, PASSCODE_HEADER};
+use crate::clevertap::wire::{CUSTOM_LIST_COMPLETED_PATH, CustomListCompleted, Endpoint};
 use validate::RecordKind;
 
 /// The account the sandbox accepts unless told otherwise.
 pub const DEFAULT_ACCOUNT_ID: &str = "TAPLINE-SANDBOX";
 /// The passcode the sandbox accepts unless told otherwise.
 pub const DEFAULT_PASSCODE: &str = "sandbox-passcode";
+/// The admin email the sandbox accepts for custom lists unless told otherwise.
+pub const DEFAULT_ADMIN_EMAIL: &str = "admin@example.com";
+/// Lines of each uploaded custom list kept for inspection.
+const KEPT_LIST_LINES: usize = 1000;
 /// CleverTap's limit on uploads in flight per account.
 pub const DEFAULT_MAX_CONCURRENT: usize = 15;
 
@@ -75,6 +80,8 @@ pub struct SandboxConfig {
     pub keep_records: usize,
     /// Event names discarded in the dashboard: raising one gives 528.
     pub discarded_events: Vec<String>,
+    /// Emails of the account's admins; a custom list names one of them.
+    pub admin_emails: Vec<String>,
     /// Seeds the fault draws, so a test sees the same faults every run; `None` draws afresh.
     pub seed: Option<u64>,
 }
@@ -96,6 +103,7 @@ impl Default for SandboxConfig {
             slow_response: Duration::from_secs(5),
             keep_records: 1_000_000,
             discarded_events: Vec::new(),
+            admin_emails: vec![DEFAULT_ADMIN_EMAIL.into()],
             seed: None,
         }
     }
@@ -140,6 +148,34 @@ pub struct Inspection {
     pub subscriptions: Vec<Value>,
     /// Phone numbers disassociated, in order.
     pub disassociated: Vec<String>,
+    /// Custom-list segments by name.
+    pub segments: BTreeMap<String, Segment>,
+    /// Uploads to a pre-signed URL that carried CleverTap's passcode header (should be 0).
+    pub presigned_with_passcode: u64,
+}
+
+/// A custom-list segment the sandbox holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Segment {
+    /// Its ID.
+    pub id: i64,
+    /// Identities in its latest list (lines after the header).
+    pub identities: u64,
+    /// The first lines of its latest list, header included.
+    pub lines: Vec<String>,
+    /// How many lists it was given (1 when created, +1 per replace).
+    pub uploads: u64,
+    /// The email that registered it last.
+    pub email: String,
+    /// The creator it was registered with last.
+    pub creator: String,
+}
+
+/// A list uploaded to a pre-signed URL, waiting to become a segment.
+#[derive(Debug, Clone, Default)]
+struct UploadedList {
+    identities: u64,
+    lines: Vec<String>,
 }
 
 #[derive(Default)]
@@ -149,14 +185,17 @@ struct Store {
     profiles: HashMap<String, serde_json::Map<String, Value>>,
     /// Accepted records in arrival order (up to `keep_records`).
     records: Vec<Value>,
+    /// Pre-signed URL tokens handed out, with the list uploaded to each (once uploaded).
+    presigned: HashMap<String, Option<UploadedList>>,
 }
 
 /// The APIs the sandbox serves; each has its own limit of requests in flight.
-const APIS: [Endpoint; 4] = [
+const APIS: [Endpoint; 5] = [
     Endpoint::UPLOAD,
     Endpoint::DEMERGE,
     Endpoint::SUBSCRIBE,
     Endpoint::DISASSOCIATE,
+    Endpoint::CUSTOM_LIST,
 ];
 
 /// Counts one API's requests in flight.
@@ -168,6 +207,8 @@ struct Limiter {
 
 struct Shared {
     config: SandboxConfig,
+    /// Where it listens, for the pre-signed URLs it hands out.
+    address: SocketAddr,
     discarded: HashSet<String>,
     limiters: HashMap<&'static str, Limiter>,
     requests: AtomicU64,
@@ -203,8 +244,11 @@ impl Sandbox {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
         };
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let address = listener.local_addr()?;
         let shared = Arc::new(Shared {
             config,
+            address,
             discarded,
             limiters: APIS
                 .iter()
@@ -219,12 +263,13 @@ impl Sandbox {
             .route(Endpoint::DEMERGE.path, post(demerge))
             .route(Endpoint::SUBSCRIBE.path, post(subscribe))
             .route(Endpoint::DISASSOCIATE.path, post(disassociate))
+            .route(Endpoint::CUSTOM_LIST.path, post(custom_list_url))
+            .route(CUSTOM_LIST_COMPLETED_PATH, post(custom_list_completed))
+            .route("/_sandbox/presigned/{token}", put(presigned_upload))
             .route("/_sandbox/inspect", get(inspect))
             .route("/_sandbox/records", get(records))
             .route("/_sandbox/reset", post(reset))
             .with_state(Arc::clone(&shared));
-        let listener = tokio::net::TcpListener::bind(listen).await?;
-        let address = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
         let server = tokio::spawn(async move {
@@ -466,6 +511,145 @@ async fn serve(
         Ok(answer) => Json(answer).into_response(),
         Err(refusal) => fail(refusal.status, &refusal.message),
     }
+}
+
+async fn custom_list_url(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    serve(
+        &shared,
+        Endpoint::CUSTOM_LIST,
+        &headers,
+        &body,
+        issue_presigned_url,
+    )
+    .await
+}
+
+async fn custom_list_completed(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    serve(
+        &shared,
+        Endpoint::CUSTOM_LIST,
+        &headers,
+        &body,
+        register_segment,
+    )
+    .await
+}
+
+fn issue_presigned_url(shared: &Shared, _payload: &Value) -> Result<Value, Refusal> {
+    let token = format!("{:016x}", rand::random::<u64>());
+    shared.store().presigned.insert(token.clone(), None);
+    Ok(json!({
+        "presignedS3URL": format!("http://{}/_sandbox/presigned/{token}", shared.address),
+        "expiry": "in 24 hours",
+        "status": "success",
+    }))
+}
+
+/// The pre-signed URL: takes a CSV of any size as a stream, keeping counts and a few lines.
+async fn presigned_upload(
+    State(shared): State<Arc<Shared>>,
+    UrlPath(token): UrlPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if headers.contains_key(PASSCODE_HEADER) {
+        shared.store().inspection.presigned_with_passcode += 1;
+    }
+    if !shared.store().presigned.contains_key(&token) {
+        return (StatusCode::FORBIDDEN, "unknown or expired pre-signed URL").into_response();
+    }
+    let mut list = UploadedList::default();
+    let mut partial = String::new();
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        let Ok(chunk) = chunk else {
+            return (StatusCode::BAD_REQUEST, "the upload broke off").into_response();
+        };
+        partial.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = partial.find('\n') {
+            let line: String = partial.drain(..=end).collect();
+            list.identities += 1;
+            if list.lines.len() < KEPT_LIST_LINES {
+                list.lines.push(line.trim_end().to_string());
+            }
+        }
+    }
+    if !partial.trim().is_empty() {
+        list.identities += 1;
+        if list.lines.len() < KEPT_LIST_LINES {
+            list.lines.push(partial.trim_end().to_string());
+        }
+    }
+    // The first line is the `Type,Identity` header.
+    list.identities = list.identities.saturating_sub(1);
+    shared.store().presigned.insert(token, Some(list));
+    StatusCode::OK.into_response()
+}
+
+fn register_segment(shared: &Shared, payload: &Value) -> Result<Value, Refusal> {
+    let Ok(request) = serde_json::from_value::<CustomListCompleted>(payload.clone()) else {
+        return Err(bad_request("Malformed request"));
+    };
+    if !shared
+        .config
+        .admin_emails
+        .iter()
+        .any(|admin| admin.eq_ignore_ascii_case(&request.email))
+    {
+        return Err(Refusal {
+            status: StatusCode::UNAUTHORIZED,
+            message:
+                "Email id is either not in the right format or does not belong to a valid admin"
+                    .into(),
+        });
+    }
+    let token = request
+        .url
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let mut store = shared.store();
+    let Some(Some(list)) = store.presigned.get(&token).cloned() else {
+        return Err(bad_request("No file was uploaded to this URL"));
+    };
+    let next_id = 1000 + store.inspection.segments.len() as i64 + 1;
+    let segments = &mut store.inspection.segments;
+    let segment = match (segments.get_mut(&request.name), request.replace) {
+        (Some(_), false) => {
+            return Err(bad_request(format!(
+                "A segment named `{}` already exists (duplicate_name)",
+                request.name
+            )));
+        }
+        (None, true) => {
+            return Err(bad_request(format!(
+                "No segment named `{}` exists to replace",
+                request.name
+            )));
+        }
+        (Some(segment), true) => segment,
+        (None, false) => segments.entry(request.name.clone()).or_insert(Segment {
+            id: next_id,
+            ..Segment::default()
+        }),
+    };
+    segment.identities = list.identities;
+    segment.lines = list.lines;
+    segment.uploads += 1;
+    segment.email = request.email;
+    segment.creator = request.creator;
+    let id = segment.id;
+    store.presigned.remove(&token);
+    Ok(json!({"Segment ID": id, "status": "success", "code": 200}))
 }
 
 /// The record list of a body, within the API's limit.

@@ -1,0 +1,195 @@
+//! Custom-list audiences end to end: the three-step flow against the sandbox.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use tapline::sandbox::SandboxConfig;
+
+fn pipeline(mode: &str, email: &str, extra: &str) -> String {
+    format!(
+        "source: {{path: audience.csv}}\ntarget:\n  entity: custom_list\n  custom_list: {{name: VIP users, uploader_email: {email}, segment_mode: {mode}}}\n{extra}"
+    )
+}
+
+fn run(workspace: &Workspace) -> (Option<i32>, Value) {
+    let output = tapline(workspace.dir.path(), &["run", "list.yaml", "--json"]);
+    (output.status.code(), common::summary(&output))
+}
+
+#[test]
+fn create_then_create_again_fails_then_update_replaces() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    workspace.write(
+        "audience.csv",
+        "identity,type,note\nu1,i,a\nu2,,b\n,,\nguid-3,G,c\n\"o'brien, jr\",i,d\n",
+    );
+    workspace.pipeline(
+        "list",
+        &sandbox,
+        &pipeline("create", "admin@example.com", ""),
+    );
+
+    let (code, summary) = run(&workspace);
+    assert_eq!(code, Some(0), "{summary}");
+    assert_eq!(
+        summary["records"],
+        serde_json::json!({"read": 5, "accepted": 4, "skipped": 1, "rejected": 0, "failed": 0})
+    );
+    assert_eq!(summary["requests"], 3);
+    let seen = sandbox.inspect();
+    let segment = &seen.segments["VIP users"];
+    assert_eq!(summary["segment_id"], segment.id);
+    assert_eq!(
+        segment.lines,
+        vec![
+            "Type,Identity",
+            "i,u1",
+            "i,u2",
+            "g,guid-3",
+            "i,\"o'brien, jr\""
+        ]
+    );
+    assert_eq!(
+        (
+            segment.identities,
+            segment.uploads,
+            segment.creator.as_str()
+        ),
+        (4, 1, "tapline")
+    );
+    assert_eq!(
+        seen.presigned_with_passcode, 0,
+        "the passcode went to the storage URL"
+    );
+
+    let (code, summary) = run(&workspace);
+    assert_eq!(code, Some(1), "{summary}");
+    let reason = summary["stop_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("already exists"), "{reason}");
+    assert_eq!(summary["records"]["accepted"], 0);
+    assert_counts_add_up(&summary);
+
+    workspace.write("audience.csv", "identity\nu9\n");
+    workspace.pipeline(
+        "list",
+        &sandbox,
+        &pipeline("update", "admin@example.com", ""),
+    );
+    let (code, summary) = run(&workspace);
+    assert_eq!(code, Some(0), "{summary}");
+    let segment = &sandbox.inspect().segments["VIP users"];
+    assert_eq!((segment.uploads, segment.identities), (2, 1));
+    assert_eq!(summary["segment_id"], segment.id);
+}
+
+#[test]
+fn clevertap_refusals_fail_the_run_with_their_message() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    workspace.write("audience.csv", "identity\nu1\n");
+    workspace.pipeline(
+        "list",
+        &sandbox,
+        &pipeline("create", "someone@example.com", ""),
+    );
+    let (code, summary) = run(&workspace);
+    assert_eq!(code, Some(1), "{summary}");
+    let reason = summary["stop_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("does not belong to a valid admin"),
+        "{reason}"
+    );
+
+    workspace.pipeline(
+        "list",
+        &sandbox,
+        &pipeline("update", "admin@example.com", ""),
+    );
+    let (code, summary) = run(&workspace);
+    assert_eq!(code, Some(1), "{summary}");
+    assert!(
+        summary["stop_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("No segment named `VIP users`"),
+        "{summary}"
+    );
+    assert!(sandbox.inspect().segments.is_empty());
+}
+
+#[test]
+fn invalid_rows_skip_or_stop_and_dry_run_sends_nothing() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    workspace.write("audience.csv", "identity,type\nu1,i\nu2,x\nu3,g\n");
+    workspace.pipeline(
+        "list",
+        &sandbox,
+        &pipeline(
+            "create",
+            "admin@example.com",
+            "skip_invalid_records: true\n",
+        ),
+    );
+    let output = tapline(
+        workspace.dir.path(),
+        &["run", "list.yaml", "--dry-run", "--json"],
+    );
+    let summary = common::summary(&output);
+    assert_eq!(output.status.code(), Some(0), "{summary}");
+    assert_eq!(summary["dry_run"]["records"], 2);
+    assert_eq!(sandbox.inspect().requests, 0);
+
+    let (code, summary) = run(&workspace);
+    assert_eq!(code, Some(0), "{summary}");
+    assert_eq!(summary["records"]["skipped"], 1);
+    let rejects = rejects(workspace.dir.path(), &summary);
+    assert_eq!(
+        (rejects[0]["line"].as_u64(), rejects[0]["code"].as_str()),
+        (Some(3), Some("invalid_record"))
+    );
+    assert_eq!(
+        sandbox.inspect().segments["VIP users"].lines,
+        vec!["Type,Identity", "i,u1", "g,u3"]
+    );
+
+    // Without skipping, the invalid row stops the upload and no segment is registered.
+    workspace.pipeline(
+        "list",
+        &sandbox,
+        &pipeline("update", "admin@example.com", ""),
+    );
+    let (code, summary) = run(&workspace);
+    assert_eq!(code, Some(1), "{summary}");
+    assert!(
+        summary["stop_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("line 3"),
+        "{summary}"
+    );
+    assert_counts_add_up(&summary);
+    assert_eq!(
+        sandbox.inspect().segments["VIP users"].uploads,
+        1,
+        "the update was not registered"
+    );
+}
+
+#[test]
+fn the_custom_list_example_runs_on_the_built_in_sandbox() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = tapline(
+        root,
+        &["run", "pipelines/vip_audience.yaml", "--sandbox", "--json"],
+    );
+    let summary = common::summary(&output);
+    assert_eq!(output.status.code(), Some(0), "{summary}");
+    assert!(summary["segment_id"].is_i64(), "{summary}");
+    assert_eq!(
+        summary["sandbox"]["segments"]["VIP users"]["identities"],
+        summary["records"]["accepted"]
+    );
+}
