@@ -433,7 +433,7 @@ fn custom_lists_need_their_block() {
     check_errors(
         "connection: prod\nsource: {path: ok.csv}\ntarget: {entity: custom_list}\n",
         &[],
-        &["p.yaml:3:19: error: `entity: custom_list` needs a `custom_list` block"],
+        &["p.yaml:3:18: error: `entity: custom_list` needs a `custom_list` block"],
     );
     check_errors(
         "connection: prod\nsource: {path: ok.csv}\ntarget:\n  entity: custom_list\n  custom_list: {name: VIP, uploader_email: not-an-email, segment_mode: replace}\n",
@@ -445,7 +445,7 @@ fn custom_lists_need_their_block() {
     check_errors(
         "connection: prod\nsource: {path: ok.csv}\ntarget:\n  entity: custom_list\n  custom_list: {name: VIP, uploader_email: not-an-email}\n",
         &[],
-        &["p.yaml:5:42: error: `not-an-email` is not an email address"],
+        &["p.yaml:5:44: error: `not-an-email` is not an email address"],
     );
     check_errors(
         "connection: prod\nsource: {path: ok.csv}\ntarget:\n  entity: user_profiles\n  custom_list: {name: VIP, uploader_email: a@b.co}\n",
