@@ -273,3 +273,45 @@ fn the_operation_examples_run_on_the_built_in_sandbox() {
         );
     }
 }
+
+/// The exact body of the first request, one request at a time, for the operations the tests
+/// above do not already pin down.
+#[test]
+fn exact_json_sent_for_profiles_events_and_demerge() {
+    let cases = [
+        (
+            "profiles.csv",
+            "identity,Name,Tags,DOB\nu1,Jo,\"[\"\"a\"\",\"\"b\"\"]\",1990-01-02\n",
+            "target: {entity: user_profiles, array_operation: append}",
+            "upload",
+            json!({"d": [{"type": "profile", "identity": "u1", "profileData": {"Name": "Jo", "Tags": {"$add": ["a", "b"]}, "DOB": "$D_631238400"}}]}),
+        ),
+        (
+            "events.csv",
+            "identity,evtName,ts,Amount,Items[0].Name\nu1,Charged,2026-11-01 10:00:00,300,Book\n",
+            "target: {entity: user_events}",
+            "upload",
+            json!({"d": [{"type": "event", "identity": "u1", "ts": 1793527200, "evtName": "Charged", "evtData": {"Amount": "300", "Items": [{"Name": "Book"}]}}]}),
+        ),
+        (
+            "demerge.csv",
+            "identity\nu1\nu2\n",
+            "target: {entity: user_profiles, operation: demerge, confirm_destructive: true}",
+            "demerge",
+            json!({"identities": ["u1", "u2"]}),
+        ),
+    ];
+    for (file, csv, target, api, expected) in cases {
+        let sandbox = TestSandbox::start(SandboxConfig::default());
+        let workspace = Workspace::new();
+        workspace.write(file, csv);
+        workspace.pipeline(
+            "p",
+            &sandbox,
+            &format!("source: {{path: {file}}}\n{target}\nthread_count: 1\n"),
+        );
+        let (code, summary) = run_json(&workspace, "p.yaml", &[]);
+        assert_eq!(code, Some(0), "{file}: {summary}");
+        assert_eq!(sandbox.inspect().first_bodies[api], expected, "{file}");
+    }
+}
