@@ -6,8 +6,8 @@
 //! cargo bench --bench upload -- --rows 1000000 --latency-ms 200 --threads 10 --repeat 3
 //! ```
 //!
-//! `--custom-list` uploads an audience instead (`identity,type` rows of ~25 bytes, one
-//! streamed CSV): `--rows 4000000` is a 100 MB list, and the peak RSS shows it is never held
+//! `--custom-list` uploads an audience instead (`identity,type` rows of ~22 bytes, one
+//! streamed CSV): `--rows 5000000` is a 100 MB list, and the peak RSS shows it is never held
 //! in memory.
 //!
 //! With `--repeat`, the upload runs that many times and the median is reported too: CPU
@@ -70,7 +70,7 @@ fn settings() -> Settings {
     settings
 }
 
-/// An audience: `identity,type` rows of about 25 bytes (4 million rows ≈ 100 MB).
+/// An audience: `identity,type` rows of about 22 bytes (5 million rows ≈ 100 MB).
 fn write_audience(path: &std::path::Path, rows: u64) -> std::io::Result<()> {
     let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     writeln!(out, "identity,type")?;
