@@ -29,6 +29,17 @@ pub const FORBIDDEN_KEY_CHARS: &[char] = &[
     '%', '>', '<', '!', '|', '&', '.', ':', ';', '$', '\'', '"', '\\', '#',
 ];
 
+/// [`FORBIDDEN_KEY_CHARS`] as a lookup table by byte.
+const FORBIDDEN_KEY_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut index = 0;
+    while index < FORBIDDEN_KEY_CHARS.len() {
+        table[FORBIDDEN_KEY_CHARS[index] as usize] = true;
+        index += 1;
+    }
+    table
+};
+
 /// System event names an upload may not raise (513). Compared ignoring case and spaces.
 pub const RESERVED_EVENTS: &[&str] = &[
     "Notification Sent",
@@ -97,10 +108,11 @@ pub fn check_key(key: &str) -> Result<(), Violation> {
             format!("property name `{key}` is longer than {MAX_KEY_BYTES} bytes"),
         ));
     }
-    // Every forbidden character is ASCII, so scanning bytes is exact (and runs per column per row).
+    // Every forbidden character is ASCII, so scanning bytes is exact; this runs per column
+    // per row, so it looks bytes up in a table.
     if let Some(bad) = key
         .bytes()
-        .find(|b| b.is_ascii() && FORBIDDEN_KEY_CHARS.contains(&char::from(*b)))
+        .find(|&b| FORBIDDEN_KEY_BYTES[usize::from(b)])
         .map(char::from)
     {
         return Err(Violation::new(

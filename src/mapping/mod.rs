@@ -313,7 +313,7 @@ fn profile_value<'row>(
     array_operation: ArrayOperation,
 ) -> Result<Property<'row>, Invalid> {
     let converted = match value {
-        Value::String(text) if text.trim_start().starts_with('[') => {
+        Value::String(text) if text.bytes().find(|b| !b.is_ascii_whitespace()) == Some(b'[') => {
             match serde_json::from_str::<Value>(text) {
                 Ok(Value::Array(values)) => {
                     return multi_value(key, values, array_operation).map(Property::Owned);

@@ -38,7 +38,10 @@ pub fn apply(mapping: &OutputMapping, row: &Row, context: &RunContext) -> Result
         let converted = convert(column, value).map_err(|reason| {
             Invalid::new(
                 "invalid_record",
-                format!("column `{}` value {value}: {reason}", column.source),
+                format!(
+                    "line {}, column `{}`, value {value}: {reason}",
+                    row.line, column.source
+                ),
             )
         })?;
         fields.push((Arc::from(column.name.as_str()), converted));
