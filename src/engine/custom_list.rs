@@ -62,7 +62,6 @@ fn stream_entries(
         fields: Vec::new(),
     };
     while let Some(next) = rows.read_row(&mut row) {
-        tally.read += 1;
         let entry = match next {
             Ok(()) => match &job.output {
                 Some(mapping) => {
@@ -72,18 +71,19 @@ fn stream_entries(
                 }
                 None => mapping::map_row(job.target, &row).map(|record| record.to_json()),
             }
-            .map_err(|invalid| (invalid.code, invalid.reason, row.to_json())),
-            Err(RowError::Invalid { reason, raw, .. }) => Err((
+            .map_err(|invalid| (row.line, invalid.code, invalid.reason, row.to_json())),
+            Err(RowError::Invalid { line, reason, raw }) => Err((
+                line,
                 "malformed_row".to_string(),
                 reason,
                 serde_json::Value::String(raw),
             )),
             Err(RowError::Fatal(message)) => {
-                tally.read -= 1;
                 tally.stop = Some(StopReason::SourceFailed(message));
                 break;
             }
         };
+        tally.read += 1;
         match entry {
             Ok(entry) => {
                 chunk.extend_from_slice(custom_list_line(&entry).as_bytes());
@@ -94,8 +94,7 @@ fn stream_entries(
                     return tally;
                 }
             }
-            Err((code, reason, data)) => {
-                let line = row.line;
+            Err((line, code, reason, data)) => {
                 let stops = job.on_invalid_record == OnInvalidRecord::Stop && code != "empty_row";
                 let outcome = if stops {
                     Outcome::Failed
@@ -216,11 +215,10 @@ pub(super) async fn run(
         let mut tally = reader
             .await
             .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
-        let failure = match uploaded {
-            Ok(()) if tally.stop.is_none() => break tally,
-            _ if tally.stop.is_some() => break tally,
-            Ok(()) => unreachable!("handled above"),
-            Err(failure) => failure,
+        // A stop found while reading (an invalid row, an unreadable file) is not retried.
+        let failure = match (uploaded, &tally.stop) {
+            (_, Some(_)) | (Ok(()), None) => break tally,
+            (Err(failure), None) => failure,
         };
         let retry = matches!(classify(&failure), Verdict::Retry { .. })
             && attempt < options.retry.max_attempts
