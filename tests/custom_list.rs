@@ -193,3 +193,30 @@ fn the_custom_list_example_runs_on_the_built_in_sandbox() {
         summary["records"]["accepted"]
     );
 }
+
+#[test]
+fn malformed_rows_are_reported_at_their_own_line() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    workspace.write("audience.csv", "identity,type\nu1,i\nu2,i,extra\nu3,i\n");
+    workspace.pipeline(
+        "list",
+        &sandbox,
+        &pipeline(
+            "create",
+            "admin@example.com",
+            "skip_invalid_records: true\n",
+        ),
+    );
+    let (code, summary) = run(&workspace);
+    assert_eq!(code, Some(0), "{summary}");
+    assert_eq!(
+        summary["records"],
+        serde_json::json!({"read": 3, "accepted": 2, "skipped": 1, "rejected": 0, "failed": 0})
+    );
+    let rejects = rejects(workspace.dir.path(), &summary);
+    assert_eq!(
+        (rejects[0]["line"].as_u64(), rejects[0]["code"].as_str()),
+        (Some(3), Some("malformed_row"))
+    );
+}
