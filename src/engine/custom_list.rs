@@ -37,6 +37,7 @@ fn stream_entries(
     job: &Job,
     rejects_path: &std::path::Path,
     output: Option<&mpsc::Sender<std::io::Result<Bytes>>>,
+    cancel: &CancellationToken,
 ) -> Tally {
     let mut tally = Tally {
         read: 0,
@@ -89,9 +90,16 @@ fn stream_entries(
                 chunk.extend_from_slice(custom_list_line(&entry).as_bytes());
                 tally.lines += 1;
                 tally.sample.get_or_insert(entry);
-                if chunk.len() >= CHUNK_BYTES && !send(std::mem::take(&mut chunk)) {
-                    tally.stop = Some(StopReason::Interrupted);
-                    return tally;
+                if chunk.len() >= CHUNK_BYTES {
+                    // Ctrl-C breaks the upload off; CleverTap never sees a partial list.
+                    if cancel.is_cancelled() {
+                        tally.stop = Some(StopReason::Interrupted);
+                        break;
+                    }
+                    if !send(std::mem::take(&mut chunk)) {
+                        tally.stop = Some(StopReason::Interrupted);
+                        return tally;
+                    }
                 }
             }
             Err((line, code, reason, data)) => {
@@ -154,10 +162,11 @@ pub(super) async fn run(
         Delivery::DryRun => {
             let reader_job = Arc::clone(&job);
             let path = options.rejects_path.clone();
-            let tally =
-                tokio::task::spawn_blocking(move || stream_entries(&reader_job, &path, None))
-                    .await
-                    .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
+            let tally = tokio::task::spawn_blocking(move || {
+                stream_entries(&reader_job, &path, None, &CancellationToken::new())
+            })
+            .await
+            .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
             let counts = Counts {
                 read: tally.read,
                 skipped: tally.skipped,
@@ -205,8 +214,10 @@ pub(super) async fn run(
         let (sender, receiver) = mpsc::channel::<std::io::Result<Bytes>>(4);
         let reader_job = Arc::clone(&job);
         let path = options.rejects_path.clone();
-        let reader =
-            tokio::task::spawn_blocking(move || stream_entries(&reader_job, &path, Some(&sender)));
+        let reader_cancel = cancel.clone();
+        let reader = tokio::task::spawn_blocking(move || {
+            stream_entries(&reader_job, &path, Some(&sender), &reader_cancel)
+        });
         let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(
             receiver,
             |mut receiver| async move { receiver.recv().await.map(|chunk| (chunk, receiver)) },
