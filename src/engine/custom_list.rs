@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::outcome::{Counts, DryRunReport, Outcome, RejectsFile, RunSummary, Settled, StopReason};
-use super::{Delivery, Job, RunOptions};
+use super::{Delivery, Job, RunOptions, with_retries};
 use crate::clevertap::Failure;
 use crate::clevertap::retry::{Verdict, classify};
 use crate::clevertap::wire::CustomListCompleted;
@@ -162,8 +162,9 @@ pub(super) async fn run(
         Delivery::DryRun => {
             let reader_job = Arc::clone(&job);
             let path = options.rejects_path.clone();
+            let reader_cancel = cancel.clone();
             let tally = tokio::task::spawn_blocking(move || {
-                stream_entries(&reader_job, &path, None, &CancellationToken::new())
+                stream_entries(&reader_job, &path, None, &reader_cancel)
             })
             .await
             .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
@@ -188,11 +189,11 @@ pub(super) async fn run(
     let mut requests = 0;
     let mut retries = 0;
     // Step 1: a pre-signed URL.
-    let presigned = match with_retries(&options, &cancel, &mut requests, &mut retries, || {
-        client.presigned_url()
-    })
-    .await
-    {
+    let (presigned, attempts) =
+        with_retries(options.retry, &cancel, || client.presigned_url()).await;
+    requests += u64::from(attempts);
+    retries += u64::from(attempts - 1);
+    let presigned = match presigned {
         Ok(presigned) => presigned,
         Err(failure) => {
             let tally = Tally {
@@ -241,14 +242,8 @@ pub(super) async fn run(
         retries += 1;
         tokio::time::sleep(options.retry.delay(attempt, None, rand::random::<f64>())).await;
     };
-    let not_uploaded = tally.read - tally.lines - tally.skipped;
     if tally.stop.is_some() {
-        let counts = Counts {
-            read: tally.read,
-            skipped: tally.skipped,
-            failed: tally.lines + not_uploaded,
-            ..Counts::default()
-        };
+        let counts = tally.counts(false);
         return finish(summary(&tally, counts, requests, retries), tally);
     }
     // Step 3: register the segment.
@@ -260,53 +255,48 @@ pub(super) async fn run(
         url: presigned.url.clone(),
         replace: list.replace,
     };
-    let answer = with_retries(&options, &cancel, &mut requests, &mut retries, || {
+    let (answer, attempts) = with_retries(options.retry, &cancel, || {
         client.complete_custom_list(&completed)
     })
     .await;
-    let mut tally = tally;
-    match answer {
+    requests += u64::from(attempts);
+    retries += u64::from(attempts - 1);
+    let refusal = match answer {
         Ok(answer) if answer.status == "success" => {
-            let counts = Counts {
-                read: tally.read,
-                accepted: tally.lines,
-                skipped: tally.skipped,
-                failed: not_uploaded,
-                ..Counts::default()
-            };
-            let mut result = summary(&tally, counts, requests, retries);
+            let mut result = summary(&tally, tally.counts(true), requests, retries);
             result.segment_id = answer.segment_id;
-            finish(result, tally)
+            return finish(result, tally);
         }
-        Ok(answer) => {
-            let message = answer
-                .error
-                .unwrap_or_else(|| format!("CleverTap answered `{}`", answer.status));
-            tally.stop = Some(StopReason::Refused(format!(
-                "CleverTap did not register segment `{}`: {message}",
-                list.name
-            )));
-            let counts = Counts {
-                read: tally.read,
-                skipped: tally.skipped,
-                failed: tally.lines + not_uploaded,
-                ..Counts::default()
-            };
-            finish(summary(&tally, counts, requests, retries), tally)
-        }
-        Err(failure) => {
-            tally.stop = Some(StopReason::Refused(format!(
-                "CleverTap did not register segment `{}`: {}",
-                list.name,
-                failure_message(&failure)
-            )));
-            let counts = Counts {
-                read: tally.read,
-                skipped: tally.skipped,
-                failed: tally.lines + not_uploaded,
-                ..Counts::default()
-            };
-            finish(summary(&tally, counts, requests, retries), tally)
+        Ok(answer) => answer
+            .error
+            .unwrap_or_else(|| format!("CleverTap answered `{}`", answer.status)),
+        Err(failure) => failure_message(&failure),
+    };
+    let mut tally = tally;
+    tally.stop = Some(StopReason::Refused(format!(
+        "CleverTap did not register segment `{}`: {refusal}",
+        list.name
+    )));
+    let counts = tally.counts(false);
+    finish(summary(&tally, counts, requests, retries), tally)
+}
+
+impl Tally {
+    /// Where the identities read ended: uploaded ones are accepted only once the segment
+    /// is registered; rows neither uploaded nor skipped (the one that stopped the run) failed.
+    fn counts(&self, registered: bool) -> Counts {
+        let not_uploaded = self.read - self.lines - self.skipped;
+        let (accepted, failed) = if registered {
+            (self.lines, not_uploaded)
+        } else {
+            (0, self.lines + not_uploaded)
+        };
+        Counts {
+            read: self.read,
+            accepted,
+            skipped: self.skipped,
+            failed,
+            ..Counts::default()
         }
     }
 }
@@ -335,42 +325,5 @@ fn failed_step(step: &str, job: &Job, failure: &Failure) -> StopReason {
             job.connection
         )),
         _ => StopReason::Refused(format!("could not {step}: {failure}")),
-    }
-}
-
-/// Calls a CleverTap step, retrying what [`classify`] says to.
-async fn with_retries<T, F, Fut>(
-    options: &RunOptions,
-    cancel: &CancellationToken,
-    requests: &mut u64,
-    retries: &mut u64,
-    mut call: F,
-) -> Result<T, Failure>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, Failure>>,
-{
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        *requests += 1;
-        let failure = match call().await {
-            Ok(value) => return Ok(value),
-            Err(failure) => failure,
-        };
-        match classify(&failure) {
-            Verdict::Retry { retry_after }
-                if attempt < options.retry.max_attempts && !cancel.is_cancelled() =>
-            {
-                *retries += 1;
-                tokio::time::sleep(options.retry.delay(
-                    attempt,
-                    retry_after,
-                    rand::random::<f64>(),
-                ))
-                .await;
-            }
-            _ => return Err(failure),
-        }
     }
 }

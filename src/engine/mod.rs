@@ -400,46 +400,68 @@ struct Courier {
 impl Courier {
     /// Sends one batch, retrying as [`classify`] says, and settles its records.
     async fn deliver(&self, batch: Batch, cancel: &CancellationToken) -> BatchReport {
-        let (policy, connection) = (self.policy, &self.connection);
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let failure = match self.client.send(&self.endpoint, batch.body.clone()).await {
-                Ok(response) => return answered_batch(&batch, &response, attempts),
-                Err(failure) => failure,
-            };
-            match classify(&failure) {
-                Verdict::Retry { retry_after } if attempts < policy.max_attempts => {
-                    let delay = policy.delay(attempts, retry_after, rand::random::<f64>());
-                    tracing::debug!(batch = batch.index, attempt = attempts, ?delay, %failure, "retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = cancel.cancelled() => {
-                            return failed_batch(&batch, &failure_code(&failure), &format!("{failure}; not retried: the run was interrupted"), attempts);
-                        }
-                    }
-                }
-                Verdict::Retry { .. } => {
-                    let reason = format!("{failure} (gave up after {attempts} attempts)");
-                    tracing::error!(batch = batch.index, first_line = batch.first_line(), %reason, "batch not delivered");
-                    return failed_batch(&batch, &failure_code(&failure), &reason, attempts);
-                }
-                Verdict::FailBatch => {
-                    tracing::error!(batch = batch.index, first_line = batch.first_line(), %failure, "batch refused");
-                    return failed_batch(
-                        &batch,
-                        &failure_code(&failure),
-                        &failure.to_string(),
-                        attempts,
-                    );
-                }
-                Verdict::StopRun => {
-                    let reason = format!(
-                        "CleverTap refused the credentials of connection `{connection}` ({failure}); check its account_id, passcode and region (a wrong region also answers 401)"
-                    );
-                    return failed_batch(&batch, "unauthorized", &reason, attempts);
-                }
+        let (result, attempts) = with_retries(self.policy, cancel, || {
+            self.client.send(&self.endpoint, batch.body.clone())
+        })
+        .await;
+        let failure = match result {
+            Ok(response) => return answered_batch(&batch, &response, attempts),
+            Err(failure) => failure,
+        };
+        let reason = match classify(&failure) {
+            Verdict::StopRun => {
+                let reason = format!(
+                    "CleverTap refused the credentials of connection `{}` ({failure}); check its account_id, passcode and region (a wrong region also answers 401)",
+                    self.connection
+                );
+                return failed_batch(&batch, "unauthorized", &reason, attempts);
             }
+            Verdict::Retry { .. } if cancel.is_cancelled() => {
+                return failed_batch(
+                    &batch,
+                    &failure_code(&failure),
+                    &format!("{failure}; not retried: the run was interrupted"),
+                    attempts,
+                );
+            }
+            Verdict::Retry { .. } => format!("{failure} (gave up after {attempts} attempts)"),
+            Verdict::FailBatch => failure.to_string(),
+        };
+        tracing::error!(batch = batch.index, first_line = batch.first_line(), %reason, "batch not delivered");
+        failed_batch(&batch, &failure_code(&failure), &reason, attempts)
+    }
+}
+
+/// Calls CleverTap until it answers, retrying what [`classify`] says to with the policy's
+/// back-off; no new attempt starts once `cancel` fires. Returns the last result and the
+/// number of attempts made.
+async fn with_retries<T, F, Fut>(
+    policy: RetryPolicy,
+    cancel: &CancellationToken,
+    mut call: F,
+) -> (Result<T, Failure>, u32)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Failure>>,
+{
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let failure = match call().await {
+            Ok(value) => return (Ok(value), attempts),
+            Err(failure) => failure,
+        };
+        let Verdict::Retry { retry_after } = classify(&failure) else {
+            return (Err(failure), attempts);
+        };
+        if attempts >= policy.max_attempts || cancel.is_cancelled() {
+            return (Err(failure), attempts);
+        }
+        let delay = policy.delay(attempts, retry_after, rand::random::<f64>());
+        tracing::debug!(attempt = attempts, ?delay, %failure, "retrying");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = cancel.cancelled() => return (Err(failure), attempts),
         }
     }
 }
