@@ -240,7 +240,15 @@ pub(super) async fn run(
             break tally;
         }
         retries += 1;
-        tokio::time::sleep(options.retry.delay(attempt, None, rand::random::<f64>())).await;
+        // The upload keeps its own loop (each attempt reads the file again); like
+        // `with_retries`, a Ctrl-C during the back-off ends it.
+        tokio::select! {
+            () = tokio::time::sleep(options.retry.delay(attempt, None, rand::random::<f64>())) => {}
+            () = cancel.cancelled() => {
+                tally.stop = Some(StopReason::Interrupted);
+                break tally;
+            }
+        }
     };
     if tally.stop.is_some() {
         let counts = tally.counts(false);
