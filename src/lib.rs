@@ -9,7 +9,10 @@
 //! - [`mapping`]: rows → CleverTap records, with CleverTap's rules checked client-side.
 //! - [`clevertap`]: the HTTP API: wire types, the client, retry decisions, record rules.
 //! - [`engine`]: batching, bounded concurrency, retries, per-record outcomes.
+//! - [`runner`]: one run of a pipeline with its lock, checkpoint, history and notifications.
+//! - [`notifications`]: emails and signed webhooks about finished runs.
 //! - [`sandbox`]: a local CleverTap with its rules and limits, for tests and `--sandbox`.
+//! - [`state`]: run history, checkpoints and delivered files in embedded SQLite.
 //! - [`template`]: String Builder templates for computed columns.
 //! - [`cli`]: commands, printing and exit codes.
 
@@ -18,7 +21,10 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod mapping;
+pub mod notifications;
 pub mod preflight;
+pub mod runner;
 pub mod sandbox;
 pub mod source;
+pub mod state;
 pub mod template;

@@ -9,8 +9,9 @@ use common::*;
 use serde_json::{Value, json};
 use tapline::sandbox::SandboxConfig;
 
+/// Runs a pipeline; `--force` because these tests send one file again under new settings.
 fn run_json(workspace: &Workspace, pipeline: &str, extra: &[&str]) -> (Option<i32>, Value) {
-    let mut args = vec!["run", pipeline, "--json"];
+    let mut args = vec!["run", pipeline, "--json", "--force"];
     args.extend_from_slice(extra);
     let output = tapline(workspace.dir.path(), &args);
     (output.status.code(), common::summary(&output))

@@ -326,7 +326,11 @@ fn records_clevertap_refuses_map_back_to_their_lines() {
         &sandbox,
         "source: {path: events.csv}\ntarget: {entity: user_events}\nthread_count: 1\n",
     );
-    let output = tapline(workspace.dir.path(), &["run", "events.yaml", "--json"]);
+    // The same file again, under new settings: `--force` sends it although it was delivered.
+    let output = tapline(
+        workspace.dir.path(),
+        &["run", "events.yaml", "--json", "--force"],
+    );
     let stopped = common::summary(&output);
     assert_eq!(output.status.code(), Some(1));
     assert_counts_add_up(&stopped);

@@ -115,7 +115,7 @@ pub struct CustomListAnswer {
 /// The header that carries the account (Project) ID.
 pub const ACCOUNT_HEADER: &str = "X-CleverTap-Account-Id";
 /// The header that carries the passcode.
-pub const PASSCODE_HEADER: &str = "X-CleverTap-Passcode";
+pub const PASSCODE_HEADER: &str = "X-CleverTap-Secret";
 
 /// The body of a 200 answer to `/1/upload`.
 ///

@@ -67,6 +67,135 @@ pub struct PipelineFile {
     /// `output.strings`. Example: `{ id: "42" }`.
     #[serde(default)]
     pub audience: Option<AudienceFile>,
+
+    /// With `skip_invalid_records: true`: stop the run, and fail it, once more than this many
+    /// records are invalid (skipped, or rejected by CleverTap). Leave it out for no limit.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub max_invalid_records: Option<i64>,
+
+    /// With `skip_invalid_records: true`: stop the run, and fail it, once more than this share
+    /// of the records read (0.0 to 1.0; `0.05` is 5%) are invalid. Judged from the 1000th
+    /// record on, and at the end of the file.
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_invalid_ratio: Option<f64>,
+
+    /// Whether a later run sends a file that was already delivered in full:
+    /// `changed` (default) only when its content changed, so a schedule that re-reads an
+    /// unchanged file sends no duplicates; `always` sends the whole file on every run.
+    #[serde(default)]
+    pub rerun: Option<Rerun>,
+
+    /// Who hears about finished runs: emails and webhooks, on failure, success or always.
+    /// Example: `- { on: failure, webhook: { url: "https://hooks.example.com/tapline" } }`.
+    #[serde(default)]
+    pub notifications: Option<Vec<NotificationFile>>,
+}
+
+/// Whether a delivered file is sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Rerun {
+    /// Only when the file's content changed since it was delivered.
+    Changed,
+    /// On every run.
+    Always,
+}
+
+/// One notification: when, and where to.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationFile {
+    /// When to notify: `failure` (default: the run failed or stopped), `success`, or `always`.
+    #[serde(default)]
+    pub on: Option<NotifyOn>,
+
+    /// Send an email through an SMTP server. Give `email` or `webhook`, not both.
+    #[serde(default)]
+    pub email: Option<EmailFile>,
+
+    /// POST a JSON body (pipeline, run id, status, counts, first errors) to a URL.
+    #[serde(default)]
+    pub webhook: Option<WebhookFile>,
+}
+
+/// Which runs a notification is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyOn {
+    /// Runs that failed or stopped.
+    Failure,
+    /// Runs that succeeded.
+    Success,
+    /// Every run.
+    Always,
+}
+
+/// An email notification.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailFile {
+    /// The SMTP server, e.g. `smtp.example.com`.
+    pub smtp_host: String,
+
+    /// Its port (default: 587 with `starttls`, 465 with `tls`, 25 with `none`).
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 65535))]
+    pub smtp_port: Option<i64>,
+
+    /// `starttls` (default), `tls` (TLS from the first byte), or `none` (plain text: only for
+    /// a relay on the same machine).
+    #[serde(default)]
+    pub security: Option<SmtpSecurity>,
+
+    /// The user to log in as; leave it out for a server that needs no login.
+    #[serde(default)]
+    pub username: Option<String>,
+
+    /// The password, from the environment: `${SMTP_PASSWORD}`. Or use `password_file`.
+    #[serde(default)]
+    pub password: Option<String>,
+
+    /// A file holding the password (e.g. a systemd credential), relative to this file.
+    #[serde(default)]
+    pub password_file: Option<String>,
+
+    /// The sender, e.g. `tapline <tapline@example.com>`.
+    pub from: String,
+
+    /// Up to 20 recipients.
+    #[schemars(length(min = 1, max = 20))]
+    pub to: Vec<String>,
+}
+
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS (port 587).
+    Starttls,
+    /// TLS from the start (port 465).
+    Tls,
+    /// No encryption: only for a local relay.
+    None,
+}
+
+/// A webhook notification.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookFile {
+    /// The URL to POST to (http or https).
+    pub url: String,
+
+    /// A key to sign the body with HMAC-SHA256, from the environment: `${WEBHOOK_SECRET}`.
+    /// The signature goes in the `X-Tapline-Signature: sha256=<hex>` header.
+    #[serde(default)]
+    pub secret: Option<String>,
+
+    /// A file holding the signing key, relative to this file.
+    #[serde(default)]
+    pub secret_file: Option<String>,
 }
 
 /// The output mapping.
@@ -261,6 +390,10 @@ pub enum SourceFormat {
     Tsv,
     /// One JSON object per line; JSON types (numbers, booleans, arrays) are kept.
     Jsonl,
+    /// A tapline rejects file, read back by `tapline replay`; not for pipeline files.
+    #[serde(skip)]
+    #[schemars(skip)]
+    Rejects,
 }
 
 /// The CleverTap entity and operation to send records to.

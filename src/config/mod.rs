@@ -7,6 +7,7 @@
 pub mod diagnostic;
 pub mod file;
 pub mod model;
+mod notifications;
 pub mod schema;
 mod validate;
 pub mod yaml;
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 pub use diagnostic::{Diagnostic, Severity};
 pub use model::{
-    Connection, Metadata, OnInvalidRecord, OutputMapping, Passcode, Pipeline, Schedule, Source,
+    Connection, Metadata, OnInvalidRecord, OutputMapping, Pipeline, Schedule, Secret, Source,
     Target,
 };
 

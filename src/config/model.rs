@@ -4,7 +4,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use super::file::{ArrayOperation, ColumnType, Region, SourceFormat};
+pub use super::file::{
+    ArrayOperation, ColumnType, NotifyOn, Region, Rerun, SmtpSecurity, SourceFormat,
+};
 use crate::template::Template;
 
 /// A pipeline that passed every check `config` can make without touching the network.
@@ -34,6 +36,58 @@ pub struct Pipeline {
     pub metadata: Metadata,
     /// For `custom_list`: the segment.
     pub custom_list: Option<CustomList>,
+    /// With `OnInvalidRecord::Skip`: invalid records allowed before the run stops.
+    pub max_invalid_records: Option<u64>,
+    /// With `OnInvalidRecord::Skip`: share of invalid records allowed before the run stops.
+    pub max_invalid_ratio: Option<f64>,
+    /// Whether a file delivered in full is sent again.
+    pub rerun: Rerun,
+    /// Who hears about finished runs.
+    pub notifications: Vec<Notification>,
+}
+
+/// A notification of finished runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    /// Which runs.
+    pub on: NotifyOn,
+    /// Where to.
+    pub channel: Channel,
+}
+
+/// Where a notification goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Channel {
+    /// An email.
+    Email(Email),
+    /// An HTTP POST.
+    Webhook(Webhook),
+}
+
+/// An email notification, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Email {
+    /// SMTP host.
+    pub host: String,
+    /// SMTP port.
+    pub port: u16,
+    /// How the connection is protected.
+    pub security: SmtpSecurity,
+    /// User and password, when the server wants a login.
+    pub login: Option<(String, Secret)>,
+    /// The sender mailbox, e.g. `tapline <tapline@example.com>`.
+    pub from: String,
+    /// 1 to 20 recipient mailboxes.
+    pub to: Vec<String>,
+}
+
+/// A webhook notification, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Webhook {
+    /// An http(s) URL.
+    pub url: String,
+    /// The HMAC-SHA256 key that signs the body.
+    pub secret: Option<Secret>,
 }
 
 /// A custom-list segment to create or update.
@@ -99,7 +153,7 @@ pub struct Connection {
     /// The CleverTap account (Project ID).
     pub account_id: String,
     /// The account passcode.
-    pub passcode: Passcode,
+    pub passcode: Secret,
     /// The API base URL without a trailing slash, e.g. `https://in1.api.clevertap.com`.
     pub base_url: String,
     /// How long one request may take.
@@ -117,14 +171,15 @@ impl fmt::Debug for Connection {
     }
 }
 
-/// A CleverTap passcode. It prints as `***` so it cannot leak through `Debug` or `Display`.
+/// A secret: a CleverTap passcode, an SMTP password, a webhook signing key. It prints as
+/// `***` so it cannot leak through `Debug` or `Display`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Passcode(String);
+pub struct Secret(String);
 
-impl Passcode {
+impl Secret {
     /// Wraps a secret.
     pub fn new(secret: impl Into<String>) -> Self {
-        Passcode(secret.into())
+        Secret(secret.into())
     }
 
     /// The secret itself, for the one place that sends it.
@@ -133,13 +188,13 @@ impl Passcode {
     }
 }
 
-impl fmt::Debug for Passcode {
+impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
     }
 }
 
-impl fmt::Display for Passcode {
+impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
     }

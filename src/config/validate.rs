@@ -6,17 +6,17 @@ use std::time::Duration;
 
 use super::diagnostic::{Diagnostic, did_you_mean};
 use super::file::{
-    AudienceFile, ConnectionFile, ConnectionRef, ConnectionsFile, Entity, OutputFile,
-    ProfileOperation, Region, ScheduleFile, SegmentFile, SegmentMode, SourceFile, SourceFormat,
-    TargetFile,
+    AudienceFile, ConnectionFile, ConnectionRef, ConnectionsFile, Entity, NotificationFile,
+    OutputFile, ProfileOperation, Region, Rerun, ScheduleFile, SegmentFile, SegmentMode,
+    SourceFile, SourceFormat, TargetFile,
 };
 use super::model::{
-    ColumnMapping, Connection, CustomList, Metadata, OnInvalidRecord, OutputMapping, Passcode,
-    Pipeline, Schedule, Source, StringColumn, Target,
+    ColumnMapping, Connection, CustomList, Metadata, OnInvalidRecord, OutputMapping, Pipeline,
+    Schedule, Secret, Source, StringColumn, Target,
 };
 use super::schema::{self, FileKind};
 use super::yaml::{self, Node};
-use super::{Credentials, Loaded, Parts};
+use super::{Credentials, Loaded, Parts, notifications};
 use crate::template::Template;
 
 const DEFAULT_THREAD_COUNT: usize = 5;
@@ -225,9 +225,40 @@ fn build(
             .or_else(|| custom_list.as_ref().map(|list| list.name.clone())),
         audience_id: audience.and_then(|audience| audience.id),
     };
+    let notifications = sections
+        .get::<Option<Vec<NotificationFile>>>("notifications")
+        .map(|entries| {
+            notifications::build(
+                file,
+                root,
+                entries.as_deref().unwrap_or_default(),
+                credentials,
+                diagnostics,
+            )
+        });
     let thread_count = sections.get::<Option<i64>>("thread_count")?;
     let skip_invalid_records = sections.get::<Option<bool>>("skip_invalid_records")?;
     let description = sections.get::<Option<String>>("description")?;
+    let max_invalid_records = sections.get::<Option<i64>>("max_invalid_records")?;
+    let max_invalid_ratio = sections.get::<Option<f64>>("max_invalid_ratio")?;
+    let rerun = sections.get::<Option<Rerun>>("rerun")?;
+    if !skip_invalid_records.unwrap_or(false) {
+        for (field, given) in [
+            ("max_invalid_records", max_invalid_records.is_some()),
+            ("max_invalid_ratio", max_invalid_ratio.is_some()),
+        ] {
+            if given {
+                diagnostics.push(
+                    Diagnostic::error(
+                        file,
+                        Some(root.locate_key("", field)),
+                        format!("`{field}` needs `skip_invalid_records: true`: without it the run stops at the first invalid record"),
+                    )
+                    .with_hint("add `skip_invalid_records: true`, or remove the limit"),
+                );
+            }
+        }
+    }
 
     let thread_count =
         thread_count.map_or(DEFAULT_THREAD_COUNT, |count| count.clamp(1, 10) as usize);
@@ -253,6 +284,10 @@ fn build(
         output: output?.map(|(mapping, _)| mapping),
         metadata,
         custom_list,
+        max_invalid_records: max_invalid_records.map(|max| max.max(0) as u64),
+        max_invalid_ratio: max_invalid_ratio.map(|ratio| ratio.clamp(0.0, 1.0)),
+        rerun: rerun.unwrap_or(Rerun::Changed),
+        notifications: notifications??,
     })
 }
 
@@ -643,7 +678,7 @@ fn finish_connection(
         return Some(Connection {
             name: name.to_string(),
             account_id: String::new(),
-            passcode: Passcode::new(String::new()),
+            passcode: Secret::new(String::new()),
             base_url: String::new(),
             request_timeout: timeout,
         });
@@ -727,11 +762,9 @@ fn finish_connection(
         return None;
     }
     let base_url = match endpoint {
-        Some(endpoint) => match reqwest::Url::parse(&endpoint) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
-                endpoint.trim_end_matches('/').to_string()
-            }
-            _ => {
+        Some(endpoint) => match is_http_url(&endpoint) {
+            true => endpoint.trim_end_matches('/').to_string(),
+            false => {
                 diagnostics.push(
                     Diagnostic::error(
                         file,
@@ -750,7 +783,7 @@ fn finish_connection(
     Some(Connection {
         name: name.to_string(),
         account_id,
-        passcode: Passcode::new(passcode),
+        passcode: Secret::new(passcode),
         base_url,
         request_timeout: timeout,
     })
@@ -768,13 +801,20 @@ pub fn region_base_url(region: Region) -> &'static str {
     }
 }
 
-struct InterpolationProblem {
-    message: String,
-    hint: String,
+/// An unset variable or a broken `${`.
+pub(super) struct InterpolationProblem {
+    pub(super) message: String,
+    pub(super) hint: String,
+}
+
+/// Whether `text` is an http(s) URL with a host.
+pub(super) fn is_http_url(text: &str) -> bool {
+    reqwest::Url::parse(text)
+        .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
 }
 
 /// Replaces every `${NAME}` with the environment variable `NAME`.
-fn interpolate(text: &str) -> Result<String, InterpolationProblem> {
+pub(super) fn interpolate(text: &str) -> Result<String, InterpolationProblem> {
     let mut output = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {

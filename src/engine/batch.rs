@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::outcome::{Outcome, Settled};
+use super::resume::SettledLines;
 use crate::config::model::{OnInvalidRecord, OutputMapping, Target};
 use crate::mapping;
 use crate::source::{Row, RowError, RowStream};
@@ -75,11 +76,25 @@ pub struct Batching {
     pub output: Option<Arc<OutputMapping>>,
     /// What templates of the output mapping may refer to.
     pub context: RunContext,
+    /// Lines an earlier run settled: read, but left out.
+    pub already_settled: Option<Arc<SettledLines>>,
 }
 
 /// Reads every row, maps it, and sends batches and invalid rows down `output` until the
-/// source ends, an invalid row stops the run, or the receiver is gone.
-pub fn produce(mut rows: Box<dyn RowStream>, settings: &Batching, output: &mpsc::Sender<Produced>) {
+/// source ends, an invalid row stops the run, or the receiver is gone. Returns how many rows
+/// were left out as already settled.
+pub fn produce(
+    mut rows: Box<dyn RowStream>,
+    settings: &Batching,
+    output: &mpsc::Sender<Produced>,
+) -> u64 {
+    let no_lines = SettledLines::default();
+    let mut already_settled = settings
+        .already_settled
+        .as_deref()
+        .unwrap_or(&no_lines)
+        .cursor();
+    let mut left_out = 0;
     let mut builder = BatchBuilder::new(settings.batch_size, settings.envelope);
     let mut next_index = 0;
     let mut flush = |builder: &mut BatchBuilder| -> bool {
@@ -91,16 +106,22 @@ pub fn produce(mut rows: Box<dyn RowStream>, settings: &Batching, output: &mpsc:
             None => true,
         }
     };
-    let mut row = Row {
-        line: 0,
-        fields: Vec::new(),
-    };
+    let mut row = Row::default();
     while let Some(next) = rows.read_row(&mut row) {
+        let line = match &next {
+            Ok(()) => row.line,
+            Err(RowError::Invalid { line, .. }) => *line,
+            Err(RowError::Fatal(_)) => 0,
+        };
+        if line > 0 && already_settled.contains(line) {
+            left_out += 1;
+            continue;
+        }
         let invalid = match next {
             Ok(()) => match encode(settings, &row, &mut builder) {
                 Ok(()) => {
                     if builder.is_full() && !flush(&mut builder) {
-                        return;
+                        return left_out;
                     }
                     continue;
                 }
@@ -125,13 +146,13 @@ pub fn produce(mut rows: Box<dyn RowStream>, settings: &Batching, output: &mpsc:
                 if flush(&mut builder) {
                     let _ = output.blocking_send(Produced::SourceFailed(message));
                 }
-                return;
+                return left_out;
             }
         };
         match settings.on_invalid_record {
             OnInvalidRecord::Skip => {
                 if output.blocking_send(Produced::Skipped(invalid)).is_err() {
-                    return;
+                    return left_out;
                 }
             }
             OnInvalidRecord::Stop => {
@@ -142,11 +163,12 @@ pub fn produce(mut rows: Box<dyn RowStream>, settings: &Batching, output: &mpsc:
                         ..invalid
                     }));
                 }
-                return;
+                return left_out;
             }
         }
     }
     flush(&mut builder);
+    left_out
 }
 
 /// Maps a row (through the output mapping, if any) and adds its record to the batch.
@@ -155,6 +177,10 @@ fn encode(
     row: &Row,
     builder: &mut BatchBuilder,
 ) -> Result<(), mapping::Invalid> {
+    if let Some(record) = &row.record {
+        builder.push(row.line, record);
+        return Ok(());
+    }
     match &settings.output {
         Some(output) => {
             let mapped = mapping::output::apply(output, row, &settings.context)?;

@@ -58,19 +58,17 @@ fn stream_entries(
         }
     };
     let mut chunk = HEADER.to_vec();
-    let mut row = Row {
-        line: 0,
-        fields: Vec::new(),
-    };
+    let mut row = Row::default();
     while let Some(next) = rows.read_row(&mut row) {
         let entry = match next {
-            Ok(()) => match &job.output {
-                Some(mapping) => {
-                    mapping::output::apply(mapping, &row, &job.context).and_then(|mapped| {
+            Ok(()) => match (&row.record, &job.output) {
+                // Replayed from a rejects file: already an entry.
+                (Some(record), _) => Ok(record.clone()),
+                (None, Some(mapping)) => mapping::output::apply(mapping, &row, &job.context)
+                    .and_then(|mapped| {
                         mapping::map_row(job.target, &mapped).map(|record| record.to_json())
-                    })
-                }
-                None => mapping::map_row(job.target, &row).map(|record| record.to_json()),
+                    }),
+                (None, None) => mapping::map_row(job.target, &row).map(|record| record.to_json()),
             }
             .map_err(|invalid| (row.line, invalid.code, invalid.reason, row.to_json())),
             Err(RowError::Invalid { line, reason, raw }) => Err((
@@ -157,6 +155,9 @@ pub(super) async fn run(
         dry_run: None,
         warnings: Vec::new(),
         segment_id: None,
+        rows_resumed: 0,
+        resumed_from: None,
+        up_to_date: None,
     };
     let client = match &options.delivery {
         Delivery::DryRun => {

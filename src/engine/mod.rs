@@ -10,6 +10,7 @@
 pub mod batch;
 mod custom_list;
 pub mod outcome;
+mod resume;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use batch::Batch;
 pub use outcome::{BatchReport, Counts, DryRunReport, Outcome, RunSummary, Settled, StopReason};
+pub use resume::{SettledCursor, SettledLines};
 
 use crate::clevertap::retry::{RetryPolicy, Verdict, classify};
 use crate::clevertap::wire::{Endpoint, UploadResponse};
@@ -55,6 +57,52 @@ pub struct Job {
     pub context: RunContext,
     /// For `Target::CustomList`: the segment to make or update.
     pub custom_list: Option<CustomList>,
+    /// How many invalid records the run may skip before it stops.
+    pub error_budget: ErrorBudget,
+}
+
+/// How many invalid records (skipped, or rejected by CleverTap) a run may meet before it
+/// stops and fails. Only matters with `skip_invalid_records: true`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ErrorBudget {
+    /// At most this many.
+    pub max_records: Option<u64>,
+    /// At most this share of the records read (0.0–1.0), judged once
+    /// [`ErrorBudget::RATIO_MIN_READ`] records are read, and at the end.
+    pub max_ratio: Option<f64>,
+}
+
+impl ErrorBudget {
+    /// Records read before the ratio is judged during a run: a share of a few records says
+    /// little about a file.
+    pub const RATIO_MIN_READ: u64 = 1000;
+
+    /// Why the run must stop, if `counts` break the budget. `at_end`: the source is done,
+    /// so the ratio is judged however few records were read.
+    pub fn exceeded(&self, counts: &Counts, at_end: bool) -> Option<String> {
+        let invalid = counts.skipped + counts.rejected;
+        if let Some(max) = self.max_records
+            && invalid > max
+        {
+            return Some(format!(
+                "{invalid} invalid records, more than max_invalid_records ({max})"
+            ));
+        }
+        if let Some(max) = self.max_ratio
+            && counts.read > 0
+            && (at_end || counts.read >= Self::RATIO_MIN_READ)
+        {
+            let ratio = invalid as f64 / counts.read as f64;
+            if ratio > max {
+                return Some(format!(
+                    "{invalid} of {} records read are invalid ({:.1}%), more than max_invalid_ratio ({max})",
+                    counts.read,
+                    ratio * 100.0
+                ));
+            }
+        }
+        None
+    }
 }
 
 /// Where batches go.
@@ -75,12 +123,17 @@ pub struct RunOptions {
     pub retry: RetryPolicy,
     /// Where the rejects file goes (created only when something is rejected).
     pub rejects_path: PathBuf,
+    /// Source lines an earlier run settled: they are read but not sent again.
+    pub already_settled: Option<Arc<SettledLines>>,
 }
 
-/// Hears about a run as it goes: progress display now, checkpoints later.
+/// Hears about a run as it goes: the progress display and the checkpoints.
 pub trait Observer: Send {
-    /// A batch has settled (every record in it has its outcome).
-    fn batch_settled(&mut self, _report: &BatchReport, _counts: &Counts) {}
+    /// A batch has settled (every record in it has its outcome, and the rejects file has
+    /// them). An error (progress could not be recorded) stops the run.
+    fn batch_settled(&mut self, _report: &BatchReport, _counts: &Counts) -> Result<(), String> {
+        Ok(())
+    }
     /// A record was skipped before sending.
     fn record_skipped(&mut self, _settled: &Settled, _counts: &Counts) {}
 }
@@ -91,6 +144,7 @@ impl Observer for NoObserver {}
 
 /// The bookkeeping of a run in progress.
 struct Ledger {
+    budget: ErrorBudget,
     counts: Counts,
     requests: u64,
     retries: u64,
@@ -100,6 +154,8 @@ struct Ledger {
 }
 
 impl Ledger {
+    /// Books a settled batch: its rejects are written first, then the observer records it
+    /// (a checkpoint), so nothing counted as settled is missing from the rejects file.
     fn settle_batch(&mut self, report: &BatchReport, observer: &mut dyn Observer) {
         self.counts.accepted += report.accepted as u64;
         for entry in &report.settled {
@@ -111,7 +167,25 @@ impl Ledger {
             self.requests += u64::from(report.attempts);
             self.retries += u64::from(report.attempts - 1);
         }
-        observer.batch_settled(report, &self.counts);
+        if let Err(error) = observer.batch_settled(report, &self.counts) {
+            self.stop(StopReason::StateFailed(error));
+        }
+        self.check_budget(false);
+    }
+
+    /// Books a record skipped before sending.
+    fn settle_skipped(&mut self, settled: &Settled, observer: &mut dyn Observer) {
+        self.counts.read += 1;
+        self.counts.add(settled.outcome, 1);
+        self.rejects.write(settled);
+        observer.record_skipped(settled, &self.counts);
+        self.check_budget(false);
+    }
+
+    fn check_budget(&mut self, at_end: bool) {
+        if let Some(reason) = self.budget.exceeded(&self.counts, at_end) {
+            self.stop(StopReason::ErrorBudget(reason));
+        }
     }
 
     fn stop(&mut self, reason: StopReason) {
@@ -135,6 +209,7 @@ pub async fn run(
     }
     let started = Instant::now();
     let mut ledger = Ledger {
+        budget: job.error_budget,
         counts: Counts::default(),
         requests: 0,
         retries: 0,
@@ -148,16 +223,20 @@ pub async fn run(
         }),
     };
     let mut warnings = Vec::new();
+    let mut rows_resumed = 0;
     match crate::source::open(&job.source) {
         Ok(rows) => {
             if rows.columns().is_some_and(<[_]>::is_empty) {
                 warnings.push("the source has no columns".to_string());
             }
-            send_all(&job, &options, rows, &mut ledger, observer, &cancel).await;
+            rows_resumed = send_all(&job, &options, rows, &mut ledger, observer, &cancel).await;
         }
         Err(error) => ledger.stop(StopReason::SourceFailed(error.to_string())),
     }
-    if ledger.counts.read == 0 && ledger.stop.is_none() {
+    if ledger.stop.is_none() {
+        ledger.check_budget(true);
+    }
+    if ledger.counts.read == 0 && rows_resumed == 0 && ledger.stop.is_none() {
         warnings.push("the source has no records".to_string());
     }
     let (rejects_file, rejects_error) = ledger.rejects.finish();
@@ -174,10 +253,14 @@ pub async fn run(
         dry_run: ledger.dry_run,
         warnings,
         segment_id: None,
+        rows_resumed,
+        resumed_from: None,
+        up_to_date: None,
     }
 }
 
 /// The sending half: takes what the reader produces and keeps requests in flight.
+/// Returns how many rows were left out as settled by an earlier run.
 async fn send_all(
     job: &Job,
     options: &RunOptions,
@@ -185,7 +268,7 @@ async fn send_all(
     ledger: &mut Ledger,
     observer: &mut dyn Observer,
     cancel: &CancellationToken,
-) {
+) -> u64 {
     // CleverTap's limit for the API wins over the pipeline's thread count.
     let thread_count = job.thread_count.clamp(1, job.endpoint.max_in_flight);
     let (sender, mut produced) = mpsc::channel::<Produced>(thread_count);
@@ -196,6 +279,7 @@ async fn send_all(
         envelope: job.endpoint.envelope,
         output: job.output.clone(),
         context: job.context.clone(),
+        already_settled: options.already_settled.clone(),
     };
     let reader = std::thread::spawn(move || batch::produce(rows, &settings, &sender));
 
@@ -241,12 +325,7 @@ async fn send_all(
                         }
                     }
                 }
-                Some(Produced::Skipped(settled)) => {
-                    ledger.counts.read += 1;
-                    ledger.counts.add(settled.outcome, 1);
-                    ledger.rejects.write(&settled);
-                    observer.record_skipped(&settled, &ledger.counts);
-                }
+                Some(Produced::Skipped(settled)) => ledger.settle_skipped(&settled, observer),
                 Some(Produced::Stopped(settled)) => {
                     ledger.counts.read += 1;
                     ledger.counts.add(settled.outcome, 1);
@@ -277,7 +356,9 @@ async fn send_all(
             Produced::SourceFailed(message) => ledger.stop(StopReason::SourceFailed(message)),
         }
     }
-    let _ = reader.join();
+    reader
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 impl BatchReport {
@@ -343,6 +424,8 @@ fn short_reason(reason: &StopReason) -> String {
         StopReason::Interrupted => "interrupted".into(),
         StopReason::SourceFailed(_) => "source unreadable".into(),
         StopReason::Refused(_) => "refused by CleverTap".into(),
+        StopReason::ErrorBudget(_) => "too many invalid records".into(),
+        StopReason::StateFailed(_) => "progress could not be recorded".into(),
     }
 }
 

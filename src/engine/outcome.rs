@@ -116,6 +116,10 @@ pub enum StopReason {
     SourceFailed(String),
     /// CleverTap refused a step of a multi-step upload (a custom list), with its message.
     Refused(String),
+    /// More invalid records than `max_invalid_records` / `max_invalid_ratio` allow.
+    ErrorBudget(String),
+    /// A checkpoint could not be written, so going on could send records twice later.
+    StateFailed(String),
 }
 
 impl std::fmt::Display for StopReason {
@@ -137,6 +141,14 @@ impl std::fmt::Display for StopReason {
                 write!(f, "stopped: the source cannot be read: {message}")
             }
             StopReason::Refused(message) => write!(f, "failed: {message}"),
+            StopReason::ErrorBudget(message) => write!(
+                f,
+                "stopped: {message}; the file looks broken (fix it, or raise the limit in the pipeline)"
+            ),
+            StopReason::StateFailed(message) => write!(
+                f,
+                "stopped: progress cannot be recorded in the state store: {message}"
+            ),
         }
     }
 }
@@ -180,6 +192,12 @@ pub struct RunSummary {
     pub warnings: Vec<String>,
     /// For a custom list: the ID of the segment CleverTap made or updated.
     pub segment_id: Option<i64>,
+    /// Source rows left out because an earlier run had settled them.
+    pub rows_resumed: u64,
+    /// The run whose checkpoint this one went on from.
+    pub resumed_from: Option<String>,
+    /// Set when nothing was sent because the file was already delivered: by which run.
+    pub up_to_date: Option<String>,
 }
 
 impl RunSummary {

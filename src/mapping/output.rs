@@ -55,6 +55,7 @@ pub fn apply(mapping: &OutputMapping, row: &Row, context: &RunContext) -> Result
     Ok(Row {
         line: row.line,
         fields,
+        record: None,
     })
 }
 

@@ -13,6 +13,7 @@ fn row(fields: Value) -> Row {
     Row {
         line: 2,
         fields: map.into_iter().map(|(k, v)| (Arc::from(k), v)).collect(),
+        record: None,
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod delimited;
 mod jsonl;
+mod rejects;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -20,12 +21,15 @@ use crate::config::model::{Source, SourceFormat};
 const READ_BUFFER_BYTES: usize = 256 * 1024;
 
 /// One source row: its fields in file order, and the line it started on.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Row {
     /// 1-based line in the (decompressed) file where the row starts.
     pub line: u64,
     /// Column name and value. CSV values are strings; JSONL keeps JSON types.
     pub fields: Vec<(Arc<str>, Value)>,
+    /// A record already in CleverTap's form (replayed from a rejects file): it is sent as it
+    /// is instead of being mapped from `fields`.
+    pub record: Option<Value>,
 }
 
 impl Row {
@@ -70,10 +74,7 @@ pub trait RowStream: Send {
 
     /// The next row as a new value, `None` at the end.
     fn next_row(&mut self) -> Option<Result<Row, RowError>> {
-        let mut row = Row {
-            line: 0,
-            fields: Vec::new(),
-        };
+        let mut row = Row::default();
         self.read_row(&mut row).map(|result| result.map(|()| row))
     }
 }
@@ -114,6 +115,7 @@ pub fn open(source: &Source) -> Result<Box<dyn RowStream>, OpenError> {
             reader, b'\t', false, &display,
         )?),
         SourceFormat::Jsonl => Box::new(jsonl::JsonlStream::new(reader)),
+        SourceFormat::Rejects => Box::new(rejects::RejectsStream::new(reader)),
     })
 }
 

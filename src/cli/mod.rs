@@ -13,13 +13,14 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::clevertap::{Client, RetryPolicy};
-use crate::config::{self, Credentials, Diagnostic, Passcode, Pipeline};
-use crate::engine::{self, Counts, Delivery, Job, Observer, RunOptions, RunSummary};
+use crate::clevertap::Client;
+use crate::config::{self, Credentials, Diagnostic, Pipeline, Secret};
+use crate::engine::{self, Counts, Delivery, Observer, RunSummary};
+use crate::runner::{self, Trigger};
 use crate::sandbox::{self, Fault, Sandbox, SandboxConfig};
-use crate::template::RunContext;
 use crate::{mapping, preflight};
-use std::sync::Arc;
+
+mod history;
 
 /// How the process ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -64,6 +65,57 @@ enum Command {
     },
     /// Serve the local CleverTap sandbox until Ctrl-C.
     Sandbox(SandboxArgs),
+    /// Show past runs, or one run in detail.
+    History(HistoryArgs),
+    /// Send the records of a rejects file again, through the pipeline that wrote it.
+    Replay(ReplayArgs),
+}
+
+/// Where the state lives and how long history is kept.
+#[derive(Debug, Args)]
+struct StateArgs {
+    /// Folder of the state store (run history, checkpoints, rejects files). Default:
+    /// $STATE_DIRECTORY, else `.tapline/` in the pipeline's folder.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Runs older than this many days are pruned from the history with their rejects files.
+    #[arg(long, default_value_t = 90)]
+    history_days: u32,
+}
+
+#[derive(Debug, Args)]
+struct HistoryArgs {
+    /// Only this pipeline's runs.
+    pipeline: Option<String>,
+    /// Show one run in detail: its counts, first errors and rejects file.
+    #[arg(long, conflicts_with = "pipeline")]
+    run: Option<String>,
+    /// The pipelines folder, whose `.tapline/` holds the state when --state-dir is not given.
+    #[arg(long, default_value = "pipelines")]
+    dir: PathBuf,
+    /// Folder of the state store.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Runs to list at most.
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ReplayArgs {
+    /// A rejects file (`.tapline/rejects/<pipeline>-<run id>.jsonl`), fixed by hand or not.
+    rejects_file: PathBuf,
+    /// The pipeline to send through; default: the one whose run wrote the file.
+    #[arg(long)]
+    pipeline: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    state: StateArgs,
 }
 
 #[derive(Debug, Args)]
@@ -80,6 +132,14 @@ struct RunArgs {
     /// Print one JSON object per pipeline instead of text.
     #[arg(long)]
     json: bool,
+    /// Start from the first row, ignoring the checkpoint of an unfinished run.
+    #[arg(long)]
+    fresh: bool,
+    /// Send the file even if it was already delivered in full.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    state: StateArgs,
 }
 
 #[derive(Debug, Args)]
@@ -90,7 +150,7 @@ struct SandboxArgs {
     /// Account ID the sandbox accepts.
     #[arg(long, default_value = sandbox::DEFAULT_ACCOUNT_ID)]
     account_id: String,
-    /// Passcode the sandbox accepts.
+    /// Secret the sandbox accepts.
     #[arg(long, default_value = sandbox::DEFAULT_PASSCODE)]
     passcode: String,
     /// Milliseconds added to every upload.
@@ -145,6 +205,8 @@ pub fn main() -> ExitCode {
         Command::Schema { connections } => schema(connections),
         Command::Run(args) => run(&args),
         Command::Sandbox(args) => serve_sandbox(args),
+        Command::History(args) => history::show(&args),
+        Command::Replay(args) => replay(&args),
     };
     exit.into()
 }
@@ -300,62 +362,37 @@ async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> Exit {
         if let Some(sandbox) = &sandbox {
             let (account_id, passcode) = sandbox.credentials();
             pipeline.connection.account_id = account_id.to_string();
-            pipeline.connection.passcode = Passcode::new(passcode);
+            pipeline.connection.passcode = Secret::new(passcode);
             pipeline.connection.base_url = sandbox.base_url();
         }
-        let delivery = if args.dry_run {
-            Delivery::DryRun
-        } else {
-            match Client::new(&pipeline.connection) {
-                Ok(client) => Delivery::Send(client),
-                Err(error) => {
-                    eprintln!("error: {}: {error}", pipeline.name);
-                    exit = exit.max(Exit::Usage);
-                    continue;
-                }
-            }
-        };
-        let run_id = run_id();
-        let job = Job {
-            pipeline: pipeline.name.clone(),
-            connection: pipeline.connection.name.clone(),
-            source: pipeline.source.clone(),
-            target: pipeline.target,
-            on_invalid_record: pipeline.on_invalid_record,
-            thread_count: pipeline.thread_count,
-            endpoint: mapping::endpoint(pipeline.target),
-            list_affected: pipeline.target.is_destructive(),
-            output: pipeline.output.clone().map(Arc::new),
-            context: RunContext {
-                pipeline: pipeline.name.clone(),
-                run_id: run_id.clone(),
-                started: chrono::Utc::now(),
-                segment_id: pipeline.metadata.segment_id.clone(),
-                segment_name: pipeline.metadata.segment_name.clone(),
-                audience_id: pipeline.metadata.audience_id.clone(),
-            },
-            custom_list: pipeline.custom_list.clone(),
-        };
-        let options = RunOptions {
+        let request = |delivery| runner::Request {
+            trigger: Trigger::Manual,
             delivery,
-            retry: RetryPolicy::default(),
-            rejects_path: rejects_path(&pipeline, &run_id),
+            fresh: args.fresh,
+            force: args.force,
+            replay: None,
+            state_dir: runner::state_dir(
+                args.state.state_dir.as_deref(),
+                folder_of(&pipeline.file),
+            ),
+            // A throwaway sandbox has nothing to resume and nothing to protect from duplicates.
+            bookkeeping: !args.dry_run && !args.sandbox,
+            history_days: args.state.history_days,
         };
-        let mut progress = Progress::new(&pipeline.name, !args.json);
-        let summary = engine::run(job, options, &mut progress, cancel.clone()).await;
-        progress.finish();
-        if args.json {
-            let mut line = summary_json(&summary);
-            if let Some(sandbox) = &sandbox {
-                line["sandbox"] = sandbox_json(sandbox);
+        let outcome = match delivery(&pipeline, args.dry_run) {
+            Ok(delivery) => {
+                execute(
+                    &pipeline,
+                    &request(delivery),
+                    args.json,
+                    sandbox.as_ref(),
+                    &cancel,
+                )
+                .await
             }
-            println!("{line}");
-        } else {
-            print_summary(&summary, &pipeline);
-        }
-        if !summary.succeeded() {
-            exit = exit.max(Exit::Failed);
-        }
+            Err(exit) => exit,
+        };
+        exit = exit.max(outcome);
         if cancel.is_cancelled() {
             break;
         }
@@ -367,6 +404,115 @@ async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> Exit {
         sandbox.stop().await;
     }
     exit
+}
+
+/// Where a pipeline's batches go: CleverTap through a client, or nowhere in a dry run.
+fn delivery(pipeline: &Pipeline, dry_run: bool) -> Result<Delivery, Exit> {
+    if dry_run {
+        return Ok(Delivery::DryRun);
+    }
+    Client::new(&pipeline.connection)
+        .map(Delivery::Send)
+        .map_err(|error| {
+            eprintln!("error: {}: {error}", pipeline.name);
+            Exit::Usage
+        })
+}
+
+/// The folder a pipeline file is in.
+fn folder_of(file: &Path) -> &Path {
+    file.parent().unwrap_or(Path::new("."))
+}
+
+/// Runs one pipeline and prints its summary; returns its exit code.
+async fn execute(
+    pipeline: &Pipeline,
+    request: &runner::Request,
+    json: bool,
+    sandbox: Option<&Sandbox>,
+    cancel: &CancellationToken,
+) -> Exit {
+    let mut progress = Progress::new(&pipeline.name, !json);
+    let result = runner::run(pipeline, request, &mut progress, cancel.clone()).await;
+    progress.finish();
+    let summary = match result {
+        Ok(summary) => summary,
+        Err(error) => {
+            if json {
+                println!(
+                    "{}",
+                    json!({"pipeline": pipeline.name, "status": "failed", "error": error.to_string()})
+                );
+            } else {
+                eprintln!("error: {}: {error}", pipeline.name);
+            }
+            return Exit::Failed;
+        }
+    };
+    if json {
+        let mut line = summary_json(&summary);
+        if let Some(sandbox) = sandbox {
+            line["sandbox"] = sandbox_json(sandbox);
+        }
+        println!("{line}");
+    } else {
+        print_summary(&summary, pipeline);
+    }
+    if summary.succeeded() {
+        Exit::Success
+    } else {
+        Exit::Failed
+    }
+}
+
+/// Loads the pipeline a rejects file belongs to and sends the file's records through it.
+fn replay(args: &ReplayArgs) -> Exit {
+    if !args.rejects_file.is_file() {
+        eprintln!(
+            "error: `{}` is not a file; give the path of a rejects file (`tapline history --run ID` shows it)",
+            args.rejects_file.display()
+        );
+        return Exit::Usage;
+    }
+    let pipeline_file = match &args.pipeline {
+        Some(file) => file.clone(),
+        None => {
+            match history::pipeline_of_rejects(&args.rejects_file, args.state.state_dir.as_deref())
+            {
+                Ok(file) => file,
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    return Exit::Usage;
+                }
+            }
+        }
+    };
+    let pipelines = match load_all(std::slice::from_ref(&pipeline_file), Credentials::Resolve) {
+        Ok(pipelines) => pipelines,
+        Err((exit, _)) => return exit,
+    };
+    let Some(pipeline) = pipelines.into_iter().next() else {
+        return Exit::Usage;
+    };
+    let delivery = match delivery(&pipeline, false) {
+        Ok(delivery) => delivery,
+        Err(exit) => return exit,
+    };
+    let request = runner::Request {
+        trigger: Trigger::Replay,
+        delivery,
+        fresh: false,
+        force: true,
+        replay: Some(args.rejects_file.clone()),
+        state_dir: runner::state_dir(args.state.state_dir.as_deref(), folder_of(&pipeline.file)),
+        bookkeeping: true,
+        history_days: args.state.history_days,
+    };
+    runtime().block_on(async {
+        let cancel = CancellationToken::new();
+        spawn_signal_handler(cancel.clone());
+        execute(&pipeline, &request, args.json, None, &cancel).await
+    })
 }
 
 /// Ctrl-C and SIGTERM stop new requests; requests in flight finish.
@@ -395,24 +541,6 @@ fn spawn_signal_handler(cancel: CancellationToken) {
     });
 }
 
-/// A run ID: UTC start time and a random suffix, e.g. `20261129T043735Z-5042`.
-fn run_id() -> String {
-    let suffix: u16 = rand::random();
-    format!(
-        "{}-{suffix:04x}",
-        chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
-    )
-}
-
-/// `<pipeline folder>/.tapline/rejects/<pipeline>-<run id>.jsonl`.
-fn rejects_path(pipeline: &Pipeline, run_id: &str) -> PathBuf {
-    let folder = pipeline.file.parent().unwrap_or(Path::new("."));
-    folder
-        .join(".tapline")
-        .join("rejects")
-        .join(format!("{}-{run_id}.jsonl", pipeline.name))
-}
-
 fn status(summary: &RunSummary) -> &'static str {
     if summary.succeeded() {
         "succeeded"
@@ -434,6 +562,9 @@ fn summary_json(summary: &RunSummary) -> Value {
         "stop_reason": summary.stop.as_ref().map(ToString::to_string),
         "segment_id": summary.segment_id,
         "warnings": summary.warnings,
+        "resumed_from": summary.resumed_from,
+        "rows_resumed": summary.rows_resumed,
+        "up_to_date": summary.up_to_date,
     });
     if let Some(dry_run) = &summary.dry_run {
         line["dry_run"] = serde_json::to_value(dry_run).unwrap_or(Value::Null);
@@ -475,6 +606,12 @@ fn print_summary(summary: &RunSummary, pipeline: &Pipeline) {
                 let _ = writeln!(out, "    {identity}");
             }
         }
+    } else if let Some(delivered_by) = &summary.up_to_date {
+        let _ = writeln!(
+            out,
+            "{}: up to date, nothing sent: run {delivered_by} already delivered this file in full (`--force` sends it again)",
+            summary.pipeline
+        );
     } else {
         let _ = writeln!(
             out,
@@ -482,6 +619,13 @@ fn print_summary(summary: &RunSummary, pipeline: &Pipeline) {
             summary.pipeline,
             status(summary)
         );
+        if let Some(resumed_from) = &summary.resumed_from {
+            let _ = writeln!(
+                out,
+                "  resumed   run {resumed_from}: {} rows it had settled were not sent again (`--fresh` starts over)",
+                summary.rows_resumed
+            );
+        }
         let _ = writeln!(
             out,
             "  records   {} read · {} accepted · {} skipped · {} rejected · {} failed",
@@ -622,8 +766,13 @@ impl Progress {
 }
 
 impl Observer for Progress {
-    fn batch_settled(&mut self, _report: &engine::BatchReport, counts: &Counts) {
+    fn batch_settled(
+        &mut self,
+        _report: &engine::BatchReport,
+        counts: &Counts,
+    ) -> Result<(), String> {
         self.show(counts);
+        Ok(())
     }
 
     fn record_skipped(&mut self, _settled: &engine::Settled, counts: &Counts) {

@@ -1,0 +1,218 @@
+//! `tapline history`: past runs as a table, one run in detail, or JSON; and finding the
+//! pipeline a rejects file came from, for `tapline replay`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::{TimeZone, Utc};
+
+use super::{Exit, HistoryArgs};
+use crate::runner;
+use crate::state::{DATABASE_FILE, RunEntry, StateStore};
+
+/// Prints the history the arguments ask for.
+pub(super) fn show(args: &HistoryArgs) -> Exit {
+    let dir = runner::state_dir(args.state_dir.as_deref(), &args.dir);
+    if !dir.join(DATABASE_FILE).exists() {
+        if args.json {
+            println!("[]");
+        } else {
+            println!("no runs recorded in `{}` yet", dir.display());
+        }
+        return if args.run.is_some() {
+            Exit::Usage
+        } else {
+            Exit::Success
+        };
+    }
+    let store = match StateStore::open(&dir) {
+        Ok(store) => store,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Exit::Usage;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if let Some(run_id) = &args.run {
+        return match store.run(run_id) {
+            Ok(Some(run)) => {
+                if args.json {
+                    let _ = writeln!(out, "{}", serde_json::to_string(&run).unwrap_or_default());
+                } else {
+                    print_run(&mut out, &run);
+                }
+                Exit::Success
+            }
+            Ok(None) => {
+                eprintln!(
+                    "error: no run `{run_id}` in `{}`; `tapline history` lists the runs",
+                    dir.display()
+                );
+                Exit::Usage
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                Exit::Failed
+            }
+        };
+    }
+    let runs = match store.runs(args.pipeline.as_deref(), args.limit) {
+        Ok(runs) => runs,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Exit::Failed;
+        }
+    };
+    if args.json {
+        let _ = writeln!(out, "{}", serde_json::to_string(&runs).unwrap_or_default());
+        return Exit::Success;
+    }
+    if runs.is_empty() {
+        let _ = writeln!(out, "no runs recorded yet");
+        return Exit::Success;
+    }
+    let _ = writeln!(
+        out,
+        "{:<22} {:<20} {:<8} {:<19} {:>9} {:<11} {:>9} {:>9} {:>8} {:>8} {:>7}",
+        "RUN",
+        "PIPELINE",
+        "TRIGGER",
+        "STARTED (UTC)",
+        "DURATION",
+        "STATUS",
+        "READ",
+        "ACCEPTED",
+        "SKIPPED",
+        "REJECTED",
+        "FAILED"
+    );
+    for run in &runs {
+        let records = &run.records;
+        let _ = writeln!(
+            out,
+            "{:<22} {:<20} {:<8} {:<19} {:>9} {:<11} {:>9} {:>9} {:>8} {:>8} {:>7}",
+            run.run_id,
+            run.pipeline,
+            run.trigger,
+            time(run.started_at_ms),
+            duration(run),
+            run.status.as_str(),
+            records.read,
+            records.accepted,
+            records.skipped,
+            records.rejected,
+            records.failed
+        );
+    }
+    Exit::Success
+}
+
+fn print_run(out: &mut impl Write, run: &RunEntry) {
+    let records = &run.records;
+    let _ = writeln!(out, "run       {}", run.run_id);
+    let _ = writeln!(
+        out,
+        "pipeline  {} ({})",
+        run.pipeline,
+        run.pipeline_file.display()
+    );
+    let _ = writeln!(out, "trigger   {}", run.trigger);
+    let _ = writeln!(out, "status    {}", run.status.as_str());
+    let _ = writeln!(
+        out,
+        "started   {} UTC, took {}",
+        time(run.started_at_ms),
+        duration(run)
+    );
+    let _ = writeln!(
+        out,
+        "records   {} read · {} accepted · {} skipped · {} rejected · {} failed",
+        records.read, records.accepted, records.skipped, records.rejected, records.failed
+    );
+    let _ = writeln!(out, "requests  {} ({} retries)", run.requests, run.retries);
+    if let Some(resumed_from) = &run.resumed_from {
+        let _ = writeln!(
+            out,
+            "resumed   run {resumed_from} ({} rows already settled)",
+            run.rows_resumed
+        );
+    }
+    if let Some(reason) = &run.stop_reason {
+        let _ = writeln!(out, "stopped   {reason}");
+    }
+    if !run.first_errors.is_empty() {
+        let _ = writeln!(out, "first errors");
+        for error in &run.first_errors {
+            let _ = writeln!(
+                out,
+                "  line {}: [{}] {}",
+                error.line, error.code, error.reason
+            );
+        }
+    }
+    if let Some(path) = &run.rejects_file {
+        let _ = writeln!(out, "rejects   {}", path.display());
+        let _ = writeln!(
+            out,
+            "          (fix them, then: tapline replay {})",
+            path.display()
+        );
+    }
+    for warning in &run.warnings {
+        let _ = writeln!(out, "warning   {warning}");
+    }
+}
+
+fn time(ms: i64) -> String {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .map_or_else(|| "?".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+}
+
+fn duration(run: &RunEntry) -> String {
+    match run.finished_at_ms {
+        Some(end) => format!("{:.1} s", (end - run.started_at_ms).max(0) as f64 / 1000.0),
+        None => "-".into(),
+    }
+}
+
+/// The pipeline file of the run that wrote a rejects file: the file is
+/// `<state dir>/rejects/<pipeline>-<run id>.jsonl`, and the history knows the run.
+pub(super) fn pipeline_of_rejects(
+    rejects: &Path,
+    state_dir: Option<&Path>,
+) -> Result<PathBuf, String> {
+    let unknown = || {
+        format!(
+            "cannot tell which pipeline wrote `{}`; name it with --pipeline PIPELINE.yaml",
+            rejects.display()
+        )
+    };
+    let stem = rejects
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .ok_or_else(unknown)?;
+    // `<pipeline>-<YYYYmmddTHHMMSSZ>-<xxxx>`; the pipeline's name may hold dashes.
+    let mut parts = stem.rsplitn(3, '-');
+    let (Some(suffix), Some(time), Some(_pipeline)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(unknown());
+    };
+    let run_id = format!("{time}-{suffix}");
+    let dir = match state_dir {
+        Some(dir) => dir.to_path_buf(),
+        None => rejects
+            .parent()
+            .and_then(Path::parent)
+            .ok_or_else(unknown)?
+            .to_path_buf(),
+    };
+    if !dir.join(DATABASE_FILE).exists() {
+        return Err(unknown());
+    }
+    let store = StateStore::open(&dir).map_err(|error| error.to_string())?;
+    match store.run(&run_id).map_err(|error| error.to_string())? {
+        Some(run) => Ok(run.pipeline_file),
+        None => Err(unknown()),
+    }
+}

@@ -1,0 +1,265 @@
+//! Checks the `notifications:` section: one channel per entry, mailboxes that parse, URLs,
+//! and secrets read from the environment or a file, never written in the pipeline.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use super::Credentials;
+use super::diagnostic::Diagnostic;
+use super::file::{EmailFile, NotificationFile, NotifyOn, SmtpSecurity, WebhookFile};
+use super::model::{Channel, Email, Notification, Secret, Webhook};
+use super::validate::{interpolate, is_http_url};
+use super::yaml::Node;
+
+/// The checked notifications, or `None` when any has an error (each one reported).
+pub(super) fn build(
+    file: &Path,
+    root: &Node,
+    entries: &[NotificationFile],
+    credentials: Credentials,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Vec<Notification>> {
+    let mut notifications = Vec::new();
+    let mut failed = false;
+    for (index, entry) in entries.iter().enumerate() {
+        let site = Site {
+            file,
+            root,
+            pointer: format!("/notifications/{index}"),
+            credentials,
+        };
+        let channel = match (&entry.email, &entry.webhook) {
+            (Some(email), None) => build_email(&site, email, diagnostics).map(Channel::Email),
+            (None, Some(webhook)) => {
+                build_webhook(&site, webhook, diagnostics).map(Channel::Webhook)
+            }
+            (email, _) => {
+                let both = email.is_some();
+                diagnostics.push(
+                    Diagnostic::error(
+                        file,
+                        Some(root.locate(&site.pointer)),
+                        if both {
+                            "a notification has both `email` and `webhook`"
+                        } else {
+                            "a notification needs `email` or `webhook`"
+                        },
+                    )
+                    .with_hint(
+                        "write one entry per channel: `- { on: failure, webhook: { url: ... } }`",
+                    ),
+                );
+                None
+            }
+        };
+        match channel {
+            Some(channel) => notifications.push(Notification {
+                on: entry.on.unwrap_or(NotifyOn::Failure),
+                channel,
+            }),
+            None => failed = true,
+        }
+    }
+    (!failed).then_some(notifications)
+}
+
+/// Where an entry is written, and whether its secrets are read.
+struct Site<'a> {
+    file: &'a Path,
+    root: &'a Node,
+    pointer: String,
+    credentials: Credentials,
+}
+
+impl Site<'_> {
+    fn error(&self, field: &str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::error(
+            self.file,
+            Some(self.root.locate(&format!("{}/{field}", self.pointer))),
+            message,
+        )
+    }
+
+    /// A secret given in `field` (with `${VAR}`s) or in `{field}_file`: `Ok(None)` when
+    /// neither is given, `Err` after reporting a problem.
+    fn secret(
+        &self,
+        field: &str,
+        value: Option<&str>,
+        value_file: Option<&str>,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> Result<Option<Secret>, ()> {
+        let file_field = format!("{field}_file");
+        if value.is_some() && value_file.is_some() {
+            diagnostics.push(
+                self.error(
+                    &file_field,
+                    format!("give either `{field}` or `{file_field}`, not both"),
+                )
+                .with_hint(format!("keep `{file_field}` and remove `{field}`")),
+            );
+            return Err(());
+        }
+        if let Some(value) = value
+            && !value.contains("${")
+        {
+            diagnostics.push(
+                Diagnostic::warning(
+                    self.file,
+                    Some(self.root.locate(&format!("{}/{field}", self.pointer))),
+                    format!("the {field} is written in the file"),
+                )
+                .with_hint(format!(
+                    "a file ends up in version control; use `{field}: ${{NAME}}` or `{file_field}`"
+                )),
+            );
+        }
+        if self.credentials == Credentials::Ignore {
+            return Ok(value.or(value_file).map(|_| Secret::new("")));
+        }
+        let text = match (value, value_file) {
+            (Some(value), _) => match interpolate(value) {
+                Ok(text) => text,
+                Err(problem) => {
+                    diagnostics.push(self.error(field, problem.message).with_hint(problem.hint));
+                    return Err(());
+                }
+            },
+            (None, Some(path)) => {
+                let path = self.file.parent().unwrap_or(Path::new("")).join(path);
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => text.trim().to_string(),
+                    Err(error) => {
+                        diagnostics.push(
+                            self.error(
+                                &file_field,
+                                format!("cannot read `{}`: {error}", path.display()),
+                            )
+                            .with_hint("a relative path is relative to the pipeline file"),
+                        );
+                        return Err(());
+                    }
+                }
+            }
+            (None, None) => return Ok(None),
+        };
+        if text.is_empty() {
+            diagnostics.push(self.error(field, format!("the {field} is empty")));
+            return Err(());
+        }
+        Ok(Some(Secret::new(text)))
+    }
+}
+
+fn build_email(
+    site: &Site<'_>,
+    email: &EmailFile,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Email> {
+    let mut failed = false;
+    let mut mailbox = |field: String, text: &str| -> Option<String> {
+        match lettre::message::Mailbox::from_str(text.trim()) {
+            Ok(_) => Some(text.trim().to_string()),
+            Err(error) => {
+                diagnostics.push(
+                    site.error(&field, format!("`{text}` is not an email address: {error}"))
+                        .with_hint("write `name@example.com` or `Name <name@example.com>`"),
+                );
+                failed = true;
+                None
+            }
+        }
+    };
+    let from = mailbox("from".into(), &email.from);
+    let to: Vec<String> = email
+        .to
+        .iter()
+        .enumerate()
+        .filter_map(|(index, address)| mailbox(format!("to/{index}"), address))
+        .collect();
+    if email.smtp_host.trim().is_empty() {
+        diagnostics.push(site.error("smtp_host", "`smtp_host` is empty"));
+        failed = true;
+    }
+    let password = site.secret(
+        "password",
+        email.password.as_deref(),
+        email.password_file.as_deref(),
+        diagnostics,
+    );
+    let login = match (&email.username, password) {
+        (_, Err(())) => {
+            failed = true;
+            None
+        }
+        (Some(username), Ok(Some(password))) => Some((username.clone(), password)),
+        (None, Ok(None)) => None,
+        (Some(_), Ok(None)) => {
+            diagnostics.push(
+                site.error(
+                    "username",
+                    "`username` needs a `password` or `password_file`",
+                )
+                .with_hint("add `password: ${SMTP_PASSWORD}`"),
+            );
+            failed = true;
+            None
+        }
+        (None, Ok(Some(_))) => {
+            diagnostics.push(site.error("password", "a password needs a `username`"));
+            failed = true;
+            None
+        }
+    };
+    if failed {
+        return None;
+    }
+    let security = email.security.unwrap_or(SmtpSecurity::Starttls);
+    let port = email.smtp_port.map_or(
+        match security {
+            SmtpSecurity::Starttls => 587,
+            SmtpSecurity::Tls => 465,
+            SmtpSecurity::None => 25,
+        },
+        |port| port.clamp(1, 65535) as u16,
+    );
+    Some(Email {
+        host: email.smtp_host.trim().to_string(),
+        port,
+        security,
+        login,
+        from: from?,
+        to,
+    })
+}
+
+fn build_webhook(
+    site: &Site<'_>,
+    webhook: &WebhookFile,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Webhook> {
+    let url = match interpolate(&webhook.url) {
+        Ok(url) if is_http_url(&url) => Some(url),
+        Ok(url) => {
+            diagnostics.push(
+                site.error("url", format!("`{url}` is not an http(s) URL"))
+                    .with_hint("write it like `https://hooks.example.com/tapline`"),
+            );
+            None
+        }
+        Err(problem) => {
+            diagnostics.push(site.error("url", problem.message).with_hint(problem.hint));
+            None
+        }
+    };
+    let secret = site.secret(
+        "secret",
+        webhook.secret.as_deref(),
+        webhook.secret_file.as_deref(),
+        diagnostics,
+    );
+    Some(Webhook {
+        url: url?,
+        secret: secret.ok()?,
+    })
+}

@@ -1,0 +1,461 @@
+//! One run of one pipeline with its bookkeeping: the pipeline lock, the checkpoint that lets
+//! a killed run resume, the guard against sending a delivered file twice, the run's history
+//! entry, and its notifications.
+//!
+//! `tapline run`, `tapline replay` and the daemon all start runs here; the upload itself is
+//! the engine's. Without a state store (dry runs, `--sandbox`) a run is only the upload.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::clevertap::RetryPolicy;
+use crate::config::Pipeline;
+use crate::config::model::{OnInvalidRecord, Rerun, Source, SourceFormat};
+use crate::engine::{
+    self, BatchReport, Counts, Delivery, ErrorBudget, Job, Observer, Outcome, RunOptions,
+    RunSummary, Settled, SettledLines,
+};
+use crate::mapping;
+use crate::notifications::{self, RunNotice};
+use crate::state::{
+    Fingerprint, FirstError, RunFinish, RunStart, RunStatus, StateError, StateStore,
+};
+use crate::template::RunContext;
+
+/// Problems kept in the history and the notifications, per run.
+const FIRST_ERRORS: usize = 5;
+
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// `tapline run`.
+    Manual,
+    /// `tapline replay`.
+    Replay,
+    /// The daemon's schedule.
+    Schedule,
+}
+
+impl Trigger {
+    /// The name stored in the history.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Manual => "manual",
+            Trigger::Replay => "replay",
+            Trigger::Schedule => "schedule",
+        }
+    }
+}
+
+/// How to run a pipeline this time.
+#[derive(Clone)]
+pub struct Request {
+    /// What started it.
+    pub trigger: Trigger,
+    /// Send, or only build.
+    pub delivery: Delivery,
+    /// Ignore the checkpoint of an unfinished run and start from the first row.
+    pub fresh: bool,
+    /// Send the file even if it was delivered in full before.
+    pub force: bool,
+    /// Send the entries of this rejects file instead of the pipeline's source.
+    pub replay: Option<PathBuf>,
+    /// Where run history, checkpoints and rejects files live.
+    pub state_dir: PathBuf,
+    /// Keep bookkeeping (lock, checkpoint, history, notifications). Off for dry runs and
+    /// throwaway sandboxes.
+    pub bookkeeping: bool,
+    /// Runs older than this many days are pruned from the history, with their rejects files.
+    pub history_days: u32,
+}
+
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The state store is unusable, or the pipeline is already running.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// The state directory: `--state-dir`, else systemd's `$STATE_DIRECTORY`, else `.tapline/`
+/// in the pipeline's folder.
+pub fn state_dir(given: Option<&Path>, pipeline_folder: &Path) -> PathBuf {
+    if let Some(dir) = given {
+        return dir.to_path_buf();
+    }
+    // systemd may list several directories, separated by colons; the first is ours.
+    if let Some(dir) = std::env::var_os("STATE_DIRECTORY")
+        .and_then(|dirs| {
+            dirs.to_str()
+                .and_then(|d| d.split(':').next())
+                .map(PathBuf::from)
+        })
+        .filter(|dir| !dir.as_os_str().is_empty())
+    {
+        return dir;
+    }
+    pipeline_folder.join(".tapline")
+}
+
+/// A run ID: UTC start time and a random suffix, e.g. `20261129T043735Z-5042`.
+pub fn new_run_id() -> String {
+    let suffix: u16 = rand::random();
+    format!(
+        "{}-{suffix:04x}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+    )
+}
+
+/// `<state dir>/rejects/<pipeline>-<run id>.jsonl`.
+pub fn rejects_path(state_dir: &Path, pipeline: &str, run_id: &str) -> PathBuf {
+    state_dir
+        .join("rejects")
+        .join(format!("{pipeline}-{run_id}.jsonl"))
+}
+
+/// Runs a pipeline once, with its bookkeeping, and reports what happened.
+pub async fn run(
+    pipeline: &Pipeline,
+    request: &Request,
+    progress: &mut dyn Observer,
+    cancel: CancellationToken,
+) -> Result<RunSummary, RunError> {
+    let run_id = new_run_id();
+    let mut job = job(pipeline, &run_id);
+    let mut options = RunOptions {
+        delivery: request.delivery.clone(),
+        retry: RetryPolicy::default(),
+        rejects_path: rejects_path(&request.state_dir, &pipeline.name, &run_id),
+        already_settled: None,
+    };
+    if let Some(rejects) = &request.replay {
+        job.source = Source {
+            path: rejects.clone(),
+            format: SourceFormat::Rejects,
+            gzip: false,
+        };
+    }
+    if !request.bookkeeping {
+        return Ok(engine::run(job, options, progress, cancel).await);
+    }
+
+    let mut store = StateStore::open(&request.state_dir)?;
+    let _lock = store.lock(&pipeline.name)?;
+    let abandoned = store.abandon_running(&pipeline.name)?;
+    if abandoned > 0 {
+        tracing::warn!(pipeline = %pipeline.name, abandoned, "earlier runs ended without a word (killed?); marked abandoned");
+    }
+    prune(&store, request.history_days);
+    // Absolute, so `tapline replay` finds the pipeline from any folder.
+    let pipeline_file =
+        std::fs::canonicalize(&pipeline.file).unwrap_or_else(|_| pipeline.file.clone());
+    store.start_run(&RunStart {
+        run_id: &run_id,
+        pipeline: &pipeline.name,
+        pipeline_file: &pipeline_file,
+        trigger: request.trigger.as_str(),
+    })?;
+
+    let destination = format!(
+        "{}@{}",
+        pipeline.connection.account_id, pipeline.connection.base_url
+    );
+    // A replay sends what a rejects file holds: no checkpoint, nothing to deduplicate.
+    let plan = if request.replay.is_some() {
+        Plan::default()
+    } else {
+        plan(&mut store, pipeline, request, &destination, &run_id)?
+    };
+    let mut summary = if let Some(delivered_by) = &plan.up_to_date {
+        up_to_date(pipeline, &run_id, delivered_by)
+    } else {
+        options.already_settled = plan
+            .resume
+            .as_ref()
+            .map(|(_, lines)| Arc::new(lines.clone()));
+        let mut book = Checkpointer {
+            store: &mut store,
+            pipeline: &pipeline.name,
+            destination: &destination,
+            recording: plan.fingerprint.is_some(),
+            pending: Vec::new(),
+            first_errors: Vec::new(),
+            progress,
+        };
+        let mut summary = engine::run(job, options, &mut book, cancel).await;
+        book.flush_pending();
+        let first_errors = std::mem::take(&mut book.first_errors);
+        summary.resumed_from = plan.resume.map(|(run_id, _)| run_id);
+        let delivered = summary.stop.is_none() && summary.counts.failed == 0;
+        if delivered && let Some(fingerprint) = &plan.fingerprint {
+            if let Err(error) =
+                store.finish_delivery(&pipeline.name, &destination, &run_id, fingerprint)
+            {
+                summary.warnings.push(format!("the delivery could not be recorded, so a later run may send this file again: {error}"));
+            }
+        }
+        summary.warnings.splice(0..0, plan.warnings);
+        return Ok(finish(&store, pipeline, request, summary, first_errors).await);
+    };
+    summary.warnings.extend(plan.warnings);
+    Ok(finish(&store, pipeline, request, summary, Vec::new()).await)
+}
+
+/// What the state says this run should do.
+#[derive(Default)]
+struct Plan {
+    /// The source's fingerprint, when it could be read (no checkpoint without it).
+    fingerprint: Option<Fingerprint>,
+    /// The run whose checkpoint this one goes on from, and its settled lines.
+    resume: Option<(String, SettledLines)>,
+    /// The run that already delivered this file: nothing to send.
+    up_to_date: Option<String>,
+    /// Why the checkpoint was dropped, and such.
+    warnings: Vec<String>,
+}
+
+/// Decides between resuming, starting fresh, and sending nothing; takes the checkpoint.
+fn plan(
+    store: &mut StateStore,
+    pipeline: &Pipeline,
+    request: &Request,
+    destination: &str,
+    run_id: &str,
+) -> Result<Plan, StateError> {
+    let mut plan = Plan::default();
+    // An unreadable source is the engine's to report; without a fingerprint nothing is kept.
+    let Ok(fingerprint) = Fingerprint::of(&pipeline.source.path) else {
+        return Ok(plan);
+    };
+    let checkpoint = store.checkpoint(&pipeline.name, destination)?;
+    let resumable = match checkpoint {
+        Some(_) if request.fresh => None,
+        Some(checkpoint) if !checkpoint.fingerprint.same_content(&fingerprint) => {
+            plan.warnings.push(format!(
+                "the source changed since run {} stopped ({}), so this run starts from the first row",
+                checkpoint.run_id,
+                fingerprint.difference(&checkpoint.fingerprint)
+            ));
+            None
+        }
+        Some(checkpoint) => Some(checkpoint),
+        None => None,
+    };
+    if resumable.is_none()
+        && !request.force
+        && pipeline.rerun == Rerun::Changed
+        && let Some(delivered) = store.delivered(&pipeline.name, destination, &fingerprint)?
+    {
+        plan.up_to_date = Some(delivered.run_id);
+        return Ok(plan);
+    }
+    let settled = match resumable {
+        Some(checkpoint) => {
+            let settled = checkpoint.settled;
+            plan.resume = Some((checkpoint.run_id, settled.clone()));
+            settled
+        }
+        None => SettledLines::default(),
+    };
+    store.begin_checkpoint(&pipeline.name, destination, run_id, &fingerprint, &settled)?;
+    plan.fingerprint = Some(fingerprint);
+    Ok(plan)
+}
+
+/// The summary of a run that sent nothing because the file was delivered before.
+fn up_to_date(pipeline: &Pipeline, run_id: &str, delivered_by: &str) -> RunSummary {
+    RunSummary {
+        pipeline: pipeline.name.clone(),
+        run_id: run_id.to_string(),
+        counts: Counts::default(),
+        requests: 0,
+        retries: 0,
+        duration: std::time::Duration::ZERO,
+        rejects_file: None,
+        stop: None,
+        dry_run: None,
+        warnings: Vec::new(),
+        segment_id: None,
+        rows_resumed: 0,
+        resumed_from: None,
+        up_to_date: Some(delivered_by.to_string()),
+    }
+}
+
+/// Writes the history entry and sends the notifications.
+async fn finish(
+    store: &StateStore,
+    pipeline: &Pipeline,
+    request: &Request,
+    mut summary: RunSummary,
+    first_errors: Vec<FirstError>,
+) -> RunSummary {
+    let status = run_status(&summary);
+    let finished = store.finish_run(
+        &summary.run_id,
+        &RunFinish {
+            status,
+            counts: summary.counts,
+            requests: summary.requests,
+            retries: summary.retries,
+            resumed_from: summary.resumed_from.clone(),
+            rows_resumed: summary.rows_resumed,
+            rejects_file: summary.rejects_file.clone(),
+            stop_reason: summary.stop.as_ref().map(ToString::to_string),
+            first_errors: first_errors.clone(),
+            warnings: summary.warnings.clone(),
+        },
+    );
+    if let Err(error) = finished {
+        summary.warnings.push(format!(
+            "the run could not be recorded in the history: {error}"
+        ));
+    }
+    if !pipeline.notifications.is_empty() {
+        let notice = RunNotice {
+            pipeline: summary.pipeline.clone(),
+            run_id: summary.run_id.clone(),
+            status: status.as_str().to_string(),
+            trigger: request.trigger.as_str().to_string(),
+            records: summary.counts,
+            duration_ms: summary.duration.as_millis() as u64,
+            stop_reason: summary.stop.as_ref().map(ToString::to_string),
+            first_errors,
+            rejects_file: summary
+                .rejects_file
+                .as_ref()
+                .map(|path| path.display().to_string()),
+        };
+        let undelivered = notifications::send(&pipeline.notifications, &notice).await;
+        summary.warnings.extend(undelivered);
+    }
+    summary
+}
+
+/// How the history names a run's end.
+pub fn run_status(summary: &RunSummary) -> RunStatus {
+    if summary.up_to_date.is_some() {
+        RunStatus::UpToDate
+    } else if summary.succeeded() {
+        RunStatus::Succeeded
+    } else if summary.stop == Some(engine::StopReason::Interrupted) {
+        RunStatus::Interrupted
+    } else {
+        RunStatus::Failed
+    }
+}
+
+/// Deletes history older than the retention, and its rejects files.
+fn prune(store: &StateStore, days: u32) {
+    match store.prune(days) {
+        Ok(files) => {
+            for file in files {
+                if let Err(error) = std::fs::remove_file(&file)
+                    && error.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(file = %file.display(), %error, "cannot delete an old rejects file");
+                }
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot prune the run history"),
+    }
+}
+
+/// The engine's job for a pipeline.
+pub fn job(pipeline: &Pipeline, run_id: &str) -> Job {
+    let error_budget = match pipeline.on_invalid_record {
+        OnInvalidRecord::Skip => ErrorBudget {
+            max_records: pipeline.max_invalid_records,
+            max_ratio: pipeline.max_invalid_ratio,
+        },
+        OnInvalidRecord::Stop => ErrorBudget::default(),
+    };
+    Job {
+        pipeline: pipeline.name.clone(),
+        connection: pipeline.connection.name.clone(),
+        source: pipeline.source.clone(),
+        target: pipeline.target,
+        on_invalid_record: pipeline.on_invalid_record,
+        thread_count: pipeline.thread_count,
+        endpoint: mapping::endpoint(pipeline.target),
+        list_affected: pipeline.target.is_destructive(),
+        output: pipeline.output.clone().map(Arc::new),
+        context: RunContext {
+            pipeline: pipeline.name.clone(),
+            run_id: run_id.to_string(),
+            started: chrono::Utc::now(),
+            segment_id: pipeline.metadata.segment_id.clone(),
+            segment_name: pipeline.metadata.segment_name.clone(),
+            audience_id: pipeline.metadata.audience_id.clone(),
+        },
+        custom_list: pipeline.custom_list.clone(),
+        error_budget,
+    }
+}
+
+/// Records settled lines in the checkpoint as batches settle, and keeps the first problems;
+/// passes everything on to the progress display.
+struct Checkpointer<'a> {
+    store: &'a mut StateStore,
+    pipeline: &'a str,
+    destination: &'a str,
+    /// Off when the source has no fingerprint.
+    recording: bool,
+    /// Skipped rows not yet written: they go with the next batch, as one transaction.
+    pending: Vec<(u64, u64)>,
+    first_errors: Vec<FirstError>,
+    progress: &'a mut dyn Observer,
+}
+
+impl Checkpointer<'_> {
+    fn note(&mut self, settled: &Settled) {
+        if self.first_errors.len() < FIRST_ERRORS {
+            self.first_errors.push(FirstError {
+                line: settled.line,
+                code: settled.code.clone(),
+                reason: settled.reason.clone(),
+            });
+        }
+    }
+
+    fn write_pending(&mut self) -> Result<(), StateError> {
+        if !self.recording || self.pending.is_empty() {
+            self.pending.clear();
+            return Ok(());
+        }
+        self.store
+            .settle_lines(self.pipeline, self.destination, &self.pending)?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Writes skipped rows that no batch took along.
+    fn flush_pending(&mut self) {
+        if let Err(error) = self.write_pending() {
+            tracing::warn!(%error, "the last skipped rows could not be checkpointed; a resumed run will skip them again");
+        }
+    }
+}
+
+impl Observer for Checkpointer<'_> {
+    fn batch_settled(&mut self, report: &BatchReport, counts: &Counts) -> Result<(), String> {
+        for settled in &report.settled {
+            self.note(settled);
+        }
+        // A batch is settled unless it was not delivered (then all of it failed).
+        let delivered = !report.settled.iter().any(|s| s.outcome == Outcome::Failed);
+        if delivered && report.records > 0 {
+            self.pending.push((report.first_line, report.last_line));
+        }
+        self.write_pending().map_err(|error| error.to_string())?;
+        self.progress.batch_settled(report, counts)
+    }
+
+    fn record_skipped(&mut self, settled: &Settled, counts: &Counts) {
+        self.note(settled);
+        self.pending.push((settled.line, settled.line));
+        self.progress.record_skipped(settled, counts);
+    }
+}

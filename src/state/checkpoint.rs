@@ -1,0 +1,295 @@
+//! Checkpoints (which source lines of an unfinished run are settled) and delivered files.
+//!
+//! A checkpoint belongs to a pipeline and a destination (account and URL) and holds the
+//! fingerprint of the file it applies to. Lines are stored as inclusive ranges, one per
+//! settled batch or skipped row, and merged when read.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Fingerprint, StateError, StateStore, now_ms};
+use crate::engine::SettledLines;
+
+/// An unfinished run's progress over one source file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The run that last worked on it.
+    pub run_id: String,
+    /// The file it applies to.
+    pub fingerprint: Fingerprint,
+    /// What is settled.
+    pub settled: SettledLines,
+}
+
+/// A file delivered in full.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    /// The run that finished it.
+    pub run_id: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+}
+
+impl StateStore {
+    /// The checkpoint of `pipeline` for `destination`, if a run left one.
+    pub fn checkpoint(
+        &self,
+        pipeline: &str,
+        destination: &str,
+    ) -> Result<Option<Checkpoint>, StateError> {
+        let head = self
+            .connection
+            .query_row(
+                "SELECT run_id, size, modified_ns, sha256 FROM checkpoints
+                 WHERE pipeline = ?1 AND destination = ?2",
+                params![pipeline, destination],
+                |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        Fingerprint {
+                            size: row.get::<_, i64>(1)? as u64,
+                            modified_ns: row.get(2)?,
+                            sha256: row.get(3)?,
+                        },
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|error| self.error(error))?;
+        let Some((run_id, fingerprint)) = head else {
+            return Ok(None);
+        };
+        let mut statement = self
+            .connection
+            .prepare_cached(
+                "SELECT first_line, last_line FROM settled_lines
+                 WHERE pipeline = ?1 AND destination = ?2",
+            )
+            .map_err(|error| self.error(error))?;
+        let ranges = statement
+            .query_map(params![pipeline, destination], |row| {
+                Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64))
+            })
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(|error| self.error(error))?;
+        Ok(Some(Checkpoint {
+            run_id,
+            fingerprint,
+            settled: SettledLines::from_ranges(ranges),
+        }))
+    }
+
+    /// Makes `run_id` the owner of the checkpoint for this file, keeping `settled` (empty for
+    /// a fresh start). The lines are rewritten merged, so the table stays small.
+    pub fn begin_checkpoint(
+        &mut self,
+        pipeline: &str,
+        destination: &str,
+        run_id: &str,
+        fingerprint: &Fingerprint,
+        settled: &SettledLines,
+    ) -> Result<(), StateError> {
+        let result = (|| {
+            let transaction = self.connection.transaction()?;
+            transaction.execute(
+                "DELETE FROM settled_lines WHERE pipeline = ?1 AND destination = ?2",
+                params![pipeline, destination],
+            )?;
+            transaction.execute(
+                "INSERT OR REPLACE INTO checkpoints
+                 (pipeline, destination, run_id, size, modified_ns, sha256)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    pipeline,
+                    destination,
+                    run_id,
+                    fingerprint.size as i64,
+                    fingerprint.modified_ns,
+                    fingerprint.sha256
+                ],
+            )?;
+            insert_ranges(&transaction, pipeline, destination, settled.ranges())?;
+            transaction.commit()
+        })();
+        result.map_err(|error| self.error(error))
+    }
+
+    /// Records lines as settled, durably, in one transaction.
+    pub fn settle_lines(
+        &mut self,
+        pipeline: &str,
+        destination: &str,
+        ranges: &[(u64, u64)],
+    ) -> Result<(), StateError> {
+        if ranges.is_empty() {
+            return Ok(());
+        }
+        let result = (|| {
+            let transaction = self.connection.transaction()?;
+            insert_ranges(&transaction, pipeline, destination, ranges)?;
+            transaction.commit()
+        })();
+        result.map_err(|error| self.error(error))
+    }
+
+    /// The file is delivered in full: drop the checkpoint, remember the file.
+    pub fn finish_delivery(
+        &mut self,
+        pipeline: &str,
+        destination: &str,
+        run_id: &str,
+        fingerprint: &Fingerprint,
+    ) -> Result<(), StateError> {
+        let result = (|| {
+            let transaction = self.connection.transaction()?;
+            delete_checkpoint(&transaction, pipeline, destination)?;
+            transaction.execute(
+                "INSERT OR REPLACE INTO deliveries
+                 (pipeline, destination, sha256, size, run_id, delivered_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    pipeline,
+                    destination,
+                    fingerprint.sha256,
+                    fingerprint.size as i64,
+                    run_id,
+                    now_ms()
+                ],
+            )?;
+            transaction.commit()
+        })();
+        result.map_err(|error| self.error(error))
+    }
+
+    /// Forgets the checkpoint (`--fresh`, or a changed file).
+    pub fn clear_checkpoint(
+        &mut self,
+        pipeline: &str,
+        destination: &str,
+    ) -> Result<(), StateError> {
+        let result = (|| {
+            let transaction = self.connection.transaction()?;
+            delete_checkpoint(&transaction, pipeline, destination)?;
+            transaction.commit()
+        })();
+        result.map_err(|error| self.error(error))
+    }
+
+    /// Which run delivered this content in full before, if one did.
+    pub fn delivered(
+        &self,
+        pipeline: &str,
+        destination: &str,
+        fingerprint: &Fingerprint,
+    ) -> Result<Option<Delivered>, StateError> {
+        self.connection
+            .query_row(
+                "SELECT run_id, delivered_at FROM deliveries
+                 WHERE pipeline = ?1 AND destination = ?2 AND sha256 = ?3 AND size = ?4",
+                params![
+                    pipeline,
+                    destination,
+                    fingerprint.sha256,
+                    fingerprint.size as i64
+                ],
+                |row| {
+                    Ok(Delivered {
+                        run_id: row.get(0)?,
+                        at_ms: row.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|error| self.error(error))
+    }
+}
+
+fn insert_ranges(
+    transaction: &rusqlite::Transaction<'_>,
+    pipeline: &str,
+    destination: &str,
+    ranges: &[(u64, u64)],
+) -> rusqlite::Result<()> {
+    let mut insert = transaction.prepare_cached(
+        "INSERT INTO settled_lines (pipeline, destination, first_line, last_line)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for &(first, last) in ranges {
+        insert.execute(params![pipeline, destination, first as i64, last as i64])?;
+    }
+    Ok(())
+}
+
+fn delete_checkpoint(
+    transaction: &rusqlite::Transaction<'_>,
+    pipeline: &str,
+    destination: &str,
+) -> rusqlite::Result<()> {
+    transaction.execute(
+        "DELETE FROM settled_lines WHERE pipeline = ?1 AND destination = ?2",
+        params![pipeline, destination],
+    )?;
+    transaction.execute(
+        "DELETE FROM checkpoints WHERE pipeline = ?1 AND destination = ?2",
+        params![pipeline, destination],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fingerprint(sha256: &str) -> Fingerprint {
+        Fingerprint {
+            size: 10,
+            modified_ns: 1,
+            sha256: sha256.into(),
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_keeps_its_lines_until_the_file_is_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(dir.path()).unwrap();
+        let file = fingerprint("aa");
+        assert_eq!(store.checkpoint("vip", "acct@url").unwrap(), None);
+        store
+            .begin_checkpoint("vip", "acct@url", "run-1", &file, &SettledLines::default())
+            .unwrap();
+        store.settle_lines("vip", "acct@url", &[(2, 1001)]).unwrap();
+        store
+            .settle_lines("vip", "acct@url", &[(1003, 1003)])
+            .unwrap();
+        // Another destination has its own.
+        assert_eq!(store.checkpoint("vip", "other@url").unwrap(), None);
+
+        let reopened = StateStore::open(dir.path()).unwrap();
+        let checkpoint = reopened.checkpoint("vip", "acct@url").unwrap().unwrap();
+        assert_eq!(checkpoint.run_id, "run-1");
+        assert_eq!(checkpoint.fingerprint, file);
+        assert_eq!(checkpoint.settled.ranges(), &[(2, 1001), (1003, 1003)]);
+
+        store
+            .begin_checkpoint("vip", "acct@url", "run-2", &file, &checkpoint.settled)
+            .unwrap();
+        let resumed = store.checkpoint("vip", "acct@url").unwrap().unwrap();
+        assert_eq!(
+            (resumed.run_id.as_str(), resumed.settled.len()),
+            ("run-2", 1001)
+        );
+
+        assert_eq!(store.delivered("vip", "acct@url", &file).unwrap(), None);
+        store
+            .finish_delivery("vip", "acct@url", "run-2", &file)
+            .unwrap();
+        assert_eq!(store.checkpoint("vip", "acct@url").unwrap(), None);
+        let delivered = store.delivered("vip", "acct@url", &file).unwrap().unwrap();
+        assert_eq!(delivered.run_id, "run-2");
+        assert_eq!(
+            store
+                .delivered("vip", "acct@url", &fingerprint("bb"))
+                .unwrap(),
+            None
+        );
+    }
+}

@@ -1,0 +1,97 @@
+//! A source file's fingerprint: size, modification time and a SHA-256 of its content.
+//!
+//! The hash decides whether two files are the same; size and time are kept to say why a
+//! checkpoint no longer applies.
+
+use std::io::Read;
+use std::path::Path;
+use std::time::UNIX_EPOCH;
+
+use sha2::{Digest, Sha256};
+
+/// What identifies a source file's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// Bytes on disk.
+    pub size: u64,
+    /// Modification time, nanoseconds since the Unix epoch (0 when the system has none).
+    pub modified_ns: i64,
+    /// SHA-256 of the bytes on disk, in hex.
+    pub sha256: String,
+}
+
+impl Fingerprint {
+    /// Reads the whole file once (streamed) to hash it.
+    pub fn of(path: &Path) -> std::io::Result<Self> {
+        let mut file = std::fs::File::open(path)?;
+        let metadata = file.metadata()?;
+        let modified_ns = metadata
+            .modified()
+            .ok()
+            .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |since| since.as_nanos() as i64);
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0; 256 * 1024];
+        loop {
+            let read = file.read(&mut buffer)?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+        }
+        Ok(Fingerprint {
+            size: metadata.len(),
+            modified_ns,
+            sha256: hex::encode(hasher.finalize()),
+        })
+    }
+
+    /// Whether both are the same content.
+    pub fn same_content(&self, other: &Fingerprint) -> bool {
+        self.size == other.size && self.sha256 == other.sha256
+    }
+
+    /// Why `self` (now) differs from `before`, for a warning.
+    pub fn difference(&self, before: &Fingerprint) -> String {
+        if self.size != before.size {
+            format!("its size went from {} to {} bytes", before.size, self.size)
+        } else if self.modified_ns != before.modified_ns {
+            "it was modified and its content differs".to_string()
+        } else {
+            "its content differs".to_string()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_bytes_same_content_whatever_the_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.csv");
+        std::fs::write(&path, "identity\n1\n").unwrap();
+        let first = Fingerprint::of(&path).unwrap();
+        assert_eq!(first.size, 11);
+        assert_eq!(
+            first.sha256,
+            "c492687c1ee5988d337c38c4185bc7a2c28976d381a919254828c56187a595be"
+        );
+        let touched = Fingerprint {
+            modified_ns: first.modified_ns + 1,
+            ..first.clone()
+        };
+        assert!(touched.same_content(&first));
+        std::fs::write(&path, "identity\n2\n").unwrap();
+        let changed = Fingerprint::of(&path).unwrap();
+        assert!(!changed.same_content(&first));
+        assert_eq!(changed.size, first.size);
+        std::fs::write(&path, "identity\n22\n").unwrap();
+        let longer = Fingerprint::of(&path).unwrap();
+        assert_eq!(
+            longer.difference(&first),
+            "its size went from 11 to 12 bytes"
+        );
+    }
+}

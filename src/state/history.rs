@@ -1,0 +1,365 @@
+//! Run history: one row per run, written when it starts and again when it ends.
+//!
+//! A run still marked `running` whose pipeline lock is free was killed; the next run of the
+//! pipeline marks it `abandoned`.
+
+use std::path::PathBuf;
+
+use rusqlite::{OptionalExtension, Row, params};
+use serde::Serialize;
+
+use super::{StateError, StateStore, now_ms};
+use crate::engine::Counts;
+
+/// How a run ended (or that it has not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Still going, or killed before it could say otherwise.
+    Running,
+    /// Every record delivered (or skipped where allowed).
+    Succeeded,
+    /// Records were rejected or not delivered, or the run stopped.
+    Failed,
+    /// Stopped by a signal; the checkpoint lets the next run go on.
+    Interrupted,
+    /// The process died during the run (found later by the next run).
+    Abandoned,
+    /// Nothing to send: the file was already delivered.
+    UpToDate,
+}
+
+impl RunStatus {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Abandoned => "abandoned",
+            RunStatus::UpToDate => "up_to_date",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        match text {
+            "succeeded" => RunStatus::Succeeded,
+            "failed" => RunStatus::Failed,
+            "interrupted" => RunStatus::Interrupted,
+            "abandoned" => RunStatus::Abandoned,
+            "up_to_date" => RunStatus::UpToDate,
+            _ => RunStatus::Running,
+        }
+    }
+}
+
+/// One of the first problems of a run, kept in the history (no record data).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct FirstError {
+    /// Source line.
+    pub line: u64,
+    /// CleverTap's code or ours.
+    pub code: String,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// What is known when a run starts.
+#[derive(Debug, Clone)]
+pub struct RunStart<'a> {
+    /// The run's ID.
+    pub run_id: &'a str,
+    /// The pipeline's name.
+    pub pipeline: &'a str,
+    /// The pipeline file.
+    pub pipeline_file: &'a std::path::Path,
+    /// `manual`, `replay`, `schedule`, ...
+    pub trigger: &'a str,
+}
+
+/// What is known when it ends.
+#[derive(Debug, Clone)]
+pub struct RunFinish {
+    /// How it ended.
+    pub status: RunStatus,
+    /// Where its records ended.
+    pub counts: Counts,
+    /// HTTP requests, retries included.
+    pub requests: u64,
+    /// Retries.
+    pub retries: u64,
+    /// The run whose checkpoint it went on from.
+    pub resumed_from: Option<String>,
+    /// Source rows it did not send because an earlier run had settled them.
+    pub rows_resumed: u64,
+    /// Its rejects file.
+    pub rejects_file: Option<PathBuf>,
+    /// Why it stopped early.
+    pub stop_reason: Option<String>,
+    /// Its first problems.
+    pub first_errors: Vec<FirstError>,
+    /// Its warnings.
+    pub warnings: Vec<String>,
+}
+
+/// A run as the history shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunEntry {
+    /// The run's ID.
+    pub run_id: String,
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// The pipeline file.
+    pub pipeline_file: PathBuf,
+    /// What started it.
+    pub trigger: String,
+    /// Start, milliseconds since the Unix epoch.
+    pub started_at_ms: i64,
+    /// End, when it ended.
+    pub finished_at_ms: Option<i64>,
+    /// How it ended.
+    pub status: RunStatus,
+    /// Where its records ended.
+    pub records: Counts,
+    /// HTTP requests.
+    pub requests: u64,
+    /// Retries.
+    pub retries: u64,
+    /// The run it resumed.
+    pub resumed_from: Option<String>,
+    /// Rows it left out because an earlier run settled them.
+    pub rows_resumed: u64,
+    /// Its rejects file.
+    pub rejects_file: Option<PathBuf>,
+    /// Why it stopped early.
+    pub stop_reason: Option<String>,
+    /// Its first problems.
+    pub first_errors: Vec<FirstError>,
+    /// Its warnings.
+    pub warnings: Vec<String>,
+}
+
+const ENTRY_COLUMNS: &str =
+    "run_id, pipeline, pipeline_file, trigger, started_at, finished_at, status,
+     read, accepted, skipped, rejected, failed, requests, retries, resumed_from, rows_resumed,
+     rejects_file, stop_reason, first_errors, warnings";
+
+fn entry(row: &Row<'_>) -> rusqlite::Result<RunEntry> {
+    let count = |index: usize| -> rusqlite::Result<u64> { Ok(row.get::<_, i64>(index)? as u64) };
+    Ok(RunEntry {
+        run_id: row.get(0)?,
+        pipeline: row.get(1)?,
+        pipeline_file: PathBuf::from(row.get::<_, String>(2)?),
+        trigger: row.get(3)?,
+        started_at_ms: row.get(4)?,
+        finished_at_ms: row.get(5)?,
+        status: RunStatus::parse(&row.get::<_, String>(6)?),
+        records: Counts {
+            read: count(7)?,
+            accepted: count(8)?,
+            skipped: count(9)?,
+            rejected: count(10)?,
+            failed: count(11)?,
+        },
+        requests: count(12)?,
+        retries: count(13)?,
+        resumed_from: row.get(14)?,
+        rows_resumed: count(15)?,
+        rejects_file: row.get::<_, Option<String>>(16)?.map(PathBuf::from),
+        stop_reason: row.get(17)?,
+        first_errors: serde_json::from_str(&row.get::<_, String>(18)?).unwrap_or_default(),
+        warnings: serde_json::from_str(&row.get::<_, String>(19)?).unwrap_or_default(),
+    })
+}
+
+impl StateStore {
+    /// Records that a run started.
+    pub fn start_run(&self, run: &RunStart<'_>) -> Result<(), StateError> {
+        self.connection
+            .execute(
+                "INSERT INTO runs (run_id, pipeline, pipeline_file, trigger, started_at, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'running')",
+                params![
+                    run.run_id,
+                    run.pipeline,
+                    run.pipeline_file.display().to_string(),
+                    run.trigger,
+                    now_ms()
+                ],
+            )
+            .map(drop)
+            .map_err(|error| self.error(error))
+    }
+
+    /// Records how a run ended.
+    pub fn finish_run(&self, run_id: &str, finish: &RunFinish) -> Result<(), StateError> {
+        let counts = finish.counts;
+        self.connection
+            .execute(
+                "UPDATE runs SET finished_at = ?2, status = ?3, read = ?4, accepted = ?5,
+                 skipped = ?6, rejected = ?7, failed = ?8, requests = ?9, retries = ?10,
+                 resumed_from = ?11, rows_resumed = ?12, rejects_file = ?13, stop_reason = ?14,
+                 first_errors = ?15, warnings = ?16
+                 WHERE run_id = ?1",
+                params![
+                    run_id,
+                    now_ms(),
+                    finish.status.as_str(),
+                    counts.read as i64,
+                    counts.accepted as i64,
+                    counts.skipped as i64,
+                    counts.rejected as i64,
+                    counts.failed as i64,
+                    finish.requests as i64,
+                    finish.retries as i64,
+                    finish.resumed_from,
+                    finish.rows_resumed as i64,
+                    finish
+                        .rejects_file
+                        .as_ref()
+                        .map(|path| path.display().to_string()),
+                    finish.stop_reason,
+                    serde_json::to_string(&finish.first_errors).unwrap_or_else(|_| "[]".into()),
+                    serde_json::to_string(&finish.warnings).unwrap_or_else(|_| "[]".into()),
+                ],
+            )
+            .map(drop)
+            .map_err(|error| self.error(error))
+    }
+
+    /// Marks runs of `pipeline` still `running` as abandoned. Call it holding the pipeline's
+    /// lock: no live process runs them. Returns how many there were.
+    pub fn abandon_running(&self, pipeline: &str) -> Result<usize, StateError> {
+        self.connection
+            .execute(
+                "UPDATE runs SET status = 'abandoned' WHERE pipeline = ?1 AND status = 'running'",
+                params![pipeline],
+            )
+            .map_err(|error| self.error(error))
+    }
+
+    /// The latest runs, newest first, of one pipeline or of all.
+    pub fn runs(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<RunEntry>, StateError> {
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM runs WHERE (?1 IS NULL OR pipeline = ?1)
+             ORDER BY started_at DESC, run_id DESC LIMIT ?2"
+        );
+        let result = (|| {
+            let mut statement = self.connection.prepare(&sql)?;
+            statement
+                .query_map(params![pipeline, limit as i64], entry)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })();
+        result.map_err(|error| self.error(error))
+    }
+
+    /// One run by its ID.
+    pub fn run(&self, run_id: &str) -> Result<Option<RunEntry>, StateError> {
+        self.connection
+            .query_row(
+                &format!("SELECT {ENTRY_COLUMNS} FROM runs WHERE run_id = ?1"),
+                params![run_id],
+                entry,
+            )
+            .optional()
+            .map_err(|error| self.error(error))
+    }
+
+    /// Deletes runs that started more than `days` days ago; returns their rejects files so
+    /// the caller can delete them too.
+    pub fn prune(&self, days: u32) -> Result<Vec<PathBuf>, StateError> {
+        let cutoff = now_ms() - i64::from(days) * 86_400_000;
+        let result = (|| {
+            let mut statement = self.connection.prepare(
+                "DELETE FROM runs WHERE started_at < ?1 AND status != 'running'
+                 RETURNING rejects_file",
+            )?;
+            statement
+                .query_map(params![cutoff], |row| row.get::<_, Option<String>>(0))?
+                .filter_map(Result::transpose)
+                .map(|path| path.map(PathBuf::from))
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })();
+        result.map_err(|error| self.error(error))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn runs_are_listed_newest_first_and_pruned_by_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        for (run_id, pipeline) in [("r1", "vip"), ("r2", "events"), ("r3", "vip")] {
+            store
+                .start_run(&RunStart {
+                    run_id,
+                    pipeline,
+                    pipeline_file: Path::new("pipelines/x.yaml"),
+                    trigger: "manual",
+                })
+                .unwrap();
+        }
+        store
+            .finish_run(
+                "r1",
+                &RunFinish {
+                    status: RunStatus::Failed,
+                    counts: Counts {
+                        read: 3,
+                        accepted: 2,
+                        rejected: 1,
+                        ..Counts::default()
+                    },
+                    requests: 2,
+                    retries: 1,
+                    resumed_from: None,
+                    rows_resumed: 0,
+                    rejects_file: Some(PathBuf::from("rejects/r1.jsonl")),
+                    stop_reason: None,
+                    first_errors: vec![FirstError {
+                        line: 3,
+                        code: "515".into(),
+                        reason: "bad email".into(),
+                    }],
+                    warnings: vec![],
+                },
+            )
+            .unwrap();
+        let vip: Vec<String> = store
+            .runs(Some("vip"), 10)
+            .unwrap()
+            .into_iter()
+            .map(|run| run.run_id)
+            .collect();
+        assert_eq!(vip, ["r3", "r1"]);
+        assert_eq!(store.runs(None, 10).unwrap().len(), 3);
+        let r1 = store.run("r1").unwrap().unwrap();
+        assert_eq!(r1.status, RunStatus::Failed);
+        assert_eq!(r1.records.rejected, 1);
+        assert_eq!(r1.first_errors[0].code, "515");
+        assert_eq!(store.run("nope").unwrap(), None);
+
+        // r3 was killed: the next holder of the lock marks it abandoned.
+        assert_eq!(store.abandon_running("vip").unwrap(), 1);
+        assert_eq!(
+            store.run("r3").unwrap().unwrap().status,
+            RunStatus::Abandoned
+        );
+
+        store
+            .connection
+            .execute("UPDATE runs SET started_at = 0 WHERE run_id = 'r1'", [])
+            .unwrap();
+        assert_eq!(
+            store.prune(90).unwrap(),
+            [PathBuf::from("rejects/r1.jsonl")]
+        );
+        assert_eq!(store.run("r1").unwrap(), None);
+        assert_eq!(store.runs(None, 10).unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,234 @@
+//! The state store: run history, checkpoints and delivered files, in an embedded SQLite file.
+//!
+//! One file, `state.db`, in the state directory (`--state-dir`, else `$STATE_DIRECTORY`, else
+//! `.tapline/` beside the pipelines). Its schema is versioned with `PRAGMA user_version` and
+//! migrated at open; a newer schema than this binary knows is refused. WAL and a busy timeout
+//! let several processes share it; [`PipelineLock`] keeps two of them from running the same
+//! pipeline at once. Secrets are never written here: a destination is an account ID and a URL.
+
+mod checkpoint;
+mod fingerprint;
+mod history;
+mod lock;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+pub use checkpoint::{Checkpoint, Delivered};
+pub use fingerprint::Fingerprint;
+pub use history::{FirstError, RunEntry, RunFinish, RunStart, RunStatus};
+pub use lock::PipelineLock;
+
+/// The state store's file name inside the state directory.
+pub const DATABASE_FILE: &str = "state.db";
+
+/// A problem with the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// SQLite refused an operation.
+    #[error("the state store `{path}`: {source}")]
+    Database {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer tapline.
+    #[error(
+        "the state store `{path}` has schema version {found}, but this tapline knows only up to {known}; upgrade tapline, or point --state-dir at another folder"
+    )]
+    NewerSchema {
+        /// The database file.
+        path: PathBuf,
+        /// The version in the file.
+        found: i64,
+        /// The newest version this binary knows.
+        known: i64,
+    },
+    /// A file or folder of the state directory.
+    #[error("the state directory `{path}`: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// Another process runs the pipeline.
+    #[error(
+        "pipeline `{pipeline}` is already running in another tapline process (it holds `{}`); wait for that run to end",
+        lock.display()
+    )]
+    Busy {
+        /// The pipeline.
+        pipeline: String,
+        /// The lock file.
+        lock: PathBuf,
+    },
+}
+
+/// Migrations, in order: the schema version is the number of them applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: run history, checkpoints and delivered files.
+    "CREATE TABLE runs (
+        run_id        TEXT PRIMARY KEY,
+        pipeline      TEXT NOT NULL,
+        pipeline_file TEXT NOT NULL,
+        trigger       TEXT NOT NULL,
+        started_at    INTEGER NOT NULL,
+        finished_at   INTEGER,
+        status        TEXT NOT NULL,
+        read          INTEGER NOT NULL DEFAULT 0,
+        accepted      INTEGER NOT NULL DEFAULT 0,
+        skipped       INTEGER NOT NULL DEFAULT 0,
+        rejected      INTEGER NOT NULL DEFAULT 0,
+        failed        INTEGER NOT NULL DEFAULT 0,
+        requests      INTEGER NOT NULL DEFAULT 0,
+        retries       INTEGER NOT NULL DEFAULT 0,
+        resumed_from  TEXT,
+        rows_resumed  INTEGER NOT NULL DEFAULT 0,
+        rejects_file  TEXT,
+        stop_reason   TEXT,
+        first_errors  TEXT NOT NULL DEFAULT '[]',
+        warnings      TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE INDEX runs_by_pipeline ON runs (pipeline, started_at);
+    CREATE TABLE checkpoints (
+        pipeline      TEXT NOT NULL,
+        destination   TEXT NOT NULL,
+        run_id        TEXT NOT NULL,
+        size          INTEGER NOT NULL,
+        modified_ns   INTEGER NOT NULL,
+        sha256        TEXT NOT NULL,
+        PRIMARY KEY (pipeline, destination)
+    );
+    CREATE TABLE settled_lines (
+        pipeline      TEXT NOT NULL,
+        destination   TEXT NOT NULL,
+        first_line    INTEGER NOT NULL,
+        last_line     INTEGER NOT NULL
+    );
+    CREATE INDEX settled_lines_by_checkpoint ON settled_lines (pipeline, destination);
+    CREATE TABLE deliveries (
+        pipeline      TEXT NOT NULL,
+        destination   TEXT NOT NULL,
+        sha256        TEXT NOT NULL,
+        size          INTEGER NOT NULL,
+        run_id        TEXT NOT NULL,
+        delivered_at  INTEGER NOT NULL,
+        PRIMARY KEY (pipeline, destination, sha256)
+    );",
+];
+
+/// An open state store.
+pub struct StateStore {
+    connection: Connection,
+    dir: PathBuf,
+}
+
+impl StateStore {
+    /// Opens (creating if needed) the store in `dir` and brings its schema up to date.
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        std::fs::create_dir_all(dir).map_err(|source| StateError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join(DATABASE_FILE);
+        let database = |source| StateError::Database {
+            path: path.clone(),
+            source,
+        };
+        let mut connection = Connection::open(&path).map_err(database)?;
+        connection
+            .busy_timeout(Duration::from_secs(10))
+            .map_err(database)?;
+        // WAL lets readers (`tapline history`) and a writer work at once; FULL makes every
+        // checkpoint survive a power loss, not only a killed process.
+        connection
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+            .map_err(database)?;
+        migrate(&mut connection, &path)?;
+        Ok(StateStore {
+            connection,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Takes the lock that keeps other processes from running `pipeline` until it is dropped
+    /// (or this process dies).
+    pub fn lock(&self, pipeline: &str) -> Result<PipelineLock, StateError> {
+        PipelineLock::acquire(&self.dir.join("locks"), pipeline)
+    }
+
+    fn error(&self, source: rusqlite::Error) -> StateError {
+        StateError::Database {
+            path: self.dir.join(DATABASE_FILE),
+            source,
+        }
+    }
+}
+
+/// Applies the migrations the database lacks, each in its own transaction.
+fn migrate(connection: &mut Connection, path: &Path) -> Result<(), StateError> {
+    let database = |source| StateError::Database {
+        path: path.to_path_buf(),
+        source,
+    };
+    let known = MIGRATIONS.len() as i64;
+    let found: i64 = connection
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(database)?;
+    if found > known {
+        return Err(StateError::NewerSchema {
+            path: path.to_path_buf(),
+            found,
+            known,
+        });
+    }
+    for (version, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let transaction = connection.transaction().map_err(database)?;
+        transaction.execute_batch(sql).map_err(database)?;
+        transaction
+            .execute_batch(&format!("PRAGMA user_version = {}", version + 1))
+            .map_err(database)?;
+        transaction.commit().map_err(database)?;
+    }
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch, as the store keeps times.
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_once_and_refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(StateStore::open(dir.path()).unwrap());
+        // Opening again applies nothing twice.
+        let store = StateStore::open(dir.path()).unwrap();
+        let version: i64 = store
+            .connection
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        store
+            .connection
+            .execute_batch("PRAGMA user_version = 99")
+            .unwrap();
+        drop(store);
+        let error = StateStore::open(dir.path()).err().expect("refused");
+        assert!(matches!(error, StateError::NewerSchema { found: 99, .. }));
+        assert!(error.to_string().contains("upgrade tapline"), "{error}");
+    }
+}
