@@ -168,39 +168,41 @@ pub async fn run(
     } else {
         plan(&mut store, pipeline, request, &destination, &run_id)?
     };
-    let mut summary = if let Some(delivered_by) = &plan.up_to_date {
-        up_to_date(pipeline, &run_id, delivered_by)
-    } else {
-        options.already_settled = plan
-            .resume
-            .as_ref()
-            .map(|(_, lines)| Arc::new(lines.clone()));
-        let mut book = Checkpointer {
-            store: &mut store,
-            pipeline: &pipeline.name,
-            destination: &destination,
-            recording: plan.fingerprint.is_some(),
-            pending: Vec::new(),
-            first_errors: Vec::new(),
-            progress,
-        };
-        let mut summary = engine::run(job, options, &mut book, cancel).await;
-        book.flush_pending();
-        let first_errors = std::mem::take(&mut book.first_errors);
-        summary.resumed_from = plan.resume.map(|(run_id, _)| run_id);
-        let delivered = summary.stop.is_none() && summary.counts.failed == 0;
-        if delivered && let Some(fingerprint) = &plan.fingerprint {
-            if let Err(error) =
-                store.finish_delivery(&pipeline.name, &destination, &run_id, fingerprint)
+    let (mut summary, first_errors) = match &plan.up_to_date {
+        Some(delivered_by) => (up_to_date(pipeline, &run_id, delivered_by), Vec::new()),
+        None => {
+            options.already_settled = plan
+                .resume
+                .as_ref()
+                .map(|(_, lines)| Arc::new(lines.clone()));
+            let mut book = Checkpointer {
+                store: &mut store,
+                pipeline: &pipeline.name,
+                destination: &destination,
+                recording: plan.fingerprint.is_some(),
+                pending: Vec::new(),
+                first_errors: Vec::new(),
+                progress,
+            };
+            let mut summary = engine::run(job, options, &mut book, cancel).await;
+            book.flush_pending();
+            let first_errors = book.first_errors;
+            summary.resumed_from = plan.resume.map(|(run_id, _)| run_id);
+            // Every row settled: the file is done, and a later run will not send it again.
+            let delivered = summary.stop.is_none() && summary.counts.failed == 0;
+            if let Some(fingerprint) = plan.fingerprint.as_ref().filter(|_| delivered)
+                && let Err(error) =
+                    store.finish_delivery(&pipeline.name, &destination, &run_id, fingerprint)
             {
-                summary.warnings.push(format!("the delivery could not be recorded, so a later run may send this file again: {error}"));
+                summary.warnings.push(format!(
+                    "the delivery could not be recorded, so a later run may send this file again: {error}"
+                ));
             }
+            (summary, first_errors)
         }
-        summary.warnings.splice(0..0, plan.warnings);
-        return Ok(finish(&store, pipeline, request, summary, first_errors).await);
     };
-    summary.warnings.extend(plan.warnings);
-    Ok(finish(&store, pipeline, request, summary, Vec::new()).await)
+    summary.warnings.splice(0..0, plan.warnings);
+    Ok(finish(&store, pipeline, request, summary, first_errors).await)
 }
 
 /// What the state says this run should do.

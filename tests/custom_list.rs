@@ -14,7 +14,10 @@ fn pipeline(mode: &str, email: &str, extra: &str) -> String {
 
 /// Runs the pipeline; `--force` because these tests send one file again under new settings.
 fn run(workspace: &Workspace) -> (Option<i32>, Value) {
-    let output = tapline(workspace.dir.path(), &["run", "list.yaml", "--json", "--force"]);
+    let output = tapline(
+        workspace.dir.path(),
+        &["run", "list.yaml", "--json", "--force"],
+    );
     (output.status.code(), common::summary(&output))
 }
 

@@ -29,9 +29,11 @@ pub(super) fn build(
             credentials,
         };
         let channel = match (&entry.email, &entry.webhook) {
-            (Some(email), None) => build_email(&site, email, diagnostics).map(Channel::Email),
+            (Some(email), None) => {
+                build_email(&site.inside("email"), email, diagnostics).map(Channel::Email)
+            }
             (None, Some(webhook)) => {
-                build_webhook(&site, webhook, diagnostics).map(Channel::Webhook)
+                build_webhook(&site.inside("webhook"), webhook, diagnostics).map(Channel::Webhook)
             }
             (email, _) => {
                 let both = email.is_some();
@@ -71,7 +73,15 @@ struct Site<'a> {
     credentials: Credentials,
 }
 
-impl Site<'_> {
+impl<'a> Site<'a> {
+    /// The site of a section inside this one.
+    fn inside(&self, section: &str) -> Site<'a> {
+        Site {
+            pointer: format!("{}/{section}", self.pointer),
+            ..*self
+        }
+    }
+
     fn error(&self, field: &str, message: impl Into<String>) -> Diagnostic {
         Diagnostic::error(
             self.file,
