@@ -173,7 +173,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         let started = Instant::now();
         let output = Command::new(tapline)
-            .args(["run", "bench.yaml", "--json"])
+            // `--force`: every repeat sends the same file again.
+            .args(["run", "bench.yaml", "--json", "--force"])
             .current_dir(dir.path())
             .output()?;
         let wall = started.elapsed().as_secs_f64();

@@ -177,6 +177,7 @@ pub async fn run(
                 .map(|(_, lines)| Arc::new(lines.clone()));
             let mut book = Checkpointer {
                 store: &mut store,
+                run_id: &run_id,
                 pipeline: &pipeline.name,
                 destination: &destination,
                 recording: plan.fingerprint.is_some(),
@@ -185,7 +186,7 @@ pub async fn run(
                 progress,
             };
             let mut summary = engine::run(job, options, &mut book, cancel).await;
-            book.flush_pending();
+            book.flush_pending(&summary.counts);
             let first_errors = book.first_errors;
             summary.resumed_from = plan.resume.map(|(run_id, _)| run_id);
             // Every row settled: the file is done, and a later run will not send it again.
@@ -401,6 +402,7 @@ pub fn job(pipeline: &Pipeline, run_id: &str) -> Job {
 /// passes everything on to the progress display.
 struct Checkpointer<'a> {
     store: &'a mut StateStore,
+    run_id: &'a str,
     pipeline: &'a str,
     destination: &'a str,
     /// Off when the source has no fingerprint.
@@ -422,20 +424,23 @@ impl Checkpointer<'_> {
         }
     }
 
-    fn write_pending(&mut self) -> Result<(), StateError> {
-        if !self.recording || self.pending.is_empty() {
-            self.pending.clear();
-            return Ok(());
+    /// Writes the settled lines waiting to be written, with the run's counts.
+    fn write_pending(&mut self, counts: &Counts) -> Result<(), StateError> {
+        if self.recording && !self.pending.is_empty() {
+            self.store.settle_lines(
+                self.pipeline,
+                self.destination,
+                &self.pending,
+                (self.run_id, counts),
+            )?;
         }
-        self.store
-            .settle_lines(self.pipeline, self.destination, &self.pending)?;
         self.pending.clear();
         Ok(())
     }
 
     /// Writes skipped rows that no batch took along.
-    fn flush_pending(&mut self) {
-        if let Err(error) = self.write_pending() {
+    fn flush_pending(&mut self, counts: &Counts) {
+        if let Err(error) = self.write_pending(counts) {
             tracing::warn!(%error, "the last skipped rows could not be checkpointed; a resumed run will skip them again");
         }
     }
@@ -451,7 +456,8 @@ impl Observer for Checkpointer<'_> {
         if delivered && report.records > 0 {
             self.pending.push((report.first_line, report.last_line));
         }
-        self.write_pending().map_err(|error| error.to_string())?;
+        self.write_pending(counts)
+            .map_err(|error| error.to_string())?;
         self.progress.batch_settled(report, counts)
     }
 

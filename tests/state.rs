@@ -103,6 +103,13 @@ fn killed_runs_resume_and_resend_no_more_than_the_batches_in_flight() {
         runs[1..].iter().all(|run| run["status"] == "abandoned"),
         "{runs:?}"
     );
+    // Each checkpoint also records the counts so far, so a killed run shows how far it got.
+    assert!(
+        runs[1..]
+            .iter()
+            .any(|run| run["records"]["accepted"].as_u64() > Some(0)),
+        "{runs:?}"
+    );
 
     // The file is delivered: running again sends nothing.
     let requests = sandbox.inspect().requests;

@@ -7,7 +7,7 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::{Fingerprint, StateError, StateStore, now_ms};
-use crate::engine::SettledLines;
+use crate::engine::{Counts, SettledLines};
 
 /// An unfinished run's progress over one source file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,19 +113,31 @@ impl StateStore {
         result.map_err(|error| self.error(error))
     }
 
-    /// Records lines as settled, durably, in one transaction.
+    /// Records lines as settled and the run's counts so far, durably, in one transaction
+    /// (one disk sync per batch).
     pub fn settle_lines(
         &mut self,
         pipeline: &str,
         destination: &str,
         ranges: &[(u64, u64)],
+        progress: (&str, &Counts),
     ) -> Result<(), StateError> {
-        if ranges.is_empty() {
-            return Ok(());
-        }
         let result = (|| {
             let transaction = self.connection.transaction()?;
             insert_ranges(&transaction, pipeline, destination, ranges)?;
+            let (run_id, counts) = progress;
+            transaction.execute(
+                "UPDATE runs SET read = ?2, accepted = ?3, skipped = ?4, rejected = ?5, failed = ?6
+                 WHERE run_id = ?1",
+                params![
+                    run_id,
+                    counts.read as i64,
+                    counts.accepted as i64,
+                    counts.skipped as i64,
+                    counts.rejected as i64,
+                    counts.failed as i64
+                ],
+            )?;
             transaction.commit()
         })();
         result.map_err(|error| self.error(error))
@@ -256,9 +268,21 @@ mod tests {
         store
             .begin_checkpoint("vip", "acct@url", "run-1", &file, &SettledLines::default())
             .unwrap();
-        store.settle_lines("vip", "acct@url", &[(2, 1001)]).unwrap();
         store
-            .settle_lines("vip", "acct@url", &[(1003, 1003)])
+            .settle_lines(
+                "vip",
+                "acct@url",
+                &[(2, 1001)],
+                ("run-1", &Counts::default()),
+            )
+            .unwrap();
+        store
+            .settle_lines(
+                "vip",
+                "acct@url",
+                &[(1003, 1003)],
+                ("run-1", &Counts::default()),
+            )
             .unwrap();
         // Another destination has its own.
         assert_eq!(store.checkpoint("vip", "other@url").unwrap(), None);
