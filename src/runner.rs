@@ -300,7 +300,7 @@ async fn finish(
         &summary.run_id,
         &RunFinish {
             status,
-            counts: summary.counts,
+            records: summary.counts,
             requests: summary.requests,
             retries: summary.retries,
             resumed_from: summary.resumed_from.clone(),

@@ -87,7 +87,7 @@ pub(super) fn show(args: &HistoryArgs) -> Exit {
         "FAILED"
     );
     for run in &runs {
-        let records = &run.records;
+        let records = &run.end.records;
         let _ = writeln!(
             out,
             "{:<22} {:<20} {:<8} {:<19} {:>9} {:<11} {:>9} {:>9} {:>8} {:>8} {:>7}",
@@ -96,7 +96,7 @@ pub(super) fn show(args: &HistoryArgs) -> Exit {
             run.trigger,
             time(run.started_at_ms),
             duration(run),
-            run.status.as_str(),
+            run.end.status.as_str(),
             records.read,
             records.accepted,
             records.skipped,
@@ -107,22 +107,23 @@ pub(super) fn show(args: &HistoryArgs) -> Exit {
     Exit::Success
 }
 
-fn print_run(out: &mut impl Write, run: &RunEntry) {
+fn print_run(out: &mut impl Write, entry: &RunEntry) {
+    let run = &entry.end;
     let records = &run.records;
-    let _ = writeln!(out, "run       {}", run.run_id);
+    let _ = writeln!(out, "run       {}", entry.run_id);
     let _ = writeln!(
         out,
         "pipeline  {} ({})",
-        run.pipeline,
-        run.pipeline_file.display()
+        entry.pipeline,
+        entry.pipeline_file.display()
     );
-    let _ = writeln!(out, "trigger   {}", run.trigger);
+    let _ = writeln!(out, "trigger   {}", entry.trigger);
     let _ = writeln!(out, "status    {}", run.status.as_str());
     let _ = writeln!(
         out,
         "started   {} UTC, took {}",
-        time(run.started_at_ms),
-        duration(run)
+        time(entry.started_at_ms),
+        duration(entry)
     );
     let _ = writeln!(
         out,

@@ -79,12 +79,12 @@ pub struct RunStart<'a> {
 }
 
 /// What is known when it ends.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunFinish {
     /// How it ended.
     pub status: RunStatus,
     /// Where its records ended.
-    pub counts: Counts,
+    pub records: Counts,
     /// HTTP requests, retries included.
     pub requests: u64,
     /// Retries.
@@ -103,7 +103,8 @@ pub struct RunFinish {
     pub warnings: Vec<String>,
 }
 
-/// A run as the history shows it.
+/// A run as the history shows it: how it started and, flattened in, how it ended (or, for a
+/// run still going or killed, its counts at the last checkpoint).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunEntry {
     /// The run's ID.
@@ -119,25 +120,8 @@ pub struct RunEntry {
     /// End, when it ended.
     pub finished_at_ms: Option<i64>,
     /// How it ended.
-    pub status: RunStatus,
-    /// Where its records ended.
-    pub records: Counts,
-    /// HTTP requests.
-    pub requests: u64,
-    /// Retries.
-    pub retries: u64,
-    /// The run it resumed.
-    pub resumed_from: Option<String>,
-    /// Rows it left out because an earlier run settled them.
-    pub rows_resumed: u64,
-    /// Its rejects file.
-    pub rejects_file: Option<PathBuf>,
-    /// Why it stopped early.
-    pub stop_reason: Option<String>,
-    /// Its first problems.
-    pub first_errors: Vec<FirstError>,
-    /// Its warnings.
-    pub warnings: Vec<String>,
+    #[serde(flatten)]
+    pub end: RunFinish,
 }
 
 const ENTRY_COLUMNS: &str =
@@ -154,22 +138,24 @@ fn entry(row: &Row<'_>) -> rusqlite::Result<RunEntry> {
         trigger: row.get(3)?,
         started_at_ms: row.get(4)?,
         finished_at_ms: row.get(5)?,
-        status: RunStatus::parse(&row.get::<_, String>(6)?),
-        records: Counts {
-            read: count(7)?,
-            accepted: count(8)?,
-            skipped: count(9)?,
-            rejected: count(10)?,
-            failed: count(11)?,
+        end: RunFinish {
+            status: RunStatus::parse(&row.get::<_, String>(6)?),
+            records: Counts {
+                read: count(7)?,
+                accepted: count(8)?,
+                skipped: count(9)?,
+                rejected: count(10)?,
+                failed: count(11)?,
+            },
+            requests: count(12)?,
+            retries: count(13)?,
+            resumed_from: row.get(14)?,
+            rows_resumed: count(15)?,
+            rejects_file: row.get::<_, Option<String>>(16)?.map(PathBuf::from),
+            stop_reason: row.get(17)?,
+            first_errors: serde_json::from_str(&row.get::<_, String>(18)?).unwrap_or_default(),
+            warnings: serde_json::from_str(&row.get::<_, String>(19)?).unwrap_or_default(),
         },
-        requests: count(12)?,
-        retries: count(13)?,
-        resumed_from: row.get(14)?,
-        rows_resumed: count(15)?,
-        rejects_file: row.get::<_, Option<String>>(16)?.map(PathBuf::from),
-        stop_reason: row.get(17)?,
-        first_errors: serde_json::from_str(&row.get::<_, String>(18)?).unwrap_or_default(),
-        warnings: serde_json::from_str(&row.get::<_, String>(19)?).unwrap_or_default(),
     })
 }
 
@@ -194,7 +180,7 @@ impl StateStore {
 
     /// Records how a run ended.
     pub fn finish_run(&self, run_id: &str, finish: &RunFinish) -> Result<(), StateError> {
-        let counts = finish.counts;
+        let counts = finish.records;
         self.connection
             .execute(
                 "UPDATE runs SET finished_at = ?2, status = ?3, read = ?4, accepted = ?5,
@@ -309,7 +295,7 @@ mod tests {
                 "r1",
                 &RunFinish {
                     status: RunStatus::Failed,
-                    counts: Counts {
+                    records: Counts {
                         read: 3,
                         accepted: 2,
                         rejected: 1,
@@ -339,15 +325,15 @@ mod tests {
         assert_eq!(vip, ["r3", "r1"]);
         assert_eq!(store.runs(None, 10).unwrap().len(), 3);
         let r1 = store.run("r1").unwrap().unwrap();
-        assert_eq!(r1.status, RunStatus::Failed);
-        assert_eq!(r1.records.rejected, 1);
-        assert_eq!(r1.first_errors[0].code, "515");
+        assert_eq!(r1.end.status, RunStatus::Failed);
+        assert_eq!(r1.end.records.rejected, 1);
+        assert_eq!(r1.end.first_errors[0].code, "515");
         assert_eq!(store.run("nope").unwrap(), None);
 
         // r3 was killed: the next holder of the lock marks it abandoned.
         assert_eq!(store.abandon_running("vip").unwrap(), 1);
         assert_eq!(
-            store.run("r3").unwrap().unwrap().status,
+            store.run("r3").unwrap().unwrap().end.status,
             RunStatus::Abandoned
         );
 
