@@ -12,6 +12,7 @@
 //! - [`runner`]: one run of a pipeline with its lock, checkpoint, history and notifications.
 //! - [`notifications`]: emails and signed webhooks about finished runs.
 //! - [`sandbox`]: a local CleverTap with its rules and limits, for tests and `--sandbox`.
+//! - [`scheduler`]: cron fire times in a time zone, DST-safe (pure).
 //! - [`state`]: run history, checkpoints and delivered files in embedded SQLite.
 //! - [`template`]: String Builder templates for computed columns.
 //! - [`cli`]: commands, printing and exit codes.
@@ -25,6 +26,7 @@ pub mod notifications;
 pub mod preflight;
 pub mod runner;
 pub mod sandbox;
+pub mod scheduler;
 pub mod source;
 pub mod state;
 pub mod template;

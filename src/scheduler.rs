@@ -1,0 +1,218 @@
+//! Cron fire times: a pure function of a schedule and a time, with no IO and no clock.
+//!
+//! Times are computed in the schedule's IANA zone by croner, which follows the Open Cron
+//! Pattern Specification across DST changes: a fixed-time job whose time falls in a
+//! spring-forward gap fires once, at the first valid time after the gap; one whose time
+//! repeats in a fall-back overlap fires once, at the first; an interval job keeps its pace in
+//! elapsed time. The tests below pin that down.
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use crate::config::Schedule;
+
+/// The first fire of `schedule` strictly after `after`, or `None` if there is none (a date
+/// that never comes, like 30 February).
+pub fn next_fire(schedule: &Schedule, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let local = after.with_timezone(&schedule.timezone);
+    let next = schedule.cron.find_next_occurrence(&local, false).ok()?;
+    Some(next.with_timezone(&Utc))
+}
+
+/// The fires of `schedule` after `after`, for `tapline next`.
+pub fn upcoming(schedule: &Schedule, after: DateTime<Utc>, count: usize) -> Vec<DateTime<Utc>> {
+    let mut fires = Vec::with_capacity(count);
+    let mut cursor = after;
+    while fires.len() < count {
+        let Some(fire) = next_fire(schedule, cursor) else {
+            break;
+        };
+        fires.push(fire);
+        cursor = fire;
+    }
+    fires
+}
+
+/// The most recent fire at or before `now` that came after `since`: the fire a daemon that
+/// was down missed (`catch_up: latest`).
+pub fn missed_fire(
+    schedule: &Schedule,
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let local = now.with_timezone(&schedule.timezone);
+    let previous = schedule
+        .cron
+        .find_previous_occurrence(&local, true)
+        .ok()?
+        .with_timezone(&Utc);
+    (previous > since).then_some(previous)
+}
+
+/// A time in the schedule's zone, for display.
+pub fn in_zone(schedule: &Schedule, time: DateTime<Utc>) -> String {
+    schedule
+        .timezone
+        .from_utc_datetime(&time.naive_utc())
+        .format("%Y-%m-%d %H:%M:%S %Z")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    fn schedule(cron: &str, zone: &str) -> Schedule {
+        Schedule {
+            expression: cron.to_string(),
+            cron: croner::parser::CronParser::builder()
+                .seconds(croner::parser::Seconds::Optional)
+                .build()
+                .parse(cron)
+                .unwrap(),
+            timezone: zone.parse().unwrap(),
+        }
+    }
+
+    fn utc(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap()
+    }
+
+    /// Every fire in `[from, to)`.
+    fn fires(schedule: &Schedule, from: &str, to: &str) -> Vec<DateTime<Utc>> {
+        let to = utc(to);
+        let mut fires = Vec::new();
+        let mut cursor = utc(from) - Duration::seconds(1);
+        while let Some(fire) = next_fire(schedule, cursor) {
+            if fire >= to {
+                break;
+            }
+            fires.push(fire);
+            cursor = fire;
+        }
+        fires
+    }
+
+    #[test]
+    fn five_fields_in_a_zone() {
+        let daily = schedule("0 3 * * *", "Asia/Kolkata");
+        // 03:00 IST is 21:30 UTC the day before.
+        assert_eq!(
+            next_fire(&daily, utc("2026-11-29T00:00:00Z")),
+            Some(utc("2026-11-29T21:30:00Z"))
+        );
+        // Strictly after: a fire at `after` is not returned again.
+        assert_eq!(
+            next_fire(&daily, utc("2026-11-29T21:30:00Z")),
+            Some(utc("2026-11-30T21:30:00Z"))
+        );
+    }
+
+    #[test]
+    fn seconds_names_and_shorthands() {
+        let every_ten = schedule("*/10 * * * * *", "UTC");
+        assert_eq!(
+            upcoming(&every_ten, utc("2026-11-29T10:00:03Z"), 3),
+            [
+                utc("2026-11-29T10:00:10Z"),
+                utc("2026-11-29T10:00:20Z"),
+                utc("2026-11-29T10:00:30Z")
+            ]
+        );
+        let weekdays = schedule("30 9 * * MON-FRI", "UTC");
+        // 2026-11-28 is a Saturday: the next is Monday.
+        assert_eq!(
+            next_fire(&weekdays, utc("2026-11-28T00:00:00Z")),
+            Some(utc("2026-11-30T09:30:00Z"))
+        );
+        let hourly = schedule("@hourly", "UTC");
+        assert_eq!(
+            next_fire(&hourly, utc("2026-11-29T10:15:00Z")),
+            Some(utc("2026-11-29T11:00:00Z"))
+        );
+        let monthly = schedule("@monthly", "UTC");
+        assert_eq!(
+            next_fire(&monthly, utc("2026-11-29T10:15:00Z")),
+            Some(utc("2026-12-01T00:00:00Z"))
+        );
+        let weekly = schedule("@weekly", "UTC");
+        assert_eq!(
+            next_fire(&weekly, utc("2026-11-29T10:15:00Z")),
+            Some(utc("2026-12-06T00:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn spring_forward_runs_a_job_in_the_gap_once_after_it() {
+        // Europe/Berlin, 2026-03-29: 02:00 CET jumps to 03:00 CEST; 02:30 does not exist.
+        let job = schedule("30 2 * * *", "Europe/Berlin");
+        let fired = fires(&job, "2026-03-28T00:00:00Z", "2026-03-31T00:00:00Z");
+        assert_eq!(
+            fired,
+            [
+                utc("2026-03-28T01:30:00Z"), // 02:30 CET
+                utc("2026-03-29T01:00:00Z"), // 03:00 CEST, the first time after the gap
+                utc("2026-03-30T00:30:00Z"), // 02:30 CEST
+            ]
+        );
+    }
+
+    #[test]
+    fn fall_back_runs_a_job_in_the_repeated_hour_once() {
+        // Europe/Berlin, 2026-10-25: 03:00 CEST falls back to 02:00 CET; 02:30 comes twice.
+        let job = schedule("30 2 * * *", "Europe/Berlin");
+        let fired = fires(&job, "2026-10-24T00:00:00Z", "2026-10-27T00:00:00Z");
+        assert_eq!(
+            fired,
+            [
+                utc("2026-10-24T00:30:00Z"), // 02:30 CEST
+                utc("2026-10-25T00:30:00Z"), // 02:30 CEST, the first of the two
+                utc("2026-10-26T01:30:00Z"), // 02:30 CET
+            ]
+        );
+    }
+
+    #[test]
+    fn interval_jobs_keep_their_pace_across_dst() {
+        // Every 30 minutes through the fall-back night in New York: the repeated hour is
+        // real time, so it has its fires too (one every 30 minutes of elapsed time).
+        let job = schedule("*/30 * * * *", "America/New_York");
+        let fired = fires(&job, "2026-11-01T04:00:00Z", "2026-11-01T08:00:00Z");
+        assert_eq!(fired.len(), 8, "{fired:?}");
+        assert!(fired.windows(2).all(|pair| pair[1] - pair[0] == Duration::minutes(30)));
+        // And through the spring-forward night, no fire is doubled or lost beyond the gap.
+        let fired = fires(&job, "2026-03-08T05:00:00Z", "2026-03-08T09:00:00Z");
+        assert_eq!(fired.len(), 8, "{fired:?}");
+        assert!(fired.windows(2).all(|pair| pair[1] - pair[0] == Duration::minutes(30)));
+    }
+
+    #[test]
+    fn a_date_that_never_comes_has_no_fire() {
+        let never = schedule("0 0 30 2 *", "UTC");
+        assert_eq!(next_fire(&never, utc("2026-01-01T00:00:00Z")), None);
+    }
+
+    #[test]
+    fn the_missed_fire_is_the_latest_one_since_the_daemon_stopped() {
+        let daily = schedule("0 3 * * *", "UTC");
+        let since = utc("2026-11-26T12:00:00Z");
+        assert_eq!(
+            missed_fire(&daily, since, utc("2026-11-29T10:00:00Z")),
+            Some(utc("2026-11-29T03:00:00Z"))
+        );
+        // Nothing missed when the last fire is before `since`.
+        assert_eq!(
+            missed_fire(&daily, utc("2026-11-29T03:00:00Z"), utc("2026-11-29T10:00:00Z")),
+            None
+        );
+    }
+
+    #[test]
+    fn shows_times_in_the_schedule_zone() {
+        let daily = schedule("0 3 * * *", "Asia/Kolkata");
+        assert_eq!(
+            in_zone(&daily, utc("2026-11-29T21:30:00Z")),
+            "2026-11-30 03:00:00 IST"
+        );
+    }
+}
