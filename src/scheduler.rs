@@ -71,6 +71,8 @@ mod tests {
                 .parse(cron)
                 .unwrap(),
             timezone: zone.parse().unwrap(),
+            overlap: crate::config::model::Overlap::Skip,
+            catch_up: crate::config::model::CatchUp::Skip,
         }
     }
 
@@ -179,11 +181,19 @@ mod tests {
         let job = schedule("*/30 * * * *", "America/New_York");
         let fired = fires(&job, "2026-11-01T04:00:00Z", "2026-11-01T08:00:00Z");
         assert_eq!(fired.len(), 8, "{fired:?}");
-        assert!(fired.windows(2).all(|pair| pair[1] - pair[0] == Duration::minutes(30)));
+        assert!(
+            fired
+                .windows(2)
+                .all(|pair| pair[1] - pair[0] == Duration::minutes(30))
+        );
         // And through the spring-forward night, no fire is doubled or lost beyond the gap.
         let fired = fires(&job, "2026-03-08T05:00:00Z", "2026-03-08T09:00:00Z");
         assert_eq!(fired.len(), 8, "{fired:?}");
-        assert!(fired.windows(2).all(|pair| pair[1] - pair[0] == Duration::minutes(30)));
+        assert!(
+            fired
+                .windows(2)
+                .all(|pair| pair[1] - pair[0] == Duration::minutes(30))
+        );
     }
 
     #[test]
@@ -202,7 +212,11 @@ mod tests {
         );
         // Nothing missed when the last fire is before `since`.
         assert_eq!(
-            missed_fire(&daily, utc("2026-11-29T03:00:00Z"), utc("2026-11-29T10:00:00Z")),
+            missed_fire(
+                &daily,
+                utc("2026-11-29T03:00:00Z"),
+                utc("2026-11-29T10:00:00Z")
+            ),
             None
         );
     }

@@ -510,4 +510,34 @@ pub struct ScheduleFile {
     /// (default `UTC`). Abbreviations such as `PST` are not accepted.
     #[serde(default)]
     pub timezone: Option<String>,
+
+    /// A fire that comes while the previous run still goes: `skip` (default: it is logged and
+    /// dropped) or `queue` (one run starts as soon as the current one ends).
+    #[serde(default)]
+    pub overlap: Option<Overlap>,
+
+    /// Fires missed while the daemon was not running: `skip` (default) or `latest` (run once
+    /// at start if at least one fire was missed).
+    #[serde(default)]
+    pub catch_up: Option<CatchUp>,
+}
+
+/// What a fire does while the pipeline still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    /// Drop the fire, and log it.
+    Skip,
+    /// Run once more when the current run ends.
+    Queue,
+}
+
+/// What the daemon does at start about fires it missed while down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchUp {
+    /// Nothing: wait for the next fire.
+    Skip,
+    /// Run once at start when a fire was missed.
+    Latest,
 }

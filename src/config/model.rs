@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use super::file::{
-    ArrayOperation, ColumnType, NotifyOn, Region, Rerun, SmtpSecurity, SourceFormat,
+    ArrayOperation, CatchUp, ColumnType, NotifyOn, Overlap, Region, Rerun, SmtpSecurity,
+    SourceFormat,
 };
 use crate::template::Template;
 
@@ -271,4 +272,8 @@ pub struct Schedule {
     pub cron: croner::Cron,
     /// The zone it is read in.
     pub timezone: chrono_tz::Tz,
+    /// What a fire does while the pipeline still runs.
+    pub overlap: Overlap,
+    /// What the daemon does about fires it missed while down.
+    pub catch_up: CatchUp,
 }

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use super::diagnostic::{Diagnostic, did_you_mean};
 use super::file::{
-    AudienceFile, ConnectionFile, ConnectionRef, ConnectionsFile, Entity, NotificationFile,
-    OutputFile, ProfileOperation, Region, Rerun, ScheduleFile, SegmentFile, SegmentMode,
-    SourceFile, SourceFormat, TargetFile,
+    AudienceFile, CatchUp, ConnectionFile, ConnectionRef, ConnectionsFile, Entity,
+    NotificationFile, OutputFile, Overlap, ProfileOperation, Region, Rerun, ScheduleFile,
+    SegmentFile, SegmentMode, SourceFile, SourceFormat, TargetFile,
 };
 use super::model::{
     ColumnMapping, Connection, CustomList, Metadata, OnInvalidRecord, OutputMapping, Pipeline,
@@ -542,6 +542,8 @@ fn build_schedule(
         expression: spec.cron.clone(),
         cron: cron?,
         timezone: timezone?,
+        overlap: spec.overlap.unwrap_or(Overlap::Skip),
+        catch_up: spec.catch_up.unwrap_or(CatchUp::Skip),
     })
 }
 
