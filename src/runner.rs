@@ -14,7 +14,7 @@ use crate::clevertap::RetryPolicy;
 use crate::config::Pipeline;
 use crate::config::model::{OnInvalidRecord, Rerun, Source, SourceFormat};
 use crate::engine::{
-    self, BatchReport, Counts, Delivery, ErrorBudget, Job, Observer, Outcome, RunOptions,
+    self, AccountBudgets, BatchReport, Counts, Delivery, ErrorBudget, Job, Observer, Outcome, RunOptions,
     RunSummary, Settled, SettledLines,
 };
 use crate::mapping;
@@ -69,6 +69,8 @@ pub struct Request {
     pub bookkeeping: bool,
     /// Runs older than this many days are pruned from the history, with their rejects files.
     pub history_days: u32,
+    /// Budgets of requests in flight per account, shared by the runs of a daemon.
+    pub account_budgets: Option<AccountBudgets>,
 }
 
 /// Why a run could not start.
@@ -115,6 +117,15 @@ pub fn rejects_path(state_dir: &Path, pipeline: &str, run_id: &str) -> PathBuf {
         .join(format!("{pipeline}-{run_id}.jsonl"))
 }
 
+/// Where a pipeline sends: its account and host (no secret), the key of checkpoints,
+/// deliveries and account budgets.
+pub fn destination(pipeline: &Pipeline) -> String {
+    format!(
+        "{}@{}",
+        pipeline.connection.account_id, pipeline.connection.base_url
+    )
+}
+
 /// Runs a pipeline once, with its bookkeeping, and reports what happened.
 pub async fn run(
     pipeline: &Pipeline,
@@ -129,6 +140,10 @@ pub async fn run(
         retry: RetryPolicy::default(),
         rejects_path: rejects_path(&request.state_dir, &pipeline.name, &run_id),
         already_settled: None,
+        account_budget: request
+            .account_budgets
+            .as_ref()
+            .map(|budgets| budgets.for_api(&destination(pipeline), &job.endpoint)),
     };
     if let Some(rejects) = &request.replay {
         job.source = Source {
@@ -158,10 +173,7 @@ pub async fn run(
         trigger: request.trigger.as_str(),
     })?;
 
-    let destination = format!(
-        "{}@{}",
-        pipeline.connection.account_id, pipeline.connection.base_url
-    );
+    let destination = destination(pipeline);
     // A replay sends what a rejects file holds: no checkpoint, nothing to deduplicate.
     let plan = if request.replay.is_some() {
         Plan::default()

@@ -378,6 +378,7 @@ async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> Exit {
             // A throwaway sandbox has nothing to resume and nothing to protect from duplicates.
             bookkeeping: !args.dry_run && !args.sandbox,
             history_days: args.state.history_days,
+            account_budgets: None,
         };
         let outcome = match delivery(&pipeline, args.dry_run) {
             Ok(delivery) => {
@@ -507,6 +508,7 @@ fn replay(args: &ReplayArgs) -> Exit {
         state_dir: runner::state_dir(args.state.state_dir.as_deref(), folder_of(&pipeline.file)),
         bookkeeping: true,
         history_days: args.state.history_days,
+        account_budgets: None,
     };
     runtime().block_on(async {
         let cancel = CancellationToken::new();

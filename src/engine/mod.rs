@@ -8,6 +8,7 @@
 //! [`BatchReport`]. Every record read ends accepted, skipped, rejected or failed.
 
 pub mod batch;
+mod budget;
 mod custom_list;
 pub mod outcome;
 mod resume;
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use batch::Batch;
 pub use outcome::{BatchReport, Counts, DryRunReport, Outcome, RunSummary, Settled, StopReason};
+pub use budget::{AccountBudget, AccountBudgets};
 pub use resume::{SettledCursor, SettledLines};
 
 use crate::clevertap::retry::{RetryPolicy, Verdict, classify};
@@ -125,6 +127,9 @@ pub struct RunOptions {
     pub rejects_path: PathBuf,
     /// Source lines an earlier run settled: they are read but not sent again.
     pub already_settled: Option<Arc<SettledLines>>,
+    /// The account's budget of requests in flight, shared with other pipelines (the daemon);
+    /// each request takes a slot on top of the run's own `thread_count`.
+    pub account_budget: Option<AccountBudget>,
 }
 
 /// Hears about a run as it goes: the progress display and the checkpoints.
@@ -318,6 +323,7 @@ async fn send_all(
                                 connection: job.connection.clone(),
                                 endpoint: job.endpoint,
                                 policy: options.retry,
+                                budget: options.account_budget.clone(),
                             })));
                             let cancel = cancel.clone();
                             let permit = permit.take().expect("this branch runs only with a permit");
@@ -478,13 +484,19 @@ struct Courier {
     connection: String,
     endpoint: Endpoint,
     policy: RetryPolicy,
+    /// The account's shared budget, if any: a slot per attempt, released during back-off.
+    budget: Option<AccountBudget>,
 }
 
 impl Courier {
     /// Sends one batch, retrying as [`classify`] says, and settles its records.
     async fn deliver(&self, batch: Batch, cancel: &CancellationToken) -> BatchReport {
-        let (result, attempts) = with_retries(self.policy, cancel, || {
-            self.client.send(&self.endpoint, batch.body.clone())
+        let (result, attempts) = with_retries(self.policy, cancel, || async {
+            let _slot = match &self.budget {
+                Some(budget) => Some(budget.slot().await),
+                None => None,
+            };
+            self.client.send(&self.endpoint, batch.body.clone()).await
         })
         .await;
         let failure = match result {

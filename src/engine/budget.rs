@@ -1,0 +1,95 @@
+//! The requests in flight a CleverTap account allows, shared by every pipeline that sends to
+//! it: one budget per account and API, which the engine asks before each request.
+//!
+//! CleverTap counts concurrent requests per account (15 for uploads, fewer for other APIs),
+//! not per pipeline. A daemon running several pipelines against one account hands each run
+//! the same [`AccountBudgets`], so their sum stays within the account's limit.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::clevertap::wire::Endpoint;
+
+/// The budgets of every account, by account and API. Cheap to clone; clones share.
+#[derive(Clone, Default)]
+pub struct AccountBudgets {
+    budgets: Arc<Mutex<HashMap<(String, &'static str), AccountBudget>>>,
+}
+
+impl AccountBudgets {
+    /// The budget of one API of one account (`account` names the account and its host).
+    pub fn for_api(&self, account: &str, endpoint: &Endpoint) -> AccountBudget {
+        let mut budgets = self.budgets.lock().unwrap_or_else(|poison| poison.into_inner());
+        budgets
+            .entry((account.to_string(), endpoint.path))
+            .or_insert_with(|| AccountBudget {
+                slots: Arc::new(Semaphore::new(endpoint.max_in_flight)),
+                size: endpoint.max_in_flight,
+            })
+            .clone()
+    }
+
+    /// Requests in flight now, by `account path`, for metrics.
+    pub fn in_flight(&self) -> Vec<(String, usize)> {
+        let budgets = self.budgets.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut in_flight: Vec<(String, usize)> = budgets
+            .iter()
+            .map(|((account, path), budget)| {
+                (format!("{account} {path}"), budget.size - budget.slots.available_permits())
+            })
+            .collect();
+        in_flight.sort();
+        in_flight
+    }
+}
+
+/// One API's budget of one account.
+#[derive(Clone)]
+pub struct AccountBudget {
+    slots: Arc<Semaphore>,
+    size: usize,
+}
+
+impl AccountBudget {
+    /// Waits for a slot; the request holds it until the slot is dropped.
+    pub async fn slot(&self) -> OwnedSemaphorePermit {
+        Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .expect("a budget's semaphore is never closed")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clevertap::wire::Endpoint;
+
+    #[tokio::test]
+    async fn pipelines_of_one_account_share_its_budget() {
+        let budgets = AccountBudgets::default();
+        let first = budgets.for_api("acct@host", &Endpoint::UPLOAD);
+        let second = budgets.for_api("acct@host", &Endpoint::UPLOAD);
+        let other = budgets.for_api("other@host", &Endpoint::UPLOAD);
+        let mut held = Vec::new();
+        for _ in 0..Endpoint::UPLOAD.max_in_flight {
+            held.push(first.slot().await);
+        }
+        // The account is full for the second pipeline too...
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(20), second.slot());
+        assert!(waiting.await.is_err());
+        // ...but not for another account.
+        drop(other.slot().await);
+        assert_eq!(
+            budgets.in_flight(),
+            [
+                ("acct@host /1/upload".to_string(), Endpoint::UPLOAD.max_in_flight),
+                ("other@host /1/upload".to_string(), 0)
+            ]
+        );
+        held.pop();
+        drop(second.slot().await);
+    }
+}
