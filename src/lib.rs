@@ -9,6 +9,7 @@
 //! - [`mapping`]: rows → CleverTap records, with CleverTap's rules checked client-side.
 //! - [`clevertap`]: the HTTP API: wire types, the client, retry decisions, record rules.
 //! - [`engine`]: batching, bounded concurrency, retries, per-record outcomes.
+//! - [`daemon`]: the scheduler process: cron fires, folder watch, reloads, systemd.
 //! - [`runner`]: one run of a pipeline with its lock, checkpoint, history and notifications.
 //! - [`notifications`]: emails and signed webhooks about finished runs.
 //! - [`sandbox`]: a local CleverTap with its rules and limits, for tests and `--sandbox`.
@@ -20,6 +21,7 @@
 pub mod clevertap;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod mapping;
 pub mod notifications;

@@ -14,8 +14,8 @@ use crate::clevertap::RetryPolicy;
 use crate::config::Pipeline;
 use crate::config::model::{OnInvalidRecord, Rerun, Source, SourceFormat};
 use crate::engine::{
-    self, AccountBudgets, BatchReport, Counts, Delivery, ErrorBudget, Job, Observer, Outcome, RunOptions,
-    RunSummary, Settled, SettledLines,
+    self, AccountBudgets, BatchReport, Counts, Delivery, ErrorBudget, Job, Observer, Outcome,
+    RunOptions, RunSummary, Settled, SettledLines,
 };
 use crate::mapping;
 use crate::notifications::{self, RunNotice};
@@ -215,7 +215,10 @@ pub async fn run(
         }
     };
     summary.warnings.splice(0..0, plan.warnings);
-    Ok(finish(&store, pipeline, request, summary, first_errors).await)
+    record_history(&store, &mut summary, &first_errors);
+    drop(store);
+    notify(pipeline, request, &mut summary, first_errors).await;
+    Ok(summary)
 }
 
 /// What the state says this run should do.
@@ -299,15 +302,9 @@ fn up_to_date(pipeline: &Pipeline, run_id: &str, delivered_by: &str) -> RunSumma
     }
 }
 
-/// Writes the history entry and sends the notifications.
-async fn finish(
-    store: &StateStore,
-    pipeline: &Pipeline,
-    request: &Request,
-    mut summary: RunSummary,
-    first_errors: Vec<FirstError>,
-) -> RunSummary {
-    let status = run_status(&summary);
+/// Writes the history entry.
+fn record_history(store: &StateStore, summary: &mut RunSummary, first_errors: &[FirstError]) {
+    let status = run_status(summary);
     let finished = store.finish_run(
         &summary.run_id,
         &RunFinish {
@@ -319,7 +316,7 @@ async fn finish(
             rows_resumed: summary.rows_resumed,
             rejects_file: summary.rejects_file.clone(),
             stop_reason: summary.stop.as_ref().map(ToString::to_string),
-            first_errors: first_errors.clone(),
+            first_errors: first_errors.to_vec(),
             warnings: summary.warnings.clone(),
         },
     );
@@ -328,6 +325,17 @@ async fn finish(
             "the run could not be recorded in the history: {error}"
         ));
     }
+}
+
+/// Sends the pipeline's notifications about the run; what could not be delivered becomes a
+/// warning of the run.
+async fn notify(
+    pipeline: &Pipeline,
+    request: &Request,
+    summary: &mut RunSummary,
+    first_errors: Vec<FirstError>,
+) {
+    let status = run_status(summary);
     if !pipeline.notifications.is_empty() {
         let notice = RunNotice {
             pipeline: summary.pipeline.clone(),
@@ -346,7 +354,6 @@ async fn finish(
         let undelivered = notifications::send(&pipeline.notifications, &notice).await;
         summary.warnings.extend(undelivered);
     }
-    summary
 }
 
 /// How the history names a run's end.

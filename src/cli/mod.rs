@@ -43,8 +43,20 @@ impl From<Exit> for ExitCode {
 #[derive(Debug, Parser)]
 #[command(name = "tapline", version, about, long_about = None)]
 struct Cli {
+    /// Log lines as `text` (default) or `json` (one object per line, for log shippers).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines; colours only on a terminal.
+    Text,
+    /// One JSON object per line, with fields such as `pipeline` and `run_id`.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,6 +81,32 @@ enum Command {
     History(HistoryArgs),
     /// Send the records of a rejects file again, through the pipeline that wrote it.
     Replay(ReplayArgs),
+    /// Run a folder of pipelines on their schedules until SIGTERM; reload on changes.
+    Daemon(DaemonArgs),
+    /// Print each scheduled pipeline's next fire times, in its time zone.
+    Next {
+        /// The folder of pipeline files.
+        #[arg(long, default_value = "pipelines")]
+        dir: PathBuf,
+        /// How many fire times to print per pipeline.
+        #[arg(long, default_value_t = 3)]
+        count: usize,
+    },
+}
+
+#[derive(Debug, Args)]
+struct DaemonArgs {
+    /// The folder of pipeline files to schedule and watch.
+    #[arg(long, default_value = "pipelines")]
+    dir: PathBuf,
+    /// Seconds SIGTERM waits for running uploads before it interrupts them.
+    #[arg(long, default_value_t = 30)]
+    shutdown_timeout: u64,
+    /// Serve Prometheus `/metrics` and `/health` on this address, e.g. 127.0.0.1:9464.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    state: StateArgs,
 }
 
 /// Where the state lives and how long history is kept.
@@ -199,7 +237,12 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    init_logging();
+    let default_level = if matches!(cli.command, Command::Daemon(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    init_logging(cli.log_format, default_level);
     let exit = match cli.command {
         Command::Validate { paths } => validate(&paths),
         Command::Schema { connections } => schema(connections),
@@ -207,18 +250,76 @@ pub fn main() -> ExitCode {
         Command::Sandbox(args) => serve_sandbox(args),
         Command::History(args) => history::show(&args),
         Command::Replay(args) => replay(&args),
+        Command::Daemon(args) => daemon(&args),
+        Command::Next { dir, count } => next(&dir, count),
     };
     exit.into()
 }
 
-fn init_logging() {
+/// Logs go to stderr (journald keeps them), coloured only on a terminal; `TAPLINE_LOG`
+/// sets the level (`info`, `debug`, ...).
+fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TAPLINE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+fn daemon(args: &DaemonArgs) -> Exit {
+    let options = crate::daemon::Options {
+        state_dir: runner::state_dir(args.state.state_dir.as_deref(), &args.dir),
+        dir: args.dir.clone(),
+        history_days: args.state.history_days,
+        shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+        metrics_listen: args.metrics_listen,
+    };
+    match runtime().block_on(crate::daemon::run(options)) {
+        Ok(()) => Exit::Success,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("error: {error:#}");
+            Exit::Usage
+        }
+    }
+}
+
+fn next(dir: &Path, count: usize) -> Exit {
+    let pipelines = match load_all(&[dir.to_path_buf()], Credentials::Ignore) {
+        Ok(pipelines) => pipelines,
+        Err((exit, _)) => return exit,
+    };
+    let now = chrono::Utc::now();
+    let mut out = std::io::stdout().lock();
+    for pipeline in &pipelines {
+        let Some(schedule) = &pipeline.schedule else {
+            let _ = writeln!(
+                out,
+                "{}: no schedule (runs only with `tapline run`)",
+                pipeline.name
+            );
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "{}: `{}` in {}",
+            pipeline.name, schedule.expression, schedule.timezone
+        );
+        let fires = crate::scheduler::upcoming(schedule, now, count);
+        if fires.is_empty() {
+            let _ = writeln!(out, "  never (no date matches)");
+        }
+        for fire in fires {
+            let _ = writeln!(out, "  {}", crate::scheduler::in_zone(schedule, fire));
+        }
+    }
+    Exit::Success
 }
 
 fn runtime() -> tokio::runtime::Runtime {

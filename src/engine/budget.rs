@@ -21,7 +21,10 @@ pub struct AccountBudgets {
 impl AccountBudgets {
     /// The budget of one API of one account (`account` names the account and its host).
     pub fn for_api(&self, account: &str, endpoint: &Endpoint) -> AccountBudget {
-        let mut budgets = self.budgets.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut budgets = self
+            .budgets
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         budgets
             .entry((account.to_string(), endpoint.path))
             .or_insert_with(|| AccountBudget {
@@ -33,11 +36,17 @@ impl AccountBudgets {
 
     /// Requests in flight now, by `account path`, for metrics.
     pub fn in_flight(&self) -> Vec<(String, usize)> {
-        let budgets = self.budgets.lock().unwrap_or_else(|poison| poison.into_inner());
+        let budgets = self
+            .budgets
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         let mut in_flight: Vec<(String, usize)> = budgets
             .iter()
             .map(|((account, path), budget)| {
-                (format!("{account} {path}"), budget.size - budget.slots.available_permits())
+                (
+                    format!("{account} {path}"),
+                    budget.size - budget.slots.available_permits(),
+                )
             })
             .collect();
         in_flight.sort();
@@ -85,7 +94,10 @@ mod tests {
         assert_eq!(
             budgets.in_flight(),
             [
-                ("acct@host /1/upload".to_string(), Endpoint::UPLOAD.max_in_flight),
+                (
+                    "acct@host /1/upload".to_string(),
+                    Endpoint::UPLOAD.max_in_flight
+                ),
                 ("other@host /1/upload".to_string(), 0)
             ]
         );

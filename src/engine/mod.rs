@@ -22,8 +22,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use batch::Batch;
-pub use outcome::{BatchReport, Counts, DryRunReport, Outcome, RunSummary, Settled, StopReason};
 pub use budget::{AccountBudget, AccountBudgets};
+pub use outcome::{BatchReport, Counts, DryRunReport, Outcome, RunSummary, Settled, StopReason};
 pub use resume::{SettledCursor, SettledLines};
 
 use crate::clevertap::retry::{RetryPolicy, Verdict, classify};

@@ -8,6 +8,7 @@
 
 mod checkpoint;
 mod fingerprint;
+mod fires;
 mod history;
 mod lock;
 
@@ -118,6 +119,11 @@ const MIGRATIONS: &[&str] = &[
         run_id        TEXT NOT NULL,
         delivered_at  INTEGER NOT NULL,
         PRIMARY KEY (pipeline, destination, sha256)
+    );",
+    // 2: the daemon's last fire of each pipeline, for catch-up after downtime.
+    "CREATE TABLE fires (
+        pipeline      TEXT PRIMARY KEY,
+        fired_at      INTEGER NOT NULL
     );",
 ];
 

@@ -1,0 +1,511 @@
+//! `tapline daemon`: runs a folder of pipelines on their cron schedules, reloads them when a
+//! file changes or on SIGHUP, and lives under systemd.
+//!
+//! One task owns all the state and waits on one `select!`: the earliest fire time, a change
+//! in the folder, a signal, or the end of a run. Nothing polls: between fires the process
+//! sleeps. Runs go through [`runner::run`] like `tapline run`, with one [`AccountBudgets`]
+//! shared by all of them, so pipelines on one CleverTap account never exceed its limit.
+//! A pipeline file that fails to load is logged with its `file:line:col`, and the last valid
+//! version of it stays scheduled.
+
+pub mod metrics;
+mod systemd;
+mod watch;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::clevertap::Client;
+use crate::config::model::{CatchUp, Overlap};
+use crate::config::{self, Credentials, Pipeline, Schedule};
+use crate::engine::{AccountBudgets, Delivery, NoObserver, RunSummary};
+use crate::runner::{self, RunError, Trigger};
+use crate::scheduler;
+use crate::state::StateStore;
+use metrics::Metrics;
+
+/// How the daemon is set up.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The folder of pipeline files.
+    pub dir: PathBuf,
+    /// The state directory (run history, checkpoints, last fires).
+    pub state_dir: PathBuf,
+    /// Runs older than this many days are pruned from the history.
+    pub history_days: u32,
+    /// How long SIGTERM waits for running uploads before it interrupts them.
+    pub shutdown_timeout: Duration,
+    /// Where to serve `/metrics` and `/health`.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// A loaded pipeline and its place in the schedule.
+struct Entry {
+    pipeline: Pipeline,
+    /// The next fire, for a pipeline with a schedule.
+    next_fire: Option<DateTime<Utc>>,
+    running: bool,
+    /// A fire came while it ran, with `overlap: queue`.
+    queued: bool,
+}
+
+/// What a finished run task hands back.
+type Finished = (PathBuf, Result<RunSummary, RunError>);
+
+/// The daemon's state, owned by its one task.
+struct Daemon {
+    options: Options,
+    store: StateStore,
+    /// By pipeline file.
+    entries: BTreeMap<PathBuf, Entry>,
+    /// The diagnostics last logged for each file, so a reload repeats none.
+    reported: HashMap<PathBuf, String>,
+    runs: JoinSet<Finished>,
+    budgets: AccountBudgets,
+    metrics: Arc<Metrics>,
+    /// Cancelled when the shutdown grace period ends.
+    interrupt_runs: CancellationToken,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. An error is returned only when it cannot start.
+pub async fn run(options: Options) -> anyhow::Result<()> {
+    if !options.dir.is_dir() {
+        anyhow::bail!(
+            "`{}` is not a folder; give the folder of pipeline files with --dir",
+            options.dir.display()
+        );
+    }
+    let store = StateStore::open(&options.state_dir)?;
+    let budgets = AccountBudgets::default();
+    let metrics = Arc::new(Metrics::new(budgets.clone()));
+    if let Some(address) = options.metrics_listen {
+        let bound = metrics::serve(address, Arc::clone(&metrics))
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot serve metrics on {address}: {error}"))?;
+        tracing::info!(%bound, "serving /metrics and /health");
+    }
+    let (_watcher, mut changes) = watch::watch(&options.dir)
+        .map_err(|error| anyhow::anyhow!("cannot watch `{}`: {error}", options.dir.display()))?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+
+    let mut daemon = Daemon {
+        options,
+        store,
+        entries: BTreeMap::new(),
+        reported: HashMap::new(),
+        runs: JoinSet::new(),
+        budgets,
+        metrics,
+        interrupt_runs: CancellationToken::new(),
+    };
+    daemon.reload(Utc::now());
+    daemon.catch_up(Utc::now());
+    systemd::ready(&daemon.status());
+    tracing::info!(
+        dir = %daemon.options.dir.display(),
+        pipelines = daemon.entries.len(),
+        scheduled = daemon.scheduled(),
+        "daemon started"
+    );
+    let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
+
+    loop {
+        let next_fire = daemon.earliest_fire();
+        tokio::select! {
+            () = sleep_until(next_fire) => daemon.fire_due(Utc::now()),
+            Some(paths) = changes.recv() => {
+                tracing::info!(files = ?paths, "pipeline files changed; reloading");
+                daemon.reload(Utc::now());
+            }
+            _ = hangup.recv() => {
+                systemd::reloading();
+                tracing::info!("SIGHUP: reloading every pipeline");
+                daemon.reported.clear();
+                daemon.reload(Utc::now());
+                systemd::ready(&daemon.status());
+            }
+            Some(finished) = daemon.runs.join_next() => daemon.run_ended(finished),
+            _ = tick(&mut watchdog) => systemd::watchdog(),
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    daemon.shut_down().await;
+    Ok(())
+}
+
+/// Sleeps until `when`; forever when there is nothing scheduled.
+async fn sleep_until(when: Option<DateTime<Utc>>) {
+    match when {
+        Some(when) => {
+            let wait = (when - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            tokio::time::sleep(wait).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The watchdog's next tick; never, when systemd set no watchdog.
+async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
+    match watchdog {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+impl Daemon {
+    fn scheduled(&self) -> usize {
+        self.entries
+            .values()
+            .filter(|entry| entry.next_fire.is_some())
+            .count()
+    }
+
+    fn running(&self) -> usize {
+        self.entries.values().filter(|entry| entry.running).count()
+    }
+
+    /// The one-line status systemd shows.
+    fn status(&self) -> String {
+        let next = self
+            .entries
+            .values()
+            .filter_map(|entry| entry.next_fire.map(|fire| (fire, &entry.pipeline.name)))
+            .min();
+        let mut status = format!(
+            "{} pipelines scheduled, {} running",
+            self.scheduled(),
+            self.running()
+        );
+        if let Some((fire, name)) = next {
+            status.push_str(&format!(
+                "; next: {name} at {}",
+                fire.format("%Y-%m-%d %H:%M:%S UTC")
+            ));
+        }
+        status
+    }
+
+    fn publish(&self) {
+        systemd::status(&self.status());
+        self.metrics.set_load(self.scheduled(), self.running());
+    }
+
+    fn earliest_fire(&self) -> Option<DateTime<Utc>> {
+        self.entries
+            .values()
+            .filter_map(|entry| entry.next_fire)
+            .min()
+    }
+
+    /// Loads every pipeline file again. A file that loads replaces its entry (keeping its
+    /// next fire when its schedule is unchanged); one that does not keeps the last valid
+    /// version; a file that is gone is unscheduled (a run in progress finishes).
+    fn reload(&mut self, now: DateTime<Utc>) {
+        let files = match config::discover(std::slice::from_ref(&self.options.dir)) {
+            Ok(files) => files,
+            Err(diagnostic) => {
+                tracing::error!("{diagnostic}");
+                return;
+            }
+        };
+        for file in &files {
+            let loaded = config::load_pipeline(file, Credentials::Resolve);
+            let report: String = loaded
+                .diagnostics
+                .iter()
+                .map(|diagnostic| format!("{diagnostic}\n"))
+                .collect();
+            let new_report = self.reported.get(file) != Some(&report);
+            if new_report {
+                for diagnostic in &loaded.diagnostics {
+                    if diagnostic.is_error() {
+                        tracing::error!(file = %file.display(), "{diagnostic}");
+                    } else {
+                        tracing::warn!(file = %file.display(), "{diagnostic}");
+                    }
+                }
+                self.reported.insert(file.clone(), report);
+            }
+            match loaded.pipeline {
+                Some(pipeline) => self.upsert(file, pipeline, now),
+                None if new_report && self.entries.contains_key(file) => tracing::warn!(
+                    file = %file.display(),
+                    "the file has errors; its last valid version stays scheduled"
+                ),
+                None => {}
+            }
+        }
+        let gone: Vec<PathBuf> = self
+            .entries
+            .keys()
+            .filter(|file| !files.contains(file))
+            .cloned()
+            .collect();
+        for file in gone {
+            if let Some(entry) = self.entries.remove(&file) {
+                tracing::info!(pipeline = %entry.pipeline.name, "pipeline file removed: unscheduled");
+            }
+            self.reported.remove(&file);
+        }
+        self.publish();
+    }
+
+    fn upsert(&mut self, file: &Path, pipeline: Pipeline, now: DateTime<Utc>) {
+        let next_fire = |schedule: Option<&Schedule>| {
+            schedule.and_then(|schedule| scheduler::next_fire(schedule, now))
+        };
+        match self.entries.get_mut(file) {
+            Some(entry) => {
+                let same_schedule = schedule_key(entry.pipeline.schedule.as_ref())
+                    == schedule_key(pipeline.schedule.as_ref());
+                if !same_schedule {
+                    entry.next_fire = next_fire(pipeline.schedule.as_ref());
+                    tracing::info!(pipeline = %pipeline.name, next_fire = ?entry.next_fire, "schedule changed");
+                }
+                entry.pipeline = pipeline;
+            }
+            None => {
+                let fire = next_fire(pipeline.schedule.as_ref());
+                match fire {
+                    Some(fire) => {
+                        tracing::info!(pipeline = %pipeline.name, next_fire = %fire, "pipeline scheduled")
+                    }
+                    None => {
+                        tracing::info!(pipeline = %pipeline.name, "pipeline loaded (no schedule: runs only with `tapline run`)")
+                    }
+                }
+                self.entries.insert(
+                    file.to_path_buf(),
+                    Entry {
+                        pipeline,
+                        next_fire: fire,
+                        running: false,
+                        queued: false,
+                    },
+                );
+            }
+        }
+    }
+
+    /// `catch_up: latest`: a pipeline that missed a fire while the daemon was down runs now.
+    fn catch_up(&mut self, now: DateTime<Utc>) {
+        let mut due = Vec::new();
+        for (file, entry) in &self.entries {
+            let Some(schedule) = &entry.pipeline.schedule else {
+                continue;
+            };
+            if schedule.catch_up != CatchUp::Latest {
+                continue;
+            }
+            let last = match self.store.last_fire(&entry.pipeline.name) {
+                Ok(Some(last)) => last,
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the last fires");
+                    continue;
+                }
+            };
+            if let Some(missed) = scheduler::missed_fire(schedule, last, now) {
+                tracing::info!(pipeline = %entry.pipeline.name, %missed, "catching up a fire missed while the daemon was down");
+                due.push(file.clone());
+            }
+        }
+        for file in due {
+            self.fire(&file, now);
+        }
+    }
+
+    /// Fires every pipeline whose time has come and moves its next fire on.
+    fn fire_due(&mut self, now: DateTime<Utc>) {
+        let due: Vec<PathBuf> = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.next_fire.is_some_and(|fire| fire <= now))
+            .map(|(file, _)| file.clone())
+            .collect();
+        for file in due {
+            if let Some(entry) = self.entries.get_mut(&file) {
+                // From now, not from the fire: fires that passed while the machine slept
+                // are not made up in a burst.
+                entry.next_fire = entry
+                    .pipeline
+                    .schedule
+                    .as_ref()
+                    .and_then(|schedule| scheduler::next_fire(schedule, now));
+            }
+            self.fire(&file, now);
+        }
+        self.publish();
+    }
+
+    /// Starts a run, or skips or queues it when the pipeline is still running.
+    fn fire(&mut self, file: &Path, now: DateTime<Utc>) {
+        let Some(entry) = self.entries.get_mut(file) else {
+            return;
+        };
+        let name = entry.pipeline.name.clone();
+        if let Err(error) = self.store.record_fire(&name, now) {
+            tracing::warn!(pipeline = %name, %error, "cannot record the fire");
+        }
+        if entry.running {
+            let overlap = entry
+                .pipeline
+                .schedule
+                .as_ref()
+                .map_or(Overlap::Skip, |schedule| schedule.overlap);
+            match overlap {
+                Overlap::Skip => {
+                    tracing::warn!(pipeline = %name, "fire skipped: the previous run is still going")
+                }
+                Overlap::Queue => {
+                    tracing::info!(pipeline = %name, "fire queued: the previous run is still going");
+                    entry.queued = true;
+                }
+            }
+            return;
+        }
+        let pipeline = entry.pipeline.clone();
+        let client = match Client::new(&pipeline.connection) {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::error!(pipeline = %name, %error, "cannot run");
+                return;
+            }
+        };
+        entry.running = true;
+        let request = runner::Request {
+            trigger: Trigger::Schedule,
+            delivery: Delivery::Send(client),
+            fresh: false,
+            force: false,
+            replay: None,
+            state_dir: self.options.state_dir.clone(),
+            bookkeeping: true,
+            history_days: self.options.history_days,
+            account_budgets: Some(self.budgets.clone()),
+        };
+        let cancel = self.interrupt_runs.child_token();
+        let file = file.to_path_buf();
+        tracing::info!(pipeline = %name, "run starting");
+        self.runs.spawn(async move {
+            let result = runner::run(&pipeline, &request, &mut NoObserver, cancel).await;
+            (file, result)
+        });
+        self.publish();
+    }
+
+    /// Logs a finished run, and starts a queued one.
+    fn run_ended(&mut self, finished: Result<Finished, tokio::task::JoinError>) {
+        let (file, result) = match finished {
+            Ok(finished) => finished,
+            Err(error) => {
+                // A panic in a run is a bug; the daemon and the other pipelines go on.
+                tracing::error!(%error, "a run ended abnormally");
+                for entry in self.entries.values_mut() {
+                    entry.running = false;
+                }
+                return;
+            }
+        };
+        match &result {
+            Ok(summary) => {
+                self.metrics.run_finished(summary);
+                log_summary(summary);
+            }
+            Err(error) => tracing::error!(file = %file.display(), %error, "run not started"),
+        }
+        let queued = match self.entries.get_mut(&file) {
+            Some(entry) => {
+                entry.running = false;
+                std::mem::take(&mut entry.queued)
+            }
+            None => false,
+        };
+        if queued {
+            self.fire(&file, Utc::now());
+        }
+        self.publish();
+    }
+
+    /// Stops scheduling, gives running uploads the grace period to finish, then interrupts
+    /// them (they stop sending, let requests in flight end, and keep their checkpoints).
+    async fn shut_down(mut self) {
+        systemd::stopping();
+        let running = self.runs.len();
+        tracing::info!(
+            running,
+            grace = ?self.options.shutdown_timeout,
+            "stopping: no new runs; waiting for running uploads"
+        );
+        let grace = tokio::time::sleep(self.options.shutdown_timeout);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                joined = self.runs.join_next() => match joined {
+                    Some(finished) => self.run_ended(finished),
+                    None => break,
+                },
+                () = &mut grace, if !self.interrupt_runs.is_cancelled() => {
+                    tracing::warn!("grace period over: interrupting running uploads (their checkpoints keep what was delivered)");
+                    self.interrupt_runs.cancel();
+                }
+            }
+        }
+        tracing::info!("daemon stopped");
+    }
+}
+
+/// What identifies a schedule: when it changes, the next fire is computed again.
+fn schedule_key(schedule: Option<&Schedule>) -> Option<(String, chrono_tz::Tz)> {
+    schedule.map(|schedule| (schedule.expression.clone(), schedule.timezone))
+}
+
+fn log_summary(summary: &RunSummary) {
+    let counts = summary.counts;
+    let status = runner::run_status(summary).as_str();
+    let stop = summary.stop.as_ref().map(ToString::to_string);
+    if summary.succeeded() {
+        tracing::info!(
+            pipeline = %summary.pipeline,
+            run_id = %summary.run_id,
+            status,
+            read = counts.read,
+            accepted = counts.accepted,
+            skipped = counts.skipped,
+            rows_resumed = summary.rows_resumed,
+            up_to_date = summary.up_to_date.as_deref(),
+            duration_ms = summary.duration.as_millis() as u64,
+            "run finished"
+        );
+    } else {
+        tracing::warn!(
+            pipeline = %summary.pipeline,
+            run_id = %summary.run_id,
+            status,
+            read = counts.read,
+            accepted = counts.accepted,
+            skipped = counts.skipped,
+            rejected = counts.rejected,
+            failed = counts.failed,
+            stop = stop.as_deref(),
+            rejects_file = summary.rejects_file.as_ref().map(|path| path.display().to_string()),
+            "run failed"
+        );
+    }
+    for warning in &summary.warnings {
+        tracing::warn!(pipeline = %summary.pipeline, run_id = %summary.run_id, "{warning}");
+    }
+}
