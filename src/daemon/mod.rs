@@ -73,6 +73,8 @@ struct Daemon {
     metrics: Arc<Metrics>,
     /// Cancelled when the shutdown grace period ends.
     interrupt_runs: CancellationToken,
+    /// The status systemd was last told.
+    last_status: String,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. An error is returned only when it cannot start.
@@ -107,6 +109,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         budgets,
         metrics,
         interrupt_runs: CancellationToken::new(),
+        last_status: String::new(),
     };
     daemon.reload(Utc::now());
     daemon.catch_up(Utc::now());
@@ -179,27 +182,21 @@ impl Daemon {
 
     /// The one-line status systemd shows.
     fn status(&self) -> String {
-        let next = self
-            .entries
-            .values()
-            .filter_map(|entry| entry.next_fire.map(|fire| (fire, &entry.pipeline.name)))
-            .min();
-        let mut status = format!(
+        format!(
             "{} pipelines scheduled, {} running",
             self.scheduled(),
             self.running()
-        );
-        if let Some((fire, name)) = next {
-            status.push_str(&format!(
-                "; next: {name} at {}",
-                fire.format("%Y-%m-%d %H:%M:%S UTC")
-            ));
-        }
-        status
+        )
     }
 
-    fn publish(&self) {
-        systemd::status(&self.status());
+    /// Tells systemd and the metrics how many pipelines are scheduled and running; systemd
+    /// hears only changes.
+    fn publish(&mut self) {
+        let status = self.status();
+        if status != self.last_status {
+            systemd::status(&status);
+            self.last_status = status;
+        }
         self.metrics.set_load(self.scheduled(), self.running());
     }
 

@@ -1,0 +1,390 @@
+//! `tapline daemon` as a real process in a temp folder against the sandbox: fires on time,
+//! follows file edits, keeps the last valid version of a broken file, never runs a pipeline
+//! twice at once, shares an account's budget, talks to systemd, and stops cleanly.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use tapline::sandbox::SandboxConfig;
+
+/// A daemon process, its log file, and what it told systemd (read from `NOTIFY_SOCKET` by a
+/// thread, as systemd reads it: a socket nobody reads fills up).
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+    notifications: Arc<Mutex<Vec<String>>>,
+    /// Notifications already looked at by [`Daemon::notification_with`].
+    seen: usize,
+}
+
+impl Daemon {
+    fn start(dir: &Path, extra: &[&str]) -> Daemon {
+        let log = dir.join("daemon.log");
+        let socket = dir.join("notify.sock");
+        let _ = std::fs::remove_file(&socket);
+        let notify = UnixDatagram::bind(&socket).expect("bind the notify socket");
+        let notifications = Arc::new(Mutex::new(Vec::new()));
+        let received = Arc::clone(&notifications);
+        std::thread::spawn(move || {
+            let mut buffer = [0; 4096];
+            while let Ok(size) = notify.recv(&mut buffer) {
+                let message = String::from_utf8_lossy(&buffer[..size]).into_owned();
+                received.lock().unwrap().push(message);
+            }
+        });
+        let child = Command::new(env!("CARGO_BIN_EXE_tapline"))
+            .args(["daemon", "--dir", "."])
+            .args(extra)
+            .current_dir(dir)
+            .env("NOTIFY_SOCKET", &socket)
+            .env("TAPLINE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("the daemon starts");
+        Daemon {
+            child,
+            log,
+            notifications,
+            seen: 0,
+        }
+    }
+
+    /// Waits for a notification (after those seen so far) that contains `wanted`; returns
+    /// the new ones up to it.
+    fn notification_with(&mut self, wanted: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let all = self.notifications.lock().unwrap().clone();
+            if let Some(found) = all[self.seen..].iter().position(|m| m.contains(wanted)) {
+                let new = all[self.seen..=self.seen + found].to_vec();
+                self.seen += found + 1;
+                return new;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {wanted:?} from the daemon; it said {all:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY-free: kill(1) rather than libc, to keep the tests free of unsafe code.
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// SIGTERM, then the exit code.
+    fn stop(mut self) -> Option<i32> {
+        self.signal(15);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not stop:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `condition` holds, or fails with `what` after `seconds`.
+fn wait_for(seconds: u64, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn history(dir: &Path) -> Vec<Value> {
+    let output = tapline(dir, &["history", "--dir", ".", "--json", "--limit", "1000"]);
+    serde_json::from_str::<Value>(&stdout(&output))
+        .ok()
+        .and_then(|runs| runs.as_array().cloned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn fires_on_time_and_follows_edits_breakage_removal_and_signals() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    let dir = workspace.dir.path();
+    workspace.write("events.csv", "identity,evtName\nu1,Viewed\n");
+    workspace.write("passcode.txt", tapline::sandbox::DEFAULT_PASSCODE);
+    let mut daemon = Daemon::start(dir, &[]);
+    let ready = daemon.notification_with("READY=1");
+    assert!(
+        ready.concat().contains("STATUS=0 pipelines scheduled"),
+        "{ready:?}"
+    );
+
+    // A new file is scheduled: every second, sending the file each time.
+    let body = "source: {path: events.csv}\ntarget: {entity: user_events}\nrerun: always\nschedule: {cron: \"* * * * * *\"}\n";
+    workspace.pipeline("every_second", &sandbox, body);
+    wait_for(10, "three fires", || sandbox.inspect().events >= 3);
+    // On time: each run starts within half a second of the second it fires at.
+    let runs = history(dir);
+    assert!(runs.len() >= 3);
+    for run in &runs {
+        let late_ms = run["started_at_ms"].as_i64().unwrap() % 1000;
+        assert!(
+            late_ms < 500,
+            "a run started {late_ms} ms after its second: {runs:?}"
+        );
+        assert_eq!(run["trigger"], "schedule");
+    }
+
+    // An edit takes effect: the pipeline now reads another file.
+    workspace.write("other.csv", "identity,evtName\nu2,Purchased\n");
+    workspace.pipeline(
+        "every_second",
+        &sandbox,
+        &body.replace("events.csv", "other.csv"),
+    );
+    wait_for(10, "a run of the edited pipeline", || {
+        sandbox
+            .sandbox
+            .records("event")
+            .iter()
+            .any(|record| record["evtName"] == "Purchased")
+    });
+
+    // A broken edit is logged with its line and column; the last valid version keeps running.
+    let valid = body.replace("events.csv", "other.csv");
+    workspace.pipeline(
+        "every_second",
+        &sandbox,
+        &format!("{valid}thread_count: 99\n"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !daemon.log().contains("thread_count") {
+        assert!(
+            Instant::now() < deadline,
+            "no error logged:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = daemon.log();
+    assert!(log.contains("every_second.yaml:10:15: error"), "{log}");
+    assert!(
+        daemon
+            .log()
+            .contains("its last valid version stays scheduled")
+    );
+    let before = sandbox.inspect().events;
+    wait_for(10, "runs of the last valid version", || {
+        sandbox.inspect().events >= before + 2
+    });
+
+    // SIGHUP reloads, telling systemd.
+    daemon.signal(1);
+    let reload = daemon.notification_with("READY=1");
+    assert!(reload.concat().contains("RELOADING=1"), "{reload:?}");
+
+    // A removed file is unscheduled.
+    std::fs::remove_file(workspace.path("every_second.yaml")).unwrap();
+    wait_for(10, "the removal in the log", || {
+        daemon.log().contains("pipeline file removed: unscheduled")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let after_removal = sandbox.inspect().events;
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        sandbox.inspect().events,
+        after_removal,
+        "no run after removal"
+    );
+
+    let log = daemon.log();
+    let code = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[test]
+fn a_long_run_is_not_started_twice_and_sigterm_loses_nothing() {
+    const ROWS: usize = 12_000;
+    let sandbox = TestSandbox::start(SandboxConfig {
+        latency: Duration::from_millis(250),
+        ..SandboxConfig::default()
+    });
+    let workspace = Workspace::new();
+    let dir = workspace.dir.path();
+    workspace.write("passcode.txt", tapline::sandbox::DEFAULT_PASSCODE);
+    workspace.write("profiles.csv", profile_csv(ROWS));
+    workspace.pipeline(
+        "slow",
+        &sandbox,
+        "source: {path: profiles.csv}\ntarget: {entity: user_profiles}\nthread_count: 2\nschedule: {cron: \"* * * * * *\"}\n",
+    );
+    let mut daemon = Daemon::start(dir, &["--shutdown-timeout", "1"]);
+    daemon.notification_with("READY=1");
+    wait_for(15, "a skipped fire", || {
+        daemon
+            .log()
+            .contains("fire skipped: the previous run is still going")
+    });
+    // SIGTERM mid-run: the upload gets a second of grace, then stops and keeps its checkpoint.
+    let notifications = Arc::clone(&daemon.notifications);
+    let log = daemon.log();
+    assert_eq!(daemon.stop(), Some(0), "{log}");
+    assert!(
+        notifications
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| m.contains("STOPPING=1")),
+        "systemd was told of the shutdown"
+    );
+    let seen = sandbox.inspect();
+    assert!(
+        seen.max_in_flight_by_api.values().all(|most| *most <= 2),
+        "one run at a time, two requests each: {:?}",
+        seen.max_in_flight_by_api
+    );
+    let runs = history(dir);
+    assert!(
+        runs.iter().all(|run| run["status"] != "running"),
+        "{runs:?}"
+    );
+
+    // Nothing lost: a manual run finishes the file from the checkpoint.
+    let output = tapline(dir, &["run", "slow.yaml", "--json"]);
+    let last = summary(&output);
+    assert_eq!(output.status.code(), Some(0), "{last}");
+    assert_eq!(sandbox.inspect().distinct_profiles, ROWS);
+    assert!(last["rows_resumed"].as_u64() > Some(0), "{last}");
+}
+
+#[test]
+fn pipelines_on_one_account_never_exceed_its_budget() {
+    let sandbox = TestSandbox::start(SandboxConfig {
+        latency: Duration::from_millis(150),
+        ..SandboxConfig::default()
+    });
+    let workspace = Workspace::new();
+    let dir = workspace.dir.path();
+    workspace.write("passcode.txt", tapline::sandbox::DEFAULT_PASSCODE);
+    workspace.write("profiles.csv", profile_csv(30_000));
+    workspace.write(
+        "events.csv",
+        (0..30_000).fold(String::from("identity,evtName\n"), |mut csv, i| {
+            csv.push_str(&format!("u{i},Viewed\n"));
+            csv
+        }),
+    );
+    // Both fire at the same seconds, each wanting 10 requests in flight: 20 > 15.
+    let schedule = "schedule: {cron: \"*/2 * * * * *\"}\n";
+    workspace.pipeline(
+        "profiles",
+        &sandbox,
+        &format!("source: {{path: profiles.csv}}\ntarget: {{entity: user_profiles}}\nthread_count: 10\n{schedule}"),
+    );
+    workspace.pipeline(
+        "events",
+        &sandbox,
+        &format!("source: {{path: events.csv}}\ntarget: {{entity: user_events}}\nthread_count: 10\n{schedule}"),
+    );
+    let mut daemon = Daemon::start(dir, &[]);
+    daemon.notification_with("READY=1");
+    wait_for(30, "both uploads", || {
+        let seen = sandbox.inspect();
+        seen.profiles >= 30_000 && seen.events >= 30_000
+    });
+    let seen = sandbox.inspect();
+    let most = seen
+        .max_in_flight_by_api
+        .values()
+        .max()
+        .copied()
+        .unwrap_or(0);
+    assert!(most <= 15, "{most} requests in flight on one account");
+    assert!(
+        most > 10,
+        "the two pipelines ran at once ({most} in flight)"
+    );
+    assert_eq!(seen.throttled, 0, "CleverTap never had to answer 429");
+    assert_eq!(daemon.stop(), Some(0));
+}
+
+#[test]
+fn a_missed_fire_is_caught_up_at_start_when_asked() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    let dir = workspace.dir.path();
+    workspace.write("passcode.txt", tapline::sandbox::DEFAULT_PASSCODE);
+    workspace.write("events.csv", "identity,evtName\nu1,Viewed\n");
+    // Every 4 seconds; the daemon is down for longer than that in between.
+    workspace.pipeline(
+        "catch",
+        &sandbox,
+        "source: {path: events.csv}\ntarget: {entity: user_events}\nrerun: always\nschedule: {cron: \"*/4 * * * * *\", catch_up: latest}\n",
+    );
+    let mut daemon = Daemon::start(dir, &[]);
+    daemon.notification_with("READY=1");
+    wait_for(10, "a first fire", || sandbox.inspect().events >= 1);
+    assert_eq!(daemon.stop(), Some(0));
+    let events = sandbox.inspect().events;
+    std::thread::sleep(Duration::from_millis(4500));
+
+    let mut daemon = Daemon::start(dir, &[]);
+    daemon.notification_with("READY=1");
+    // The catch-up run starts before READY: at once, not at the next fire.
+    wait_for(3, "the catch-up run", || sandbox.inspect().events > events);
+    assert!(daemon.log().contains("catching up a fire missed"));
+    assert_eq!(daemon.stop(), Some(0));
+}
+
+#[test]
+fn next_prints_fire_times_in_each_zone() {
+    let workspace = Workspace::new();
+    workspace.write("events.csv", "identity,evtName\nu1,Viewed\n");
+    workspace.write(
+        "nightly.yaml",
+        "connection: {account_id: A, passcode_file: p}\nsource: {path: events.csv}\ntarget: {entity: user_events}\nschedule: {cron: \"0 3 * * MON-FRI\", timezone: Asia/Kolkata}\n",
+    );
+    workspace.write(
+        "manual.yaml",
+        "connection: {account_id: A, passcode_file: p}\nsource: {path: events.csv}\ntarget: {entity: user_events}\n",
+    );
+    let output = tapline(
+        workspace.dir.path(),
+        &["next", "--dir", ".", "--count", "2"],
+    );
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(text.contains("manual: no schedule"), "{text}");
+    assert!(
+        text.contains("nightly: `0 3 * * MON-FRI` in Asia/Kolkata"),
+        "{text}"
+    );
+    assert_eq!(text.matches("03:00:00 IST").count(), 2, "{text}");
+}
