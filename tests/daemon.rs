@@ -26,6 +26,10 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &Path, extra: &[&str]) -> Daemon {
+        Daemon::start_with_env(dir, extra, &[])
+    }
+
+    fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let log = dir.join("daemon.log");
         let socket = dir.join("notify.sock");
         let _ = std::fs::remove_file(&socket);
@@ -45,6 +49,7 @@ impl Daemon {
             .current_dir(dir)
             .env("NOTIFY_SOCKET", &socket)
             .env("TAPLINE_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -387,4 +392,83 @@ fn next_prints_fire_times_in_each_zone() {
         "{text}"
     );
     assert_eq!(text.matches("03:00:00 IST").count(), 2, "{text}");
+}
+
+#[test]
+fn metrics_health_watchdog_and_json_logs() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    let dir = workspace.dir.path();
+    workspace.write("passcode.txt", tapline::sandbox::DEFAULT_PASSCODE);
+    workspace.write("events.csv", "identity,evtName\nu1,Viewed\nu2,\n");
+    workspace.pipeline(
+        "tick",
+        &sandbox,
+        "source: {path: events.csv}\ntarget: {entity: user_events}\nskip_invalid_records: true\nrerun: always\nschedule: {cron: \"* * * * * *\"}\n",
+    );
+    let port = {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        free.local_addr().unwrap().port()
+    };
+    let address = format!("127.0.0.1:{port}");
+    // systemd sets WATCHDOG_USEC when the unit has WatchdogSec=.
+    let mut daemon = Daemon::start_with_env(
+        dir,
+        &["--metrics-listen", &address, "--log-format", "json"],
+        &[("WATCHDOG_USEC", "400000")],
+    );
+    daemon.notification_with("READY=1");
+    daemon.notification_with("WATCHDOG=1");
+    wait_for(10, "two runs", || sandbox.inspect().events >= 2);
+
+    let get = |path: &str| {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&address).expect("the metrics server");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(get("/health"), "ok\n");
+    let metrics = get("/metrics");
+    assert!(
+        metrics.contains("tapline_pipelines_scheduled 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tapline_runs_total{pipeline=\"tick\",status=\"succeeded\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tapline_records_total{pipeline=\"tick\",outcome=\"skipped\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("tapline_last_success_timestamp_seconds{pipeline=\"tick\"}"));
+    assert!(
+        metrics.contains("tapline_requests_in_flight{account="),
+        "{metrics}"
+    );
+
+    // Logs are JSON lines with the pipeline and run ID as fields.
+    let log = daemon.log();
+    let finished: Value = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["message"] == "run finished")
+        .unwrap_or_else(|| panic!("no JSON `run finished` line in:\n{log}"));
+    assert_eq!(finished["pipeline"], "tick");
+    assert!(finished["run_id"].as_str().is_some());
+    assert!(
+        !log.contains("\u{1b}["),
+        "no colours when stderr is not a terminal"
+    );
+    assert_eq!(daemon.stop(), Some(0));
 }

@@ -121,13 +121,25 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         "daemon started"
     );
     let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
+    // Files changed since the last reload, and when to reload: a burst of events (an editor
+    // writes, renames, sets times) becomes one reload, `DEBOUNCE` after its last event.
+    let mut changed: Vec<PathBuf> = Vec::new();
+    let mut reload_at: Option<tokio::time::Instant> = None;
 
     loop {
         let next_fire = daemon.earliest_fire();
         tokio::select! {
             () = sleep_until(next_fire) => daemon.fire_due(Utc::now()),
             Some(paths) = changes.recv() => {
-                tracing::info!(files = ?paths, "pipeline files changed; reloading");
+                changed.extend(paths);
+                reload_at = Some(tokio::time::Instant::now() + watch::DEBOUNCE);
+            }
+            () = wake_at(reload_at) => {
+                changed.sort();
+                changed.dedup();
+                tracing::info!(files = ?changed, "pipeline files changed; reloading");
+                changed.clear();
+                reload_at = None;
                 daemon.reload(Utc::now());
             }
             _ = hangup.recv() => {
@@ -154,6 +166,14 @@ async fn sleep_until(when: Option<DateTime<Utc>>) {
             let wait = (when - Utc::now()).to_std().unwrap_or(Duration::ZERO);
             tokio::time::sleep(wait).await;
         }
+        None => std::future::pending().await,
+    }
+}
+
+/// Wakes at `when`; never, when there is none.
+async fn wake_at(when: Option<tokio::time::Instant>) {
+    match when {
+        Some(when) => tokio::time::sleep_until(when).await,
         None => std::future::pending().await,
     }
 }

@@ -1,56 +1,42 @@
-//! Watching the pipeline folder: debounced, and on the folder, not the files, because editors
-//! save by writing a new file and renaming it over the old one.
+//! Watching the pipeline folder: the folder, not the files, because editors save by writing
+//! a new file and renaming it over the old one. Events arrive as they happen (inotify, no
+//! polling); the daemon gathers a burst of them into one reload ([`DEBOUNCE`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use notify::{EventKind, RecursiveMode};
-use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
-/// How long a burst of events is gathered into one reload.
-const DEBOUNCE: Duration = Duration::from_millis(200);
+/// How long after the last change of a burst the daemon reloads.
+pub const DEBOUNCE: Duration = Duration::from_millis(200);
 
-/// Watches `dir` until dropped.
+/// Watches a folder until dropped.
 pub struct Watcher {
-    _debouncer: Debouncer<notify::RecommendedWatcher, RecommendedCache>,
+    _watcher: RecommendedWatcher,
 }
 
-/// Starts watching `dir`; each debounced burst of changes to `.yaml`/`.yml` files (pipelines,
-/// `connections.yaml`) arrives on the receiver as the paths it touched.
+/// Starts watching `dir`; the paths of each change to a `.yaml`/`.yml` file (pipelines,
+/// `connections.yaml`) arrive on the receiver.
 pub fn watch(dir: &Path) -> notify::Result<(Watcher, mpsc::UnboundedReceiver<Vec<PathBuf>>)> {
     let (sender, receiver) = mpsc::unbounded_channel();
-    let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
+    let mut watcher = notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
         match result {
-            Ok(events) => {
-                let mut paths: Vec<PathBuf> = events
-                    .into_iter()
-                    // Reading a file is an event too (the daemon's own reloads): only
-                    // creations, changes and removals count.
-                    .filter(|event| !matches!(event.event.kind, EventKind::Access(_)))
-                    .flat_map(|event| event.event.paths)
-                    .filter(|path| is_config(path))
-                    .collect();
-                paths.sort();
-                paths.dedup();
+            // Reading a file is an event too (the daemon's own reloads): only creations,
+            // changes and removals count.
+            Ok(event) if !matches!(event.kind, EventKind::Access(_)) => {
+                let paths: Vec<PathBuf> =
+                    event.paths.into_iter().filter(|p| is_config(p)).collect();
                 if !paths.is_empty() {
                     let _ = sender.send(paths);
                 }
             }
-            Err(errors) => {
-                for error in errors {
-                    tracing::warn!(%error, "watching the pipeline folder");
-                }
-            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "watching the pipeline folder"),
         }
     })?;
-    debouncer.watch(dir, RecursiveMode::NonRecursive)?;
-    Ok((
-        Watcher {
-            _debouncer: debouncer,
-        },
-        receiver,
-    ))
+    watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    Ok((Watcher { _watcher: watcher }, receiver))
 }
 
 fn is_config(path: &Path) -> bool {
