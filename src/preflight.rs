@@ -4,10 +4,10 @@
 use std::path::Path;
 
 use crate::config::diagnostic::did_you_mean;
-use crate::config::model::{OutputMapping, SourceFormat};
+use crate::config::model::{OutputMapping, Source, SourceFormat};
 use crate::config::{Diagnostic, Parts};
 use crate::mapping::required_columns;
-use crate::source::{self, OpenError};
+use crate::source::{self, OpenError, arrival};
 
 /// Every problem with a pipeline's source, as diagnostics at `source.path` in the pipeline
 /// file `file`: the file, its header, the output mapping's source columns, and the columns
@@ -17,6 +17,35 @@ pub fn check_source(file: &Path, parts: &Parts) -> Vec<Diagnostic> {
         return Vec::new();
     };
     let (target, at) = (parts.target, parts.source_position);
+    // A `file_arrival` pattern: its folder must exist; the newest matching file, if any,
+    // stands for the files to come.
+    let newest;
+    let source = if arrival::is_pattern(&source.path) {
+        match arrival::matching(&source.path) {
+            Ok(files) => match files.last() {
+                Some(file) => {
+                    newest = Source {
+                        path: file.path.clone(),
+                        ..source.clone()
+                    };
+                    &newest
+                }
+                None => return Vec::new(),
+            },
+            Err(error) => {
+                return vec![Diagnostic::error(
+                    file,
+                    at,
+                    format!(
+                        "cannot list the folder of `{}`: {error}",
+                        source.path.display()
+                    ),
+                )];
+            }
+        }
+    } else {
+        source
+    };
     let path = &source.path;
     let folder = file
         .parent()

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clevertap::RetryPolicy;
 use crate::config::Pipeline;
-use crate::config::model::{OnInvalidRecord, Rerun, Source, SourceFormat};
+use crate::config::model::{OnInvalidRecord, Rerun, Source, SourceFormat, TriggerKind};
 use crate::engine::{
     self, AccountBudgets, BatchReport, Counts, Delivery, ErrorBudget, Job, Observer, Outcome,
     RunOptions, RunSummary, Settled, SettledLines,
@@ -36,6 +36,8 @@ pub enum Trigger {
     Replay,
     /// The daemon's schedule.
     Schedule,
+    /// A file arrived (`trigger: file_arrival`).
+    FileArrival,
 }
 
 impl Trigger {
@@ -45,6 +47,7 @@ impl Trigger {
             Trigger::Manual => "manual",
             Trigger::Replay => "replay",
             Trigger::Schedule => "schedule",
+            Trigger::FileArrival => "file_arrival",
         }
     }
 }
@@ -117,6 +120,23 @@ pub fn rejects_path(state_dir: &Path, pipeline: &str, run_id: &str) -> PathBuf {
         .join(format!("{pipeline}-{run_id}.jsonl"))
 }
 
+/// What checkpoints and deliveries of a pipeline are kept under: its name, and for a
+/// `file_arrival` pipeline also the file's name (each arriving file has its own).
+fn checkpoint_key(pipeline: &Pipeline) -> String {
+    match pipeline.trigger {
+        TriggerKind::Schedule => pipeline.name.clone(),
+        TriggerKind::FileArrival => {
+            let file = pipeline
+                .source
+                .path
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            format!("{}/{file}", pipeline.name)
+        }
+    }
+}
+
 /// Where a pipeline sends: its account and host (no secret), the key of checkpoints,
 /// deliveries and account budgets.
 pub fn destination(pipeline: &Pipeline) -> String {
@@ -174,6 +194,7 @@ pub async fn run(
     })?;
 
     let destination = destination(pipeline);
+    let key = checkpoint_key(pipeline);
     // A replay sends what a rejects file holds: no checkpoint, nothing to deduplicate.
     let plan = if request.replay.is_some() {
         Plan::default()
@@ -190,7 +211,7 @@ pub async fn run(
             let mut book = Checkpointer {
                 store: &mut store,
                 run_id: &run_id,
-                pipeline: &pipeline.name,
+                pipeline: &key,
                 destination: &destination,
                 recording: plan.fingerprint.is_some(),
                 pending: Vec::new(),
@@ -204,8 +225,7 @@ pub async fn run(
             // Every row settled: the file is done, and a later run will not send it again.
             let delivered = summary.stop.is_none() && summary.counts.failed == 0;
             if let Some(fingerprint) = plan.fingerprint.as_ref().filter(|_| delivered)
-                && let Err(error) =
-                    store.finish_delivery(&pipeline.name, &destination, &run_id, fingerprint)
+                && let Err(error) = store.finish_delivery(&key, &destination, &run_id, fingerprint)
             {
                 summary.warnings.push(format!(
                     "the delivery could not be recorded, so a later run may send this file again: {error}"
@@ -247,7 +267,8 @@ fn plan(
     let Ok(fingerprint) = Fingerprint::of(&pipeline.source.path) else {
         return Ok(plan);
     };
-    let checkpoint = store.checkpoint(&pipeline.name, destination)?;
+    let key = checkpoint_key(pipeline);
+    let checkpoint = store.checkpoint(&key, destination)?;
     let resumable = match checkpoint {
         Some(_) if request.fresh => None,
         Some(checkpoint) if !checkpoint.fingerprint.same_content(&fingerprint) => {
@@ -264,7 +285,7 @@ fn plan(
     if resumable.is_none()
         && !request.force
         && pipeline.rerun == Rerun::Changed
-        && let Some(delivered) = store.delivered(&pipeline.name, destination, &fingerprint)?
+        && let Some(delivered) = store.delivered(&key, destination, &fingerprint)?
     {
         plan.up_to_date = Some(delivered.run_id);
         return Ok(plan);
@@ -277,7 +298,7 @@ fn plan(
         }
         None => SettledLines::default(),
     };
-    store.begin_checkpoint(&pipeline.name, destination, run_id, &fingerprint, &settled)?;
+    store.begin_checkpoint(&key, destination, run_id, &fingerprint, &settled)?;
     plan.fingerprint = Some(fingerprint);
     Ok(plan)
 }

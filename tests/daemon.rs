@@ -472,3 +472,96 @@ fn metrics_health_watchdog_and_json_logs() {
     );
     assert_eq!(daemon.stop(), Some(0));
 }
+
+#[test]
+fn each_file_that_arrives_is_sent_once() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    let dir = workspace.dir.path();
+    workspace.write("passcode.txt", tapline::sandbox::DEFAULT_PASSCODE);
+    std::fs::create_dir(dir.join("exports")).unwrap();
+    // One file was there before the daemon started.
+    workspace.write("exports/vip_1.csv", "identity,Name\nu1,One\n");
+    workspace.pipeline(
+        "vip",
+        &sandbox,
+        "source: {path: \"exports/vip_*.csv\"}\ntarget: {entity: user_profiles}\ntrigger: file_arrival\n",
+    );
+    let validate = tapline(dir, &["validate", "vip.yaml"]);
+    assert_eq!(validate.status.code(), Some(0), "{}", stderr(&validate));
+    let mut daemon = Daemon::start(dir, &[]);
+    daemon.notification_with("READY=1");
+    wait_for(10, "the file that was there", || {
+        sandbox.inspect().profiles == 1
+    });
+
+    // An exporter writes a file under a temporary name, then renames it into place.
+    workspace.write(
+        "exports/.vip_2.csv.tmp",
+        "identity,Name\nu2,Two\nu3,Three\n",
+    );
+    std::fs::rename(
+        dir.join("exports/.vip_2.csv.tmp"),
+        dir.join("exports/vip_2.csv"),
+    )
+    .unwrap();
+    // Another writes in place: it is sent once it has been quiet for a second.
+    workspace.write("exports/vip_3.csv", "identity,Name\nu4,Four\n");
+    wait_for(15, "both new files", || sandbox.inspect().profiles == 4);
+    // A file that does not match is not sent.
+    workspace.write("exports/other.csv", "identity,Name\nx,X\n");
+    std::thread::sleep(Duration::from_millis(1800));
+    assert_eq!(sandbox.inspect().profiles, 4);
+    assert_eq!(daemon.stop(), Some(0));
+
+    // After a restart, nothing that arrived is sent again.
+    let mut daemon = Daemon::start(dir, &[]);
+    daemon.notification_with("READY=1");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(sandbox.inspect().profiles, 4);
+    let runs = history(dir);
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    assert!(runs.iter().all(|run| run["trigger"] == "file_arrival"));
+    assert_eq!(daemon.stop(), Some(0));
+
+    // `tapline run` goes over every matching file: all are delivered already.
+    let output = tapline(dir, &["run", "vip.yaml", "--json"]);
+    assert_eq!(output.status.code(), Some(0));
+    let lines: Vec<Value> = stdout(&output)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert!(
+        lines.iter().all(|line| line["up_to_date"].is_string()),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn wildcards_need_the_file_arrival_trigger() {
+    let workspace = Workspace::new();
+    workspace.write(
+        "vip.yaml",
+        "connection: {account_id: A, passcode_file: p}\nsource: {path: \"exports/vip_*.csv\"}\ntarget: {entity: user_profiles}\n",
+    );
+    workspace.write(
+        "both.yaml",
+        "connection: {account_id: A, passcode_file: p}\nsource: {path: \"ex*/vip_*.csv\"}\ntarget: {entity: user_profiles}\ntrigger: file_arrival\nschedule: {cron: \"@daily\"}\n",
+    );
+    let output = tapline(workspace.dir.path(), &["validate", "vip.yaml", "both.yaml"]);
+    let errors = stderr(&output);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        errors.contains("vip.yaml:2:16: error: `exports/vip_*.csv` has wildcards"),
+        "{errors}"
+    );
+    assert!(errors.contains("add `trigger: file_arrival`"), "{errors}");
+    assert!(
+        errors.contains(
+            "both.yaml:5:1: error: a `trigger: file_arrival` pipeline runs when files arrive"
+        ),
+        "{errors}"
+    );
+    assert!(errors.contains("only the file name may hold"), "{errors}");
+}

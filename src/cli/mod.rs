@@ -18,7 +18,7 @@ use crate::config::{self, Credentials, Diagnostic, Pipeline, Secret};
 use crate::engine::{self, Counts, Delivery, Observer, RunSummary};
 use crate::runner::{self, Trigger};
 use crate::sandbox::{self, Fault, Sandbox, SandboxConfig};
-use crate::{mapping, preflight};
+use crate::{mapping, preflight, source};
 
 mod history;
 
@@ -298,6 +298,15 @@ fn next(dir: &Path, count: usize) -> Exit {
     let now = chrono::Utc::now();
     let mut out = std::io::stdout().lock();
     for pipeline in &pipelines {
+        if pipeline.trigger == crate::config::model::TriggerKind::FileArrival {
+            let _ = writeln!(
+                out,
+                "{}: runs when a file matching `{}` arrives",
+                pipeline.name,
+                pipeline.source.path.display()
+            );
+            continue;
+        }
         let Some(schedule) = &pipeline.schedule else {
             let _ = writeln!(
                 out,
@@ -459,7 +468,7 @@ async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> Exit {
         None
     };
     let mut exit = Exit::Success;
-    for mut pipeline in pipelines {
+    for mut pipeline in pipelines.into_iter().flat_map(one_per_file) {
         if let Some(sandbox) = &sandbox {
             let (account_id, passcode) = sandbox.credentials();
             pipeline.connection.account_id = account_id.to_string();
@@ -506,6 +515,41 @@ async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> Exit {
         sandbox.stop().await;
     }
     exit
+}
+
+/// A `file_arrival` pipeline whose source is a pattern runs once per matching file, oldest
+/// first (files already delivered are then up to date); any other pipeline runs as it is.
+fn one_per_file(pipeline: Pipeline) -> Vec<Pipeline> {
+    if !source::arrival::is_pattern(&pipeline.source.path) {
+        return vec![pipeline];
+    }
+    match source::arrival::matching(&pipeline.source.path) {
+        Ok(files) => {
+            if files.is_empty() {
+                println!(
+                    "{}: no file matches `{}`; nothing to send",
+                    pipeline.name,
+                    pipeline.source.path.display()
+                );
+            }
+            files
+                .into_iter()
+                .map(|file| {
+                    let mut one = pipeline.clone();
+                    one.source.path = file.path;
+                    one
+                })
+                .collect()
+        }
+        Err(error) => {
+            eprintln!(
+                "error: {}: cannot list `{}`: {error}",
+                pipeline.name,
+                pipeline.source.path.display()
+            );
+            Vec::new()
+        }
+    }
 }
 
 /// Where a pipeline's batches go: CleverTap through a client, or nowhere in a dry run.

@@ -52,6 +52,12 @@ pub struct PipelineFile {
     #[serde(default)]
     pub schedule: Option<ScheduleFile>,
 
+    /// What starts this pipeline in `tapline daemon`: `schedule` (default: its `schedule`)
+    /// or `file_arrival` (each new file that matches `source.path`, which may then hold `*`
+    /// and `?` in the file name, e.g. `exports/vip_*.csv`; each file is sent once).
+    #[serde(default)]
+    pub trigger: Option<TriggerKind>,
+
     /// Which columns are sent, under which names and types, plus computed columns
     /// (Treasure Data's Output Mapping and String Builder). Leave it out to send every
     /// column unchanged.
@@ -91,6 +97,16 @@ pub struct PipelineFile {
     /// Example: `- { on: failure, webhook: { url: "https://hooks.example.com/tapline" } }`.
     #[serde(default)]
     pub notifications: Option<Vec<NotificationFile>>,
+}
+
+/// What starts a pipeline in the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerKind {
+    /// The cron `schedule`.
+    Schedule,
+    /// A new file matching `source.path`.
+    FileArrival,
 }
 
 /// Whether a delivered file is sent again.
@@ -371,7 +387,8 @@ pub struct ConnectionsFile(pub BTreeMap<String, ConnectionFile>);
 #[serde(deny_unknown_fields)]
 pub struct SourceFile {
     /// Path to the file, relative to this pipeline file's folder. A `.gz` ending means
-    /// gzip-compressed. Example: `data/vip_users.csv`.
+    /// gzip-compressed. Example: `data/vip_users.csv`. With `trigger: file_arrival` the file
+    /// name may hold `*` and `?`: `exports/vip_*.csv`.
     pub path: String,
 
     /// `csv`, `tsv` or `jsonl`. Leave it out to go by the file name (`.csv`, `.tsv`,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 pub use super::file::{
     ArrayOperation, CatchUp, ColumnType, NotifyOn, Overlap, Region, Rerun, SmtpSecurity,
-    SourceFormat,
+    SourceFormat, TriggerKind,
 };
 use crate::template::Template;
 
@@ -29,8 +29,10 @@ pub struct Pipeline {
     pub thread_count: usize,
     /// What to do with a record that breaks CleverTap's rules.
     pub on_invalid_record: OnInvalidRecord,
-    /// When the daemon runs it.
+    /// When the daemon runs it (with `TriggerKind::Schedule`).
     pub schedule: Option<Schedule>,
+    /// What starts it in the daemon.
+    pub trigger: TriggerKind,
     /// Which columns are sent, renamed, converted or computed; `None` sends every column as is.
     pub output: Option<OutputMapping>,
     /// Segment and audience names for templates.
@@ -204,7 +206,8 @@ impl fmt::Display for Secret {
 /// A source file and how to read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
-    /// Absolute or pipeline-relative-resolved path.
+    /// Absolute or pipeline-relative-resolved path; with `TriggerKind::FileArrival`, a
+    /// pattern whose file name may hold `*` and `?`.
     pub path: PathBuf,
     /// Layout of the rows.
     pub format: SourceFormat,

@@ -8,7 +8,7 @@ use super::diagnostic::{Diagnostic, did_you_mean};
 use super::file::{
     AudienceFile, CatchUp, ConnectionFile, ConnectionRef, ConnectionsFile, Entity,
     NotificationFile, OutputFile, Overlap, ProfileOperation, Region, Rerun, ScheduleFile,
-    SegmentFile, SegmentMode, SourceFile, SourceFormat, TargetFile,
+    SegmentFile, SegmentMode, SourceFile, SourceFormat, TargetFile, TriggerKind,
 };
 use super::model::{
     ColumnMapping, Connection, CustomList, Metadata, OnInvalidRecord, OutputMapping, Pipeline,
@@ -242,6 +242,10 @@ fn build(
     let max_invalid_records = sections.get::<Option<i64>>("max_invalid_records")?;
     let max_invalid_ratio = sections.get::<Option<f64>>("max_invalid_ratio")?;
     let rerun = sections.get::<Option<Rerun>>("rerun")?;
+    let trigger = sections
+        .get::<Option<TriggerKind>>("trigger")?
+        .unwrap_or(TriggerKind::Schedule);
+    check_trigger(file, root, trigger, sections, diagnostics);
     if !skip_invalid_records.unwrap_or(false) {
         for (field, given) in [
             ("max_invalid_records", max_invalid_records.is_some()),
@@ -281,6 +285,7 @@ fn build(
         thread_count,
         on_invalid_record,
         schedule,
+        trigger,
         output: output?.map(|(mapping, _)| mapping),
         metadata,
         custom_list,
@@ -289,6 +294,57 @@ fn build(
         rerun: rerun.unwrap_or(Rerun::Changed),
         notifications: notifications??,
     })
+}
+
+/// A `file_arrival` pipeline has no cron schedule; only it may have wildcards in its source.
+fn check_trigger(
+    file: &Path,
+    root: &Node,
+    trigger: TriggerKind,
+    sections: &Sections,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let path = sections
+        .get::<SourceFile>("source")
+        .map(|source| source.path)
+        .unwrap_or_default();
+    let wildcards = crate::source::arrival::is_pattern(Path::new(&path));
+    match trigger {
+        TriggerKind::FileArrival => {
+            if sections.json.get("schedule").is_some() {
+                diagnostics.push(
+                    Diagnostic::error(
+                        file,
+                        Some(root.locate_key("", "schedule")),
+                        "a `trigger: file_arrival` pipeline runs when files arrive, not on a schedule",
+                    )
+                    .with_hint("remove `schedule`, or remove `trigger: file_arrival`"),
+                );
+            }
+            let folder = Path::new(&path)
+                .parent()
+                .map(|folder| folder.to_string_lossy().into_owned());
+            if folder.is_some_and(|folder| folder.contains(['*', '?'])) {
+                diagnostics.push(
+                    Diagnostic::error(
+                        file,
+                        Some(root.locate("/source/path")),
+                        format!("`{path}`: only the file name may hold `*` or `?`, not the folder"),
+                    )
+                    .with_hint("write the folder out, e.g. `exports/vip_*.csv`"),
+                );
+            }
+        }
+        TriggerKind::Schedule if wildcards => diagnostics.push(
+            Diagnostic::error(
+                file,
+                Some(root.locate("/source/path")),
+                format!("`{path}` has wildcards, but the pipeline reads one file"),
+            )
+            .with_hint("add `trigger: file_arrival` to send each new matching file once"),
+        ),
+        TriggerKind::Schedule => {}
+    }
 }
 
 /// Checks the output mapping: names, and every template.

@@ -12,7 +12,7 @@ pub mod metrics;
 mod systemd;
 mod watch;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::clevertap::Client;
-use crate::config::model::{CatchUp, Overlap};
+use crate::config::model::{CatchUp, Overlap, TriggerKind};
 use crate::config::{self, Credentials, Pipeline, Schedule};
 use crate::engine::{AccountBudgets, Delivery, NoObserver, RunSummary};
 use crate::runner::{self, RunError, Trigger};
@@ -75,7 +75,17 @@ struct Daemon {
     interrupt_runs: CancellationToken,
     /// The status systemd was last told.
     last_status: String,
+    /// Watches the pipeline folder and the folders of `file_arrival` pipelines.
+    watcher: watch::Watcher,
+    /// Folders of `file_arrival` pipelines being watched.
+    arrival_folders: BTreeSet<PathBuf>,
+    /// When to look for arrived files again (one was still being written).
+    rescan_at: Option<tokio::time::Instant>,
 }
+
+/// How long a new file must stay unchanged before it counts as arrived: an exporter that
+/// writes in place is still writing it.
+const QUIET: Duration = Duration::from_secs(1);
 
 /// Runs the daemon until SIGTERM or SIGINT. An error is returned only when it cannot start.
 pub async fn run(options: Options) -> anyhow::Result<()> {
@@ -94,7 +104,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             .map_err(|error| anyhow::anyhow!("cannot serve metrics on {address}: {error}"))?;
         tracing::info!(%bound, "serving /metrics and /health");
     }
-    let (_watcher, mut changes) = watch::watch(&options.dir)
+    let (watcher, mut changes) = watch::watch(&options.dir)
         .map_err(|error| anyhow::anyhow!("cannot watch `{}`: {error}", options.dir.display()))?;
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -110,9 +120,13 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         metrics,
         interrupt_runs: CancellationToken::new(),
         last_status: String::new(),
+        watcher,
+        arrival_folders: BTreeSet::new(),
+        rescan_at: None,
     };
     daemon.reload(Utc::now());
     daemon.catch_up(Utc::now());
+    daemon.scan_arrivals();
     systemd::ready(&daemon.status());
     tracing::info!(
         dir = %daemon.options.dir.display(),
@@ -124,6 +138,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     // Files changed since the last reload, and when to reload: a burst of events (an editor
     // writes, renames, sets times) becomes one reload, `DEBOUNCE` after its last event.
     let mut changed: Vec<PathBuf> = Vec::new();
+    let mut arrived = false;
     let mut reload_at: Option<tokio::time::Instant> = None;
 
     loop {
@@ -131,17 +146,29 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         tokio::select! {
             () = sleep_until(next_fire) => daemon.fire_due(Utc::now()),
             Some(paths) = changes.recv() => {
-                changed.extend(paths);
+                for path in paths {
+                    if daemon.is_pipeline_file(&path) {
+                        changed.push(path);
+                    } else {
+                        arrived = true;
+                    }
+                }
                 reload_at = Some(tokio::time::Instant::now() + watch::DEBOUNCE);
             }
             () = wake_at(reload_at) => {
-                changed.sort();
-                changed.dedup();
-                tracing::info!(files = ?changed, "pipeline files changed; reloading");
-                changed.clear();
                 reload_at = None;
-                daemon.reload(Utc::now());
+                if !changed.is_empty() {
+                    changed.sort();
+                    changed.dedup();
+                    tracing::info!(files = ?changed, "pipeline files changed; reloading");
+                    changed.clear();
+                    daemon.reload(Utc::now());
+                }
+                if std::mem::take(&mut arrived) {
+                    daemon.scan_arrivals();
+                }
             }
+            () = wake_at(daemon.rescan_at) => daemon.scan_arrivals(),
             _ = hangup.recv() => {
                 systemd::reloading();
                 tracing::info!("SIGHUP: reloading every pipeline");
@@ -277,6 +304,89 @@ impl Daemon {
             }
             self.reported.remove(&file);
         }
+        self.watch_arrival_folders();
+        self.publish();
+    }
+
+    /// Whether a changed path is a pipeline file or `connections.yaml` of the folder.
+    fn is_pipeline_file(&self, path: &Path) -> bool {
+        let in_folder = path.parent().is_some_and(|parent| {
+            parent == self.options.dir
+                || std::fs::canonicalize(parent).ok()
+                    == std::fs::canonicalize(&self.options.dir).ok()
+        });
+        in_folder && watch::is_config(path)
+    }
+
+    /// Starts watching the folder of each `file_arrival` pipeline.
+    fn watch_arrival_folders(&mut self) {
+        let folders: Vec<PathBuf> = self
+            .entries
+            .values()
+            .filter(|entry| entry.pipeline.trigger == TriggerKind::FileArrival)
+            .filter_map(|entry| entry.pipeline.source.path.parent().map(Path::to_path_buf))
+            .collect();
+        for folder in folders {
+            if self.arrival_folders.contains(&folder) {
+                continue;
+            }
+            match self.watcher.add(&folder) {
+                Ok(()) => {
+                    self.arrival_folders.insert(folder);
+                }
+                Err(error) => {
+                    tracing::error!(folder = %folder.display(), %error, "cannot watch the folder files arrive in")
+                }
+            }
+        }
+    }
+
+    /// Starts a run for the oldest file that arrived for each idle `file_arrival` pipeline.
+    /// A file still being written (changed within [`QUIET`]) is looked at again later.
+    fn scan_arrivals(&mut self) {
+        self.rescan_at = None;
+        let now = std::time::SystemTime::now();
+        let idle: Vec<(PathBuf, Pipeline)> = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| {
+                entry.pipeline.trigger == TriggerKind::FileArrival && !entry.running
+            })
+            .map(|(file, entry)| (file.clone(), entry.pipeline.clone()))
+            .collect();
+        for (file, pipeline) in idle {
+            let arrivals = match crate::source::arrival::matching(&pipeline.source.path) {
+                Ok(arrivals) => arrivals,
+                Err(error) => {
+                    tracing::warn!(pipeline = %pipeline.name, %error, "cannot list arrived files");
+                    continue;
+                }
+            };
+            for arrival in arrivals {
+                match self.store.has_arrived(&pipeline.name, &arrival) {
+                    Ok(false) => {}
+                    Ok(true) => continue,
+                    Err(error) => {
+                        tracing::warn!(pipeline = %pipeline.name, %error, "cannot read arrivals");
+                        break;
+                    }
+                }
+                let age = now.duration_since(arrival.modified).unwrap_or_default();
+                if age < QUIET {
+                    let later = tokio::time::Instant::now() + (QUIET - age);
+                    self.rescan_at = Some(self.rescan_at.map_or(later, |at| at.min(later)));
+                    break;
+                }
+                if let Err(error) = self.store.record_arrival(&pipeline.name, &arrival) {
+                    tracing::warn!(pipeline = %pipeline.name, %error, "cannot record the arrival");
+                }
+                tracing::info!(pipeline = %pipeline.name, file = %arrival.path.display(), "file arrived");
+                let mut one = pipeline.clone();
+                one.source.path = arrival.path;
+                self.start(&file, one, Trigger::FileArrival);
+                break;
+            }
+        }
         self.publish();
     }
 
@@ -395,6 +505,15 @@ impl Daemon {
             return;
         }
         let pipeline = entry.pipeline.clone();
+        self.start(file, pipeline, Trigger::Schedule);
+    }
+
+    /// Starts a run of the pipeline of `file` (as given: an arrival has its own source).
+    fn start(&mut self, file: &Path, pipeline: Pipeline, trigger: Trigger) {
+        let Some(entry) = self.entries.get_mut(file) else {
+            return;
+        };
+        let name = pipeline.name.clone();
         let client = match Client::new(&pipeline.connection) {
             Ok(client) => client,
             Err(error) => {
@@ -404,7 +523,7 @@ impl Daemon {
         };
         entry.running = true;
         let request = runner::Request {
-            trigger: Trigger::Schedule,
+            trigger,
             delivery: Delivery::Send(client),
             fresh: false,
             force: false,
@@ -444,15 +563,22 @@ impl Daemon {
             }
             Err(error) => tracing::error!(file = %file.display(), %error, "run not started"),
         }
-        let queued = match self.entries.get_mut(&file) {
+        let (queued, arrivals) = match self.entries.get_mut(&file) {
             Some(entry) => {
                 entry.running = false;
-                std::mem::take(&mut entry.queued)
+                (
+                    std::mem::take(&mut entry.queued),
+                    entry.pipeline.trigger == TriggerKind::FileArrival,
+                )
             }
-            None => false,
+            None => (false, false),
         };
         if queued {
             self.fire(&file, Utc::now());
+        }
+        if arrivals {
+            // More files may have arrived while it ran.
+            self.scan_arrivals();
         }
         self.publish();
     }

@@ -5,6 +5,7 @@
 //! [`RowError::Invalid`] carrying its line and raw text, so the run can skip or stop on it like
 //! any other invalid record; only an unreadable file is fatal.
 
+pub mod arrival;
 mod delimited;
 mod jsonl;
 mod rejects;

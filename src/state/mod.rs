@@ -8,9 +8,9 @@
 
 mod checkpoint;
 mod fingerprint;
-mod fires;
 mod history;
 mod lock;
+mod triggers;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -124,6 +124,15 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE fires (
         pipeline      TEXT PRIMARY KEY,
         fired_at      INTEGER NOT NULL
+    );",
+    // 3: files that started `trigger: file_arrival` runs, each version once.
+    "CREATE TABLE arrivals (
+        pipeline      TEXT NOT NULL,
+        path          TEXT NOT NULL,
+        size          INTEGER NOT NULL,
+        modified_ns   INTEGER NOT NULL,
+        seen_at       INTEGER NOT NULL,
+        PRIMARY KEY (pipeline, path, size, modified_ns)
     );",
 ];
 

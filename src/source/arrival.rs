@@ -1,0 +1,133 @@
+//! Source paths with wildcards, for pipelines with `trigger: file_arrival`: the file name may
+//! hold `*` (any run of characters) and `?` (one character); the folder is written out.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// Whether a source path is a pattern rather than one file.
+pub fn is_pattern(path: &Path) -> bool {
+    path.to_string_lossy().contains(['*', '?'])
+}
+
+/// A file that matches a pattern, with what identifies this version of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arrival {
+    /// The file.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its modification time.
+    pub modified: SystemTime,
+}
+
+/// The files in the pattern's folder whose names match it, oldest first.
+pub fn matching(pattern: &Path) -> std::io::Result<Vec<Arrival>> {
+    let folder = pattern
+        .parent()
+        .filter(|folder| !folder.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name_pattern = pattern
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(folder)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Ok(metadata) = entry.metadata() else {
+            continue;
+        };
+        if metadata.is_file() && wildcard_match(&name_pattern, name) {
+            found.push(Arrival {
+                path: folder.join(name),
+                size: metadata.len(),
+                modified: metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            });
+        }
+    }
+    found.sort_by(|a, b| (a.modified, &a.path).cmp(&(b.modified, &b.path)));
+    Ok(found)
+}
+
+/// Whether `name` matches `pattern` (`*` any run of characters, `?` one character).
+pub fn wildcard_match(pattern: &str, name: &str) -> bool {
+    let pattern: Vec<char> = pattern.chars().collect();
+    let name: Vec<char> = name.chars().collect();
+    // Greedy matching with backtracking to the last `*`.
+    let (mut p, mut n) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        match pattern.get(p) {
+            Some('*') => {
+                star = Some((p, n));
+                p += 1;
+            }
+            Some(&c) if c == '?' || c == name[n] => {
+                p += 1;
+                n += 1;
+            }
+            _ => match star {
+                Some((star_p, star_n)) => {
+                    p = star_p + 1;
+                    n = star_n + 1;
+                    star = Some((star_p, star_n + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_match_file_names() {
+        for (pattern, name, expected) in [
+            ("vip_*.csv", "vip_20261129.csv", true),
+            ("vip_*.csv", "vip_.csv", true),
+            ("vip_*.csv", "vip_20261129.csv.tmp", false),
+            ("vip_*.csv", "other_1.csv", false),
+            ("*.csv.gz", "a.csv.gz", true),
+            ("day_??.jsonl", "day_07.jsonl", true),
+            ("day_??.jsonl", "day_7.jsonl", false),
+            ("*", "anything", true),
+            ("a*b*c", "aXbYbZc", true),
+            ("a*b*c", "aXbYbZ", false),
+            ("exact.csv", "exact.csv", true),
+        ] {
+            assert_eq!(
+                wildcard_match(pattern, name),
+                expected,
+                "{pattern} ~ {name}"
+            );
+        }
+        assert!(is_pattern(Path::new("exports/vip_*.csv")));
+        assert!(!is_pattern(Path::new("exports/vip.csv")));
+    }
+
+    #[test]
+    fn lists_matching_files_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["vip_b.csv", "vip_a.csv", "notes.txt"] {
+            std::fs::write(dir.path().join(name), "identity\n").unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let found: Vec<String> = matching(&dir.path().join("vip_*.csv"))
+            .unwrap()
+            .into_iter()
+            .map(|arrival| {
+                arrival
+                    .path
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        assert_eq!(found, ["vip_b.csv", "vip_a.csv"]);
+    }
+}

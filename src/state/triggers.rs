@@ -1,0 +1,123 @@
+//! What starts the daemon's runs: the last cron fire of each pipeline (to catch up after
+//! downtime) and the files that arrived for `trigger: file_arrival` (each version once).
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, params};
+
+use super::{StateError, StateStore, now_ms};
+use crate::source::arrival::Arrival;
+
+impl StateStore {
+    /// When the daemon last fired `pipeline`, if ever.
+    pub fn last_fire(&self, pipeline: &str) -> Result<Option<DateTime<Utc>>, StateError> {
+        let fired: Option<i64> = self
+            .connection
+            .query_row(
+                "SELECT fired_at FROM fires WHERE pipeline = ?1",
+                params![pipeline],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|error| self.error(error))?;
+        Ok(fired.and_then(DateTime::from_timestamp_millis))
+    }
+
+    /// Records a fire of `pipeline`.
+    pub fn record_fire(&self, pipeline: &str, at: DateTime<Utc>) -> Result<(), StateError> {
+        self.connection
+            .execute(
+                "INSERT INTO fires (pipeline, fired_at) VALUES (?1, ?2)
+                 ON CONFLICT (pipeline) DO UPDATE SET fired_at = excluded.fired_at",
+                params![pipeline, at.timestamp_millis()],
+            )
+            .map(drop)
+            .map_err(|error| self.error(error))
+    }
+}
+
+impl StateStore {
+    /// Whether this version of the file (path, size, modification time) started a run of
+    /// `pipeline` already.
+    pub fn has_arrived(&self, pipeline: &str, arrival: &Arrival) -> Result<bool, StateError> {
+        self.connection
+            .query_row(
+                "SELECT 1 FROM arrivals
+                 WHERE pipeline = ?1 AND path = ?2 AND size = ?3 AND modified_ns = ?4",
+                params![
+                    pipeline,
+                    arrival.path.display().to_string(),
+                    arrival.size as i64,
+                    modified_ns(arrival)
+                ],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|found| found.is_some())
+            .map_err(|error| self.error(error))
+    }
+
+    /// Records that this version of the file started a run of `pipeline`.
+    pub fn record_arrival(&self, pipeline: &str, arrival: &Arrival) -> Result<(), StateError> {
+        self.connection
+            .execute(
+                "INSERT OR IGNORE INTO arrivals (pipeline, path, size, modified_ns, seen_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    pipeline,
+                    arrival.path.display().to_string(),
+                    arrival.size as i64,
+                    modified_ns(arrival),
+                    now_ms()
+                ],
+            )
+            .map(drop)
+            .map_err(|error| self.error(error))
+    }
+}
+
+fn modified_ns(arrival: &Arrival) -> i64 {
+    arrival
+        .modified
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_latest_fire_per_pipeline() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        assert_eq!(store.last_fire("vip").unwrap(), None);
+        let first = DateTime::from_timestamp_millis(1_764_300_000_000).unwrap();
+        let second = DateTime::from_timestamp_millis(1_764_300_060_000).unwrap();
+        store.record_fire("vip", first).unwrap();
+        store.record_fire("vip", second).unwrap();
+        assert_eq!(store.last_fire("vip").unwrap(), Some(second));
+        assert_eq!(store.last_fire("events").unwrap(), None);
+    }
+
+    #[test]
+    fn each_version_of_a_file_arrives_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let arrival = Arrival {
+            path: "exports/vip_1.csv".into(),
+            size: 10,
+            modified: std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_764_300_000),
+        };
+        assert!(!store.has_arrived("vip", &arrival).unwrap());
+        store.record_arrival("vip", &arrival).unwrap();
+        store.record_arrival("vip", &arrival).unwrap();
+        assert!(store.has_arrived("vip", &arrival).unwrap());
+        assert!(!store.has_arrived("other", &arrival).unwrap());
+        // The same name written again is a new arrival.
+        let rewritten = Arrival {
+            size: 12,
+            ..arrival.clone()
+        };
+        assert!(!store.has_arrived("vip", &rewritten).unwrap());
+    }
+}
