@@ -20,7 +20,7 @@ fn post(sandbox: &TestSandbox, path: &str, account: &str, passcode: &str, body: 
         let response = reqwest::Client::new()
             .post(url)
             .header("X-CleverTap-Account-Id", account)
-            .header("X-CleverTap-Secret", passcode)
+            .header("X-CleverTap-Passcode", passcode)
             .header("Content-Type", "application/json")
             .body(body)
             .send()
@@ -188,7 +188,7 @@ fn answers_429_above_its_concurrency_limit() {
             client
                 .post(&url)
                 .header("X-CleverTap-Account-Id", &account)
-                .header("X-CleverTap-Secret", &passcode)
+                .header("X-CleverTap-Passcode", &passcode)
                 .body(json!({"d": []}).to_string())
                 .send()
         });

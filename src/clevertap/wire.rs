@@ -115,7 +115,7 @@ pub struct CustomListAnswer {
 /// The header that carries the account (Project) ID.
 pub const ACCOUNT_HEADER: &str = "X-CleverTap-Account-Id";
 /// The header that carries the passcode.
-pub const PASSCODE_HEADER: &str = "X-CleverTap-Secret";
+pub const PASSCODE_HEADER: &str = "X-CleverTap-Passcode";
 
 /// The body of a 200 answer to `/1/upload`.
 ///
@@ -207,5 +207,12 @@ mod tests {
         assert_eq!(entry("Skipped record number:17").record_index(), Some(16));
         assert_eq!(entry("no number here").record_index(), None);
         assert_eq!(entry("Skipped record number : 0").record_index(), None);
+    }
+
+    #[test]
+    fn headers_are_the_ones_clevertap_documents() {
+        // docs/clevertap-api.md §1: a renamed constant here would lock every user out.
+        assert_eq!(ACCOUNT_HEADER, "X-CleverTap-Account-Id");
+        assert_eq!(PASSCODE_HEADER, "X-CleverTap-Passcode");
     }
 }

@@ -188,7 +188,7 @@ struct SandboxArgs {
     /// Account ID the sandbox accepts.
     #[arg(long, default_value = sandbox::DEFAULT_ACCOUNT_ID)]
     account_id: String,
-    /// Secret the sandbox accepts.
+    /// Passcode the sandbox accepts.
     #[arg(long, default_value = sandbox::DEFAULT_PASSCODE)]
     passcode: String,
     /// Milliseconds added to every upload.
