@@ -211,7 +211,7 @@ pub async fn run(
             let mut book = Checkpointer {
                 store: &mut store,
                 run_id: &run_id,
-                pipeline: &key,
+                key: &key,
                 destination: &destination,
                 recording: plan.fingerprint.is_some(),
                 pending: Vec::new(),
@@ -443,7 +443,8 @@ pub fn job(pipeline: &Pipeline, run_id: &str) -> Job {
 struct Checkpointer<'a> {
     store: &'a mut StateStore,
     run_id: &'a str,
-    pipeline: &'a str,
+    /// What the checkpoint is kept under ([`checkpoint_key`]).
+    key: &'a str,
     destination: &'a str,
     /// Off when the source has no fingerprint.
     recording: bool,
@@ -468,7 +469,7 @@ impl Checkpointer<'_> {
     fn write_pending(&mut self, counts: &Counts) -> Result<(), StateError> {
         if self.recording && !self.pending.is_empty() {
             self.store.settle_lines(
-                self.pipeline,
+                self.key,
                 self.destination,
                 &self.pending,
                 (self.run_id, counts),
