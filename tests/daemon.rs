@@ -565,3 +565,83 @@ fn wildcards_need_the_file_arrival_trigger() {
     );
     assert!(errors.contains("only the file name may hold"), "{errors}");
 }
+
+#[test]
+fn a_queued_fire_runs_right_after_the_run_it_waited_for() {
+    let sandbox = TestSandbox::start(SandboxConfig {
+        latency: Duration::from_millis(300),
+        ..SandboxConfig::default()
+    });
+    let workspace = Workspace::new();
+    let dir = workspace.dir.path();
+    workspace.write("passcode.txt", tapline::sandbox::DEFAULT_PASSCODE);
+    workspace.write("profiles.csv", profile_csv(3000));
+    // Each run takes about a second (three requests one after another); fires come every second.
+    workspace.pipeline(
+        "queued",
+        &sandbox,
+        "source: {path: profiles.csv}\ntarget: {entity: user_profiles}\nthread_count: 1\nrerun: always\nschedule: {cron: \"* * * * * *\", overlap: queue}\n",
+    );
+    let mut daemon = Daemon::start(dir, &[]);
+    daemon.notification_with("READY=1");
+    wait_for(20, "a queued fire", || daemon.log().contains("fire queued"));
+    wait_for(20, "three finished runs", || {
+        history(dir)
+            .iter()
+            .filter(|run| run["status"] == "succeeded")
+            .count()
+            >= 3
+    });
+    assert_eq!(daemon.stop(), Some(0));
+    let mut runs: Vec<Value> = history(dir)
+        .into_iter()
+        .filter(|run| run["finished_at_ms"].is_i64())
+        .collect();
+    runs.sort_by_key(|run| run["started_at_ms"].as_i64());
+    let gaps: Vec<i64> = runs
+        .windows(2)
+        .map(|pair| {
+            pair[1]["started_at_ms"].as_i64().unwrap() - pair[0]["finished_at_ms"].as_i64().unwrap()
+        })
+        .collect();
+    assert!(
+        gaps.iter().all(|gap| *gap >= 0),
+        "runs overlapped: {gaps:?}"
+    );
+    assert!(
+        gaps.iter().any(|gap| *gap < 200),
+        "a queued run starts as soon as the previous one ends: {gaps:?}"
+    );
+}
+
+#[test]
+fn a_connections_file_change_applies_to_its_pipelines() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    let dir = workspace.dir.path();
+    workspace.write("passcode.txt", tapline::sandbox::DEFAULT_PASSCODE);
+    workspace.write("events.csv", "identity,evtName\nu1,Viewed\n");
+    let connection = |account: &str| {
+        format!(
+            "prod:\n  account_id: {account}\n  passcode_file: passcode.txt\n  endpoint: {}\n",
+            sandbox.sandbox.base_url()
+        )
+    };
+    // A wrong account ID: CleverTap (the sandbox) refuses every run.
+    workspace.write("connections.yaml", connection("WRONG-ACCOUNT"));
+    workspace.write(
+        "events.yaml",
+        "connection: prod\nsource: {path: events.csv}\ntarget: {entity: user_events}\nrerun: always\nschedule: {cron: \"* * * * * *\"}\n",
+    );
+    let mut daemon = Daemon::start(dir, &[]);
+    daemon.notification_with("READY=1");
+    wait_for(10, "a refused run", || sandbox.inspect().unauthorized > 0);
+    assert_eq!(sandbox.inspect().events, 0);
+
+    let (account, _) = sandbox.sandbox.credentials();
+    workspace.write("connections.yaml", connection(account));
+    wait_for(10, "runs with the fixed connection", || {
+        sandbox.inspect().events > 0
+    });
+    assert_eq!(daemon.stop(), Some(0));
+}
