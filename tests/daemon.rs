@@ -645,3 +645,25 @@ fn a_connections_file_change_applies_to_its_pipelines() {
     });
     assert_eq!(daemon.stop(), Some(0));
 }
+
+#[test]
+fn journald_logging_falls_back_to_stderr_without_a_journal() {
+    if Path::new("/run/systemd/journal/socket").exists() {
+        eprintln!("skipped: this machine has a journal");
+        return;
+    }
+    let workspace = Workspace::new();
+    workspace.write("events.csv", "identity,evtName\nu1,Viewed\n");
+    workspace.write(
+        "events.yaml",
+        "connection: {account_id: A, passcode_file: p}\nsource: {path: events.csv}\ntarget: {entity: user_events}\nschedule: {cron: \"@daily\"}\n",
+    );
+    let output = tapline_with_env(
+        workspace.dir.path(),
+        &["next", "--dir", ".", "--log-format", "journald"],
+        &[("TAPLINE_LOG", "warn")],
+    );
+    assert_eq!(output.status.code(), Some(0));
+    assert!(stderr(&output).contains("no systemd journal; logging to stderr"));
+    assert!(stdout(&output).contains("events: `@daily` in UTC"));
+}

@@ -43,7 +43,8 @@ impl From<Exit> for ExitCode {
 #[derive(Debug, Parser)]
 #[command(name = "tapline", version, about, long_about = None)]
 struct Cli {
-    /// Log lines as `text` (default) or `json` (one object per line, for log shippers).
+    /// Log lines as `text` (default), `json` (one object per line, for log shippers) or
+    /// `journald` (native journal entries with fields such as PIPELINE and RUN_ID).
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
     #[command(subcommand)]
@@ -57,6 +58,9 @@ enum LogFormat {
     Text,
     /// One JSON object per line, with fields such as `pipeline` and `run_id`.
     Json,
+    /// Straight to the systemd journal, each field a journal field; text on stderr when
+    /// there is no journal.
+    Journald,
 }
 
 #[derive(Debug, Subcommand)]
@@ -259,17 +263,36 @@ pub fn main() -> ExitCode {
 /// Logs go to stderr (journald keeps them), coloured only on a terminal; `TAPLINE_LOG`
 /// sets the level (`info`, `debug`, ...).
 fn init_logging(format: LogFormat, default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TAPLINE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("TAPLINE_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level))
+    };
+    let stderr = tracing_subscriber::fmt()
+        .with_env_filter(filter())
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
+    match format {
+        LogFormat::Text => drop(stderr.try_init()),
+        LogFormat::Json => drop(stderr.json().flatten_event(true).try_init()),
+        LogFormat::Journald => match tracing_journald::layer() {
+            Ok(journald) => {
+                use tracing_subscriber::layer::SubscriberExt;
+                use tracing_subscriber::util::SubscriberInitExt;
+                let journald = journald.with_syslog_identifier("tapline".into());
+                drop(
+                    tracing_subscriber::registry()
+                        .with(filter())
+                        .with(journald)
+                        .try_init(),
+                );
+            }
+            Err(error) => {
+                drop(stderr.try_init());
+                tracing::warn!(%error, "no systemd journal; logging to stderr");
+            }
+        },
+    }
 }
 
 fn daemon(args: &DaemonArgs) -> Exit {
