@@ -69,6 +69,8 @@ struct Daemon {
     /// The diagnostics last logged for each file, so a reload repeats none.
     reported: HashMap<PathBuf, String>,
     runs: JoinSet<Finished>,
+    /// The pipeline file of each run task, to find it again if the task panics.
+    run_files: HashMap<tokio::task::Id, PathBuf>,
     budgets: AccountBudgets,
     metrics: Arc<Metrics>,
     /// Cancelled when the shutdown grace period ends.
@@ -116,6 +118,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         entries: BTreeMap::new(),
         reported: HashMap::new(),
         runs: JoinSet::new(),
+        run_files: HashMap::new(),
         budgets,
         metrics,
         interrupt_runs: CancellationToken::new(),
@@ -176,7 +179,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
                 daemon.reload(Utc::now());
                 systemd::ready(&daemon.status());
             }
-            Some(finished) = daemon.runs.join_next() => daemon.run_ended(finished),
+            Some(finished) = daemon.runs.join_next_with_id() => daemon.run_ended(finished),
             _ = tick(&mut watchdog) => systemd::watchdog(),
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
@@ -536,23 +539,31 @@ impl Daemon {
         let cancel = self.interrupt_runs.child_token();
         let file = file.to_path_buf();
         tracing::info!(pipeline = %name, "run starting");
-        self.runs.spawn(async move {
+        let task_file = file.clone();
+        let task = self.runs.spawn(async move {
             let result = runner::run(&pipeline, &request, &mut NoObserver, cancel).await;
-            (file, result)
+            (task_file, result)
         });
+        self.run_files.insert(task.id(), file);
         self.publish();
     }
 
     /// Logs a finished run, and starts a queued one.
-    fn run_ended(&mut self, finished: Result<Finished, tokio::task::JoinError>) {
+    fn run_ended(&mut self, finished: Result<(tokio::task::Id, Finished), tokio::task::JoinError>) {
         let (file, result) = match finished {
-            Ok(finished) => finished,
+            Ok((id, finished)) => {
+                self.run_files.remove(&id);
+                finished
+            }
             Err(error) => {
                 // A panic in a run is a bug; the daemon and the other pipelines go on.
                 tracing::error!(%error, "a run ended abnormally");
-                for entry in self.entries.values_mut() {
+                if let Some(file) = self.run_files.remove(&error.id())
+                    && let Some(entry) = self.entries.get_mut(&file)
+                {
                     entry.running = false;
                 }
+                self.publish();
                 return;
             }
         };
@@ -597,7 +608,7 @@ impl Daemon {
         tokio::pin!(grace);
         loop {
             tokio::select! {
-                joined = self.runs.join_next() => match joined {
+                joined = self.runs.join_next_with_id() => match joined {
                     Some(finished) => self.run_ended(finished),
                     None => break,
                 },
