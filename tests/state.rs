@@ -94,10 +94,11 @@ fn killed_runs_resume_and_resend_no_more_than_the_batches_in_flight() {
         "the last run read what earlier runs had not settled: {last}"
     );
 
-    // The history shows the killed runs as abandoned and the last as succeeded.
+    // The history shows the killed runs as abandoned and the last as succeeded. (A process
+    // killed while it was still starting never got to record its run.)
     let runs = history_json(&workspace, &["vip"]);
     let runs = runs.as_array().unwrap();
-    assert_eq!(runs.len() as u64, kills + 1);
+    assert!(runs.len() >= 2 && runs.len() as u64 <= kills + 1, "{runs:?}");
     assert_eq!(runs[0]["status"], "succeeded");
     assert!(
         runs[1..].iter().all(|run| run["status"] == "abandoned"),
