@@ -98,7 +98,10 @@ fn killed_runs_resume_and_resend_no_more_than_the_batches_in_flight() {
     // killed while it was still starting never got to record its run.)
     let runs = history_json(&workspace, &["vip"]);
     let runs = runs.as_array().unwrap();
-    assert!(runs.len() >= 2 && runs.len() as u64 <= kills + 1, "{runs:?}");
+    assert!(
+        runs.len() >= 2 && runs.len() as u64 <= kills + 1,
+        "{runs:?}"
+    );
     assert_eq!(runs[0]["status"], "succeeded");
     assert!(
         runs[1..].iter().all(|run| run["status"] == "abandoned"),
