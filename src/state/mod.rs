@@ -29,7 +29,7 @@ pub const DATABASE_FILE: &str = "state.db";
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// SQLite refused an operation.
-    #[error("the state store `{path}`: {source}")]
+    #[error("the state store `{}`: {source}", path.display())]
     Database {
         /// The database file.
         path: PathBuf,
@@ -38,7 +38,8 @@ pub enum StateError {
     },
     /// The database was written by a newer tapline.
     #[error(
-        "the state store `{path}` has schema version {found}, but this tapline knows only up to {known}; upgrade tapline, or point --state-dir at another folder"
+        "the state store `{}` has schema version {found}, but this tapline knows only up to {known}; upgrade tapline, or point --state-dir at another folder",
+        path.display()
     )]
     NewerSchema {
         /// The database file.
@@ -49,7 +50,7 @@ pub enum StateError {
         known: i64,
     },
     /// A file or folder of the state directory.
-    #[error("the state directory `{path}`: {source}")]
+    #[error("the state directory `{}`: {source} (choose another with --state-dir)", path.display())]
     Io {
         /// The file or folder.
         path: PathBuf,
