@@ -83,6 +83,8 @@ struct Daemon {
     arrival_folders: BTreeSet<PathBuf>,
     /// When to look for arrived files again (one was still being written).
     rescan_at: Option<tokio::time::Instant>,
+    /// HTTP clients by connection; emptied at each reload, as a passcode may have changed.
+    clients: HashMap<String, Client>,
 }
 
 /// How long a new file must stay unchanged before it counts as arrived: an exporter that
@@ -126,6 +128,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         watcher,
         arrival_folders: BTreeSet::new(),
         rescan_at: None,
+        clients: HashMap::new(),
     };
     daemon.reload(Utc::now());
     daemon.catch_up(Utc::now());
@@ -261,6 +264,7 @@ impl Daemon {
     /// next fire when its schedule is unchanged); one that does not keeps the last valid
     /// version; a file that is gone is unscheduled (a run in progress finishes).
     fn reload(&mut self, now: DateTime<Utc>) {
+        self.clients.clear();
         let files = match config::discover(std::slice::from_ref(&self.options.dir)) {
             Ok(files) => files,
             Err(diagnostic) => {
@@ -513,16 +517,16 @@ impl Daemon {
 
     /// Starts a run of the pipeline of `file` (as given: an arrival has its own source).
     fn start(&mut self, file: &Path, pipeline: Pipeline, trigger: Trigger) {
-        let Some(entry) = self.entries.get_mut(file) else {
-            return;
-        };
         let name = pipeline.name.clone();
-        let client = match Client::new(&pipeline.connection) {
+        let client = match self.client(&pipeline) {
             Ok(client) => client,
             Err(error) => {
                 tracing::error!(pipeline = %name, %error, "cannot run");
                 return;
             }
+        };
+        let Some(entry) = self.entries.get_mut(file) else {
+            return;
         };
         entry.running = true;
         let request = runner::Request {
@@ -546,6 +550,22 @@ impl Daemon {
         });
         self.run_files.insert(task.id(), file);
         self.publish();
+    }
+
+    /// The HTTP client of a pipeline's connection, made once per connection and reload
+    /// (making one loads the system's root certificates) and shared by its runs.
+    fn client(&mut self, pipeline: &Pipeline) -> anyhow::Result<Client> {
+        let key = format!(
+            "{}/{}",
+            pipeline.connection.name,
+            runner::destination(pipeline)
+        );
+        if let Some(client) = self.clients.get(&key) {
+            return Ok(client.clone());
+        }
+        let client = Client::new(&pipeline.connection)?;
+        self.clients.insert(key, client.clone());
+        Ok(client)
     }
 
     /// Logs a finished run, and starts a queued one.
