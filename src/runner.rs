@@ -154,6 +154,7 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<RunSummary, RunError> {
     let run_id = new_run_id();
+    let destination = destination(pipeline);
     let mut job = job(pipeline, &run_id);
     let mut options = RunOptions {
         delivery: request.delivery.clone(),
@@ -163,7 +164,7 @@ pub async fn run(
         account_budget: request
             .account_budgets
             .as_ref()
-            .map(|budgets| budgets.for_api(&destination(pipeline), &job.endpoint)),
+            .map(|budgets| budgets.for_api(&destination, &job.endpoint)),
     };
     if let Some(rejects) = &request.replay {
         job.source = Source {
@@ -193,7 +194,6 @@ pub async fn run(
         trigger: request.trigger.as_str(),
     })?;
 
-    let destination = destination(pipeline);
     let key = checkpoint_key(pipeline);
     // A replay sends what a rejects file holds: no checkpoint, nothing to deduplicate.
     let plan = if request.replay.is_some() {

@@ -85,6 +85,8 @@ struct Daemon {
     rescan_at: Option<tokio::time::Instant>,
     /// HTTP clients by connection; emptied at each reload, as a passcode may have changed.
     clients: HashMap<String, Client>,
+    /// The pipeline folder as the file system names it, to recognise its files in events.
+    canonical_dir: Option<PathBuf>,
 }
 
 /// How long a new file must stay unchanged before it counts as arrived: an exporter that
@@ -114,6 +116,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
 
+    let canonical_dir = std::fs::canonicalize(&options.dir).ok();
     let mut daemon = Daemon {
         options,
         store,
@@ -129,6 +132,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         arrival_folders: BTreeSet::new(),
         rescan_at: None,
         clients: HashMap::new(),
+        canonical_dir,
     };
     daemon.reload(Utc::now());
     daemon.catch_up(Utc::now());
@@ -318,9 +322,7 @@ impl Daemon {
     /// Whether a changed path is a pipeline file or `connections.yaml` of the folder.
     fn is_pipeline_file(&self, path: &Path) -> bool {
         let in_folder = path.parent().is_some_and(|parent| {
-            parent == self.options.dir
-                || std::fs::canonicalize(parent).ok()
-                    == std::fs::canonicalize(&self.options.dir).ok()
+            parent == self.options.dir || std::fs::canonicalize(parent).ok() == self.canonical_dir
         });
         in_folder && watch::is_config(path)
     }
