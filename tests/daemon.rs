@@ -236,9 +236,11 @@ fn fires_on_time_and_follows_edits_breakage_removal_and_signals() {
 
 #[test]
 fn a_long_run_is_not_started_twice_and_sigterm_loses_nothing() {
-    const ROWS: usize = 12_000;
+    // 12 rounds of two requests at 400 ms: the run is still going when SIGTERM comes
+    // (about 1 s after the start) and when its second of grace ends.
+    const ROWS: usize = 24_000;
     let sandbox = TestSandbox::start(SandboxConfig {
-        latency: Duration::from_millis(250),
+        latency: Duration::from_millis(400),
         ..SandboxConfig::default()
     });
     let workspace = Workspace::new();
@@ -292,16 +294,17 @@ fn a_long_run_is_not_started_twice_and_sigterm_loses_nothing() {
 #[test]
 fn pipelines_on_one_account_never_exceed_its_budget() {
     let sandbox = TestSandbox::start(SandboxConfig {
-        latency: Duration::from_millis(150),
+        latency: Duration::from_millis(300),
         ..SandboxConfig::default()
     });
     let workspace = Workspace::new();
     let dir = workspace.dir.path();
     workspace.write("passcode.txt", tapline::sandbox::DEFAULT_PASSCODE);
-    workspace.write("profiles.csv", profile_csv(30_000));
+    // Five rounds of 300 ms each: long enough that the two runs overlap.
+    workspace.write("profiles.csv", profile_csv(50_000));
     workspace.write(
         "events.csv",
-        (0..30_000).fold(String::from("identity,evtName\n"), |mut csv, i| {
+        (0..50_000).fold(String::from("identity,evtName\n"), |mut csv, i| {
             csv.push_str(&format!("u{i},Viewed\n"));
             csv
         }),
@@ -322,7 +325,7 @@ fn pipelines_on_one_account_never_exceed_its_budget() {
     daemon.notification_with("READY=1");
     wait_for(30, "both uploads", || {
         let seen = sandbox.inspect();
-        seen.profiles >= 30_000 && seen.events >= 30_000
+        seen.profiles >= 50_000 && seen.events >= 50_000
     });
     let seen = sandbox.inspect();
     let most = seen

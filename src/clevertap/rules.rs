@@ -141,10 +141,11 @@ pub fn check_value_length(key: &str, value: &str) -> Result<(), Violation> {
 
 /// Checks an identity value (523 when too long or empty).
 pub fn check_identity(field: &str, value: &str) -> Result<(), Violation> {
-    if value.trim().is_empty() {
+    if value.chars().all(char::is_whitespace) {
         return Err(Violation::new(523, format!("`{field}` is empty")));
     }
-    if value.chars().count() >= MAX_IDENTITY_CHARS {
+    // A character is at least a byte: only a long value needs counting.
+    if value.len() >= MAX_IDENTITY_CHARS && value.chars().count() >= MAX_IDENTITY_CHARS {
         return Err(Violation::new(
             523,
             format!("`{field}` must be under {MAX_IDENTITY_CHARS} characters"),
@@ -168,12 +169,21 @@ pub fn is_email(email: &str) -> bool {
     let Some((local, domain)) = email.split_once('@') else {
         return false;
     };
-    let labels: Vec<&str> = domain.split('.').collect();
-    !local.is_empty()
-        && !domain.contains('@')
-        && !email.chars().any(char::is_whitespace)
-        && labels.len() >= 2
-        && labels.iter().all(|label| !label.is_empty())
+    // One pass over the domain: no second `@`, at least one dot, no empty label.
+    let mut dots = 0;
+    let mut label_start = true;
+    for byte in domain.bytes() {
+        match byte {
+            b'@' => return false,
+            b'.' if label_start => return false,
+            b'.' => {
+                dots += 1;
+                label_start = true;
+            }
+            _ => label_start = false,
+        }
+    }
+    !local.is_empty() && dots > 0 && !label_start && !email.contains(char::is_whitespace)
 }
 
 /// A date value as CleverTap wants it: `$D_<epoch seconds>` (negative before 1970).
@@ -184,47 +194,92 @@ pub fn is_date_value(value: &str) -> bool {
     digits.is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// A standard profile property whose value CleverTap checks (Email, Phone, Gender, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StandardKey {
+    /// `Email`: an email address (515).
+    Email,
+    /// `Phone`: E.164 (516).
+    Phone,
+    /// `Gender`: `M` or `F` (514).
+    Gender,
+    /// `Employed`: `Y` or `N` (517).
+    Employed,
+    /// `Education`: `School`, `College` or `Graduate` (518).
+    Education,
+    /// `Married`: `Y` or `N` (519).
+    Married,
+    /// `Age`: a number (520).
+    Age,
+    /// `DOB`: a `$D_<epoch seconds>` date.
+    Dob,
+}
+
+impl StandardKey {
+    /// The standard property a key names, if it names one.
+    pub fn of(key: &str) -> Option<Self> {
+        Some(match key {
+            "Email" => StandardKey::Email,
+            "Phone" => StandardKey::Phone,
+            "Gender" => StandardKey::Gender,
+            "Employed" => StandardKey::Employed,
+            "Education" => StandardKey::Education,
+            "Married" => StandardKey::Married,
+            "Age" => StandardKey::Age,
+            "DOB" => StandardKey::Dob,
+            _ => return None,
+        })
+    }
+
+    /// Checks the JSON value that would be sent.
+    pub fn check(self, value: &serde_json::Value) -> Result<(), Violation> {
+        let text = value.as_str();
+        let one_of = |allowed: &[&str]| text.is_some_and(|t| allowed.contains(&t));
+        match self {
+            StandardKey::Email if !text.is_some_and(is_email) => Err(Violation::new(
+                515,
+                format!("Email {value} is not a valid email address"),
+            )),
+            StandardKey::Phone if !text.is_some_and(is_e164) => Err(Violation::new(
+                516,
+                format!(
+                    "Phone {value} is not a valid phone number; use E.164: `+` then country code and number, e.g. +14155551234"
+                ),
+            )),
+            StandardKey::Gender if !one_of(&["M", "F"]) => Err(Violation::new(
+                514,
+                format!("Gender {value} must be `M` or `F`"),
+            )),
+            StandardKey::Employed if !one_of(&["Y", "N"]) => Err(Violation::new(
+                517,
+                format!("Employed {value} must be `Y` or `N`"),
+            )),
+            StandardKey::Education if !one_of(&["School", "College", "Graduate"]) => {
+                Err(Violation::new(
+                    518,
+                    format!("Education {value} must be `School`, `College` or `Graduate`"),
+                ))
+            }
+            StandardKey::Married if !one_of(&["Y", "N"]) => Err(Violation::new(
+                519,
+                format!("Married {value} must be `Y` or `N`"),
+            )),
+            StandardKey::Age if !value.is_number() => {
+                Err(Violation::new(520, format!("Age {value} must be a number")))
+            }
+            StandardKey::Dob if !text.is_some_and(is_date_value) => Err(Violation::new(
+                0,
+                format!("DOB {value} must be a date: `$D_<epoch seconds>`, ISO-8601 or YYYY-MM-DD"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Checks a standard profile property (Email, Phone, Gender, ...). `value` is the JSON
 /// value that would be sent. Other keys pass.
 pub fn check_standard_profile_key(key: &str, value: &serde_json::Value) -> Result<(), Violation> {
-    let text = value.as_str();
-    let one_of = |allowed: &[&str]| text.is_some_and(|t| allowed.contains(&t));
-    match key {
-        "Email" if !text.is_some_and(is_email) => Err(Violation::new(
-            515,
-            format!("Email {value} is not a valid email address"),
-        )),
-        "Phone" if !text.is_some_and(is_e164) => Err(Violation::new(
-            516,
-            format!(
-                "Phone {value} is not a valid phone number; use E.164: `+` then country code and number, e.g. +14155551234"
-            ),
-        )),
-        "Gender" if !one_of(&["M", "F"]) => Err(Violation::new(
-            514,
-            format!("Gender {value} must be `M` or `F`"),
-        )),
-        "Employed" if !one_of(&["Y", "N"]) => Err(Violation::new(
-            517,
-            format!("Employed {value} must be `Y` or `N`"),
-        )),
-        "Education" if !one_of(&["School", "College", "Graduate"]) => Err(Violation::new(
-            518,
-            format!("Education {value} must be `School`, `College` or `Graduate`"),
-        )),
-        "Married" if !one_of(&["Y", "N"]) => Err(Violation::new(
-            519,
-            format!("Married {value} must be `Y` or `N`"),
-        )),
-        "Age" if !value.is_number() => {
-            Err(Violation::new(520, format!("Age {value} must be a number")))
-        }
-        "DOB" if !text.is_some_and(is_date_value) => Err(Violation::new(
-            0,
-            format!("DOB {value} must be a date: `$D_<epoch seconds>`, ISO-8601 or YYYY-MM-DD"),
-        )),
-        _ => Ok(()),
-    }
+    StandardKey::of(key).map_or(Ok(()), |standard| standard.check(value))
 }
 
 #[cfg(test)]

@@ -195,7 +195,8 @@ struct SandboxArgs {
     /// Passcode the sandbox accepts.
     #[arg(long, default_value = sandbox::DEFAULT_PASSCODE)]
     passcode: String,
-    /// Milliseconds added to every upload.
+    /// Response time in milliseconds: each answer comes this long after its request
+    /// arrived, the sandbox's own work included.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
     /// Share of uploads (0.0–1.0) that get an injected fault.

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use super::outcome::{Outcome, Settled};
 use super::resume::SettledLines;
 use crate::config::model::{OnInvalidRecord, OutputMapping, Target};
-use crate::mapping;
+use crate::mapping::{self, Mapper};
 use crate::source::{Row, RowError, RowStream};
 use crate::template::RunContext;
 
@@ -96,6 +96,7 @@ pub fn produce(
         .cursor();
     let mut left_out = 0;
     let mut builder = BatchBuilder::new(settings.batch_size, settings.envelope);
+    let mut mapper = Mapper::new(settings.target);
     let mut next_index = 0;
     let mut flush = |builder: &mut BatchBuilder| -> bool {
         match builder.take(next_index) {
@@ -118,7 +119,7 @@ pub fn produce(
             continue;
         }
         let invalid = match next {
-            Ok(()) => match encode(settings, &row, &mut builder) {
+            Ok(()) => match encode(settings, &mut mapper, &row, &mut builder) {
                 Ok(()) => {
                     if builder.is_full() && !flush(&mut builder) {
                         return left_out;
@@ -174,21 +175,31 @@ pub fn produce(
 /// Maps a row (through the output mapping, if any) and adds its record to the batch.
 fn encode(
     settings: &Batching,
+    mapper: &mut Mapper,
     row: &Row,
     builder: &mut BatchBuilder,
 ) -> Result<(), mapping::Invalid> {
     if let Some(record) = &row.record {
-        builder.push(row.line, record);
+        builder.push(row.line, |body| write_replayed(body, record));
         return Ok(());
     }
     match &settings.output {
         Some(output) => {
             let mapped = mapping::output::apply(output, row, &settings.context)?;
-            builder.push(row.line, &mapping::map_row(settings.target, &mapped)?);
+            let record = mapper.map(&mapped)?;
+            builder.push(row.line, |body| record.write_json(body));
         }
-        None => builder.push(row.line, &mapping::map_row(settings.target, row)?),
+        None => {
+            let record = mapper.map(row)?;
+            builder.push(row.line, |body| record.write_json(body));
+        }
     }
     Ok(())
+}
+
+/// A replayed record, sent as it was.
+fn write_replayed(body: &mut Vec<u8>, record: &Value) {
+    serde_json::to_writer(body, record).expect("writing to a Vec cannot fail");
 }
 
 /// Accumulates encoded records into one request body.
@@ -215,12 +226,13 @@ impl BatchBuilder {
         }
     }
 
-    fn push(&mut self, line: u64, record: &impl serde::Serialize) {
+    /// Adds the record that `write` appends to the body.
+    fn push(&mut self, line: u64, write: impl FnOnce(&mut Vec<u8>)) {
         if !self.lines.is_empty() {
             self.body.push(b',');
         }
         let start = self.body.len();
-        serde_json::to_writer(&mut self.body, record).expect("a record always serializes to JSON");
+        write(&mut self.body);
         self.spans.push(start..self.body.len());
         self.lines.push(line);
     }
@@ -252,9 +264,9 @@ mod tests {
     #[test]
     fn builds_request_bodies_with_record_spans() {
         let mut builder = BatchBuilder::new(2, "d");
-        builder.push(2, &json!({"identity": "a"}));
+        builder.push(2, |body| write_replayed(body, &json!({"identity": "a"})));
         assert!(!builder.is_full());
-        builder.push(5, &json!({"identity": "b"}));
+        builder.push(5, |body| write_replayed(body, &json!({"identity": "b"})));
         assert!(builder.is_full());
         let batch = builder.take(7).expect("a batch");
         assert_eq!(

@@ -65,10 +65,8 @@ fn stream_entries(
                 // Replayed from a rejects file: already an entry.
                 (Some(record), _) => Ok(record.clone()),
                 (None, Some(mapping)) => mapping::output::apply(mapping, &row, &job.context)
-                    .and_then(|mapped| {
-                        mapping::map_row(job.target, &mapped).map(|record| record.to_json())
-                    }),
-                (None, None) => mapping::map_row(job.target, &row).map(|record| record.to_json()),
+                    .and_then(|mapped| mapping::map_row(job.target, &mapped)),
+                (None, None) => mapping::map_row(job.target, &row),
             }
             .map_err(|invalid| (row.line, invalid.code, invalid.reason, row.to_json())),
             Err(RowError::Invalid { line, reason, raw }) => Err((

@@ -3,19 +3,23 @@
 //! Pure functions of their input: no IO, no clock. A row that breaks a rule becomes an
 //! [`Invalid`] naming the column, the value and CleverTap's error code for it.
 
+mod json;
 mod operations;
 pub use operations::custom_list_line;
 pub mod output;
+mod record;
 mod time;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
+pub use record::{Record, UploadRecord};
+use record::{RecordKind, RecordText};
 pub use time::{parse_date, parse_timestamp};
 
-use crate::clevertap::rules::{self, Violation};
+use crate::clevertap::rules::{self, StandardKey, Violation};
 use crate::clevertap::wire::Endpoint;
 use crate::config::model::{ArrayOperation, Target};
 use crate::source::Row;
@@ -96,121 +100,155 @@ pub fn required_columns(target: Target) -> RequiredColumns {
     }
 }
 
-/// A CleverTap record, ready to serialize into a request body.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Record<'row> {
-    /// A profile or an event for `/1/upload`, borrowing from its row.
-    Upload(UploadRecord<'row>),
-    /// A record of another API (tokens, demerge, subscriptions, disassociation).
-    Plain(Value),
-}
-
-impl Serialize for Record<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Record::Upload(record) => record.serialize(serializer),
-            Record::Plain(value) => value.serialize(serializer),
-        }
-    }
-}
-
-impl Record<'_> {
-    /// The record as a JSON value (for tests and reports; sending serializes it directly).
-    pub fn to_json(&self) -> Value {
-        serde_json::to_value(self).unwrap_or(Value::Null)
-    }
-}
-
-/// A profile or event record, borrowing its values from the row it came from.
+/// Maps the rows of one source to records for one target.
 ///
-/// It serializes straight into a request body, so mapping a row allocates little: this is
-/// the hot path of a run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct UploadRecord<'row> {
-    kind: RecordKind,
-    identity: Vec<(&'static str, &'row Value)>,
-    ts: Option<i64>,
-    event_name: Option<&'row Value>,
-    data: Vec<(&'row str, Property<'row>)>,
-    items: Option<Value>,
+/// What each column is (an identity, `ts`, a property and its rules) depends only on its
+/// name, so the mapper works it out once per header and keeps it: per row, only the values
+/// are checked. Rows whose columns differ (JSON Lines) are worked out as they come.
+pub struct Mapper {
+    target: Target,
+    /// The role of each column by position, with the name it was worked out for.
+    columns: Vec<(Arc<str>, Column)>,
+    /// The record being built, as JSON text (profiles and events).
+    text: RecordText,
 }
 
+/// What a column is to a profile or event record.
+#[derive(Debug, Clone)]
+enum Column {
+    /// Fills an identity field (`objectid` fills `objectId`).
+    Identity(&'static str),
+    /// The record's `ts`.
+    Timestamp,
+    /// The event's name (events).
+    EventName,
+    /// `Items[i].Field` of a Charged event.
+    Item { index: usize, field: Box<str> },
+    /// A JSON list of a Charged event's items.
+    Items,
+    /// A property, with its key written as JSON once.
+    Property(PropertyColumn),
+    /// A name CleverTap refuses: a row with a value in this column is invalid.
+    BadName(Invalid),
+}
+
+#[derive(Debug, Clone)]
+struct PropertyColumn {
+    /// `"Name":`.
+    key: Box<[u8]>,
+    /// The standard profile property it is, if any (profiles).
+    standard: Option<StandardKey>,
+    /// How its text becomes the value CleverTap wants (profiles).
+    conversion: Conversion,
+}
+
+/// CSV text that CleverTap wants typed, for some standard profile keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RecordKind {
-    Profile,
-    Event,
+enum Conversion {
+    /// Kept as it is.
+    None,
+    /// `Age`: a whole number when the text is one.
+    Integer,
+    /// `MSG-*` subscription flags: `true` or `false`.
+    Flag,
+    /// `DOB`: a date in any accepted form becomes `$D_<epoch seconds>`.
+    Date,
 }
 
-/// A property value: the row's own, or one converted from it.
-#[derive(Debug, Clone, PartialEq)]
-enum Property<'row> {
-    Borrowed(&'row Value),
-    Owned(Value),
-}
-
-impl Serialize for Property<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Property::Borrowed(value) => value.serialize(serializer),
-            Property::Owned(value) => value.serialize(serializer),
+impl Column {
+    fn of(target: Target, name: &str) -> Column {
+        if let Some(field) = identity_field(name) {
+            return Column::Identity(field);
         }
-    }
-}
-
-/// The `profileData` / `evtData` object.
-struct Data<'a, 'row>(&'a UploadRecord<'row>);
-
-impl Serialize for Data<'_, '_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let record = self.0;
-        let mut map = serializer.serialize_map(Some(
-            record.data.len() + usize::from(record.items.is_some()),
-        ))?;
-        for (key, value) in &record.data {
-            map.serialize_entry(key, value)?;
+        if name == "ts" {
+            return Column::Timestamp;
         }
-        if let Some(items) = &record.items {
-            map.serialize_entry("Items", items)?;
+        let events = target == Target::Events;
+        if events && name == "evtName" {
+            return Column::EventName;
         }
-        map.end()
-    }
-}
-
-impl Serialize for UploadRecord<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(None)?;
-        let (kind, data_key) = match self.kind {
-            RecordKind::Profile => ("profile", "profileData"),
-            RecordKind::Event => ("event", "evtData"),
+        if events && name == "Items" {
+            return Column::Items;
+        }
+        if events && let Some((index, field)) = item_column(name) {
+            return match rules::check_key(field) {
+                Ok(()) => Column::Item {
+                    index,
+                    field: field.into(),
+                },
+                Err(violation) => Column::BadName(violation.into()),
+            };
+        }
+        if let Err(violation) = rules::check_key(name) {
+            return Column::BadName(violation.into());
+        }
+        let (standard, conversion) = if events {
+            (None, Conversion::None)
+        } else {
+            let conversion = match name {
+                "Age" => Conversion::Integer,
+                "DOB" => Conversion::Date,
+                _ if name.starts_with("MSG-") => Conversion::Flag,
+                _ => Conversion::None,
+            };
+            (StandardKey::of(name), conversion)
         };
-        map.serialize_entry("type", kind)?;
-        for (field, value) in &self.identity {
-            map.serialize_entry(field, value)?;
-        }
-        if let Some(ts) = self.ts {
-            map.serialize_entry("ts", &ts)?;
-        }
-        if let Some(name) = self.event_name {
-            map.serialize_entry("evtName", name)?;
-        }
-        map.serialize_entry(data_key, &Data(self))?;
-        map.end()
+        Column::Property(PropertyColumn {
+            key: json::encoded_key(name),
+            standard,
+            conversion,
+        })
     }
 }
 
-/// Builds the CleverTap record for a row.
-pub fn map_row(target: Target, row: &Row) -> Result<Record<'_>, Invalid> {
-    Ok(match target {
-        Target::Profiles { array_operation } => {
-            Record::Upload(profile_record(row, array_operation)?)
+impl Mapper {
+    /// A mapper for `target`'s records.
+    pub fn new(target: Target) -> Self {
+        Mapper {
+            target,
+            columns: Vec::new(),
+            text: RecordText::default(),
         }
-        Target::Events => Record::Upload(event_record(row)?),
-        Target::DeviceTokens => Record::Plain(operations::token_record(row)?),
-        Target::Demerge => Record::Plain(operations::demerge_identity(row)?),
-        Target::Subscriptions => Record::Plain(operations::subscription_record(row)?),
-        Target::DisassociatePhone => Record::Plain(operations::disassociate_record(row)?),
-        Target::CustomList => Record::Plain(operations::custom_list_entry(row)?),
-    })
+    }
+
+    /// Builds the CleverTap record for a row.
+    pub fn map<'a>(&'a mut self, row: &'a Row) -> Result<Record<'a>, Invalid> {
+        Ok(match self.target {
+            Target::Profiles { array_operation } => {
+                self.learn_columns(row);
+                profile_record(row, &self.columns, &mut self.text, array_operation)?;
+                Record::Upload(UploadRecord::new(RecordKind::Profile, &self.text))
+            }
+            Target::Events => {
+                self.learn_columns(row);
+                event_record(row, &self.columns, &mut self.text)?;
+                Record::Upload(UploadRecord::new(RecordKind::Event, &self.text))
+            }
+            Target::DeviceTokens => Record::Plain(operations::token_record(row)?),
+            Target::Demerge => Record::Plain(operations::demerge_identity(row)?),
+            Target::Subscriptions => Record::Plain(operations::subscription_record(row)?),
+            Target::DisassociatePhone => Record::Plain(operations::disassociate_record(row)?),
+            Target::CustomList => Record::Plain(operations::custom_list_entry(row)?),
+        })
+    }
+
+    /// Makes sure every column of `row` has its role, working out only the new ones.
+    fn learn_columns(&mut self, row: &Row) {
+        for (index, (name, _)) in row.fields.iter().enumerate() {
+            match self.columns.get_mut(index) {
+                Some((known, _)) if Arc::ptr_eq(known, name) || known == name => {}
+                Some(slot) => *slot = (Arc::clone(name), Column::of(self.target, name)),
+                None => self
+                    .columns
+                    .push((Arc::clone(name), Column::of(self.target, name))),
+            }
+        }
+    }
+}
+
+/// Builds the CleverTap record for one row, as JSON (a run maps with a [`Mapper`]).
+pub fn map_row(target: Target, row: &Row) -> Result<Value, Invalid> {
+    Mapper::new(target).map(row).map(|record| record.to_json())
 }
 
 /// The CleverTap API a target's records go to.
@@ -243,13 +281,9 @@ fn is_blank(value: &Value) -> bool {
 }
 
 /// Checks an identity value and adds it to the record.
-fn put_identity<'row>(
-    record: &mut UploadRecord<'row>,
-    field: &'static str,
-    value: &'row Value,
-) -> Result<(), Invalid> {
+fn put_identity(text: &mut RecordText, field: &'static str, value: &Value) -> Result<(), Invalid> {
     match value {
-        Value::String(text) => rules::check_identity(field, text)?,
+        Value::String(identity) => rules::check_identity(field, identity)?,
         Value::Number(number) => rules::check_identity(field, &number.to_string())?,
         other => {
             return Err(Invalid::new(
@@ -258,7 +292,7 @@ fn put_identity<'row>(
             ));
         }
     }
-    record.identity.push((field, value));
+    text.push_identity(field, value);
     Ok(())
 }
 
@@ -273,56 +307,62 @@ fn missing_identity() -> Invalid {
     )
 }
 
-fn empty_record<'row>(kind: RecordKind, columns: usize) -> UploadRecord<'row> {
-    UploadRecord {
-        kind,
-        identity: Vec::new(),
-        ts: None,
-        event_name: None,
-        data: Vec::with_capacity(columns),
-        items: None,
-    }
-}
-
-fn profile_record(row: &Row, array_operation: ArrayOperation) -> Result<UploadRecord<'_>, Invalid> {
-    let mut record = empty_record(RecordKind::Profile, row.fields.len());
-    for (column, value) in &row.fields {
+/// Checks a row as a profile and writes it into `text`.
+fn profile_record(
+    row: &Row,
+    columns: &[(Arc<str>, Column)],
+    text: &mut RecordText,
+    array_operation: ArrayOperation,
+) -> Result<(), Invalid> {
+    text.clear();
+    let mut ts = None;
+    for ((name, value), (_, column)) in row.fields.iter().zip(columns) {
         if is_blank(value) {
             continue;
         }
-        if let Some(field) = identity_field(column) {
-            put_identity(&mut record, field, value)?;
-        } else if &**column == "ts" {
-            record.ts = Some(parse_ts(value)?);
-        } else {
-            rules::check_key(column)?;
-            let value = profile_value(column, value, array_operation)?;
-            record.data.push((column, value));
+        match column {
+            Column::Identity(field) => put_identity(text, field, value)?,
+            Column::Timestamp => ts = Some(parse_ts(value)?),
+            Column::Property(property) => {
+                match profile_value(name, value, property, array_operation)? {
+                    Some(converted) => text.push_property(&property.key, &converted),
+                    None => text.push_property(&property.key, value),
+                }
+            }
+            Column::BadName(invalid) => return Err(invalid.clone()),
+            Column::EventName | Column::Item { .. } | Column::Items => {
+                unreachable!("event columns are worked out for events only")
+            }
         }
     }
-    if record.identity.is_empty() {
+    if text.identity.is_empty() {
         return Err(missing_identity());
     }
-    Ok(record)
+    if let Some(ts) = ts {
+        text.push_header("ts", &Value::from(ts));
+    }
+    Ok(())
 }
 
-/// A profile property value as CleverTap wants it.
-fn profile_value<'row>(
+/// Checks a profile property value; returns the value to send instead when CleverTap
+/// wants it converted (a list, a typed standard property), `None` to send it as it is.
+fn profile_value(
     key: &str,
-    value: &'row Value,
+    value: &Value,
+    column: &PropertyColumn,
     array_operation: ArrayOperation,
-) -> Result<Property<'row>, Invalid> {
+) -> Result<Option<Value>, Invalid> {
     let converted = match value {
         Value::String(text) if text.bytes().find(|b| !b.is_ascii_whitespace()) == Some(b'[') => {
             match serde_json::from_str::<Value>(text) {
                 Ok(Value::Array(values)) => {
-                    return multi_value(key, values, array_operation).map(Property::Owned);
+                    return multi_value(key, values, array_operation).map(Some);
                 }
-                _ => Property::Borrowed(value),
+                _ => None,
             }
         }
         Value::Array(values) => {
-            return multi_value(key, values.clone(), array_operation).map(Property::Owned);
+            return multi_value(key, values.clone(), array_operation).map(Some);
         }
         Value::Object(command) => {
             // A list with its own operation, from the output mapping: `{"$add": [...]}`.
@@ -340,33 +380,31 @@ fn profile_value<'row>(
                 ));
             };
             let checked = multi_value(key, list.clone(), ArrayOperation::Replace)?;
-            return Ok(Property::Owned(Value::Object(Map::from_iter([(
+            return Ok(Some(Value::Object(Map::from_iter([(
                 name.clone(),
                 checked,
             )]))));
         }
-        Value::String(text) => {
-            standard_text_value(key, text)?.map_or(Property::Borrowed(value), Property::Owned)
-        }
-        other => Property::Borrowed(other),
+        Value::String(text) => convert_text(key, text, column.conversion)?,
+        _ => None,
     };
-    let plain = match &converted {
-        Property::Borrowed(value) => value,
-        Property::Owned(value) => value,
-    };
-    if let Value::String(text) = plain {
+    let sent = converted.as_ref().unwrap_or(value);
+    if let Value::String(text) = sent {
         rules::check_value_length(key, text)?;
     }
-    rules::check_standard_profile_key(key, plain)?;
+    if let Some(standard) = column.standard {
+        standard.check(sent)?;
+    }
     Ok(converted)
 }
 
 /// CSV text for standard keys that CleverTap wants typed: Age a number, MSG-* booleans,
 /// DOB a `$D_` date. `None` keeps the text as it is.
-fn standard_text_value(key: &str, text: &str) -> Result<Option<Value>, Invalid> {
-    Ok(match key {
-        "Age" => text.trim().parse::<i64>().ok().map(Value::from),
-        _ if key.starts_with("MSG-") => match text.trim().to_ascii_lowercase().as_str() {
+fn convert_text(key: &str, text: &str, conversion: Conversion) -> Result<Option<Value>, Invalid> {
+    Ok(match conversion {
+        Conversion::None => None,
+        Conversion::Integer => text.trim().parse::<i64>().ok().map(Value::from),
+        Conversion::Flag => match text.trim().to_ascii_lowercase().as_str() {
             "true" => Some(Value::Bool(true)),
             "false" => Some(Value::Bool(false)),
             _ => {
@@ -376,10 +414,10 @@ fn standard_text_value(key: &str, text: &str) -> Result<Option<Value>, Invalid> 
                 ));
             }
         },
-        "DOB" if !rules::is_date_value(text) => parse_date(text)
+        Conversion::Date if !rules::is_date_value(text) => parse_date(text)
             .ok()
             .map(|seconds| Value::from(format!("$D_{seconds}"))),
-        _ => None,
+        Conversion::Date => None,
     })
 }
 
@@ -416,59 +454,51 @@ fn multi_value(
     })
 }
 
-fn event_record(row: &Row) -> Result<UploadRecord<'_>, Invalid> {
-    let mut record = empty_record(RecordKind::Event, row.fields.len());
+/// Checks a row as an event and writes it into `text`.
+fn event_record(
+    row: &Row,
+    columns: &[(Arc<str>, Column)],
+    text: &mut RecordText,
+) -> Result<(), Invalid> {
+    text.clear();
+    let mut ts = None;
+    let mut event_name = None;
+    let mut items_column = None;
     let mut items: BTreeMap<usize, Map<String, Value>> = BTreeMap::new();
-    for (column, value) in &row.fields {
+    for ((name, value), (_, column)) in row.fields.iter().zip(columns) {
         if is_blank(value) {
             continue;
         }
-        if let Some(field) = identity_field(column) {
-            put_identity(&mut record, field, value)?;
-        } else if &**column == "ts" {
-            record.ts = Some(parse_ts(value)?);
-        } else if &**column == "evtName" {
-            let Value::String(name) = value else {
-                return Err(Invalid::new(
-                    "509",
-                    format!("`evtName` must be a string, found {value}"),
-                ));
-            };
-            if rules::is_reserved_event(name) {
-                return Err(Invalid::new(
-                    "513",
-                    format!("`{name}` is a CleverTap system event; uploads cannot raise it"),
-                ));
+        match column {
+            Column::Identity(field) => put_identity(text, field, value)?,
+            Column::Timestamp => ts = Some(parse_ts(value)?),
+            Column::EventName => event_name = Some(checked_event_name(value)?),
+            Column::Item { index, field } => {
+                check_event_scalar(name, value)?;
+                items
+                    .entry(*index)
+                    .or_default()
+                    .insert(field.to_string(), value.clone());
             }
-            rules::check_key(name)
-                .map_err(|v| Invalid::new("512", format!("event name: {}", v.message)))?;
-            record.event_name = Some(value);
-        } else if let Some((index, field)) = item_column(column) {
-            rules::check_key(field)?;
-            check_event_scalar(column, value)?;
-            items
-                .entry(index)
-                .or_default()
-                .insert(field.to_string(), value.clone());
-        } else if &**column == "Items" {
-            record.items = Some(charged_items(value)?);
-        } else {
-            rules::check_key(column)?;
-            check_event_scalar(column, value)?;
-            record.data.push((column, Property::Borrowed(value)));
+            Column::Items => items_column = Some(charged_items(value)?),
+            Column::Property(property) => {
+                check_event_scalar(name, value)?;
+                text.push_property(&property.key, value);
+            }
+            Column::BadName(invalid) => return Err(invalid.clone()),
         }
     }
-    if record.event_name.is_none() {
+    let Some(event_name) = event_name else {
         return Err(Invalid::new(
             "509",
             "the row has no `evtName` value; every event needs a name",
         ));
-    }
-    if record.identity.is_empty() {
+    };
+    if text.identity.is_empty() {
         return Err(missing_identity());
     }
     if !items.is_empty() {
-        if record.items.is_some() {
+        if items_column.is_some() {
             return Err(Invalid::new(
                 "512",
                 "the row has both an `Items` column and `Items[i].Field` columns",
@@ -484,11 +514,11 @@ fn event_record(row: &Row) -> Result<UploadRecord<'_>, Invalid> {
                 ),
             ));
         }
-        record.items = Some(Value::Array(
+        items_column = Some(Value::Array(
             items.into_values().map(Value::Object).collect(),
         ));
     }
-    let properties = record.data.len() + usize::from(record.items.is_some());
+    let properties = text.properties + usize::from(items_column.is_some());
     if properties > rules::MAX_EVENT_PROPERTIES {
         return Err(Invalid::new(
             "522",
@@ -498,7 +528,33 @@ fn event_record(row: &Row) -> Result<UploadRecord<'_>, Invalid> {
             ),
         ));
     }
-    Ok(record)
+    if let Some(items) = items_column {
+        text.push_property(br#""Items":"#, &items);
+    }
+    if let Some(ts) = ts {
+        text.push_header("ts", &Value::from(ts));
+    }
+    text.push_header("evtName", event_name);
+    Ok(())
+}
+
+/// Checks an `evtName` value: a string, not a system event, a valid name.
+fn checked_event_name(value: &Value) -> Result<&Value, Invalid> {
+    let Value::String(name) = value else {
+        return Err(Invalid::new(
+            "509",
+            format!("`evtName` must be a string, found {value}"),
+        ));
+    };
+    if rules::is_reserved_event(name) {
+        return Err(Invalid::new(
+            "513",
+            format!("`{name}` is a CleverTap system event; uploads cannot raise it"),
+        ));
+    }
+    rules::check_key(name)
+        .map_err(|v| Invalid::new("512", format!("event name: {}", v.message)))?;
+    Ok(value)
 }
 
 /// `Items[3].Name` → `(3, "Name")`.

@@ -26,7 +26,7 @@ fn profiles(operation: ArrayOperation) -> Target {
 /// Maps a row and compares: `Ok(record)` or `Err(code)`.
 fn check(target: Target, fields: Value, expected: Result<Value, &str>) {
     let row = row(fields.clone());
-    let result = map_row(target, &row).map(|record| record.to_json());
+    let result = map_row(target, &row);
     match (result, expected) {
         (Ok(record), Ok(expected)) => assert_eq!(record, expected, "row {fields}"),
         (Err(invalid), Err(code)) => {
@@ -342,4 +342,60 @@ fn operation_rule_violations() {
     ] {
         check(target, fields, Err(code));
     }
+}
+
+#[test]
+fn one_mapper_follows_rows_whose_columns_change() {
+    // JSON Lines rows each name their own columns: what a column is must follow its name,
+    // not its position in the previous row.
+    let mut mapper = Mapper::new(profiles(ArrayOperation::Replace));
+    let rows = [
+        json!({"identity": "u1", "Email": "a@example.com"}),
+        json!({"Email": "b@example.com", "identity": "u2"}),
+        json!({"identity": "u3", "Email": "not an email"}),
+        json!({"identity": "u4", "Bad.Name": "x"}),
+        json!({"identity": "u5", "Good Name": "x"}),
+    ];
+    let results: Vec<Result<Value, String>> = rows
+        .into_iter()
+        .map(|fields| {
+            let row = row(fields);
+            mapper
+                .map(&row)
+                .map(|record| record.to_json())
+                .map_err(|invalid| invalid.code)
+        })
+        .collect();
+    assert_eq!(
+        results,
+        [
+            Ok(
+                json!({"type": "profile", "identity": "u1", "profileData": {"Email": "a@example.com"}})
+            ),
+            Ok(
+                json!({"type": "profile", "identity": "u2", "profileData": {"Email": "b@example.com"}})
+            ),
+            Err("515".to_string()),
+            Err("invalid_record".to_string()),
+            Ok(json!({"type": "profile", "identity": "u5", "profileData": {"Good Name": "x"}})),
+        ]
+    );
+}
+
+#[test]
+fn records_are_written_as_serde_json_writes_them() {
+    // The request body is written by hand for speed; it must be the JSON serde_json writes
+    // for the same value, key order included.
+    let mut mapper = Mapper::new(Target::Events);
+    let row = row(json!({
+        "identity": "u\"1", "ts": "1700000000", "evtName": "Charged",
+        "Amount": 12.5, "Note": "tab\there", "Items[0].Name": "Book"
+    }));
+    let record = mapper.map(&row).unwrap();
+    let mut written = Vec::new();
+    record.write_json(&mut written);
+    assert_eq!(
+        String::from_utf8(written).unwrap(),
+        r#"{"type":"event","identity":"u\"1","ts":1700000000,"evtName":"Charged","evtData":{"Amount":12.5,"Note":"tab\there","Items":[{"Name":"Book"}]}}"#
+    );
 }

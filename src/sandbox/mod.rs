@@ -66,7 +66,8 @@ pub struct SandboxConfig {
     pub account_id: String,
     /// The passcode it accepts.
     pub passcode: String,
-    /// Added to every upload while it counts as in flight.
+    /// Every answer's response time: from the request's arrival to its answer, the
+    /// sandbox's own work included (an answer that takes longer to work out comes later).
     pub latency: Duration,
     /// Uploads in flight above this get 429.
     pub max_concurrent: usize,
@@ -430,6 +431,9 @@ async fn serve(
     body: &[u8],
     handler: Handler,
 ) -> Response {
+    // The answer comes `latency` after the request arrived, the work included, as a
+    // client measures a server's response time.
+    let answer_at = tokio::time::Instant::now() + shared.config.latency;
     shared.requests.fetch_add(1, Ordering::SeqCst);
     *shared
         .store()
@@ -473,9 +477,7 @@ async fn serve(
     let fault = pick_fault(shared);
     if fault.is_some() {
         shared.store().inspection.faults += 1;
-    }
-    if !shared.config.latency.is_zero() {
-        tokio::time::sleep(shared.config.latency).await;
+        tokio::time::sleep_until(answer_at).await;
     }
     match fault {
         Some(Fault::TooMany) => {
@@ -507,7 +509,9 @@ async fn serve(
         .first_bodies
         .entry(api.name.to_string())
         .or_insert_with(|| payload.clone());
-    match handler(shared, &payload) {
+    let answer = handler(shared, &payload);
+    tokio::time::sleep_until(answer_at).await;
+    match answer {
         Ok(answer) => Json(answer).into_response(),
         Err(refusal) => fail(refusal.status, &refusal.message),
     }

@@ -138,9 +138,10 @@ impl DelimitedStream {
         let end = self.reader.position().line();
         let inner_breaks = self
             .record
+            .as_slice()
             .iter()
-            .map(|field| field.iter().filter(|&&b| b == b'\n').count() as u64)
-            .sum::<u64>();
+            .filter(|&&b| b == b'\n')
+            .count() as u64;
         let terminated = !self.at_end_of_file()
             || (self.reader.get_ref().last_raw_byte == Some(b'\n')
                 && !self.is_unterminated_quote());
@@ -158,15 +159,14 @@ impl DelimitedStream {
     /// record reaches the end of the file, its last field spans lines, and the file does
     /// not end with the closing quote.
     fn is_unterminated_quote(&self) -> bool {
-        let spans_lines = self
-            .record
-            .iter()
-            .next_back()
-            .is_some_and(|field| field.contains(&b'\n'));
         self.quoting
             && self.at_end_of_file()
-            && spans_lines
             && self.reader.get_ref().last_byte != Some(b'"')
+            && self
+                .record
+                .iter()
+                .next_back()
+                .is_some_and(|field| field.contains(&b'\n'))
     }
 
     /// Puts the record just read into `row`, reusing its strings when it held the last row.
@@ -204,8 +204,14 @@ impl DelimitedStream {
                     .map(|column| (Arc::clone(column), Value::String(String::new()))),
             );
         }
-        for ((name, value), bytes) in row.fields.iter_mut().zip(self.record.iter()) {
-            let Ok(text) = std::str::from_utf8(bytes) else {
+        // One UTF-8 check for the whole record; each field is then a slice of it. A field
+        // boundary inside a character (`str::get` is `None`) means the field is not UTF-8.
+        let whole = std::str::from_utf8(self.record.as_slice());
+        for (index, (name, value)) in row.fields.iter_mut().enumerate() {
+            let text = whole
+                .ok()
+                .and_then(|whole| whole.get(self.record.range(index)?));
+            let Some(text) = text.or_else(|| std::str::from_utf8(&self.record[index]).ok()) else {
                 return Err(RowError::Invalid {
                     line,
                     reason: format!("column `{name}` is not valid UTF-8"),
