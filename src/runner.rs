@@ -215,6 +215,8 @@ pub async fn run(
                 destination: &destination,
                 recording: plan.fingerprint.is_some(),
                 pending: Vec::new(),
+                batches_per_write: batches_per_checkpoint(job.requests_in_flight()),
+                unwritten_batches: 0,
                 first_errors: Vec::new(),
                 progress,
             };
@@ -438,6 +440,15 @@ pub fn job(pipeline: &Pipeline, run_id: &str) -> Job {
     }
 }
 
+/// How many settled batches one checkpoint write covers: half the requests in flight,
+/// rounded up. A killed run sends again at most the batches in flight and those settled
+/// since the last write, `in_flight + batches_per_checkpoint(in_flight) - 1` in all (15
+/// batches at 10 in flight, the 1,000-record batches of a profile upload). Writing after
+/// every batch cost a tenth of an upload's CPU time at 10 in flight.
+pub fn batches_per_checkpoint(in_flight: usize) -> usize {
+    in_flight.div_ceil(2).max(1)
+}
+
 /// Records settled lines in the checkpoint as batches settle, and keeps the first problems;
 /// passes everything on to the progress display.
 struct Checkpointer<'a> {
@@ -448,8 +459,13 @@ struct Checkpointer<'a> {
     destination: &'a str,
     /// Off when the source has no fingerprint.
     recording: bool,
-    /// Skipped rows not yet written: they go with the next batch, as one transaction.
+    /// Settled lines not yet written: skipped rows, and batches until there are
+    /// `batches_per_write` of them; written together, as one transaction.
     pending: Vec<(u64, u64)>,
+    /// How many settled batches one write covers ([`batches_per_checkpoint`]).
+    batches_per_write: usize,
+    /// Settled batches in `pending`.
+    unwritten_batches: usize,
     first_errors: Vec<FirstError>,
     progress: &'a mut dyn Observer,
 }
@@ -476,13 +492,14 @@ impl Checkpointer<'_> {
             )?;
         }
         self.pending.clear();
+        self.unwritten_batches = 0;
         Ok(())
     }
 
-    /// Writes skipped rows that no batch took along.
+    /// Writes what is still waiting when the run ends.
     fn flush_pending(&mut self, counts: &Counts) {
         if let Err(error) = self.write_pending(counts) {
-            tracing::warn!(%error, "the last skipped rows could not be checkpointed; a resumed run will skip them again");
+            tracing::warn!(%error, "the last settled rows could not be checkpointed; a resumed run will send them again");
         }
     }
 }
@@ -497,8 +514,11 @@ impl Observer for Checkpointer<'_> {
         if delivered && report.records > 0 {
             self.pending.push((report.first_line, report.last_line));
         }
-        self.write_pending(counts)
-            .map_err(|error| error.to_string())?;
+        self.unwritten_batches += 1;
+        if self.unwritten_batches >= self.batches_per_write {
+            self.write_pending(counts)
+                .map_err(|error| error.to_string())?;
+        }
         self.progress.batch_settled(report, counts)
     }
 

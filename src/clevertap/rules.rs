@@ -166,24 +166,33 @@ pub fn is_e164(phone: &str) -> bool {
 
 /// A plausible email address: one `@`, a local part, a dotted domain, no spaces.
 pub fn is_email(email: &str) -> bool {
-    let Some((local, domain)) = email.split_once('@') else {
-        return false;
-    };
-    // One pass over the domain: no second `@`, at least one dot, no empty label.
+    // One pass over the bytes (this runs for every profile with an email).
+    let mut at = None;
     let mut dots = 0;
     let mut label_start = true;
-    for byte in domain.bytes() {
-        match byte {
-            b'@' => return false,
-            b'.' if label_start => return false,
-            b'.' => {
+    for (index, &byte) in email.as_bytes().iter().enumerate() {
+        // `char::is_whitespace` on ASCII: space, and tab to carriage return.
+        if byte == b' ' || (b'\t'..=b'\r').contains(&byte) {
+            return false;
+        }
+        match (at, byte) {
+            (None, b'@') if index == 0 => return false,
+            (None, b'@') => at = Some(index),
+            (None, _) => {}
+            // In the domain: no second `@`, at least one dot, no empty label.
+            (Some(_), b'@') => return false,
+            (Some(_), b'.') if label_start => return false,
+            (Some(_), b'.') => {
                 dots += 1;
                 label_start = true;
             }
-            _ => label_start = false,
+            (Some(_), _) => label_start = false,
         }
     }
-    !local.is_empty() && dots > 0 && !label_start && !email.contains(char::is_whitespace)
+    at.is_some()
+        && dots > 0
+        && !label_start
+        && (email.is_ascii() || !email.contains(char::is_whitespace))
 }
 
 /// A date value as CleverTap wants it: `$D_<epoch seconds>` (negative before 1970).
@@ -312,6 +321,11 @@ mod tests {
             ("a @b.com", false),
             ("@b.com", false),
             ("a@b..com", false),
+            ("a@.b.com", false),
+            ("a@b.com.", false),
+            ("a\u{b}b@c.com", false),
+            ("a\u{a0}b@c.com", false),
+            ("ünï@cödé.com", true),
         ] {
             assert_eq!(is_email(email), valid, "{email}");
         }

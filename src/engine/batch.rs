@@ -245,13 +245,17 @@ impl BatchBuilder {
         if self.lines.is_empty() {
             return None;
         }
-        let mut body = std::mem::replace(&mut self.body, self.body_start.clone());
+        // The next body will be about as long as this one: room for it at once, instead
+        // of growing (and copying) it a dozen times.
+        let mut next_body = Vec::with_capacity(self.body.len() + BODY_END.len());
+        next_body.extend_from_slice(&self.body_start);
+        let mut body = std::mem::replace(&mut self.body, next_body);
         body.extend_from_slice(BODY_END);
         Some(Batch {
             index,
-            lines: std::mem::take(&mut self.lines),
+            lines: std::mem::replace(&mut self.lines, Vec::with_capacity(self.capacity)),
             body: Bytes::from(body),
-            spans: std::mem::take(&mut self.spans),
+            spans: std::mem::replace(&mut self.spans, Vec::with_capacity(self.capacity)),
         })
     }
 }

@@ -63,6 +63,14 @@ pub struct Job {
     pub error_budget: ErrorBudget,
 }
 
+impl Job {
+    /// Requests in flight at most: the pipeline's thread count, within CleverTap's limit for
+    /// the API.
+    pub fn requests_in_flight(&self) -> usize {
+        self.thread_count.clamp(1, self.endpoint.max_in_flight)
+    }
+}
+
 /// How many invalid records (skipped, or rejected by CleverTap) a run may meet before it
 /// stops and fails. Only matters with `skip_invalid_records: true`.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -274,8 +282,7 @@ async fn send_all(
     observer: &mut dyn Observer,
     cancel: &CancellationToken,
 ) -> u64 {
-    // CleverTap's limit for the API wins over the pipeline's thread count.
-    let thread_count = job.thread_count.clamp(1, job.endpoint.max_in_flight);
+    let thread_count = job.requests_in_flight();
     let (sender, mut produced) = mpsc::channel::<Produced>(thread_count);
     let settings = Batching {
         target: job.target,

@@ -73,6 +73,25 @@ mod tests {
     }
 
     #[test]
+    fn finds_every_byte_that_needs_escaping_wherever_it_is() {
+        let plain = |byte: u8| byte >= 0x20 && byte != b'"' && byte != b'\\';
+        for length in 0..20 {
+            for position in 0..length {
+                for byte in 0..=255u8 {
+                    let mut text = vec![b'a'; length];
+                    text[position] = byte;
+                    assert_eq!(
+                        needs_escaping(&text),
+                        !plain(byte),
+                        "byte {byte:#04x} at {position} of {length}"
+                    );
+                }
+            }
+        }
+        assert!(!needs_escaping("ünïcödé ✓ 😀".as_bytes()));
+    }
+
+    #[test]
     fn encodes_keys_once() {
         assert_eq!(&*encoded_key("Customer Type"), br#""Customer Type":"#);
         assert_eq!(&*encoded_key("a\"b"), br#""a\"b":"#);

@@ -136,12 +136,13 @@ impl DelimitedStream {
     /// record ended instead, less the line breaks inside quoted fields.
     fn start_line(&self) -> u64 {
         let end = self.reader.position().line();
-        let inner_breaks = self
-            .record
-            .as_slice()
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count() as u64;
+        let fields = self.record.as_slice();
+        // `contains` finds a byte with memchr: most records have no line break to count.
+        let inner_breaks = if fields.contains(&b'\n') {
+            fields.iter().filter(|&&b| b == b'\n').count() as u64
+        } else {
+            0
+        };
         let terminated = !self.at_end_of_file()
             || (self.reader.get_ref().last_raw_byte == Some(b'\n')
                 && !self.is_unterminated_quote());

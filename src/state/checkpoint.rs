@@ -4,6 +4,8 @@
 //! fingerprint of the file it applies to. Lines are stored as inclusive ranges, one per
 //! settled batch or skipped row, and merged when read.
 
+use std::time::Instant;
+
 use rusqlite::{OptionalExtension, params};
 
 use super::{Fingerprint, StateError, StateStore, now_ms};
@@ -113,8 +115,9 @@ impl StateStore {
         result.map_err(|error| self.error(error))
     }
 
-    /// Records lines as settled and the run's counts so far, durably, in one transaction
-    /// (one disk sync per batch).
+    /// Records lines as settled and the run's counts so far, in one transaction that
+    /// survives the process being killed; it is synced to disk at most
+    /// [`CHECKPOINT_SYNC_INTERVAL`](super::CHECKPOINT_SYNC_INTERVAL) after the last sync.
     pub fn settle_lines(
         &mut self,
         pipeline: &str,
@@ -122,24 +125,40 @@ impl StateStore {
         ranges: &[(u64, u64)],
         progress: (&str, &Counts),
     ) -> Result<(), StateError> {
+        let sync = self.checkpoint_synced.elapsed() >= super::CHECKPOINT_SYNC_INTERVAL;
         let result = (|| {
-            let transaction = self.connection.transaction()?;
-            insert_ranges(&transaction, pipeline, destination, ranges)?;
-            let (run_id, counts) = progress;
-            transaction.execute(
-                "UPDATE runs SET read = ?2, accepted = ?3, skipped = ?4, rejected = ?5, failed = ?6
-                 WHERE run_id = ?1",
-                params![
-                    run_id,
-                    counts.read as i64,
-                    counts.accepted as i64,
-                    counts.skipped as i64,
-                    counts.rejected as i64,
-                    counts.failed as i64
-                ],
-            )?;
-            transaction.commit()
+            if !sync {
+                self.connection
+                    .pragma_update(None, "synchronous", "NORMAL")?;
+            }
+            let written = (|| {
+                let transaction = self.connection.transaction()?;
+                insert_ranges(&transaction, pipeline, destination, ranges)?;
+                let (run_id, counts) = progress;
+                transaction
+                    .prepare_cached(
+                        "UPDATE runs SET read = ?2, accepted = ?3, skipped = ?4, rejected = ?5,
+                         failed = ?6 WHERE run_id = ?1",
+                    )?
+                    .execute(params![
+                        run_id,
+                        counts.read as i64,
+                        counts.accepted as i64,
+                        counts.skipped as i64,
+                        counts.rejected as i64,
+                        counts.failed as i64
+                    ])?;
+                transaction.commit()
+            })();
+            // Every other write stays synced at once.
+            if !sync {
+                self.connection.pragma_update(None, "synchronous", "FULL")?;
+            }
+            written
         })();
+        if sync && result.is_ok() {
+            self.checkpoint_synced = Instant::now();
+        }
         result.map_err(|error| self.error(error))
     }
 
