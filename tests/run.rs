@@ -492,9 +492,11 @@ fn the_example_pipelines_run_on_the_built_in_sandbox() {
 
 #[test]
 fn throttling_429s_are_retried_until_everything_arrives() {
+    // Requests last long enough that more than two are in flight even when a (debug) build
+    // takes a while to map each batch.
     let sandbox = TestSandbox::start(SandboxConfig {
         max_concurrent: 2,
-        latency: Duration::from_millis(30),
+        latency: Duration::from_millis(200),
         ..SandboxConfig::default()
     });
     let workspace = Workspace::new();

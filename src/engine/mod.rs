@@ -293,7 +293,11 @@ async fn send_all(
         context: job.context.clone(),
         already_settled: options.already_settled.clone(),
     };
-    let reader = std::thread::spawn(move || batch::produce(rows, &settings, &sender));
+    let runtime = tokio::runtime::Handle::current();
+    let reader = std::thread::spawn(move || {
+        let mut handoff = batch::Handoff::new(&sender, runtime, thread_count.div_ceil(2));
+        batch::produce(rows, &settings, &mut handoff)
+    });
 
     // The one place concurrency is bounded: a permit per request, moved into its task.
     let permits = Arc::new(Semaphore::new(thread_count));
