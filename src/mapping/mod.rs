@@ -248,7 +248,7 @@ impl Mapper {
 
 /// Builds the CleverTap record for one row, as JSON (a run maps with a [`Mapper`]).
 pub fn map_row(target: Target, row: &Row) -> Result<Value, Invalid> {
-    Mapper::new(target).map(row).map(|record| record.to_json())
+    Mapper::new(target).map(row).map(Record::into_json)
 }
 
 /// The CleverTap API a target's records go to.

@@ -22,11 +22,16 @@ impl Record<'_> {
         }
     }
 
-    /// The record as a JSON value: its text, read back.
-    pub fn to_json(&self) -> Value {
-        let mut text = Vec::new();
-        self.write_json(&mut text);
-        serde_json::from_slice(&text).expect("a record's JSON text is valid JSON")
+    /// The record as a JSON value (an upload record's text, read back).
+    pub fn into_json(self) -> Value {
+        match self {
+            Record::Plain(value) => value,
+            upload => {
+                let mut text = Vec::new();
+                upload.write_json(&mut text);
+                serde_json::from_slice(&text).expect("a record's JSON text is valid JSON")
+            }
+        }
     }
 }
 

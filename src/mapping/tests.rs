@@ -362,7 +362,7 @@ fn one_mapper_follows_rows_whose_columns_change() {
             let row = row(fields);
             mapper
                 .map(&row)
-                .map(|record| record.to_json())
+                .map(Record::into_json)
                 .map_err(|invalid| invalid.code)
         })
         .collect();
