@@ -534,3 +534,52 @@ fn the_state_directory_comes_from_the_flag_or_systemd() {
             .contains("upgrade tapline")
     );
 }
+
+#[test]
+fn history_retention_prunes_old_runs_with_their_rejects_files() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    workspace.write(
+        "profiles.csv",
+        "identity,Email\nu1,u1@example.com\nu2,not-an-email\n",
+    );
+    workspace.pipeline(
+        "vip",
+        &sandbox,
+        "source: {path: profiles.csv}\ntarget: {entity: user_profiles}\nskip_invalid_records: true\n",
+    );
+    let (code, first) = run_json(&workspace, &["vip.yaml"]);
+    assert_eq!(code, Some(0), "{first}");
+    let first_rejects = workspace
+        .dir
+        .path()
+        .join(first["rejects_file"].as_str().expect("a rejects file"));
+    assert!(first_rejects.exists());
+
+    // The default keeps 90 days: a second run keeps the first.
+    let (_, second) = run_json(&workspace, &["vip.yaml", "--force"]);
+    assert!(first_rejects.exists());
+    assert_eq!(history_json(&workspace, &[]).as_array().unwrap().len(), 2);
+
+    // Keeping 0 days prunes every earlier run, and its rejects file, when the next run starts.
+    let (_, third) = run_json(&workspace, &["vip.yaml", "--force", "--history-days", "0"]);
+    assert!(
+        !first_rejects.exists(),
+        "the first run's rejects file is deleted"
+    );
+    let history = history_json(&workspace, &[]);
+    let kept: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| run["run_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(kept, [third["run_id"].as_str().unwrap()], "{second}");
+    assert!(
+        workspace
+            .dir
+            .path()
+            .join(third["rejects_file"].as_str().unwrap())
+            .exists()
+    );
+}
