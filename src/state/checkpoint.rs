@@ -126,36 +126,24 @@ impl StateStore {
         progress: (&str, &Counts),
     ) -> Result<(), StateError> {
         let sync = self.checkpoint_synced.elapsed() >= super::CHECKPOINT_SYNC_INTERVAL;
-        let result = (|| {
-            if !sync {
-                self.connection
-                    .pragma_update(None, "synchronous", "NORMAL")?;
-            }
-            let written = (|| {
-                let transaction = self.connection.transaction()?;
-                insert_ranges(&transaction, pipeline, destination, ranges)?;
-                let (run_id, counts) = progress;
-                transaction
-                    .prepare_cached(
-                        "UPDATE runs SET read = ?2, accepted = ?3, skipped = ?4, rejected = ?5,
-                         failed = ?6 WHERE run_id = ?1",
-                    )?
-                    .execute(params![
-                        run_id,
-                        counts.read as i64,
-                        counts.accepted as i64,
-                        counts.skipped as i64,
-                        counts.rejected as i64,
-                        counts.failed as i64
-                    ])?;
-                transaction.commit()
-            })();
-            // Every other write stays synced at once.
-            if !sync {
-                self.connection.pragma_update(None, "synchronous", "FULL")?;
-            }
-            written
-        })();
+        let result = if sync {
+            write_settled(
+                &mut self.connection,
+                pipeline,
+                destination,
+                ranges,
+                progress,
+            )
+        } else {
+            // Not synced to disk this time; every other write stays synced at once, so FULL
+            // comes back whether or not the write went through.
+            let connection = &mut self.connection;
+            let written = connection
+                .pragma_update(None, "synchronous", "NORMAL")
+                .and_then(|()| write_settled(connection, pipeline, destination, ranges, progress));
+            let restored = connection.pragma_update(None, "synchronous", "FULL");
+            written.and(restored)
+        };
         if sync && result.is_ok() {
             self.checkpoint_synced = Instant::now();
         }
@@ -232,6 +220,32 @@ impl StateStore {
             .optional()
             .map_err(|error| self.error(error))
     }
+}
+
+/// The transaction of [`StateStore::settle_lines`].
+fn write_settled(
+    connection: &mut rusqlite::Connection,
+    pipeline: &str,
+    destination: &str,
+    ranges: &[(u64, u64)],
+    (run_id, counts): (&str, &Counts),
+) -> rusqlite::Result<()> {
+    let transaction = connection.transaction()?;
+    insert_ranges(&transaction, pipeline, destination, ranges)?;
+    transaction
+        .prepare_cached(
+            "UPDATE runs SET read = ?2, accepted = ?3, skipped = ?4, rejected = ?5, failed = ?6
+             WHERE run_id = ?1",
+        )?
+        .execute(params![
+            run_id,
+            counts.read as i64,
+            counts.accepted as i64,
+            counts.skipped as i64,
+            counts.rejected as i64,
+            counts.failed as i64
+        ])?;
+    transaction.commit()
 }
 
 fn insert_ranges(
