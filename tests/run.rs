@@ -440,11 +440,14 @@ fn ctrl_c_lets_requests_in_flight_finish_and_reports_honestly() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("starts");
-    // Wait until some requests have been answered, then interrupt.
-    for _ in 0..200 {
-        if sandbox.inspect().profiles >= 2_000 {
-            break;
-        }
+    // Wait until some requests have been answered (the run lasts at least 7.5 s: 25 rounds
+    // of 300 ms), then interrupt.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while sandbox.inspect().profiles < 2_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no request answered in 60 s"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
     let status = std::process::Command::new("kill")

@@ -176,7 +176,8 @@ fn answers_like_clevertap_with_per_record_codes() {
 fn answers_429_above_its_concurrency_limit() {
     let sandbox = TestSandbox::start(SandboxConfig {
         max_concurrent: 2,
-        latency: Duration::from_millis(300),
+        // Long enough that all five are in flight together even on a busy machine.
+        latency: Duration::from_secs(3),
         ..SandboxConfig::default()
     });
     let (account, passcode) = sandbox.sandbox.credentials();

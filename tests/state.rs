@@ -42,10 +42,12 @@ fn killed_runs_resume_and_resend_only_the_batches_not_yet_checkpointed() {
     );
 
     // Kill the binary (SIGKILL: no chance to clean up) at later and later points until a
-    // run gets to the end by itself.
+    // run gets to the end by itself: attempt N is killed once the sandbox has received
+    // 2000 × (N + 1) more records, so the kills land mid-run on a fast or a slow machine.
     let mut kills = 0;
     let mut finished = None;
     for attempt in 0..30 {
+        let received_before = sandbox.inspect().profiles;
         let mut child = Command::new(env!("CARGO_BIN_EXE_tapline"))
             .args(["run", "vip.yaml", "--json"])
             .current_dir(workspace.dir.path())
@@ -53,9 +55,14 @@ fn killed_runs_resume_and_resend_only_the_batches_not_yet_checkpointed() {
             .stderr(Stdio::null())
             .spawn()
             .expect("tapline starts");
-        let deadline = Instant::now() + Duration::from_millis(350 + 60 * attempt);
-        while Instant::now() < deadline && child.try_wait().expect("wait").is_none() {
-            std::thread::sleep(Duration::from_millis(5));
+        let kill_at = received_before + 2000 * (attempt + 1);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while sandbox.inspect().profiles < kill_at && child.try_wait().expect("wait").is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "attempt {attempt} made no progress in 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(2));
         }
         if child.try_wait().expect("wait").is_none() {
             child.kill().expect("kill -9");

@@ -607,6 +607,9 @@ impl Daemon {
             None => (false, false),
         };
         if queued {
+            if let Some(entry) = self.entries.get(&file) {
+                tracing::info!(pipeline = %entry.pipeline.name, "starting the queued fire");
+            }
             self.fire(&file, Utc::now());
         }
         if arrivals {
