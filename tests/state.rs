@@ -590,3 +590,44 @@ fn history_retention_prunes_old_runs_with_their_rejects_files() {
             .exists()
     );
 }
+
+#[test]
+fn many_processes_starting_at_once_on_a_new_state_directory_all_run() {
+    const PROCESSES: usize = 10;
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    workspace.write("events.csv", "identity,evtName\nu1,Viewed\n");
+    for index in 0..PROCESSES {
+        workspace.pipeline(
+            &format!("p{index}"),
+            &sandbox,
+            "source: {path: events.csv}\ntarget: {entity: user_events}\n",
+        );
+    }
+    // All start before any has created the store: each one migrates it, or waits for the
+    // one that does.
+    let children: Vec<_> = (0..PROCESSES)
+        .map(|index| {
+            Command::new(env!("CARGO_BIN_EXE_tapline"))
+                .args(["run", &format!("p{index}.yaml"), "--json"])
+                .current_dir(workspace.dir.path())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("tapline starts")
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().expect("ends");
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}{}",
+            stdout(&output),
+            stderr(&output)
+        );
+    }
+    assert_eq!(sandbox.inspect().events, PROCESSES as u64);
+    let runs = history_json(&workspace, &[]);
+    assert_eq!(runs.as_array().map(Vec::len), Some(PROCESSES));
+}

@@ -201,14 +201,19 @@ impl StateStore {
     }
 }
 
-/// Applies the migrations the database lacks, each in its own transaction.
+/// Applies the migrations the database lacks, all in one immediate transaction: the first
+/// of several processes opening a new store at once migrates it, the others wait for the
+/// write lock (the busy timeout), then find it up to date.
 fn migrate(connection: &mut Connection, path: &Path) -> Result<(), StateError> {
     let database = |source| StateError::Database {
         path: path.to_path_buf(),
         source,
     };
     let known = MIGRATIONS.len() as i64;
-    let found: i64 = connection
+    let transaction = connection
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(database)?;
+    let found: i64 = transaction
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(database)?;
     if found > known {
@@ -218,15 +223,16 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), StateError> {
             known,
         });
     }
-    for (version, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        let transaction = connection.transaction().map_err(database)?;
-        transaction.execute_batch(sql).map_err(database)?;
-        transaction
-            .execute_batch(&format!("PRAGMA user_version = {}", version + 1))
-            .map_err(database)?;
-        transaction.commit().map_err(database)?;
+    if found == known {
+        return Ok(());
     }
-    Ok(())
+    for sql in &MIGRATIONS[found as usize..] {
+        transaction.execute_batch(sql).map_err(database)?;
+    }
+    transaction
+        .execute_batch(&format!("PRAGMA user_version = {known}"))
+        .map_err(database)?;
+    transaction.commit().map_err(database)
 }
 
 /// Milliseconds since the Unix epoch, as the store keeps times.
