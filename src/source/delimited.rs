@@ -1,4 +1,8 @@
 //! CSV and TSV: a header row names the columns; every row must have as many fields.
+//!
+//! A row is at most [`MAX_RECORD_BYTES`]: a longer one (a quote that is never closed
+//! swallows the rest of the file into one field) ends the read with its line, so memory stays
+//! bounded and a broken file is never taken as read in full.
 
 use std::io::BufRead;
 use std::sync::Arc;
@@ -7,24 +11,47 @@ use serde_json::Value;
 
 use super::{OpenError, Row, RowError, RowStream};
 
+/// The longest row read, quoted line breaks included. CleverTap takes at most 512 bytes per
+/// value, so a longer row is a broken file, not data.
+pub const MAX_RECORD_BYTES: u64 = 1024 * 1024;
+
 pub(super) struct DelimitedStream {
     reader: csv::Reader<TailTracking>,
     columns: Vec<Arc<str>>,
     record: csv::ByteRecord,
     quoting: bool,
+    /// The line the next row starts on (blank lines aside), for a row too long to read.
+    next_line: u64,
+    /// Set once the file turned out to be broken past reading: nothing more is read.
+    broken: bool,
 }
 
-/// Remembers how the file ends: its size, last byte, and last byte that is not a line break.
+/// Remembers how the file ends (its size, last byte, and last byte that is not a line break)
+/// and refuses to hand out more than [`MAX_RECORD_BYTES`] of one row.
 pub(super) struct TailTracking {
     inner: Box<dyn BufRead + Send>,
     last_byte: Option<u8>,
     last_raw_byte: Option<u8>,
     total_bytes: u64,
     reached_end: bool,
+    /// Where the row being read starts. csv asks for more input only once it has used all
+    /// it was given, so everything handed out since then belongs to that row.
+    record_start: u64,
 }
+
+/// The error [`TailTracking`] gives for a row longer than [`MAX_RECORD_BYTES`].
+#[derive(Debug, thiserror::Error)]
+#[error("the row is longer than {} MiB", MAX_RECORD_BYTES / 1024 / 1024)]
+struct RowTooLong;
 
 impl std::io::Read for TailTracking {
     fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        if self.total_bytes - self.record_start > MAX_RECORD_BYTES {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                RowTooLong,
+            ));
+        }
         let read = self.inner.read(buffer)?;
         self.total_bytes += read as u64;
         self.reached_end |= read == 0 && !buffer.is_empty();
@@ -63,6 +90,7 @@ impl DelimitedStream {
                 last_raw_byte: None,
                 total_bytes: 0,
                 reached_end: false,
+                record_start: 0,
             });
         let mut header = csv::ByteRecord::new();
         let bad_header = |problem: String| OpenError::BadHeader {
@@ -93,11 +121,16 @@ impl DelimitedStream {
             }
             columns.push(Arc::from(name));
         }
+        let next_line = reader.position().line();
+        let record_start = reader.position().byte();
+        reader.get_mut().record_start = record_start;
         Ok(DelimitedStream {
             reader,
             columns,
             record: csv::ByteRecord::new(),
             quoting,
+            next_line,
+            broken: false,
         })
     }
 }
@@ -108,13 +141,27 @@ impl RowStream for DelimitedStream {
     }
 
     fn read_row(&mut self, row: &mut Row) -> Option<Result<(), RowError>> {
+        if self.broken {
+            return None;
+        }
         loop {
-            match self.reader.read_byte_record(&mut self.record) {
+            let read = self.reader.read_byte_record(&mut self.record);
+            let end = self.reader.position().clone();
+            self.reader.get_mut().record_start = end.byte();
+            match read {
                 Ok(false) => return None,
                 Ok(true) => {}
                 Err(error) => {
                     let line = error.position().map_or(0, |position| position.line());
                     return Some(match error.kind() {
+                        csv::ErrorKind::Io(io) if io.get_ref().is_some_and(|e| e.is::<RowTooLong>()) => {
+                            self.broken = true;
+                            Err(RowError::Fatal(format!(
+                                "line {}: the row starting here is longer than {} MiB, so the file cannot be read past it; most likely a quote opened in this row is never closed: close it, or quote the field's own quotes as \"\"",
+                                self.next_line,
+                                MAX_RECORD_BYTES / 1024 / 1024
+                            )))
+                        }
                         csv::ErrorKind::Io(_) => Err(RowError::Fatal(error.to_string())),
                         _ => Err(RowError::Invalid {
                             line,
@@ -124,11 +171,13 @@ impl RowStream for DelimitedStream {
                     });
                 }
             }
+            let start = self.start_line();
+            self.next_line = end.line();
             // A blank line is no record.
             if self.record.len() == 1 && self.record[0].is_empty() {
                 continue;
             }
-            return Some(self.fill(row, self.start_line()));
+            return Some(self.fill(row, start));
         }
     }
 }
@@ -159,29 +208,27 @@ impl DelimitedStream {
         tail.reached_end && self.reader.position().byte() == tail.total_bytes
     }
 
-    /// A quote that is never closed swallows the rest of the file into one field: the
-    /// record reaches the end of the file, its last field spans lines, and the file does
-    /// not end with the closing quote.
+    /// A quote that is not closed where it should be swallows the lines after it into one
+    /// field: the record spans lines, and either it runs to the end of a file that does not
+    /// end with the closing quote, or it does not have the header's fields (the quotes of
+    /// later rows paired up with the wrong ones). Either way the lines it swallowed were
+    /// never read as rows.
     fn is_unterminated_quote(&self) -> bool {
         self.quoting
-            && self.at_end_of_file()
-            && self.reader.get_ref().last_byte != Some(b'"')
-            && self
-                .record
-                .iter()
-                .next_back()
-                .is_some_and(|field| field.contains(&b'\n'))
+            && self.record.as_slice().contains(&b'\n')
+            && ((self.at_end_of_file() && self.reader.get_ref().last_byte != Some(b'"'))
+                || self.record.len() != self.columns.len())
     }
 
     /// Puts the record just read into `row`, reusing its strings when it held the last row.
     fn fill(&self, row: &mut Row, line: u64) -> Result<(), RowError> {
         let raw = || String::from_utf8_lossy(self.record.as_slice()).into_owned();
         if self.is_unterminated_quote() {
-            return Err(RowError::Invalid {
-                line,
-                reason: "a quote opened in this row is never closed, so the row runs to the end of the file".into(),
-                raw: raw(),
-            });
+            // Not a row to skip: the rows the quote swallowed were never read, so the file
+            // must not count as delivered.
+            return Err(RowError::Fatal(format!(
+                "line {line}: a quote opened in this row is not closed where it should be, so the lines after it were read as part of this row and cannot be sent: close the quote, or quote the field's own quotes as \"\""
+            )));
         }
         if self.record.len() != self.columns.len() {
             return Err(RowError::Invalid {

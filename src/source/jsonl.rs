@@ -87,6 +87,9 @@ impl RowStream for JsonlStream {
                     raw: String::from_utf8_lossy(&self.buffer).into_owned(),
                 }));
             };
+            // The last line of a file cut short (a copy that stopped, a full disk) has no
+            // line break.
+            let cut_short = !self.buffer.ends_with(b"\n");
             let text = text.trim();
             if text.is_empty() {
                 continue;
@@ -104,6 +107,9 @@ impl RowStream for JsonlStream {
                     reason: "the line is JSON but not an object".into(),
                     raw: text.to_string(),
                 }),
+                Err(error) if cut_short && error.is_eof() => Err(RowError::Fatal(format!(
+                    "line {line}: the file ends inside this line's JSON, so it was cut short (an export or copy that did not finish?): send the whole file"
+                ))),
                 Err(error) => Err(RowError::Invalid {
                     line,
                     reason: format!("invalid JSON: {error}"),

@@ -111,13 +111,79 @@ fn wrong_field_count_is_an_invalid_row_and_reading_goes_on() {
 }
 
 #[test]
-fn unterminated_quote_is_an_invalid_row() {
+fn an_unterminated_quote_ends_the_read_at_its_line() {
+    // The quote runs to the end of the file.
     let rows = read_all("a.csv", b"identity,Name\n1,\"open\n2,b\n");
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert!(
-        matches!(&rows[0], Err(reason) if reason.starts_with("line 2:")),
+        matches!(&rows[0], Err(reason) if reason.starts_with("line 2: a quote opened in this row is not closed")),
         "{rows:?}"
     );
+    // Later quotes pair up with the wrong ones, and the file happens to end with a quote.
+    let rows = read_all(
+        "a.csv",
+        b"identity,Name,Plan\nu1,a,x\nu2,\"P,2\nu3,c,x\nu4,d,\"y\"\n",
+    );
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows[0].is_ok());
+    assert!(
+        matches!(&rows[1], Err(reason) if reason.starts_with("line 3: a quote opened")),
+        "{rows:?}"
+    );
+    // A multi-line field that is closed is a row like any other, even at the end.
+    let rows = read_all("a.csv", b"identity,Name\n1,\"two\nlines\"");
+    assert_eq!(
+        rows,
+        vec![Ok(json!({"line": 2, "row": {"identity": "1", "Name": "two\nlines"}}))]
+    );
+}
+
+#[test]
+fn a_row_past_the_size_limit_ends_the_read_without_reading_it_into_memory() {
+    // 500,000 lines swallowed by one quote, then a huge line without quotes (TSV), both
+    // also through gzip.
+    let mut swallowed = b"identity,Name\nu1,a\nu2,\"P,2\n".to_vec();
+    for i in 0..500_000 {
+        swallowed.extend_from_slice(format!("u{i},name {i}\n").as_bytes());
+    }
+    let mut long_line = b"identity\tName\nu1\ta\nu2\t".to_vec();
+    long_line.resize(long_line.len() + 3 * 1024 * 1024, b'x');
+    long_line.extend_from_slice(b"\nu3\tc\n");
+    for (name, bytes) in [
+        ("a.csv", &swallowed),
+        ("a.csv.gz", &swallowed),
+        ("a.tsv", &long_line),
+        ("a.tsv.gz", &long_line),
+    ] {
+        let rows = read_all(name, bytes);
+        assert_eq!(rows.len(), 2, "{name}: {rows:?}");
+        assert!(rows[0].is_ok(), "{name}: {rows:?}");
+        assert!(
+            matches!(&rows[1], Err(reason) if reason.starts_with("line 3: the row starting here is longer than 1 MiB")),
+            "{name}: {rows:?}"
+        );
+    }
+    let (_dir, source) = source_from("a.csv", &swallowed);
+    let mut stream = open(&source).unwrap();
+    while let Some(Ok(_)) = stream.next_row() {}
+    assert!(
+        matches!(stream.next_row(), None),
+        "nothing is read past a broken row"
+    );
+}
+
+#[test]
+fn a_json_lines_file_cut_short_ends_the_read() {
+    let rows = read_all("a.jsonl", b"{\"identity\":1}\n{\"identity\":2,\"Na");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(
+        matches!(&rows[1], Err(reason) if reason.starts_with("line 2: the file ends inside this line's JSON")),
+        "{rows:?}"
+    );
+    // A broken line with its line break is one bad row; the next is read.
+    let rows = read_all("a.jsonl", b"{\"identity\":2,\"Na\n{\"identity\":3}");
+    assert!(matches!(&rows[0], Err(reason) if reason.contains("invalid JSON")));
+    assert_eq!(rows[1], Ok(json!({"line": 2, "row": {"identity": 3}})));
 }
 
 #[test]
