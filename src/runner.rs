@@ -220,12 +220,24 @@ pub async fn run(
                 first_errors: Vec::new(),
                 progress,
             };
+            let job_source = job.source.path.clone();
             let mut summary = engine::run(job, options, &mut book, cancel).await;
             book.flush_pending(&summary.counts);
             let first_errors = book.first_errors;
             summary.resumed_from = plan.resume.map(|(run_id, _)| run_id);
-            // Every row settled: the file is done, and a later run will not send it again.
-            let delivered = summary.stop.is_none() && summary.counts.failed == 0;
+            // Every row settled: the file is done, and a later run will not send it again;
+            // unless it was written to while it was read, when what was sent is not what
+            // the fingerprint says (the next run sees other content and starts over).
+            let changed = plan
+                .fingerprint
+                .as_ref()
+                .is_some_and(|fingerprint| !fingerprint.still_matches(&job_source));
+            if changed {
+                summary.warnings.push(
+                    "the source file changed while it was being read, so it is not marked delivered: the next run sends it again from the first row".to_string(),
+                );
+            }
+            let delivered = summary.stop.is_none() && summary.counts.failed == 0 && !changed;
             if let Some(fingerprint) = plan.fingerprint.as_ref().filter(|_| delivered)
                 && let Err(error) = store.finish_delivery(&key, &destination, &run_id, fingerprint)
             {

@@ -44,3 +44,50 @@ fn a_quote_that_swallows_the_rest_of_the_file_fails_the_run_even_when_skipping()
     assert_eq!(code, Some(1), "{again}");
     assert!(again["up_to_date"].is_null(), "{again}");
 }
+
+#[test]
+fn a_source_written_to_during_the_run_is_not_marked_delivered() {
+    // Five requests of 500 ms one after another: the run is still reading when the test
+    // sees the first request arrive.
+    let sandbox = TestSandbox::start(SandboxConfig {
+        latency: std::time::Duration::from_millis(500),
+        ..SandboxConfig::default()
+    });
+    let workspace = Workspace::new();
+    workspace.write("profiles.csv", profile_csv(5000));
+    workspace.pipeline(
+        "profiles",
+        &sandbox,
+        "source: {path: profiles.csv}\ntarget: {entity: user_profiles}\nthread_count: 1\n",
+    );
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tapline"))
+        .args(["run", "profiles.yaml", "--json"])
+        .current_dir(workspace.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("starts");
+    wait_until(60, "the first request", || sandbox.inspect().requests > 0);
+    // An exporter appends to the file in place while tapline reads it.
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(workspace.path("profiles.csv"))
+        .unwrap();
+    writeln!(file, "late-user,Late,late@example.com,+14155550000,F,30,1").unwrap();
+    drop(file);
+    let output = child.wait_with_output().expect("ends");
+    let summary = summary(&output);
+    assert_eq!(output.status.code(), Some(0), "{summary}");
+    assert!(
+        summary["warnings"]
+            .to_string()
+            .contains("changed while it was being read"),
+        "{summary}"
+    );
+    // Not delivered: the next run sends the file again, new row included.
+    let (code, again) = run(&workspace, &["profiles.yaml"]);
+    assert_eq!(code, Some(0), "{again}");
+    assert!(again["up_to_date"].is_null(), "{again}");
+    assert_eq!(again["records"]["read"], 5001, "{again}");
+    assert!(sandbox.sandbox.profile("late-user").is_some());
+}

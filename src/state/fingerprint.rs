@@ -25,11 +25,7 @@ impl Fingerprint {
     pub fn of(path: &Path) -> std::io::Result<Self> {
         let mut file = std::fs::File::open(path)?;
         let metadata = file.metadata()?;
-        let modified_ns = metadata
-            .modified()
-            .ok()
-            .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |since| since.as_nanos() as i64);
+        let modified_ns = modified_ns(&metadata);
         let mut hasher = Sha256::new();
         let mut buffer = vec![0; 256 * 1024];
         loop {
@@ -43,6 +39,14 @@ impl Fingerprint {
             size: metadata.len(),
             modified_ns,
             sha256: hex::encode(hasher.finalize()),
+        })
+    }
+
+    /// Whether the file at `path` still has this size and modification time: `false` when
+    /// it was written to (or replaced) after the fingerprint was taken.
+    pub fn still_matches(&self, path: &Path) -> bool {
+        std::fs::metadata(path).is_ok_and(|metadata| {
+            metadata.len() == self.size && modified_ns(&metadata) == self.modified_ns
         })
     }
 
@@ -61,6 +65,15 @@ impl Fingerprint {
             "its content differs".to_string()
         }
     }
+}
+
+/// The modification time in nanoseconds since the Unix epoch, 0 when the system has none.
+fn modified_ns(metadata: &std::fs::Metadata) -> i64 {
+    metadata
+        .modified()
+        .ok()
+        .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |since| since.as_nanos() as i64)
 }
 
 #[cfg(test)]

@@ -165,3 +165,16 @@ pub fn profile_csv(rows: usize) -> String {
     }
     csv
 }
+
+/// Waits until `condition` holds, or fails with `what` after `seconds`: a deadline for a
+/// busy machine, never a measure of its speed.
+pub fn wait_until(seconds: u64, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
