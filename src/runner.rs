@@ -20,7 +20,8 @@ use crate::engine::{
 use crate::mapping;
 use crate::notifications::{self, RunNotice};
 use crate::state::{
-    Fingerprint, FirstError, RunFinish, RunStart, RunStatus, StateError, StateStore,
+    Fingerprint, FirstError, RunFinish, RunStart, RunStatus, SettingsDigest, StateError,
+    StateStore,
 };
 use crate::template::RunContext;
 
@@ -146,6 +147,22 @@ pub fn destination(pipeline: &Pipeline) -> String {
     )
 }
 
+/// What the pipeline does with its source, as checkpoints and deliveries remember it: the
+/// same file sent as something else is not settled by an earlier run. It covers every
+/// setting that changes the requests (the destination is in the key already); a change of
+/// this description in a later tapline makes checkpoints start over, never resume wrongly.
+fn settings_digest(pipeline: &Pipeline) -> SettingsDigest {
+    SettingsDigest::of(&format!(
+        "target={:?}; custom_list={:?}; output={:?}; format={:?}; gzip={}; metadata={:?}",
+        pipeline.target,
+        pipeline.custom_list,
+        pipeline.output,
+        pipeline.source.format,
+        pipeline.source.gzip,
+        pipeline.metadata,
+    ))
+}
+
 /// Runs a pipeline once, with its bookkeeping, and reports what happened.
 pub async fn run(
     pipeline: &Pipeline,
@@ -195,11 +212,12 @@ pub async fn run(
     })?;
 
     let key = checkpoint_key(pipeline);
+    let settings = settings_digest(pipeline);
     // A replay sends what a rejects file holds: no checkpoint, nothing to deduplicate.
     let plan = if request.replay.is_some() {
         Plan::default()
     } else {
-        plan(&mut store, pipeline, request, &destination, &run_id)?
+        plan(&mut store, pipeline, request, (&destination, &settings), &run_id)?
     };
     let (mut summary, first_errors) = match &plan.up_to_date {
         Some(delivered_by) => (up_to_date(pipeline, &run_id, delivered_by), Vec::new()),
@@ -239,7 +257,12 @@ pub async fn run(
             }
             let delivered = summary.stop.is_none() && summary.counts.failed == 0 && !changed;
             if let Some(fingerprint) = plan.fingerprint.as_ref().filter(|_| delivered)
-                && let Err(error) = store.finish_delivery(&key, &destination, &run_id, fingerprint)
+                && let Err(error) = store.finish_delivery(
+                    &key,
+                    &destination,
+                    &run_id,
+                    (fingerprint, &settings),
+                )
             {
                 summary.warnings.push(format!(
                     "the delivery could not be recorded, so a later run may send this file again: {error}"
@@ -273,7 +296,7 @@ fn plan(
     store: &mut StateStore,
     pipeline: &Pipeline,
     request: &Request,
-    destination: &str,
+    (destination, settings): (&str, &SettingsDigest),
     run_id: &str,
 ) -> Result<Plan, StateError> {
     let mut plan = Plan::default();
@@ -293,13 +316,25 @@ fn plan(
             ));
             None
         }
+        Some(checkpoint) if checkpoint.settings != *settings => {
+            let why = if checkpoint.settings.is_unknown() {
+                "by an older tapline that did not record the pipeline's settings"
+            } else {
+                "under other settings (target, operation, output mapping, custom list or source format)"
+            };
+            plan.warnings.push(format!(
+                "run {} stopped {why}, so its checkpoint does not apply and this run starts from the first row",
+                checkpoint.run_id
+            ));
+            None
+        }
         Some(checkpoint) => Some(checkpoint),
         None => None,
     };
     if resumable.is_none()
         && !request.force
         && pipeline.rerun == Rerun::Changed
-        && let Some(delivered) = store.delivered(&key, destination, &fingerprint)?
+        && let Some(delivered) = store.delivered(&key, destination, (&fingerprint, settings))?
     {
         plan.up_to_date = Some(delivered.run_id);
         return Ok(plan);
@@ -312,7 +347,13 @@ fn plan(
         }
         None => SettledLines::default(),
     };
-    store.begin_checkpoint(&key, destination, run_id, &fingerprint, &settled)?;
+    store.begin_checkpoint(
+        &key,
+        destination,
+        run_id,
+        (&fingerprint, settings),
+        &settled,
+    )?;
     plan.fingerprint = Some(fingerprint);
     Ok(plan)
 }

@@ -91,3 +91,64 @@ fn a_source_written_to_during_the_run_is_not_marked_delivered() {
     assert_eq!(again["records"]["read"], 5001, "{again}");
     assert!(sandbox.sandbox.profile("late-user").is_some());
 }
+
+#[test]
+fn a_checkpoint_or_delivery_under_other_settings_does_not_count() {
+    const ROWS: usize = 10_000;
+    let sandbox = TestSandbox::start(SandboxConfig {
+        latency: std::time::Duration::from_millis(200),
+        ..SandboxConfig::default()
+    });
+    let workspace = Workspace::new();
+    let mut csv = String::from("identity,evtName,Plan\n");
+    for i in 0..ROWS {
+        csv.push_str(&format!("user-{i},Viewed,gold\n"));
+    }
+    workspace.write("rows.csv", csv);
+    let pipeline = |entity: &str| {
+        workspace.pipeline(
+            "rows",
+            &sandbox,
+            &format!(
+                "source: {{path: rows.csv}}\ntarget: {{entity: {entity}}}\nthread_count: 1\n"
+            ),
+        )
+    };
+    // An events run killed halfway leaves a checkpoint.
+    pipeline("user_events");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tapline"))
+        .args(["run", "rows.yaml", "--json"])
+        .current_dir(workspace.dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("starts");
+    wait_until(60, "three requests answered", || {
+        sandbox.inspect().events >= 3000
+    });
+    child.kill().expect("kill -9");
+    child.wait().expect("reaped");
+
+    // The pipeline now sends profiles: nothing of the checkpoint applies.
+    pipeline("user_profiles");
+    let (code, summary) = run(&workspace, &["rows.yaml"]);
+    assert_eq!(code, Some(0), "{summary}");
+    assert_eq!(summary["rows_resumed"], 0, "{summary}");
+    assert_eq!(summary["records"]["accepted"], ROWS, "{summary}");
+    assert!(
+        summary["warnings"]
+            .to_string()
+            .contains("under other settings"),
+        "{summary}"
+    );
+    assert_eq!(sandbox.inspect().distinct_profiles, ROWS);
+
+    // Delivered as profiles; sent as events it is not up to date, and every event goes.
+    let (_, again) = run(&workspace, &["rows.yaml"]);
+    assert!(again["up_to_date"].is_string(), "{again}");
+    pipeline("user_events");
+    let events_before = sandbox.inspect().events;
+    let (code, as_events) = run(&workspace, &["rows.yaml"]);
+    assert_eq!(code, Some(0), "{as_events}");
+    assert!(as_events["up_to_date"].is_null(), "{as_events}");
+    assert_eq!(sandbox.inspect().events - events_before, ROWS as u64);
+}

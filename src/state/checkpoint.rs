@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Fingerprint, StateError, StateStore, now_ms};
+use super::{Fingerprint, SettingsDigest, StateError, StateStore, now_ms};
 use crate::engine::{Counts, SettledLines};
 
 /// An unfinished run's progress over one source file.
@@ -18,6 +18,8 @@ pub struct Checkpoint {
     pub run_id: String,
     /// The file it applies to.
     pub fingerprint: Fingerprint,
+    /// What the pipeline did with the file then.
+    pub settings: SettingsDigest,
     /// What is settled.
     pub settled: SettledLines,
 }
@@ -41,7 +43,7 @@ impl StateStore {
         let head = self
             .connection
             .query_row(
-                "SELECT run_id, size, modified_ns, sha256 FROM checkpoints
+                "SELECT run_id, size, modified_ns, sha256, settings FROM checkpoints
                  WHERE pipeline = ?1 AND destination = ?2",
                 params![pipeline, destination],
                 |row| {
@@ -52,12 +54,13 @@ impl StateStore {
                             modified_ns: row.get(2)?,
                             sha256: row.get(3)?,
                         },
+                        SettingsDigest(row.get(4)?),
                     ))
                 },
             )
             .optional()
             .map_err(|error| self.error(error))?;
-        let Some((run_id, fingerprint)) = head else {
+        let Some((run_id, fingerprint, settings)) = head else {
             return Ok(None);
         };
         let mut statement = self
@@ -76,6 +79,7 @@ impl StateStore {
         Ok(Some(Checkpoint {
             run_id,
             fingerprint,
+            settings,
             settled: SettledLines::from_ranges(ranges),
         }))
     }
@@ -87,7 +91,7 @@ impl StateStore {
         pipeline: &str,
         destination: &str,
         run_id: &str,
-        fingerprint: &Fingerprint,
+        (fingerprint, settings): (&Fingerprint, &SettingsDigest),
         settled: &SettledLines,
     ) -> Result<(), StateError> {
         let result = (|| {
@@ -98,15 +102,16 @@ impl StateStore {
             )?;
             transaction.execute(
                 "INSERT OR REPLACE INTO checkpoints
-                 (pipeline, destination, run_id, size, modified_ns, sha256)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                 (pipeline, destination, run_id, size, modified_ns, sha256, settings)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     pipeline,
                     destination,
                     run_id,
                     fingerprint.size as i64,
                     fingerprint.modified_ns,
-                    fingerprint.sha256
+                    fingerprint.sha256,
+                    settings.0
                 ],
             )?;
             insert_ranges(&transaction, pipeline, destination, settled.ranges())?;
@@ -150,28 +155,30 @@ impl StateStore {
         result.map_err(|error| self.error(error))
     }
 
-    /// The file is delivered in full: drop the checkpoint, remember the file.
+    /// The file is delivered in full: drop the checkpoint, remember the file and what was
+    /// done with it.
     pub fn finish_delivery(
         &mut self,
         pipeline: &str,
         destination: &str,
         run_id: &str,
-        fingerprint: &Fingerprint,
+        (fingerprint, settings): (&Fingerprint, &SettingsDigest),
     ) -> Result<(), StateError> {
         let result = (|| {
             let transaction = self.connection.transaction()?;
             delete_checkpoint(&transaction, pipeline, destination)?;
             transaction.execute(
                 "INSERT OR REPLACE INTO deliveries
-                 (pipeline, destination, sha256, size, run_id, delivered_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                 (pipeline, destination, sha256, size, run_id, delivered_at, settings)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     pipeline,
                     destination,
                     fingerprint.sha256,
                     fingerprint.size as i64,
                     run_id,
-                    now_ms()
+                    now_ms(),
+                    settings.0
                 ],
             )?;
             transaction.commit()
@@ -193,22 +200,26 @@ impl StateStore {
         result.map_err(|error| self.error(error))
     }
 
-    /// Which run delivered this content in full before, if one did.
+    /// Which run delivered this content in full before with the same settings, if one did.
+    /// A delivery recorded before settings were (an older tapline) counts whatever the
+    /// settings, so an upgrade does not send every delivered file again.
     pub fn delivered(
         &self,
         pipeline: &str,
         destination: &str,
-        fingerprint: &Fingerprint,
+        (fingerprint, settings): (&Fingerprint, &SettingsDigest),
     ) -> Result<Option<Delivered>, StateError> {
         self.connection
             .query_row(
                 "SELECT run_id, delivered_at FROM deliveries
-                 WHERE pipeline = ?1 AND destination = ?2 AND sha256 = ?3 AND size = ?4",
+                 WHERE pipeline = ?1 AND destination = ?2 AND sha256 = ?3 AND size = ?4
+                   AND settings IN (?5, '')",
                 params![
                     pipeline,
                     destination,
                     fingerprint.sha256,
-                    fingerprint.size as i64
+                    fingerprint.size as i64,
+                    settings.0
                 ],
                 |row| {
                     Ok(Delivered {
@@ -294,12 +305,19 @@ mod tests {
 
     #[test]
     fn a_checkpoint_keeps_its_lines_until_the_file_is_delivered() {
+        let settings = SettingsDigest::of("profiles");
         let dir = tempfile::tempdir().unwrap();
         let mut store = StateStore::open(dir.path()).unwrap();
         let file = fingerprint("aa");
         assert_eq!(store.checkpoint("vip", "acct@url").unwrap(), None);
         store
-            .begin_checkpoint("vip", "acct@url", "run-1", &file, &SettledLines::default())
+            .begin_checkpoint(
+                "vip",
+                "acct@url",
+                "run-1",
+                (&file, &settings),
+                &SettledLines::default(),
+            )
             .unwrap();
         store
             .settle_lines(
@@ -324,10 +342,17 @@ mod tests {
         let checkpoint = reopened.checkpoint("vip", "acct@url").unwrap().unwrap();
         assert_eq!(checkpoint.run_id, "run-1");
         assert_eq!(checkpoint.fingerprint, file);
+        assert_eq!(checkpoint.settings, settings);
         assert_eq!(checkpoint.settled.ranges(), &[(2, 1001), (1003, 1003)]);
 
         store
-            .begin_checkpoint("vip", "acct@url", "run-2", &file, &checkpoint.settled)
+            .begin_checkpoint(
+                "vip",
+                "acct@url",
+                "run-2",
+                (&file, &settings),
+                &checkpoint.settled,
+            )
             .unwrap();
         let resumed = store.checkpoint("vip", "acct@url").unwrap().unwrap();
         assert_eq!(
@@ -335,18 +360,27 @@ mod tests {
             ("run-2", 1001)
         );
 
-        assert_eq!(store.delivered("vip", "acct@url", &file).unwrap(), None);
+        let delivered = |store: &StateStore, file: &Fingerprint, settings: &SettingsDigest| {
+            store
+                .delivered("vip", "acct@url", (file, settings))
+                .unwrap()
+                .map(|delivered| delivered.run_id)
+        };
+        assert_eq!(delivered(&store, &file, &settings), None);
         store
-            .finish_delivery("vip", "acct@url", "run-2", &file)
+            .finish_delivery("vip", "acct@url", "run-2", (&file, &settings))
             .unwrap();
         assert_eq!(store.checkpoint("vip", "acct@url").unwrap(), None);
-        let delivered = store.delivered("vip", "acct@url", &file).unwrap().unwrap();
-        assert_eq!(delivered.run_id, "run-2");
-        assert_eq!(
-            store
-                .delivered("vip", "acct@url", &fingerprint("bb"))
-                .unwrap(),
-            None
-        );
+        assert_eq!(delivered(&store, &file, &settings).as_deref(), Some("run-2"));
+        assert_eq!(delivered(&store, &fingerprint("bb"), &settings), None);
+        // The same file sent as something else is another delivery.
+        let events = SettingsDigest::of("events");
+        assert_eq!(delivered(&store, &file, &events), None);
+        // One recorded before settings were counts for any.
+        store
+            .connection
+            .execute("UPDATE deliveries SET settings = ''", [])
+            .unwrap();
+        assert_eq!(delivered(&store, &file, &events).as_deref(), Some("run-2"));
     }
 }

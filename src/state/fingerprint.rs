@@ -1,13 +1,38 @@
-//! A source file's fingerprint: size, modification time and a SHA-256 of its content.
+//! A source file's fingerprint (size, modification time and a SHA-256 of its content), and
+//! the digest of what a pipeline does with it.
 //!
 //! The hash decides whether two files are the same; size and time are kept to say why a
-//! checkpoint no longer applies.
+//! checkpoint no longer applies. Checkpoints and deliveries hold both: the same file sent
+//! as something else (another target, mapping or format) is not the same delivery.
 
 use std::io::Read;
 use std::path::Path;
 use std::time::UNIX_EPOCH;
 
 use sha2::{Digest, Sha256};
+
+/// A digest of everything that changes what a pipeline sends from the same file: its
+/// target and operation, output mapping, custom list, source format and template metadata.
+/// (The destination is part of every key already.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingsDigest(pub String);
+
+impl SettingsDigest {
+    /// The digest of a description of the settings; the caller decides what it covers.
+    pub fn of(description: &str) -> Self {
+        SettingsDigest(hex::encode(Sha256::digest(description.as_bytes())))
+    }
+
+    /// What a checkpoint or delivery recorded before settings were recorded holds.
+    pub fn unknown() -> Self {
+        SettingsDigest(String::new())
+    }
+
+    /// Whether it was recorded before settings were.
+    pub fn is_unknown(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// What identifies a source file's content.
 #[derive(Debug, Clone, PartialEq, Eq)]

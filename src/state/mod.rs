@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 
 pub use checkpoint::{Checkpoint, Delivered};
-pub use fingerprint::Fingerprint;
+pub use fingerprint::{Fingerprint, SettingsDigest};
 pub use history::{FirstError, RunEntry, RunFinish, RunStart, RunStatus};
 pub use lock::PipelineLock;
 
@@ -135,6 +135,10 @@ const MIGRATIONS: &[&str] = &[
         seen_at       INTEGER NOT NULL,
         PRIMARY KEY (pipeline, path, size, modified_ns)
     );",
+    // 4: what the pipeline did with the file (target, mapping, ...), so a file checkpointed
+    // or delivered as one thing is not taken as settled as another. Empty: recorded before.
+    "ALTER TABLE checkpoints ADD COLUMN settings TEXT NOT NULL DEFAULT '';
+    ALTER TABLE deliveries ADD COLUMN settings TEXT NOT NULL DEFAULT '';",
 ];
 
 /// How often the checkpoint written after every batch is also synced to disk. Every
