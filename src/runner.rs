@@ -20,8 +20,7 @@ use crate::engine::{
 use crate::mapping;
 use crate::notifications::{self, RunNotice};
 use crate::state::{
-    Fingerprint, FirstError, RunFinish, RunStart, RunStatus, SettingsDigest, StateError,
-    StateStore,
+    Fingerprint, FirstError, RunFinish, RunStart, RunStatus, SettingsDigest, StateError, StateStore,
 };
 use crate::template::RunContext;
 
@@ -217,7 +216,13 @@ pub async fn run(
     let plan = if request.replay.is_some() {
         Plan::default()
     } else {
-        plan(&mut store, pipeline, request, (&destination, &settings), &run_id)?
+        plan(
+            &mut store,
+            pipeline,
+            request,
+            (&destination, &settings),
+            &run_id,
+        )?
     };
     let (mut summary, first_errors) = match &plan.up_to_date {
         Some(delivered_by) => (up_to_date(pipeline, &run_id, delivered_by), Vec::new()),
@@ -257,12 +262,8 @@ pub async fn run(
             }
             let delivered = summary.stop.is_none() && summary.counts.failed == 0 && !changed;
             if let Some(fingerprint) = plan.fingerprint.as_ref().filter(|_| delivered)
-                && let Err(error) = store.finish_delivery(
-                    &key,
-                    &destination,
-                    &run_id,
-                    (fingerprint, &settings),
-                )
+                && let Err(error) =
+                    store.finish_delivery(&key, &destination, &run_id, (fingerprint, &settings))
             {
                 summary.warnings.push(format!(
                     "the delivery could not be recorded, so a later run may send this file again: {error}"

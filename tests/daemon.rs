@@ -701,3 +701,74 @@ fn journald_logging_falls_back_to_stderr_without_a_journal() {
     assert!(stderr(&output).contains("no systemd journal; logging to stderr"));
     assert!(stdout(&output).contains("events: `@daily` in UTC"));
 }
+
+#[test]
+fn an_arrived_file_whose_run_was_interrupted_resumes_at_the_next_start() {
+    // Twenty requests of 300 ms one after another: each run is still going when it is
+    // killed or stopped.
+    const ROWS: usize = 20_000;
+    let sandbox = TestSandbox::start(SandboxConfig {
+        latency: Duration::from_millis(300),
+        ..SandboxConfig::default()
+    });
+    let workspace = Workspace::new();
+    let dir = workspace.dir.path();
+    std::fs::create_dir(dir.join("exports")).unwrap();
+    workspace.pipeline(
+        "vip",
+        &sandbox,
+        "source: {path: \"exports/vip_*.csv\"}\ntarget: {entity: user_profiles}\nthread_count: 1\ntrigger: file_arrival\n",
+    );
+    let resumed_runs = || {
+        history(dir)
+            .into_iter()
+            .filter(|run| run["status"] == "succeeded" && run["rows_resumed"].as_u64() > Some(0))
+            .count()
+    };
+
+    // kill -9 in the middle of the first file.
+    workspace.write("exports/vip_1.csv", profile_csv(ROWS));
+    let mut daemon = Daemon::start(dir, &[]);
+    daemon.notification_with("READY=1");
+    daemon.wait_for(60, "part of the first file", || {
+        sandbox.inspect().profiles >= 3000
+    });
+    drop(daemon);
+    // No grace at SIGTERM (below): running uploads are interrupted at once.
+    let mut daemon = Daemon::start(dir, &["--shutdown-timeout", "0"]);
+    daemon.notification_with("READY=1");
+    daemon.wait_for(120, "the rest of the first file", || resumed_runs() == 1);
+    assert_eq!(sandbox.inspect().distinct_profiles, ROWS);
+    let runs = history(dir);
+    assert!(
+        runs.iter().any(|run| run["status"] == "abandoned"),
+        "the killed run is marked abandoned: {runs:?}"
+    );
+
+    // SIGTERM in the middle of the second file: the run is interrupted.
+    let second = profile_csv(ROWS * 2).lines().skip(ROWS + 1).fold(
+        String::from("identity,Name,Email,Phone,Gender,Age,Score\n"),
+        |mut csv, line| {
+            csv.push_str(line);
+            csv.push('\n');
+            csv
+        },
+    );
+    let before = sandbox.inspect().profiles;
+    workspace.write("exports/vip_2.csv", second);
+    daemon.wait_for(60, "part of the second file", || {
+        sandbox.inspect().profiles >= before + 3000
+    });
+    assert_eq!(daemon.stop(), Some(0));
+    let runs = history(dir);
+    assert!(
+        runs.iter().any(|run| run["status"] == "interrupted"),
+        "{runs:?}"
+    );
+    let mut daemon = Daemon::start(dir, &[]);
+    daemon.notification_with("READY=1");
+    daemon.wait_for(120, "the rest of the second file", || resumed_runs() == 2);
+    assert_eq!(sandbox.inspect().distinct_profiles, 2 * ROWS);
+    assert!(history(dir).iter().all(|run| run["status"] != "running"));
+    assert_eq!(daemon.stop(), Some(0));
+}

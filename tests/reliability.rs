@@ -109,9 +109,7 @@ fn a_checkpoint_or_delivery_under_other_settings_does_not_count() {
         workspace.pipeline(
             "rows",
             &sandbox,
-            &format!(
-                "source: {{path: rows.csv}}\ntarget: {{entity: {entity}}}\nthread_count: 1\n"
-            ),
+            &format!("source: {{path: rows.csv}}\ntarget: {{entity: {entity}}}\nthread_count: 1\n"),
         )
     };
     // An events run killed halfway leaves a checkpoint.

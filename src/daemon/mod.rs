@@ -29,7 +29,8 @@ use crate::config::{self, Credentials, Pipeline, Schedule};
 use crate::engine::{AccountBudgets, Delivery, NoObserver, RunSummary};
 use crate::runner::{self, RunError, Trigger};
 use crate::scheduler;
-use crate::state::StateStore;
+use crate::source::arrival::Arrival;
+use crate::state::{RunStatus, StateStore};
 use metrics::Metrics;
 
 /// How the daemon is set up.
@@ -55,6 +56,9 @@ struct Entry {
     running: bool,
     /// A fire came while it ran, with `overlap: queue`.
     queued: bool,
+    /// The file version its running `file_arrival` run sends: it counts as handled when
+    /// that run ends, unless it was interrupted (then the next start resumes it).
+    arrival: Option<Arrival>,
 }
 
 /// What a finished run task hands back.
@@ -87,11 +91,16 @@ struct Daemon {
     clients: HashMap<String, Client>,
     /// The pipeline folder as the file system names it, to recognise its files in events.
     canonical_dir: Option<PathBuf>,
+    /// SIGTERM came: runs that end start nothing new.
+    stopping: bool,
 }
 
 /// How long a new file must stay unchanged before it counts as arrived: an exporter that
 /// writes in place is still writing it.
 const QUIET: Duration = Duration::from_secs(1);
+
+/// How long an arrived file whose run could not start waits before it is tried again.
+const ARRIVAL_RETRY: Duration = Duration::from_secs(30);
 
 /// Runs the daemon until SIGTERM or SIGINT. An error is returned only when it cannot start.
 pub async fn run(options: Options) -> anyhow::Result<()> {
@@ -133,8 +142,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         rescan_at: None,
         clients: HashMap::new(),
         canonical_dir,
+        stopping: false,
     };
     daemon.reload(Utc::now());
+    daemon.abandon_dead_runs();
     daemon.catch_up(Utc::now());
     daemon.scan_arrivals();
     systemd::ready(&daemon.status());
@@ -327,6 +338,25 @@ impl Daemon {
         in_folder && watch::is_config(path)
     }
 
+    /// Marks the runs that a dead process left `running` as abandoned, for each pipeline
+    /// no other process is running now (its lock is free). Their checkpoints stay: the next
+    /// run resumes them (an arrived file's run starts again at once, see `scan_arrivals`).
+    fn abandon_dead_runs(&self) {
+        for entry in self.entries.values() {
+            let name = &entry.pipeline.name;
+            let Ok(_lock) = self.store.lock(name) else {
+                continue;
+            };
+            match self.store.abandon_running(name) {
+                Ok(0) => {}
+                Ok(abandoned) => {
+                    tracing::warn!(pipeline = %name, abandoned, "runs left unfinished by a process that died; marked abandoned, their checkpoints kept")
+                }
+                Err(error) => tracing::warn!(pipeline = %name, %error, "cannot mark dead runs"),
+            }
+        }
+    }
+
     /// Starts watching the folder of each `file_arrival` pipeline.
     fn watch_arrival_folders(&mut self) {
         let folders: Vec<PathBuf> = self
@@ -386,13 +416,15 @@ impl Daemon {
                     self.rescan_at = Some(self.rescan_at.map_or(later, |at| at.min(later)));
                     break;
                 }
-                if let Err(error) = self.store.record_arrival(&pipeline.name, &arrival) {
-                    tracing::warn!(pipeline = %pipeline.name, %error, "cannot record the arrival");
-                }
                 tracing::info!(pipeline = %pipeline.name, file = %arrival.path.display(), "file arrived");
                 let mut one = pipeline.clone();
-                one.source.path = arrival.path;
+                one.source.path = arrival.path.clone();
                 self.start(&file, one, Trigger::FileArrival);
+                if let Some(entry) = self.entries.get_mut(&file)
+                    && entry.running
+                {
+                    entry.arrival = Some(arrival);
+                }
                 break;
             }
         }
@@ -430,6 +462,7 @@ impl Daemon {
                         next_fire: fire,
                         running: false,
                         queued: false,
+                        arrival: None,
                     },
                 );
             }
@@ -599,6 +632,9 @@ impl Daemon {
         let (queued, arrivals) = match self.entries.get_mut(&file) {
             Some(entry) => {
                 entry.running = false;
+                if let Some(arrival) = entry.arrival.take() {
+                    record_handled_arrival(&self.store, &entry.pipeline.name, &arrival, &result);
+                }
                 (
                     std::mem::take(&mut entry.queued),
                     entry.pipeline.trigger == TriggerKind::FileArrival,
@@ -606,6 +642,18 @@ impl Daemon {
             }
             None => (false, false),
         };
+        if self.stopping {
+            self.publish();
+            return;
+        }
+        if result.is_err() && arrivals {
+            // The run could not start (the state store, another process running it): try
+            // the file again later, not in a loop.
+            let later = tokio::time::Instant::now() + ARRIVAL_RETRY;
+            self.rescan_at = Some(self.rescan_at.map_or(later, |at| at.min(later)));
+            self.publish();
+            return;
+        }
         if queued {
             if let Some(entry) = self.entries.get(&file) {
                 tracing::info!(pipeline = %entry.pipeline.name, "starting the queued fire");
@@ -622,6 +670,7 @@ impl Daemon {
     /// Stops scheduling, gives running uploads the grace period to finish, then interrupts
     /// them (they stop sending, let requests in flight end, and keep their checkpoints).
     async fn shut_down(mut self) {
+        self.stopping = true;
         systemd::stopping();
         let running = self.runs.len();
         tracing::info!(
@@ -644,6 +693,25 @@ impl Daemon {
             }
         }
         tracing::info!("daemon stopped");
+    }
+}
+
+/// Records an arrived file as handled when its run ended for good: delivered, or failed for
+/// a reason that is not an interruption (sending it again would fail the same way until
+/// someone acts). An interrupted run, or one that could not start, leaves it unhandled, so
+/// it runs again and resumes from its checkpoint.
+fn record_handled_arrival(
+    store: &StateStore,
+    pipeline: &str,
+    arrival: &Arrival,
+    result: &Result<RunSummary, RunError>,
+) {
+    let handled = match result {
+        Ok(summary) => runner::run_status(summary) != RunStatus::Interrupted,
+        Err(_) => false,
+    };
+    if handled && let Err(error) = store.record_arrival(pipeline, arrival) {
+        tracing::warn!(pipeline, %error, "cannot record the arrival; the file may be sent again");
     }
 }
 

@@ -154,7 +154,9 @@ impl RowStream for DelimitedStream {
                 Err(error) => {
                     let line = error.position().map_or(0, |position| position.line());
                     return Some(match error.kind() {
-                        csv::ErrorKind::Io(io) if io.get_ref().is_some_and(|e| e.is::<RowTooLong>()) => {
+                        csv::ErrorKind::Io(io)
+                            if io.get_ref().is_some_and(|e| e.is::<RowTooLong>()) =>
+                        {
                             self.broken = true;
                             Err(RowError::Fatal(format!(
                                 "line {}: the row starting here is longer than {} MiB, so the file cannot be read past it; most likely a quote opened in this row is never closed: close it, or quote the field's own quotes as \"\"",

@@ -134,7 +134,9 @@ fn an_unterminated_quote_ends_the_read_at_its_line() {
     let rows = read_all("a.csv", b"identity,Name\n1,\"two\nlines\"");
     assert_eq!(
         rows,
-        vec![Ok(json!({"line": 2, "row": {"identity": "1", "Name": "two\nlines"}}))]
+        vec![Ok(
+            json!({"line": 2, "row": {"identity": "1", "Name": "two\nlines"}})
+        )]
     );
 }
 

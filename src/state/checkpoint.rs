@@ -371,7 +371,10 @@ mod tests {
             .finish_delivery("vip", "acct@url", "run-2", (&file, &settings))
             .unwrap();
         assert_eq!(store.checkpoint("vip", "acct@url").unwrap(), None);
-        assert_eq!(delivered(&store, &file, &settings).as_deref(), Some("run-2"));
+        assert_eq!(
+            delivered(&store, &file, &settings).as_deref(),
+            Some("run-2")
+        );
         assert_eq!(delivered(&store, &fingerprint("bb"), &settings), None);
         // The same file sent as something else is another delivery.
         let events = SettingsDigest::of("events");

@@ -36,8 +36,8 @@ impl StateStore {
 }
 
 impl StateStore {
-    /// Whether this version of the file (path, size, modification time) started a run of
-    /// `pipeline` already.
+    /// Whether this version of the file (path, size, modification time) was handled by a
+    /// run of `pipeline` already (delivered, or failed for good).
     pub fn has_arrived(&self, pipeline: &str, arrival: &Arrival) -> Result<bool, StateError> {
         self.connection
             .query_row(
@@ -56,7 +56,7 @@ impl StateStore {
             .map_err(|error| self.error(error))
     }
 
-    /// Records that this version of the file started a run of `pipeline`.
+    /// Records that a run of `pipeline` handled this version of the file.
     pub fn record_arrival(&self, pipeline: &str, arrival: &Arrival) -> Result<(), StateError> {
         self.connection
             .execute(
