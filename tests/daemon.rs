@@ -43,8 +43,31 @@ impl Daemon {
                 received.lock().unwrap().push(message);
             }
         });
-        let child = Command::new(env!("CARGO_BIN_EXE_tapline"))
-            .args(["daemon", "--dir", "."])
+        let default_dir: &[&str] = if extra.contains(&"--dir") {
+            &[]
+        } else {
+            &["--dir", "."]
+        };
+        // `TAPLINE_TEST_FD_LIMIT` runs it under that limit of open files, through the shell.
+        let fd_limit = env
+            .iter()
+            .find(|(name, _)| *name == "TAPLINE_TEST_FD_LIMIT")
+            .map(|(_, limit)| *limit);
+        let mut command = match fd_limit {
+            Some(limit) => {
+                let mut shell = Command::new("sh");
+                shell.args([
+                    "-c",
+                    &format!("ulimit -n {limit} && exec \"$0\" \"$@\""),
+                    env!("CARGO_BIN_EXE_tapline"),
+                ]);
+                shell
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_tapline")),
+        };
+        let child = command
+            .arg("daemon")
+            .args(default_dir)
             .args(extra)
             .current_dir(dir)
             .env("NOTIFY_SOCKET", &socket)
@@ -770,5 +793,149 @@ fn an_arrived_file_whose_run_was_interrupted_resumes_at_the_next_start() {
     daemon.wait_for(120, "the rest of the second file", || resumed_runs() == 2);
     assert_eq!(sandbox.inspect().distinct_profiles, 2 * ROWS);
     assert!(history(dir).iter().all(|run| run["status"] != "running"));
+    assert_eq!(daemon.stop(), Some(0));
+}
+
+#[test]
+fn a_pipelines_folder_deleted_made_again_or_swapped_is_watched_again() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    let dir = workspace.dir.path();
+    workspace.write("events.csv", "identity,evtName\nu1,Viewed\n");
+    let pipeline = |folder: &str, name: &str| {
+        workspace.write(
+            &format!("{folder}/{name}.yaml"),
+            format!(
+                "{}source: {{path: ../events.csv}}\ntarget: {{entity: user_events}}\nrerun: always\nschedule: {{cron: \"* * * * * *\"}}\n",
+                sandbox.connection_yaml().replace("passcode.txt", "../passcode.txt")
+            ),
+        );
+    };
+    let runs_of = |name: &str| {
+        let output = tapline(
+            dir,
+            &[
+                "history",
+                "--state-dir",
+                "state",
+                "--json",
+                "--limit",
+                "1000",
+            ],
+        );
+        serde_json::from_str::<Value>(&stdout(&output))
+            .ok()
+            .and_then(|runs| runs.as_array().cloned())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|run| run["pipeline"] == name)
+            .collect::<Vec<_>>()
+    };
+    let finished_runs = |name: &str| {
+        runs_of(name)
+            .iter()
+            .filter(|run| run["status"] != "running")
+            .count()
+    };
+    pipeline("pipelines", "first");
+    let mut daemon = Daemon::start(dir, &["--dir", "pipelines", "--state-dir", "state"]);
+    daemon.notification_with("READY=1");
+    daemon.wait_for(30, "a run of the first pipeline", || {
+        finished_runs("first") >= 1
+    });
+
+    // Deleted: its pipelines are unscheduled.
+    std::fs::remove_dir_all(dir.join("pipelines")).unwrap();
+    daemon.wait_for(30, "the folder's removal in the log", || {
+        daemon.log().contains("the pipelines folder is gone")
+            && daemon.log().contains("pipeline file removed: unscheduled")
+    });
+    daemon.wait_for(30, "the last run of the first pipeline to end", || {
+        runs_of("first")
+            .iter()
+            .all(|run| run["status"] != "running")
+    });
+    let first_runs = runs_of("first").len();
+
+    // Made again with another pipeline: watched again, and the new pipeline runs.
+    pipeline("pipelines", "second");
+    daemon.wait_for(30, "two runs of the second pipeline", || {
+        finished_runs("second") >= 2
+    });
+    assert!(daemon.log().contains("the pipelines folder was replaced"));
+    assert_eq!(
+        runs_of("first").len(),
+        first_runs,
+        "the deleted pipeline never ran again"
+    );
+
+    // Swapped with `mv`, as deploy tools do: the new folder's pipelines run, the old ones stop.
+    pipeline("pipelines.new", "third");
+    std::fs::rename(dir.join("pipelines"), dir.join("pipelines.old")).unwrap();
+    std::fs::rename(dir.join("pipelines.new"), dir.join("pipelines")).unwrap();
+    daemon.wait_for(30, "two runs of the third pipeline", || {
+        finished_runs("third") >= 2
+    });
+    daemon.wait_for(30, "the last run of the second pipeline to end", || {
+        runs_of("second")
+            .iter()
+            .all(|run| run["status"] != "running")
+    });
+    let second_runs = runs_of("second").len();
+    // Edits in the new folder are seen.
+    pipeline("pipelines", "fourth");
+    daemon.wait_for(30, "two runs of a pipeline added after the swap", || {
+        finished_runs("fourth") >= 2
+    });
+    assert_eq!(
+        runs_of("second").len(),
+        second_runs,
+        "the swapped-out pipeline never ran again"
+    );
+    assert_eq!(daemon.stop(), Some(0));
+}
+
+#[test]
+fn idle_metrics_connections_cannot_starve_the_runs_of_file_descriptors() {
+    // The daemon may open 256 files; the test holds 400 idle connections to its metrics.
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    let dir = workspace.dir.path();
+    workspace.write("events.csv", "identity,evtName\nu1,Viewed\n");
+    workspace.pipeline(
+        "tick",
+        &sandbox,
+        "source: {path: events.csv}\ntarget: {entity: user_events}\nrerun: always\nschedule: {cron: \"* * * * * *\"}\n",
+    );
+    let port = {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        free.local_addr().unwrap().port()
+    };
+    let address = format!("127.0.0.1:{port}");
+    let mut daemon = Daemon::start_with_env(
+        dir,
+        &["--metrics-listen", &address],
+        &[("TAPLINE_TEST_FD_LIMIT", "256")],
+    );
+    daemon.notification_with("READY=1");
+    let socket: std::net::SocketAddr = address.parse().unwrap();
+    let idle: Vec<std::net::TcpStream> = (0..400)
+        .filter_map(|_| std::net::TcpStream::connect_timeout(&socket, Duration::from_secs(2)).ok())
+        .collect();
+    assert!(idle.len() >= 300, "only {} connections made", idle.len());
+    let succeeded = || {
+        history(dir)
+            .iter()
+            .filter(|run| run["status"] == "succeeded")
+            .count()
+    };
+    let before = succeeded();
+    daemon.wait_for(60, "three runs while the connections are held", || {
+        succeeded() >= before + 3
+    });
+    let log = daemon.log();
+    assert!(!log.contains("unable to open"), "{log}");
+    assert!(!log.contains("run failed"), "{log}");
+    drop(idle);
     assert_eq!(daemon.stop(), Some(0));
 }

@@ -91,6 +91,10 @@ struct Daemon {
     clients: HashMap<String, Client>,
     /// The pipeline folder as the file system names it, to recognise its files in events.
     canonical_dir: Option<PathBuf>,
+    /// The pipeline folder as given, made absolute, to recognise events about the folder itself.
+    absolute_dir: PathBuf,
+    /// The pipeline folder being watched ([`watch::identity`]); `None` while it is gone.
+    watched_dir: Option<(u64, u64)>,
     /// SIGTERM came: runs that end start nothing new.
     stopping: bool,
 }
@@ -126,6 +130,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt())?;
 
     let canonical_dir = std::fs::canonicalize(&options.dir).ok();
+    let absolute_dir = std::path::absolute(&options.dir).unwrap_or_else(|_| options.dir.clone());
+    let watched_dir = watch::identity(&options.dir);
     let mut daemon = Daemon {
         options,
         store,
@@ -142,6 +148,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         rescan_at: None,
         clients: HashMap::new(),
         canonical_dir,
+        absolute_dir,
+        watched_dir,
         stopping: false,
     };
     daemon.reload(Utc::now());
@@ -168,13 +176,16 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             () = sleep_until(next_fire) => daemon.fire_due(Utc::now()),
             Some(paths) = changes.recv() => {
                 for path in paths {
-                    if daemon.is_pipeline_file(&path) {
+                    if daemon.is_pipeline_file(&path) || daemon.is_pipeline_folder(&path) {
                         changed.push(path);
+                    } else if daemon.is_beside_pipeline_folder(&path) {
+                        // Something else in the folder around the pipelines folder.
+                        continue;
                     } else {
                         arrived = true;
                     }
+                    reload_at = Some(tokio::time::Instant::now() + watch::DEBOUNCE);
                 }
-                reload_at = Some(tokio::time::Instant::now() + watch::DEBOUNCE);
             }
             () = wake_at(reload_at) => {
                 reload_at = None;
@@ -194,6 +205,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
                 systemd::reloading();
                 tracing::info!("SIGHUP: reloading every pipeline");
                 daemon.reported.clear();
+                daemon.rearm_folder_watch(true);
                 daemon.reload(Utc::now());
                 systemd::ready(&daemon.status());
             }
@@ -280,11 +292,17 @@ impl Daemon {
     /// version; a file that is gone is unscheduled (a run in progress finishes).
     fn reload(&mut self, now: DateTime<Utc>) {
         self.clients.clear();
-        let files = match config::discover(std::slice::from_ref(&self.options.dir)) {
-            Ok(files) => files,
-            Err(diagnostic) => {
-                tracing::error!("{diagnostic}");
-                return;
+        self.rearm_folder_watch(false);
+        let files = if self.watched_dir.is_none() {
+            // The folder is gone: so are its pipelines, until it comes back.
+            Vec::new()
+        } else {
+            match config::discover(std::slice::from_ref(&self.options.dir)) {
+                Ok(files) => files,
+                Err(diagnostic) => {
+                    tracing::error!("{diagnostic}");
+                    return;
+                }
             }
         };
         for file in &files {
@@ -328,6 +346,54 @@ impl Daemon {
         }
         self.watch_arrival_folders();
         self.publish();
+    }
+
+    /// Watches the pipeline folder again when it is another folder than the one watched
+    /// (deleted and made again, swapped in with `mv` or a symlink flip) or, with `always`
+    /// (SIGHUP), in any case; notes it when the folder is gone.
+    fn rearm_folder_watch(&mut self, always: bool) {
+        let now = watch::identity(&self.options.dir);
+        if now == self.watched_dir && !always {
+            return;
+        }
+        let dir = self.options.dir.clone();
+        if self.watched_dir.is_some() {
+            self.watcher.remove(&dir);
+        }
+        match now {
+            Some(_) => match self.watcher.add(&dir) {
+                Ok(()) => {
+                    if now != self.watched_dir {
+                        tracing::warn!(dir = %dir.display(), "the pipelines folder was replaced; watching the new one");
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(dir = %dir.display(), %error, "cannot watch the pipelines folder; edits are seen only at SIGHUP")
+                }
+            },
+            None if self.watched_dir.is_some() => {
+                tracing::error!(dir = %dir.display(), "the pipelines folder is gone: its pipelines are unscheduled until it comes back");
+            }
+            None => {}
+        }
+        self.watched_dir = now;
+        self.canonical_dir = std::fs::canonicalize(&dir).ok();
+    }
+
+    /// Whether a changed path is the pipeline folder itself (seen from the folder around it).
+    fn is_pipeline_folder(&self, path: &Path) -> bool {
+        path == self.absolute_dir
+            || path == self.options.dir
+            || self.canonical_dir.as_deref() == Some(path)
+    }
+
+    /// Whether a changed path is something else in the folder around the pipeline folder
+    /// (and not in a folder files arrive in).
+    fn is_beside_pipeline_folder(&self, path: &Path) -> bool {
+        let parent = path.parent();
+        parent.is_some()
+            && parent == self.absolute_dir.parent()
+            && !parent.is_some_and(|parent| self.arrival_folders.contains(parent))
     }
 
     /// Whether a changed path is a pipeline file or `connections.yaml` of the folder.

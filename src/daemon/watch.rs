@@ -22,10 +22,27 @@ impl Watcher {
     pub fn add(&mut self, dir: &Path) -> notify::Result<()> {
         self.watcher.watch(dir, RecursiveMode::NonRecursive)
     }
+
+    /// Stops watching a folder (one that was removed or moved away is no longer watched
+    /// anyway; that is no error).
+    pub fn remove(&mut self, dir: &Path) {
+        let _ = self.watcher.unwatch(dir);
+    }
 }
 
-/// Starts watching `dir`; the paths of each change (a file created, written, renamed or
-/// removed) in it, or in a folder added later, arrive on the receiver.
+/// What identifies a folder on disk (device and inode): a folder deleted and made again, or
+/// swapped in with `mv` or a symlink flip, is another folder under the same name.
+pub fn identity(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir)
+        .ok()
+        .filter(std::fs::Metadata::is_dir)
+        .map(|metadata| (metadata.dev(), metadata.ino()))
+}
+
+/// Starts watching `dir` and the folder it is in (to see `dir` itself removed, made again or
+/// swapped); the paths of each change (a file created, written, renamed or removed) in
+/// them, or in a folder added later, arrive on the receiver.
 pub fn watch(dir: &Path) -> notify::Result<(Watcher, mpsc::UnboundedReceiver<Vec<PathBuf>>)> {
     let (sender, receiver) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
@@ -40,6 +57,15 @@ pub fn watch(dir: &Path) -> notify::Result<(Watcher, mpsc::UnboundedReceiver<Vec
         }
     })?;
     watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    if let Some(parent) = std::path::absolute(dir)
+        .ok()
+        .and_then(|dir| dir.parent().map(Path::to_path_buf))
+    {
+        // Without it the daemon still works; only a swapped folder goes unnoticed until SIGHUP.
+        if let Err(error) = watcher.watch(&parent, RecursiveMode::NonRecursive) {
+            tracing::warn!(folder = %parent.display(), %error, "cannot watch the folder around the pipelines folder; a swapped pipelines folder is seen only at SIGHUP");
+        }
+    }
     Ok((Watcher { watcher }, receiver))
 }
 
