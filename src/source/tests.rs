@@ -169,7 +169,7 @@ fn a_row_past_the_size_limit_ends_the_read_without_reading_it_into_memory() {
     let mut stream = open(&source).unwrap();
     while let Some(Ok(_)) = stream.next_row() {}
     assert!(
-        matches!(stream.next_row(), None),
+        stream.next_row().is_none(),
         "nothing is read past a broken row"
     );
 }
