@@ -12,7 +12,9 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::Serialize;
 use sha2::Sha256;
 
-use crate::config::model::{Channel, Email, Notification, NotifyOn, SmtpSecurity, Webhook};
+use crate::config::model::{
+    Channel, Email, Notification, NotifyOn, SmtpSecurity, Webhook, redacted_url,
+};
 use crate::engine::Counts;
 use crate::state::FirstError;
 
@@ -68,7 +70,7 @@ pub async fn send(notifications: &[Notification], notice: &RunNotice) -> Vec<Str
                 send_email(email, notice).await,
             ),
             Channel::Webhook(webhook) => (
-                format!("webhook {}", webhook.url),
+                format!("webhook {}", redacted_url(&webhook.url)),
                 post_webhook(webhook, notice).await,
             ),
         };
@@ -95,8 +97,11 @@ pub fn signature(key: &[u8], body: &[u8]) -> String {
 async fn post_webhook(webhook: &Webhook, notice: &RunNotice) -> Result<(), String> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let body = serde_json::to_vec(notice).map_err(|error| error.to_string())?;
+    // A redirect would send the signed body to wherever the first server says: the
+    // configured URL is the only place it goes.
     let client = reqwest::Client::builder()
         .timeout(TIME_LIMIT)
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("tapline/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|error| error.to_string())?;
@@ -113,11 +118,22 @@ async fn post_webhook(webhook: &Webhook, notice: &RunNotice) -> Result<(), Strin
         .body(body)
         .send()
         .await
-        .map_err(|error| error.to_string())?;
-    if response.status().is_success() {
+        // reqwest's message names the URL, which may hold a token.
+        .map_err(|error| error.without_url().to_string())?;
+    let status = response.status();
+    if status.is_success() {
         Ok(())
+    } else if status.is_redirection() {
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|location| location.to_str().ok())
+            .map_or_else(|| "none".to_string(), redacted_url);
+        Err(format!(
+            "HTTP {status}: the webhook redirects (Location: {location}), and redirects are not followed; give its final URL"
+        ))
     } else {
-        Err(format!("HTTP {}", response.status()))
+        Err(format!("HTTP {status}"))
     }
 }
 

@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clevertap::RetryPolicy;
 use crate::config::Pipeline;
-use crate::config::model::{OnInvalidRecord, Rerun, Source, SourceFormat, TriggerKind};
+use crate::config::model::{
+    OnInvalidRecord, Rerun, Source, SourceFormat, TriggerKind, redacted_url,
+};
 use crate::engine::{
     self, AccountBudgets, BatchReport, Counts, Delivery, ErrorBudget, Job, Observer, Outcome,
     RunOptions, RunSummary, Settled, SettledLines,
@@ -137,12 +139,13 @@ fn checkpoint_key(pipeline: &Pipeline) -> String {
     }
 }
 
-/// Where a pipeline sends: its account and host (no secret), the key of checkpoints,
-/// deliveries and account budgets.
+/// Where a pipeline sends: its account and host (no secret, even one written into the
+/// endpoint URL), the key of checkpoints, deliveries and account budgets.
 pub fn destination(pipeline: &Pipeline) -> String {
     format!(
         "{}@{}",
-        pipeline.connection.account_id, pipeline.connection.base_url
+        pipeline.connection.account_id,
+        redacted_url(&pipeline.connection.base_url)
     )
 }
 

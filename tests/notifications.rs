@@ -231,3 +231,50 @@ fn notification_settings_are_checked_offline() {
         "{errors}"
     );
 }
+
+#[test]
+fn a_webhook_that_redirects_is_not_followed() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let hooks = Arc::new(Mutex::new(Vec::new()));
+    let elsewhere = sandbox.block_on(webhook_receiver(Arc::clone(&hooks)));
+    // A server that sends every POST on to the receiver with a 307 (which keeps the body).
+    let redirect = sandbox.block_on(async move {
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move || async move {
+                (
+                    axum::http::StatusCode::TEMPORARY_REDIRECT,
+                    [(
+                        "location",
+                        format!("http://{elsewhere}/hook?token=SECRET-TOKEN"),
+                    )],
+                )
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        address
+    });
+    let workspace = Workspace::new();
+    workspace.write("events.csv", "identity,evtName\nu1,Viewed\n");
+    workspace.pipeline(
+        "events",
+        &sandbox,
+        &format!("source: {{path: events.csv}}\ntarget: {{entity: user_events}}\nnotifications:\n  - on: always\n    webhook: {{ url: \"http://{redirect}/hook\", secret: s3cret }}\n"),
+    );
+    let output = tapline(workspace.dir.path(), &["run", "events.yaml", "--json"]);
+    let summary = summary(&output);
+    assert_eq!(output.status.code(), Some(0), "{summary}");
+    let warnings = summary["warnings"].to_string();
+    assert!(
+        warnings.contains("HTTP 307") && warnings.contains("redirects are not followed"),
+        "{warnings}"
+    );
+    assert!(warnings.contains("token=***"), "{warnings}");
+    assert!(!warnings.contains("SECRET-TOKEN"), "{warnings}");
+    assert!(
+        hooks.lock().unwrap().is_empty(),
+        "the signed body went elsewhere"
+    );
+}

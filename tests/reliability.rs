@@ -150,3 +150,72 @@ fn a_checkpoint_or_delivery_under_other_settings_does_not_count() {
     assert!(as_events["up_to_date"].is_null(), "{as_events}");
     assert_eq!(sandbox.inspect().events - events_before, ROWS as u64);
 }
+
+#[test]
+fn secrets_written_into_urls_appear_in_no_output_and_no_state_file() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    workspace.write("events.csv", "identity,evtName\nu1,Viewed\n");
+    let (account, _) = sandbox.sandbox.credentials();
+    let endpoint = sandbox
+        .sandbox
+        .base_url()
+        .replace("http://", "http://proxyuser:PROXY-PASSWORD@");
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    workspace.write(
+        "events.yaml",
+        format!(
+            "connection:\n  account_id: {account}\n  passcode_file: passcode.txt\n  endpoint: {endpoint}\nsource: {{path: events.csv}}\ntarget: {{entity: user_events}}\nnotifications:\n  - on: always\n    webhook: {{ url: \"http://hookuser:HOOK-PASSWORD@127.0.0.1:{dead_port}/hook?token=HOOK-TOKEN\" }}\n"
+        ),
+    );
+    let run = tapline(workspace.dir.path(), &["run", "events.yaml", "--json"]);
+    let summary = summary(&run);
+    assert_eq!(run.status.code(), Some(0), "{summary}");
+    assert!(
+        summary["warnings"]
+            .to_string()
+            .contains("notification not delivered"),
+        "{summary}"
+    );
+    let history = tapline(workspace.dir.path(), &["history", "--dir", ".", "--json"]);
+    let plain = tapline(workspace.dir.path(), &["run", "events.yaml"]);
+    let mut everything = String::new();
+    for output in [&run, &history, &plain] {
+        everything.push_str(&stdout(output));
+        everything.push_str(&stderr(output));
+    }
+    for entry in walk(&workspace.path(".tapline")) {
+        everything.push_str(&String::from_utf8_lossy(&std::fs::read(entry).unwrap()));
+    }
+    for secret in [
+        "PROXY-PASSWORD",
+        "HOOK-PASSWORD",
+        "HOOK-TOKEN",
+        "proxyuser",
+        "hookuser",
+    ] {
+        assert!(
+            !everything.contains(secret),
+            "`{secret}` leaked:\n{everything}"
+        );
+    }
+    assert!(everything.contains("token=***"), "{everything}");
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}

@@ -203,6 +203,49 @@ impl fmt::Display for Secret {
     }
 }
 
+/// A URL as it may be shown or stored: user info (`user:password@`) becomes `***@` and
+/// every query value `***`, so a secret written into a URL never reaches a log, an error, a
+/// notification or the state store. The rest stays, so the text still says where it points
+/// and is the same for the same URL.
+pub fn redacted_url(url: &str) -> String {
+    let (url, _fragment) = url.split_once('#').unwrap_or((url, ""));
+    let (before_query, query) = match url.split_once('?') {
+        Some((before, query)) => (before, Some(query)),
+        None => (url, None),
+    };
+    let (scheme, rest) = match before_query.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, before_query),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(slash) => rest.split_at(slash),
+        None => (rest, ""),
+    };
+    let host = match authority.rsplit_once('@') {
+        Some((_user_info, host)) => format!("***@{host}"),
+        None => authority.to_string(),
+    };
+    let mut shown = String::new();
+    if let Some(scheme) = scheme {
+        shown.push_str(scheme);
+        shown.push_str("://");
+    }
+    shown.push_str(&host);
+    shown.push_str(path);
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _value)) => format!("{key}=***"),
+                None => pair.to_string(),
+            })
+            .collect();
+        shown.push('?');
+        shown.push_str(&pairs.join("&"));
+    }
+    shown
+}
+
 /// A source file and how to read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
@@ -279,4 +322,27 @@ pub struct Schedule {
     pub overlap: Overlap,
     /// What the daemon does about fires it missed while down.
     pub catch_up: CatchUp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_url;
+
+    #[test]
+    fn urls_lose_their_secrets_and_keep_where_they_point() {
+        for (url, shown) in [
+            ("https://api.clevertap.com", "https://api.clevertap.com"),
+            ("http://127.0.0.1:9000/", "http://127.0.0.1:9000/"),
+            ("http://user:PW@proxy:8080", "http://***@proxy:8080"),
+            ("https://user@host/path", "https://***@host/path"),
+            (
+                "https://hooks.example.com/t?token=abc&x=1&flag",
+                "https://hooks.example.com/t?token=***&x=***&flag",
+            ),
+            ("https://a:b@host/p?k=v#frag", "https://***@host/p?k=***"),
+            ("https://host/p@q", "https://host/p@q"),
+        ] {
+            assert_eq!(redacted_url(url), shown, "{url}");
+        }
+    }
 }
