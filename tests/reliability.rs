@@ -219,3 +219,74 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+#[test]
+fn control_characters_and_mismatched_replays_are_invalid_records() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    workspace.write(
+        "events.csv",
+        "identity,evtName\nu1,Viewed\nu\u{0}2,Viewed\nu3,View\u{1b}[31med\nu4,Viewed\n",
+    );
+    workspace.pipeline(
+        "events",
+        &sandbox,
+        "source: {path: events.csv}\ntarget: {entity: user_events}\nskip_invalid_records: true\n",
+    );
+    let (code, summary) = run(&workspace, &["events.yaml"]);
+    assert_eq!(code, Some(0), "{summary}");
+    assert_eq!(summary["records"]["accepted"], 2, "{summary}");
+    assert_eq!(summary["records"]["skipped"], 2, "{summary}");
+    let reasons: Vec<String> = rejects(workspace.dir.path(), &summary)
+        .iter()
+        .map(|entry| entry["reason"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        reasons[0].contains("control character \\u{0}"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].contains("control character \\u{1b}"),
+        "{reasons:?}"
+    );
+
+    // A profile record replayed through an events pipeline, and a negative line, are
+    // refused like invalid rows.
+    workspace.write(
+        "edited.jsonl",
+        concat!(
+            r#"{"line":2,"outcome":"rejected","code":"x","reason":"x","record":{"type":"profile","identity":"u9","profileData":{"Name":"N"}}}"#,
+            "\n",
+            r#"{"line":-5,"outcome":"rejected","code":"x","reason":"x","record":{"type":"event","identity":"u8","evtName":"Viewed","evtData":{}}}"#,
+            "\n",
+            r#"{"line":4,"outcome":"rejected","code":"x","reason":"x","record":{"type":"event","identity":"u7","evtName":"Viewed","evtData":{}}}"#,
+            "\n",
+        ),
+    );
+    let events_before = sandbox.inspect().events;
+    let output = tapline(
+        workspace.dir.path(),
+        &[
+            "replay",
+            "edited.jsonl",
+            "--pipeline",
+            "events.yaml",
+            "--json",
+        ],
+    );
+    let replayed = common::summary(&output);
+    assert_eq!(replayed["records"]["accepted"], 1, "{replayed}");
+    assert_eq!(replayed["records"]["skipped"], 2, "{replayed}");
+    assert_eq!(sandbox.inspect().events, events_before + 1);
+    assert!(sandbox.sandbox.profile("u9").is_none());
+    let reasons = rejects(workspace.dir.path(), &replayed)
+        .iter()
+        .map(|entry| entry["reason"].as_str().unwrap_or_default().to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        reasons.contains("of type `profile`, but this pipeline sends events"),
+        "{reasons}"
+    );
+    assert!(reasons.contains("`line: -5`"), "{reasons}");
+}

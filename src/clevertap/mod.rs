@@ -2,6 +2,7 @@
 //! which failures are worth a retry. The only module that knows the API's wire format.
 
 pub mod client;
+pub mod records;
 pub mod retry;
 pub mod rules;
 pub mod wire;

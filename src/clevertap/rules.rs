@@ -108,6 +108,16 @@ pub fn check_key(key: &str) -> Result<(), Violation> {
             format!("property name `{key}` is longer than {MAX_KEY_BYTES} bytes"),
         ));
     }
+    if let Some(control) = control_character(key) {
+        return Err(Violation::new(
+            0,
+            format!(
+                "name `{}` holds the control character {}",
+                key.escape_debug(),
+                control.escape_unicode()
+            ),
+        ));
+    }
     // Every forbidden character is ASCII, so scanning bytes is exact; this runs per column
     // per row, so it looks bytes up in a table.
     if let Some(bad) = key
@@ -139,10 +149,31 @@ pub fn check_value_length(key: &str, value: &str) -> Result<(), Violation> {
     Ok(())
 }
 
-/// Checks an identity value (523 when too long or empty).
+/// The first control character (NUL, escape, a line break, U+0080–U+009F, ...) of a text.
+/// Such characters in an identity or a name are never what was meant (a broken export, or
+/// terminal escapes smuggled in) and would be stored as they are.
+pub fn control_character(text: &str) -> Option<char> {
+    // ASCII first, as it is nearly always all there is.
+    match text.bytes().find(|byte| byte.is_ascii_control()) {
+        Some(byte) => Some(char::from(byte)),
+        None if text.is_ascii() => None,
+        None => text.chars().find(|c| c.is_control()),
+    }
+}
+
+/// Checks an identity value (523 when too long, empty or holding control characters).
 pub fn check_identity(field: &str, value: &str) -> Result<(), Violation> {
     if value.chars().all(char::is_whitespace) {
         return Err(Violation::new(523, format!("`{field}` is empty")));
+    }
+    if let Some(control) = control_character(value) {
+        return Err(Violation::new(
+            523,
+            format!(
+                "`{field}` holds the control character {}; remove it from the source",
+                control.escape_unicode()
+            ),
+        ));
     }
     // A character is at least a byte: only a long value needs counting.
     if value.len() >= MAX_IDENTITY_CHARS && value.chars().count() >= MAX_IDENTITY_CHARS {

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use super::outcome::{Outcome, Settled};
 use super::resume::SettledLines;
 use crate::config::model::{OnInvalidRecord, OutputMapping, Target};
+use crate::mapping::replay::Replayed;
 use crate::mapping::{self, Mapper};
 use crate::source::{Row, RowError, RowStream};
 use crate::template::RunContext;
@@ -218,7 +219,18 @@ fn encode(
     builder: &mut BatchBuilder,
 ) -> Result<(), mapping::Invalid> {
     if let Some(record) = &row.record {
-        builder.push(row.line, |body| write_replayed(body, record));
+        match mapping::replay::replayed(settings.target, record)? {
+            Replayed::AsIs => builder.push(row.line, |body| write_replayed(body, record)),
+            Replayed::Fields(fields) => {
+                let flat = Row {
+                    line: row.line,
+                    fields,
+                    record: None,
+                };
+                let record = mapper.map(&flat)?;
+                builder.push(row.line, |body| record.write_json(body));
+            }
+        }
         return Ok(());
     }
     match &settings.output {

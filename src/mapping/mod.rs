@@ -8,6 +8,7 @@ mod operations;
 pub use operations::custom_list_line;
 pub mod output;
 mod record;
+pub mod replay;
 mod time;
 
 use std::collections::BTreeMap;

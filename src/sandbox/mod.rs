@@ -6,8 +6,6 @@
 //! engine never calls it directly. What it does where CleverTap's behaviour is not
 //! documented (the answer to more than 1000 records, for one) is chosen to be strict.
 
-pub mod validate;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -27,10 +25,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::clevertap::records::{self, RecordKind};
 use crate::clevertap::rules;
 use crate::clevertap::wire::{ACCOUNT_HEADER, PASSCODE_HEADER};
 use crate::clevertap::wire::{CUSTOM_LIST_COMPLETED_PATH, CustomListCompleted, Endpoint};
-use validate::RecordKind;
 
 /// The account the sandbox accepts unless told otherwise.
 pub const DEFAULT_ACCOUNT_ID: &str = "TAPLINE-SANDBOX";
@@ -804,7 +802,7 @@ fn accept(shared: &Shared, records: &[Value]) -> Value {
     let mut store = shared.store();
     store.inspection.largest_request = store.inspection.largest_request.max(records.len());
     for (index, record) in records.iter().enumerate() {
-        match validate::check_record(record, &shared.discarded) {
+        match records::check_record(record, &shared.discarded) {
             Ok(kind) => {
                 processed += 1;
                 store_record(&mut store, shared.config.keep_records, kind, record);

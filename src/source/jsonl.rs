@@ -3,6 +3,7 @@
 use std::io::BufRead;
 use std::sync::Arc;
 
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
 use super::{Row, RowError, RowStream};
@@ -94,19 +95,24 @@ impl RowStream for JsonlStream {
             if text.is_empty() {
                 continue;
             }
-            return Some(match serde_json::from_str::<Value>(text) {
-                Ok(Value::Object(map)) => {
+            if !text.starts_with('{') {
+                let reason = match serde_json::from_str::<Value>(text) {
+                    Ok(_) => "the line is JSON but not an object".to_string(),
+                    Err(error) => format!("invalid JSON: {error}"),
+                };
+                return Some(Err(RowError::Invalid {
+                    line,
+                    reason,
+                    raw: text.to_string(),
+                }));
+            }
+            row.fields.clear();
+            return Some(match serde_json::from_str::<Fields>(text) {
+                Ok(Fields(fields)) => {
                     row.line = line;
-                    row.fields.clear();
-                    row.fields
-                        .extend(map.into_iter().map(|(k, v)| (Arc::from(k), v)));
+                    row.fields = fields;
                     Ok(())
                 }
-                Ok(_) => Err(RowError::Invalid {
-                    line,
-                    reason: "the line is JSON but not an object".into(),
-                    raw: text.to_string(),
-                }),
                 Err(error) if cut_short && error.is_eof() => Err(RowError::Fatal(format!(
                     "line {line}: the file ends inside this line's JSON, so it was cut short (an export or copy that did not finish?): send the whole file"
                 ))),
@@ -117,5 +123,59 @@ impl RowStream for JsonlStream {
                 }),
             });
         }
+    }
+}
+
+/// A JSON object's fields in order. A key given twice, or an integer too large for 64 bits
+/// (serde_json would round it to a float: `2^64` becomes `18446744073709552000`), is an error
+/// instead of a silent change of the data.
+struct Fields(Vec<(Arc<str>, Value)>);
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(FieldsVisitor)
+    }
+}
+
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Fields;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+        let mut fields: Vec<(Arc<str>, Value)> = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if fields.iter().any(|(name, _)| **name == *key) {
+                return Err(serde::de::Error::custom(format!(
+                    "the key `{key}` appears twice in the object; keep one"
+                )));
+            }
+            let value: Value = map.next_value()?;
+            if let Some(number) = inexact_integer(&value) {
+                return Err(serde::de::Error::custom(format!(
+                    "`{key}` is the integer {number}, beyond 64 bits, which cannot be sent exactly; write it as a string (in quotes) to send it as text"
+                )));
+            }
+            fields.push((Arc::from(key), value));
+        }
+        Ok(Fields(fields))
+    }
+}
+
+/// A whole number that serde_json had to read as a float because it is beyond the 64-bit
+/// integers (it is sent rounded otherwise), in a value or in an array or object inside it.
+fn inexact_integer(value: &Value) -> Option<f64> {
+    const BEYOND_64_BITS: f64 = 9_223_372_036_854_775_808.0; // 2^63
+    match value {
+        Value::Number(number) => number.as_f64().filter(|float| {
+            number.is_f64() && float.fract() == 0.0 && float.abs() >= BEYOND_64_BITS
+        }),
+        Value::Array(values) => values.iter().find_map(inexact_integer),
+        Value::Object(fields) => fields.values().find_map(inexact_integer),
+        _ => None,
     }
 }

@@ -47,9 +47,13 @@ impl RowStream for RejectsStream {
         let mut source_line = None;
         let mut source_row = None;
         let mut record = None;
+        let mut bad_line = None;
         for (name, value) in self.entry.fields.drain(..) {
             match &*name {
-                "line" => source_line = value.as_u64(),
+                "line" => match value.as_u64().filter(|line| *line > 0) {
+                    Some(line) => source_line = Some(line),
+                    None => bad_line = Some(value),
+                },
                 "row" => source_row = Some(value),
                 "record" => record = Some(value),
                 _ => {}
@@ -59,6 +63,15 @@ impl RowStream for RejectsStream {
         row.line = line;
         row.fields.clear();
         row.record = None;
+        if let Some(bad) = bad_line {
+            return Some(Err(RowError::Invalid {
+                line,
+                reason: format!(
+                    "line {entry_line} of the rejects file has `line: {bad}`; it must be the source line, a whole number from 1"
+                ),
+                raw: String::new(),
+            }));
+        }
         Some(match (record, source_row) {
             (Some(record), _) => {
                 row.record = Some(record);

@@ -271,3 +271,30 @@ fn line_numbers_hold_without_a_final_line_break() {
         Ok(json!({"line": 3, "row": {"identity": "2", "Name": "b"}}))
     );
 }
+
+#[test]
+fn json_lines_refuse_duplicate_keys_and_integers_that_cannot_be_exact() {
+    let rows = read_all(
+        "a.jsonl",
+        b"{\"identity\":\"u1\",\"Plan\":\"a\",\"Plan\":\"b\"}\n{\"identity\":\"u2\",\"Big\":18446744073709551616}\n{\"identity\":\"u3\",\"Big\":18446744073709551615,\"Neg\":-9223372036854775808,\"F\":1.5}\n{\"identity\":\"u4\",\"L\":[1,36893488147419103232]}\n",
+    );
+    assert!(
+        matches!(&rows[0], Err(reason) if reason.contains("the key `Plan` appears twice")),
+        "{rows:?}"
+    );
+    assert!(
+        matches!(&rows[1], Err(reason) if reason.contains("`Big` is the integer") && reason.contains("write it as a string")),
+        "{rows:?}"
+    );
+    // Within 64 bits they are exact, and floats stay floats.
+    assert_eq!(
+        rows[2],
+        Ok(
+            json!({"line": 3, "row": {"identity": "u3", "Big": 18446744073709551615u64, "Neg": i64::MIN, "F": 1.5}})
+        )
+    );
+    assert!(
+        matches!(&rows[3], Err(reason) if reason.contains("`L` is the integer")),
+        "{rows:?}"
+    );
+}

@@ -1,4 +1,5 @@
-//! How the sandbox judges one uploaded record: CleverTap's rules and error codes.
+//! How CleverTap judges one uploaded record, with its rules and error codes: the sandbox
+//! answers with it, and `tapline replay` checks hand-edited records with it before sending.
 
 use std::collections::HashSet;
 
@@ -15,6 +16,17 @@ pub enum RecordKind {
     Event,
     /// `type: token`.
     Token,
+}
+
+impl RecordKind {
+    /// Its `type` in the record.
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordKind::Profile => "profile",
+            RecordKind::Event => "event",
+            RecordKind::Token => "token",
+        }
+    }
 }
 
 /// Checks a record as CleverTap would, returning its kind or the violation.
