@@ -51,6 +51,16 @@ pub fn check_source(file: &Path, parts: &Parts) -> Vec<Diagnostic> {
         .parent()
         .filter(|folder| !folder.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    if let Some(kind) = crate::config::files::not_a_regular_file(path) {
+        return vec![
+            Diagnostic::error(
+                file,
+                at,
+                format!("source `{}` is {kind}, not a file", path.display()),
+            )
+            .with_hint("give the path of a CSV, TSV or JSON Lines file (gzip allowed)"),
+        ];
+    }
     if !path.is_file() {
         return vec![
             Diagnostic::error(

@@ -290,3 +290,162 @@ fn control_characters_and_mismatched_replays_are_invalid_records() {
     );
     assert!(reasons.contains("`line: -5`"), "{reasons}");
 }
+
+#[test]
+fn terminal_escapes_in_source_values_are_printed_escaped() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    workspace.write(
+        "people.csv",
+        "identity,Email\nu1,a@example.com\nu2,\u{1b}]0;owned\u{7}\u{1b}[2J@x\n",
+    );
+    workspace.pipeline(
+        "people",
+        &sandbox,
+        "source: {path: people.csv}\ntarget: {entity: user_profiles}\nskip_invalid_records: true\n",
+    );
+    let (code, summary) = run(&workspace, &["people.yaml"]);
+    assert_eq!(code, Some(0), "{summary}");
+    let run_id = summary["run_id"].as_str().unwrap();
+    let shown = tapline(
+        workspace.dir.path(),
+        &["history", "--dir", ".", "--run", run_id],
+    );
+    let text = stdout(&shown) + &stderr(&shown);
+    assert!(text.contains("line 3"), "{text}");
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{text:?}"
+    );
+
+    // A file name from the pipeline file reaches the terminal escaped too.
+    workspace.pipeline(
+        "named",
+        &sandbox,
+        "source: {path: \"ex\\e[2Jport.csv\"}\ntarget: {entity: user_profiles}\n",
+    );
+    let validate = tapline(workspace.dir.path(), &["validate", "named.yaml"]);
+    let errors = stderr(&validate);
+    assert_eq!(validate.status.code(), Some(2), "{errors}");
+    assert!(errors.contains("ex\\u{1b}[2Jport.csv"), "{errors:?}");
+    assert!(!errors.contains('\u{1b}'), "{errors:?}");
+}
+
+#[test]
+fn hostile_files_are_refused_or_warned_about_clearly() {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let workspace = Workspace::new();
+    let dir = workspace.dir.path();
+    workspace.write("events.csv", "identity,evtName\nu1,Viewed\n");
+    let body = "source: {path: events.csv}\ntarget: {entity: user_events}\n";
+    let mkfifo = |name: &str| {
+        let status = std::process::Command::new("mkfifo")
+            .arg(dir.join(name))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    // A passcode file that never ends, a pipeline file and a source that are FIFOs.
+    workspace.write(
+        "zero.yaml",
+        format!("connection: {{account_id: A, passcode_file: /dev/zero}}\n{body}"),
+    );
+    mkfifo("fifo.yaml");
+    mkfifo("live.csv");
+    workspace.write(
+        "live.yaml",
+        "connection: {account_id: A, passcode_file: passcode.txt}\nsource: {path: live.csv}\ntarget: {entity: user_events}\n",
+    );
+    let output = tapline(dir, &["validate", "zero.yaml", "fifo.yaml", "live.yaml"]);
+    let errors = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{errors}");
+    assert!(
+        errors
+            .contains("cannot read passcode file `/dev/zero`: it is a device, not a regular file"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("fifo.yaml:1:1: error: cannot read the file: it is a FIFO"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("source `") && errors.contains("live.csv` is a FIFO"),
+        "{errors}"
+    );
+
+    // Warnings: a passcode file others can read, plain http off this machine, a cron that
+    // never fires.
+    workspace.write("open-passcode.txt", "secret");
+    std::fs::set_permissions(
+        workspace.path("open-passcode.txt"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    workspace.write(
+        "warned.yaml",
+        format!("connection: {{account_id: A, passcode_file: open-passcode.txt, endpoint: \"http://proxy.example.com:8080\"}}\n{body}schedule: {{cron: \"0 0 31 2 *\"}}\n"),
+    );
+    let output = tapline(dir, &["validate", "warned.yaml"]);
+    let warnings = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{warnings}");
+    assert!(
+        warnings.contains("can be read by every user of this machine"),
+        "{warnings}"
+    );
+    assert!(warnings.contains("chmod 600"), "{warnings}");
+    assert!(
+        warnings.contains("is plain http to another machine"),
+        "{warnings}"
+    );
+    assert!(warnings.contains("`0 0 31 2 *` never fires"), "{warnings}");
+
+    // Two file names that are not UTF-8 do not become one pipeline.
+    let folder = workspace.path("odd");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::copy(workspace.path("events.csv"), folder.join("events.csv")).unwrap();
+    for name in [&b"a\xff.yaml"[..], &b"a\xfe.yaml"[..]] {
+        let path = folder.join(std::ffi::OsStr::from_bytes(name));
+        std::fs::write(
+            path,
+            format!("connection: {{account_id: A, passcode: P}}\n{body}"),
+        )
+        .unwrap();
+    }
+    let output = tapline(dir, &["validate", "odd"]);
+    let errors = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{errors}");
+    assert_eq!(
+        errors.matches("is not plain UTF-8 text").count(),
+        2,
+        "{errors}"
+    );
+}
+
+#[test]
+fn the_sandbox_does_not_print_a_passcode_it_was_given() {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tapline"))
+        .args([
+            "sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--passcode",
+            "TOP-SECRET-PASSCODE",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starts");
+    // It says where it listens on stderr once it does.
+    let mut said = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stderr.take().unwrap()),
+        &mut said,
+    )
+    .unwrap();
+    child.kill().unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("http://127.0.0.1:"));
+    assert!(said.contains("listening on"), "{said}");
+    assert!(!said.contains("TOP-SECRET-PASSCODE"), "{said}");
+}

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{TimeZone, Utc};
 
+use super::terminal::{self, errln, outln};
 use super::{Exit, HistoryArgs};
 use crate::runner;
 use crate::state::{DATABASE_FILE, RunEntry, StateStore};
@@ -15,9 +16,9 @@ pub(super) fn show(args: &HistoryArgs) -> Exit {
     let dir = runner::state_dir(args.state_dir.as_deref(), &args.dir);
     if !dir.join(DATABASE_FILE).exists() {
         if args.json {
-            println!("[]");
+            outln!("[]");
         } else {
-            println!("no runs recorded in `{}` yet", dir.display());
+            outln!("no runs recorded in `{}` yet", dir.display());
         }
         return if args.run.is_some() {
             Exit::Usage
@@ -28,11 +29,11 @@ pub(super) fn show(args: &HistoryArgs) -> Exit {
     let store = match StateStore::open(&dir) {
         Ok(store) => store,
         Err(error) => {
-            eprintln!("error: {error}");
+            errln!("error: {error}");
             return Exit::Usage;
         }
     };
-    let mut out = std::io::stdout().lock();
+    let mut out = terminal::stdout();
     if let Some(run_id) = &args.run {
         return match store.run(run_id) {
             Ok(Some(run)) => {
@@ -44,14 +45,14 @@ pub(super) fn show(args: &HistoryArgs) -> Exit {
                 Exit::Success
             }
             Ok(None) => {
-                eprintln!(
+                errln!(
                     "error: no run `{run_id}` in `{}`; `tapline history` lists the runs",
                     dir.display()
                 );
                 Exit::Usage
             }
             Err(error) => {
-                eprintln!("error: {error}");
+                errln!("error: {error}");
                 Exit::Failed
             }
         };
@@ -59,7 +60,7 @@ pub(super) fn show(args: &HistoryArgs) -> Exit {
     let runs = match store.runs(args.pipeline.as_deref(), args.limit) {
         Ok(runs) => runs,
         Err(error) => {
-            eprintln!("error: {error}");
+            errln!("error: {error}");
             return Exit::Failed;
         }
     };

@@ -21,6 +21,9 @@ use crate::sandbox::{self, Fault, Sandbox, SandboxConfig};
 use crate::{mapping, preflight, source};
 
 mod history;
+pub mod terminal;
+
+use terminal::{errln, outln};
 
 /// How the process ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -308,7 +311,7 @@ fn daemon(args: &DaemonArgs) -> Exit {
         Ok(()) => Exit::Success,
         Err(error) => {
             tracing::error!("{error:#}");
-            eprintln!("error: {error:#}");
+            errln!("error: {error:#}");
             Exit::Usage
         }
     }
@@ -320,7 +323,7 @@ fn next(dir: &Path, count: usize) -> Exit {
         Err((exit, _)) => return exit,
     };
     let now = chrono::Utc::now();
-    let mut out = std::io::stdout().lock();
+    let mut out = terminal::stdout();
     for pipeline in &pipelines {
         if pipeline.trigger == crate::config::model::TriggerKind::FileArrival {
             let _ = writeln!(
@@ -371,12 +374,12 @@ fn schema(connections: bool) -> Exit {
         config::schema::pipeline_schema()
     };
     let text = serde_json::to_string_pretty(schema).expect("a schema serializes");
-    println!("{text}");
+    outln!("{text}");
     Exit::Success
 }
 
 fn print_diagnostics(diagnostics: &[Diagnostic]) {
-    let mut stderr = std::io::stderr().lock();
+    let mut stderr = terminal::stderr();
     for diagnostic in diagnostics {
         let _ = writeln!(stderr, "{diagnostic}");
     }
@@ -392,7 +395,7 @@ fn load_all(paths: &[PathBuf], credentials: Credentials) -> Result<Vec<Pipeline>
         }
     };
     if files.is_empty() {
-        eprintln!(
+        errln!(
             "error: no pipeline files (*.yaml) in {}",
             paths
                 .iter()
@@ -433,12 +436,12 @@ fn validate(paths: &[PathBuf]) -> Exit {
     match load_all(paths, Credentials::Resolve) {
         Ok(pipelines) => {
             for pipeline in &pipelines {
-                println!("ok  {} ({})", pipeline.file.display(), describe(pipeline));
+                outln!("ok  {} ({})", pipeline.file.display(), describe(pipeline));
             }
             Exit::Success
         }
         Err((exit, errors)) => {
-            eprintln!("{errors} error{} found", if errors == 1 { "" } else { "s" });
+            errln!("{errors} error{} found", if errors == 1 { "" } else { "s" });
             exit
         }
     }
@@ -484,7 +487,7 @@ async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> Exit {
         {
             Ok(sandbox) => Some(sandbox),
             Err(error) => {
-                eprintln!("error: cannot start the sandbox: {error}");
+                errln!("error: cannot start the sandbox: {error}");
                 return Exit::Failed;
             }
         }
@@ -550,7 +553,7 @@ fn one_per_file(pipeline: Pipeline) -> Vec<Pipeline> {
     match source::arrival::matching(&pipeline.source.path) {
         Ok(files) => {
             if files.is_empty() {
-                println!(
+                outln!(
                     "{}: no file matches `{}`; nothing to send",
                     pipeline.name,
                     pipeline.source.path.display()
@@ -566,7 +569,7 @@ fn one_per_file(pipeline: Pipeline) -> Vec<Pipeline> {
                 .collect()
         }
         Err(error) => {
-            eprintln!(
+            errln!(
                 "error: {}: cannot list `{}`: {error}",
                 pipeline.name,
                 pipeline.source.path.display()
@@ -584,7 +587,7 @@ fn delivery(pipeline: &Pipeline, dry_run: bool) -> Result<Delivery, Exit> {
     Client::new(&pipeline.connection)
         .map(Delivery::Send)
         .map_err(|error| {
-            eprintln!("error: {}: {error}", pipeline.name);
+            errln!("error: {}: {error}", pipeline.name);
             Exit::Usage
         })
 }
@@ -609,12 +612,12 @@ async fn execute(
         Ok(summary) => summary,
         Err(error) => {
             if json {
-                println!(
+                outln!(
                     "{}",
                     json!({"pipeline": pipeline.name, "status": "failed", "error": error.to_string()})
                 );
             } else {
-                eprintln!("error: {}: {error}", pipeline.name);
+                errln!("error: {}: {error}", pipeline.name);
             }
             return Exit::Failed;
         }
@@ -624,7 +627,7 @@ async fn execute(
         if let Some(sandbox) = sandbox {
             line["sandbox"] = sandbox_json(sandbox);
         }
-        println!("{line}");
+        outln!("{line}");
     } else {
         print_summary(&summary, pipeline);
     }
@@ -638,7 +641,7 @@ async fn execute(
 /// Loads the pipeline a rejects file belongs to and sends the file's records through it.
 fn replay(args: &ReplayArgs) -> Exit {
     if !args.rejects_file.is_file() {
-        eprintln!(
+        errln!(
             "error: `{}` is not a file; give the path of a rejects file (`tapline history --run ID` shows it)",
             args.rejects_file.display()
         );
@@ -651,7 +654,7 @@ fn replay(args: &ReplayArgs) -> Exit {
             {
                 Ok(file) => file,
                 Err(message) => {
-                    eprintln!("error: {message}");
+                    errln!("error: {message}");
                     return Exit::Usage;
                 }
             }
@@ -707,7 +710,7 @@ fn spawn_signal_handler(cancel: CancellationToken) {
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
-        eprintln!("stopping: requests in flight will finish; no new ones are sent");
+        errln!("stopping: requests in flight will finish; no new ones are sent");
         cancel.cancel();
     });
 }
@@ -746,7 +749,7 @@ fn summary_json(summary: &RunSummary) -> Value {
 fn print_summary(summary: &RunSummary, pipeline: &Pipeline) {
     let counts = &summary.counts;
     let seconds = summary.duration.as_secs_f64();
-    let mut out = std::io::stdout().lock();
+    let mut out = terminal::stdout();
     if let Some(dry_run) = &summary.dry_run {
         let _ = writeln!(
             out,
@@ -889,7 +892,7 @@ fn print_sandbox(sandbox: &Sandbox) {
         .max()
         .copied()
         .unwrap_or(0);
-    let mut out = std::io::stdout().lock();
+    let mut out = terminal::stdout();
     let _ = writeln!(
         out,
         "sandbox received {} requests and accepted {accepted}; {} records rejected; at most {most_in_flight} requests in flight",
@@ -953,7 +956,7 @@ impl Observer for Progress {
 
 fn serve_sandbox(args: SandboxArgs) -> Exit {
     if !(0.0..=1.0).contains(&args.fault_rate) {
-        eprintln!("error: --fault-rate must be between 0.0 and 1.0");
+        errln!("error: --fault-rate must be between 0.0 and 1.0");
         return Exit::Usage;
     }
     let config = SandboxConfig {
@@ -973,17 +976,24 @@ fn serve_sandbox(args: SandboxArgs) -> Exit {
         let sandbox = match Sandbox::start(config, args.listen).await {
             Ok(sandbox) => sandbox,
             Err(error) => {
-                eprintln!("error: cannot listen on {}: {error}", args.listen);
+                errln!("error: cannot listen on {}: {error}", args.listen);
                 return Exit::Failed;
             }
         };
         let (account_id, passcode) = sandbox.credentials();
-        println!("{}", sandbox.base_url());
-        eprintln!(
-            "tapline sandbox listening on {} (account id `{account_id}`, passcode `{passcode}`)",
+        // The default passcode is in the documentation; one given with --passcode is a
+        // secret of whoever gave it, and stays out of the terminal and its logs.
+        let passcode = if passcode == sandbox::DEFAULT_PASSCODE {
+            format!("`{passcode}`")
+        } else {
+            "as given with --passcode".to_string()
+        };
+        outln!("{}", sandbox.base_url());
+        errln!(
+            "tapline sandbox listening on {} (account id `{account_id}`, passcode {passcode})",
             sandbox.base_url()
         );
-        eprintln!(
+        errln!(
             "  inspect: GET {}/_sandbox/inspect · records: GET {}/_sandbox/records?type=profile",
             sandbox.base_url(),
             sandbox.base_url()

@@ -6,6 +6,7 @@
 
 pub mod diagnostic;
 pub mod file;
+pub mod files;
 pub mod model;
 mod notifications;
 pub mod schema;

@@ -137,7 +137,7 @@ impl<'a> Site<'a> {
             },
             (None, Some(path)) => {
                 let path = self.file.parent().unwrap_or(Path::new("")).join(path);
-                match std::fs::read_to_string(&path) {
+                match super::files::read_text_limited(&path, super::files::MAX_SECRET_BYTES) {
                     Ok(text) => text.trim().to_string(),
                     Err(error) => {
                         diagnostics.push(

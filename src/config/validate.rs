@@ -55,7 +55,7 @@ fn parse_file<T: serde::de::DeserializeOwned>(
 
 /// Reads and parses a YAML file into its positioned tree.
 fn read_tree(path: &Path, diagnostics: &mut Vec<Diagnostic>) -> Option<Node> {
-    let bytes = match std::fs::read(path) {
+    let bytes = match super::files::read_limited(path, super::files::MAX_CONFIG_BYTES) {
         Ok(bytes) => bytes,
         Err(error) => {
             diagnostics.push(Diagnostic::error(
@@ -177,11 +177,26 @@ fn build(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Pipeline> {
     let folder = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    let name = file
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("pipeline")
-        .to_string();
+    let stem = file.file_stem().unwrap_or_default();
+    let name = match stem.to_str() {
+        Some(name) if crate::clevertap::rules::control_character(name).is_none() => {
+            name.to_string()
+        }
+        _ => {
+            // Two such names would collapse into one, and share checkpoints and history.
+            diagnostics.push(
+                Diagnostic::error(
+                    file,
+                    None,
+                    format!(
+                        "the file name {stem:?} is not plain UTF-8 text, and a pipeline's name is its file name"
+                    ),
+                )
+                .with_hint("rename the file with letters, digits, `-` and `_`"),
+            );
+            return None;
+        }
+    };
 
     let connection = sections
         .get::<ConnectionRef>("connection")
@@ -594,13 +609,24 @@ fn build_schedule(
             None
         }
     };
-    Some(Schedule {
+    let schedule = Schedule {
         expression: spec.cron.clone(),
         cron: cron?,
         timezone: timezone?,
         overlap: spec.overlap.unwrap_or(Overlap::Skip),
         catch_up: spec.catch_up.unwrap_or(CatchUp::Skip),
-    })
+    };
+    if crate::scheduler::next_fire(&schedule, chrono::Utc::now()).is_none() {
+        diagnostics.push(
+            Diagnostic::warning(
+                file,
+                Some(root.locate("/schedule/cron")),
+                format!("cron expression `{}` never fires", spec.cron),
+            )
+            .with_hint("a date that does not exist (such as 31 February) never comes; check the day and month fields"),
+        );
+    }
+    Some(schedule)
 }
 
 /// Where a connection was written: its file, tree, and JSON pointer within it.
@@ -786,7 +812,20 @@ fn finish_connection(
         (None, Some(passcode_file)) => {
             let base = file.parent().unwrap_or(Path::new(""));
             let path = base.join(&passcode_file);
-            match std::fs::read_to_string(&path) {
+            if super::files::readable_by_everyone(&path) {
+                diagnostics.push(
+                    Diagnostic::warning(
+                        file,
+                        site.at("passcode_file"),
+                        format!(
+                            "passcode file `{}` can be read by every user of this machine",
+                            path.display()
+                        ),
+                    )
+                    .with_hint(format!("make it private: chmod 600 {}", path.display())),
+                );
+            }
+            match super::files::read_text_limited(&path, super::files::MAX_SECRET_BYTES) {
                 Ok(text) if !text.trim().is_empty() => text.trim().to_string(),
                 Ok(_) => {
                     diagnostics.push(Diagnostic::error(
@@ -821,7 +860,22 @@ fn finish_connection(
     }
     let base_url = match endpoint {
         Some(endpoint) => match is_http_url(&endpoint) {
-            true => endpoint.trim_end_matches('/').to_string(),
+            true => {
+                if is_plain_http_off_this_machine(&endpoint) {
+                    diagnostics.push(
+                        Diagnostic::warning(
+                            file,
+                            site.at("endpoint"),
+                            format!(
+                                "`endpoint` `{}` is plain http to another machine: the passcode and every record cross the network unencrypted",
+                                super::model::redacted_url(&endpoint)
+                            ),
+                        )
+                        .with_hint("use https://, or http:// only to a proxy on this machine (127.0.0.1)"),
+                    );
+                }
+                endpoint.trim_end_matches('/').to_string()
+            }
             false => {
                 diagnostics.push(
                     Diagnostic::error(
@@ -845,6 +899,26 @@ fn finish_connection(
         base_url,
         request_timeout: timeout,
     })
+}
+
+/// Whether a URL is `http://` to a host other than this machine (loopback, `localhost`).
+fn is_plain_http_off_this_machine(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let host = match host_port.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host_port.split(':').next().unwrap_or_default(),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback());
+    !loopback
 }
 
 /// The API host of a CleverTap region. Europe has the bare `api.clevertap.com`.

@@ -63,7 +63,11 @@ impl Workspace {
         let workspace = Workspace {
             dir: tempfile::tempdir().expect("temp dir"),
         };
-        workspace.write("passcode.txt", tapline::sandbox::DEFAULT_PASSCODE);
+        let passcode = workspace.write("passcode.txt", tapline::sandbox::DEFAULT_PASSCODE);
+        // Private, as a passcode file should be (tapline warns about one others can read).
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(passcode, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod the passcode file");
         workspace
     }
 
