@@ -179,6 +179,7 @@ pub async fn run(
         delivery: request.delivery.clone(),
         retry: RetryPolicy::default(),
         rejects_path: rejects_path(&request.state_dir, &pipeline.name, &run_id),
+        spool_dir: request.state_dir.join("spool"),
         already_settled: None,
         account_budget: request
             .account_budgets

@@ -224,3 +224,62 @@ fn malformed_rows_are_reported_at_their_own_line() {
         (Some(3), Some("malformed_row"))
     );
 }
+
+#[test]
+fn the_list_reaches_s3_with_its_exact_length_and_nothing_else() {
+    // The sandbox's pre-signed URL is as strict as S3, and the first two requests for a URL
+    // get CleverTap's plain-text "URL not generated", which is retried.
+    let sandbox = TestSandbox::start(SandboxConfig {
+        url_not_generated: 2,
+        ..SandboxConfig::default()
+    });
+    let workspace = Workspace::new();
+    let mut csv = String::from("identity\n");
+    for i in 0..20_000 {
+        csv.push_str(&format!("user-{i}\n"));
+    }
+    workspace.write("audience.csv", csv);
+    workspace.pipeline(
+        "list",
+        &sandbox,
+        &pipeline("create", "admin@example.com", ""),
+    );
+    let (code, summary) = run(&workspace);
+    assert_eq!(code, Some(0), "{summary}");
+    assert_eq!(summary["records"]["accepted"], 20_000);
+    assert_eq!(summary["retries"], 2, "{summary}");
+    let seen = sandbox.inspect();
+    assert_eq!(seen.segments["VIP users"].identities, 20_000);
+    let [upload] = seen.presigned_uploads.as_slice() else {
+        panic!("one upload expected: {:?}", seen.presigned_uploads);
+    };
+    assert_eq!(upload.status, 200, "{upload:?}");
+    let expected_bytes = "Type,Identity\n".len() as u64
+        + (0..20_000)
+            .map(|i| format!("i,user-{i}\n").len() as u64)
+            .sum::<u64>();
+    assert_eq!(upload.bytes_received, expected_bytes);
+    assert_eq!(
+        upload.headers.get("content-length").map(String::as_str),
+        Some(expected_bytes.to_string().as_str())
+    );
+    for absent in [
+        "transfer-encoding",
+        "content-type",
+        "x-clevertap-account-id",
+        "x-clevertap-passcode",
+    ] {
+        assert!(
+            !upload.headers.contains_key(absent),
+            "`{absent}` was sent: {:?}",
+            upload.headers
+        );
+    }
+    // The spool file is gone.
+    let spool = workspace.path(".tapline/spool");
+    assert!(
+        std::fs::read_dir(&spool).map_or(true, |mut entries| entries.next().is_none()),
+        "the spool is left in {}",
+        spool.display()
+    );
+}

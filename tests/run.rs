@@ -586,3 +586,39 @@ fn odd_source_files_end_clearly() {
         (Some(3), Some(true))
     );
 }
+
+#[test]
+fn a_slow_answer_after_the_records_were_stored_makes_the_only_duplicates() {
+    // A slow fault stores the batch, then answers after 3 s; the client gives up at 1 s and
+    // sends the batch again: each such fault is one batch that arrives twice, and nothing else.
+    let sandbox = TestSandbox::start(SandboxConfig {
+        fault_rate: 0.2,
+        faults: vec![Fault::Slow],
+        slow_response: Duration::from_secs(3),
+        seed: Some(7),
+        ..SandboxConfig::default()
+    });
+    let workspace = Workspace::new();
+    workspace.write("profiles.csv", profile_csv(10_000));
+    workspace.pipeline(
+        "profiles",
+        &sandbox,
+        "source: {path: profiles.csv}\ntarget: {entity: user_profiles}\nthread_count: 5\n",
+    );
+    let pipeline = std::fs::read_to_string(workspace.path("profiles.yaml"))
+        .unwrap()
+        .replace("request_timeout_seconds: 5", "request_timeout_seconds: 1");
+    workspace.write("profiles.yaml", pipeline);
+    let output = tapline(workspace.dir.path(), &["run", "profiles.yaml", "--json"]);
+    let summary = summary(&output);
+    assert_eq!(output.status.code(), Some(0), "{summary}");
+    let seen = sandbox.inspect();
+    assert!(seen.faults > 0, "no slow answer was injected");
+    assert_eq!(seen.distinct_profiles, 10_000, "every profile arrived");
+    assert_eq!(
+        seen.profiles - seen.distinct_profiles as u64,
+        seen.faults * 1000,
+        "each slow answer is one batch stored twice"
+    );
+    assert_eq!(summary["retries"].as_u64(), Some(seen.faults));
+}

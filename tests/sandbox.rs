@@ -211,3 +211,111 @@ fn answers_429_above_its_concurrency_limit() {
     );
     assert_eq!(sandbox.inspect().throttled, 3);
 }
+
+#[test]
+fn its_presigned_urls_answer_as_s3_does() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let (account, passcode) = sandbox.sandbox.credentials();
+    let (account, passcode) = (account.to_string(), passcode.to_string());
+    let base = sandbox.sandbox.base_url();
+    let client = reqwest::Client::new();
+    let new_url = || {
+        let client = client.clone();
+        let (account, passcode, base) = (account.clone(), passcode.clone(), base.clone());
+        async move {
+            let answer: serde_json::Value = client
+                .post(format!("{base}/get_custom_list_segment_url"))
+                .header("X-CleverTap-Account-Id", &account)
+                .header("X-CleverTap-Passcode", &passcode)
+                .body("{}")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            answer["presignedS3URL"].as_str().unwrap().to_string()
+        }
+    };
+    let answers = sandbox.block_on(async {
+        let mut answers = Vec::new();
+        // Chunked: 501 NotImplemented naming the header.
+        let url = new_url().await;
+        let chunks = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(
+            bytes::Bytes::from_static(b"Type,Identity\ni,u1\n"),
+        )]);
+        let response = client
+            .put(&url)
+            .body(reqwest::Body::wrap_stream(chunks))
+            .send()
+            .await
+            .unwrap();
+        answers.push((response.status().as_u16(), response.text().await.unwrap()));
+        // A known length: accepted; the same URL again: 403.
+        for _ in 0..2 {
+            let response = client
+                .put(&url)
+                .body("Type,Identity\ni,u1\n")
+                .send()
+                .await
+                .unwrap();
+            answers.push((response.status().as_u16(), response.text().await.unwrap()));
+        }
+        // An unknown URL: 403.
+        let response = client
+            .put(format!("{base}/_sandbox/presigned/unknown"))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        answers.push((response.status().as_u16(), response.text().await.unwrap()));
+        // No Content-Length and fewer bytes than announced, over a raw connection.
+        // (Only the second ends its side of the connection: its body stops short.)
+        for (request, cut_short) in [
+            ("PUT {path} HTTP/1.1\r\nHost: sandbox\r\nConnection: close\r\n\r\n", false),
+            ("PUT {path} HTTP/1.1\r\nHost: sandbox\r\nContent-Length: 100\r\nConnection: close\r\n\r\nType,Identity\n", true),
+        ] {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let url = new_url().await;
+            let path = url.trim_start_matches(&base);
+            let mut stream = tokio::net::TcpStream::connect(sandbox.sandbox.address())
+                .await
+                .unwrap();
+            stream
+                .write_all(request.replace("{path}", path).as_bytes())
+                .await
+                .unwrap();
+            if cut_short {
+                stream.shutdown().await.unwrap();
+            }
+            let mut response = String::new();
+            let _ = stream.read_to_string(&mut response).await;
+            let status = response
+                .split_whitespace()
+                .nth(1)
+                .and_then(|status| status.parse().ok())
+                .unwrap_or(0);
+            answers.push((status, response));
+        }
+        answers
+    });
+    let codes: Vec<u16> = answers.iter().map(|(status, _)| *status).collect();
+    assert_eq!(codes, vec![501, 200, 403, 403, 411, 400], "{answers:?}");
+    assert!(
+        answers[0].1.contains("<Code>NotImplemented</Code>"),
+        "{answers:?}"
+    );
+    assert!(answers[0].1.contains("<Header>Transfer-Encoding</Header>"));
+    assert!(answers[2].1.contains("<Code>AccessDenied</Code>"));
+    assert!(
+        answers[4].1.contains("<Code>MissingContentLength</Code>"),
+        "{answers:?}"
+    );
+    assert!(
+        answers[5].1.contains("<Code>IncompleteBody</Code>"),
+        "{answers:?}"
+    );
+    let uploads = sandbox.inspect().presigned_uploads;
+    assert_eq!(uploads.len(), 6);
+    assert_eq!(uploads[0].error_code.as_deref(), Some("NotImplemented"));
+}

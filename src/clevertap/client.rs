@@ -1,9 +1,10 @@
 //! An HTTP client for one CleverTap account: sends a body, returns the answer or a [`Failure`].
 
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 
 use super::wire::{
     ACCOUNT_HEADER, CUSTOM_LIST_COMPLETED_PATH, CustomListAnswer, CustomListCompleted, Endpoint,
@@ -40,6 +41,17 @@ pub enum Failure {
     /// A success status with a body that is not what CleverTap sends.
     #[error("unexpected answer: {0}")]
     InvalidResponse(String),
+    /// CleverTap cannot do it now and says to come back later (a custom list's URL).
+    #[error("CleverTap is not ready: {0}")]
+    NotReady(String),
+    /// The custom list's spool file could not be read back.
+    #[error("the spooled list cannot be read: {0}")]
+    Spool(String),
+}
+
+/// CleverTap's plain-text answer when it has no pre-signed URL to give now.
+fn is_url_not_generated(text: &str) -> bool {
+    text.to_ascii_lowercase().contains("url not generated")
 }
 
 /// A client for one account. Cheap to clone; clones share connections.
@@ -97,21 +109,53 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|_| Failure::InvalidResponse(quote(&bytes)))
     }
 
-    /// Asks for a pre-signed URL to upload a custom list to (step 1 of 3).
+    /// Asks for a pre-signed URL to upload a custom list to (step 1 of 3). CleverTap's
+    /// documented failure of this step is a plain-text body ("URL not generated, Please come
+    /// back later"), whatever its status: [`Failure::NotReady`], which is retried.
     pub async fn presigned_url(&self) -> Result<PresignedUrl, Failure> {
-        let bytes = self
+        let bytes = match self
             .post(Endpoint::CUSTOM_LIST.path, Bytes::from_static(b"{}"))
-            .await?;
-        serde_json::from_slice(&bytes).map_err(|_| Failure::InvalidResponse(quote(&bytes)))
+            .await
+        {
+            Ok(bytes) => bytes,
+            Err(Failure::Status { message, .. }) if is_url_not_generated(&message) => {
+                return Err(Failure::NotReady(message));
+            }
+            Err(failure) => return Err(failure),
+        };
+        serde_json::from_slice(&bytes).map_err(|_| {
+            let text = quote(&bytes);
+            if is_url_not_generated(&text) {
+                Failure::NotReady(text)
+            } else {
+                Failure::InvalidResponse(text)
+            }
+        })
     }
 
-    /// Uploads a custom list's CSV to its pre-signed URL (step 2 of 3).
-    pub async fn put_presigned(&self, url: &str, body: reqwest::Body) -> Result<(), Failure> {
+    /// Uploads a custom list's spooled CSV to its pre-signed URL (step 2 of 3), as S3 takes
+    /// it: the exact `Content-Length` (never chunked), streamed from the file, with no
+    /// `Content-Type` (the URL is signed without one) and no CleverTap headers. A file whose
+    /// size is not `length` is not sent: a body of the wrong length would be cut or refused.
+    pub async fn put_presigned(&self, url: &str, spool: &Path, length: u64) -> Result<(), Failure> {
+        let file = tokio::fs::File::open(spool)
+            .await
+            .map_err(|error| Failure::Spool(error.to_string()))?;
+        let size = file
+            .metadata()
+            .await
+            .map_err(|error| Failure::Spool(error.to_string()))?
+            .len();
+        if size != length {
+            return Err(Failure::Spool(format!(
+                "the spooled list has {size} bytes, not the {length} written; it was changed on disk"
+            )));
+        }
         let response = self
             .plain
             .put(url)
-            .header(CONTENT_TYPE, "text/csv")
-            .body(body)
+            .header(CONTENT_LENGTH, length)
+            .body(reqwest::Body::from(file))
             .send()
             .await
             .map_err(|error| self.transport(&error))?;

@@ -35,9 +35,11 @@ pub enum Verdict {
 /// | a 2xx whose body is not CleverTap's | fail the batch (it may have been applied) |
 pub fn classify(failure: &Failure) -> Verdict {
     match failure {
-        Failure::Timeout(_) | Failure::Connect(_) | Failure::Interrupted(_) => {
-            Verdict::Retry { retry_after: None }
-        }
+        Failure::Timeout(_)
+        | Failure::Connect(_)
+        | Failure::Interrupted(_)
+        | Failure::NotReady(_) => Verdict::Retry { retry_after: None },
+        Failure::Spool(_) => Verdict::FailBatch,
         Failure::Status {
             status: 401 | 403, ..
         } => Verdict::StopRun,

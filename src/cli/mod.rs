@@ -971,6 +971,7 @@ fn serve_sandbox(args: SandboxArgs) -> Exit {
         discarded_events: args.discard_event,
         seed: args.seed,
         admin_emails: args.admin_email,
+        ..SandboxConfig::default()
     };
     runtime().block_on(async move {
         let sandbox = match Sandbox::start(config, args.listen).await {

@@ -1,12 +1,19 @@
 //! A custom-list upload (docs/clevertap-api.md §7): the source's identities become one
-//! `Type,Identity` CSV, streamed to a pre-signed URL — never held in memory — and then
-//! registered as a segment. Every identity read ends uploaded (accepted), skipped or failed.
+//! `Type,Identity` CSV, spooled to a file in the state directory (never held in memory), sent
+//! to a pre-signed URL with its exact `Content-Length` and registered as a segment. Every
+//! identity read ends uploaded (accepted), skipped or failed.
+//!
+//! Why a spool file: a pre-signed S3 URL refuses a chunked upload (`501 NotImplemented`) and
+//! one without `Content-Length` (`411`), so the length must be known before the first byte
+//! goes. Counting in a first pass and streaming in a second would map the source twice and
+//! fail if the file changed between the passes; the spool is the exact bytes that were
+//! counted, and a retried upload sends the same bytes again without reading the source.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::outcome::{Counts, DryRunReport, Outcome, RejectsFile, RunSummary, Settled, StopReason};
@@ -18,37 +25,52 @@ use crate::config::model::{CustomList, OnInvalidRecord};
 use crate::mapping::{self, custom_list_line};
 use crate::source::{self, Row, RowError};
 
-const CHUNK_BYTES: usize = 64 * 1024;
 const HEADER: &[u8] = b"Type,Identity\n";
+
+/// CleverTap's limit on a custom list's CSV uploaded through the API (5 GB).
+pub const MAX_LIST_BYTES: u64 = 5_000_000_000;
 
 /// What reading the source once produced.
 struct Tally {
     read: u64,
     lines: u64,
     skipped: u64,
+    /// Bytes of the CSV, its header included.
+    bytes: u64,
     sample: Option<serde_json::Value>,
     stop: Option<StopReason>,
     rejects: RejectsFile,
 }
 
-/// Reads every row into CSV lines sent down `output` in chunks. Skipped rows go to the
-/// rejects file; an invalid row with `Stop` (or an unreadable file) breaks the stream.
-fn stream_entries(
+/// Reads every row into CSV lines written to `output`. Skipped rows go to the rejects file;
+/// an invalid row with `Stop`, an unreadable file, a list past [`MAX_LIST_BYTES`] or a
+/// failed write stops it.
+fn write_entries(
     job: &Job,
-    rejects_path: &std::path::Path,
-    output: Option<&mpsc::Sender<std::io::Result<Bytes>>>,
+    rejects_path: &Path,
+    output: &mut dyn Write,
     cancel: &CancellationToken,
 ) -> Tally {
     let mut tally = Tally {
         read: 0,
         lines: 0,
         skipped: 0,
+        bytes: 0,
         sample: None,
         stop: None,
         rejects: RejectsFile::new(rejects_path),
     };
-    let send = |chunk: Vec<u8>| {
-        output.is_none_or(|output| output.blocking_send(Ok(Bytes::from(chunk))).is_ok())
+    let mut write = |tally: &mut Tally, bytes: &[u8]| match output.write_all(bytes) {
+        Ok(()) => {
+            tally.bytes += bytes.len() as u64;
+            true
+        }
+        Err(error) => {
+            tally.stop = Some(StopReason::StateFailed(format!(
+                "cannot write the list to its spool file in the state directory: {error}"
+            )));
+            false
+        }
     };
     let mut rows = match source::open(&job.source) {
         Ok(rows) => rows,
@@ -57,7 +79,9 @@ fn stream_entries(
             return tally;
         }
     };
-    let mut chunk = HEADER.to_vec();
+    if !write(&mut tally, HEADER) {
+        return tally;
+    }
     let mut row = Row::default();
     while let Some(next) = rows.read_row(&mut row) {
         let entry = match next {
@@ -83,19 +107,23 @@ fn stream_entries(
         tally.read += 1;
         match entry {
             Ok(entry) => {
-                chunk.extend_from_slice(custom_list_line(&entry).as_bytes());
+                let line = custom_list_line(&entry);
+                if tally.bytes + line.len() as u64 > MAX_LIST_BYTES {
+                    tally.stop = Some(StopReason::Refused(format!(
+                        "the list's CSV would pass CleverTap's limit of {MAX_LIST_BYTES} bytes (5 GB) at line {}, with {} bytes before it; split the source into several lists",
+                        row.line, tally.bytes
+                    )));
+                    break;
+                }
+                if !write(&mut tally, line.as_bytes()) {
+                    break;
+                }
                 tally.lines += 1;
                 tally.sample.get_or_insert(entry);
-                if chunk.len() >= CHUNK_BYTES {
-                    // Ctrl-C breaks the upload off; CleverTap never sees a partial list.
-                    if cancel.is_cancelled() {
-                        tally.stop = Some(StopReason::Interrupted);
-                        break;
-                    }
-                    if !send(std::mem::take(&mut chunk)) {
-                        tally.stop = Some(StopReason::Interrupted);
-                        return tally;
-                    }
+                // Ctrl-C breaks the list off; CleverTap never sees a partial list.
+                if tally.lines % 10_000 == 0 && cancel.is_cancelled() {
+                    tally.stop = Some(StopReason::Interrupted);
+                    break;
                 }
             }
             Err((line, code, reason, data)) => {
@@ -121,18 +149,41 @@ fn stream_entries(
             }
         }
     }
-    if tally.stop.is_some() {
-        if let Some(output) = output {
-            let _ =
-                output.blocking_send(Err(std::io::Error::other("the custom list stopped early")));
-        }
-        return tally;
+    if tally.stop.is_none()
+        && let Err(error) = output.flush()
+    {
+        tally.stop = Some(StopReason::StateFailed(format!(
+            "cannot write the list to its spool file in the state directory: {error}"
+        )));
     }
-    send(chunk);
     tally
 }
 
-/// Runs a custom-list job: dry run, or the three steps with retries.
+/// The spooled CSV of one run; the file is removed when it is dropped, however the run ends.
+struct Spool {
+    path: PathBuf,
+}
+
+impl Spool {
+    fn create(dir: &Path, job: &Job) -> std::io::Result<(Spool, std::fs::File)> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!("{}-{}.csv", job.pipeline, job.context.run_id));
+        let file = std::fs::File::create(&path)?;
+        Ok((Spool { path }, file))
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_file(&self.path)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(file = %self.path.display(), %error, "cannot remove a custom list's spool file");
+        }
+    }
+}
+
+/// Runs a custom-list job: dry run, or the spool and the three steps with retries.
 pub(super) async fn run(
     job: Job,
     list: &CustomList,
@@ -157,16 +208,23 @@ pub(super) async fn run(
         resumed_from: None,
         up_to_date: None,
     };
+    let read = |spool: Option<std::fs::File>| {
+        let reader_job = Arc::clone(&job);
+        let path = options.rejects_path.clone();
+        let reader_cancel = cancel.clone();
+        tokio::task::spawn_blocking(move || match spool {
+            Some(file) => {
+                let mut output = std::io::BufWriter::with_capacity(256 * 1024, file);
+                write_entries(&reader_job, &path, &mut output, &reader_cancel)
+            }
+            None => write_entries(&reader_job, &path, &mut std::io::sink(), &reader_cancel),
+        })
+    };
     let client = match &options.delivery {
         Delivery::DryRun => {
-            let reader_job = Arc::clone(&job);
-            let path = options.rejects_path.clone();
-            let reader_cancel = cancel.clone();
-            let tally = tokio::task::spawn_blocking(move || {
-                stream_entries(&reader_job, &path, None, &reader_cancel)
-            })
-            .await
-            .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
+            let tally = read(None)
+                .await
+                .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
             let counts = Counts {
                 read: tally.read,
                 skipped: tally.skipped,
@@ -185,6 +243,29 @@ pub(super) async fn run(
         Delivery::Send(client) => client.clone(),
     };
 
+    // The CSV first, into the spool: its length is known before anything is sent, and a
+    // list that stops early (an invalid row, past 5 GB) costs no request.
+    let (spool, file) = match Spool::create(&options.spool_dir, &job) {
+        Ok(spool) => spool,
+        Err(error) => {
+            let tally = stopped(
+                &options,
+                StopReason::StateFailed(format!(
+                    "cannot make the custom list's spool file in `{}`: {error} (choose another folder with --state-dir)",
+                    options.spool_dir.display()
+                )),
+            );
+            return finish(summary(&tally, Counts::default(), 0, 0), tally);
+        }
+    };
+    let tally = read(Some(file))
+        .await
+        .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
+    if tally.stop.is_some() {
+        let counts = tally.counts(false);
+        return finish(summary(&tally, counts, 0, 0), tally);
+    }
+
     let mut requests = 0;
     let mut retries = 0;
     // Step 1: a pre-signed URL.
@@ -195,61 +276,25 @@ pub(super) async fn run(
     let presigned = match presigned {
         Ok(presigned) => presigned,
         Err(failure) => {
-            let tally = Tally {
-                read: 0,
-                lines: 0,
-                skipped: 0,
-                sample: None,
-                stop: Some(failed_step("get an upload URL", &job, &failure)),
-                rejects: RejectsFile::new(&options.rejects_path),
-            };
-            return finish(summary(&tally, Counts::default(), requests, retries), tally);
+            let mut tally = tally;
+            tally.stop = Some(failed_step("get an upload URL", &job, &failure));
+            let counts = tally.counts(false);
+            return finish(summary(&tally, counts, requests, retries), tally);
         }
     };
-    // Step 2: the CSV, streamed; a failed upload reads the file again.
-    let mut attempt = 0;
-    let tally = loop {
-        attempt += 1;
-        requests += 1;
-        let (sender, receiver) = mpsc::channel::<std::io::Result<Bytes>>(4);
-        let reader_job = Arc::clone(&job);
-        let path = options.rejects_path.clone();
-        let reader_cancel = cancel.clone();
-        let reader = tokio::task::spawn_blocking(move || {
-            stream_entries(&reader_job, &path, Some(&sender), &reader_cancel)
-        });
-        let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(
-            receiver,
-            |mut receiver| async move { receiver.recv().await.map(|chunk| (chunk, receiver)) },
-        ));
-        let uploaded = client.put_presigned(&presigned.url, body).await;
-        let mut tally = reader
-            .await
-            .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
-        // A stop found while reading (an invalid row, an unreadable file) is not retried.
-        let failure = match (uploaded, &tally.stop) {
-            (_, Some(_)) | (Ok(()), None) => break tally,
-            (Err(failure), None) => failure,
-        };
-        let retry = matches!(classify(&failure), Verdict::Retry { .. })
-            && attempt < options.retry.max_attempts
-            && !cancel.is_cancelled();
-        if !retry {
-            tally.stop = Some(failed_step("upload the list", &job, &failure));
-            break tally;
-        }
-        retries += 1;
-        // The upload keeps its own loop (each attempt reads the file again); like
-        // `with_retries`, a Ctrl-C during the back-off ends it.
-        tokio::select! {
-            () = tokio::time::sleep(options.retry.delay(attempt, None, rand::random::<f64>())) => {}
-            () = cancel.cancelled() => {
-                tally.stop = Some(StopReason::Interrupted);
-                break tally;
-            }
-        }
-    };
-    if tally.stop.is_some() {
+    // Step 2: the spooled CSV with its exact length; a retry sends the same bytes again.
+    let (uploaded, attempts) = with_retries(options.retry, &cancel, || {
+        client.put_presigned(&presigned.url, &spool.path, tally.bytes)
+    })
+    .await;
+    requests += u64::from(attempts);
+    retries += u64::from(attempts - 1);
+    drop(spool);
+    if let Err(failure) = uploaded {
+        let mut tally = tally;
+        tally.stop = Some(StopReason::Refused(format!(
+            "could not upload the list to its pre-signed URL: {failure}"
+        )));
         let counts = tally.counts(false);
         return finish(summary(&tally, counts, requests, retries), tally);
     }
@@ -268,7 +313,7 @@ pub(super) async fn run(
     .await;
     requests += u64::from(attempts);
     retries += u64::from(attempts - 1);
-    let refusal = match answer {
+    let mut refusal = match answer {
         Ok(answer) if answer.status == "success" => {
             let mut result = summary(&tally, tally.counts(true), requests, retries);
             result.segment_id = answer.segment_id;
@@ -279,6 +324,11 @@ pub(super) async fn run(
             .unwrap_or_else(|| format!("CleverTap answered `{}`", answer.status)),
         Err(failure) => failure_message(&failure),
     };
+    if attempts > 1 && !list.replace {
+        refusal.push_str(
+            " (this step was tried again after an attempt whose answer was lost, which may have created the segment already: check the dashboard for it before running again)",
+        );
+    }
     let mut tally = tally;
     tally.stop = Some(StopReason::Refused(format!(
         "CleverTap did not register segment `{}`: {refusal}",
@@ -286,6 +336,19 @@ pub(super) async fn run(
     )));
     let counts = tally.counts(false);
     finish(summary(&tally, counts, requests, retries), tally)
+}
+
+/// A tally of a list that stopped before any row was read.
+fn stopped(options: &RunOptions, stop: StopReason) -> Tally {
+    Tally {
+        read: 0,
+        lines: 0,
+        skipped: 0,
+        bytes: 0,
+        sample: None,
+        stop: Some(stop),
+        rejects: RejectsFile::new(&options.rejects_path),
+    }
 }
 
 impl Tally {

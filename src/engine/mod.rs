@@ -133,6 +133,8 @@ pub struct RunOptions {
     pub retry: RetryPolicy,
     /// Where the rejects file goes (created only when something is rejected).
     pub rejects_path: PathBuf,
+    /// A folder for a custom list's CSV while it is uploaded (removed afterwards).
+    pub spool_dir: PathBuf,
     /// Source lines an earlier run settled: they are read but not sent again.
     pub already_settled: Option<Arc<SettledLines>>,
     /// The account's budget of requests in flight, shared with other pipelines (the daemon);
@@ -579,6 +581,8 @@ fn failure_code(failure: &Failure) -> String {
         Failure::Interrupted(_) => "connection_broken".into(),
         Failure::Status { status, .. } => format!("http_{status}"),
         Failure::InvalidResponse(_) => "invalid_response".into(),
+        Failure::NotReady(_) => "not_ready".into(),
+        Failure::Spool(_) => "spool".into(),
     }
 }
 

@@ -83,6 +83,9 @@ pub struct SandboxConfig {
     pub admin_emails: Vec<String>,
     /// Seeds the fault draws, so a test sees the same faults every run; `None` draws afresh.
     pub seed: Option<u64>,
+    /// The first this many requests for a custom list's pre-signed URL get CleverTap's
+    /// documented plain-text failure, "URL not generated, Please come back later".
+    pub url_not_generated: u64,
 }
 
 impl Default for SandboxConfig {
@@ -104,6 +107,7 @@ impl Default for SandboxConfig {
             discarded_events: Vec::new(),
             admin_emails: vec![DEFAULT_ADMIN_EMAIL.into()],
             seed: None,
+            url_not_generated: 0,
         }
     }
 }
@@ -151,6 +155,21 @@ pub struct Inspection {
     pub segments: BTreeMap<String, Segment>,
     /// Uploads to a pre-signed URL that carried CleverTap's passcode header (should be 0).
     pub presigned_with_passcode: u64,
+    /// Every request to a pre-signed URL, in arrival order, with S3's answer.
+    pub presigned_uploads: Vec<PresignedUpload>,
+}
+
+/// A request to a pre-signed URL as the sandbox's S3 saw it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PresignedUpload {
+    /// Its headers, names lowercase (CleverTap's passcode shown as `***`).
+    pub headers: BTreeMap<String, String>,
+    /// Bytes of body that arrived.
+    pub bytes_received: u64,
+    /// The answer's status: 200, or S3's refusal.
+    pub status: u16,
+    /// S3's error code for a refusal (`NotImplemented`, `MissingContentLength`, ...).
+    pub error_code: Option<String>,
 }
 
 /// A custom-list segment the sandbox holds.
@@ -211,6 +230,8 @@ struct Shared {
     discarded: HashSet<String>,
     limiters: HashMap<&'static str, Limiter>,
     requests: AtomicU64,
+    /// Requests for a pre-signed URL so far.
+    presigned_asked: AtomicU64,
     store: Mutex<Store>,
     rng: Mutex<StdRng>,
 }
@@ -254,6 +275,7 @@ impl Sandbox {
                 .map(|api| (api.name, Limiter::default()))
                 .collect(),
             requests: AtomicU64::new(0),
+            presigned_asked: AtomicU64::new(0),
             store: Mutex::new(Store::default()),
             rng: Mutex::new(rng),
         });
@@ -494,8 +516,9 @@ async fn serve(
             );
         }
         Some(Fault::Drop) => return dropped_connection(),
-        Some(Fault::Slow) => tokio::time::sleep(shared.config.slow_response).await,
-        None => {}
+        // Below: the records are stored, then the answer comes late, as from a server that
+        // is slow to answer (a client that times out sends them again: a duplicate).
+        Some(Fault::Slow) | None => {}
     }
 
     let Ok(payload) = serde_json::from_slice::<Value>(body) else {
@@ -509,6 +532,9 @@ async fn serve(
         .or_insert_with(|| payload.clone());
     let answer = handler(shared, &payload);
     tokio::time::sleep_until(answer_at).await;
+    if fault == Some(Fault::Slow) {
+        tokio::time::sleep(shared.config.slow_response).await;
+    }
     match answer {
         Ok(answer) => Json(answer).into_response(),
         Err(refusal) => fail(refusal.status, &refusal.message),
@@ -520,6 +546,16 @@ async fn custom_list_url(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let asked = shared.presigned_asked.fetch_add(1, Ordering::SeqCst);
+    if asked < shared.config.url_not_generated {
+        shared.requests.fetch_add(1, Ordering::SeqCst);
+        return (
+            StatusCode::OK,
+            [("content-type", "text/plain")],
+            "URL not generated, Please come back later",
+        )
+            .into_response();
+    }
     serve(
         &shared,
         Endpoint::CUSTOM_LIST,
@@ -556,6 +592,10 @@ fn issue_presigned_url(shared: &Shared, _payload: &Value) -> Result<Value, Refus
 }
 
 /// The pre-signed URL: takes a CSV of any size as a stream, keeping counts and a few lines.
+/// A pre-signed URL, as S3 answers one (docs/clevertap-api.md, Corrections 1): no chunked
+/// upload (`501 NotImplemented`), a `Content-Length` (`411 MissingContentLength`), all of
+/// the bytes it announces (`400 IncompleteBody`), and a URL it issued and that was not used
+/// yet (`403 AccessDenied`). Refusals come with S3's XML error body.
 async fn presigned_upload(
     State(shared): State<Arc<Shared>>,
     UrlPath(token): UrlPath<String>,
@@ -565,16 +605,98 @@ async fn presigned_upload(
     if headers.contains_key(PASSCODE_HEADER) {
         shared.store().inspection.presigned_with_passcode += 1;
     }
-    if !shared.store().presigned.contains_key(&token) {
-        return (StatusCode::FORBIDDEN, "unknown or expired pre-signed URL").into_response();
-    }
+    let mut seen = PresignedUpload {
+        headers: headers
+            .iter()
+            .map(|(name, value)| {
+                let shown = if name.as_str().eq_ignore_ascii_case(PASSCODE_HEADER) {
+                    "***".to_string()
+                } else {
+                    String::from_utf8_lossy(value.as_bytes()).into_owned()
+                };
+                (name.as_str().to_ascii_lowercase(), shown)
+            })
+            .collect(),
+        ..PresignedUpload::default()
+    };
+    let (list, refusal) = receive_list(&shared, &token, &headers, body, &mut seen).await;
+    let response = match refusal {
+        None => {
+            seen.status = 200;
+            shared.store().presigned.insert(token, Some(list));
+            StatusCode::OK.into_response()
+        }
+        Some((status, code, message, extra)) => {
+            seen.status = status.as_u16();
+            seen.error_code = Some(code.to_string());
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message>{extra}<RequestId>TAPLINESANDBOX</RequestId></Error>"
+            );
+            (status, [("content-type", "application/xml")], body).into_response()
+        }
+    };
+    shared.store().inspection.presigned_uploads.push(seen);
+    response
+}
+
+/// An S3 refusal: status, error code, message, and any more XML elements.
+type S3Refusal = (StatusCode, &'static str, &'static str, String);
+
+/// Reads an upload to a pre-signed URL into a list, or says why S3 refuses it.
+async fn receive_list(
+    shared: &Shared,
+    token: &str,
+    headers: &HeaderMap,
+    body: Body,
+    seen: &mut PresignedUpload,
+) -> (UploadedList, Option<S3Refusal>) {
     let mut list = UploadedList::default();
+    if !matches!(shared.store().presigned.get(token), Some(None)) {
+        return (
+            list,
+            Some((
+                StatusCode::FORBIDDEN,
+                "AccessDenied",
+                "Request has expired or the URL was already used",
+                String::new(),
+            )),
+        );
+    }
+    if headers.contains_key("transfer-encoding") {
+        return (
+            list,
+            Some((
+                StatusCode::NOT_IMPLEMENTED,
+                "NotImplemented",
+                "A header you provided implies functionality that is not implemented",
+                "<Header>Transfer-Encoding</Header>".to_string(),
+            )),
+        );
+    }
+    let Some(announced) = headers
+        .get("content-length")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok())
+    else {
+        return (
+            list,
+            Some((
+                StatusCode::LENGTH_REQUIRED,
+                "MissingContentLength",
+                "You must provide the Content-Length HTTP header.",
+                String::new(),
+            )),
+        );
+    };
     let mut partial = String::new();
     let mut stream = body.into_data_stream();
+    let mut broke = false;
     while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
         let Ok(chunk) = chunk else {
-            return (StatusCode::BAD_REQUEST, "the upload broke off").into_response();
+            broke = true;
+            break;
         };
+        seen.bytes_received += chunk.len() as u64;
         partial.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(end) = partial.find('\n') {
             let line: String = partial.drain(..=end).collect();
@@ -584,6 +706,20 @@ async fn presigned_upload(
             }
         }
     }
+    if broke || seen.bytes_received < announced {
+        return (
+            list,
+            Some((
+                StatusCode::BAD_REQUEST,
+                "IncompleteBody",
+                "You did not provide the number of bytes specified by the Content-Length HTTP header",
+                format!(
+                    "<NumberBytesExpected>{announced}</NumberBytesExpected><NumberBytesProvided>{}</NumberBytesProvided>",
+                    seen.bytes_received
+                ),
+            )),
+        );
+    }
     if !partial.trim().is_empty() {
         list.identities += 1;
         if list.lines.len() < KEPT_LIST_LINES {
@@ -592,8 +728,7 @@ async fn presigned_upload(
     }
     // The first line is the `Type,Identity` header.
     list.identities = list.identities.saturating_sub(1);
-    shared.store().presigned.insert(token, Some(list));
-    StatusCode::OK.into_response()
+    (list, None)
 }
 
 fn register_segment(shared: &Shared, payload: &Value) -> Result<Value, Refusal> {
