@@ -121,7 +121,7 @@ fn write_entries(
                 tally.lines += 1;
                 tally.sample.get_or_insert(entry);
                 // Ctrl-C breaks the list off; CleverTap never sees a partial list.
-                if tally.lines % 10_000 == 0 && cancel.is_cancelled() {
+                if tally.lines.is_multiple_of(10_000) && cancel.is_cancelled() {
                     tally.stop = Some(StopReason::Interrupted);
                     break;
                 }
