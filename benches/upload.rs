@@ -100,6 +100,21 @@ fn write_rows(path: &std::path::Path, rows: u64) -> std::io::Result<()> {
     out.flush()
 }
 
+/// `GET /_sandbox/inspect` of the sandbox at `url` (`http://127.0.0.1:PORT`).
+fn inspect(url: &str) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    use std::io::Read;
+    let address = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address)?;
+    write!(
+        stream,
+        "GET /_sandbox/inspect HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    Ok(serde_json::from_str(body)?)
+}
+
 /// CPU seconds and peak RSS (KiB) of the children reaped so far.
 fn children_usage() -> (f64, i64) {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
@@ -206,6 +221,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             peak_rss_kib as f64 / 1024.0
         );
         println!("{line}");
+        if settings.custom_list {
+            // What the sandbox's S3 saw of this run's upload.
+            let inspection = inspect(&url)?;
+            let upload = inspection["presigned_uploads"]
+                .as_array()
+                .and_then(|uploads| uploads.last())
+                .cloned()
+                .unwrap_or_default();
+            println!(
+                "  upload          status {}, Content-Length {}, {} bytes received, chunked: {}",
+                upload["status"],
+                upload["headers"]["content-length"]
+                    .as_str()
+                    .unwrap_or("none"),
+                upload["bytes_received"],
+                upload["headers"].get("transfer-encoding").is_some()
+            );
+        }
         runs.push((rate, per_million));
     }
     let _ = sandbox.kill();

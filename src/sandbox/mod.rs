@@ -698,13 +698,17 @@ async fn receive_list(
         };
         seen.bytes_received += chunk.len() as u64;
         partial.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = partial.find('\n') {
-            let line: String = partial.drain(..=end).collect();
+        // Whole lines are counted (and the first few kept); the rest waits for the next chunk.
+        let mut consumed = 0;
+        while let Some(end) = partial[consumed..].find('\n') {
+            let line = &partial[consumed..consumed + end];
             list.identities += 1;
             if list.lines.len() < KEPT_LIST_LINES {
                 list.lines.push(line.trim_end().to_string());
             }
+            consumed += end + 1;
         }
+        partial.drain(..consumed);
     }
     if broke || seen.bytes_received < announced {
         return (
