@@ -480,6 +480,7 @@ pub fn job(pipeline: &Pipeline, run_id: &str) -> Job {
         connection: pipeline.connection.name.clone(),
         source: pipeline.source.clone(),
         target: pipeline.target,
+        limits: pipeline.connection.limits,
         on_invalid_record: pipeline.on_invalid_record,
         thread_count: pipeline.thread_count,
         endpoint: mapping::endpoint(pipeline.target),

@@ -33,6 +33,7 @@ impl RecordKind {
 pub fn check_record(
     record: &Value,
     discarded_events: &HashSet<String>,
+    max_event_properties: usize,
 ) -> Result<RecordKind, Violation> {
     let Value::Object(fields) = record else {
         return Err(Violation::new(
@@ -66,6 +67,7 @@ pub fn check_record(
             fields.get("evtName"),
             fields.get("evtData"),
             discarded_events,
+            max_event_properties,
         )?,
         RecordKind::Token => check_token(fields.get("tokenData"))?,
     }
@@ -147,6 +149,7 @@ fn check_event(
     name: Option<&Value>,
     data: Option<&Value>,
     discarded: &HashSet<String>,
+    max_properties: usize,
 ) -> Result<(), Violation> {
     let name = match name.and_then(Value::as_str) {
         Some(name) if !name.trim().is_empty() => name,
@@ -176,13 +179,16 @@ fn check_event(
             "Invalid event structure: evtData must be an object",
         ));
     };
-    if data.len() > rules::MAX_EVENT_PROPERTIES {
+    if data.len() > max_properties {
         return Err(Violation::new(522, "Too many event properties"));
     }
+    let charged = rules::normalize_event_name(name) == "charged";
     for (key, value) in data {
         let allowed = match value {
+            // [DOC] platform-considerations: only the Charged event has `Items`.
             Value::Array(items) => {
-                key == "Items"
+                charged
+                    && key == "Items"
                     && items.len() <= rules::MAX_CHARGED_ITEMS
                     && items.iter().all(Value::is_object)
             }
@@ -323,7 +329,8 @@ mod tests {
         ];
         for (record, expected) in cases {
             assert_eq!(
-                check_record(&record, &discarded).map_err(|v| v.code),
+                check_record(&record, &discarded, rules::DEFAULT_EVENT_PROPERTIES)
+                    .map_err(|v| v.code),
                 expected,
                 "{record}"
             );

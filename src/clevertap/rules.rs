@@ -13,8 +13,9 @@ pub const MAX_IDENTITY_CHARS: usize = 120;
 pub const MAX_MULTI_VALUES: usize = 100;
 /// The most items in a Charged event's `Items`.
 pub const MAX_CHARGED_ITEMS: usize = 256;
-/// The most properties of one event.
-pub const MAX_EVENT_PROPERTIES: usize = 256;
+/// The most properties of one event, unless the account has more ([DOC] upload-events-api,
+/// 2026-06-30: "100 by default, configurable"; older pages said 256).
+pub const DEFAULT_EVENT_PROPERTIES: usize = 100;
 /// The most records in one `/1/upload` request.
 pub const MAX_UPLOAD_RECORDS: usize = 1000;
 
@@ -24,21 +25,30 @@ pub const TOKEN_TYPES: [&str; 6] = ["fcm", "apns", "gcm", "chrome", "wns", "mpns
 /// The record fields that identify a user; every record needs one.
 pub const IDENTITY_FIELDS: [&str; 4] = ["identity", "objectId", "FBID", "GPID"];
 
-/// Characters CleverTap refuses in key names.
+/// Characters CleverTap refuses in key names ([DOC] platform-considerations).
 pub const FORBIDDEN_KEY_CHARS: &[char] = &[
     '%', '>', '<', '!', '|', '&', '.', ':', ';', '$', '\'', '"', '\\', '#',
 ];
 
-/// [`FORBIDDEN_KEY_CHARS`] as a lookup table by byte.
-const FORBIDDEN_KEY_BYTES: [bool; 256] = {
+/// Characters CleverTap refuses in event names: those of key names but `#`
+/// ([DOC] platform-considerations; docs/clevertap-api.md, Corrections 7).
+pub const FORBIDDEN_EVENT_NAME_CHARS: &[char] = &[
+    '%', '>', '<', '!', '|', '&', '.', ':', ';', '$', '\'', '"', '\\',
+];
+
+/// A set of characters as a lookup table by byte (every one is ASCII).
+const fn byte_table(chars: &[char]) -> [bool; 256] {
     let mut table = [false; 256];
     let mut index = 0;
-    while index < FORBIDDEN_KEY_CHARS.len() {
-        table[FORBIDDEN_KEY_CHARS[index] as usize] = true;
+    while index < chars.len() {
+        table[chars[index] as usize] = true;
         index += 1;
     }
     table
-};
+}
+
+const FORBIDDEN_KEY_BYTES: [bool; 256] = byte_table(FORBIDDEN_KEY_CHARS);
+const FORBIDDEN_EVENT_NAME_BYTES: [bool; 256] = byte_table(FORBIDDEN_EVENT_NAME_CHARS);
 
 /// System event names an upload may not raise (513). Compared ignoring case and spaces.
 pub const RESERVED_EVENTS: &[&str] = &[
@@ -99,6 +109,15 @@ pub fn is_reserved_event(name: &str) -> bool {
 
 /// Checks a property or column name.
 pub fn check_key(key: &str) -> Result<(), Violation> {
+    check_name(key, &FORBIDDEN_KEY_BYTES)
+}
+
+/// Checks an event name: a key name's rules, but `#` is allowed.
+pub fn check_event_name(name: &str) -> Result<(), Violation> {
+    check_name(name, &FORBIDDEN_EVENT_NAME_BYTES)
+}
+
+fn check_name(key: &str, forbidden: &[bool; 256]) -> Result<(), Violation> {
     if key.trim().is_empty() {
         return Err(Violation::new(0, "an empty property name"));
     }
@@ -122,7 +141,7 @@ pub fn check_key(key: &str) -> Result<(), Violation> {
     // per row, so it looks bytes up in a table.
     if let Some(bad) = key
         .bytes()
-        .find(|&b| FORBIDDEN_KEY_BYTES[usize::from(b)])
+        .find(|&b| forbidden[usize::from(b)])
         .map(char::from)
     {
         return Err(Violation::new(

@@ -357,6 +357,23 @@ pub struct ConnectionFile {
     #[serde(default)]
     #[schemars(range(min = 1, max = 600))]
     pub request_timeout_seconds: Option<i64>,
+
+    /// Limits of this account where it differs from CleverTap's defaults (some accounts
+    /// have more event properties, for example). Raise one only to what CleverTap's support
+    /// confirmed for your account: records past the real limit are refused by CleverTap.
+    #[serde(default)]
+    pub limits: Option<LimitsFile>,
+}
+
+/// Per-account limits, e.g. `limits: { event_properties: 256 }`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// How many properties one event may carry: CleverTap's default is 100, and accounts can
+    /// have it raised (tapline checks each event against it before sending). 1 to 1024.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 1024))]
+    pub event_properties: Option<i64>,
 }
 
 /// A CleverTap data centre.

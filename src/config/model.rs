@@ -161,6 +161,24 @@ pub struct Connection {
     pub base_url: String,
     /// How long one request may take.
     pub request_timeout: Duration,
+    /// The account's limits on records.
+    pub limits: AccountLimits,
+}
+
+/// Limits of a CleverTap account on records, CleverTap's defaults unless the connection
+/// says otherwise (`limits:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountLimits {
+    /// Properties one event may carry.
+    pub event_properties: usize,
+}
+
+impl Default for AccountLimits {
+    fn default() -> Self {
+        AccountLimits {
+            event_properties: crate::clevertap::rules::DEFAULT_EVENT_PROPERTIES,
+        }
+    }
 }
 
 impl fmt::Debug for Connection {

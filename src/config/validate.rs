@@ -11,8 +11,8 @@ use super::file::{
     SegmentFile, SegmentMode, SourceFile, SourceFormat, TargetFile, TriggerKind,
 };
 use super::model::{
-    ColumnMapping, Connection, CustomList, Metadata, OnInvalidRecord, OutputMapping, Pipeline,
-    Schedule, Secret, Source, StringColumn, Target,
+    AccountLimits, ColumnMapping, Connection, CustomList, Metadata, OnInvalidRecord, OutputMapping,
+    Pipeline, Schedule, Secret, Source, StringColumn, Target,
 };
 use super::schema::{self, FileKind};
 use super::yaml::{self, Node};
@@ -726,6 +726,15 @@ fn finish_connection(
                 seconds.clamp(1, 600) as u64
             }),
     );
+    // The schema keeps the numbers in range.
+    let mut limits = AccountLimits::default();
+    if let Some(event_properties) = spec
+        .limits
+        .as_ref()
+        .and_then(|limits| limits.event_properties)
+    {
+        limits.event_properties = event_properties.clamp(1, 1024) as usize;
+    }
     if spec.passcode.is_some() && spec.passcode_file.is_some() {
         diagnostics.push(
             Diagnostic::error(
@@ -765,6 +774,7 @@ fn finish_connection(
             passcode: Secret::new(String::new()),
             base_url: String::new(),
             request_timeout: timeout,
+            limits,
         });
     }
 
@@ -898,6 +908,7 @@ fn finish_connection(
         passcode: Secret::new(passcode),
         base_url,
         request_timeout: timeout,
+        limits,
     })
 }
 

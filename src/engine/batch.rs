@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::outcome::{Outcome, Settled};
 use super::resume::SettledLines;
-use crate::config::model::{OnInvalidRecord, OutputMapping, Target};
+use crate::config::model::{AccountLimits, OnInvalidRecord, OutputMapping, Target};
 use crate::mapping::replay::Replayed;
 use crate::mapping::{self, Mapper};
 use crate::source::{Row, RowError, RowStream};
@@ -65,6 +65,8 @@ pub enum Produced {
 
 /// Settings of the reading side.
 pub struct Batching {
+    /// The account's limits on records.
+    pub limits: AccountLimits,
     /// What the rows become.
     pub target: Target,
     /// What an invalid row does.
@@ -145,7 +147,7 @@ pub fn produce(mut rows: Box<dyn RowStream>, settings: &Batching, output: &mut H
         .cursor();
     let mut left_out = 0;
     let mut builder = BatchBuilder::new(settings.batch_size, settings.envelope);
-    let mut mapper = Mapper::new(settings.target);
+    let mut mapper = Mapper::with_limits(settings.target, settings.limits);
     let mut row = Row::default();
     while let Some(next) = rows.read_row(&mut row) {
         let line = match &next {
@@ -219,7 +221,7 @@ fn encode(
     builder: &mut BatchBuilder,
 ) -> Result<(), mapping::Invalid> {
     if let Some(record) = &row.record {
-        match mapping::replay::replayed(settings.target, record)? {
+        match mapping::replay::replayed(settings.target, settings.limits, record)? {
             Replayed::AsIs => builder.push(row.line, |body| write_replayed(body, record)),
             Replayed::Fields(fields) => {
                 let flat = Row {

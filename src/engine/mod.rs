@@ -29,7 +29,9 @@ pub use resume::{SettledCursor, SettledLines};
 use crate::clevertap::retry::{RetryPolicy, Verdict, classify};
 use crate::clevertap::wire::{Endpoint, UploadResponse};
 use crate::clevertap::{Client, Failure};
-use crate::config::model::{CustomList, OnInvalidRecord, OutputMapping, Source, Target};
+use crate::config::model::{
+    AccountLimits, CustomList, OnInvalidRecord, OutputMapping, Source, Target,
+};
 use crate::template::RunContext;
 use batch::{Batching, Produced};
 use outcome::RejectsFile;
@@ -45,6 +47,8 @@ pub struct Job {
     pub source: Source,
     /// What its rows become.
     pub target: Target,
+    /// The account's limits on records.
+    pub limits: AccountLimits,
     /// What an invalid record does.
     pub on_invalid_record: OnInvalidRecord,
     /// Requests in flight at most (the endpoint's own limit also applies).
@@ -287,6 +291,7 @@ async fn send_all(
     let thread_count = job.requests_in_flight();
     let (sender, mut produced) = mpsc::channel::<Produced>(thread_count);
     let settings = Batching {
+        limits: job.limits,
         target: job.target,
         on_invalid_record: job.on_invalid_record,
         batch_size: job.endpoint.max_records,

@@ -22,7 +22,7 @@ pub use time::{parse_date, parse_timestamp};
 
 use crate::clevertap::rules::{self, StandardKey, Violation};
 use crate::clevertap::wire::Endpoint;
-use crate::config::model::{ArrayOperation, Target};
+use crate::config::model::{AccountLimits, ArrayOperation, Target};
 use crate::source::Row;
 
 /// Why a row cannot be sent.
@@ -108,6 +108,8 @@ pub fn required_columns(target: Target) -> RequiredColumns {
 /// are checked. Rows whose columns differ (JSON Lines) are worked out as they come.
 pub struct Mapper {
     target: Target,
+    /// The account's limits on records.
+    limits: AccountLimits,
     /// The role of each column by position, with the name it was worked out for.
     columns: Vec<(Arc<str>, Column)>,
     /// The record being built, as JSON text (profiles and events).
@@ -203,10 +205,16 @@ impl Column {
 }
 
 impl Mapper {
-    /// A mapper for `target`'s records.
+    /// A mapper for `target`'s records, under CleverTap's default limits.
     pub fn new(target: Target) -> Self {
+        Mapper::with_limits(target, AccountLimits::default())
+    }
+
+    /// A mapper for `target`'s records to an account with these limits.
+    pub fn with_limits(target: Target, limits: AccountLimits) -> Self {
         Mapper {
             target,
+            limits,
             columns: Vec::new(),
             text: RecordText::default(),
         }
@@ -222,7 +230,7 @@ impl Mapper {
             }
             Target::Events => {
                 self.learn_columns(row);
-                event_record(row, &self.columns, &mut self.text)?;
+                event_record(row, &self.columns, &mut self.text, self.limits)?;
                 Record::Upload(UploadRecord::new(RecordKind::Event, &self.text))
             }
             Target::DeviceTokens => Record::Plain(operations::token_record(row)?),
@@ -283,6 +291,12 @@ fn is_blank(value: &Value) -> bool {
 
 /// Checks an identity value and adds it to the record.
 fn put_identity(text: &mut RecordText, field: &'static str, value: &Value) -> Result<(), Invalid> {
+    text.push_identity(field, checked_identity(field, value)?);
+    Ok(())
+}
+
+/// An identity value that meets CleverTap's rules: a string or a number.
+fn checked_identity<'a>(field: &str, value: &'a Value) -> Result<&'a Value, Invalid> {
     match value {
         Value::String(identity) => rules::check_identity(field, identity)?,
         Value::Number(number) => rules::check_identity(field, &number.to_string())?,
@@ -293,8 +307,7 @@ fn put_identity(text: &mut RecordText, field: &'static str, value: &Value) -> Re
             ));
         }
     }
-    text.push_identity(field, value);
-    Ok(())
+    Ok(value)
 }
 
 fn parse_ts(value: &Value) -> Result<i64, Invalid> {
@@ -317,12 +330,19 @@ fn profile_record(
 ) -> Result<(), Invalid> {
     text.clear();
     let mut ts = None;
+    let mut identity = None;
+    let mut object_id = false;
     for ((name, value), (_, column)) in row.fields.iter().zip(columns) {
         if is_blank(value) {
             continue;
         }
         match column {
-            Column::Identity(field) => put_identity(text, field, value)?,
+            // Held back: where it goes depends on whether the row has an objectId too.
+            Column::Identity("identity") => identity = Some(checked_identity("identity", value)?),
+            Column::Identity(field) => {
+                object_id |= *field == "objectId";
+                put_identity(text, field, value)?;
+            }
             Column::Timestamp => ts = Some(parse_ts(value)?),
             Column::Property(property) => {
                 match profile_value(name, value, property, array_operation)? {
@@ -334,6 +354,19 @@ fn profile_record(
             Column::EventName | Column::Item { .. } | Column::Items => {
                 unreachable!("event columns are worked out for events only")
             }
+        }
+    }
+    // A record is identified by one of `identity` and `objectId` ([DOC]
+    // upload-user-profiles-api: "identity, objectId, FBID or GPID, one of them"). With both,
+    // the objectId identifies the profile and the identity becomes one of its properties,
+    // which attaches it to that profile, as RudderStack does
+    // (rudder-transformer `mapIdentifyPayloadWithObjectId`; docs/clevertap-api.md,
+    // Corrections 9).
+    if let Some(identity) = identity {
+        if object_id {
+            text.push_property(br#""identity":"#, identity);
+        } else {
+            text.push_identity("identity", identity);
         }
     }
     if text.identity.is_empty() {
@@ -460,18 +493,26 @@ fn event_record(
     row: &Row,
     columns: &[(Arc<str>, Column)],
     text: &mut RecordText,
+    limits: AccountLimits,
 ) -> Result<(), Invalid> {
     text.clear();
     let mut ts = None;
     let mut event_name = None;
     let mut items_column = None;
     let mut items: BTreeMap<usize, Map<String, Value>> = BTreeMap::new();
+    let mut object_id = None;
+    let mut identity = false;
     for ((name, value), (_, column)) in row.fields.iter().zip(columns) {
         if is_blank(value) {
             continue;
         }
         match column {
-            Column::Identity(field) => put_identity(text, field, value)?,
+            // Held back: an event with an identity is the identity's (below).
+            Column::Identity("objectId") => object_id = Some(checked_identity("objectId", value)?),
+            Column::Identity(field) => {
+                identity |= *field == "identity";
+                put_identity(text, field, value)?;
+            }
             Column::Timestamp => ts = Some(parse_ts(value)?),
             Column::EventName => event_name = Some(checked_event_name(value)?),
             Column::Item { index, field } => {
@@ -495,6 +536,13 @@ fn event_record(
             "the row has no `evtName` value; every event needs a name",
         ));
     };
+    // One of `identity` and `objectId` identifies an event's user ([DOC] upload-events-api):
+    // the identity when the row has both, as RudderStack sends a known user's events.
+    if let Some(object_id) = object_id
+        && !identity
+    {
+        text.push_identity("objectId", object_id);
+    }
     if text.identity.is_empty() {
         return Err(missing_identity());
     }
@@ -519,13 +567,22 @@ fn event_record(
             items.into_values().map(Value::Object).collect(),
         ));
     }
+    // [DOC] platform-considerations: `Items` is the Charged event's alone.
+    if items_column.is_some() && !is_charged(event_name) {
+        return Err(Invalid::new(
+            "512",
+            format!(
+                "`Items` belongs only to the Charged event, not to {event_name}; send the items as a Charged event, or leave out the `Items` columns"
+            ),
+        ));
+    }
     let properties = text.properties + usize::from(items_column.is_some());
-    if properties > rules::MAX_EVENT_PROPERTIES {
+    if properties > limits.event_properties {
         return Err(Invalid::new(
             "522",
             format!(
-                "{properties} event properties; CleverTap keeps at most {}",
-                rules::MAX_EVENT_PROPERTIES
+                "{properties} event properties; this account keeps at most {} (set `limits: {{event_properties: N}}` in the connection if CleverTap raised it for the account)",
+                limits.event_properties
             ),
         ));
     }
@@ -553,9 +610,16 @@ fn checked_event_name(value: &Value) -> Result<&Value, Invalid> {
             format!("`{name}` is a CleverTap system event; uploads cannot raise it"),
         ));
     }
-    rules::check_key(name)
+    rules::check_event_name(name)
         .map_err(|v| Invalid::new("512", format!("event name: {}", v.message)))?;
     Ok(value)
+}
+
+/// Whether an event name is CleverTap's Charged event (compared as CleverTap compares names).
+pub fn is_charged(event_name: &Value) -> bool {
+    event_name
+        .as_str()
+        .is_some_and(|name| rules::normalize_event_name(name) == "charged")
 }
 
 /// `Items[3].Name` → `(3, "Name")`.

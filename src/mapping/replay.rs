@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::Invalid;
 use crate::clevertap::records::{self, RecordKind};
-use crate::config::model::Target;
+use crate::config::model::{AccountLimits, Target};
 
 /// What to do with a replayed record.
 #[derive(Debug, PartialEq)]
@@ -21,7 +21,11 @@ pub enum Replayed {
 }
 
 /// Checks a replayed record against the target it would be sent as.
-pub fn replayed(target: Target, record: &Value) -> Result<Replayed, Invalid> {
+pub fn replayed(
+    target: Target,
+    limits: AccountLimits,
+    record: &Value,
+) -> Result<Replayed, Invalid> {
     let upload_kind = match target {
         Target::Profiles { .. } => Some(RecordKind::Profile),
         Target::Events => Some(RecordKind::Event),
@@ -57,12 +61,14 @@ pub fn replayed(target: Target, record: &Value) -> Result<Replayed, Invalid> {
                 .collect(),
         ));
     };
-    let kind = records::check_record(record, &HashSet::new()).map_err(|violation| {
-        Invalid::new(
-            &violation.code.to_string(),
-            format!("the replayed record: {}", violation.message),
-        )
-    })?;
+    let kind = records::check_record(record, &HashSet::new(), limits.event_properties).map_err(
+        |violation| {
+            Invalid::new(
+                &violation.code.to_string(),
+                format!("the replayed record: {}", violation.message),
+            )
+        },
+    )?;
     if kind != expected {
         return Err(Invalid::new(
             "524",
@@ -90,9 +96,15 @@ mod tests {
         };
         let profile = json!({"type": "profile", "identity": "u1", "profileData": {"Name": "A"}});
         let event = json!({"type": "event", "identity": "u1", "evtName": "Viewed", "evtData": {}});
-        assert_eq!(replayed(profiles, &profile), Ok(Replayed::AsIs));
-        assert_eq!(replayed(Target::Events, &event), Ok(Replayed::AsIs));
-        let wrong = replayed(Target::Events, &profile).unwrap_err();
+        assert_eq!(
+            replayed(profiles, AccountLimits::default(), &profile),
+            Ok(Replayed::AsIs)
+        );
+        assert_eq!(
+            replayed(Target::Events, AccountLimits::default(), &event),
+            Ok(Replayed::AsIs)
+        );
+        let wrong = replayed(Target::Events, AccountLimits::default(), &profile).unwrap_err();
         assert!(
             wrong
                 .reason
@@ -100,14 +112,21 @@ mod tests {
             "{wrong:?}"
         );
         let no_identity = json!({"type": "profile", "profileData": {"Name": "A"}});
-        assert!(replayed(profiles, &no_identity).is_err());
+        assert!(replayed(profiles, AccountLimits::default(), &no_identity).is_err());
         assert_eq!(
-            replayed(Target::Demerge, &json!("u1")),
+            replayed(Target::Demerge, AccountLimits::default(), &json!("u1")),
             Ok(Replayed::Fields(vec![(Arc::from("identity"), json!("u1"))]))
         );
-        assert!(replayed(Target::Demerge, &json!({"identity": "u1"})).is_err());
+        assert!(
+            replayed(
+                Target::Demerge,
+                AccountLimits::default(),
+                &json!({"identity": "u1"})
+            )
+            .is_err()
+        );
         assert!(matches!(
-            replayed(Target::Subscriptions, &json!({"type": "email", "value": "a@b.co", "status": "Unsubscribe"})),
+            replayed(Target::Subscriptions, AccountLimits::default(), &json!({"type": "email", "value": "a@b.co", "status": "Unsubscribe"})),
             Ok(Replayed::Fields(fields)) if fields.len() == 3
         ));
     }

@@ -399,3 +399,76 @@ fn records_are_written_as_serde_json_writes_them() {
         r#"{"type":"event","identity":"u\"1","ts":1700000000,"evtName":"Charged","evtData":{"Amount":12.5,"Note":"tab\there","Items":[{"Name":"Book"}]}}"#
     );
 }
+
+#[test]
+fn records_follow_clevertap_s_current_rules() {
+    let replace = profiles(ArrayOperation::Replace);
+    // identity and objectId: the objectId identifies the profile, the identity is attached
+    // to it as a property; an event keeps the identity alone.
+    check(
+        replace,
+        json!({"identity": "u1", "objectId": "o1", "Name": "Jo"}),
+        Ok(
+            json!({"type": "profile", "objectId": "o1", "profileData": {"Name": "Jo", "identity": "u1"}}),
+        ),
+    );
+    check(
+        Target::Events,
+        json!({"objectId": "o1", "identity": "u1", "evtName": "Viewed"}),
+        Ok(json!({"type": "event", "identity": "u1", "evtName": "Viewed", "evtData": {}})),
+    );
+    check(
+        Target::Events,
+        json!({"objectId": "o1", "evtName": "Viewed"}),
+        Ok(json!({"type": "event", "objectId": "o1", "evtName": "Viewed", "evtData": {}})),
+    );
+    // `Items` only on Charged.
+    check(
+        Target::Events,
+        json!({"identity": "u1", "evtName": "Viewed", "Items[0].Name": "Book"}),
+        Err("512"),
+    );
+    check(
+        Target::Events,
+        json!({"identity": "u1", "evtName": "charged", "Items[0].Name": "Book"}),
+        Ok(
+            json!({"type": "event", "identity": "u1", "evtName": "charged", "evtData": {"Items": [{"Name": "Book"}]}}),
+        ),
+    );
+    // `#` is allowed in event names, not in property keys.
+    check(
+        Target::Events,
+        json!({"identity": "u1", "evtName": "Level #2"}),
+        Ok(json!({"type": "event", "identity": "u1", "evtName": "Level #2", "evtData": {}})),
+    );
+    check(
+        Target::Events,
+        json!({"identity": "u1", "evtName": "Viewed", "Tag#": "x"}),
+        Err("invalid_record"),
+    );
+}
+
+#[test]
+fn event_properties_are_limited_to_the_account_s_limit() {
+    let mut fields = serde_json::Map::new();
+    fields.insert("identity".into(), json!("u1"));
+    fields.insert("evtName".into(), json!("Viewed"));
+    for index in 0..101 {
+        fields.insert(format!("p{index}"), json!("x"));
+    }
+    let row = row(Value::Object(fields));
+    let default = Mapper::new(Target::Events)
+        .map(&row)
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(default.code, "522", "{}", default.reason);
+    assert!(default.reason.contains("at most 100"), "{}", default.reason);
+    let raised = AccountLimits {
+        event_properties: 256,
+    };
+    assert!(
+        Mapper::with_limits(Target::Events, raised)
+            .map(&row)
+            .is_ok()
+    );
+}

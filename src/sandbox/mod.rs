@@ -83,6 +83,8 @@ pub struct SandboxConfig {
     pub admin_emails: Vec<String>,
     /// Seeds the fault draws, so a test sees the same faults every run; `None` draws afresh.
     pub seed: Option<u64>,
+    /// Properties one event may carry (CleverTap's default 100; accounts can have more).
+    pub event_properties: usize,
     /// The first this many requests for a custom list's pre-signed URL get CleverTap's
     /// documented plain-text failure, "URL not generated, Please come back later".
     pub url_not_generated: u64,
@@ -107,6 +109,7 @@ impl Default for SandboxConfig {
             discarded_events: Vec::new(),
             admin_emails: vec![DEFAULT_ADMIN_EMAIL.into()],
             seed: None,
+            event_properties: rules::DEFAULT_EVENT_PROPERTIES,
             url_not_generated: 0,
         }
     }
@@ -941,7 +944,7 @@ fn accept(shared: &Shared, records: &[Value]) -> Value {
     let mut store = shared.store();
     store.inspection.largest_request = store.inspection.largest_request.max(records.len());
     for (index, record) in records.iter().enumerate() {
-        match records::check_record(record, &shared.discarded) {
+        match records::check_record(record, &shared.discarded, shared.config.event_properties) {
             Ok(kind) => {
                 processed += 1;
                 store_record(&mut store, shared.config.keep_records, kind, record);
