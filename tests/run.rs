@@ -622,3 +622,57 @@ fn a_slow_answer_after_the_records_were_stored_makes_the_only_duplicates() {
     );
     assert_eq!(summary["retries"].as_u64(), Some(seen.faults));
 }
+
+#[test]
+fn an_account_with_more_event_properties_says_so_in_its_connection() {
+    let sandbox = TestSandbox::start(SandboxConfig {
+        event_properties: 256,
+        ..SandboxConfig::default()
+    });
+    let workspace = Workspace::new();
+    let header: Vec<String> = (0..150).map(|index| format!("p{index}")).collect();
+    let values: Vec<&str> = (0..150).map(|_| "x").collect();
+    workspace.write(
+        "wide.csv",
+        format!(
+            "identity,evtName,{}\nu1,Viewed,{}\n",
+            header.join(","),
+            values.join(",")
+        ),
+    );
+    let body =
+        "source: {path: wide.csv}\ntarget: {entity: user_events}\nskip_invalid_records: true\n";
+    // CleverTap's default is 100: refused before sending.
+    workspace.pipeline("wide", &sandbox, body);
+    let output = tapline(workspace.dir.path(), &["run", "wide.yaml", "--json"]);
+    let refused = common::summary(&output);
+    assert_eq!(refused["records"]["skipped"], 1, "{refused}");
+    // With the account's limit in the connection, it goes.
+    let with_limit = std::fs::read_to_string(workspace.path("wide.yaml"))
+        .unwrap()
+        .replace(
+            "connection:\n",
+            "connection:\n  limits: {event_properties: 256}\n",
+        );
+    workspace.write("wide.yaml", with_limit.clone());
+    let output = tapline(
+        workspace.dir.path(),
+        &["run", "wide.yaml", "--json", "--force"],
+    );
+    let sent = common::summary(&output);
+    assert_eq!(output.status.code(), Some(0), "{sent}");
+    assert_eq!(sent["records"]["accepted"], 1, "{sent}");
+    assert_eq!(sandbox.inspect().events, 1);
+    // Out of range is a validate error at the field.
+    workspace.write(
+        "wide.yaml",
+        with_limit.replace("event_properties: 256", "event_properties: 5000"),
+    );
+    let output = tapline(workspace.dir.path(), &["validate", "wide.yaml"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("wide.yaml:2:"),
+        "{}",
+        stderr(&output)
+    );
+}
