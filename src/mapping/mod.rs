@@ -414,6 +414,11 @@ fn profile_value(
                 ));
             };
             let checked = multi_value(key, list.clone(), ArrayOperation::Replace)?;
+            // A column's own `replace` is CleverTap's plain list, which overwrites the
+            // property ([DOC] upload-user-profiles-api; `$set` is an SDK constant only).
+            if name == "$set" {
+                return Ok(Some(checked));
+            }
             return Ok(Some(Value::Object(Map::from_iter([(
                 name.clone(),
                 checked,

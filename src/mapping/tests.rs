@@ -472,3 +472,15 @@ fn event_properties_are_limited_to_the_account_s_limit() {
             .is_ok()
     );
 }
+
+#[test]
+fn a_column_s_own_replace_is_the_plain_list_whatever_the_target_says() {
+    // The output mapping hands a column's `replace` over as `{"$set": [...]}`.
+    check(
+        profiles(ArrayOperation::Append),
+        json!({"identity": "u1", "Tags": {"$set": ["a", "b"]}, "More": ["c"]}),
+        Ok(
+            json!({"type": "profile", "identity": "u1", "profileData": {"Tags": ["a", "b"], "More": {"$add": ["c"]}}}),
+        ),
+    );
+}
