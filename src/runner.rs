@@ -191,6 +191,7 @@ pub async fn run(
             path: rejects.clone(),
             format: SourceFormat::Rejects,
             gzip: false,
+            timezone: job.source.timezone,
         };
     }
     if !request.bookkeeping {
@@ -493,6 +494,7 @@ pub fn job(pipeline: &Pipeline, run_id: &str) -> Job {
             segment_id: pipeline.metadata.segment_id.clone(),
             segment_name: pipeline.metadata.segment_name.clone(),
             audience_id: pipeline.metadata.audience_id.clone(),
+            timezone: pipeline.source.timezone,
         },
         custom_list: pipeline.custom_list.clone(),
         error_budget,

@@ -19,6 +19,8 @@ pub struct RunContext {
     pub segment_name: Option<String>,
     /// `audience.id`.
     pub audience_id: Option<String>,
+    /// The zone the source's dates and times without one are read in (`source.timezone`).
+    pub timezone: chrono_tz::Tz,
 }
 
 /// One piece of a template.
@@ -204,6 +206,7 @@ mod tests {
             segment_id: Some("1234".into()),
             segment_name: Some("VIP".into()),
             audience_id: Some("42".into()),
+            timezone: chrono_tz::Tz::UTC,
         }
     }
 

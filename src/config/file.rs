@@ -412,6 +412,13 @@ pub struct SourceFile {
     /// `.jsonl`/`.ndjson`, each optionally followed by `.gz`).
     #[serde(default)]
     pub format: Option<SourceFormat>,
+
+    /// The IANA time zone that dates and times without a zone of their own are read in
+    /// (`ts` as `2024-05-01 10:00:00`, `DOB` as `1990-05-01`, a `type: date` column), so a
+    /// date lands on the right day for an account outside UTC. Epoch numbers and ISO-8601
+    /// times with an offset are not affected. Default `UTC`; example: `Asia/Kolkata`.
+    #[serde(default)]
+    pub timezone: Option<String>,
 }
 
 /// How a source file is laid out.

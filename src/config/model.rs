@@ -274,6 +274,8 @@ pub struct Source {
     pub format: SourceFormat,
     /// Whether the file is gzip-compressed.
     pub gzip: bool,
+    /// The zone of dates and times without one of their own.
+    pub timezone: chrono_tz::Tz,
 }
 
 /// What the records become in CleverTap.

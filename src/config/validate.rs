@@ -476,7 +476,44 @@ fn build_source(
         );
         return None;
     };
-    Some(Source { path, format, gzip })
+    let timezone = match &spec.timezone {
+        None => chrono_tz::Tz::UTC,
+        Some(name) => time_zone(file, root, "/source/timezone", name, diagnostics)?,
+    };
+    Some(Source {
+        path,
+        format,
+        gzip,
+        timezone,
+    })
+}
+
+/// An IANA time zone by name, or an error at `pointer` with a suggestion.
+fn time_zone(
+    file: &Path,
+    root: &Node,
+    pointer: &str,
+    name: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<chrono_tz::Tz> {
+    match chrono_tz::Tz::from_str(name) {
+        Ok(zone) => Some(zone),
+        Err(_) => {
+            let diagnostic = Diagnostic::error(
+                file,
+                Some(root.locate(pointer)),
+                format!("unknown time zone `{name}`"),
+            );
+            let names = chrono_tz::TZ_VARIANTS.iter().map(|zone| zone.name());
+            diagnostics.push(match did_you_mean(name, names) {
+                Some(suggestion) => diagnostic.with_hint(format!("did you mean `{suggestion}`?")),
+                None => diagnostic.with_hint(
+                    "use an IANA name such as `UTC`, `Asia/Kolkata` or `America/New_York`",
+                ),
+            });
+            None
+        }
+    }
 }
 
 fn build_target(
@@ -590,25 +627,7 @@ fn build_schedule(
         }
     };
     let zone_name = spec.timezone.as_deref().unwrap_or("UTC");
-    let timezone = match chrono_tz::Tz::from_str(zone_name) {
-        Ok(zone) => Some(zone),
-        Err(_) => {
-            let mut diagnostic = Diagnostic::error(
-                file,
-                Some(root.locate("/schedule/timezone")),
-                format!("unknown time zone `{zone_name}`"),
-            );
-            let names = chrono_tz::TZ_VARIANTS.iter().map(|zone| zone.name());
-            diagnostic = match did_you_mean(zone_name, names) {
-                Some(suggestion) => diagnostic.with_hint(format!("did you mean `{suggestion}`?")),
-                None => diagnostic.with_hint(
-                    "use an IANA name such as `UTC`, `Asia/Kolkata` or `America/New_York`",
-                ),
-            };
-            diagnostics.push(diagnostic);
-            None
-        }
-    };
+    let timezone = time_zone(file, root, "/schedule/timezone", zone_name, diagnostics);
     let schedule = Schedule {
         expression: spec.cron.clone(),
         cron: cron?,

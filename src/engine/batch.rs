@@ -147,7 +147,8 @@ pub fn produce(mut rows: Box<dyn RowStream>, settings: &Batching, output: &mut H
         .cursor();
     let mut left_out = 0;
     let mut builder = BatchBuilder::new(settings.batch_size, settings.envelope);
-    let mut mapper = Mapper::with_limits(settings.target, settings.limits);
+    let mut mapper =
+        Mapper::for_account(settings.target, settings.limits, settings.context.timezone);
     let mut row = Row::default();
     while let Some(next) = rows.read_row(&mut row) {
         let line = match &next {

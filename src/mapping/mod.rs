@@ -24,6 +24,7 @@ use crate::clevertap::rules::{self, StandardKey, Violation};
 use crate::clevertap::wire::Endpoint;
 use crate::config::model::{AccountLimits, ArrayOperation, Target};
 use crate::source::Row;
+use chrono_tz::Tz;
 
 /// Why a row cannot be sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +111,8 @@ pub struct Mapper {
     target: Target,
     /// The account's limits on records.
     limits: AccountLimits,
+    /// The zone of the source's dates and times that have none.
+    zone: Tz,
     /// The role of each column by position, with the name it was worked out for.
     columns: Vec<(Arc<str>, Column)>,
     /// The record being built, as JSON text (profiles and events).
@@ -205,16 +208,19 @@ impl Column {
 }
 
 impl Mapper {
-    /// A mapper for `target`'s records, under CleverTap's default limits.
+    /// A mapper for `target`'s records, under CleverTap's default limits, reading local
+    /// times in UTC.
     pub fn new(target: Target) -> Self {
-        Mapper::with_limits(target, AccountLimits::default())
+        Mapper::for_account(target, AccountLimits::default(), Tz::UTC)
     }
 
-    /// A mapper for `target`'s records to an account with these limits.
-    pub fn with_limits(target: Target, limits: AccountLimits) -> Self {
+    /// A mapper for `target`'s records to an account with these limits, reading dates and
+    /// times without a zone in `zone` (the source's).
+    pub fn for_account(target: Target, limits: AccountLimits, zone: Tz) -> Self {
         Mapper {
             target,
             limits,
+            zone,
             columns: Vec::new(),
             text: RecordText::default(),
         }
@@ -225,12 +231,17 @@ impl Mapper {
         Ok(match self.target {
             Target::Profiles { array_operation } => {
                 self.learn_columns(row);
-                profile_record(row, &self.columns, &mut self.text, array_operation)?;
+                profile_record(
+                    row,
+                    &self.columns,
+                    &mut self.text,
+                    (array_operation, self.zone),
+                )?;
                 Record::Upload(UploadRecord::new(RecordKind::Profile, &self.text))
             }
             Target::Events => {
                 self.learn_columns(row);
-                event_record(row, &self.columns, &mut self.text, self.limits)?;
+                event_record(row, &self.columns, &mut self.text, (self.limits, self.zone))?;
                 Record::Upload(UploadRecord::new(RecordKind::Event, &self.text))
             }
             Target::DeviceTokens => Record::Plain(operations::token_record(row)?),
@@ -310,8 +321,8 @@ fn checked_identity<'a>(field: &str, value: &'a Value) -> Result<&'a Value, Inva
     Ok(value)
 }
 
-fn parse_ts(value: &Value) -> Result<i64, Invalid> {
-    parse_timestamp(value).map_err(|reason| Invalid::new("525", format!("`ts` {reason}")))
+fn parse_ts(value: &Value, zone: Tz) -> Result<i64, Invalid> {
+    parse_timestamp(value, zone).map_err(|reason| Invalid::new("525", format!("`ts` {reason}")))
 }
 
 fn missing_identity() -> Invalid {
@@ -326,7 +337,7 @@ fn profile_record(
     row: &Row,
     columns: &[(Arc<str>, Column)],
     text: &mut RecordText,
-    array_operation: ArrayOperation,
+    (array_operation, zone): (ArrayOperation, Tz),
 ) -> Result<(), Invalid> {
     text.clear();
     let mut ts = None;
@@ -343,9 +354,9 @@ fn profile_record(
                 object_id |= *field == "objectId";
                 put_identity(text, field, value)?;
             }
-            Column::Timestamp => ts = Some(parse_ts(value)?),
+            Column::Timestamp => ts = Some(parse_ts(value, zone)?),
             Column::Property(property) => {
-                match profile_value(name, value, property, array_operation)? {
+                match profile_value(name, value, property, (array_operation, zone))? {
                     Some(converted) => text.push_property(&property.key, &converted),
                     None => text.push_property(&property.key, value),
                 }
@@ -384,7 +395,7 @@ fn profile_value(
     key: &str,
     value: &Value,
     column: &PropertyColumn,
-    array_operation: ArrayOperation,
+    (array_operation, zone): (ArrayOperation, Tz),
 ) -> Result<Option<Value>, Invalid> {
     let converted = match value {
         Value::String(text) if text.bytes().find(|b| !b.is_ascii_whitespace()) == Some(b'[') => {
@@ -424,7 +435,7 @@ fn profile_value(
                 checked,
             )]))));
         }
-        Value::String(text) => convert_text(key, text, column.conversion)?,
+        Value::String(text) => convert_text(key, text, column.conversion, zone)?,
         _ => None,
     };
     let sent = converted.as_ref().unwrap_or(value);
@@ -439,7 +450,12 @@ fn profile_value(
 
 /// CSV text for standard keys that CleverTap wants typed: Age a number, MSG-* booleans,
 /// DOB a `$D_` date. `None` keeps the text as it is.
-fn convert_text(key: &str, text: &str, conversion: Conversion) -> Result<Option<Value>, Invalid> {
+fn convert_text(
+    key: &str,
+    text: &str,
+    conversion: Conversion,
+    zone: Tz,
+) -> Result<Option<Value>, Invalid> {
     Ok(match conversion {
         Conversion::None => None,
         Conversion::Integer => text.trim().parse::<i64>().ok().map(Value::from),
@@ -453,7 +469,7 @@ fn convert_text(key: &str, text: &str, conversion: Conversion) -> Result<Option<
                 ));
             }
         },
-        Conversion::Date if !rules::is_date_value(text) => parse_date(text)
+        Conversion::Date if !rules::is_date_value(text) => parse_date(text, zone)
             .ok()
             .map(|seconds| Value::from(format!("$D_{seconds}"))),
         Conversion::Date => None,
@@ -498,7 +514,7 @@ fn event_record(
     row: &Row,
     columns: &[(Arc<str>, Column)],
     text: &mut RecordText,
-    limits: AccountLimits,
+    (limits, zone): (AccountLimits, Tz),
 ) -> Result<(), Invalid> {
     text.clear();
     let mut ts = None;
@@ -518,7 +534,7 @@ fn event_record(
                 identity |= *field == "identity";
                 put_identity(text, field, value)?;
             }
-            Column::Timestamp => ts = Some(parse_ts(value)?),
+            Column::Timestamp => ts = Some(parse_ts(value, zone)?),
             Column::EventName => event_name = Some(checked_event_name(value)?),
             Column::Item { index, field } => {
                 check_event_scalar(name, value)?;

@@ -35,7 +35,7 @@ pub fn apply(mapping: &OutputMapping, row: &Row, context: &RunContext) -> Result
         let Some(value) = value_of(&column.source) else {
             continue;
         };
-        let converted = convert(column, value).map_err(|reason| {
+        let converted = convert(column, value, context.timezone).map_err(|reason| {
             Invalid::new(
                 "invalid_record",
                 format!(
@@ -60,7 +60,7 @@ pub fn apply(mapping: &OutputMapping, row: &Row, context: &RunContext) -> Result
 }
 
 /// Converts one value per its column's type and list operation.
-fn convert(column: &ColumnMapping, value: &Value) -> Result<Value, String> {
+fn convert(column: &ColumnMapping, value: &Value, zone: chrono_tz::Tz) -> Result<Value, String> {
     let text = match value {
         Value::String(text) => Some(text.trim()),
         _ => None,
@@ -91,7 +91,9 @@ fn convert(column: &ColumnMapping, value: &Value) -> Result<Value, String> {
             _ => return Err("is not a boolean (true/false, 1/0, yes/no)".into()),
         },
         (Some(ColumnType::Boolean), None) if value.is_boolean() => value.clone(),
-        (Some(ColumnType::Date), Some(text)) => Value::from(format!("$D_{}", parse_date(text)?)),
+        (Some(ColumnType::Date), Some(text)) => {
+            Value::from(format!("$D_{}", parse_date(text, zone)?))
+        }
         (Some(ColumnType::Date), None) if value.is_i64() => Value::from(format!("$D_{value}")),
         (Some(ColumnType::Array), Some(text)) if text.starts_with('[') => {
             match serde_json::from_str::<Value>(text) {
@@ -186,7 +188,8 @@ mod tests {
             (Json, json!("{oops"), Err(())),
             (Integer, json!(""), Ok(Value::Null)),
         ] {
-            let result = convert(&column(Some(kind), None), &input).map_err(|_| ());
+            let result =
+                convert(&column(Some(kind), None), &input, chrono_tz::Tz::UTC).map_err(|_| ());
             assert_eq!(result, expected, "{kind:?} {input}");
         }
     }
@@ -195,17 +198,23 @@ mod tests {
     fn a_column_may_have_its_own_list_operation() {
         let append = column(Some(ColumnType::Array), Some(ArrayOperation::Append));
         assert_eq!(
-            convert(&append, &json!("a,b")),
+            convert(&append, &json!("a,b"), chrono_tz::Tz::UTC),
             Ok(json!({"$add": ["a", "b"]}))
         );
         let remove = column(None, Some(ArrayOperation::Remove));
         assert_eq!(
-            convert(&remove, &json!(["x"])),
+            convert(&remove, &json!(["x"]), chrono_tz::Tz::UTC),
             Ok(json!({"$remove": ["x"]}))
         );
         let replace = column(Some(ColumnType::Array), Some(ArrayOperation::Replace));
-        assert_eq!(convert(&replace, &json!("x")), Ok(json!({"$set": ["x"]})));
+        assert_eq!(
+            convert(&replace, &json!("x"), chrono_tz::Tz::UTC),
+            Ok(json!({"$set": ["x"]}))
+        );
         // A value that is not a list keeps its value.
-        assert_eq!(convert(&remove, &json!("x")), Ok(json!("x")));
+        assert_eq!(
+            convert(&remove, &json!("x"), chrono_tz::Tz::UTC),
+            Ok(json!("x"))
+        );
     }
 }

@@ -239,7 +239,11 @@ fn timestamps() {
         (json!("May 1st"), Err(())),
         (json!(true), Err(())),
     ] {
-        assert_eq!(parse_timestamp(&input).map_err(|_| ()), expected, "{input}");
+        assert_eq!(
+            parse_timestamp(&input, chrono_tz::Tz::UTC).map_err(|_| ()),
+            expected,
+            "{input}"
+        );
     }
 }
 
@@ -467,7 +471,7 @@ fn event_properties_are_limited_to_the_account_s_limit() {
         event_properties: 256,
     };
     assert!(
-        Mapper::with_limits(Target::Events, raised)
+        Mapper::for_account(Target::Events, raised, chrono_tz::Tz::UTC)
             .map(&row)
             .is_ok()
     );
@@ -483,4 +487,40 @@ fn a_column_s_own_replace_is_the_plain_list_whatever_the_target_says() {
             json!({"type": "profile", "identity": "u1", "profileData": {"Tags": ["a", "b"], "More": {"$add": ["c"]}}}),
         ),
     );
+}
+
+#[test]
+fn local_dates_and_times_are_read_in_the_source_s_zone() {
+    let kolkata: chrono_tz::Tz = "Asia/Kolkata".parse().unwrap();
+    let mut mapper = Mapper::for_account(Target::Events, AccountLimits::default(), kolkata);
+    let event = row(json!({"identity": "u1", "evtName": "Viewed", "ts": "2024-05-01 10:00:00"}));
+    // 10:00 in Kolkata (UTC+05:30) is 04:30 UTC.
+    assert_eq!(
+        mapper.map(&event).unwrap().into_json()["ts"],
+        json!(1_714_537_800)
+    );
+    // An offset, or epoch seconds, say when by themselves.
+    for ts in [json!("2024-05-01T10:00:00Z"), json!(1_714_557_600)] {
+        let event = row(json!({"identity": "u1", "evtName": "Viewed", "ts": ts}));
+        assert_eq!(
+            mapper.map(&event).unwrap().into_json()["ts"],
+            json!(1_714_557_600)
+        );
+    }
+    // A date of birth is its day's first moment there: 1990-05-01 00:00 IST.
+    let mut profiles = Mapper::for_account(
+        Target::Profiles {
+            array_operation: ArrayOperation::Replace,
+        },
+        AccountLimits::default(),
+        kolkata,
+    );
+    let profile = row(json!({"identity": "u1", "DOB": "1990-05-01"}));
+    assert_eq!(
+        profiles.map(&profile).unwrap().into_json()["profileData"]["DOB"],
+        json!("$D_641500200")
+    );
+    // A time a clock change skips does not exist.
+    let new_york: chrono_tz::Tz = "America/New_York".parse().unwrap();
+    assert!(parse_timestamp(&json!("2024-03-10 02:30:00"), new_york).is_err());
 }

@@ -1,14 +1,15 @@
 //! Timestamps in the forms sources write them → Unix epoch seconds.
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone};
+use chrono_tz::Tz;
 use serde_json::Value;
 
 /// Epoch seconds above this are taken to be milliseconds written by mistake (year 5138+).
 const MAX_EPOCH_SECONDS: i64 = 99_999_999_999;
 
 /// Reads `ts`: epoch seconds (number or digits), ISO-8601 / RFC 3339 with a zone,
-/// or `YYYY-MM-DD HH:MM:SS[.fff]` / `YYYY-MM-DDTHH:MM:SS[.fff]` in UTC.
-pub fn parse_timestamp(value: &Value) -> Result<i64, String> {
+/// or `YYYY-MM-DD HH:MM:SS[.fff]` / `YYYY-MM-DDTHH:MM:SS[.fff]` in `zone` (the source's).
+pub fn parse_timestamp(value: &Value, zone: Tz) -> Result<i64, String> {
     let seconds = match value {
         Value::Number(number) => match number.as_i64() {
             Some(seconds) => seconds,
@@ -17,7 +18,7 @@ pub fn parse_timestamp(value: &Value) -> Result<i64, String> {
                 .map(|f| f as i64)
                 .ok_or_else(|| format!("`{number}` is not a timestamp"))?,
         },
-        Value::String(text) => parse_text(text.trim())?,
+        Value::String(text) => parse_text(text.trim(), zone)?,
         other => return Err(format!("{other} is not a timestamp")),
     };
     if seconds <= 0 {
@@ -31,7 +32,7 @@ pub fn parse_timestamp(value: &Value) -> Result<i64, String> {
     Ok(seconds)
 }
 
-fn parse_text(text: &str) -> Result<i64, String> {
+fn parse_text(text: &str, zone: Tz) -> Result<i64, String> {
     if !text.is_empty()
         && text.bytes().all(|b| b.is_ascii_digit() || b == b'-')
         && let Ok(seconds) = text.parse::<i64>()
@@ -41,27 +42,38 @@ fn parse_text(text: &str) -> Result<i64, String> {
     if let Ok(time) = DateTime::parse_from_rfc3339(text) {
         return Ok(time.timestamp());
     }
-    for format in [
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M:%S%.f UTC",
-    ] {
+    if let Ok(time) = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f UTC") {
+        return Ok(time.and_utc().timestamp());
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
         if let Ok(time) = NaiveDateTime::parse_from_str(text, format) {
-            return Ok(time.and_utc().timestamp());
+            return in_zone(time, zone).ok_or_else(|| {
+                format!("`{text}` does not exist in {zone} (a clock change skips it)")
+            });
         }
     }
     Err(format!(
-        "`{text}` is not a timestamp; use epoch seconds, ISO-8601 (2024-05-01T10:00:00Z) or 2024-05-01 10:00:00 (UTC)"
+        "`{text}` is not a timestamp; use epoch seconds, ISO-8601 (2024-05-01T10:00:00Z) or 2024-05-01 10:00:00 (in the source's `timezone`, default UTC)"
     ))
 }
 
-/// Reads a date property: a timestamp as for `ts`, or a plain `YYYY-MM-DD` (midnight UTC).
-pub fn parse_date(text: &str) -> Result<i64, String> {
+/// A wall-clock time in `zone` as epoch seconds; in a clock change's repeated hour, the
+/// first of the two.
+fn in_zone(time: NaiveDateTime, zone: Tz) -> Option<i64> {
+    zone.from_local_datetime(&time)
+        .earliest()
+        .map(|local| local.timestamp())
+}
+
+/// Reads a date property: a timestamp as for `ts`, or a plain `YYYY-MM-DD` (its first
+/// moment in `zone`, the source's).
+pub fn parse_date(text: &str, zone: Tz) -> Result<i64, String> {
     if let Ok(date) = NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d") {
-        return Ok(date
-            .and_hms_opt(0, 0, 0)
-            .map(|t| t.and_utc().timestamp())
-            .unwrap_or_default());
+        // A day always has a first moment, if not always midnight (a clock change at 00:00).
+        let first = date.and_hms_opt(0, 0, 0).unwrap_or_default();
+        return Ok(in_zone(first, zone)
+            .or_else(|| in_zone(first + chrono::Duration::hours(1), zone))
+            .unwrap_or_else(|| first.and_utc().timestamp()));
     }
-    parse_text(text.trim())
+    parse_text(text.trim(), zone)
 }

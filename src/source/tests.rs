@@ -25,7 +25,15 @@ fn source_from(name: &str, bytes: &[u8]) -> (tempfile::TempDir, Source) {
     } else {
         file.write_all(bytes).expect("write");
     }
-    (dir, Source { path, format, gzip })
+    (
+        dir,
+        Source {
+            path,
+            format,
+            gzip,
+            timezone: chrono_tz::Tz::UTC,
+        },
+    )
 }
 
 /// Reads every row: `Ok(json)` for rows, `Err("line N: reason")` for invalid ones.
@@ -87,6 +95,7 @@ fn reads_concatenated_gzip_members() {
         path,
         format: SourceFormat::Jsonl,
         gzip: true,
+        timezone: chrono_tz::Tz::UTC,
     })
     .expect("opens");
     let mut count = 0;
