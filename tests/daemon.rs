@@ -159,6 +159,12 @@ impl Daemon {
     }
 }
 
+/// A loopback address with a port nobody listens on (for the daemon's metrics).
+fn free_loopback_address() -> String {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    free.local_addr().unwrap().to_string()
+}
+
 fn history(dir: &Path) -> Vec<Value> {
     let output = tapline(dir, &["history", "--dir", ".", "--json", "--limit", "1000"]);
     serde_json::from_str::<Value>(&stdout(&output))
@@ -460,11 +466,7 @@ fn metrics_health_watchdog_and_json_logs() {
         &sandbox,
         "source: {path: events.csv}\ntarget: {entity: user_events}\nskip_invalid_records: true\nrerun: always\nschedule: {cron: \"* * * * * *\"}\n",
     );
-    let port = {
-        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        free.local_addr().unwrap().port()
-    };
-    let address = format!("127.0.0.1:{port}");
+    let address = free_loopback_address();
     // systemd sets WATCHDOG_USEC when the unit has WatchdogSec=.
     let mut daemon = Daemon::start_with_env(
         dir,
@@ -910,11 +912,7 @@ fn idle_metrics_connections_cannot_starve_the_runs_of_file_descriptors() {
         &sandbox,
         "source: {path: events.csv}\ntarget: {entity: user_events}\nrerun: always\nschedule: {cron: \"* * * * * *\"}\n",
     );
-    let port = {
-        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        free.local_addr().unwrap().port()
-    };
-    let address = format!("127.0.0.1:{port}");
+    let address = free_loopback_address();
     let mut daemon = Daemon::start_with_env(
         dir,
         &["--metrics-listen", &address],
