@@ -205,7 +205,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
                 systemd::reloading();
                 tracing::info!("SIGHUP: reloading every pipeline");
                 daemon.reported.clear();
-                daemon.rearm_folder_watch(true);
+                daemon.rearm_folder_watch();
                 daemon.reload(Utc::now());
                 systemd::ready(&daemon.status());
             }
@@ -292,7 +292,7 @@ impl Daemon {
     /// version; a file that is gone is unscheduled (a run in progress finishes).
     fn reload(&mut self, now: DateTime<Utc>) {
         self.clients.clear();
-        self.rearm_folder_watch(false);
+        self.rearm_folder_watch_if_replaced();
         let files = if self.watched_dir.is_none() {
             // The folder is gone: so are its pipelines, until it comes back.
             Vec::new()
@@ -348,14 +348,18 @@ impl Daemon {
         self.publish();
     }
 
-    /// Watches the pipeline folder again when it is another folder than the one watched
-    /// (deleted and made again, swapped in with `mv` or a symlink flip) or, with `always`
-    /// (SIGHUP), in any case; notes it when the folder is gone.
-    fn rearm_folder_watch(&mut self, always: bool) {
-        let now = watch::identity(&self.options.dir);
-        if now == self.watched_dir && !always {
-            return;
+    /// Watches the pipeline folder again when it is another folder than the one watched:
+    /// deleted and made again, or swapped in with `mv` or a symlink flip.
+    fn rearm_folder_watch_if_replaced(&mut self) {
+        if watch::identity(&self.options.dir) != self.watched_dir {
+            self.rearm_folder_watch();
         }
+    }
+
+    /// Watches the pipeline folder afresh (SIGHUP, or it was replaced); notes it when the
+    /// folder is gone.
+    fn rearm_folder_watch(&mut self) {
+        let now = watch::identity(&self.options.dir);
         let dir = self.options.dir.clone();
         if self.watched_dir.is_some() {
             self.watcher.remove(&dir);
