@@ -146,16 +146,10 @@ impl Drop for Daemon {
 impl Daemon {
     /// Waits until `condition` holds, or fails with `what` and the daemon's log after
     /// `seconds`: a deadline for a busy machine, never a measure of speed.
-    fn wait_for(&self, seconds: u64, what: &str, mut condition: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(seconds);
-        while !condition() {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; the daemon's log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    fn wait_for(&self, seconds: u64, what: &str, condition: impl FnMut() -> bool) {
+        wait_until_or_show(seconds, what, condition, || {
+            format!("the daemon's log:\n{}", self.log())
+        });
     }
 }
 

@@ -56,14 +56,9 @@ fn killed_runs_resume_and_resend_only_the_batches_not_yet_checkpointed() {
             .spawn()
             .expect("tapline starts");
         let kill_at = received_before + 2000 * (attempt + 1);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while sandbox.inspect().profiles < kill_at && child.try_wait().expect("wait").is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "attempt {attempt} made no progress in 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        wait_until(60, &format!("progress of attempt {attempt}"), || {
+            sandbox.inspect().profiles >= kill_at || child.try_wait().expect("wait").is_some()
+        });
         if child.try_wait().expect("wait").is_none() {
             child.kill().expect("kill -9");
             child.wait().expect("reaped");

@@ -172,13 +172,25 @@ pub fn profile_csv(rows: usize) -> String {
 
 /// Waits until `condition` holds, or fails with `what` after `seconds`: a deadline for a
 /// busy machine, never a measure of its speed.
-pub fn wait_until(seconds: u64, what: &str, mut condition: impl FnMut() -> bool) {
+pub fn wait_until(seconds: u64, what: &str, condition: impl FnMut() -> bool) {
+    wait_until_or_show(seconds, what, condition, String::new);
+}
+
+/// [`wait_until`], with `context()` (a log, say) in the failure message. The one place
+/// the tests poll: the condition is looked at every few milliseconds until the deadline.
+pub fn wait_until_or_show(
+    seconds: u64,
+    what: &str,
+    mut condition: impl FnMut() -> bool,
+    context: impl Fn() -> String,
+) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
     while !condition() {
         assert!(
             std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
+            "timed out waiting for {what}\n{}",
+            context()
         );
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
