@@ -1,5 +1,5 @@
 //! The profile operations beyond uploads, end to end against the sandbox: device tokens,
-//! demerge, subscriptions, phone disassociation.
+//! demerge, subscriptions, phone disassociation, profile deletion.
 
 mod common;
 
@@ -96,6 +96,179 @@ fn demerge_sends_100_identities_per_request_within_its_concurrency() {
         Some(1),
         "only `identities`: {first}"
     );
+}
+
+/// GETs one of the sandbox's inspection endpoints.
+fn sandbox_get(sandbox: &TestSandbox, path_and_query: &str) -> Value {
+    let url = format!("{}{path_and_query}", sandbox.sandbox.base_url());
+    sandbox.block_on(async {
+        reqwest::get(url)
+            .await
+            .expect("the sandbox answers")
+            .json()
+            .await
+            .expect("JSON")
+    })
+}
+
+#[test]
+fn delete_profiles_sends_one_kind_per_request_100_at_most_within_its_concurrency() {
+    let sandbox = TestSandbox::start(SandboxConfig {
+        latency: Duration::from_millis(50),
+        ..SandboxConfig::default()
+    });
+    let workspace = Workspace::new();
+    // 255 profiles, and an event for p-0, in CleverTap first.
+    let mut profiles = String::from("identity,Plan\n");
+    for i in 0..255 {
+        profiles.push_str(&format!("p-{i},gold\n"));
+    }
+    workspace.write("profiles.csv", profiles);
+    workspace.write(
+        "events.csv",
+        "identity,evtName\np-0,Signed Up\np-250,Signed Up\n",
+    );
+    workspace.pipeline(
+        "profiles",
+        &sandbox,
+        "source: {path: profiles.csv}\ntarget: {entity: user_profiles}\n",
+    );
+    workspace.pipeline(
+        "events",
+        &sandbox,
+        "source: {path: events.csv}\ntarget: {entity: user_events}\n",
+    );
+    for pipeline in ["profiles.yaml", "events.yaml"] {
+        let (code, summary) = run_json(&workspace, pipeline, &[]);
+        assert_eq!(code, Some(0), "{summary}");
+    }
+    // Delete p-0..p-249: 150 by identity, 20 by CleverTap ID, 80 by identity again; and two
+    // rows that name no profile, or two at once.
+    let mut erasures = String::from("identity,guid\n");
+    let id = |i: usize| format!("p-{i}");
+    for i in 0..150 {
+        erasures.push_str(&format!("{},\n", id(i)));
+    }
+    for i in 150..170 {
+        erasures.push_str(&format!(",{}\n", tapline::sandbox::clevertap_id(&id(i))));
+    }
+    erasures.push_str(",\np-1,__0123\n");
+    for i in 170..250 {
+        erasures.push_str(&format!("{},\n", id(i)));
+    }
+    workspace.write("erasures.csv", erasures);
+    let body = "source: {path: erasures.csv}\ntarget: {entity: user_profiles, operation: delete_profiles, confirm_destructive: true}\nthread_count: 10\nskip_invalid_records: true\n";
+    workspace.pipeline("erasures", &sandbox, body);
+    let (code, summary) = run_json(&workspace, "erasures.yaml", &[]);
+    assert_eq!(code, Some(0), "{summary}");
+    assert_eq!(
+        (
+            &summary["records"]["accepted"],
+            &summary["records"]["skipped"]
+        ),
+        (&json!(250), &json!(2)),
+        "{summary}"
+    );
+    let seen = sandbox.inspect();
+    // One request per 100, cut where the kind changes: 100 + 50 identities, 20 guids, 80.
+    assert_eq!(seen.requests_by_api["delete_profiles"], 4);
+    assert!(
+        (1..=3).contains(&seen.max_in_flight_by_api["delete_profiles"]),
+        "{:?}",
+        seen.max_in_flight_by_api
+    );
+    let bodies = [
+        json!({"identity": (0..100).map(id).collect::<Vec<_>>()}),
+        json!({"identity": (100..150).map(id).collect::<Vec<_>>()}),
+        json!({"guid": (150..170).map(|i| tapline::sandbox::clevertap_id(&id(i))).collect::<Vec<_>>()}),
+        json!({"identity": (170..250).map(id).collect::<Vec<_>>()}),
+    ];
+    let first = &seen.first_bodies["delete_profiles"];
+    assert!(
+        bodies.contains(first),
+        "not a body tapline should send: {first}"
+    );
+    assert_eq!(seen.deleted.len(), 250);
+    assert!(
+        seen.deleted.iter().all(|deleted| deleted.found),
+        "{:?}",
+        seen.deleted
+    );
+    assert_eq!(
+        seen.deleted
+            .iter()
+            .filter(|deleted| deleted.by == "guid")
+            .count(),
+        20
+    );
+    // The deleted profiles and their events are gone; the others stay.
+    let records = sandbox_get(&sandbox, "/_sandbox/records");
+    let left: Vec<&str> = records
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter_map(|record| record["identity"].as_str())
+        .collect();
+    assert_eq!(left, ["p-250", "p-251", "p-252", "p-253", "p-254", "p-250"]);
+    assert_eq!(
+        sandbox_get(&sandbox, "/_sandbox/profiles?identity=p-3"),
+        json!([])
+    );
+    let kept = sandbox_get(&sandbox, "/_sandbox/profiles?identity=p-251");
+    assert_eq!(
+        kept[0]["guid"],
+        json!(tapline::sandbox::clevertap_id("p-251"))
+    );
+    // The two bad rows are in the rejects file, with reasons.
+    let rejects = rejects(workspace.dir.path(), &summary);
+    let reasons: Vec<&str> = rejects
+        .iter()
+        .filter_map(|entry| entry["reason"].as_str())
+        .collect();
+    assert!(
+        reasons.len() == 2
+            && reasons[0].contains("no `identity` or `guid`")
+            && reasons[1].contains("both `identity` and `guid`"),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn delete_profiles_needs_confirmation_and_dry_run_lists_every_profile() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    workspace.write("erasures.csv", "identity,guid\nu-1,\n,__ab12\n");
+    workspace.pipeline("erasures", &sandbox, "source: {path: erasures.csv}\ntarget: {entity: user_profiles, operation: delete_profiles}\n");
+    let output = tapline(workspace.dir.path(), &["validate", "erasures.yaml"]);
+    assert_eq!(output.status.code(), Some(2));
+    let errors = stderr(&output);
+    assert!(
+        errors.contains("`delete_profiles` deletes each profile")
+            && errors.contains("CleverTap cannot undo it")
+            && errors.contains("confirm_destructive: true"),
+        "{errors}"
+    );
+    let output = tapline(workspace.dir.path(), &["run", "erasures.yaml"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(sandbox.inspect().requests, 0);
+
+    workspace.pipeline("erasures", &sandbox, "source: {path: erasures.csv}\ntarget: {entity: user_profiles, operation: delete_profiles, confirm_destructive: true}\n");
+    let output = tapline(workspace.dir.path(), &["run", "erasures.yaml", "--dry-run"]);
+    assert_eq!(output.status.code(), Some(0));
+    let printed = stdout(&output);
+    assert!(
+        printed.contains("would affect these 2")
+            && printed.contains("    identity u-1\n    guid __ab12\n")
+            && printed.contains("/1/delete/profiles.json"),
+        "{printed}"
+    );
+    let (code, summary) = run_json(&workspace, "erasures.yaml", &["--dry-run"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        summary["dry_run"]["affected"],
+        json!(["identity u-1", "guid __ab12"])
+    );
+    assert_eq!(sandbox.inspect().requests, 0, "a dry run sent something");
 }
 
 #[test]

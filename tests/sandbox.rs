@@ -319,3 +319,60 @@ fn its_presigned_urls_answer_as_s3_does() {
     assert_eq!(uploads.len(), 6);
     assert_eq!(uploads[0].error_code.as_deref(), Some("NotImplemented"));
 }
+
+#[test]
+fn profile_deletion_takes_identities_or_guids_never_both_and_100_at_most() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let (account, passcode) = sandbox.sandbox.credentials();
+    let (account, passcode) = (account.to_string(), passcode.to_string());
+    let delete = |body: Value| {
+        post(
+            &sandbox,
+            "/1/delete/profiles.json",
+            &account,
+            &passcode,
+            body.to_string(),
+        )
+    };
+    let both = delete(json!({"identity": ["a"], "guid": ["b"]}));
+    assert_eq!(both.status, 400, "{}", both.body);
+    let many: Vec<String> = (0..101).map(|i| format!("u{i}")).collect();
+    let too_many = delete(json!({ "identity": many }));
+    assert_eq!(too_many.status, 400, "{}", too_many.body);
+    assert_eq!(delete(json!({})).status, 400);
+    assert_eq!(delete(json!({"identity": [""]})).status, 400);
+    // A profile goes by identity or by its CleverTap ID; a single string is allowed too.
+    assert_eq!(
+        upload(
+            &sandbox,
+            json!([
+                {"type": "profile", "identity": "a", "profileData": {"Plan": "gold"}},
+                {"type": "profile", "identity": "b", "profileData": {"Plan": "gold"}}
+            ])
+        )
+        .status,
+        200
+    );
+    let by_identity = delete(json!({"identity": "a"}));
+    assert_eq!(
+        (by_identity.status, &by_identity.body["status"]),
+        (200, &json!("success"))
+    );
+    let by_guid = delete(json!({"guid": [tapline::sandbox::clevertap_id("b"), "__unknown"]}));
+    assert_eq!(by_guid.status, 200);
+    assert!(sandbox.sandbox.profile("a").is_none() && sandbox.sandbox.profile("b").is_none());
+    let deleted: Vec<(String, bool)> = sandbox
+        .inspect()
+        .deleted
+        .into_iter()
+        .map(|deleted| (deleted.by, deleted.found))
+        .collect();
+    assert_eq!(
+        deleted,
+        [
+            ("identity".to_string(), true),
+            ("guid".to_string(), true),
+            ("guid".to_string(), false)
+        ]
+    );
+}

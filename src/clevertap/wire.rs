@@ -10,8 +10,8 @@ pub struct Endpoint {
     pub name: &'static str,
     /// The path under the region's host.
     pub path: &'static str,
-    /// The key of the body's record list: `{"d": [...]}` or `{"identities": [...]}`.
-    pub envelope: &'static str,
+    /// How the body holds its records.
+    pub envelope: Envelope,
     /// Records in one request at most.
     pub max_records: usize,
     /// Requests in flight per account at most; CleverTap answers 429 above it.
@@ -23,7 +23,7 @@ impl Endpoint {
     pub const UPLOAD: Endpoint = Endpoint {
         name: "upload",
         path: "/1/upload",
-        envelope: "d",
+        envelope: Envelope::List("d"),
         max_records: 1000,
         max_in_flight: 15,
     };
@@ -36,7 +36,7 @@ impl Endpoint {
     pub const DEMERGE: Endpoint = Endpoint {
         name: "demerge",
         path: "/1/demerge/profiles.json",
-        envelope: "identities",
+        envelope: Envelope::List("identities"),
         max_records: 100,
         max_in_flight: 3,
     };
@@ -45,7 +45,7 @@ impl Endpoint {
     pub const SUBSCRIBE: Endpoint = Endpoint {
         name: "subscribe",
         path: "/1/subscribe",
-        envelope: "d",
+        envelope: Envelope::List("d"),
         max_records: 1000,
         max_in_flight: 3,
     };
@@ -54,19 +54,42 @@ impl Endpoint {
     pub const CUSTOM_LIST: Endpoint = Endpoint {
         name: "custom_list",
         path: "/get_custom_list_segment_url",
-        envelope: "",
+        envelope: Envelope::List(""),
         max_records: usize::MAX,
+        max_in_flight: 3,
+    };
+    /// Profile deletion (docs Corrections 6, [DOC] delete-user-profile-api): at most 100
+    /// `identity` or 100 `guid` values per request, never both kinds in one; 3 in flight, as
+    /// for the other non-upload APIs.
+    pub const DELETE_PROFILES: Endpoint = Endpoint {
+        name: "delete_profiles",
+        path: "/1/delete/profiles.json",
+        envelope: Envelope::ByKey(&DELETE_KEYS),
+        max_records: 100,
         max_in_flight: 3,
     };
     /// Phone disassociation (docs §6): 1000 per request, 3 in flight (as for subscribe).
     pub const DISASSOCIATE: Endpoint = Endpoint {
         name: "disassociate",
         path: "/1/disassociate",
-        envelope: "d",
+        envelope: Envelope::List("d"),
         max_records: 1000,
         max_in_flight: 3,
     };
 }
+/// How a request body holds its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Envelope {
+    /// Every record as it is, in one list: `{"d": [record, ...]}`.
+    List(&'static str),
+    /// Each record is `{key: value}` with one of these keys, and a body holds the values of
+    /// one key only: `{"identity": ["u1", "u2"]}` or `{"guid": ["g1"]}`.
+    ByKey(&'static [&'static str]),
+}
+
+/// The two ways to name a profile to delete: its identity, or its CleverTap ID.
+pub const DELETE_KEYS: [&str; 2] = ["identity", "guid"];
+
 /// The last step of a custom-list upload, at the host's root like the first.
 pub const CUSTOM_LIST_COMPLETED_PATH: &str = "/upload_custom_list_segment_completed";
 

@@ -842,6 +842,7 @@ fn sandbox_json(sandbox: &Sandbox) -> Value {
         "demerged": seen.demerged.len(),
         "subscriptions": seen.subscriptions.len(),
         "disassociated": seen.disassociated.len(),
+        "deleted": seen.deleted.len(),
         "segments": seen.segments.iter().map(|(name, segment)| (name.clone(), json!({"id": segment.id, "identities": segment.identities}))).collect::<serde_json::Map<_, _>>(),
         "rejected": seen.rejected,
         "max_in_flight": seen.max_in_flight_by_api,
@@ -875,6 +876,14 @@ fn print_sandbox(sandbox: &Sandbox) {
         (
             seen.disassociated.len(),
             format!("{} phone disassociations", seen.disassociated.len()),
+        ),
+        (
+            seen.deleted.len(),
+            format!(
+                "{} profile deletions ({} of profiles it held)",
+                seen.deleted.len(),
+                seen.deleted.iter().filter(|deleted| deleted.found).count()
+            ),
         ),
     ] {
         if count > 0 {

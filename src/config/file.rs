@@ -447,11 +447,12 @@ pub struct TargetFile {
     pub entity: Entity,
 
     /// For `user_profiles`: `upload_profiles` (default), `upload_device_tokens`, `demerge`,
-    /// `update_subscription` or `disassociate_phone`.
+    /// `update_subscription`, `disassociate_phone` or `delete_profiles`.
     #[serde(default)]
     pub operation: Option<ProfileOperation>,
 
-    /// Must be `true` for `demerge` and `disassociate_phone`: CleverTap cannot undo them.
+    /// Must be `true` for `demerge`, `disassociate_phone` and `delete_profiles`: CleverTap
+    /// cannot undo them.
     /// Try the pipeline with `tapline run --dry-run` first: it lists every identity or phone
     /// number that would be affected.
     #[serde(default)]
@@ -524,6 +525,10 @@ pub enum ProfileOperation {
     /// Detach a recycled phone number from the profile that uses it as identity: column
     /// `value` (E.164). Cannot be undone.
     DisassociatePhone,
+    /// Delete profiles and everything CleverTap holds about them (right to erasure): a
+    /// column `identity`, or a column `guid` (the CleverTap ID); a row fills one of them.
+    /// Cannot be undone.
+    DeleteProfiles,
 }
 
 /// What a JSON-array value does to a multi-value profile property.

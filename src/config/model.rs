@@ -296,6 +296,8 @@ pub enum Target {
     Subscriptions,
     /// `user_profiles` / `disassociate_phone`.
     DisassociatePhone,
+    /// `user_profiles` / `delete_profiles`.
+    DeleteProfiles,
     /// `custom_list`: the pipeline's [`CustomList`] says which segment.
     CustomList,
 }
@@ -310,13 +312,17 @@ impl Target {
             Target::Demerge => "demerges",
             Target::Subscriptions => "subscription changes",
             Target::DisassociatePhone => "phone disassociations",
+            Target::DeleteProfiles => "profile deletions",
             Target::CustomList => "custom-list identities",
         }
     }
 
     /// Whether CleverTap cannot undo the operation.
     pub fn is_destructive(&self) -> bool {
-        matches!(self, Target::Demerge | Target::DisassociatePhone)
+        matches!(
+            self,
+            Target::Demerge | Target::DisassociatePhone | Target::DeleteProfiles
+        )
     }
 }
 

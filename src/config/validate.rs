@@ -575,12 +575,16 @@ fn build_target(
         Some(ProfileOperation::Demerge) => Target::Demerge,
         Some(ProfileOperation::UpdateSubscription) => Target::Subscriptions,
         Some(ProfileOperation::DisassociatePhone) => Target::DisassociatePhone,
+        Some(ProfileOperation::DeleteProfiles) => Target::DeleteProfiles,
     };
     let confirmed = target.confirm_destructive.unwrap_or(false);
     if built.is_destructive() && !confirmed {
         let what = match built {
             Target::Demerge => {
                 "`demerge` splits merged profiles apart again, and event data tied to them may be lost"
+            }
+            Target::DeleteProfiles => {
+                "`delete_profiles` deletes each profile with its events and properties"
             }
             _ => {
                 "`disassociate_phone` detaches each phone number from the profile that uses it as identity"
@@ -598,7 +602,7 @@ fn build_target(
                 Some(root.locate_key("/target", "confirm_destructive")),
                 "`confirm_destructive` has no effect here",
             )
-            .with_hint("only `demerge` and `disassociate_phone` need it"),
+            .with_hint("only `demerge`, `disassociate_phone` and `delete_profiles` need it"),
         );
     }
     // Returned even with errors: its own checks (the source's columns) still run, and the

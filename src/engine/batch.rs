@@ -13,9 +13,10 @@ use tokio::sync::mpsc;
 
 use super::outcome::{Outcome, Settled};
 use super::resume::SettledLines;
+use crate::clevertap::wire::Envelope;
 use crate::config::model::{AccountLimits, OnInvalidRecord, OutputMapping, Target};
 use crate::mapping::replay::Replayed;
-use crate::mapping::{self, Mapper};
+use crate::mapping::{self, Mapper, Record};
 use crate::source::{Row, RowError, RowStream};
 use crate::template::RunContext;
 
@@ -30,6 +31,9 @@ pub struct Batch {
     pub body: Bytes,
     /// Where each record sits in `body`.
     pub spans: Vec<Range<usize>>,
+    /// For a body by key (profile deletion): the key its values are listed under; each
+    /// record is then `{key: value}`.
+    pub key: Option<&'static str>,
 }
 
 impl Batch {
@@ -46,7 +50,11 @@ impl Batch {
     /// The record at `index` as sent.
     pub fn record(&self, index: usize) -> Option<Value> {
         let span = self.spans.get(index)?;
-        serde_json::from_slice(&self.body[span.clone()]).ok()
+        let value: Value = serde_json::from_slice(&self.body[span.clone()]).ok()?;
+        Some(match self.key {
+            Some(key) => serde_json::json!({ key: value }),
+            None => value,
+        })
     }
 }
 
@@ -73,8 +81,8 @@ pub struct Batching {
     pub on_invalid_record: OnInvalidRecord,
     /// Records per request at most.
     pub batch_size: usize,
-    /// The key of the body's record list (`d`, `identities`).
-    pub envelope: &'static str,
+    /// How a request body holds its records.
+    pub envelope: Envelope,
     /// The output mapping, applied to each row before it becomes a record.
     pub output: Option<Arc<OutputMapping>>,
     /// What templates of the output mapping may refer to.
@@ -127,11 +135,24 @@ impl<'a> Handoff<'a> {
         }
     }
 
-    /// Sends the builder's batch, if it has one; `false` when the sending side is gone.
+    /// Sends the builder's batches, full or not; `false` when the sending side is gone.
     fn flush(&mut self, builder: &mut BatchBuilder) -> bool {
-        builder
-            .take()
-            .is_none_or(|batch| self.send(Produced::Batch(batch)))
+        while let Some(batch) = builder.take() {
+            if !self.send(Produced::Batch(batch)) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Sends the builder's finished batches; `false` when the sending side is gone.
+    fn send_finished(&mut self, builder: &mut BatchBuilder) -> bool {
+        while let Some(batch) = builder.take_finished() {
+            if !self.send(Produced::Batch(batch)) {
+                return false;
+            }
+        }
+        true
     }
 }
 
@@ -163,7 +184,7 @@ pub fn produce(mut rows: Box<dyn RowStream>, settings: &Batching, output: &mut H
         let invalid = match next {
             Ok(()) => match encode(settings, &mut mapper, &row, &mut builder) {
                 Ok(()) => {
-                    if builder.is_full() && !output.flush(&mut builder) {
+                    if !output.send_finished(&mut builder) {
                         return left_out;
                     }
                     continue;
@@ -223,15 +244,14 @@ fn encode(
 ) -> Result<(), mapping::Invalid> {
     if let Some(record) = &row.record {
         match mapping::replay::replayed(settings.target, settings.limits, record)? {
-            Replayed::AsIs => builder.push(row.line, |body| write_replayed(body, record)),
+            Replayed::AsIs => builder.push_with(row.line, |body| write_replayed(body, record)),
             Replayed::Fields(fields) => {
                 let flat = Row {
                     line: row.line,
                     fields,
                     record: None,
                 };
-                let record = mapper.map(&flat)?;
-                builder.push(row.line, |body| record.write_json(body));
+                builder.push(row.line, &mapper.map(&flat)?);
             }
         }
         return Ok(());
@@ -239,13 +259,9 @@ fn encode(
     match &settings.output {
         Some(output) => {
             let mapped = mapping::output::apply(output, row, &settings.context)?;
-            let record = mapper.map(&mapped)?;
-            builder.push(row.line, |body| record.write_json(body));
+            builder.push(row.line, &mapper.map(&mapped)?);
         }
-        None => {
-            let record = mapper.map(row)?;
-            builder.push(row.line, |body| record.write_json(body));
-        }
+        None => builder.push(row.line, &mapper.map(row)?),
     }
     Ok(())
 }
@@ -255,35 +271,60 @@ fn write_replayed(body: &mut Vec<u8>, record: &Value) {
     serde_json::to_writer(body, record).expect("writing to a Vec cannot fail");
 }
 
-/// Accumulates encoded records into one request body.
+/// Accumulates encoded records into request bodies.
 struct BatchBuilder {
     capacity: usize,
     /// The index the next batch gets.
     next_index: u64,
-    /// `{"d":[` or `{"identities":[`.
-    body_start: Vec<u8>,
+    envelope: Envelope,
+    /// The key the current body lists its records under: `d`, `identities`, or for a body
+    /// by key, the key of its values.
+    key: &'static str,
     lines: Vec<u64>,
     body: Vec<u8>,
     spans: Vec<Range<usize>>,
+    /// A batch cut short because the next record goes under another key, to send first.
+    finished: Option<Batch>,
 }
 
 const BODY_END: &[u8] = b"]}";
 
 impl BatchBuilder {
-    fn new(capacity: usize, envelope: &str) -> Self {
-        let body_start = format!("{{\"{envelope}\":[").into_bytes();
+    fn new(capacity: usize, envelope: Envelope) -> Self {
+        let key = match envelope {
+            Envelope::List(key) => key,
+            Envelope::ByKey(keys) => keys.first().copied().unwrap_or_default(),
+        };
         BatchBuilder {
             capacity,
             next_index: 0,
+            envelope,
+            key,
             lines: Vec::new(),
-            body: body_start.clone(),
-            body_start,
+            body: body_start(key),
             spans: Vec::new(),
+            finished: None,
+        }
+    }
+
+    /// Adds a mapped record.
+    fn push(&mut self, line: u64, record: &Record<'_>) {
+        match (record, self.envelope) {
+            (Record::Keyed { key, value }, Envelope::ByKey(_)) => {
+                if *key != self.key {
+                    // Never two keys in one body: what is there goes as it is.
+                    self.finished = self.take_current();
+                    self.key = key;
+                    self.body = body_start(key);
+                }
+                self.push_with(line, |body| write_replayed(body, value));
+            }
+            (record, _) => self.push_with(line, |body| record.write_json(body)),
         }
     }
 
     /// Adds the record that `write` appends to the body.
-    fn push(&mut self, line: u64, write: impl FnOnce(&mut Vec<u8>)) {
+    fn push_with(&mut self, line: u64, write: impl FnOnce(&mut Vec<u8>)) {
         if !self.lines.is_empty() {
             self.body.push(b',');
         }
@@ -293,11 +334,23 @@ impl BatchBuilder {
         self.lines.push(line);
     }
 
-    fn is_full(&self) -> bool {
-        self.lines.len() >= self.capacity
+    /// A batch ready to send: one cut short by a change of key, or a full one.
+    fn take_finished(&mut self) -> Option<Batch> {
+        if self.finished.is_some() {
+            return self.finished.take();
+        }
+        if self.lines.len() >= self.capacity {
+            return self.take_current();
+        }
+        None
     }
 
+    /// Every batch, full or not: at the end of the source, or before the run stops.
     fn take(&mut self) -> Option<Batch> {
+        self.finished.take().or_else(|| self.take_current())
+    }
+
+    fn take_current(&mut self) -> Option<Batch> {
         if self.lines.is_empty() {
             return None;
         }
@@ -306,7 +359,7 @@ impl BatchBuilder {
         // The next body will be about as long as this one: room for it at once, instead
         // of growing (and copying) it a dozen times.
         let mut next_body = Vec::with_capacity(self.body.len() + BODY_END.len());
-        next_body.extend_from_slice(&self.body_start);
+        next_body.extend_from_slice(&body_start(self.key));
         let mut body = std::mem::replace(&mut self.body, next_body);
         body.extend_from_slice(BODY_END);
         Some(Batch {
@@ -314,8 +367,14 @@ impl BatchBuilder {
             lines: std::mem::replace(&mut self.lines, Vec::with_capacity(self.capacity)),
             body: Bytes::from(body),
             spans: std::mem::replace(&mut self.spans, Vec::with_capacity(self.capacity)),
+            key: matches!(self.envelope, Envelope::ByKey(_)).then_some(self.key),
         })
     }
+}
+
+/// `{"d":[`: the start of a body that lists its records under `key`.
+fn body_start(key: &str) -> Vec<u8> {
+    format!("{{\"{key}\":[").into_bytes()
 }
 
 #[cfg(test)]
@@ -325,12 +384,11 @@ mod tests {
 
     #[test]
     fn builds_request_bodies_with_record_spans() {
-        let mut builder = BatchBuilder::new(2, "d");
-        builder.push(2, |body| write_replayed(body, &json!({"identity": "a"})));
-        assert!(!builder.is_full());
-        builder.push(5, |body| write_replayed(body, &json!({"identity": "b"})));
-        assert!(builder.is_full());
-        let batch = builder.take().expect("a batch");
+        let mut builder = BatchBuilder::new(2, Envelope::List("d"));
+        builder.push_with(2, |body| write_replayed(body, &json!({"identity": "a"})));
+        assert!(builder.take_finished().is_none());
+        builder.push_with(5, |body| write_replayed(body, &json!({"identity": "b"})));
+        let batch = builder.take_finished().expect("a full batch");
         assert_eq!(
             &batch.body[..],
             br#"{"d":[{"identity":"a"},{"identity":"b"}]}"#
@@ -340,6 +398,29 @@ mod tests {
             (0, 2, 5)
         );
         assert_eq!(batch.record(1), Some(json!({"identity": "b"})));
+        assert!(builder.take().is_none());
+    }
+
+    #[test]
+    fn a_body_by_key_holds_one_key_and_splits_where_the_key_changes() {
+        let mut builder = BatchBuilder::new(2, Envelope::ByKey(&["identity", "guid"]));
+        let keyed = |key, value: &str| Record::Keyed {
+            key,
+            value: json!(value),
+        };
+        builder.push(2, &keyed("identity", "u1"));
+        assert!(builder.take_finished().is_none());
+        builder.push(3, &keyed("guid", "g1"));
+        let first = builder
+            .take_finished()
+            .expect("cut short at the change of key");
+        assert_eq!(&first.body[..], br#"{"identity":["u1"]}"#);
+        assert_eq!(first.record(0), Some(json!({"identity": "u1"})));
+        builder.push(4, &keyed("guid", "g2"));
+        let second = builder.take_finished().expect("a full batch");
+        assert_eq!(&second.body[..], br#"{"guid":["g1","g2"]}"#);
+        assert_eq!((second.index, second.lines.clone()), (1, vec![3, 4]));
+        assert_eq!(second.record(1), Some(json!({"guid": "g2"})));
         assert!(builder.take().is_none());
     }
 }

@@ -478,17 +478,19 @@ fn dry_run(batch: &Batch, list_affected: bool, ledger: &mut Ledger) -> BatchRepo
             report.sample = batch.record(0);
         }
         if list_affected {
-            // A demerge record is the identity itself; a disassociation names its `value`.
+            // A demerge record is the identity itself; a disassociation names its `value`;
+            // a deletion, its `identity` or `guid`.
             report
                 .affected
                 .extend((0..batch.lines.len()).filter_map(|index| {
-                    match batch.record(index)? {
-                        serde_json::Value::String(identity) => Some(identity),
-                        record => record
-                            .get("value")
-                            .and_then(|value| value.as_str())
-                            .map(String::from),
+                    let record = batch.record(index)?;
+                    if let serde_json::Value::String(identity) = record {
+                        return Some(identity);
                     }
+                    if let Some(key) = batch.key {
+                        return Some(format!("{key} {}", record.get(key)?.as_str()?));
+                    }
+                    record.get("value")?.as_str().map(String::from)
                 }));
         }
     }

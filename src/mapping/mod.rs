@@ -21,7 +21,7 @@ use record::{RecordKind, RecordText};
 pub use time::{parse_date, parse_timestamp};
 
 use crate::clevertap::rules::{self, StandardKey, Violation};
-use crate::clevertap::wire::Endpoint;
+use crate::clevertap::wire::{DELETE_KEYS, Endpoint};
 use crate::config::model::{AccountLimits, ArrayOperation, Target};
 use crate::source::Row;
 use chrono_tz::Tz;
@@ -94,6 +94,10 @@ pub fn required_columns(target: Target) -> RequiredColumns {
         Target::DisassociatePhone => RequiredColumns {
             all_of: &["value"],
             one_of: &[],
+        },
+        Target::DeleteProfiles => RequiredColumns {
+            all_of: &[],
+            one_of: &DELETE_KEYS,
         },
         Target::CustomList => RequiredColumns {
             all_of: &["identity"],
@@ -248,6 +252,7 @@ impl Mapper {
             Target::Demerge => Record::Plain(operations::demerge_identity(row)?),
             Target::Subscriptions => Record::Plain(operations::subscription_record(row)?),
             Target::DisassociatePhone => Record::Plain(operations::disassociate_record(row)?),
+            Target::DeleteProfiles => operations::profile_to_delete(row)?,
             Target::CustomList => Record::Plain(operations::custom_list_entry(row)?),
         })
     }
@@ -279,6 +284,7 @@ pub fn endpoint(target: Target) -> Endpoint {
         Target::Demerge => Endpoint::DEMERGE,
         Target::Subscriptions => Endpoint::SUBSCRIBE,
         Target::DisassociatePhone => Endpoint::DISASSOCIATE,
+        Target::DeleteProfiles => Endpoint::DELETE_PROFILES,
         Target::CustomList => Endpoint::CUSTOM_LIST,
     }
 }

@@ -1,9 +1,10 @@
 //! Rows → records of the profile operations other than uploads: device tokens, demerge,
-//! subscriptions and phone disassociation (docs/clevertap-api.md §3–§6).
+//! subscriptions, phone disassociation (docs/clevertap-api.md §3–§6) and profile deletion
+//! (Corrections 6).
 
 use serde_json::{Map, Value, json};
 
-use super::{Invalid, is_blank};
+use super::{Invalid, Record, is_blank};
 use crate::clevertap::rules;
 use crate::source::Row;
 
@@ -72,6 +73,32 @@ pub(super) fn demerge_identity(row: &Row) -> Result<Value, Invalid> {
     let identity = required(row, "identity", "523")?;
     rules::check_identity("identity", &identity)?;
     Ok(Value::from(identity))
+}
+
+/// The profile to delete: `{"identity": …}` or `{"guid": …}` (its CleverTap ID), from a row
+/// that fills one of the two columns.
+pub(super) fn profile_to_delete(row: &Row) -> Result<Record<'static>, Invalid> {
+    let (key, value) = match (text(row, "identity")?, text(row, "guid")?) {
+        (Some(identity), None) => ("identity", identity),
+        (None, Some(guid)) => ("guid", guid),
+        (Some(_), Some(_)) => {
+            return Err(Invalid::new(
+                "invalid_record",
+                "the row has both `identity` and `guid`; CleverTap deletes by one of them, so leave the other empty",
+            ));
+        }
+        (None, None) => {
+            return Err(Invalid::new(
+                "523",
+                "the row has no `identity` or `guid` value",
+            ));
+        }
+    };
+    rules::check_identity(key, &value)?;
+    Ok(Record::Keyed {
+        key,
+        value: Value::from(value),
+    })
 }
 
 /// `{"type":"email"|"phone","value":…,"status":"Unsubscribe"|"Resubscribe"}`.

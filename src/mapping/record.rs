@@ -11,6 +11,14 @@ pub enum Record<'a> {
     Upload(UploadRecord<'a>),
     /// A record of another API (tokens, demerge, subscriptions, disassociation).
     Plain(Value),
+    /// A value that a request lists under its key, with the other values of that key:
+    /// `{"identity": "u1"}` goes into `{"identity": ["u1", ...]}` (profile deletion).
+    Keyed {
+        /// The list it goes into: `identity` or `guid`.
+        key: &'static str,
+        /// The value listed.
+        value: Value,
+    },
 }
 
 impl Record<'_> {
@@ -19,6 +27,13 @@ impl Record<'_> {
         match self {
             Record::Upload(record) => record.write_json(out),
             Record::Plain(value) => json::write_value(out, value),
+            Record::Keyed { key, value } => {
+                out.push(b'{');
+                json::write_str(out, key);
+                out.push(b':');
+                json::write_value(out, value);
+                out.push(b'}');
+            }
         }
     }
 

@@ -15,7 +15,8 @@ use crate::config::model::{AccountLimits, Target};
 pub enum Replayed {
     /// A `/1/upload` record that passed CleverTap's rules: send it as it is.
     AsIs,
-    /// The fields of a flat record (demerge, subscriptions, phones, custom lists): map them
+    /// The fields of a flat record (demerge, subscriptions, phones, deletions, custom
+    /// lists): map them
     /// like a source row's.
     Fields(Vec<(Arc<str>, Value)>),
 }
@@ -42,7 +43,10 @@ pub fn replayed(
                 )),
             };
         }
-        Target::Subscriptions | Target::DisassociatePhone | Target::CustomList => None,
+        Target::Subscriptions
+        | Target::DisassociatePhone
+        | Target::DeleteProfiles
+        | Target::CustomList => None,
     };
     let Some(expected) = upload_kind else {
         let Value::Object(fields) = record else {
@@ -124,6 +128,14 @@ mod tests {
                 &json!({"identity": "u1"})
             )
             .is_err()
+        );
+        assert_eq!(
+            replayed(
+                Target::DeleteProfiles,
+                AccountLimits::default(),
+                &json!({"guid": "__g1"})
+            ),
+            Ok(Replayed::Fields(vec![(Arc::from("guid"), json!("__g1"))]))
         );
         assert!(matches!(
             replayed(Target::Subscriptions, AccountLimits::default(), &json!({"type": "email", "value": "a@b.co", "status": "Unsubscribe"})),

@@ -276,6 +276,16 @@ fn operation_rows() {
         json!({"value": "+14155550101"}),
         Ok(json!({"type": "phone", "value": "+14155550101"})),
     );
+    check(
+        Target::DeleteProfiles,
+        json!({"identity": " u-1 ", "guid": "", "note": "x"}),
+        Ok(json!({"identity": "u-1"})),
+    );
+    check(
+        Target::DeleteProfiles,
+        json!({"guid": "__a1b2"}),
+        Ok(json!({"guid": "__a1b2"})),
+    );
 }
 
 #[test]
@@ -313,6 +323,13 @@ fn operation_rule_violations() {
         ),
         (Target::Demerge, json!({"identity": ""}), "523"),
         (Target::Demerge, json!({"identity": "x".repeat(130)}), "523"),
+        (Target::DeleteProfiles, json!({"note": "x"}), "523"),
+        (Target::DeleteProfiles, json!({"guid": "g\u{1b}[2J"}), "523"),
+        (
+            Target::DeleteProfiles,
+            json!({"identity": "u", "guid": "g"}),
+            "invalid_record",
+        ),
         (
             Target::Subscriptions,
             json!({"type": "sms", "value": "+14155550101", "status": "Unsubscribe"}),

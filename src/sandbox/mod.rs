@@ -1,4 +1,5 @@
-//! A local CleverTap: the same write APIs (`/1/upload`, demerge, subscribe, disassociate),
+//! A local CleverTap: the same write APIs (`/1/upload`, demerge, subscribe, disassociate,
+//! profile deletion, custom lists),
 //! headers, limits and per-record error codes, with knobs for latency and injected faults,
 //! and an inspection endpoint that shows what it accepted.
 //!
@@ -28,7 +29,9 @@ use tokio_util::sync::CancellationToken;
 use crate::clevertap::records::{self, RecordKind};
 use crate::clevertap::rules;
 use crate::clevertap::wire::{ACCOUNT_HEADER, PASSCODE_HEADER};
-use crate::clevertap::wire::{CUSTOM_LIST_COMPLETED_PATH, CustomListCompleted, Endpoint};
+use crate::clevertap::wire::{
+    CUSTOM_LIST_COMPLETED_PATH, CustomListCompleted, DELETE_KEYS, Endpoint, Envelope,
+};
 
 /// The account the sandbox accepts unless told otherwise.
 pub const DEFAULT_ACCOUNT_ID: &str = "TAPLINE-SANDBOX";
@@ -154,6 +157,8 @@ pub struct Inspection {
     pub subscriptions: Vec<Value>,
     /// Phone numbers disassociated, in order.
     pub disassociated: Vec<String>,
+    /// Profiles asked to be deleted, in order, and whether the sandbox held them.
+    pub deleted: Vec<DeletedProfile>,
     /// Custom-list segments by name.
     pub segments: BTreeMap<String, Segment>,
     /// Uploads to a pre-signed URL that carried CleverTap's passcode header (should be 0).
@@ -173,6 +178,37 @@ pub struct PresignedUpload {
     pub status: u16,
     /// S3's error code for a refusal (`NotImplemented`, `MissingContentLength`, ...).
     pub error_code: Option<String>,
+}
+
+/// A profile a deletion request named.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeletedProfile {
+    /// What named it: `identity` or `guid`.
+    pub by: String,
+    /// The identity or CleverTap ID.
+    pub value: String,
+    /// Whether the sandbox held that profile (it is gone now).
+    pub found: bool,
+}
+
+/// A profile the sandbox holds, as `GET /_sandbox/profiles` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoredProfile {
+    /// Its identity (or objectId, FBID, GPID: the first the record had).
+    pub identity: String,
+    /// Its CleverTap ID, as [`clevertap_id`] makes it.
+    pub guid: String,
+    /// Its properties, with `$add` / `$remove` applied.
+    pub properties: serde_json::Map<String, Value>,
+}
+
+/// The CleverTap ID the sandbox gives the profile of an identity: `__` and 32 hex digits,
+/// the shape of the IDs CleverTap gives profiles created by upload; the same identity always
+/// gets the same ID.
+pub fn clevertap_id(identity: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(identity.as_bytes());
+    format!("__{}", hex::encode(&digest[..16]))
 }
 
 /// A custom-list segment the sandbox holds.
@@ -204,6 +240,8 @@ struct Store {
     inspection: Inspection,
     /// Profile properties by identity, with `$add` / `$remove` applied.
     profiles: HashMap<String, serde_json::Map<String, Value>>,
+    /// The identity of each profile by its CleverTap ID.
+    identities_by_guid: HashMap<String, String>,
     /// Accepted records in arrival order (up to `keep_records`).
     records: Vec<Value>,
     /// Pre-signed URL tokens handed out, with the list uploaded to each (once uploaded).
@@ -211,11 +249,12 @@ struct Store {
 }
 
 /// The APIs the sandbox serves; each has its own limit of requests in flight.
-const APIS: [Endpoint; 5] = [
+const APIS: [Endpoint; 6] = [
     Endpoint::UPLOAD,
     Endpoint::DEMERGE,
     Endpoint::SUBSCRIBE,
     Endpoint::DISASSOCIATE,
+    Endpoint::DELETE_PROFILES,
     Endpoint::CUSTOM_LIST,
 ];
 
@@ -287,11 +326,13 @@ impl Sandbox {
             .route(Endpoint::DEMERGE.path, post(demerge))
             .route(Endpoint::SUBSCRIBE.path, post(subscribe))
             .route(Endpoint::DISASSOCIATE.path, post(disassociate))
+            .route(Endpoint::DELETE_PROFILES.path, post(delete_profiles))
             .route(Endpoint::CUSTOM_LIST.path, post(custom_list_url))
             .route(CUSTOM_LIST_COMPLETED_PATH, post(custom_list_completed))
             .route("/_sandbox/presigned/{token}", put(presigned_upload))
             .route("/_sandbox/inspect", get(inspect))
             .route("/_sandbox/records", get(records))
+            .route("/_sandbox/profiles", get(profiles))
             .route("/_sandbox/reset", post(reset))
             .with_state(Arc::clone(&shared));
         let shutdown = CancellationToken::new();
@@ -441,6 +482,21 @@ async fn disassociate(
         &headers,
         &body,
         accept_disassociations,
+    )
+    .await
+}
+
+async fn delete_profiles(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    serve(
+        &shared,
+        Endpoint::DELETE_PROFILES,
+        &headers,
+        &body,
+        accept_deletions,
     )
     .await
 }
@@ -798,7 +854,10 @@ fn register_segment(shared: &Shared, payload: &Value) -> Result<Value, Refusal> 
 
 /// The record list of a body, within the API's limit.
 fn records_of(payload: &Value, api: Endpoint) -> Result<&Vec<Value>, Refusal> {
-    let Some(records) = payload.get(api.envelope).and_then(Value::as_array) else {
+    let Envelope::List(key) = api.envelope else {
+        return Err(bad_request("Malformed request"));
+    };
+    let Some(records) = payload.get(key).and_then(Value::as_array) else {
         return Err(bad_request("Malformed request"));
     };
     if records.len() > api.max_records {
@@ -883,6 +942,75 @@ fn accept_disassociations(shared: &Shared, payload: &Value) -> Result<Value, Ref
             .push(value.to_string());
         Ok(())
     }))
+}
+
+/// `{"identity": [...]}` or `{"guid": [...]}` (a single string is allowed too), never both
+/// ([DOC] delete-user-profile-api): deletes each profile named, with its records.
+fn accept_deletions(shared: &Shared, payload: &Value) -> Result<Value, Refusal> {
+    let Some(body) = payload.as_object() else {
+        return Err(bad_request("Malformed request"));
+    };
+    let present: Vec<&str> = DELETE_KEYS
+        .into_iter()
+        .filter(|key| body.contains_key(*key))
+        .collect();
+    let by = match present[..] {
+        [by] => by,
+        [] => return Err(bad_request("Either identity or guid is required")),
+        _ => {
+            return Err(bad_request(
+                "Pass either identity or guid in one request, not both",
+            ));
+        }
+    };
+    let values: Vec<&Value> = match &body[by] {
+        Value::Array(values) => values.iter().collect(),
+        single => vec![single],
+    };
+    if values.len() > Endpoint::DELETE_PROFILES.max_records {
+        return Err(bad_request(format!(
+            "Too many values: at most {} {by} values per request",
+            Endpoint::DELETE_PROFILES.max_records
+        )));
+    }
+    let mut names = Vec::with_capacity(values.len());
+    for value in values {
+        match value.as_str() {
+            Some(name) if !name.trim().is_empty() => names.push(name),
+            _ => {
+                return Err(bad_request(format!(
+                    "{by} values must be non-empty strings"
+                )));
+            }
+        }
+    }
+    let mut store = shared.store();
+    let mut gone = HashSet::new();
+    for name in names {
+        let identity = match by {
+            "guid" => store.identities_by_guid.get(name).cloned(),
+            _ => Some(name.to_string()),
+        };
+        let found = identity.is_some_and(|identity| {
+            let found = store.profiles.remove(&identity).is_some();
+            if found {
+                store.identities_by_guid.remove(&clevertap_id(&identity));
+                gone.insert(identity);
+            }
+            found
+        });
+        store.inspection.deleted.push(DeletedProfile {
+            by: by.to_string(),
+            value: name.to_string(),
+            found,
+        });
+    }
+    if !gone.is_empty() {
+        store
+            .records
+            .retain(|record| identity_key(record).is_none_or(|key| !gone.contains(&key)));
+    }
+    Ok(json!({"status": "success"}))
 }
 
 /// Judges records one by one; the answer has CleverTap's `processed` / `unprocessed` shape.
@@ -989,15 +1117,25 @@ fn store_record(store: &mut Store, keep: usize, kind: RecordKind, record: &Value
     }
 }
 
-/// Applies a profile record to the stored profile, as CleverTap does with multi-values.
-fn merge_profile(store: &mut Store, record: &Value) {
-    let Some(key) = rules::IDENTITY_FIELDS.iter().find_map(|field| {
+/// The identity a profile or event record names: the first identity field it has.
+fn identity_key(record: &Value) -> Option<String> {
+    rules::IDENTITY_FIELDS.iter().find_map(|field| {
         record
             .get(*field)
             .map(|value| value.to_string().trim_matches('"').to_string())
-    }) else {
+    })
+}
+
+/// Applies a profile record to the stored profile, as CleverTap does with multi-values.
+fn merge_profile(store: &mut Store, record: &Value) {
+    let Some(key) = identity_key(record) else {
         return;
     };
+    if !store.profiles.contains_key(&key) {
+        store
+            .identities_by_guid
+            .insert(clevertap_id(&key), key.clone());
+    }
     let profile = store.profiles.entry(key).or_default();
     let Some(data) = record.get("profileData").and_then(Value::as_object) else {
         return;
@@ -1066,6 +1204,34 @@ async fn records(
             .cloned()
             .collect(),
     )
+}
+
+#[derive(Deserialize)]
+struct ProfilesQuery {
+    identity: Option<String>,
+}
+
+/// The stored profiles (or the one of `?identity=`), with their CleverTap IDs.
+async fn profiles(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<ProfilesQuery>,
+) -> Json<Vec<StoredProfile>> {
+    let store = shared.store();
+    let stored =
+        |(identity, properties): (&String, &serde_json::Map<String, Value>)| StoredProfile {
+            identity: identity.clone(),
+            guid: clevertap_id(identity),
+            properties: properties.clone(),
+        };
+    Json(match &query.identity {
+        Some(identity) => store
+            .profiles
+            .get_key_value(identity)
+            .map(stored)
+            .into_iter()
+            .collect(),
+        None => store.profiles.iter().map(stored).collect(),
+    })
 }
 
 async fn reset(State(shared): State<Arc<Shared>>) -> StatusCode {
