@@ -283,3 +283,37 @@ fn the_list_reaches_s3_with_its_exact_length_and_nothing_else() {
         spool.display()
     );
 }
+
+#[test]
+fn a_registration_retried_after_a_lost_answer_says_the_segment_may_exist() {
+    // The first registration creates the segment, then answers after the client gave up
+    // (1 s timeout); the retry meets the segment the first attempt made.
+    let sandbox = TestSandbox::start(SandboxConfig {
+        slow_registrations: 1,
+        slow_response: std::time::Duration::from_secs(3),
+        ..SandboxConfig::default()
+    });
+    let workspace = Workspace::new();
+    workspace.write("audience.csv", "identity\nu1\nu2\n");
+    let connection = sandbox
+        .connection_yaml()
+        .replace("request_timeout_seconds: 5", "request_timeout_seconds: 1");
+    workspace.write(
+        "list.yaml",
+        format!(
+            "{connection}{}",
+            pipeline("create", "admin@example.com", "")
+        ),
+    );
+    let (code, summary) = run(&workspace);
+    assert_eq!(code, Some(1), "{summary}");
+    let stop = summary["stop_reason"].as_str().unwrap_or_default();
+    assert!(
+        stop.contains("duplicate_name")
+            && stop.contains("may have created the segment already")
+            && stop.contains("check the dashboard"),
+        "{summary}"
+    );
+    // The segment is there, made by the first attempt.
+    assert_eq!(sandbox.inspect().segments["VIP users"].identities, 2);
+}

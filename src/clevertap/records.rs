@@ -36,30 +36,21 @@ pub fn check_record(
     max_event_properties: usize,
 ) -> Result<RecordKind, Violation> {
     let Value::Object(fields) = record else {
-        return Err(Violation::new(
-            524,
-            "Record is neither an event nor a profile",
-        ));
+        return Err(rules::RECORD_TYPE.broken("Record is neither an event nor a profile"));
     };
     let kind = match fields.get("type").and_then(Value::as_str) {
         Some("profile") => RecordKind::Profile,
         Some("event") => RecordKind::Event,
         Some("token") => RecordKind::Token,
         _ => {
-            return Err(Violation::new(
-                524,
-                "Record type should be either event or profile",
-            ));
+            return Err(rules::RECORD_TYPE.broken("Record type should be either event or profile"));
         }
     };
     check_identity(fields, kind)?;
     if let Some(ts) = fields.get("ts")
         && ts.as_i64().is_none_or(|seconds| seconds <= 0)
     {
-        return Err(Violation::new(
-            525,
-            "Timestamp should be present in the Unix Epoch format",
-        ));
+        return Err(rules::TIMESTAMP.broken("Timestamp should be present in the Unix Epoch format"));
     }
     match kind {
         RecordKind::Profile => check_profile(fields.get("profileData"))?,
@@ -82,7 +73,7 @@ fn check_identity(
     if kind == RecordKind::Token {
         return match fields.get("objectId").and_then(Value::as_str) {
             Some(id) if !id.trim().is_empty() && id.len() < rules::MAX_IDENTITY_CHARS => Ok(()),
-            _ => Err(Violation::new(530, "objectId is invalid")),
+            _ => Err(rules::TOKEN_OBJECT_ID.broken("objectId is invalid")),
         };
     }
     let mut found = false;
@@ -93,35 +84,33 @@ fn check_identity(
         let text = match value {
             Value::String(text) => text.clone(),
             Value::Number(number) => number.to_string(),
-            _ => return Err(Violation::new(523, missing)),
+            _ => return Err(rules::IDENTITY.broken(missing)),
         };
         if text.trim().is_empty() || text.chars().count() >= rules::MAX_IDENTITY_CHARS {
-            return Err(Violation::new(523, missing));
+            return Err(rules::IDENTITY.broken(missing));
         }
         found = true;
     }
     if found {
         Ok(())
     } else {
-        Err(Violation::new(523, missing))
+        Err(rules::IDENTITY.broken(missing))
     }
 }
 
 fn check_profile(data: Option<&Value>) -> Result<(), Violation> {
     let Some(Value::Object(data)) = data else {
-        return Err(Violation::new(
-            524,
-            "Profile data is incorrect. profileData must be an object",
-        ));
+        return Err(
+            rules::RECORD_TYPE.broken("Profile data is incorrect. profileData must be an object")
+        );
     };
     for (key, value) in data {
         if let Err(violation) = rules::check_standard_profile_key(key, value)
             && violation.code != 0
         {
-            return Err(Violation::new(
-                violation.code,
-                format!("Profile data is incorrect. {}", violation.message),
-            ));
+            return Err(violation
+                .rule
+                .broken(format!("Profile data is incorrect. {}", violation.message)));
         }
         if let Value::Object(command) = value {
             let known = command.len() == 1
@@ -133,9 +122,7 @@ fn check_profile(data: Option<&Value>) -> Result<(), Violation> {
                         || matches!(name.as_str(), "$incr" | "$decr") && values.is_number()
                 });
             if !known {
-                return Err(Violation::new(
-                    512,
-                    format!(
+                return Err(rules::PROFILE_COMMAND.broken(format!(
                         "Profile data is incorrect. `{key}` holds an object that is not a property command"
                     ),
                 ));
@@ -154,33 +141,32 @@ fn check_event(
     let name = match name.and_then(Value::as_str) {
         Some(name) if !name.trim().is_empty() => name,
         _ => {
-            return Err(Violation::new(
-                509,
-                "Event Name is incorrect. ErrorCode: 509 - Event name is mandatory",
-            ));
+            return Err(rules::EVENT_NAME
+                .broken("Event Name is incorrect. ErrorCode: 509 - Event name is mandatory"));
         }
     };
+    rules::check_event_name(name).map_err(|violation| {
+        violation
+            .rule
+            .broken(format!("Invalid event name: {}", violation.message))
+    })?;
     if rules::is_reserved_event(name) {
-        return Err(Violation::new(
-            513,
+        return Err(rules::SYSTEM_EVENT.broken(
             "Event Name is incorrect. ErrorCode: 513 - Trying to raise a restricted system event",
         ));
     }
     if discarded.contains(&rules::normalize_event_name(name)) {
-        return Err(Violation::new(
-            528,
-            "Event Name is incorrect. ErrorCode: 528 - Discarded event is raised",
-        ));
+        return Err(rules::DISCARDED_EVENT
+            .broken("Event Name is incorrect. ErrorCode: 528 - Discarded event is raised"));
     }
     let Some(data) = data else { return Ok(()) };
     let Value::Object(data) = data else {
-        return Err(Violation::new(
-            512,
-            "Invalid event structure: evtData must be an object",
-        ));
+        return Err(
+            rules::EVENT_STRUCTURE.broken("Invalid event structure: evtData must be an object")
+        );
     };
     if data.len() > max_properties {
-        return Err(Violation::new(522, "Too many event properties"));
+        return Err(rules::EVENT_PROPERTIES.broken("Too many event properties"));
     }
     let charged = rules::normalize_event_name(name) == "charged";
     for (key, value) in data {
@@ -196,10 +182,9 @@ fn check_event(
             _ => true,
         };
         if !allowed {
-            return Err(Violation::new(
-                512,
-                format!("Invalid event structure: `{key}` must be a plain value"),
-            ));
+            return Err(rules::EVENT_STRUCTURE.broken(format!(
+                "Invalid event structure: `{key}` must be a plain value"
+            )));
         }
     }
     Ok(())
@@ -207,30 +192,28 @@ fn check_event(
 
 fn check_token(data: Option<&Value>) -> Result<(), Violation> {
     let Some(Value::Object(data)) = data else {
-        return Err(Violation::new(531, "Invalid token data"));
+        return Err(rules::TOKEN_DATA.broken("Invalid token data"));
     };
     if data
         .get("id")
         .and_then(Value::as_str)
         .is_none_or(|id| id.is_empty())
     {
-        return Err(Violation::new(532, "Token id is missing"));
+        return Err(rules::TOKEN_ID.broken("Token id is missing"));
     }
     let Some(token_type) = data.get("type").and_then(Value::as_str) else {
-        return Err(Violation::new(533, "Token type is missing"));
+        return Err(rules::TOKEN_TYPE.broken("Token type is missing"));
     };
     if !rules::TOKEN_TYPES.contains(&token_type) {
-        return Err(Violation::new(
-            534,
-            format!("Token type `{token_type}` is not valid"),
-        ));
+        return Err(
+            rules::TOKEN_TYPE_KNOWN.broken(format!("Token type `{token_type}` is not valid"))
+        );
     }
     if let Some(keys) = data.get("keys") {
         let complete = keys.get("p256dh").and_then(Value::as_str).is_some()
             && keys.get("auth").and_then(Value::as_str).is_some();
         if token_type != "chrome" || !complete {
-            return Err(Violation::new(
-                535,
+            return Err(rules::TOKEN_KEYS.broken(
                 "Invalid token data: `keys` needs `p256dh` and `auth`, for chrome tokens only",
             ));
         }
@@ -326,6 +309,14 @@ mod tests {
                 Err(535),
             ),
             (json!("not an object"), Err(524)),
+            (
+                json!({"type": "event", "identity": "u", "evtName": "a.b"}),
+                Err(512),
+            ),
+            (
+                json!({"type": "event", "identity": "u", "evtName": "Order #5"}),
+                Ok(RecordKind::Event),
+            ),
         ];
         for (record, expected) in cases {
             assert_eq!(

@@ -1,7 +1,281 @@
-//! CleverTap's rules for records, with the error codes CleverTap answers when one is broken.
+//! CleverTap's rules for records, with the error codes CleverTap answers when one is broken
+//! and the page that documents each: one table ([`RULES`]) that both sides keep to.
 //!
-//! Both sides use these: `mapping` checks records before sending them, and the sandbox
-//! rejects records the way CleverTap does. Sources: docs/clevertap-api.md §2.
+//! `mapping` checks records against these rules before sending them, and the sandbox (and
+//! `tapline replay`, through `clevertap::records`) judges records by them as CleverTap does.
+//! Sources are named as in docs/clevertap-api.md: [DOC] a developer.clevertap.com page,
+//! [REC] a recorded real response, [CT-CODE] CleverTap's own code.
+
+/// One of CleverTap's rules for records.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// A short name, for the table and tests.
+    pub name: &'static str,
+    /// CleverTap's per-record error code when a record breaks it (509–535), or 0 when
+    /// CleverTap has none (tapline reports `invalid_record`).
+    pub code: u16,
+    /// What it asks of a record.
+    pub asks: &'static str,
+    /// Where CleverTap documents it.
+    pub source: &'static str,
+}
+
+impl Rule {
+    /// A violation of this rule, with a message naming the key and value.
+    pub fn broken(&'static self, message: impl Into<String>) -> Violation {
+        Violation {
+            rule: self,
+            code: self.code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Key names (profile and event properties, columns).
+pub static KEY_NAME: Rule = Rule {
+    name: "key name",
+    code: 0,
+    asks: "a key is 1 to 120 bytes, without % > < ! | & . : ; $ ' \" \\ # or control characters",
+    source: "[DOC] upload-user-profiles-api, upload-events-api (120); platform-considerations (characters); control characters: tapline's own",
+};
+/// Property values.
+pub static VALUE_LENGTH: Rule = Rule {
+    name: "value length",
+    code: 0,
+    asks: "a string value is at most 512 bytes",
+    source: "[DOC] upload-user-profiles-api, upload-events-api",
+};
+/// Identities.
+pub static IDENTITY: Rule = Rule {
+    name: "identity",
+    code: 523,
+    asks: "a record names its user by `identity`, `objectId`, `FBID` or `GPID`, a string or number under 120 characters (no control characters: tapline's own)",
+    source: "[DOC] api-errors (523); [REC] clevertap-ruby cassettes (\"under 120 chars\")",
+};
+/// The record's type.
+pub static RECORD_TYPE: Rule = Rule {
+    name: "record type",
+    code: 524,
+    asks: "`type` is `profile`, `event` or `token`, and `profileData` an object",
+    source: "[DOC] api-errors (524)",
+};
+/// `ts`.
+pub static TIMESTAMP: Rule = Rule {
+    name: "timestamp",
+    code: 525,
+    asks: "`ts` is Unix epoch seconds, above 0",
+    source: "[DOC] upload-user-profiles-api, upload-events-api, api-errors (525); [REC] clevertap-ruby cassettes (`ts: 0`)",
+};
+/// Event names.
+pub static EVENT_NAME: Rule = Rule {
+    name: "event name",
+    code: 509,
+    asks: "an event has an `evtName`",
+    source: "[DOC] api-errors (509); [REC] clevertap-ruby cassettes",
+};
+/// The characters of event names.
+pub static EVENT_NAME_CHARACTERS: Rule = Rule {
+    name: "event name characters",
+    code: 512,
+    asks: "an event name keeps a key name's rules, but `#` is allowed",
+    source: "[DOC] platform-considerations (Corrections 7); the code is tapline's choice: CleverTap documents none for it",
+};
+/// System events.
+pub static SYSTEM_EVENT: Rule = Rule {
+    name: "system event",
+    code: 513,
+    asks: "an upload does not raise a system event (`App Launched`, `Notification Sent`, ...)",
+    source: "[DOC] api-errors (513), platform-considerations (reserved events); [REC] rudder-server error_reporting_test",
+};
+/// Discarded events.
+pub static DISCARDED_EVENT: Rule = Rule {
+    name: "discarded event",
+    code: 528,
+    asks: "an upload does not raise an event the account discarded",
+    source: "[DOC] api-errors (528)",
+};
+/// The shape of event data.
+pub static EVENT_STRUCTURE: Rule = Rule {
+    name: "event structure",
+    code: 512,
+    asks: "`evtData` is an object of plain values; only the Charged event has `Items`, a list of at most 256 objects",
+    source: "[DOC] api-errors (512), platform-considerations (Items; Corrections 4)",
+};
+/// Profile values that are objects.
+pub static PROFILE_COMMAND: Rule = Rule {
+    name: "profile command",
+    code: 512,
+    asks: "a profile value that is an object is a command: `$add`, `$remove`, `$set` with strings, `$incr`, `$decr` with a number",
+    source: "[CT-CODE] clevertap-data-upload profile_event_uploads.go (`$add`), clevertap-android-sdk Constants (the others; Corrections 5)",
+};
+/// Multi-value properties.
+pub static MULTI_VALUE: Rule = Rule {
+    name: "multi-value property",
+    code: 0,
+    asks: "a multi-value property holds at most 100 values, all strings",
+    source: "[DOC] platform-considerations",
+};
+/// Properties per event.
+pub static EVENT_PROPERTIES: Rule = Rule {
+    name: "event properties",
+    code: 522,
+    asks: "an event has at most 100 properties, unless the account has more (`limits: {event_properties: N}`)",
+    source: "[DOC] upload-events-api (2026-06-30: 100 by default, configurable; Corrections 3), api-errors (522)",
+};
+/// `Gender`.
+pub static GENDER: Rule = Rule {
+    name: "Gender",
+    code: 514,
+    asks: "`Gender` is `M` or `F`",
+    source: "[DOC] upload-user-profiles-api, api-errors (514); [REC] clevertap-ruby cassettes",
+};
+/// `Email`.
+pub static EMAIL: Rule = Rule {
+    name: "Email",
+    code: 515,
+    asks: "`Email` is an email address",
+    source: "[DOC] api-errors (515); [REC] clevertap-ruby cassettes",
+};
+/// `Phone`.
+pub static PHONE: Rule = Rule {
+    name: "Phone",
+    code: 516,
+    asks: "`Phone` is `+`, the country code and the number, at most 15 digits (E.164); no minimum length is documented",
+    source: "[DOC] upload-user-profiles-api (format; Corrections 8), api-errors (516)",
+};
+/// `Employed`.
+pub static EMPLOYED: Rule = Rule {
+    name: "Employed",
+    code: 517,
+    asks: "`Employed` is `Y` or `N`",
+    source: "[DOC] upload-user-profiles-api, api-errors (517)",
+};
+/// `Education`.
+pub static EDUCATION: Rule = Rule {
+    name: "Education",
+    code: 518,
+    asks: "`Education` is `School`, `College` or `Graduate`",
+    source: "[DOC] upload-user-profiles-api, api-errors (518)",
+};
+/// `Married`.
+pub static MARRIED: Rule = Rule {
+    name: "Married",
+    code: 519,
+    asks: "`Married` is `Y` or `N`",
+    source: "[DOC] upload-user-profiles-api, api-errors (519)",
+};
+/// `Age`.
+pub static AGE: Rule = Rule {
+    name: "Age",
+    code: 520,
+    asks: "`Age` is a number, or a string of one (`\"18\"`)",
+    source: "[DOC] api-errors (520); [REC] clevertap-ruby partially_succeds.yml accepted `\"Age\": \"18\"` (Corrections 10)",
+};
+/// Dates.
+pub static DATE: Rule = Rule {
+    name: "date",
+    code: 0,
+    asks: "a date value (`DOB`, a `type: date` column) is `$D_<epoch seconds>`",
+    source: "[DOC] api-faqs",
+};
+/// A token's `objectId`.
+pub static TOKEN_OBJECT_ID: Rule = Rule {
+    name: "token objectId",
+    code: 530,
+    asks: "a device token names its profile by `objectId`, under 120 characters",
+    source: "[DOC] upload-device-tokens-api, api-errors (530)",
+};
+/// `tokenData`.
+pub static TOKEN_DATA: Rule = Rule {
+    name: "token data",
+    code: 531,
+    asks: "a device token has a `tokenData` object",
+    source: "[DOC] upload-device-tokens-api, api-errors (531)",
+};
+/// A token's `id`.
+pub static TOKEN_ID: Rule = Rule {
+    name: "token id",
+    code: 532,
+    asks: "a device token has its `id` (the token)",
+    source: "[DOC] upload-device-tokens-api, api-errors (532)",
+};
+/// A token's `type`.
+pub static TOKEN_TYPE: Rule = Rule {
+    name: "token type",
+    code: 533,
+    asks: "a device token has a `type`",
+    source: "[DOC] upload-device-tokens-api, api-errors (533)",
+};
+/// The token types.
+pub static TOKEN_TYPE_KNOWN: Rule = Rule {
+    name: "token type known",
+    code: 534,
+    asks: "a token's `type` is fcm, apns, gcm, chrome, wns or mpns",
+    source: "[DOC] upload-device-tokens-api, api-errors (534)",
+};
+/// Web push keys.
+pub static TOKEN_KEYS: Rule = Rule {
+    name: "token keys",
+    code: 535,
+    asks: "a chrome token has `keys` with `p256dh` and `auth`; other tokens have none",
+    source: "[DOC] upload-device-tokens-api, api-errors (535)",
+};
+
+/// Subscription changes.
+pub static SUBSCRIPTION: Rule = Rule {
+    name: "subscription",
+    code: 0,
+    asks: "a subscription change has `type` (email or phone), `value` and `status` (Unsubscribe or Resubscribe)",
+    source: "[DOC] subscribe-api",
+};
+/// Phone disassociation.
+pub static DISASSOCIATION: Rule = Rule {
+    name: "disassociation",
+    code: 0,
+    asks: "a disassociation names a phone number in `value`",
+    source: "[DOC] disassociate-api",
+};
+/// Profile deletion.
+pub static DELETION: Rule = Rule {
+    name: "deletion",
+    code: 0,
+    asks: "a deletion names a profile by `identity` or by `guid` (CleverTap ID), and a request holds one kind",
+    source: "[DOC] delete-user-profile-api (Corrections 6)",
+};
+
+/// Every rule.
+pub static RULES: [&Rule; 30] = [
+    &KEY_NAME,
+    &VALUE_LENGTH,
+    &IDENTITY,
+    &RECORD_TYPE,
+    &TIMESTAMP,
+    &EVENT_NAME,
+    &EVENT_NAME_CHARACTERS,
+    &SYSTEM_EVENT,
+    &DISCARDED_EVENT,
+    &EVENT_STRUCTURE,
+    &PROFILE_COMMAND,
+    &MULTI_VALUE,
+    &EVENT_PROPERTIES,
+    &GENDER,
+    &EMAIL,
+    &PHONE,
+    &EMPLOYED,
+    &EDUCATION,
+    &MARRIED,
+    &AGE,
+    &DATE,
+    &TOKEN_OBJECT_ID,
+    &TOKEN_DATA,
+    &TOKEN_ID,
+    &TOKEN_TYPE,
+    &TOKEN_TYPE_KNOWN,
+    &TOKEN_KEYS,
+    &SUBSCRIPTION,
+    &DISASSOCIATION,
+    &DELETION,
+];
 
 /// The longest key (property or column name), in bytes.
 pub const MAX_KEY_BYTES: usize = 120;
@@ -72,23 +346,15 @@ pub const RESERVED_EVENTS: &[&str] = &[
     "Channel Unsubscribed",
 ];
 
-/// A broken rule: CleverTap's code for it and a message.
+/// A broken rule: the rule, CleverTap's code for it and a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
+    /// The rule broken.
+    pub rule: &'static Rule,
     /// CleverTap's per-record error code (509–535), or 0 when CleverTap has none.
     pub code: u16,
     /// What is wrong, naming the key and value.
     pub message: String,
-}
-
-impl Violation {
-    /// A violation with a code and a message.
-    pub fn new(code: u16, message: impl Into<String>) -> Self {
-        Violation {
-            code,
-            message: message.into(),
-        }
-    }
 }
 
 /// Event names are compared ignoring case and spaces ("Sign Up" = "signup").
@@ -109,33 +375,27 @@ pub fn is_reserved_event(name: &str) -> bool {
 
 /// Checks a property or column name.
 pub fn check_key(key: &str) -> Result<(), Violation> {
-    check_name(key, &FORBIDDEN_KEY_BYTES)
+    check_name(key, &FORBIDDEN_KEY_BYTES, &KEY_NAME)
 }
 
 /// Checks an event name: a key name's rules, but `#` is allowed.
 pub fn check_event_name(name: &str) -> Result<(), Violation> {
-    check_name(name, &FORBIDDEN_EVENT_NAME_BYTES)
+    check_name(name, &FORBIDDEN_EVENT_NAME_BYTES, &EVENT_NAME_CHARACTERS)
 }
 
-fn check_name(key: &str, forbidden: &[bool; 256]) -> Result<(), Violation> {
+fn check_name(key: &str, forbidden: &[bool; 256], rule: &'static Rule) -> Result<(), Violation> {
     if key.trim().is_empty() {
-        return Err(Violation::new(0, "an empty property name"));
+        return Err(rule.broken("an empty name"));
     }
     if key.len() > MAX_KEY_BYTES {
-        return Err(Violation::new(
-            0,
-            format!("property name `{key}` is longer than {MAX_KEY_BYTES} bytes"),
-        ));
+        return Err(rule.broken(format!("name `{key}` is longer than {MAX_KEY_BYTES} bytes")));
     }
     if let Some(control) = control_character(key) {
-        return Err(Violation::new(
-            0,
-            format!(
-                "name `{}` holds the control character {}",
-                key.escape_debug(),
-                control.escape_unicode()
-            ),
-        ));
+        return Err(rule.broken(format!(
+            "name `{}` holds the control character {}",
+            key.escape_debug(),
+            control.escape_unicode()
+        )));
     }
     // Every forbidden character is ASCII, so scanning bytes is exact; this runs per column
     // per row, so it looks bytes up in a table.
@@ -144,12 +404,9 @@ fn check_name(key: &str, forbidden: &[bool; 256]) -> Result<(), Violation> {
         .find(|&b| forbidden[usize::from(b)])
         .map(char::from)
     {
-        return Err(Violation::new(
-            0,
-            format!(
-                "property name `{key}` contains `{bad}`, which CleverTap does not allow in names"
-            ),
-        ));
+        return Err(rule.broken(format!(
+            "name `{key}` contains `{bad}`, which CleverTap does not allow in names"
+        )));
     }
     Ok(())
 }
@@ -157,13 +414,10 @@ fn check_name(key: &str, forbidden: &[bool; 256]) -> Result<(), Violation> {
 /// Checks a string value's length.
 pub fn check_value_length(key: &str, value: &str) -> Result<(), Violation> {
     if value.len() > MAX_VALUE_BYTES {
-        return Err(Violation::new(
-            0,
-            format!(
-                "the value of `{key}` is {} bytes; CleverTap keeps at most {MAX_VALUE_BYTES}",
-                value.len()
-            ),
-        ));
+        return Err(VALUE_LENGTH.broken(format!(
+            "the value of `{key}` is {} bytes; CleverTap keeps at most {MAX_VALUE_BYTES}",
+            value.len()
+        )));
     }
     Ok(())
 }
@@ -183,35 +437,37 @@ pub fn control_character(text: &str) -> Option<char> {
 /// Checks an identity value (523 when too long, empty or holding control characters).
 pub fn check_identity(field: &str, value: &str) -> Result<(), Violation> {
     if value.chars().all(char::is_whitespace) {
-        return Err(Violation::new(523, format!("`{field}` is empty")));
+        return Err(IDENTITY.broken(format!("`{field}` is empty")));
     }
     if let Some(control) = control_character(value) {
-        return Err(Violation::new(
-            523,
-            format!(
-                "`{field}` holds the control character {}; remove it from the source",
-                control.escape_unicode()
-            ),
-        ));
+        return Err(IDENTITY.broken(format!(
+            "`{field}` holds the control character {}; remove it from the source",
+            control.escape_unicode()
+        )));
     }
     // A character is at least a byte: only a long value needs counting.
     if value.len() >= MAX_IDENTITY_CHARS && value.chars().count() >= MAX_IDENTITY_CHARS {
-        return Err(Violation::new(
-            523,
-            format!("`{field}` must be under {MAX_IDENTITY_CHARS} characters"),
-        ));
+        return Err(IDENTITY.broken(format!(
+            "`{field}` must be under {MAX_IDENTITY_CHARS} characters"
+        )));
     }
     Ok(())
 }
 
-/// An E.164 phone number: `+`, a country code and number, 8 to 15 digits in all.
+/// An E.164 phone number: `+`, a country code and number, at most 15 digits in all.
+/// CleverTap documents no minimum length (Corrections 8), so tapline sets none.
 pub fn is_e164(phone: &str) -> bool {
     let Some(digits) = phone.strip_prefix('+') else {
         return false;
     };
-    (8..=15).contains(&digits.len())
+    (1..=15).contains(&digits.len())
         && digits.bytes().all(|b| b.is_ascii_digit())
         && !digits.starts_with('0')
+}
+
+/// A decimal number written as text (`18`, `-2.5`), as CleverTap takes for `Age`.
+fn is_number(text: &str) -> bool {
+    text.trim().parse::<f64>().is_ok_and(f64::is_finite)
 }
 
 /// A plausible email address: one `@`, a local part, a dotted domain, no spaces.
@@ -295,40 +551,26 @@ impl StandardKey {
         let text = value.as_str();
         let one_of = |allowed: &[&str]| text.is_some_and(|t| allowed.contains(&t));
         match self {
-            StandardKey::Email if !text.is_some_and(is_email) => Err(Violation::new(
-                515,
-                format!("Email {value} is not a valid email address"),
+            StandardKey::Email if !text.is_some_and(is_email) => Err(EMAIL.broken(format!("Email {value} is not a valid email address"),
             )),
-            StandardKey::Phone if !text.is_some_and(is_e164) => Err(Violation::new(
-                516,
-                format!(
+            StandardKey::Phone if !text.is_some_and(is_e164) => Err(PHONE.broken(format!(
                     "Phone {value} is not a valid phone number; use E.164: `+` then country code and number, e.g. +14155551234"
                 ),
             )),
-            StandardKey::Gender if !one_of(&["M", "F"]) => Err(Violation::new(
-                514,
-                format!("Gender {value} must be `M` or `F`"),
+            StandardKey::Gender if !one_of(&["M", "F"]) => Err(GENDER.broken(format!("Gender {value} must be `M` or `F`"),
             )),
-            StandardKey::Employed if !one_of(&["Y", "N"]) => Err(Violation::new(
-                517,
-                format!("Employed {value} must be `Y` or `N`"),
+            StandardKey::Employed if !one_of(&["Y", "N"]) => Err(EMPLOYED.broken(format!("Employed {value} must be `Y` or `N`"),
             )),
             StandardKey::Education if !one_of(&["School", "College", "Graduate"]) => {
-                Err(Violation::new(
-                    518,
-                    format!("Education {value} must be `School`, `College` or `Graduate`"),
+                Err(EDUCATION.broken(format!("Education {value} must be `School`, `College` or `Graduate`"),
                 ))
             }
-            StandardKey::Married if !one_of(&["Y", "N"]) => Err(Violation::new(
-                519,
-                format!("Married {value} must be `Y` or `N`"),
+            StandardKey::Married if !one_of(&["Y", "N"]) => Err(MARRIED.broken(format!("Married {value} must be `Y` or `N`"),
             )),
-            StandardKey::Age if !value.is_number() => {
-                Err(Violation::new(520, format!("Age {value} must be a number")))
+            StandardKey::Age if !value.is_number() && !text.is_some_and(is_number) => {
+                Err(AGE.broken(format!("Age {value} must be a number")))
             }
-            StandardKey::Dob if !text.is_some_and(is_date_value) => Err(Violation::new(
-                0,
-                format!("DOB {value} must be a date: `$D_<epoch seconds>`, ISO-8601 or YYYY-MM-DD"),
+            StandardKey::Dob if !text.is_some_and(is_date_value) => Err(DATE.broken(format!("DOB {value} must be a date: `$D_<epoch seconds>`, ISO-8601 or YYYY-MM-DD"),
             )),
             _ => Ok(()),
         }
@@ -354,6 +596,8 @@ mod tests {
             ("14155551234", false),
             ("+44+441234", false),
             ("223", false),
+            ("+6834002", true),
+            ("+", false),
             ("+0123456789", false),
             ("+1234567890123456", false),
         ] {
@@ -397,9 +641,36 @@ mod tests {
         assert_eq!(code("Married", json!("Y")), None);
         assert_eq!(code("Age", json!("aa")), Some(520));
         assert_eq!(code("Age", json!(31)), None);
+        assert_eq!(code("Age", json!("18")), None);
         assert_eq!(code("DOB", json!("$D_1487576752")), None);
         assert_eq!(code("DOB", json!("1990-01-01")), Some(0));
         assert_eq!(code("Customer Type", json!("anything")), None);
+    }
+
+    #[test]
+    fn every_rule_names_its_source_and_its_code_once() {
+        for rule in RULES {
+            assert!(
+                ["[DOC]", "[REC]", "[CT-CODE]"]
+                    .iter()
+                    .any(|kind| rule.source.contains(kind)),
+                "{rule:?}"
+            );
+            assert!(!rule.asks.is_empty() && !rule.name.is_empty());
+        }
+        let named: std::collections::HashSet<&str> = RULES.iter().map(|rule| rule.name).collect();
+        assert_eq!(named.len(), RULES.len(), "two rules share a name");
+        assert_eq!(check_key("a.b").unwrap_err().rule, &KEY_NAME);
+        assert_eq!(
+            check_event_name("a.b").unwrap_err().rule,
+            &EVENT_NAME_CHARACTERS
+        );
+        assert_eq!(
+            check_standard_profile_key("Phone", &serde_json::json!("1"))
+                .unwrap_err()
+                .rule,
+            &PHONE
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub use record::{Record, UploadRecord};
 use record::{RecordKind, RecordText};
 pub use time::{parse_date, parse_timestamp};
 
-use crate::clevertap::rules::{self, StandardKey, Violation};
+use crate::clevertap::rules::{self, Rule, StandardKey, Violation};
 use crate::clevertap::wire::{DELETE_KEYS, Endpoint};
 use crate::config::model::{AccountLimits, ArrayOperation, Target};
 use crate::source::Row;
@@ -42,6 +42,13 @@ impl Invalid {
             code: code.to_string(),
             reason: reason.into(),
         }
+    }
+}
+
+impl Invalid {
+    /// A record that breaks one of CleverTap's rules.
+    pub(crate) fn breaks(rule: &'static Rule, reason: impl Into<String>) -> Self {
+        Invalid::from(rule.broken(reason))
     }
 }
 
@@ -318,8 +325,8 @@ fn checked_identity<'a>(field: &str, value: &'a Value) -> Result<&'a Value, Inva
         Value::String(identity) => rules::check_identity(field, identity)?,
         Value::Number(number) => rules::check_identity(field, &number.to_string())?,
         other => {
-            return Err(Invalid::new(
-                "523",
+            return Err(Invalid::breaks(
+                &rules::IDENTITY,
                 format!("`{field}` must be a string or a number, found {other}"),
             ));
         }
@@ -328,12 +335,13 @@ fn checked_identity<'a>(field: &str, value: &'a Value) -> Result<&'a Value, Inva
 }
 
 fn parse_ts(value: &Value, zone: Tz) -> Result<i64, Invalid> {
-    parse_timestamp(value, zone).map_err(|reason| Invalid::new("525", format!("`ts` {reason}")))
+    parse_timestamp(value, zone)
+        .map_err(|reason| Invalid::breaks(&rules::TIMESTAMP, format!("`ts` {reason}")))
 }
 
 fn missing_identity() -> Invalid {
-    Invalid::new(
-        "523",
+    Invalid::breaks(
+        &rules::IDENTITY,
         "the row has no `identity`, `objectId`, `FBID` or `GPID` value",
     )
 }
@@ -489,8 +497,8 @@ fn multi_value(
     array_operation: ArrayOperation,
 ) -> Result<Value, Invalid> {
     if values.len() > rules::MAX_MULTI_VALUES {
-        return Err(Invalid::new(
-            "invalid_record",
+        return Err(Invalid::breaks(
+            &rules::MULTI_VALUE,
             format!(
                 "`{key}` has {} values; a multi-value property holds at most {}",
                 values.len(),
@@ -500,8 +508,8 @@ fn multi_value(
     }
     for value in &values {
         let Value::String(text) = value else {
-            return Err(Invalid::new(
-                "invalid_record",
+            return Err(Invalid::breaks(
+                &rules::MULTI_VALUE,
                 format!("`{key}` holds {value}; multi-value properties hold only strings"),
             ));
         };
@@ -558,8 +566,8 @@ fn event_record(
         }
     }
     let Some(event_name) = event_name else {
-        return Err(Invalid::new(
-            "509",
+        return Err(Invalid::breaks(
+            &rules::EVENT_NAME,
             "the row has no `evtName` value; every event needs a name",
         ));
     };
@@ -575,14 +583,14 @@ fn event_record(
     }
     if !items.is_empty() {
         if items_column.is_some() {
-            return Err(Invalid::new(
-                "512",
+            return Err(Invalid::breaks(
+                &rules::EVENT_STRUCTURE,
                 "the row has both an `Items` column and `Items[i].Field` columns",
             ));
         }
         if items.len() > rules::MAX_CHARGED_ITEMS {
-            return Err(Invalid::new(
-                "512",
+            return Err(Invalid::breaks(
+                &rules::EVENT_STRUCTURE,
                 format!(
                     "{} items; a Charged event holds at most {}",
                     items.len(),
@@ -596,8 +604,8 @@ fn event_record(
     }
     // [DOC] platform-considerations: `Items` is the Charged event's alone.
     if items_column.is_some() && !is_charged(event_name) {
-        return Err(Invalid::new(
-            "512",
+        return Err(Invalid::breaks(
+            &rules::EVENT_STRUCTURE,
             format!(
                 "`Items` belongs only to the Charged event, not to {event_name}; send the items as a Charged event, or leave out the `Items` columns"
             ),
@@ -605,8 +613,8 @@ fn event_record(
     }
     let properties = text.properties + usize::from(items_column.is_some());
     if properties > limits.event_properties {
-        return Err(Invalid::new(
-            "522",
+        return Err(Invalid::breaks(
+            &rules::EVENT_PROPERTIES,
             format!(
                 "{properties} event properties; this account keeps at most {} (set `limits: {{event_properties: N}}` in the connection if CleverTap raised it for the account)",
                 limits.event_properties
@@ -626,19 +634,19 @@ fn event_record(
 /// Checks an `evtName` value: a string, not a system event, a valid name.
 fn checked_event_name(value: &Value) -> Result<&Value, Invalid> {
     let Value::String(name) = value else {
-        return Err(Invalid::new(
-            "509",
+        return Err(Invalid::breaks(
+            &rules::EVENT_NAME,
             format!("`evtName` must be a string, found {value}"),
         ));
     };
     if rules::is_reserved_event(name) {
-        return Err(Invalid::new(
-            "513",
+        return Err(Invalid::breaks(
+            &rules::SYSTEM_EVENT,
             format!("`{name}` is a CleverTap system event; uploads cannot raise it"),
         ));
     }
     rules::check_event_name(name)
-        .map_err(|v| Invalid::new("512", format!("event name: {}", v.message)))?;
+        .map_err(|v| Invalid::from(v.rule.broken(format!("event name: {}", v.message))))?;
     Ok(value)
 }
 
@@ -658,8 +666,8 @@ fn item_column(column: &str) -> Option<(usize, &str)> {
 
 fn check_event_scalar(column: &str, value: &Value) -> Result<(), Invalid> {
     match value {
-        Value::Array(_) | Value::Object(_) => Err(Invalid::new(
-            "512",
+        Value::Array(_) | Value::Object(_) => Err(Invalid::breaks(
+            &rules::EVENT_STRUCTURE,
             format!(
                 "`{column}` is a list or object; event properties must be plain values (only a Charged event's `Items` is a list)"
             ),
@@ -672,11 +680,14 @@ fn check_event_scalar(column: &str, value: &Value) -> Result<(), Invalid> {
 /// A JSON `Items` value: a list of objects of plain values.
 fn charged_items(value: &Value) -> Result<Value, Invalid> {
     let Value::Array(items) = value else {
-        return Err(Invalid::new("512", "`Items` must be a list of objects"));
+        return Err(Invalid::breaks(
+            &rules::EVENT_STRUCTURE,
+            "`Items` must be a list of objects",
+        ));
     };
     if items.len() > rules::MAX_CHARGED_ITEMS {
-        return Err(Invalid::new(
-            "512",
+        return Err(Invalid::breaks(
+            &rules::EVENT_STRUCTURE,
             format!(
                 "{} items; a Charged event holds at most {}",
                 items.len(),
@@ -686,7 +697,10 @@ fn charged_items(value: &Value) -> Result<Value, Invalid> {
     }
     for item in items {
         let Value::Object(fields) = item else {
-            return Err(Invalid::new("512", "`Items` must be a list of objects"));
+            return Err(Invalid::breaks(
+                &rules::EVENT_STRUCTURE,
+                "`Items` must be a list of objects",
+            ));
         };
         for (key, field) in fields {
             rules::check_key(key)?;

@@ -5,7 +5,7 @@
 use serde_json::{Map, Value, json};
 
 use super::{Invalid, Record, is_blank};
-use crate::clevertap::rules;
+use crate::clevertap::rules::{self, Rule};
 use crate::source::Row;
 
 /// The text of a column, `None` when the column is missing or blank.
@@ -24,19 +24,22 @@ fn text(row: &Row, column: &str) -> Result<Option<String>, Invalid> {
     }
 }
 
-fn required(row: &Row, column: &str, code: &str) -> Result<String, Invalid> {
-    text(row, column)?.ok_or_else(|| Invalid::new(code, format!("the row has no `{column}` value")))
+/// The text of a column the rule asks for.
+fn required(row: &Row, column: &str, rule: &'static Rule) -> Result<String, Invalid> {
+    text(row, column)?
+        .ok_or_else(|| Invalid::breaks(rule, format!("the row has no `{column}` value")))
 }
 
 /// `{"type":"token","objectId":…,"tokenData":{"id","type","keys"?}}`.
 pub(super) fn token_record(row: &Row) -> Result<Value, Invalid> {
-    let object_id = required(row, "objectId", "530")?;
-    rules::check_identity("objectId", &object_id).map_err(|v| Invalid::new("530", v.message))?;
-    let id = required(row, "id", "532")?;
-    let token_type = required(row, "type", "533")?.to_lowercase();
+    let object_id = required(row, "objectId", &rules::TOKEN_OBJECT_ID)?;
+    rules::check_identity("objectId", &object_id)
+        .map_err(|v| Invalid::breaks(&rules::TOKEN_OBJECT_ID, v.message))?;
+    let id = required(row, "id", &rules::TOKEN_ID)?;
+    let token_type = required(row, "type", &rules::TOKEN_TYPE)?.to_lowercase();
     if !rules::TOKEN_TYPES.contains(&token_type.as_str()) {
-        return Err(Invalid::new(
-            "534",
+        return Err(Invalid::breaks(
+            &rules::TOKEN_TYPE_KNOWN,
             format!(
                 "token `type` `{token_type}` is not one of {}",
                 rules::TOKEN_TYPES.join(", ")
@@ -52,15 +55,15 @@ pub(super) fn token_record(row: &Row) -> Result<Value, Invalid> {
             token.insert("keys".into(), json!({"p256dh": p256dh, "auth": auth}));
         }
         ("chrome", _, _) => {
-            return Err(Invalid::new(
-                "535",
+            return Err(Invalid::breaks(
+                &rules::TOKEN_KEYS,
                 "a chrome token needs both `p256dh` and `auth` (its web push keys)",
             ));
         }
         (_, None, None) => {}
         (other, _, _) => {
-            return Err(Invalid::new(
-                "535",
+            return Err(Invalid::breaks(
+                &rules::TOKEN_KEYS,
                 format!("`p256dh` and `auth` apply only to chrome tokens, not `{other}`"),
             ));
         }
@@ -70,7 +73,7 @@ pub(super) fn token_record(row: &Row) -> Result<Value, Invalid> {
 
 /// The identity to demerge, as a string.
 pub(super) fn demerge_identity(row: &Row) -> Result<Value, Invalid> {
-    let identity = required(row, "identity", "523")?;
+    let identity = required(row, "identity", &rules::IDENTITY)?;
     rules::check_identity("identity", &identity)?;
     Ok(Value::from(identity))
 }
@@ -82,14 +85,14 @@ pub(super) fn profile_to_delete(row: &Row) -> Result<Record<'static>, Invalid> {
         (Some(identity), None) => ("identity", identity),
         (None, Some(guid)) => ("guid", guid),
         (Some(_), Some(_)) => {
-            return Err(Invalid::new(
-                "invalid_record",
+            return Err(Invalid::breaks(
+                &rules::DELETION,
                 "the row has both `identity` and `guid`; CleverTap deletes by one of them, so leave the other empty",
             ));
         }
         (None, None) => {
-            return Err(Invalid::new(
-                "523",
+            return Err(Invalid::breaks(
+                &rules::IDENTITY,
                 "the row has no `identity` or `guid` value",
             ));
         }
@@ -103,33 +106,33 @@ pub(super) fn profile_to_delete(row: &Row) -> Result<Record<'static>, Invalid> {
 
 /// `{"type":"email"|"phone","value":…,"status":"Unsubscribe"|"Resubscribe"}`.
 pub(super) fn subscription_record(row: &Row) -> Result<Value, Invalid> {
-    let kind = required(row, "type", "invalid_record")?.to_lowercase();
-    let value = required(row, "value", "invalid_record")?;
-    let status = match required(row, "status", "invalid_record")?
+    let kind = required(row, "type", &rules::SUBSCRIPTION)?.to_lowercase();
+    let value = required(row, "value", &rules::SUBSCRIPTION)?;
+    let status = match required(row, "status", &rules::SUBSCRIPTION)?
         .to_lowercase()
         .as_str()
     {
         "unsubscribe" => "Unsubscribe",
         "resubscribe" => "Resubscribe",
         other => {
-            return Err(Invalid::new(
-                "invalid_record",
+            return Err(Invalid::breaks(
+                &rules::SUBSCRIPTION,
                 format!("`status` `{other}` must be `Unsubscribe` or `Resubscribe`"),
             ));
         }
     };
     match kind.as_str() {
         "email" if !rules::is_email(&value) => {
-            return Err(Invalid::new(
-                "515",
+            return Err(Invalid::breaks(
+                &rules::EMAIL,
                 format!("`{value}` is not a valid email address"),
             ));
         }
         "phone" if !rules::is_e164(&value) => return Err(phone_invalid(&value)),
         "email" | "phone" => {}
         other => {
-            return Err(Invalid::new(
-                "invalid_record",
+            return Err(Invalid::breaks(
+                &rules::SUBSCRIPTION,
                 format!("`type` `{other}` must be `email` or `phone`"),
             ));
         }
@@ -139,7 +142,7 @@ pub(super) fn subscription_record(row: &Row) -> Result<Value, Invalid> {
 
 /// `{"type":"phone","value":…}`.
 pub(super) fn disassociate_record(row: &Row) -> Result<Value, Invalid> {
-    let value = required(row, "value", "invalid_record")?;
+    let value = required(row, "value", &rules::DISASSOCIATION)?;
     if !rules::is_e164(&value) {
         return Err(phone_invalid(&value));
     }
@@ -147,8 +150,8 @@ pub(super) fn disassociate_record(row: &Row) -> Result<Value, Invalid> {
 }
 
 fn phone_invalid(value: &str) -> Invalid {
-    Invalid::new(
-        "516",
+    Invalid::breaks(
+        &rules::PHONE,
         format!(
             "`{value}` is not a valid phone number; use E.164: `+` then country code and number"
         ),
@@ -159,7 +162,8 @@ fn phone_invalid(value: &str) -> Invalid {
 /// `empty_row`, which a custom list skips whatever `skip_invalid_records` says. The CSV line
 /// is made by [`custom_list_line`].
 pub(super) fn custom_list_entry(row: &Row) -> Result<Value, Invalid> {
-    let identity = required(row, "identity", "empty_row")?;
+    let identity = text(row, "identity")?
+        .ok_or_else(|| Invalid::new("empty_row", "the row has no `identity` value"))?;
     let kind = match text(row, "type")?
         .map(|kind| kind.to_lowercase())
         .as_deref()

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::Invalid;
 use crate::clevertap::records::{self, RecordKind};
+use crate::clevertap::rules;
 use crate::config::model::{AccountLimits, Target};
 
 /// What to do with a replayed record.
@@ -74,8 +75,8 @@ pub fn replayed(
         },
     )?;
     if kind != expected {
-        return Err(Invalid::new(
-            "524",
+        return Err(Invalid::breaks(
+            &rules::RECORD_TYPE,
             format!(
                 "the replayed record is of type `{}`, but this pipeline sends {}",
                 kind.name(),

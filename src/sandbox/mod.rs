@@ -91,6 +91,10 @@ pub struct SandboxConfig {
     /// The first this many requests for a custom list's pre-signed URL get CleverTap's
     /// documented plain-text failure, "URL not generated, Please come back later".
     pub url_not_generated: u64,
+    /// The first this many custom-list registrations (step 3) register the segment, then
+    /// answer `slow_response` late: a client that timed out tries again and meets the
+    /// segment its first attempt made.
+    pub slow_registrations: u64,
 }
 
 impl Default for SandboxConfig {
@@ -114,6 +118,7 @@ impl Default for SandboxConfig {
             seed: None,
             event_properties: rules::DEFAULT_EVENT_PROPERTIES,
             url_not_generated: 0,
+            slow_registrations: 0,
         }
     }
 }
@@ -274,6 +279,8 @@ struct Shared {
     requests: AtomicU64,
     /// Requests for a pre-signed URL so far.
     presigned_asked: AtomicU64,
+    /// Custom-list registrations asked for so far.
+    registrations_asked: AtomicU64,
     store: Mutex<Store>,
     rng: Mutex<StdRng>,
 }
@@ -318,6 +325,7 @@ impl Sandbox {
                 .collect(),
             requests: AtomicU64::new(0),
             presigned_asked: AtomicU64::new(0),
+            registrations_asked: AtomicU64::new(0),
             store: Mutex::new(Store::default()),
             rng: Mutex::new(rng),
         });
@@ -630,14 +638,19 @@ async fn custom_list_completed(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    serve(
+    let asked = shared.registrations_asked.fetch_add(1, Ordering::SeqCst);
+    let answer = serve(
         &shared,
         Endpoint::CUSTOM_LIST,
         &headers,
         &body,
         register_segment,
     )
-    .await
+    .await;
+    if asked < shared.config.slow_registrations {
+        tokio::time::sleep(shared.config.slow_response).await;
+    }
+    answer
 }
 
 fn issue_presigned_url(shared: &Shared, _payload: &Value) -> Result<Value, Refusal> {
@@ -818,26 +831,34 @@ fn register_segment(shared: &Shared, payload: &Value) -> Result<Value, Refusal> 
         .unwrap_or_default()
         .to_string();
     let mut store = shared.store();
+    // The name is judged first: a registration tried again after a lost answer meets the
+    // segment its first attempt made.
+    match (
+        store.inspection.segments.contains_key(&request.name),
+        request.replace,
+    ) {
+        (true, false) => {
+            return Err(bad_request(format!(
+                "A segment named `{}` already exists (duplicate_name)",
+                request.name
+            )));
+        }
+        (false, true) => {
+            return Err(bad_request(format!(
+                "No segment named `{}` exists to replace",
+                request.name
+            )));
+        }
+        _ => {}
+    }
     let Some(Some(list)) = store.presigned.get(&token).cloned() else {
         return Err(bad_request("No file was uploaded to this URL"));
     };
     let next_id = 1000 + store.inspection.segments.len() as i64 + 1;
     let segments = &mut store.inspection.segments;
     let segment = match (segments.get_mut(&request.name), request.replace) {
-        (Some(_), false) => {
-            return Err(bad_request(format!(
-                "A segment named `{}` already exists (duplicate_name)",
-                request.name
-            )));
-        }
-        (None, true) => {
-            return Err(bad_request(format!(
-                "No segment named `{}` exists to replace",
-                request.name
-            )));
-        }
-        (Some(segment), true) => segment,
-        (None, false) => segments.entry(request.name.clone()).or_insert(Segment {
+        (Some(segment), _) => segment,
+        (None, _) => segments.entry(request.name.clone()).or_insert(Segment {
             id: next_id,
             ..Segment::default()
         }),
