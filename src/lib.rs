@@ -25,6 +25,7 @@ pub mod daemon;
 pub mod engine;
 pub mod mapping;
 pub mod notifications;
+pub mod outcome;
 pub mod preflight;
 pub mod runner;
 pub mod sandbox;

@@ -15,7 +15,7 @@ use sha2::Sha256;
 use crate::config::model::{
     Channel, Email, Notification, NotifyOn, SmtpSecurity, Webhook, redacted_url,
 };
-use crate::engine::Counts;
+use crate::outcome::{Counts, RunStatus};
 use crate::state::FirstError;
 
 /// The header that carries a webhook body's signature: `sha256=<hex>`.
@@ -31,8 +31,8 @@ pub struct RunNotice {
     pub pipeline: String,
     /// The run's ID.
     pub run_id: String,
-    /// `succeeded`, `failed`, `interrupted` or `up_to_date`.
-    pub status: String,
+    /// How it ended: `succeeded`, `failed`, `interrupted` or `up_to_date`.
+    pub status: RunStatus,
     /// What started it: `manual`, `replay`, `schedule`.
     pub trigger: String,
     /// Where its records ended.
@@ -47,12 +47,6 @@ pub struct RunNotice {
     pub rejects_file: Option<String>,
 }
 
-impl RunNotice {
-    fn succeeded(&self) -> bool {
-        matches!(self.status.as_str(), "succeeded" | "up_to_date")
-    }
-}
-
 /// Sends every notification that applies to the run, at once. Returns a warning for each
 /// that could not be delivered.
 pub async fn send(notifications: &[Notification], notice: &RunNotice) -> Vec<String> {
@@ -60,8 +54,8 @@ pub async fn send(notifications: &[Notification], notice: &RunNotice) -> Vec<Str
         .iter()
         .filter(|notification| match notification.on {
             NotifyOn::Always => true,
-            NotifyOn::Success => notice.succeeded(),
-            NotifyOn::Failure => !notice.succeeded(),
+            NotifyOn::Success => notice.status.is_success(),
+            NotifyOn::Failure => !notice.status.is_success(),
         });
     let sends = due.map(|notification| async move {
         let (what, result) = match &notification.channel {
@@ -177,7 +171,7 @@ fn email_message(email: &Email, notice: &RunNotice) -> Result<Message, String> {
         .subject(format!(
             "tapline: {} {} ({} read, {} accepted, {} failed)",
             notice.pipeline,
-            notice.status.replace('_', " "),
+            notice.status.as_str().replace('_', " "),
             notice.records.read,
             notice.records.accepted,
             notice.records.failed
@@ -199,7 +193,7 @@ fn email_text(notice: &RunNotice) -> String {
         notice.pipeline,
         notice.run_id,
         notice.trigger,
-        notice.status.replace('_', " "),
+        notice.status.as_str().replace('_', " "),
         notice.duration_ms as f64 / 1000.0,
         records.read,
         records.accepted,

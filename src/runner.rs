@@ -16,13 +16,13 @@ use crate::config::model::{
     OnInvalidRecord, Rerun, Source, SourceFormat, TriggerKind, redacted_url,
 };
 use crate::engine::{
-    self, AccountBudgets, BatchReport, Counts, Delivery, ErrorBudget, Job, Observer, Outcome,
-    RunOptions, RunSummary, Settled, SettledLines,
+    self, AccountBudgets, BatchReport, Delivery, ErrorBudget, Job, Observer, RunOptions, RunSummary,
 };
 use crate::mapping;
 use crate::notifications::{self, RunNotice};
+use crate::outcome::{Counts, Outcome, Settled, SettledLines};
 use crate::state::{
-    Fingerprint, FirstError, RunFinish, RunStart, RunStatus, SettingsDigest, StateError, StateStore,
+    Fingerprint, FirstError, RunFinish, RunStart, SettingsDigest, StateError, StateStore,
 };
 use crate::template::RunContext;
 
@@ -386,7 +386,7 @@ fn up_to_date(pipeline: &Pipeline, run_id: &str, delivered_by: &str) -> RunSumma
 
 /// Writes the history entry.
 fn record_history(store: &StateStore, summary: &mut RunSummary, first_errors: &[FirstError]) {
-    let status = run_status(summary);
+    let status = summary.status();
     let finished = store.finish_run(
         &summary.run_id,
         &RunFinish {
@@ -417,12 +417,12 @@ async fn notify(
     summary: &mut RunSummary,
     first_errors: Vec<FirstError>,
 ) {
-    let status = run_status(summary);
+    let status = summary.status();
     if !pipeline.notifications.is_empty() {
         let notice = RunNotice {
             pipeline: summary.pipeline.clone(),
             run_id: summary.run_id.clone(),
-            status: status.as_str().to_string(),
+            status,
             trigger: request.trigger.as_str().to_string(),
             records: summary.counts,
             duration_ms: summary.duration.as_millis() as u64,
@@ -435,19 +435,6 @@ async fn notify(
         };
         let undelivered = notifications::send(&pipeline.notifications, &notice).await;
         summary.warnings.extend(undelivered);
-    }
-}
-
-/// How the history names a run's end.
-pub fn run_status(summary: &RunSummary) -> RunStatus {
-    if summary.up_to_date.is_some() {
-        RunStatus::UpToDate
-    } else if summary.succeeded() {
-        RunStatus::Succeeded
-    } else if summary.stop == Some(engine::StopReason::Interrupted) {
-        RunStatus::Interrupted
-    } else {
-        RunStatus::Failed
     }
 }
 
@@ -536,7 +523,7 @@ impl Checkpointer<'_> {
         if self.first_errors.len() < FIRST_ERRORS {
             self.first_errors.push(FirstError {
                 line: settled.line,
-                code: settled.code.clone(),
+                code: settled.code,
                 reason: settled.reason.clone(),
             });
         }

@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clevertap::Client;
 use crate::config::{self, Credentials, Diagnostic, Pipeline, Secret};
-use crate::engine::{self, Counts, Delivery, Observer, RunSummary};
+use crate::engine::{self, Delivery, Observer, RunSummary};
+use crate::outcome::{Counts, Settled};
 use crate::runner::{self, Trigger};
 use crate::sandbox::{self, Fault, Sandbox, SandboxConfig};
 use crate::{mapping, preflight, source};
@@ -715,19 +716,11 @@ fn spawn_signal_handler(cancel: CancellationToken) {
     });
 }
 
-fn status(summary: &RunSummary) -> &'static str {
-    if summary.succeeded() {
-        "succeeded"
-    } else {
-        "failed"
-    }
-}
-
 fn summary_json(summary: &RunSummary) -> Value {
     let mut line = json!({
         "pipeline": summary.pipeline,
         "run_id": summary.run_id,
-        "status": status(summary),
+        "status": summary.status(),
         "records": summary.counts,
         "requests": summary.requests,
         "retries": summary.retries,
@@ -791,7 +784,7 @@ fn print_summary(summary: &RunSummary, pipeline: &Pipeline) {
             out,
             "{}: {} in {seconds:.2} s",
             summary.pipeline,
-            status(summary)
+            summary.status()
         );
         if let Some(resumed_from) = &summary.resumed_from {
             let _ = writeln!(
@@ -958,7 +951,7 @@ impl Observer for Progress {
         Ok(())
     }
 
-    fn record_skipped(&mut self, _settled: &engine::Settled, counts: &Counts) {
+    fn record_skipped(&mut self, _settled: &Settled, counts: &Counts) {
         self.show(counts);
     }
 }

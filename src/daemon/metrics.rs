@@ -16,7 +16,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::engine::{AccountBudgets, RunSummary};
-use crate::runner::run_status;
 
 /// Counters the daemon keeps. Shared with the HTTP server.
 #[derive(Default)]
@@ -60,7 +59,7 @@ impl Metrics {
         let pipeline = summary.pipeline.clone();
         *counters
             .runs
-            .entry((pipeline.clone(), run_status(summary).as_str()))
+            .entry((pipeline.clone(), summary.status().as_str()))
             .or_default() += 1;
         let counts = summary.counts;
         for (outcome, count) in [

@@ -27,10 +27,11 @@ use crate::clevertap::Client;
 use crate::config::model::{CatchUp, Overlap, TriggerKind};
 use crate::config::{self, Credentials, Pipeline, Schedule};
 use crate::engine::{AccountBudgets, Delivery, NoObserver, RunSummary};
+use crate::outcome::RunStatus;
 use crate::runner::{self, RunError, Trigger};
 use crate::scheduler;
 use crate::source::arrival::Arrival;
-use crate::state::{RunStatus, StateStore};
+use crate::state::StateStore;
 use metrics::Metrics;
 
 /// How the daemon is set up.
@@ -777,7 +778,7 @@ fn record_handled_arrival(
     result: &Result<RunSummary, RunError>,
 ) {
     let handled = match result {
-        Ok(summary) => runner::run_status(summary) != RunStatus::Interrupted,
+        Ok(summary) => summary.status() != RunStatus::Interrupted,
         Err(_) => false,
     };
     if handled && let Err(error) = store.record_arrival(pipeline, arrival) {
@@ -792,7 +793,7 @@ fn schedule_key(schedule: Option<&Schedule>) -> Option<(String, chrono_tz::Tz)> 
 
 fn log_summary(summary: &RunSummary) {
     let counts = summary.counts;
-    let status = runner::run_status(summary).as_str();
+    let status = summary.status().as_str();
     let stop = summary.stop.as_ref().map(ToString::to_string);
     if summary.succeeded() {
         tracing::info!(

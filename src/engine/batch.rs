@@ -11,12 +11,11 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::outcome::{Outcome, Settled};
-use super::resume::SettledLines;
 use crate::clevertap::wire::Envelope;
 use crate::config::model::{AccountLimits, OnInvalidRecord, OutputMapping, Target};
 use crate::mapping::replay::Replayed;
 use crate::mapping::{self, Mapper, Record};
+use crate::outcome::{Code, Outcome, Settled, SettledLines};
 use crate::source::{Row, RowError, RowStream};
 use crate::template::RunContext;
 
@@ -201,7 +200,7 @@ pub fn produce(mut rows: Box<dyn RowStream>, settings: &Batching, output: &mut H
             Err(RowError::Invalid { line, reason, raw }) => Settled {
                 line,
                 outcome: Outcome::Skipped,
-                code: "malformed_row".into(),
+                code: Code::MalformedRow,
                 reason,
                 row: Some(Value::String(raw)),
                 record: None,

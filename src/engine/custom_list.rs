@@ -16,13 +16,14 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use super::outcome::{Counts, DryRunReport, Outcome, RejectsFile, RunSummary, Settled, StopReason};
+use super::outcome::{DryRunReport, RejectsFile, RunSummary, StopReason};
 use super::{Delivery, Job, RunOptions, with_retries};
 use crate::clevertap::Failure;
 use crate::clevertap::retry::{Verdict, classify};
 use crate::clevertap::wire::CustomListCompleted;
 use crate::config::model::{CustomList, OnInvalidRecord};
 use crate::mapping::{self, custom_list_line};
+use crate::outcome::{Code, Counts, Outcome, Settled};
 use crate::source::{self, Row, RowError};
 
 const HEADER: &[u8] = b"Type,Identity\n";
@@ -95,7 +96,7 @@ fn write_entries(
             .map_err(|invalid| (row.line, invalid.code, invalid.reason, row.to_json())),
             Err(RowError::Invalid { line, reason, raw }) => Err((
                 line,
-                "malformed_row".to_string(),
+                Code::MalformedRow,
                 reason,
                 serde_json::Value::String(raw),
             )),
@@ -127,7 +128,8 @@ fn write_entries(
                 }
             }
             Err((line, code, reason, data)) => {
-                let stops = job.on_invalid_record == OnInvalidRecord::Stop && code != "empty_row";
+                let stops =
+                    job.on_invalid_record == OnInvalidRecord::Stop && code != Code::EmptyRow;
                 let outcome = if stops {
                     Outcome::Failed
                 } else {

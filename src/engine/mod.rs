@@ -11,7 +11,6 @@ pub mod batch;
 mod budget;
 mod custom_list;
 pub mod outcome;
-mod resume;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,8 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use batch::Batch;
 pub use budget::{AccountBudget, AccountBudgets};
-pub use outcome::{BatchReport, Counts, DryRunReport, Outcome, RunSummary, Settled, StopReason};
-pub use resume::{SettledCursor, SettledLines};
+pub use outcome::{BatchReport, DryRunReport, RunSummary, StopReason};
+
+use crate::outcome::{Code, Counts, Outcome, Settled, SettledLines};
 
 use crate::clevertap::retry::{RetryPolicy, Verdict, classify};
 use crate::clevertap::wire::{Endpoint, UploadResponse};
@@ -415,7 +415,7 @@ fn settle_joined(
 
 /// A stop condition a settled batch brings: bad credentials, or a rejection that must stop.
 fn note_batch_stop(report: &BatchReport, on_invalid: OnInvalidRecord, ledger: &mut Ledger) {
-    if let Some(unauthorized) = report.settled.iter().find(|s| s.code == "unauthorized") {
+    if let Some(unauthorized) = report.settled.iter().find(|s| s.code == Code::Unauthorized) {
         ledger.stop(StopReason::Unauthorized(unauthorized.reason.clone()));
     }
     if on_invalid == OnInvalidRecord::Stop
@@ -437,7 +437,7 @@ fn unsent(batch: Batch, stop: Option<&StopReason>) -> BatchReport {
         Some(reason) => format!("not sent: the run stopped ({})", short_reason(reason)),
         None => "not sent".to_string(),
     };
-    failed_batch(&batch, "not_sent", &reason, 0)
+    failed_batch(&batch, Code::NotSent, &reason, 0)
 }
 
 fn short_reason(reason: &StopReason) -> String {
@@ -453,7 +453,7 @@ fn short_reason(reason: &StopReason) -> String {
     }
 }
 
-fn failed_batch(batch: &Batch, code: &str, reason: &str, attempts: u32) -> BatchReport {
+fn failed_batch(batch: &Batch, code: Code, reason: &str, attempts: u32) -> BatchReport {
     let settled = batch
         .lines
         .iter()
@@ -461,7 +461,7 @@ fn failed_batch(batch: &Batch, code: &str, reason: &str, attempts: u32) -> Batch
         .map(|(index, &line)| Settled {
             line,
             outcome: Outcome::Failed,
-            code: code.to_string(),
+            code,
             reason: reason.to_string(),
             row: None,
             record: batch.record(index),
@@ -529,12 +529,12 @@ impl Courier {
                     "CleverTap refused the credentials of connection `{}` ({failure}); check its account_id, passcode and region (a wrong region also answers 401)",
                     self.connection
                 );
-                return failed_batch(&batch, "unauthorized", &reason, attempts);
+                return failed_batch(&batch, Code::Unauthorized, &reason, attempts);
             }
             Verdict::Retry { .. } if cancel.is_cancelled() => {
                 return failed_batch(
                     &batch,
-                    &failure_code(&failure),
+                    failure_code(&failure),
                     &format!("{failure}; not retried: the run was interrupted"),
                     attempts,
                 );
@@ -543,7 +543,7 @@ impl Courier {
             Verdict::FailBatch => failure.to_string(),
         };
         tracing::error!(batch = batch.index, first_line = batch.first_line(), %reason, "batch not delivered");
-        failed_batch(&batch, &failure_code(&failure), &reason, attempts)
+        failed_batch(&batch, failure_code(&failure), &reason, attempts)
     }
 }
 
@@ -581,15 +581,15 @@ where
     }
 }
 
-fn failure_code(failure: &Failure) -> String {
+fn failure_code(failure: &Failure) -> Code {
     match failure {
-        Failure::Timeout(_) => "timeout".into(),
-        Failure::Connect(_) => "connect".into(),
-        Failure::Interrupted(_) => "connection_broken".into(),
-        Failure::Status { status, .. } => format!("http_{status}"),
-        Failure::InvalidResponse(_) => "invalid_response".into(),
-        Failure::NotReady(_) => "not_ready".into(),
-        Failure::Spool(_) => "spool".into(),
+        Failure::Timeout(_) => Code::Timeout,
+        Failure::Connect(_) => Code::Connect,
+        Failure::Interrupted(_) => Code::ConnectionBroken,
+        Failure::Status { status, .. } => Code::Http(*status),
+        Failure::InvalidResponse(_) => Code::InvalidResponse,
+        Failure::NotReady(_) => Code::NotReady,
+        Failure::Spool(_) => Code::Spool,
     }
 }
 
@@ -602,7 +602,7 @@ fn answered_batch(batch: &Batch, response: &UploadResponse, attempts: u32) -> Ba
             response.error.as_deref().unwrap_or("no reason given")
         );
         tracing::error!(batch = batch.index, first_line = batch.first_line(), %reason, "batch refused");
-        return failed_batch(batch, "fail", &reason, attempts);
+        return failed_batch(batch, Code::RequestFailed, &reason, attempts);
     }
     let mut rejected_indexes: Vec<usize> = Vec::new();
     let mut settled = Vec::new();
@@ -625,7 +625,8 @@ fn answered_batch(batch: &Batch, response: &UploadResponse, attempts: u32) -> Ba
             outcome: Outcome::Rejected,
             code: entry
                 .code
-                .map_or_else(|| "rejected".into(), |code| code.to_string()),
+                .and_then(|code| u16::try_from(code).ok())
+                .map_or(Code::Rejected, Code::CleverTap),
             reason,
             row: None,
             record: batch.record(index),

@@ -1,4 +1,4 @@
-//! What happened to every record: per-batch reports, the run's counts, the rejects file.
+//! What a run did: per-batch reports, why it stopped, its summary, and the rejects file.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -8,69 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
-/// Where a record ended. Every record read ends in exactly one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// CleverTap took it.
-    Accepted,
-    /// It broke a rule before sending, and `skip_invalid_records` let the run go on.
-    Skipped,
-    /// CleverTap refused it (an `unprocessed` entry).
-    Rejected,
-    /// It was not delivered: a failed request, a stop, or an invalid record that stopped the run.
-    Failed,
-}
-
-/// A record that did not end accepted: one line of the rejects file.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Settled {
-    /// The line of the source file the record came from.
-    pub line: u64,
-    /// Skipped, rejected or failed.
-    pub outcome: Outcome,
-    /// CleverTap's error code (`"515"`), or ours (`"malformed_row"`, `"http_400"`, `"not_sent"`).
-    pub code: String,
-    /// What went wrong.
-    pub reason: String,
-    /// The source row (for records that never became a request) ...
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub row: Option<Value>,
-    /// ... or the CleverTap record as it was sent.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub record: Option<Value>,
-}
-
-/// How many records ended where.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Counts {
-    /// Records read from the source (rows, valid or not).
-    pub read: u64,
-    /// Taken by CleverTap.
-    pub accepted: u64,
-    /// Invalid, skipped and reported.
-    pub skipped: u64,
-    /// Refused by CleverTap.
-    pub rejected: u64,
-    /// Not delivered.
-    pub failed: u64,
-}
-
-impl Counts {
-    /// Records that have an outcome so far.
-    pub fn settled(&self) -> u64 {
-        self.accepted + self.skipped + self.rejected + self.failed
-    }
-
-    pub(super) fn add(&mut self, outcome: Outcome, count: u64) {
-        match outcome {
-            Outcome::Accepted => self.accepted += count,
-            Outcome::Skipped => self.skipped += count,
-            Outcome::Rejected => self.rejected += count,
-            Outcome::Failed => self.failed += count,
-        }
-    }
-}
+use crate::outcome::{Counts, RunStatus, Settled};
 
 /// The outcome of one batch: the unit a checkpoint can record.
 #[derive(Debug, Clone, PartialEq)]
@@ -204,6 +142,19 @@ impl RunSummary {
     /// Whether every record read was delivered or (allowed) skipped.
     pub fn succeeded(&self) -> bool {
         self.stop.is_none() && self.counts.failed == 0 && self.counts.rejected == 0
+    }
+
+    /// How the run ended: the one place a run's status is worked out.
+    pub fn status(&self) -> RunStatus {
+        if self.up_to_date.is_some() {
+            RunStatus::UpToDate
+        } else if self.succeeded() {
+            RunStatus::Succeeded
+        } else if self.stop == Some(StopReason::Interrupted) {
+            RunStatus::Interrupted
+        } else {
+            RunStatus::Failed
+        }
     }
 }
 

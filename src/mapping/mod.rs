@@ -23,23 +23,23 @@ pub use time::{parse_date, parse_timestamp};
 use crate::clevertap::rules::{self, Rule, StandardKey, Violation};
 use crate::clevertap::wire::{DELETE_KEYS, Endpoint};
 use crate::config::model::{AccountLimits, ArrayOperation, Target};
+use crate::outcome::Code;
 use crate::source::Row;
 use chrono_tz::Tz;
 
 /// Why a row cannot be sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {
-    /// CleverTap's error code for the same problem (`"515"`), or a name of ours
-    /// (`"invalid_record"`, `"malformed_row"`).
-    pub code: String,
+    /// CleverTap's error code for the same problem (`515`), or `invalid_record`.
+    pub code: Code,
     /// What is wrong, naming the column and value.
     pub reason: String,
 }
 
 impl Invalid {
-    pub(crate) fn new(code: &str, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(code: Code, reason: impl Into<String>) -> Self {
         Invalid {
-            code: code.to_string(),
+            code,
             reason: reason.into(),
         }
     }
@@ -54,13 +54,8 @@ impl Invalid {
 
 impl From<Violation> for Invalid {
     fn from(violation: Violation) -> Self {
-        let code = if violation.code == 0 {
-            "invalid_record".to_string()
-        } else {
-            violation.code.to_string()
-        };
         Invalid {
-            code,
+            code: Code::of_rule(violation.code),
             reason: violation.message,
         }
     }
@@ -432,7 +427,7 @@ fn profile_value(
             let Some((name, Value::Array(list))) = command.iter().next().filter(|_| list_command)
             else {
                 return Err(Invalid::new(
-                    "invalid_record",
+                    Code::InvalidRecord,
                     format!(
                         "`{key}` is a JSON object; profile properties must be plain values or lists of strings"
                     ),
@@ -478,7 +473,7 @@ fn convert_text(
             "false" => Some(Value::Bool(false)),
             _ => {
                 return Err(Invalid::new(
-                    "invalid_record",
+                    Code::InvalidRecord,
                     format!("`{key}` must be `true` or `false`, found `{text}`"),
                 ));
             }

@@ -2,6 +2,7 @@
 //! subscriptions, phone disassociation (docs/clevertap-api.md §3–§6) and profile deletion
 //! (Corrections 6).
 
+use crate::outcome::Code;
 use serde_json::{Map, Value, json};
 
 use super::{Invalid, Record, is_blank};
@@ -18,7 +19,7 @@ fn text(row: &Row, column: &str) -> Result<Option<String>, Invalid> {
         Value::String(text) => Ok(Some(text.trim().to_string())),
         Value::Number(number) => Ok(Some(number.to_string())),
         other => Err(Invalid::new(
-            "invalid_record",
+            Code::InvalidRecord,
             format!("`{column}` must be text, found {other}"),
         )),
     }
@@ -163,7 +164,7 @@ fn phone_invalid(value: &str) -> Invalid {
 /// is made by [`custom_list_line`].
 pub(super) fn custom_list_entry(row: &Row) -> Result<Value, Invalid> {
     let identity = text(row, "identity")?
-        .ok_or_else(|| Invalid::new("empty_row", "the row has no `identity` value"))?;
+        .ok_or_else(|| Invalid::new(Code::EmptyRow, "the row has no `identity` value"))?;
     let kind = match text(row, "type")?
         .map(|kind| kind.to_lowercase())
         .as_deref()
@@ -172,14 +173,14 @@ pub(super) fn custom_list_entry(row: &Row) -> Result<Value, Invalid> {
         Some("g") => "g",
         Some(other) => {
             return Err(Invalid::new(
-                "invalid_record",
+                Code::InvalidRecord,
                 format!("`type` `{other}` must be `i` (identity) or `g` (CleverTap ID)"),
             ));
         }
     };
     if identity.contains(['\n', '\r']) {
         return Err(Invalid::new(
-            "invalid_record",
+            Code::InvalidRecord,
             "an identity cannot span lines",
         ));
     }

@@ -1,6 +1,7 @@
 //! The output mapping: which source columns are sent, under which names and types, and the
 //! computed columns of the String Builder. Runs on a row before it becomes a record.
 
+use crate::outcome::Code;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -37,7 +38,7 @@ pub fn apply(mapping: &OutputMapping, row: &Row, context: &RunContext) -> Result
         };
         let converted = convert(column, value, context.timezone).map_err(|reason| {
             Invalid::new(
-                "invalid_record",
+                Code::InvalidRecord,
                 format!(
                     "line {}, column `{}`, value {value}: {reason}",
                     row.line, column.source

@@ -1,6 +1,7 @@
 //! A record read back from a rejects file (`tapline replay`), perhaps edited by hand, checked
 //! against the pipeline's target before it is sent again: the same rules as a source row.
 
+use crate::outcome::Code;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -39,7 +40,7 @@ pub fn replayed(
                     record.clone(),
                 )])),
                 other => Err(Invalid::new(
-                    "invalid_record",
+                    Code::InvalidRecord,
                     format!("a replayed demerge record is an identity string, not {other}"),
                 )),
             };
@@ -52,7 +53,7 @@ pub fn replayed(
     let Some(expected) = upload_kind else {
         let Value::Object(fields) = record else {
             return Err(Invalid::new(
-                "invalid_record",
+                Code::InvalidRecord,
                 format!(
                     "a replayed {} record is a JSON object, not {record}",
                     target.noun()
@@ -68,9 +69,10 @@ pub fn replayed(
     };
     let kind = records::check_record(record, &HashSet::new(), limits.event_properties).map_err(
         |violation| {
-            Invalid::new(
-                &violation.code.to_string(),
-                format!("the replayed record: {}", violation.message),
+            Invalid::from(
+                violation
+                    .rule
+                    .broken(format!("the replayed record: {}", violation.message)),
             )
         },
     )?;

@@ -384,7 +384,7 @@ fn one_mapper_follows_rows_whose_columns_change() {
             mapper
                 .map(&row)
                 .map(Record::into_json)
-                .map_err(|invalid| invalid.code)
+                .map_err(|invalid| invalid.code.to_string())
         })
         .collect();
     assert_eq!(

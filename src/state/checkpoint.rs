@@ -9,7 +9,7 @@ use std::time::Instant;
 use rusqlite::{OptionalExtension, params};
 
 use super::{Fingerprint, SettingsDigest, StateError, StateStore, now_ms};
-use crate::engine::{Counts, SettledLines};
+use crate::outcome::{Counts, SettledLines};
 
 /// An unfinished run's progress over one source file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,50 +9,7 @@ use rusqlite::{OptionalExtension, Row, params};
 use serde::Serialize;
 
 use super::{StateError, StateStore, now_ms};
-use crate::engine::Counts;
-
-/// How a run ended (or that it has not).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunStatus {
-    /// Still going, or killed before it could say otherwise.
-    Running,
-    /// Every record delivered (or skipped where allowed).
-    Succeeded,
-    /// Records were rejected or not delivered, or the run stopped.
-    Failed,
-    /// Stopped by a signal; the checkpoint lets the next run go on.
-    Interrupted,
-    /// The process died during the run (found later by the next run).
-    Abandoned,
-    /// Nothing to send: the file was already delivered.
-    UpToDate,
-}
-
-impl RunStatus {
-    /// The name stored and shown.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Running => "running",
-            RunStatus::Succeeded => "succeeded",
-            RunStatus::Failed => "failed",
-            RunStatus::Interrupted => "interrupted",
-            RunStatus::Abandoned => "abandoned",
-            RunStatus::UpToDate => "up_to_date",
-        }
-    }
-
-    fn parse(text: &str) -> Self {
-        match text {
-            "succeeded" => RunStatus::Succeeded,
-            "failed" => RunStatus::Failed,
-            "interrupted" => RunStatus::Interrupted,
-            "abandoned" => RunStatus::Abandoned,
-            "up_to_date" => RunStatus::UpToDate,
-            _ => RunStatus::Running,
-        }
-    }
-}
+use crate::outcome::{Code, Counts, RunStatus};
 
 /// One of the first problems of a run, kept in the history (no record data).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -60,7 +17,7 @@ pub struct FirstError {
     /// Source line.
     pub line: u64,
     /// CleverTap's code or ours.
-    pub code: String,
+    pub code: Code,
     /// What went wrong.
     pub reason: String,
 }
@@ -139,7 +96,10 @@ fn entry(row: &Row<'_>) -> rusqlite::Result<RunEntry> {
         started_at_ms: row.get(4)?,
         finished_at_ms: row.get(5)?,
         end: RunFinish {
-            status: RunStatus::parse(&row.get::<_, String>(6)?),
+            status: row
+                .get::<_, String>(6)?
+                .parse()
+                .unwrap_or(RunStatus::Running),
             records: Counts {
                 read: count(7)?,
                 accepted: count(8)?,
@@ -309,7 +269,7 @@ mod tests {
                     stop_reason: None,
                     first_errors: vec![FirstError {
                         line: 3,
-                        code: "515".into(),
+                        code: Code::CleverTap(515),
                         reason: "bad email".into(),
                     }],
                     warnings: vec![],

@@ -19,7 +19,7 @@ use rusqlite::Connection;
 
 pub use checkpoint::{Checkpoint, Delivered};
 pub use fingerprint::{Fingerprint, SettingsDigest};
-pub use history::{FirstError, RunEntry, RunFinish, RunStart, RunStatus};
+pub use history::{FirstError, RunEntry, RunFinish, RunStart};
 pub use lock::PipelineLock;
 
 /// The state store's file name inside the state directory.

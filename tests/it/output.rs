@@ -1,6 +1,6 @@
 //! The output mapping and String Builder end to end: what CleverTap receives.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

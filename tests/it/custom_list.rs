@@ -1,6 +1,6 @@
 //! Custom-list audiences end to end: the three-step flow against the sandbox.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::Value;

@@ -1,6 +1,6 @@
 //! `tapline run` end to end: the real binary against the sandbox over loopback.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -166,7 +166,7 @@ fn invalid_rows_are_skipped_and_reported_when_allowed() {
     let workspace = Workspace::new();
     workspace.write(
         "people.csv",
-        // (A quote that is not closed fails the run instead: tests/reliability.rs.)
+        // (A quote that is not closed fails the run instead: tests/it/reliability.rs.)
         "identity,Email,Gender\nu1,a@example.com,F\nu2,not-an-email,M\n,c@example.com,F\nu4,d@example.com,M,extra\n",
     );
     workspace.pipeline(

@@ -1,7 +1,7 @@
 //! Notifications: a local SMTP sink and a local webhook receiver check what arrives, and a
 //! notification that cannot be delivered never fails the run.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

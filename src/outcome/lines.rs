@@ -1,4 +1,5 @@
-//! Resuming: the source lines an earlier run settled, which this run leaves out.
+//! The source lines an earlier run settled (accepted, skipped or rejected), which a resumed
+//! run leaves out.
 
 /// The source lines an earlier run settled (accepted, skipped or rejected).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

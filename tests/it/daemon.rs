@@ -2,7 +2,7 @@
 //! follows file edits, keeps the last valid version of a broken file, never runs a pipeline
 //! twice at once, shares an account's budget, talks to systemd, and stops cleanly.
 
-mod common;
+use crate::common;
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};

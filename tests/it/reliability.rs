@@ -2,7 +2,7 @@
 //! binary and the sandbox so that it cannot come back: broken files, pipelines changed
 //! between runs, files changed during a run, interrupted daemons.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::Value;

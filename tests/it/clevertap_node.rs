@@ -4,7 +4,7 @@
 //! Needs Node.js and npm (`.ci/run` makes sure of them). Without Node.js the test says it
 //! was skipped, except under CI (`CI` set), where it fails.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,6 +1,6 @@
 //! The sandbox over HTTP: CleverTap's headers, limits, error codes and answers.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

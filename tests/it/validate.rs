@@ -1,6 +1,6 @@
 //! `tapline validate` and `tapline schema`: every config problem at its line, no panic.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
 //! The state store seen from the command line: killed runs resume, delivered files are not
 //! sent twice, the history, replaying rejects, the error budget and the pipeline lock.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! The profile operations beyond uploads, end to end against the sandbox: device tokens,
 //! demerge, subscriptions, phone disassociation, profile deletion.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

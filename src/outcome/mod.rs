@@ -1,0 +1,137 @@
+//! Where records and runs end, the vocabulary every stage shares: a record's [`Outcome`]
+//! and [`Code`], the rejects-file entry [`Settled`], a run's [`Counts`] and [`RunStatus`],
+//! and the [`SettledLines`] a resumed run leaves out. It imports nothing of tapline's, so the
+//! engine, the state store, notifications and the CLI all use it without using each other.
+
+mod code;
+mod lines;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use code::{Code, UnknownCode};
+pub use lines::{SettledCursor, SettledLines};
+
+/// Where a record ended. Every record read ends in exactly one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// CleverTap took it.
+    Accepted,
+    /// It broke a rule before sending, and `skip_invalid_records` let the run go on.
+    Skipped,
+    /// CleverTap refused it (an `unprocessed` entry).
+    Rejected,
+    /// It was not delivered: a failed request, a stop, or an invalid record that stopped the run.
+    Failed,
+}
+
+/// A record that did not end accepted: one line of the rejects file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Settled {
+    /// The line of the source file the record came from.
+    pub line: u64,
+    /// Skipped, rejected or failed.
+    pub outcome: Outcome,
+    /// Why: CleverTap's error code (`515`), or tapline's (`malformed_row`, `http_400`).
+    pub code: Code,
+    /// What went wrong.
+    pub reason: String,
+    /// The source row (for records that never became a request) ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row: Option<Value>,
+    /// ... or the CleverTap record as it was sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<Value>,
+}
+
+/// How many records ended where.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Records read from the source (rows, valid or not).
+    pub read: u64,
+    /// Taken by CleverTap.
+    pub accepted: u64,
+    /// Invalid, skipped and reported.
+    pub skipped: u64,
+    /// Refused by CleverTap.
+    pub rejected: u64,
+    /// Not delivered.
+    pub failed: u64,
+}
+
+impl Counts {
+    /// Adds `count` records that ended in `outcome`.
+    pub fn add(&mut self, outcome: Outcome, count: u64) {
+        match outcome {
+            Outcome::Accepted => self.accepted += count,
+            Outcome::Skipped => self.skipped += count,
+            Outcome::Rejected => self.rejected += count,
+            Outcome::Failed => self.failed += count,
+        }
+    }
+}
+
+/// How a run ended (or that it has not), as `--json`, the history and notifications say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Still going, or killed before it could say otherwise.
+    Running,
+    /// Every record delivered (or skipped where allowed).
+    Succeeded,
+    /// Records were rejected or not delivered, or the run stopped.
+    Failed,
+    /// Stopped by a signal; the checkpoint lets the next run go on.
+    Interrupted,
+    /// The process died during the run (found later by the next run).
+    Abandoned,
+    /// Nothing to send: the file was already delivered.
+    UpToDate,
+}
+
+impl RunStatus {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Abandoned => "abandoned",
+            RunStatus::UpToDate => "up_to_date",
+        }
+    }
+
+    /// Whether the run did what it was for: everything delivered, or nothing left to deliver.
+    pub fn is_success(self) -> bool {
+        matches!(self, RunStatus::Succeeded | RunStatus::UpToDate)
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RunStatus {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        [
+            RunStatus::Running,
+            RunStatus::Succeeded,
+            RunStatus::Failed,
+            RunStatus::Interrupted,
+            RunStatus::Abandoned,
+            RunStatus::UpToDate,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == text)
+        .ok_or_else(|| format!("`{text}` is not a run status"))
+    }
+}

@@ -1,0 +1,17 @@
+//! The integration tests: one binary, a module per part of tapline, each running the real
+//! `tapline` binary (and the sandbox) as a user would.
+//!
+//! Run one part with `cargo test --test it run::` (or any test name filter).
+
+mod clevertap_node;
+mod common;
+mod custom_list;
+mod daemon;
+mod notifications;
+mod operations;
+mod output;
+mod reliability;
+mod run;
+mod sandbox;
+mod state;
+mod validate;
