@@ -121,12 +121,39 @@ pub struct CustomListCompleted {
     pub replace: bool,
 }
 
+/// What an answer's `status` says of the request as a whole.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnswerStatus {
+    /// Everything was taken (but see [`UploadResponse`] on `unprocessed`).
+    Success,
+    /// Some records were taken.
+    Partial,
+    /// Nothing was taken.
+    Fail,
+    /// Missing, or a word CleverTap does not document.
+    #[default]
+    #[serde(other)]
+    Unknown,
+}
+
+impl std::fmt::Display for AnswerStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AnswerStatus::Success => "success",
+            AnswerStatus::Partial => "partial",
+            AnswerStatus::Fail => "fail",
+            AnswerStatus::Unknown => "unknown",
+        })
+    }
+}
+
 /// The answer to `/upload_custom_list_segment_completed`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CustomListAnswer {
     /// `success` or `fail`.
     #[serde(default)]
-    pub status: String,
+    pub status: AnswerStatus,
     /// The segment's ID.
     #[serde(rename = "Segment ID", default)]
     pub segment_id: Option<i64>,
@@ -148,7 +175,7 @@ pub const PASSCODE_HEADER: &str = "X-CleverTap-Passcode";
 pub struct UploadResponse {
     /// `success`, `partial` or `fail`.
     #[serde(default)]
-    pub status: String,
+    pub status: AnswerStatus,
     /// How many records CleverTap took.
     #[serde(default)]
     pub processed: u64,

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use super::file::{
-    ArrayOperation, CatchUp, ColumnType, NotifyOn, Overlap, Region, Rerun, SmtpSecurity,
-    SourceFormat, TriggerKind,
+    ArrayOperation, CatchUp, ColumnType, NotifyOn, Overlap, Region, Rerun, SegmentMode,
+    SmtpSecurity, SourceFormat, TriggerKind,
 };
 use crate::template::Template;
 
@@ -100,8 +100,8 @@ pub struct CustomList {
     pub name: String,
     /// A CleverTap admin's email.
     pub uploader_email: String,
-    /// `true` updates an existing segment, `false` creates a new one.
-    pub replace: bool,
+    /// Whether it makes a new segment or replaces an existing one's list.
+    pub mode: SegmentMode,
 }
 
 /// The output mapping, checked.

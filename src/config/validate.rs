@@ -228,7 +228,7 @@ fn build(
         .map(|list| CustomList {
             name: list.name,
             uploader_email: list.uploader_email.trim().to_string(),
-            replace: list.segment_mode == Some(SegmentMode::Update),
+            mode: list.segment_mode.unwrap_or(SegmentMode::Create),
         });
     let segment = sections.get::<Option<SegmentFile>>("segment")?;
     let audience = sections.get::<Option<AudienceFile>>("audience")?;

@@ -11,19 +11,19 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use super::outcome::{DryRunReport, RejectsFile, RunSummary, StopReason};
-use super::{Delivery, Job, RunOptions, with_retries};
+use super::ledger::{Judged, Ledger};
+use super::send::with_retries;
+use super::{BatchReport, Delivery, Job, Observer, RunOptions, RunSummary, StopReason};
 use crate::clevertap::Failure;
 use crate::clevertap::retry::{Verdict, classify};
-use crate::clevertap::wire::CustomListCompleted;
-use crate::config::model::{CustomList, OnInvalidRecord};
+use crate::clevertap::wire::{AnswerStatus, CustomListCompleted};
+use crate::config::model::{CustomList, OnInvalidRecord, SegmentMode};
 use crate::mapping::{self, custom_list_line};
-use crate::outcome::{Code, Counts, Outcome, Settled};
+use crate::outcome::{Code, Outcome, Settled};
 use crate::source::{self, Row, RowError};
 
 const HEADER: &[u8] = b"Type,Identity\n";
@@ -31,60 +31,73 @@ const HEADER: &[u8] = b"Type,Identity\n";
 /// CleverTap's limit on a custom list's CSV uploaded through the API (5 GB).
 pub const MAX_LIST_BYTES: u64 = 5_000_000_000;
 
-/// What reading the source once produced.
-struct Tally {
-    read: u64,
+/// The list that reading the source made (its rows' outcomes are in the ledger).
+#[derive(Default)]
+struct Listed {
+    /// Identities written.
     lines: u64,
-    skipped: u64,
+    /// The source lines of the first and last identity written.
+    first_line: Option<u64>,
+    last_line: u64,
     /// Bytes of the CSV, its header included.
     bytes: u64,
     sample: Option<serde_json::Value>,
-    stop: Option<StopReason>,
-    rejects: RejectsFile,
+    /// Source rows left out because an earlier run settled them.
+    rows_resumed: u64,
 }
 
-/// Reads every row into CSV lines written to `output`. Skipped rows go to the rejects file;
-/// an invalid row with `Stop`, an unreadable file, a list past [`MAX_LIST_BYTES`] or a
-/// failed write stops it.
+/// Reads every row into CSV lines written to `output`, booking each row's outcome in the
+/// ledger: skipped rows (and the error budget) as on every path; an invalid row with
+/// `Stop`, an unreadable file, a list past [`MAX_LIST_BYTES`] or a failed write stops it.
 fn write_entries(
     job: &Job,
-    rejects_path: &Path,
+    options: &RunOptions,
+    ledger: &mut Ledger,
+    observer: &mut dyn Observer,
     output: &mut dyn Write,
     cancel: &CancellationToken,
-) -> Tally {
-    let mut tally = Tally {
-        read: 0,
-        lines: 0,
-        skipped: 0,
-        bytes: 0,
-        sample: None,
-        stop: None,
-        rejects: RejectsFile::new(rejects_path),
-    };
-    let mut write = |tally: &mut Tally, bytes: &[u8]| match output.write_all(bytes) {
-        Ok(()) => {
-            tally.bytes += bytes.len() as u64;
-            true
-        }
-        Err(error) => {
-            tally.stop = Some(StopReason::StateFailed(format!(
-                "cannot write the list to its spool file in the state directory: {error}"
-            )));
-            false
-        }
-    };
+) -> Listed {
+    let mut listed = Listed::default();
+    let mut write =
+        |listed: &mut Listed, ledger: &mut Ledger, bytes: &[u8]| match output.write_all(bytes) {
+            Ok(()) => {
+                listed.bytes += bytes.len() as u64;
+                true
+            }
+            Err(error) => {
+                ledger.stop(StopReason::StateFailed(format!(
+                    "cannot write the list to its spool file in the state directory: {error}"
+                )));
+                false
+            }
+        };
     let mut rows = match source::open(&job.source) {
         Ok(rows) => rows,
         Err(error) => {
-            tally.stop = Some(StopReason::SourceFailed(error.to_string()));
-            return tally;
+            ledger.stop(StopReason::SourceFailed(error.to_string()));
+            return listed;
         }
     };
-    if !write(&mut tally, HEADER) {
-        return tally;
+    if !write(&mut listed, ledger, HEADER) {
+        return listed;
     }
+    let no_lines = crate::outcome::SettledLines::default();
+    let mut already_settled = options
+        .already_settled
+        .as_deref()
+        .unwrap_or(&no_lines)
+        .cursor();
     let mut row = Row::default();
     while let Some(next) = rows.read_row(&mut row) {
+        let line = match &next {
+            Ok(()) => row.line,
+            Err(RowError::Invalid { line, .. }) => *line,
+            Err(RowError::Fatal(_)) => 0,
+        };
+        if line > 0 && already_settled.contains(line) {
+            listed.rows_resumed += 1;
+            continue;
+        }
         let entry = match next {
             Ok(()) => match (&row.record, &job.output) {
                 // Replayed from a rejects file: already an entry.
@@ -101,64 +114,72 @@ fn write_entries(
                 serde_json::Value::String(raw),
             )),
             Err(RowError::Fatal(message)) => {
-                tally.stop = Some(StopReason::SourceFailed(message));
+                ledger.stop(StopReason::SourceFailed(message));
                 break;
             }
         };
-        tally.read += 1;
         match entry {
             Ok(entry) => {
+                ledger.counts.read += 1;
                 let line = custom_list_line(&entry);
-                if tally.bytes + line.len() as u64 > MAX_LIST_BYTES {
-                    tally.stop = Some(StopReason::Refused(format!(
+                if listed.bytes + line.len() as u64 > MAX_LIST_BYTES {
+                    ledger.counts.add(Outcome::Failed, 1);
+                    ledger.stop(StopReason::Refused(format!(
                         "the list's CSV would pass CleverTap's limit of {MAX_LIST_BYTES} bytes (5 GB) at line {}, with {} bytes before it; split the source into several lists",
-                        row.line, tally.bytes
+                        row.line, listed.bytes
                     )));
                     break;
                 }
-                if !write(&mut tally, line.as_bytes()) {
+                if !write(&mut listed, ledger, line.as_bytes()) {
+                    ledger.counts.add(Outcome::Failed, 1);
                     break;
                 }
-                tally.lines += 1;
-                tally.sample.get_or_insert(entry);
+                listed.lines += 1;
+                listed.first_line.get_or_insert(row.line);
+                listed.last_line = row.line;
+                listed.sample.get_or_insert(entry);
                 // Ctrl-C breaks the list off; CleverTap never sees a partial list.
-                if tally.lines.is_multiple_of(10_000) && cancel.is_cancelled() {
-                    tally.stop = Some(StopReason::Interrupted);
+                if listed.lines.is_multiple_of(10_000) && cancel.is_cancelled() {
+                    ledger.stop(StopReason::Interrupted);
                     break;
                 }
             }
             Err((line, code, reason, data)) => {
-                let stops =
-                    job.on_invalid_record == OnInvalidRecord::Stop && code != Code::EmptyRow;
-                let outcome = if stops {
-                    Outcome::Failed
-                } else {
-                    Outcome::Skipped
-                };
-                tally.rejects.write(&Settled {
+                let settled = Settled {
                     line,
-                    outcome,
+                    outcome: Outcome::Skipped,
                     code,
-                    reason: reason.clone(),
+                    reason,
                     row: Some(data),
                     record: None,
-                });
-                if stops {
-                    tally.stop = Some(StopReason::InvalidRecord { line, reason });
+                };
+                // A row without an identity is no entry at all: skipped whatever
+                // `skip_invalid_records` says.
+                if job.on_invalid_record == OnInvalidRecord::Stop && code != Code::EmptyRow {
+                    ledger.settle_stopping(Settled {
+                        outcome: Outcome::Failed,
+                        ..settled
+                    });
                     break;
                 }
-                tally.skipped += 1;
+                ledger.settle_skipped(&settled, observer);
+                if ledger.stop.is_some() {
+                    break;
+                }
             }
         }
     }
-    if tally.stop.is_none()
+    if ledger.stop.is_none() {
+        ledger.check_budget(Judged::AtEnd);
+    }
+    if ledger.stop.is_none()
         && let Err(error) = output.flush()
     {
-        tally.stop = Some(StopReason::StateFailed(format!(
+        ledger.stop(StopReason::StateFailed(format!(
             "cannot write the list to its spool file in the state directory: {error}"
         )));
     }
-    tally
+    listed
 }
 
 /// The spooled CSV of one run; the file is removed when it is dropped, however the run ends.
@@ -190,197 +211,169 @@ pub(super) async fn run(
     job: Job,
     list: &CustomList,
     options: RunOptions,
+    observer: &mut dyn Observer,
     cancel: CancellationToken,
 ) -> RunSummary {
     let started = Instant::now();
-    let job = Arc::new(job);
-    let summary = |tally: &Tally, counts: Counts, requests: u64, retries: u64| RunSummary {
-        pipeline: job.pipeline.clone(),
-        run_id: job.context.run_id.clone(),
-        counts,
-        requests,
-        retries,
-        duration: started.elapsed(),
-        rejects_file: None,
-        stop: tally.stop.clone(),
-        dry_run: None,
-        warnings: Vec::new(),
-        segment_id: None,
-        rows_resumed: 0,
-        resumed_from: None,
-        up_to_date: None,
-    };
-    let read = |spool: Option<std::fs::File>| {
-        let reader_job = Arc::clone(&job);
-        let path = options.rejects_path.clone();
-        let reader_cancel = cancel.clone();
-        tokio::task::spawn_blocking(move || match spool {
-            Some(file) => {
-                let mut output = std::io::BufWriter::with_capacity(256 * 1024, file);
-                write_entries(&reader_job, &path, &mut output, &reader_cancel)
-            }
-            None => write_entries(&reader_job, &path, &mut std::io::sink(), &reader_cancel),
+    let mut ledger = Ledger::new(&job, &options);
+    // Reading and mapping are blocking work; they run here, on this worker, so the rows book
+    // into the ledger and the observer as on the other paths.
+    let mut read = |ledger: &mut Ledger, output: &mut dyn Write| {
+        tokio::task::block_in_place(|| {
+            write_entries(&job, &options, ledger, observer, output, &cancel)
         })
     };
-    let client = match &options.delivery {
+    let (listed, requests) = match &options.delivery {
         Delivery::DryRun => {
-            let tally = read(None)
-                .await
-                .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
-            let counts = Counts {
-                read: tally.read,
-                skipped: tally.skipped,
-                failed: tally.read - tally.lines - tally.skipped,
-                ..Counts::default()
-            };
-            let mut result = summary(&tally, counts, 0, 0);
-            result.dry_run = Some(DryRunReport {
-                requests: 3,
-                records: tally.lines,
-                sample: tally.sample.clone(),
-                affected: Vec::new(),
-            });
-            return finish(result, tally);
+            let listed = read(&mut ledger, &mut std::io::sink());
+            if let Some(report) = &mut ledger.dry_run {
+                report.requests = 3;
+                report.records = listed.lines;
+                report.sample.clone_from(&listed.sample);
+            }
+            (listed, Ok(None))
         }
-        Delivery::Send(client) => client.clone(),
-    };
-
-    // The CSV first, into the spool: its length is known before anything is sent, and a
-    // list that stops early (an invalid row, past 5 GB) costs no request.
-    let (spool, file) = match Spool::create(&options.spool_dir, &job) {
-        Ok(spool) => spool,
-        Err(error) => {
-            let tally = stopped(
-                &options,
-                StopReason::StateFailed(format!(
-                    "cannot make the custom list's spool file in `{}`: {error} (choose another folder with --state-dir)",
-                    options.spool_dir.display()
-                )),
-            );
-            return finish(summary(&tally, Counts::default(), 0, 0), tally);
+        Delivery::Send(client) => {
+            // The CSV first, into the spool: its length is known before anything is sent,
+            // and a list that stops early (an invalid row, past 5 GB) costs no request.
+            match Spool::create(&options.spool_dir, &job) {
+                Ok((spool, file)) => {
+                    let mut output = std::io::BufWriter::with_capacity(256 * 1024, file);
+                    let listed = read(&mut ledger, &mut output);
+                    drop(output);
+                    let sent = if ledger.stop.is_some() {
+                        Ok(None)
+                    } else {
+                        Steps {
+                            client,
+                            job: &job,
+                            list,
+                            options: &options,
+                            cancel: &cancel,
+                        }
+                        .upload(&spool.path, listed.bytes, &mut ledger)
+                        .await
+                    };
+                    (listed, sent)
+                }
+                Err(error) => {
+                    ledger.stop(StopReason::StateFailed(format!(
+                        "cannot make the custom list's spool file in `{}`: {error} (choose another folder with --state-dir)",
+                        options.spool_dir.display()
+                    )));
+                    (Listed::default(), Ok(None))
+                }
+            }
         }
     };
-    let tally = read(Some(file))
-        .await
-        .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
-    if tally.stop.is_some() {
-        let counts = tally.counts(false);
-        return finish(summary(&tally, counts, 0, 0), tally);
+    let segment_id = match requests {
+        Ok(segment_id) => segment_id,
+        Err(stop) => {
+            ledger.stop(stop);
+            None
+        }
+    };
+    let dry_run = matches!(options.delivery, Delivery::DryRun);
+    if ledger.stop.is_none() && !dry_run {
+        // Registered: every identity written is accepted, as one settled batch.
+        let report = BatchReport {
+            index: 0,
+            first_line: listed.first_line.unwrap_or_default(),
+            last_line: listed.last_line,
+            records: listed.lines as usize,
+            accepted: listed.lines as usize,
+            settled: Vec::new(),
+            attempts: 0,
+        };
+        ledger.settle_batch(&report, observer);
+    } else if !dry_run {
+        // CleverTap never sees a partial list: nothing written was delivered.
+        ledger.counts.add(Outcome::Failed, listed.lines);
     }
+    let mut summary = ledger.finish(&job, started.elapsed(), listed.rows_resumed);
+    summary.segment_id = segment_id;
+    summary
+}
 
-    let mut requests = 0;
-    let mut retries = 0;
-    // Step 1: a pre-signed URL.
-    let (presigned, attempts) =
-        with_retries(options.retry, &cancel, || client.presigned_url()).await;
-    requests += u64::from(attempts);
-    retries += u64::from(attempts - 1);
-    let presigned = match presigned {
-        Ok(presigned) => presigned,
-        Err(failure) => {
-            let mut tally = tally;
-            tally.stop = Some(failed_step("get an upload URL", &job, &failure));
-            let counts = tally.counts(false);
-            return finish(summary(&tally, counts, requests, retries), tally);
-        }
-    };
-    // Step 2: the spooled CSV with its exact length; a retry sends the same bytes again.
-    let (uploaded, attempts) = with_retries(options.retry, &cancel, || {
-        client.put_presigned(&presigned.url, &spool.path, tally.bytes)
-    })
-    .await;
-    requests += u64::from(attempts);
-    retries += u64::from(attempts - 1);
-    drop(spool);
-    if let Err(failure) = uploaded {
-        let mut tally = tally;
-        tally.stop = Some(StopReason::Refused(format!(
-            "could not upload the list to its pre-signed URL: {failure}"
-        )));
-        let counts = tally.counts(false);
-        return finish(summary(&tally, counts, requests, retries), tally);
-    }
-    // Step 3: register the segment.
-    let completed = CustomListCompleted {
-        name: list.name.clone(),
-        email: list.uploader_email.clone(),
-        filename: format!("{}.csv", job.pipeline),
-        creator: "tapline".into(),
-        url: presigned.url.clone(),
-        replace: list.replace,
-    };
-    let (answer, attempts) = with_retries(options.retry, &cancel, || {
-        client.complete_custom_list(&completed)
-    })
-    .await;
-    requests += u64::from(attempts);
-    retries += u64::from(attempts - 1);
-    let mut refusal = match answer {
-        Ok(answer) if answer.status == "success" => {
-            let mut result = summary(&tally, tally.counts(true), requests, retries);
-            result.segment_id = answer.segment_id;
-            return finish(result, tally);
-        }
-        Ok(answer) => answer
-            .error
-            .unwrap_or_else(|| format!("CleverTap answered `{}`", answer.status)),
-        Err(failure) => failure_message(&failure),
-    };
-    if attempts > 1 && !list.replace {
-        refusal.push_str(
+/// What the three steps of a custom-list upload need.
+struct Steps<'a> {
+    client: &'a crate::clevertap::Client,
+    job: &'a Job,
+    list: &'a CustomList,
+    options: &'a RunOptions,
+    cancel: &'a CancellationToken,
+}
+
+impl Steps<'_> {
+    /// The three steps for a spooled list: a pre-signed URL, the upload of the spool's `bytes`,
+    /// the registration. Returns the segment's ID, or why the list was not registered; books the
+    /// requests made.
+    async fn upload(
+        &self,
+        spool: &Path,
+        bytes: u64,
+        ledger: &mut Ledger,
+    ) -> Result<Option<i64>, StopReason> {
+        let Steps {
+            client,
+            job,
+            list,
+            options,
+            cancel,
+        } = *self;
+        let book = |ledger: &mut Ledger, attempts: u32| {
+            ledger.requests += u64::from(attempts);
+            ledger.retries += u64::from(attempts.saturating_sub(1));
+        };
+        // Step 1: a pre-signed URL.
+        let (presigned, attempts) =
+            with_retries(options.retry, cancel, || client.presigned_url()).await;
+        book(ledger, attempts);
+        let presigned =
+            presigned.map_err(|failure| failed_step("get an upload URL", job, &failure))?;
+        // Step 2: the spooled CSV with its exact length; a retry sends the same bytes again.
+        let (uploaded, attempts) = with_retries(options.retry, cancel, || {
+            client.put_presigned(&presigned.url, spool, bytes)
+        })
+        .await;
+        book(ledger, attempts);
+        uploaded.map_err(|failure| {
+            StopReason::Refused(format!(
+                "could not upload the list to its pre-signed URL: {failure}"
+            ))
+        })?;
+        // Step 3: register the segment.
+        let replace = list.mode == SegmentMode::Update;
+        let completed = CustomListCompleted {
+            name: list.name.clone(),
+            email: list.uploader_email.clone(),
+            filename: format!("{}.csv", job.pipeline),
+            creator: "tapline".into(),
+            url: presigned.url.clone(),
+            replace,
+        };
+        let (answer, attempts) = with_retries(options.retry, cancel, || {
+            client.complete_custom_list(&completed)
+        })
+        .await;
+        book(ledger, attempts);
+        let mut refusal = match answer {
+            Ok(answer) if answer.status == AnswerStatus::Success => return Ok(answer.segment_id),
+            Ok(answer) => answer
+                .error
+                .unwrap_or_else(|| format!("CleverTap answered `{}`", answer.status)),
+            Err(failure) => failure_message(&failure),
+        };
+        if attempts > 1 && !replace {
+            refusal.push_str(
             " (this step was tried again after an attempt whose answer was lost, which may have created the segment already: check the dashboard for it before running again)",
         );
-    }
-    let mut tally = tally;
-    tally.stop = Some(StopReason::Refused(format!(
-        "CleverTap did not register segment `{}`: {refusal}",
-        list.name
-    )));
-    let counts = tally.counts(false);
-    finish(summary(&tally, counts, requests, retries), tally)
-}
-
-/// A tally of a list that stopped before any row was read.
-fn stopped(options: &RunOptions, stop: StopReason) -> Tally {
-    Tally {
-        read: 0,
-        lines: 0,
-        skipped: 0,
-        bytes: 0,
-        sample: None,
-        stop: Some(stop),
-        rejects: RejectsFile::new(&options.rejects_path),
-    }
-}
-
-impl Tally {
-    /// Where the identities read ended: uploaded ones are accepted only once the segment
-    /// is registered; rows neither uploaded nor skipped (the one that stopped the run) failed.
-    fn counts(&self, registered: bool) -> Counts {
-        let not_uploaded = self.read - self.lines - self.skipped;
-        let (accepted, failed) = if registered {
-            (self.lines, not_uploaded)
-        } else {
-            (0, self.lines + not_uploaded)
-        };
-        Counts {
-            read: self.read,
-            accepted,
-            skipped: self.skipped,
-            failed,
-            ..Counts::default()
         }
+        Err(StopReason::Refused(format!(
+            "CleverTap did not register segment `{}`: {refusal}",
+            list.name
+        )))
     }
-}
-
-fn finish(mut summary: RunSummary, tally: Tally) -> RunSummary {
-    let (path, error) = tally.rejects.finish();
-    summary.rejects_file = path;
-    summary.warnings.extend(error);
-    if summary.counts.read == 0 && summary.stop.is_none() {
-        summary.warnings.push("the source has no records".into());
-    }
-    summary
 }
 
 fn failure_message(failure: &Failure) -> String {

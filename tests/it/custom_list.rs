@@ -317,3 +317,30 @@ fn a_registration_retried_after_a_lost_answer_says_the_segment_may_exist() {
     // The segment is there, made by the first attempt.
     assert_eq!(sandbox.inspect().segments["VIP users"].identities, 2);
 }
+
+#[test]
+fn the_error_budget_stops_a_custom_list_before_anything_is_sent() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    workspace.write(
+        "audience.csv",
+        "identity,type\nu1,i\nu2,x\nu3,y\nu4,z\nu5,i\n",
+    );
+    workspace.pipeline(
+        "list",
+        &sandbox,
+        &pipeline(
+            "create",
+            "admin@example.com",
+            "skip_invalid_records: true\nmax_invalid_records: 2\n",
+        ),
+    );
+    let (code, summary) = run(&workspace);
+    assert_eq!(code, Some(1), "{summary}");
+    let stop = summary["stop_reason"].as_str().unwrap_or_default();
+    assert!(stop.contains("max_invalid_records (2)"), "{summary}");
+    assert_eq!(summary["requests"], 0, "{summary}");
+    assert!(sandbox.inspect().segments.is_empty());
+    assert_counts_add_up(&summary);
+    assert_eq!(summary["records"]["skipped"], 3, "{summary}");
+}

@@ -1,0 +1,286 @@
+//! The sending half of a run: takes the batches the reader makes, keeps at most
+//! `thread_count` requests in flight, and books each batch as it settles.
+
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::answer::{answered_batch, failed_batch, failure_code};
+use super::batch::{self, Batch, Batching, Produced};
+use super::budget::AccountBudget;
+use super::ledger::Ledger;
+use super::{BatchReport, Delivery, Job, Observer, RunOptions, StopReason};
+use crate::clevertap::retry::{RetryPolicy, Verdict, classify};
+use crate::clevertap::wire::Endpoint;
+use crate::clevertap::{Client, Failure};
+use crate::config::model::OnInvalidRecord;
+use crate::outcome::{Code, Outcome};
+
+/// The sending half: takes what the reader produces and keeps requests in flight.
+/// Returns how many rows were left out as settled by an earlier run.
+pub(super) async fn send_all(
+    job: &Job,
+    options: &RunOptions,
+    rows: Box<dyn crate::source::RowStream>,
+    ledger: &mut Ledger,
+    observer: &mut dyn Observer,
+    cancel: &CancellationToken,
+) -> u64 {
+    let thread_count = job.requests_in_flight();
+    let (sender, mut produced) = mpsc::channel::<Produced>(thread_count);
+    let settings = Batching {
+        limits: job.limits,
+        target: job.target,
+        on_invalid_record: job.on_invalid_record,
+        batch_size: job.endpoint.max_records,
+        envelope: job.endpoint.envelope,
+        output: job.output.clone(),
+        context: job.context.clone(),
+        already_settled: options.already_settled.clone(),
+    };
+    let runtime = tokio::runtime::Handle::current();
+    let reader = std::thread::spawn(move || {
+        let mut handoff = batch::Handoff::new(&sender, runtime, thread_count.div_ceil(2));
+        batch::produce(rows, &settings, &mut handoff)
+    });
+
+    // The one place concurrency is bounded: a permit per request, moved into its task.
+    let permits = Arc::new(Semaphore::new(thread_count));
+    // Each task hands its permit back with its report, so the permit is released only once
+    // the report is booked: a stop it brings is seen before the next batch can be sent.
+    let mut in_flight: JoinSet<(BatchReport, OwnedSemaphorePermit)> = JoinSet::new();
+    let mut permit: Option<OwnedSemaphorePermit> = None;
+    let mut courier: Option<Arc<Courier>> = None;
+    let mut reading = true;
+    loop {
+        let accepting = reading && ledger.stop.is_none();
+        if !accepting && in_flight.is_empty() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            Some(joined) = in_flight.join_next() => settle_joined(joined, job, ledger, observer),
+            () = cancel.cancelled(), if ledger.stop.is_none() => ledger.stop(StopReason::Interrupted),
+            acquired = permits.clone().acquire_owned(), if accepting && permit.is_none() => {
+                permit = Some(acquired.expect("the semaphore is never closed"));
+            }
+            next = produced.recv(), if accepting && permit.is_some() => match next {
+                None => reading = false,
+                Some(Produced::Batch(batch)) => {
+                    ledger.counts.read += batch.lines.len() as u64;
+                    match &options.delivery {
+                        Delivery::DryRun => {
+                            let report = dry_run(&batch, job.list_affected, ledger);
+                            ledger.settle_batch(&report, observer);
+                        }
+                        Delivery::Send(client) => {
+                            let courier = Arc::clone(courier.get_or_insert_with(|| Arc::new(Courier {
+                                client: client.clone(),
+                                connection: job.connection.clone(),
+                                endpoint: job.endpoint,
+                                policy: options.retry,
+                                budget: options.account_budget.clone(),
+                            })));
+                            let cancel = cancel.clone();
+                            let permit = permit.take().expect("this branch runs only with a permit");
+                            in_flight.spawn(async move { (courier.deliver(batch, &cancel).await, permit) });
+                        }
+                    }
+                }
+                Some(Produced::Skipped(settled)) => ledger.settle_skipped(&settled, observer),
+                Some(Produced::Stopped(settled)) => {
+                    ledger.settle_stopping(settled);
+                    reading = false;
+                }
+                Some(Produced::SourceFailed(message)) => {
+                    ledger.stop(StopReason::SourceFailed(message));
+                    reading = false;
+                }
+            },
+        }
+    }
+    // Batches the reader already made but that were never sent count as failed.
+    produced.close();
+    while let Some(next) = produced.recv().await {
+        match next {
+            Produced::Batch(batch) => {
+                ledger.counts.read += batch.lines.len() as u64;
+                ledger.settle_batch(&unsent(batch, ledger.stop.as_ref()), observer);
+            }
+            Produced::Skipped(settled) | Produced::Stopped(settled) => {
+                ledger.book_unsent_row(&settled);
+            }
+            Produced::SourceFailed(message) => ledger.stop(StopReason::SourceFailed(message)),
+        }
+    }
+    reader
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// Books a finished request task: its stop condition, then its records.
+fn settle_joined(
+    joined: Result<(BatchReport, OwnedSemaphorePermit), tokio::task::JoinError>,
+    job: &Job,
+    ledger: &mut Ledger,
+    observer: &mut dyn Observer,
+) {
+    let (report, permit) =
+        joined.unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
+    note_batch_stop(&report, job.on_invalid_record, ledger);
+    ledger.settle_batch(&report, observer);
+    drop(permit);
+}
+
+/// A stop condition a settled batch brings: bad credentials, or a rejection that must stop.
+fn note_batch_stop(report: &BatchReport, on_invalid: OnInvalidRecord, ledger: &mut Ledger) {
+    if let Some(unauthorized) = report.settled.iter().find(|s| s.code == Code::Unauthorized) {
+        ledger.stop(StopReason::Unauthorized(unauthorized.reason.clone()));
+    }
+    if on_invalid == OnInvalidRecord::Stop
+        && let Some(rejected) = report
+            .settled
+            .iter()
+            .find(|s| s.outcome == Outcome::Rejected)
+    {
+        ledger.stop(StopReason::Rejected {
+            line: rejected.line,
+            reason: rejected.reason.clone(),
+        });
+    }
+}
+
+fn unsent(batch: Batch, stop: Option<&StopReason>) -> BatchReport {
+    let reason = match stop {
+        Some(StopReason::Interrupted) => "not sent: the run was interrupted".to_string(),
+        Some(reason) => format!("not sent: the run stopped ({})", short_reason(reason)),
+        None => "not sent".to_string(),
+    };
+    failed_batch(&batch, Code::NotSent, &reason, 0)
+}
+
+fn short_reason(reason: &StopReason) -> String {
+    match reason {
+        StopReason::InvalidRecord { line, .. } => format!("invalid record at line {line}"),
+        StopReason::Rejected { line, .. } => format!("record at line {line} rejected"),
+        StopReason::Unauthorized(_) => "credentials refused".into(),
+        StopReason::Interrupted => "interrupted".into(),
+        StopReason::SourceFailed(_) => "source unreadable".into(),
+        StopReason::Refused(_) => "refused by CleverTap".into(),
+        StopReason::ErrorBudget(_) => "too many invalid records".into(),
+        StopReason::StateFailed(_) => "progress could not be recorded".into(),
+    }
+}
+
+fn dry_run(batch: &Batch, list_affected: bool, ledger: &mut Ledger) -> BatchReport {
+    if let Some(report) = &mut ledger.dry_run {
+        report.requests += 1;
+        report.records += batch.lines.len() as u64;
+        if report.sample.is_none() {
+            report.sample = batch.record(0);
+        }
+        if list_affected {
+            // A demerge record is the identity itself; a disassociation names its `value`;
+            // a deletion, its `identity` or `guid`.
+            report
+                .affected
+                .extend((0..batch.lines.len()).filter_map(|index| {
+                    let record = batch.record(index)?;
+                    if let serde_json::Value::String(identity) = record {
+                        return Some(identity);
+                    }
+                    if let Some(key) = batch.key {
+                        return Some(format!("{key} {}", record.get(key)?.as_str()?));
+                    }
+                    record.get("value")?.as_str().map(String::from)
+                }));
+        }
+    }
+    BatchReport::of(batch, 0, Vec::new(), 0)
+}
+
+/// Everything a request task needs to deliver a batch.
+struct Courier {
+    client: Client,
+    /// The connection's name, for messages about credentials.
+    connection: String,
+    endpoint: Endpoint,
+    policy: RetryPolicy,
+    /// The account's shared budget, if any: a slot per attempt, released during back-off.
+    budget: Option<AccountBudget>,
+}
+
+impl Courier {
+    /// Sends one batch, retrying as [`classify`] says, and settles its records.
+    async fn deliver(&self, batch: Batch, cancel: &CancellationToken) -> BatchReport {
+        let (result, attempts) = with_retries(self.policy, cancel, || async {
+            let _slot = match &self.budget {
+                Some(budget) => Some(budget.slot().await),
+                None => None,
+            };
+            self.client.send(&self.endpoint, batch.body.clone()).await
+        })
+        .await;
+        let failure = match result {
+            Ok(response) => return answered_batch(&batch, &response, attempts),
+            Err(failure) => failure,
+        };
+        let reason = match classify(&failure) {
+            Verdict::StopRun => {
+                let reason = format!(
+                    "CleverTap refused the credentials of connection `{}` ({failure}); check its account_id, passcode and region (a wrong region also answers 401)",
+                    self.connection
+                );
+                return failed_batch(&batch, Code::Unauthorized, &reason, attempts);
+            }
+            Verdict::Retry { .. } if cancel.is_cancelled() => {
+                return failed_batch(
+                    &batch,
+                    failure_code(&failure),
+                    &format!("{failure}; not retried: the run was interrupted"),
+                    attempts,
+                );
+            }
+            Verdict::Retry { .. } => format!("{failure} (gave up after {attempts} attempts)"),
+            Verdict::FailBatch => failure.to_string(),
+        };
+        tracing::error!(batch = batch.index, first_line = batch.first_line(), %reason, "batch not delivered");
+        failed_batch(&batch, failure_code(&failure), &reason, attempts)
+    }
+}
+
+/// Calls CleverTap until it answers, retrying what [`classify`] says to with the policy's
+/// back-off; no new attempt starts once `cancel` fires. Returns the last result and the
+/// number of attempts made.
+pub(super) async fn with_retries<T, F, Fut>(
+    policy: RetryPolicy,
+    cancel: &CancellationToken,
+    mut call: F,
+) -> (Result<T, Failure>, u32)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Failure>>,
+{
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let failure = match call().await {
+            Ok(value) => return (Ok(value), attempts),
+            Err(failure) => failure,
+        };
+        let Verdict::Retry { retry_after } = classify(&failure) else {
+            return (Err(failure), attempts);
+        };
+        if attempts >= policy.max_attempts || cancel.is_cancelled() {
+            return (Err(failure), attempts);
+        }
+        let delay = policy.delay(attempts, retry_after, rand::random::<f64>());
+        tracing::debug!(attempt = attempts, ?delay, %failure, "retrying");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = cancel.cancelled() => return (Err(failure), attempts),
+        }
+    }
+}
