@@ -61,21 +61,96 @@ pub struct Request {
     pub trigger: Trigger,
     /// Send, or only build.
     pub delivery: Delivery,
-    /// Ignore the checkpoint of an unfinished run and start from the first row.
-    pub fresh: bool,
-    /// Send the file even if it was delivered in full before.
-    pub force: bool,
+    /// Whether it goes on from the checkpoint of an unfinished run.
+    pub resume: Resume,
+    /// Whether a file delivered in full before is sent again.
+    pub delivered_before: DeliveredBefore,
     /// Send the entries of this rejects file instead of the pipeline's source.
     pub replay: Option<PathBuf>,
     /// Where run history, checkpoints and rejects files live.
     pub state_dir: PathBuf,
-    /// Keep bookkeeping (lock, checkpoint, history, notifications). Off for dry runs and
-    /// throwaway sandboxes.
-    pub bookkeeping: bool,
+    /// Whether the run keeps its lock, checkpoint, history and notifications.
+    pub bookkeeping: Bookkeeping,
     /// Runs older than this many days are pruned from the history, with their rejects files.
     pub history_days: u32,
     /// Budgets of requests in flight per account, shared by the runs of a daemon.
     pub account_budgets: Option<AccountBudgets>,
+}
+
+/// What a run does about the checkpoint of an unfinished run of its pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// Go on from it: rows it settled are not sent again.
+    FromCheckpoint,
+    /// Ignore it and start from the first row (`--fresh`).
+    Fresh,
+}
+
+/// What a run does with a file that an earlier run delivered in full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveredBefore {
+    /// Send nothing (with `rerun: changed`, the default): the run is up to date.
+    Skip,
+    /// Send it again (`--force`, `tapline replay`).
+    SendAgain,
+}
+
+/// Whether a run keeps its bookkeeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bookkeeping {
+    /// The pipeline lock, the checkpoint, the delivered-file guard, the history entry and
+    /// the notifications.
+    Kept,
+    /// None of them: dry runs, and runs against a throwaway sandbox.
+    Off,
+}
+
+impl Request {
+    /// `tapline run`: resumes, skips a file delivered before, keeps its bookkeeping.
+    pub fn manual(delivery: Delivery, state_dir: PathBuf, history_days: u32) -> Self {
+        Request {
+            trigger: Trigger::Manual,
+            delivery,
+            resume: Resume::FromCheckpoint,
+            delivered_before: DeliveredBefore::Skip,
+            replay: None,
+            state_dir,
+            bookkeeping: Bookkeeping::Kept,
+            history_days,
+            account_budgets: None,
+        }
+    }
+
+    /// `tapline replay`: sends the entries of a rejects file through the pipeline.
+    pub fn replay(
+        rejects_file: PathBuf,
+        delivery: Delivery,
+        state_dir: PathBuf,
+        history_days: u32,
+    ) -> Self {
+        Request {
+            trigger: Trigger::Replay,
+            delivered_before: DeliveredBefore::SendAgain,
+            replay: Some(rejects_file),
+            ..Request::manual(delivery, state_dir, history_days)
+        }
+    }
+
+    /// A run the daemon starts (a schedule's fire or an arriving file), within the
+    /// account budgets its runs share.
+    pub fn scheduled(
+        trigger: Trigger,
+        delivery: Delivery,
+        state_dir: PathBuf,
+        history_days: u32,
+        account_budgets: AccountBudgets,
+    ) -> Self {
+        Request {
+            trigger,
+            account_budgets: Some(account_budgets),
+            ..Request::manual(delivery, state_dir, history_days)
+        }
+    }
 }
 
 /// Why a run could not start.
@@ -194,7 +269,7 @@ pub async fn run(
             timezone: job.source.timezone,
         };
     }
-    if !request.bookkeeping {
+    if request.bookkeeping == Bookkeeping::Off {
         return Ok(engine::run(job, options, progress, cancel).await);
     }
 
@@ -313,7 +388,7 @@ fn plan(
     let key = checkpoint_key(pipeline);
     let checkpoint = store.checkpoint(&key, destination)?;
     let resumable = match checkpoint {
-        Some(_) if request.fresh => None,
+        Some(_) if request.resume == Resume::Fresh => None,
         Some(checkpoint) if !checkpoint.fingerprint.same_content(&fingerprint) => {
             plan.warnings.push(format!(
                 "the source changed since run {} stopped ({}), so this run starts from the first row",
@@ -338,7 +413,7 @@ fn plan(
         None => None,
     };
     if resumable.is_none()
-        && !request.force
+        && request.delivered_before == DeliveredBefore::Skip
         && pipeline.rerun == Rerun::Changed
         && let Some(delivered) = store.delivered(&key, destination, (&fingerprint, settings))?
     {

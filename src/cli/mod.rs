@@ -17,7 +17,7 @@ use crate::clevertap::Client;
 use crate::config::{self, Credentials, Diagnostic, Pipeline, Secret};
 use crate::engine::{self, Delivery, Observer, RunSummary};
 use crate::outcome::{Counts, Settled};
-use crate::runner::{self, Trigger};
+use crate::runner::{self, Bookkeeping, DeliveredBefore, Resume};
 use crate::sandbox::{self, Fault, Sandbox, SandboxConfig};
 use crate::{mapping, preflight, source};
 
@@ -503,20 +503,22 @@ async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> Exit {
             pipeline.connection.passcode = Secret::new(passcode);
             pipeline.connection.base_url = sandbox.base_url();
         }
-        let request = |delivery| runner::Request {
-            trigger: Trigger::Manual,
-            delivery,
-            fresh: args.fresh,
-            force: args.force,
-            replay: None,
-            state_dir: runner::state_dir(
-                args.state.state_dir.as_deref(),
-                folder_of(&pipeline.file),
-            ),
+        let request = |delivery| {
+            let state_dir =
+                runner::state_dir(args.state.state_dir.as_deref(), folder_of(&pipeline.file));
+            let mut request =
+                runner::Request::manual(delivery, state_dir, args.state.history_days);
+            if args.fresh {
+                request.resume = Resume::Fresh;
+            }
+            if args.force {
+                request.delivered_before = DeliveredBefore::SendAgain;
+            }
             // A throwaway sandbox has nothing to resume and nothing to protect from duplicates.
-            bookkeeping: !args.dry_run && !args.sandbox,
-            history_days: args.state.history_days,
-            account_budgets: None,
+            if args.dry_run || args.sandbox {
+                request.bookkeeping = Bookkeeping::Off;
+            }
+            request
         };
         let outcome = match delivery(&pipeline, args.dry_run) {
             Ok(delivery) => {
@@ -672,17 +674,12 @@ fn replay(args: &ReplayArgs) -> Exit {
         Ok(delivery) => delivery,
         Err(exit) => return exit,
     };
-    let request = runner::Request {
-        trigger: Trigger::Replay,
+    let request = runner::Request::replay(
+        args.rejects_file.clone(),
         delivery,
-        fresh: false,
-        force: true,
-        replay: Some(args.rejects_file.clone()),
-        state_dir: runner::state_dir(args.state.state_dir.as_deref(), folder_of(&pipeline.file)),
-        bookkeeping: true,
-        history_days: args.state.history_days,
-        account_budgets: None,
-    };
+        runner::state_dir(args.state.state_dir.as_deref(), folder_of(&pipeline.file)),
+        args.state.history_days,
+    );
     runtime().block_on(async {
         let cancel = CancellationToken::new();
         spawn_signal_handler(cancel.clone());

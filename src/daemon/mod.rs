@@ -635,17 +635,13 @@ impl Daemon {
             return;
         };
         entry.running = true;
-        let request = runner::Request {
+        let request = runner::Request::scheduled(
             trigger,
-            delivery: Delivery::Send(client),
-            fresh: false,
-            force: false,
-            replay: None,
-            state_dir: self.options.state_dir.clone(),
-            bookkeeping: true,
-            history_days: self.options.history_days,
-            account_budgets: Some(self.budgets.clone()),
-        };
+            Delivery::Send(client),
+            self.options.state_dir.clone(),
+            self.options.history_days,
+            self.budgets.clone(),
+        );
         let cancel = self.interrupt_runs.child_token();
         let file = file.to_path_buf();
         tracing::info!(pipeline = %name, "run starting");
