@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use chrono::{TimeZone, Utc};
 
 use super::terminal::{self, errln, outln};
-use super::{Exit, HistoryArgs};
+use super::{Exit, HistoryArgs, printed};
 use crate::runner;
 use crate::state::{DATABASE_FILE, RunEntry, StateStore};
 
@@ -15,16 +15,17 @@ use crate::state::{DATABASE_FILE, RunEntry, StateStore};
 pub(super) fn show(args: &HistoryArgs) -> Exit {
     let dir = runner::state_dir(args.state_dir.as_deref(), &args.dir);
     if !dir.join(DATABASE_FILE).exists() {
-        if args.json {
-            outln!("[]");
-        } else {
-            outln!("no runs recorded in `{}` yet", dir.display());
-        }
-        return if args.run.is_some() {
+        let exit = if args.run.is_some() {
             Exit::Usage
         } else {
             Exit::Success
         };
+        let written = if args.json {
+            outln!("[]")
+        } else {
+            outln!("no runs recorded in `{}` yet", dir.display())
+        };
+        return printed(written, exit);
     }
     let store = match StateStore::open(&dir) {
         Ok(store) => store,
@@ -37,12 +38,12 @@ pub(super) fn show(args: &HistoryArgs) -> Exit {
     if let Some(run_id) = &args.run {
         return match store.run(run_id) {
             Ok(Some(run)) => {
-                if args.json {
-                    let _ = writeln!(out, "{}", serde_json::to_string(&run).unwrap_or_default());
+                let written = if args.json {
+                    writeln!(out, "{}", serde_json::to_string(&run).unwrap_or_default())
                 } else {
-                    print_run(&mut out, &run);
-                }
-                Exit::Success
+                    print_run(&mut out, &run)
+                };
+                printed(written, Exit::Success)
             }
             Ok(None) => {
                 errln!(
@@ -64,15 +65,19 @@ pub(super) fn show(args: &HistoryArgs) -> Exit {
             return Exit::Failed;
         }
     };
-    if args.json {
-        let _ = writeln!(out, "{}", serde_json::to_string(&runs).unwrap_or_default());
-        return Exit::Success;
-    }
+    let written = if args.json {
+        writeln!(out, "{}", serde_json::to_string(&runs).unwrap_or_default())
+    } else {
+        print_table(&mut out, &runs)
+    };
+    printed(written, Exit::Success)
+}
+
+fn print_table(out: &mut impl Write, runs: &[RunEntry]) -> std::io::Result<()> {
     if runs.is_empty() {
-        let _ = writeln!(out, "no runs recorded yet");
-        return Exit::Success;
+        return writeln!(out, "no runs recorded yet");
     }
-    let _ = writeln!(
+    writeln!(
         out,
         "{:<22} {:<20} {:<8} {:<19} {:>9} {:<11} {:>9} {:>9} {:>8} {:>8} {:>7}",
         "RUN",
@@ -86,10 +91,10 @@ pub(super) fn show(args: &HistoryArgs) -> Exit {
         "SKIPPED",
         "REJECTED",
         "FAILED"
-    );
-    for run in &runs {
+    )?;
+    for run in runs {
         let records = &run.end.records;
-        let _ = writeln!(
+        writeln!(
             out,
             "{:<22} {:<20} {:<8} {:<19} {:>9} {:<11} {:>9} {:>9} {:>8} {:>8} {:>7}",
             run.run_id,
@@ -103,66 +108,67 @@ pub(super) fn show(args: &HistoryArgs) -> Exit {
             records.skipped,
             records.rejected,
             records.failed
-        );
+        )?;
     }
-    Exit::Success
+    Ok(())
 }
 
-fn print_run(out: &mut impl Write, entry: &RunEntry) {
+fn print_run(out: &mut impl Write, entry: &RunEntry) -> std::io::Result<()> {
     let run = &entry.end;
     let records = &run.records;
-    let _ = writeln!(out, "run       {}", entry.run_id);
-    let _ = writeln!(
+    writeln!(out, "run       {}", entry.run_id)?;
+    writeln!(
         out,
         "pipeline  {} ({})",
         entry.pipeline,
         entry.pipeline_file.display()
-    );
-    let _ = writeln!(out, "trigger   {}", entry.trigger);
-    let _ = writeln!(out, "status    {}", run.status.as_str());
-    let _ = writeln!(
+    )?;
+    writeln!(out, "trigger   {}", entry.trigger)?;
+    writeln!(out, "status    {}", run.status.as_str())?;
+    writeln!(
         out,
         "started   {} UTC, took {}",
         time(entry.started_at_ms),
         duration(entry)
-    );
-    let _ = writeln!(
+    )?;
+    writeln!(
         out,
         "records   {} read · {} accepted · {} skipped · {} rejected · {} failed",
         records.read, records.accepted, records.skipped, records.rejected, records.failed
-    );
-    let _ = writeln!(out, "requests  {} ({} retries)", run.requests, run.retries);
+    )?;
+    writeln!(out, "requests  {} ({} retries)", run.requests, run.retries)?;
     if let Some(resumed_from) = &run.resumed_from {
-        let _ = writeln!(
+        writeln!(
             out,
             "resumed   run {resumed_from} ({} rows already settled)",
             run.rows_resumed
-        );
+        )?;
     }
     if let Some(reason) = &run.stop_reason {
-        let _ = writeln!(out, "stopped   {reason}");
+        writeln!(out, "stopped   {reason}")?;
     }
     if !run.first_errors.is_empty() {
-        let _ = writeln!(out, "first errors");
+        writeln!(out, "first errors")?;
         for error in &run.first_errors {
-            let _ = writeln!(
+            writeln!(
                 out,
                 "  line {}: [{}] {}",
                 error.line, error.code, error.reason
-            );
+            )?;
         }
     }
     if let Some(path) = &run.rejects_file {
-        let _ = writeln!(out, "rejects   {}", path.display());
-        let _ = writeln!(
+        writeln!(out, "rejects   {}", path.display())?;
+        writeln!(
             out,
             "          (fix them, then: tapline replay {})",
             path.display()
-        );
+        )?;
     }
     for warning in &run.warnings {
-        let _ = writeln!(out, "warning   {warning}");
+        writeln!(out, "warning   {warning}")?;
     }
+    Ok(())
 }
 
 fn time(ms: i64) -> String {

@@ -1,4 +1,5 @@
-//! The `tapline` command line: argument parsing, printing, and exit codes.
+//! The `tapline` command line: argument parsing, logging, and exit codes; each command in a
+//! module of its own, printing through [`terminal`] and reporting write errors with [`printed`].
 //!
 //! Exit codes come from one place, [`Exit`]: 0 every record delivered (or skipped where
 //! allowed), 1 the run failed or stopped, 2 a usage or configuration error.
@@ -7,22 +8,23 @@ use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::clevertap::Client;
-use crate::config::{self, Credentials, Diagnostic, Pipeline, Secret};
-use crate::engine::{self, Delivery, Observer, RunSummary};
-use crate::outcome::{Counts, Settled};
-use crate::runner::{self, Bookkeeping, DeliveredBefore, Resume};
-use crate::sandbox::{self, Fault, Sandbox, SandboxConfig};
-use crate::{mapping, preflight, source};
+use crate::config::{self, Credentials, Diagnostic, Pipeline};
+use crate::preflight;
+use crate::sandbox::Fault;
 
+mod daemon;
 mod history;
+mod next;
+mod replay;
+mod run;
+mod sandbox;
+mod summary;
 pub mod terminal;
+mod validate;
 
 use terminal::{errln, outln};
 
@@ -194,10 +196,10 @@ struct SandboxArgs {
     #[arg(long, default_value = "127.0.0.1:9000")]
     listen: SocketAddr,
     /// Account ID the sandbox accepts.
-    #[arg(long, default_value = sandbox::DEFAULT_ACCOUNT_ID)]
+    #[arg(long, default_value = crate::sandbox::DEFAULT_ACCOUNT_ID)]
     account_id: String,
     /// Passcode the sandbox accepts.
-    #[arg(long, default_value = sandbox::DEFAULT_PASSCODE)]
+    #[arg(long, default_value = crate::sandbox::DEFAULT_PASSCODE)]
     passcode: String,
     /// Response time in milliseconds: each answer comes this long after its request
     /// arrived, the sandbox's own work included.
@@ -217,7 +219,7 @@ struct SandboxArgs {
     #[arg(long, default_value_t = 5000)]
     slow_ms: u64,
     /// Uploads in flight above this get 429.
-    #[arg(long, default_value_t = sandbox::DEFAULT_MAX_CONCURRENT)]
+    #[arg(long, default_value_t = crate::sandbox::DEFAULT_MAX_CONCURRENT)]
     max_concurrent: usize,
     /// Accepted records kept for inspection (counts are always kept).
     #[arg(long, default_value_t = 1_000_000)]
@@ -229,7 +231,7 @@ struct SandboxArgs {
     #[arg(long)]
     seed: Option<u64>,
     /// An admin email that custom lists may name; repeat for more.
-    #[arg(long, default_value = sandbox::DEFAULT_ADMIN_EMAIL)]
+    #[arg(long, default_value = crate::sandbox::DEFAULT_ADMIN_EMAIL)]
     admin_email: Vec<String>,
 }
 
@@ -253,14 +255,14 @@ pub fn main() -> ExitCode {
     };
     init_logging(cli.log_format, default_level);
     let exit = match cli.command {
-        Command::Validate { paths } => validate(&paths),
+        Command::Validate { paths } => validate::validate(&paths),
         Command::Schema { connections } => schema(connections),
-        Command::Run(args) => run(&args),
-        Command::Sandbox(args) => serve_sandbox(args),
+        Command::Run(args) => run::run(&args),
+        Command::Sandbox(args) => sandbox::serve_sandbox(args),
         Command::History(args) => history::show(&args),
-        Command::Replay(args) => replay(&args),
-        Command::Daemon(args) => daemon(&args),
-        Command::Next { dir, count } => next(&dir, count),
+        Command::Replay(args) => replay::replay(&args),
+        Command::Daemon(args) => daemon::daemon(&args),
+        Command::Next { dir, count } => next::next(&dir, count),
     };
     exit.into()
 }
@@ -300,66 +302,21 @@ fn init_logging(format: LogFormat, default_level: &str) {
     }
 }
 
-fn daemon(args: &DaemonArgs) -> Exit {
-    let options = crate::daemon::Options {
-        state_dir: runner::state_dir(args.state.state_dir.as_deref(), &args.dir),
-        dir: args.dir.clone(),
-        history_days: args.state.history_days,
-        shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
-        metrics_listen: args.metrics_listen,
-    };
-    match runtime().block_on(crate::daemon::run(options)) {
-        Ok(()) => Exit::Success,
+/// The exit code once output is written: a reader that went away (`tapline history | head`)
+/// is no error, and the command's own exit code stands; any other failure to write is, and
+/// says so on stderr.
+pub(super) fn printed(written: std::io::Result<()>, exit: Exit) -> Exit {
+    match written {
+        Ok(()) => exit,
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => exit,
         Err(error) => {
-            tracing::error!("{error:#}");
-            errln!("error: {error:#}");
-            Exit::Usage
+            errln!("error: cannot write the output: {error}");
+            exit.max(Exit::Failed)
         }
     }
 }
 
-fn next(dir: &Path, count: usize) -> Exit {
-    let pipelines = match load_all(&[dir.to_path_buf()], Credentials::Ignore) {
-        Ok(pipelines) => pipelines,
-        Err((exit, _)) => return exit,
-    };
-    let now = chrono::Utc::now();
-    let mut out = terminal::stdout();
-    for pipeline in &pipelines {
-        if pipeline.trigger == crate::config::model::TriggerKind::FileArrival {
-            let _ = writeln!(
-                out,
-                "{}: runs when a file matching `{}` arrives",
-                pipeline.name,
-                pipeline.source.path.display()
-            );
-            continue;
-        }
-        let Some(schedule) = &pipeline.schedule else {
-            let _ = writeln!(
-                out,
-                "{}: no schedule (runs only with `tapline run`)",
-                pipeline.name
-            );
-            continue;
-        };
-        let _ = writeln!(
-            out,
-            "{}: `{}` in {}",
-            pipeline.name, schedule.expression, schedule.timezone
-        );
-        let fires = crate::scheduler::upcoming(schedule, now, count);
-        if fires.is_empty() {
-            let _ = writeln!(out, "  never (no date matches)");
-        }
-        for fire in fires {
-            let _ = writeln!(out, "  {}", crate::scheduler::in_zone(schedule, fire));
-        }
-    }
-    Exit::Success
-}
-
-fn runtime() -> tokio::runtime::Runtime {
+pub(super) fn runtime() -> tokio::runtime::Runtime {
     // Measured with `cargo bench --bench upload`: the multi-threaded runtime costs less CPU
     // per record than a single thread, which wakes up for every batch the reader hands over.
     tokio::runtime::Builder::new_multi_thread()
@@ -375,11 +332,10 @@ fn schema(connections: bool) -> Exit {
         config::schema::pipeline_schema()
     };
     let text = serde_json::to_string_pretty(schema).expect("a schema serializes");
-    outln!("{text}");
-    Exit::Success
+    printed(outln!("{text}"), Exit::Success)
 }
 
-fn print_diagnostics(diagnostics: &[Diagnostic]) {
+pub(super) fn print_diagnostics(diagnostics: &[Diagnostic]) {
     let mut stderr = terminal::stderr();
     for diagnostic in diagnostics {
         let _ = writeln!(stderr, "{diagnostic}");
@@ -387,7 +343,10 @@ fn print_diagnostics(diagnostics: &[Diagnostic]) {
 }
 
 /// Loads pipelines and checks their sources; the pipelines, or the exit code for errors.
-fn load_all(paths: &[PathBuf], credentials: Credentials) -> Result<Vec<Pipeline>, (Exit, usize)> {
+pub(super) fn load_all(
+    paths: &[PathBuf],
+    credentials: Credentials,
+) -> Result<Vec<Pipeline>, (Exit, usize)> {
     let files = match config::discover(paths) {
         Ok(files) => files,
         Err(diagnostic) => {
@@ -433,262 +392,13 @@ fn load_all(paths: &[PathBuf], credentials: Credentials) -> Result<Vec<Pipeline>
     }
 }
 
-fn validate(paths: &[PathBuf]) -> Exit {
-    match load_all(paths, Credentials::Resolve) {
-        Ok(pipelines) => {
-            for pipeline in &pipelines {
-                outln!("ok  {} ({})", pipeline.file.display(), describe(pipeline));
-            }
-            Exit::Success
-        }
-        Err((exit, errors)) => {
-            errln!("{errors} error{} found", if errors == 1 { "" } else { "s" });
-            exit
-        }
-    }
-}
-
-fn describe(pipeline: &Pipeline) -> String {
-    let schedule = pipeline
-        .schedule
-        .as_ref()
-        .map_or("on demand".to_string(), |s| {
-            format!("cron `{}` {}", s.expression, s.timezone)
-        });
-    format!(
-        "{} → {} via `{}`, {schedule}",
-        pipeline.source.path.display(),
-        pipeline.target.noun(),
-        pipeline.connection.name
-    )
-}
-
-fn run(args: &RunArgs) -> Exit {
-    let credentials = if args.sandbox || args.dry_run {
-        Credentials::Ignore
-    } else {
-        Credentials::Resolve
-    };
-    let pipelines = match load_all(&args.pipelines, credentials) {
-        Ok(pipelines) => pipelines,
-        Err((exit, _)) => return exit,
-    };
-    runtime().block_on(run_pipelines(pipelines, args))
-}
-
-async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> Exit {
-    let cancel = CancellationToken::new();
-    spawn_signal_handler(cancel.clone());
-    let sandbox = if args.sandbox {
-        match Sandbox::start(
-            SandboxConfig::default(),
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-        )
-        .await
-        {
-            Ok(sandbox) => Some(sandbox),
-            Err(error) => {
-                errln!("error: cannot start the sandbox: {error}");
-                return Exit::Failed;
-            }
-        }
-    } else {
-        None
-    };
-    let mut exit = Exit::Success;
-    for mut pipeline in pipelines.into_iter().flat_map(one_per_file) {
-        if let Some(sandbox) = &sandbox {
-            let (account_id, passcode) = sandbox.credentials();
-            pipeline.connection.account_id = account_id.to_string();
-            pipeline.connection.passcode = Secret::new(passcode);
-            pipeline.connection.base_url = sandbox.base_url();
-        }
-        let request = |delivery| {
-            let state_dir =
-                runner::state_dir(args.state.state_dir.as_deref(), folder_of(&pipeline.file));
-            let mut request =
-                runner::Request::manual(delivery, state_dir, args.state.history_days);
-            if args.fresh {
-                request.resume = Resume::Fresh;
-            }
-            if args.force {
-                request.delivered_before = DeliveredBefore::SendAgain;
-            }
-            // A throwaway sandbox has nothing to resume and nothing to protect from duplicates.
-            if args.dry_run || args.sandbox {
-                request.bookkeeping = Bookkeeping::Off;
-            }
-            request
-        };
-        let outcome = match delivery(&pipeline, args.dry_run) {
-            Ok(delivery) => {
-                execute(
-                    &pipeline,
-                    &request(delivery),
-                    args.json,
-                    sandbox.as_ref(),
-                    &cancel,
-                )
-                .await
-            }
-            Err(exit) => exit,
-        };
-        exit = exit.max(outcome);
-        if cancel.is_cancelled() {
-            break;
-        }
-    }
-    if let Some(sandbox) = sandbox {
-        if !args.json {
-            print_sandbox(&sandbox);
-        }
-        sandbox.stop().await;
-    }
-    exit
-}
-
-/// A `file_arrival` pipeline whose source is a pattern runs once per matching file, oldest
-/// first (files already delivered are then up to date); any other pipeline runs as it is.
-fn one_per_file(pipeline: Pipeline) -> Vec<Pipeline> {
-    if !source::arrival::is_pattern(&pipeline.source.path) {
-        return vec![pipeline];
-    }
-    match source::arrival::matching(&pipeline.source.path) {
-        Ok(files) => {
-            if files.is_empty() {
-                outln!(
-                    "{}: no file matches `{}`; nothing to send",
-                    pipeline.name,
-                    pipeline.source.path.display()
-                );
-            }
-            files
-                .into_iter()
-                .map(|file| {
-                    let mut one = pipeline.clone();
-                    one.source.path = file.path;
-                    one
-                })
-                .collect()
-        }
-        Err(error) => {
-            errln!(
-                "error: {}: cannot list `{}`: {error}",
-                pipeline.name,
-                pipeline.source.path.display()
-            );
-            Vec::new()
-        }
-    }
-}
-
-/// Where a pipeline's batches go: CleverTap through a client, or nowhere in a dry run.
-fn delivery(pipeline: &Pipeline, dry_run: bool) -> Result<Delivery, Exit> {
-    if dry_run {
-        return Ok(Delivery::DryRun);
-    }
-    Client::new(&pipeline.connection)
-        .map(Delivery::Send)
-        .map_err(|error| {
-            errln!("error: {}: {error}", pipeline.name);
-            Exit::Usage
-        })
-}
-
 /// The folder a pipeline file is in.
-fn folder_of(file: &Path) -> &Path {
+pub(super) fn folder_of(file: &Path) -> &Path {
     file.parent().unwrap_or(Path::new("."))
 }
 
-/// Runs one pipeline and prints its summary; returns its exit code.
-async fn execute(
-    pipeline: &Pipeline,
-    request: &runner::Request,
-    json: bool,
-    sandbox: Option<&Sandbox>,
-    cancel: &CancellationToken,
-) -> Exit {
-    let mut progress = Progress::new(&pipeline.name, !json);
-    let result = runner::run(pipeline, request, &mut progress, cancel.clone()).await;
-    progress.finish();
-    let summary = match result {
-        Ok(summary) => summary,
-        Err(error) => {
-            if json {
-                outln!(
-                    "{}",
-                    json!({"pipeline": pipeline.name, "status": "failed", "error": error.to_string()})
-                );
-            } else {
-                errln!("error: {}: {error}", pipeline.name);
-            }
-            return Exit::Failed;
-        }
-    };
-    if json {
-        let mut line = summary_json(&summary);
-        if let Some(sandbox) = sandbox {
-            line["sandbox"] = sandbox_json(sandbox);
-        }
-        outln!("{line}");
-    } else {
-        print_summary(&summary, pipeline);
-    }
-    if summary.succeeded() {
-        Exit::Success
-    } else {
-        Exit::Failed
-    }
-}
-
-/// Loads the pipeline a rejects file belongs to and sends the file's records through it.
-fn replay(args: &ReplayArgs) -> Exit {
-    if !args.rejects_file.is_file() {
-        errln!(
-            "error: `{}` is not a file; give the path of a rejects file (`tapline history --run ID` shows it)",
-            args.rejects_file.display()
-        );
-        return Exit::Usage;
-    }
-    let pipeline_file = match &args.pipeline {
-        Some(file) => file.clone(),
-        None => {
-            match history::pipeline_of_rejects(&args.rejects_file, args.state.state_dir.as_deref())
-            {
-                Ok(file) => file,
-                Err(message) => {
-                    errln!("error: {message}");
-                    return Exit::Usage;
-                }
-            }
-        }
-    };
-    let pipelines = match load_all(std::slice::from_ref(&pipeline_file), Credentials::Resolve) {
-        Ok(pipelines) => pipelines,
-        Err((exit, _)) => return exit,
-    };
-    let Some(pipeline) = pipelines.into_iter().next() else {
-        return Exit::Usage;
-    };
-    let delivery = match delivery(&pipeline, false) {
-        Ok(delivery) => delivery,
-        Err(exit) => return exit,
-    };
-    let request = runner::Request::replay(
-        args.rejects_file.clone(),
-        delivery,
-        runner::state_dir(args.state.state_dir.as_deref(), folder_of(&pipeline.file)),
-        args.state.history_days,
-    );
-    runtime().block_on(async {
-        let cancel = CancellationToken::new();
-        spawn_signal_handler(cancel.clone());
-        execute(&pipeline, &request, args.json, None, &cancel).await
-    })
-}
-
 /// Ctrl-C and SIGTERM stop new requests; requests in flight finish.
-fn spawn_signal_handler(cancel: CancellationToken) {
+pub(super) fn spawn_signal_handler(cancel: CancellationToken) {
     tokio::spawn(async move {
         #[cfg(unix)]
         {
@@ -711,298 +421,4 @@ fn spawn_signal_handler(cancel: CancellationToken) {
         errln!("stopping: requests in flight will finish; no new ones are sent");
         cancel.cancel();
     });
-}
-
-fn summary_json(summary: &RunSummary) -> Value {
-    let mut line = json!({
-        "pipeline": summary.pipeline,
-        "run_id": summary.run_id,
-        "status": summary.status(),
-        "records": summary.counts,
-        "requests": summary.requests,
-        "retries": summary.retries,
-        "duration_ms": summary.duration.as_millis() as u64,
-        "rejects_file": summary.rejects_file.as_ref().map(|path| path.display().to_string()),
-        "stop_reason": summary.stop.as_ref().map(ToString::to_string),
-        "segment_id": summary.segment_id,
-        "warnings": summary.warnings,
-        "resumed_from": summary.resumed_from,
-        "rows_resumed": summary.rows_resumed,
-        "up_to_date": summary.up_to_date,
-    });
-    if let Some(dry_run) = &summary.dry_run {
-        line["dry_run"] = serde_json::to_value(dry_run).unwrap_or(Value::Null);
-    }
-    line
-}
-
-fn print_summary(summary: &RunSummary, pipeline: &Pipeline) {
-    let counts = &summary.counts;
-    let seconds = summary.duration.as_secs_f64();
-    let mut out = terminal::stdout();
-    if let Some(dry_run) = &summary.dry_run {
-        let _ = writeln!(
-            out,
-            "{}: dry run, nothing was sent ({seconds:.2} s)",
-            summary.pipeline
-        );
-        let _ = writeln!(
-            out,
-            "  records   {} read · {} would be sent · {} skipped · {} failed",
-            counts.read, dry_run.records, counts.skipped, counts.failed
-        );
-        let path = mapping::endpoint(pipeline.target).path;
-        let _ = writeln!(
-            out,
-            "  requests  {} to {path} of connection `{}`",
-            dry_run.requests, pipeline.connection.name
-        );
-        if let Some(sample) = &dry_run.sample {
-            let _ = writeln!(out, "  first record  {sample}");
-        }
-        if !dry_run.affected.is_empty() {
-            let _ = writeln!(
-                out,
-                "  would affect these {} (CleverTap cannot undo this):",
-                dry_run.affected.len()
-            );
-            for identity in &dry_run.affected {
-                let _ = writeln!(out, "    {identity}");
-            }
-        }
-    } else if let Some(delivered_by) = &summary.up_to_date {
-        let _ = writeln!(
-            out,
-            "{}: up to date, nothing sent: run {delivered_by} already delivered this file in full (`--force` sends it again)",
-            summary.pipeline
-        );
-    } else {
-        let _ = writeln!(
-            out,
-            "{}: {} in {seconds:.2} s",
-            summary.pipeline,
-            summary.status()
-        );
-        if let Some(resumed_from) = &summary.resumed_from {
-            let _ = writeln!(
-                out,
-                "  resumed   run {resumed_from}: {} rows it had settled were not sent again (`--fresh` starts over)",
-                summary.rows_resumed
-            );
-        }
-        let _ = writeln!(
-            out,
-            "  records   {} read · {} accepted · {} skipped · {} rejected · {} failed",
-            counts.read, counts.accepted, counts.skipped, counts.rejected, counts.failed
-        );
-        let rate = if seconds > 0.0 {
-            counts.accepted as f64 / seconds
-        } else {
-            0.0
-        };
-        let _ = writeln!(
-            out,
-            "  requests  {} ({} retries) · {rate:.0} records/s",
-            summary.requests, summary.retries
-        );
-    }
-    if let Some(segment_id) = summary.segment_id {
-        let _ = writeln!(out, "  segment   {segment_id}");
-    }
-    if let Some(path) = &summary.rejects_file {
-        let _ = writeln!(out, "  rejects   {}", path.display());
-    }
-    if let Some(stop) = &summary.stop {
-        let _ = writeln!(out, "  {stop}");
-    }
-    for warning in &summary.warnings {
-        let _ = writeln!(out, "  warning: {warning}");
-    }
-}
-
-/// What the sandbox has received so far in this invocation, in counts.
-fn sandbox_json(sandbox: &Sandbox) -> Value {
-    let seen = sandbox.inspect();
-    json!({
-        "requests": seen.requests,
-        "profiles": seen.profiles,
-        "distinct_profiles": seen.distinct_profiles,
-        "events": seen.events,
-        "tokens": seen.tokens,
-        "demerged": seen.demerged.len(),
-        "subscriptions": seen.subscriptions.len(),
-        "disassociated": seen.disassociated.len(),
-        "deleted": seen.deleted.len(),
-        "segments": seen.segments.iter().map(|(name, segment)| (name.clone(), json!({"id": segment.id, "identities": segment.identities}))).collect::<serde_json::Map<_, _>>(),
-        "rejected": seen.rejected,
-        "max_in_flight": seen.max_in_flight_by_api,
-    })
-}
-
-fn print_sandbox(sandbox: &Sandbox) {
-    let seen = sandbox.inspect();
-    let mut accepted = Vec::new();
-    for (count, what) in [
-        (
-            seen.profiles as usize,
-            format!(
-                "{} profiles ({} distinct)",
-                seen.profiles, seen.distinct_profiles
-            ),
-        ),
-        (seen.events as usize, format!("{} events", seen.events)),
-        (
-            seen.tokens as usize,
-            format!("{} device tokens", seen.tokens),
-        ),
-        (
-            seen.demerged.len(),
-            format!("{} demerges", seen.demerged.len()),
-        ),
-        (
-            seen.subscriptions.len(),
-            format!("{} subscription changes", seen.subscriptions.len()),
-        ),
-        (
-            seen.disassociated.len(),
-            format!("{} phone disassociations", seen.disassociated.len()),
-        ),
-        (
-            seen.deleted.len(),
-            format!(
-                "{} profile deletions ({} of profiles it held)",
-                seen.deleted.len(),
-                seen.deleted.iter().filter(|deleted| deleted.found).count()
-            ),
-        ),
-    ] {
-        if count > 0 {
-            accepted.push(what);
-        }
-    }
-    let accepted = if accepted.is_empty() {
-        "nothing".to_string()
-    } else {
-        accepted.join(", ")
-    };
-    let most_in_flight = seen
-        .max_in_flight_by_api
-        .values()
-        .max()
-        .copied()
-        .unwrap_or(0);
-    let mut out = terminal::stdout();
-    let _ = writeln!(
-        out,
-        "sandbox received {} requests and accepted {accepted}; {} records rejected; at most {most_in_flight} requests in flight",
-        seen.requests, seen.rejected
-    );
-    for record in seen.sample.iter().take(2) {
-        let _ = writeln!(out, "  sample  {record}");
-    }
-}
-
-/// A progress line on a terminal; nothing otherwise.
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-}
-
-impl Progress {
-    fn new(pipeline: &str, enabled: bool) -> Self {
-        if !enabled || !std::io::stderr().is_terminal() {
-            return Progress { bar: None };
-        }
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {prefix} {elapsed} {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-        );
-        bar.set_prefix(pipeline.to_string());
-        bar.enable_steady_tick(Duration::from_millis(120));
-        Progress { bar: Some(bar) }
-    }
-
-    fn show(&self, counts: &Counts) {
-        if let Some(bar) = &self.bar {
-            bar.set_message(format!(
-                "{} read · {} accepted · {} skipped · {} rejected · {} failed",
-                counts.read, counts.accepted, counts.skipped, counts.rejected, counts.failed
-            ));
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-impl Observer for Progress {
-    fn batch_settled(
-        &mut self,
-        _report: &engine::BatchReport,
-        counts: &Counts,
-    ) -> Result<(), String> {
-        self.show(counts);
-        Ok(())
-    }
-
-    fn record_skipped(&mut self, _settled: &Settled, counts: &Counts) {
-        self.show(counts);
-    }
-}
-
-fn serve_sandbox(args: SandboxArgs) -> Exit {
-    if !(0.0..=1.0).contains(&args.fault_rate) {
-        errln!("error: --fault-rate must be between 0.0 and 1.0");
-        return Exit::Usage;
-    }
-    let config = SandboxConfig {
-        account_id: args.account_id,
-        passcode: args.passcode,
-        latency: Duration::from_millis(args.latency_ms),
-        max_concurrent: args.max_concurrent,
-        fault_rate: args.fault_rate,
-        faults: args.faults,
-        slow_response: Duration::from_millis(args.slow_ms),
-        keep_records: args.keep_records,
-        discarded_events: args.discard_event,
-        seed: args.seed,
-        admin_emails: args.admin_email,
-        ..SandboxConfig::default()
-    };
-    runtime().block_on(async move {
-        let sandbox = match Sandbox::start(config, args.listen).await {
-            Ok(sandbox) => sandbox,
-            Err(error) => {
-                errln!("error: cannot listen on {}: {error}", args.listen);
-                return Exit::Failed;
-            }
-        };
-        let (account_id, passcode) = sandbox.credentials();
-        // The default passcode is in the documentation; one given with --passcode is a
-        // secret of whoever gave it, and stays out of the terminal and its logs.
-        let passcode = if passcode == sandbox::DEFAULT_PASSCODE {
-            format!("`{passcode}`")
-        } else {
-            "as given with --passcode".to_string()
-        };
-        outln!("{}", sandbox.base_url());
-        errln!(
-            "tapline sandbox listening on {} (account id `{account_id}`, passcode {passcode})",
-            sandbox.base_url()
-        );
-        errln!(
-            "  inspect: GET {}/_sandbox/inspect · records: GET {}/_sandbox/records?type=profile",
-            sandbox.base_url(),
-            sandbox.base_url()
-        );
-        let _ = std::io::stdout().flush();
-        let cancel = CancellationToken::new();
-        spawn_signal_handler(cancel.clone());
-        cancel.cancelled().await;
-        sandbox.stop().await;
-        Exit::Success
-    })
 }

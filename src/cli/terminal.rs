@@ -4,11 +4,12 @@
 
 use std::io::Write;
 
-/// Prints a line on stdout, control characters escaped.
+/// Prints a line on stdout, control characters escaped; evaluates to the `io::Result`
+/// (a reader that went away, `tapline history | head`, is for [`super::printed`] to judge).
 macro_rules! outln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!($crate::cli::terminal::stdout(), $($arg)*);
+        writeln!($crate::cli::terminal::stdout(), $($arg)*)
     }};
 }
 

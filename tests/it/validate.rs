@@ -453,3 +453,33 @@ fn custom_lists_need_their_block() {
         &["`target.custom_list` applies only to `entity: custom_list`"],
     );
 }
+
+#[test]
+fn a_reader_that_goes_away_is_no_error_but_a_full_disk_is() {
+    let binary = env!("CARGO_BIN_EXE_tapline");
+    // `tapline schema | head -0`: the reading end is closed before tapline writes.
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let output = std::process::Command::new(binary)
+        .arg("schema")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("tapline runs");
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+    // `tapline schema > /dev/full`: the output is lost, and tapline says so.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let output = std::process::Command::new(binary)
+        .arg("schema")
+        .stdout(full)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("tapline runs");
+    assert_eq!(output.status.code(), Some(1));
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(errors.contains("cannot write the output"), "{errors}");
+}

@@ -1,0 +1,54 @@
+//! `tapline replay`: sends a rejects file's records again through the pipeline that wrote it.
+
+use super::run::{delivery, execute};
+use super::terminal::errln;
+use super::{Exit, ReplayArgs, folder_of, history, load_all, runtime, spawn_signal_handler};
+use crate::config::Credentials;
+use crate::runner;
+use tokio_util::sync::CancellationToken;
+
+/// Loads the pipeline a rejects file belongs to and sends the file's records through it.
+pub(super) fn replay(args: &ReplayArgs) -> Exit {
+    if !args.rejects_file.is_file() {
+        errln!(
+            "error: `{}` is not a file; give the path of a rejects file (`tapline history --run ID` shows it)",
+            args.rejects_file.display()
+        );
+        return Exit::Usage;
+    }
+    let pipeline_file = match &args.pipeline {
+        Some(file) => file.clone(),
+        None => {
+            match history::pipeline_of_rejects(&args.rejects_file, args.state.state_dir.as_deref())
+            {
+                Ok(file) => file,
+                Err(message) => {
+                    errln!("error: {message}");
+                    return Exit::Usage;
+                }
+            }
+        }
+    };
+    let pipelines = match load_all(std::slice::from_ref(&pipeline_file), Credentials::Resolve) {
+        Ok(pipelines) => pipelines,
+        Err((exit, _)) => return exit,
+    };
+    let Some(pipeline) = pipelines.into_iter().next() else {
+        return Exit::Usage;
+    };
+    let delivery = match delivery(&pipeline, false) {
+        Ok(delivery) => delivery,
+        Err(exit) => return exit,
+    };
+    let request = runner::Request::replay(
+        args.rejects_file.clone(),
+        delivery,
+        runner::state_dir(args.state.state_dir.as_deref(), folder_of(&pipeline.file)),
+        args.state.history_days,
+    );
+    runtime().block_on(async {
+        let cancel = CancellationToken::new();
+        spawn_signal_handler(cancel.clone());
+        execute(&pipeline, &request, args.json, None, &cancel).await
+    })
+}

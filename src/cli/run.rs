@@ -1,0 +1,237 @@
+//! `tapline run`: runs pipelines once, with a progress line, and prints their summaries.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::summary::{print_sandbox, print_summary, sandbox_json, summary_json};
+use super::terminal::{self, errln, outln};
+use super::{Exit, RunArgs, folder_of, load_all, printed, runtime, spawn_signal_handler};
+use crate::clevertap::Client;
+use crate::config::{Credentials, Pipeline, Secret};
+use crate::engine::{BatchReport, Delivery, Observer};
+use crate::outcome::{Counts, Settled};
+use crate::runner::{self, Bookkeeping, DeliveredBefore, Resume};
+use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::source;
+
+pub(super) fn run(args: &RunArgs) -> Exit {
+    let credentials = if args.sandbox || args.dry_run {
+        Credentials::Ignore
+    } else {
+        Credentials::Resolve
+    };
+    let pipelines = match load_all(&args.pipelines, credentials) {
+        Ok(pipelines) => pipelines,
+        Err((exit, _)) => return exit,
+    };
+    runtime().block_on(run_pipelines(pipelines, args))
+}
+
+pub(super) async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> Exit {
+    let cancel = CancellationToken::new();
+    spawn_signal_handler(cancel.clone());
+    let sandbox = if args.sandbox {
+        match Sandbox::start(
+            SandboxConfig::default(),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        )
+        .await
+        {
+            Ok(sandbox) => Some(sandbox),
+            Err(error) => {
+                errln!("error: cannot start the sandbox: {error}");
+                return Exit::Failed;
+            }
+        }
+    } else {
+        None
+    };
+    let mut exit = Exit::Success;
+    for mut pipeline in pipelines.into_iter().flat_map(one_per_file) {
+        if let Some(sandbox) = &sandbox {
+            let (account_id, passcode) = sandbox.credentials();
+            pipeline.connection.account_id = account_id.to_string();
+            pipeline.connection.passcode = Secret::new(passcode);
+            pipeline.connection.base_url = sandbox.base_url();
+        }
+        let request = |delivery| {
+            let state_dir =
+                runner::state_dir(args.state.state_dir.as_deref(), folder_of(&pipeline.file));
+            let mut request = runner::Request::manual(delivery, state_dir, args.state.history_days);
+            if args.fresh {
+                request.resume = Resume::Fresh;
+            }
+            if args.force {
+                request.delivered_before = DeliveredBefore::SendAgain;
+            }
+            // A throwaway sandbox has nothing to resume and nothing to protect from duplicates.
+            if args.dry_run || args.sandbox {
+                request.bookkeeping = Bookkeeping::Off;
+            }
+            request
+        };
+        let outcome = match delivery(&pipeline, args.dry_run) {
+            Ok(delivery) => {
+                execute(
+                    &pipeline,
+                    &request(delivery),
+                    args.json,
+                    sandbox.as_ref(),
+                    &cancel,
+                )
+                .await
+            }
+            Err(exit) => exit,
+        };
+        exit = exit.max(outcome);
+        if cancel.is_cancelled() {
+            break;
+        }
+    }
+    if let Some(sandbox) = sandbox {
+        if !args.json {
+            exit = printed(print_sandbox(&mut terminal::stdout(), &sandbox), exit);
+        }
+        sandbox.stop().await;
+    }
+    exit
+}
+
+/// A `file_arrival` pipeline whose source is a pattern runs once per matching file, oldest
+/// first (files already delivered are then up to date); any other pipeline runs as it is.
+pub(super) fn one_per_file(pipeline: Pipeline) -> Vec<Pipeline> {
+    if !source::arrival::is_pattern(&pipeline.source.path) {
+        return vec![pipeline];
+    }
+    match source::arrival::matching(&pipeline.source.path) {
+        Ok(files) => {
+            if files.is_empty() {
+                // A reader that went away hears of it with the summaries that follow.
+                let _ = outln!(
+                    "{}: no file matches `{}`; nothing to send",
+                    pipeline.name,
+                    pipeline.source.path.display()
+                );
+            }
+            files
+                .into_iter()
+                .map(|file| {
+                    let mut one = pipeline.clone();
+                    one.source.path = file.path;
+                    one
+                })
+                .collect()
+        }
+        Err(error) => {
+            errln!(
+                "error: {}: cannot list `{}`: {error}",
+                pipeline.name,
+                pipeline.source.path.display()
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// Where a pipeline's batches go: CleverTap through a client, or nowhere in a dry run.
+pub(super) fn delivery(pipeline: &Pipeline, dry_run: bool) -> Result<Delivery, Exit> {
+    if dry_run {
+        return Ok(Delivery::DryRun);
+    }
+    Client::new(&pipeline.connection)
+        .map(Delivery::Send)
+        .map_err(|error| {
+            errln!("error: {}: {error}", pipeline.name);
+            Exit::Usage
+        })
+}
+
+/// Runs one pipeline and prints its summary; returns its exit code.
+pub(super) async fn execute(
+    pipeline: &Pipeline,
+    request: &runner::Request,
+    json: bool,
+    sandbox: Option<&Sandbox>,
+    cancel: &CancellationToken,
+) -> Exit {
+    let mut progress = Progress::new(&pipeline.name, !json);
+    let result = runner::run(pipeline, request, &mut progress, cancel.clone()).await;
+    progress.finish();
+    let summary = match result {
+        Ok(summary) => summary,
+        Err(error) => {
+            if json {
+                let line = json!({"pipeline": pipeline.name, "status": "failed", "error": error.to_string()});
+                return printed(outln!("{line}"), Exit::Failed);
+            }
+            errln!("error: {}: {error}", pipeline.name);
+            return Exit::Failed;
+        }
+    };
+    let exit = if summary.succeeded() {
+        Exit::Success
+    } else {
+        Exit::Failed
+    };
+    let written = if json {
+        let mut line = summary_json(&summary);
+        if let Some(sandbox) = sandbox {
+            line["sandbox"] = sandbox_json(sandbox);
+        }
+        outln!("{line}")
+    } else {
+        print_summary(&mut terminal::stdout(), &summary, pipeline)
+    };
+    printed(written, exit)
+}
+
+/// A progress line on a terminal; nothing otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    fn new(pipeline: &str, enabled: bool) -> Self {
+        if !enabled || !std::io::stderr().is_terminal() {
+            return Progress { bar: None };
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {prefix} {elapsed} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.set_prefix(pipeline.to_string());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Progress { bar: Some(bar) }
+    }
+
+    fn show(&self, counts: &Counts) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!(
+                "{} read · {} accepted · {} skipped · {} rejected · {} failed",
+                counts.read, counts.accepted, counts.skipped, counts.rejected, counts.failed
+            ));
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Observer for Progress {
+    fn batch_settled(&mut self, _report: &BatchReport, counts: &Counts) -> Result<(), String> {
+        self.show(counts);
+        Ok(())
+    }
+
+    fn record_skipped(&mut self, _settled: &Settled, counts: &Counts) {
+        self.show(counts);
+    }
+}

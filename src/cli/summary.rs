@@ -1,0 +1,204 @@
+//! What `tapline run` and `tapline replay` print about a run: the summary as text or JSON,
+//! and what the built-in sandbox received.
+
+use std::io::Write;
+
+use serde_json::{Value, json};
+
+use crate::config::Pipeline;
+use crate::engine::RunSummary;
+use crate::mapping;
+use crate::sandbox::Sandbox;
+
+pub(super) fn summary_json(summary: &RunSummary) -> Value {
+    let mut line = json!({
+        "pipeline": summary.pipeline,
+        "run_id": summary.run_id,
+        "status": summary.status(),
+        "records": summary.counts,
+        "requests": summary.requests,
+        "retries": summary.retries,
+        "duration_ms": summary.duration.as_millis() as u64,
+        "rejects_file": summary.rejects_file.as_ref().map(|path| path.display().to_string()),
+        "stop_reason": summary.stop.as_ref().map(ToString::to_string),
+        "segment_id": summary.segment_id,
+        "warnings": summary.warnings,
+        "resumed_from": summary.resumed_from,
+        "rows_resumed": summary.rows_resumed,
+        "up_to_date": summary.up_to_date,
+    });
+    if let Some(dry_run) = &summary.dry_run {
+        line["dry_run"] = serde_json::to_value(dry_run).unwrap_or(Value::Null);
+    }
+    line
+}
+
+pub(super) fn print_summary(
+    out: &mut dyn Write,
+    summary: &RunSummary,
+    pipeline: &Pipeline,
+) -> std::io::Result<()> {
+    let counts = &summary.counts;
+    let seconds = summary.duration.as_secs_f64();
+    if let Some(dry_run) = &summary.dry_run {
+        writeln!(
+            out,
+            "{}: dry run, nothing was sent ({seconds:.2} s)",
+            summary.pipeline
+        )?;
+        writeln!(
+            out,
+            "  records   {} read · {} would be sent · {} skipped · {} failed",
+            counts.read, dry_run.records, counts.skipped, counts.failed
+        )?;
+        let path = mapping::endpoint(pipeline.target).path;
+        writeln!(
+            out,
+            "  requests  {} to {path} of connection `{}`",
+            dry_run.requests, pipeline.connection.name
+        )?;
+        if let Some(sample) = &dry_run.sample {
+            writeln!(out, "  first record  {sample}")?;
+        }
+        if !dry_run.affected.is_empty() {
+            writeln!(
+                out,
+                "  would affect these {} (CleverTap cannot undo this):",
+                dry_run.affected.len()
+            )?;
+            for identity in &dry_run.affected {
+                writeln!(out, "    {identity}")?;
+            }
+        }
+    } else if let Some(delivered_by) = &summary.up_to_date {
+        writeln!(
+            out,
+            "{}: up to date, nothing sent: run {delivered_by} already delivered this file in full (`--force` sends it again)",
+            summary.pipeline
+        )?;
+    } else {
+        writeln!(
+            out,
+            "{}: {} in {seconds:.2} s",
+            summary.pipeline,
+            summary.status()
+        )?;
+        if let Some(resumed_from) = &summary.resumed_from {
+            writeln!(
+                out,
+                "  resumed   run {resumed_from}: {} rows it had settled were not sent again (`--fresh` starts over)",
+                summary.rows_resumed
+            )?;
+        }
+        writeln!(
+            out,
+            "  records   {} read · {} accepted · {} skipped · {} rejected · {} failed",
+            counts.read, counts.accepted, counts.skipped, counts.rejected, counts.failed
+        )?;
+        let rate = if seconds > 0.0 {
+            counts.accepted as f64 / seconds
+        } else {
+            0.0
+        };
+        writeln!(
+            out,
+            "  requests  {} ({} retries) · {rate:.0} records/s",
+            summary.requests, summary.retries
+        )?;
+    }
+    if let Some(segment_id) = summary.segment_id {
+        writeln!(out, "  segment   {segment_id}")?;
+    }
+    if let Some(path) = &summary.rejects_file {
+        writeln!(out, "  rejects   {}", path.display())?;
+    }
+    if let Some(stop) = &summary.stop {
+        writeln!(out, "  {stop}")?;
+    }
+    for warning in &summary.warnings {
+        writeln!(out, "  warning: {warning}")?;
+    }
+    Ok(())
+}
+
+/// What the sandbox has received so far in this invocation, in counts.
+pub(super) fn sandbox_json(sandbox: &Sandbox) -> Value {
+    let seen = sandbox.inspect();
+    json!({
+        "requests": seen.requests,
+        "profiles": seen.profiles,
+        "distinct_profiles": seen.distinct_profiles,
+        "events": seen.events,
+        "tokens": seen.tokens,
+        "demerged": seen.demerged.len(),
+        "subscriptions": seen.subscriptions.len(),
+        "disassociated": seen.disassociated.len(),
+        "deleted": seen.deleted.len(),
+        "segments": seen.segments.iter().map(|(name, segment)| (name.clone(), json!({"id": segment.id, "identities": segment.identities}))).collect::<serde_json::Map<_, _>>(),
+        "rejected": seen.rejected,
+        "max_in_flight": seen.max_in_flight_by_api,
+    })
+}
+
+pub(super) fn print_sandbox(out: &mut dyn Write, sandbox: &Sandbox) -> std::io::Result<()> {
+    let seen = sandbox.inspect();
+    let mut accepted = Vec::new();
+    for (count, what) in [
+        (
+            seen.profiles as usize,
+            format!(
+                "{} profiles ({} distinct)",
+                seen.profiles, seen.distinct_profiles
+            ),
+        ),
+        (seen.events as usize, format!("{} events", seen.events)),
+        (
+            seen.tokens as usize,
+            format!("{} device tokens", seen.tokens),
+        ),
+        (
+            seen.demerged.len(),
+            format!("{} demerges", seen.demerged.len()),
+        ),
+        (
+            seen.subscriptions.len(),
+            format!("{} subscription changes", seen.subscriptions.len()),
+        ),
+        (
+            seen.disassociated.len(),
+            format!("{} phone disassociations", seen.disassociated.len()),
+        ),
+        (
+            seen.deleted.len(),
+            format!(
+                "{} profile deletions ({} of profiles it held)",
+                seen.deleted.len(),
+                seen.deleted.iter().filter(|deleted| deleted.found).count()
+            ),
+        ),
+    ] {
+        if count > 0 {
+            accepted.push(what);
+        }
+    }
+    let accepted = if accepted.is_empty() {
+        "nothing".to_string()
+    } else {
+        accepted.join(", ")
+    };
+    let most_in_flight = seen
+        .max_in_flight_by_api
+        .values()
+        .max()
+        .copied()
+        .unwrap_or(0);
+    writeln!(
+        out,
+        "sandbox received {} requests and accepted {accepted}; {} records rejected; at most {most_in_flight} requests in flight",
+        seen.requests, seen.rejected
+    )?;
+    for record in seen.sample.iter().take(2) {
+        writeln!(out, "  sample  {record}")?;
+    }
+    Ok(())
+}
