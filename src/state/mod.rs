@@ -169,16 +169,24 @@ impl StateStore {
             source,
         };
         let mut connection = Connection::open(&path).map_err(database)?;
-        connection
-            .busy_timeout(Duration::from_secs(10))
-            .map_err(database)?;
+        connection.busy_timeout(BUSY_TIMEOUT).map_err(database)?;
+        // A transaction takes the write lock when it begins, so one that reads and then
+        // writes never finds, half-way, that another process wrote first (SQLite answers that
+        // with an immediate "database is locked", without waiting).
+        connection.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
         // WAL lets readers (`tapline history`) and a writer work at once; FULL makes every
         // write survive a power loss, not only a killed process (checkpoints relax this,
-        // see CHECKPOINT_SYNC_INTERVAL).
-        connection
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
-            .map_err(database)?;
-        migrate(&mut connection, &path)?;
+        // see CHECKPOINT_SYNC_INTERVAL). Switching a new database to WAL needs it alone, and
+        // SQLite does not wait for that: processes opening a new store at once retry.
+        when_not_busy(
+            || connection.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"),
+            is_busy,
+        )
+        .map_err(database)?;
+        when_not_busy(
+            || migrate(&mut connection, &path),
+            |error| matches!(error, StateError::Database { source, .. } if is_busy(source)),
+        )?;
         Ok(StateStore {
             connection,
             dir: dir.to_path_buf(),
@@ -203,6 +211,31 @@ impl StateStore {
             source,
         }
     }
+}
+
+/// How long a process waits for another to release the database.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs `step` until it succeeds or fails other than `busy` ("database is locked"), for at
+/// most [`BUSY_TIMEOUT`]: for the few steps where SQLite answers busy without waiting itself.
+fn when_not_busy<T, E>(
+    mut step: impl FnMut() -> Result<T, E>,
+    busy: impl Fn(&E) -> bool,
+) -> Result<T, E> {
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match step() {
+            Err(error) if busy(&error) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Whether SQLite said "database is locked".
+fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(error, rusqlite::Error::SqliteFailure(failure, _) if failure.code == rusqlite::ErrorCode::DatabaseBusy)
 }
 
 /// Applies the migrations the database lacks, all in one immediate transaction: the first
