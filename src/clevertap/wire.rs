@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::config::model::Region;
+
 /// One of CleverTap's write APIs, with its limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Endpoint {
@@ -162,6 +164,18 @@ pub struct CustomListAnswer {
     pub error: Option<String>,
 }
 
+/// The API host of a CleverTap region. Europe has the bare `api.clevertap.com`.
+pub fn region_base_url(region: Region) -> &'static str {
+    match region {
+        Region::Eu1 => "https://api.clevertap.com",
+        Region::In1 => "https://in1.api.clevertap.com",
+        Region::Sg1 => "https://sg1.api.clevertap.com",
+        Region::Us1 => "https://us1.api.clevertap.com",
+        Region::Aps3 => "https://aps3.api.clevertap.com",
+        Region::Mec1 => "https://mec1.api.clevertap.com",
+    }
+}
+
 /// The header that carries the account (Project) ID.
 pub const ACCOUNT_HEADER: &str = "X-CleverTap-Account-Id";
 /// The header that carries the passcode.
@@ -236,6 +250,19 @@ pub struct ErrorBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn regions_map_to_hosts() {
+        assert_eq!(region_base_url(Region::Eu1), "https://api.clevertap.com");
+        assert_eq!(
+            region_base_url(Region::In1),
+            "https://in1.api.clevertap.com"
+        );
+        assert_eq!(
+            region_base_url(Region::Mec1),
+            "https://mec1.api.clevertap.com"
+        );
+    }
 
     #[test]
     fn reads_the_record_number() {

@@ -9,6 +9,7 @@ pub mod file;
 pub mod files;
 pub mod model;
 mod notifications;
+mod resolve;
 pub mod schema;
 mod validate;
 pub mod yaml;

@@ -8,7 +8,7 @@ use super::Credentials;
 use super::diagnostic::Diagnostic;
 use super::file::{EmailFile, NotificationFile, NotifyOn, SmtpSecurity, WebhookFile};
 use super::model::{Channel, Email, Notification, Secret, Webhook};
-use super::validate::{interpolate, is_http_url};
+use super::resolve::{self, SecretField, SecretSite, interpolate, is_http_url};
 use super::yaml::Node;
 
 /// The checked notifications, or `None` when any has an error (each one reported).
@@ -99,65 +99,22 @@ impl<'a> Site<'a> {
         value_file: Option<&str>,
         diagnostics: &mut Vec<Diagnostic>,
     ) -> Result<Option<Secret>, ()> {
-        let file_field = format!("{field}_file");
-        if value.is_some() && value_file.is_some() {
-            diagnostics.push(
-                self.error(
-                    &file_field,
-                    format!("give either `{field}` or `{file_field}`, not both"),
-                )
-                .with_hint(format!("keep `{file_field}` and remove `{field}`")),
-            );
-            return Err(());
-        }
-        if let Some(value) = value
-            && !value.contains("${")
-        {
-            diagnostics.push(
-                Diagnostic::warning(
-                    self.file,
-                    Some(self.root.locate(&format!("{}/{field}", self.pointer))),
-                    format!("the {field} is written in the file"),
-                )
-                .with_hint(format!(
-                    "a file ends up in version control; use `{field}: ${{NAME}}` or `{file_field}`"
-                )),
-            );
-        }
-        if self.credentials == Credentials::Ignore {
-            return Ok(value.or(value_file).map(|_| Secret::new("")));
-        }
-        let text = match (value, value_file) {
-            (Some(value), _) => match interpolate(value) {
-                Ok(text) => text,
-                Err(problem) => {
-                    diagnostics.push(self.error(field, problem.message).with_hint(problem.hint));
-                    return Err(());
-                }
+        let what = format!("the {field}");
+        let at = |key: &str| Some(self.root.locate(&format!("{}/{key}", self.pointer)));
+        resolve::secret(
+            &SecretField {
+                field,
+                what: &what,
+                value,
+                value_file,
             },
-            (None, Some(path)) => {
-                let path = self.file.parent().unwrap_or(Path::new("")).join(path);
-                match super::files::read_text_limited(&path, super::files::MAX_SECRET_BYTES) {
-                    Ok(text) => text.trim().to_string(),
-                    Err(error) => {
-                        diagnostics.push(
-                            self.error(
-                                &file_field,
-                                format!("cannot read `{}`: {error}", path.display()),
-                            )
-                            .with_hint("a relative path is relative to the pipeline file"),
-                        );
-                        return Err(());
-                    }
-                }
-            }
-            (None, None) => return Ok(None),
-        };
-        if text.is_empty() {
-            diagnostics.push(self.error(field, format!("the {field} is empty")));
-            return Err(());
-        }
-        Ok(Some(Secret::new(text)))
+            &SecretSite {
+                file: self.file,
+                at: &at,
+            },
+            self.credentials,
+            diagnostics,
+        )
     }
 }
 

@@ -12,7 +12,10 @@ use super::file::{
 };
 use super::model::{
     AccountLimits, ColumnMapping, Connection, CustomList, Metadata, OnInvalidRecord, OutputMapping,
-    Pipeline, Schedule, Secret, Source, StringColumn, Target,
+    Pipeline, Schedule, Source, StringColumn, Target,
+};
+use super::resolve::{
+    SecretField, SecretSite, interpolate, is_http_url, is_plain_http_off_this_machine, secret,
 };
 use super::schema::{self, FileKind};
 use super::yaml::{self, Node};
@@ -758,43 +761,45 @@ fn finish_connection(
     {
         limits.event_properties = event_properties.clamp(1, 1024) as usize;
     }
-    if spec.passcode.is_some() && spec.passcode_file.is_some() {
-        diagnostics.push(
-            Diagnostic::error(
-                file,
-                site.at("passcode_file"),
-                "give either `passcode` or `passcode_file`, not both",
-            )
-            .with_hint("keep `passcode_file` and remove `passcode`"),
-        );
-        return None;
-    }
-    if spec.passcode.is_none() && spec.passcode_file.is_none() {
-        diagnostics.push(
-            Diagnostic::error(
-                file,
-                site.at("account_id"),
-                format!("connection `{name}` has no passcode"),
-            )
-            .with_hint(
-                "add `passcode: ${CLEVERTAP_PASSCODE}` or `passcode_file: /path/to/passcode`",
-            ),
-        );
-        return None;
-    }
-    if let Some(passcode) = &spec.passcode
-        && !passcode.contains("${")
-    {
-        diagnostics.push(
-                Diagnostic::warning(file, site.at("passcode"), format!("the passcode of connection `{name}` is written in the file"))
-                    .with_hint("a file ends up in version control; use `passcode: ${CLEVERTAP_PASSCODE}` or `passcode_file`"),
+    let what = format!("the passcode of connection `{name}`");
+    let passcode_site = SecretSite {
+        file,
+        at: &|field| site.at(field),
+    };
+    let passcode = secret(
+        &SecretField {
+            field: "passcode",
+            what: &what,
+            value: spec.passcode.as_deref(),
+            value_file: spec.passcode_file.as_deref(),
+        },
+        &passcode_site,
+        credentials,
+        diagnostics,
+    );
+    let passcode = match passcode {
+        Ok(Some(passcode)) => Some(passcode),
+        Ok(None) => {
+            diagnostics.push(
+                Diagnostic::error(
+                    file,
+                    site.at("account_id"),
+                    format!("connection `{name}` has no passcode"),
+                )
+                .with_hint(
+                    "add `passcode: ${CLEVERTAP_PASSCODE}` or `passcode_file: /path/to/passcode`",
+                ),
             );
-    }
+            return None;
+        }
+        // The other fields are still checked, so every problem is reported at once.
+        Err(()) => None,
+    };
     if credentials == Credentials::Ignore {
         return Some(Connection {
             name: name.to_string(),
             account_id: String::new(),
-            passcode: Secret::new(String::new()),
+            passcode: passcode?,
             base_url: String::new(),
             request_timeout: timeout,
             limits,
@@ -816,14 +821,6 @@ fn finish_connection(
         }
     };
     let account_id = resolve("account_id", &spec.account_id);
-    let passcode = spec
-        .passcode
-        .as_deref()
-        .and_then(|text| resolve("passcode", text));
-    let passcode_file = spec
-        .passcode_file
-        .as_deref()
-        .and_then(|text| resolve("passcode_file", text));
     let endpoint = spec
         .endpoint
         .as_deref()
@@ -831,63 +828,12 @@ fn finish_connection(
     if failed {
         return None;
     }
-    let account_id = account_id?;
+    let (account_id, passcode) = (account_id?, passcode?);
     if account_id.trim().is_empty() {
         diagnostics.push(Diagnostic::error(
             file,
             site.at("account_id"),
             format!("connection `{name}` has an empty `account_id`"),
-        ));
-        return None;
-    }
-    let passcode = match (passcode, passcode_file) {
-        (Some(passcode), _) => passcode,
-        (None, Some(passcode_file)) => {
-            let base = file.parent().unwrap_or(Path::new(""));
-            let path = base.join(&passcode_file);
-            if super::files::readable_by_everyone(&path) {
-                diagnostics.push(
-                    Diagnostic::warning(
-                        file,
-                        site.at("passcode_file"),
-                        format!(
-                            "passcode file `{}` can be read by every user of this machine",
-                            path.display()
-                        ),
-                    )
-                    .with_hint(format!("make it private: chmod 600 {}", path.display())),
-                );
-            }
-            match super::files::read_text_limited(&path, super::files::MAX_SECRET_BYTES) {
-                Ok(text) if !text.trim().is_empty() => text.trim().to_string(),
-                Ok(_) => {
-                    diagnostics.push(Diagnostic::error(
-                        file,
-                        site.at("passcode_file"),
-                        format!("passcode file `{}` is empty", path.display()),
-                    ));
-                    return None;
-                }
-                Err(error) => {
-                    diagnostics.push(
-                        Diagnostic::error(
-                            file,
-                            site.at("passcode_file"),
-                            format!("cannot read passcode file `{}`: {error}", path.display()),
-                        )
-                        .with_hint("a relative path is relative to the file that names it"),
-                    );
-                    return None;
-                }
-            }
-        }
-        (None, None) => return None,
-    };
-    if passcode.is_empty() {
-        diagnostics.push(Diagnostic::error(
-            file,
-            site.at("passcode"),
-            format!("connection `{name}` has an empty passcode"),
         ));
         return None;
     }
@@ -923,121 +869,16 @@ fn finish_connection(
                 return None;
             }
         },
-        None => region_base_url(spec.region.unwrap_or(Region::Eu1)).to_string(),
+        None => {
+            crate::clevertap::wire::region_base_url(spec.region.unwrap_or(Region::Eu1)).to_string()
+        }
     };
     Some(Connection {
         name: name.to_string(),
         account_id,
-        passcode: Secret::new(passcode),
+        passcode,
         base_url,
         request_timeout: timeout,
         limits,
     })
-}
-
-/// Whether a URL is `http://` to a host other than this machine (loopback, `localhost`).
-fn is_plain_http_off_this_machine(url: &str) -> bool {
-    let Some(rest) = url.strip_prefix("http://") else {
-        return false;
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host_port = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    let host = match host_port.strip_prefix('[') {
-        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
-        None => host_port.split(':').next().unwrap_or_default(),
-    };
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|address| address.is_loopback());
-    !loopback
-}
-
-/// The API host of a CleverTap region. Europe has the bare `api.clevertap.com`.
-pub fn region_base_url(region: Region) -> &'static str {
-    match region {
-        Region::Eu1 => "https://api.clevertap.com",
-        Region::In1 => "https://in1.api.clevertap.com",
-        Region::Sg1 => "https://sg1.api.clevertap.com",
-        Region::Us1 => "https://us1.api.clevertap.com",
-        Region::Aps3 => "https://aps3.api.clevertap.com",
-        Region::Mec1 => "https://mec1.api.clevertap.com",
-    }
-}
-
-/// An unset variable or a broken `${`.
-pub(super) struct InterpolationProblem {
-    pub(super) message: String,
-    pub(super) hint: String,
-}
-
-/// Whether `text` is an http(s) URL with a host.
-pub(super) fn is_http_url(text: &str) -> bool {
-    reqwest::Url::parse(text)
-        .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
-}
-
-/// Replaces every `${NAME}` with the environment variable `NAME`.
-pub(super) fn interpolate(text: &str) -> Result<String, InterpolationProblem> {
-    let mut output = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("${") {
-        output.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find('}') else {
-            return Err(InterpolationProblem {
-                message: format!("`${{` without a closing `}}` in `{text}`"),
-                hint: "write `${NAME}`".into(),
-            });
-        };
-        let name = &after[..end];
-        match std::env::var(name) {
-            Ok(value) => output.push_str(&value),
-            Err(_) => {
-                return Err(InterpolationProblem {
-                    message: format!("environment variable `{name}` is not set"),
-                    hint: format!(
-                        "export {name}=... before running tapline (under systemd: `Environment=` or `EnvironmentFile=`)"
-                    ),
-                });
-            }
-        }
-        rest = &after[end + 1..];
-    }
-    output.push_str(rest);
-    Ok(output)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn regions_map_to_hosts() {
-        assert_eq!(region_base_url(Region::Eu1), "https://api.clevertap.com");
-        assert_eq!(
-            region_base_url(Region::In1),
-            "https://in1.api.clevertap.com"
-        );
-        assert_eq!(
-            region_base_url(Region::Mec1),
-            "https://mec1.api.clevertap.com"
-        );
-    }
-
-    #[test]
-    fn interpolates_environment_variables() {
-        // PATH is set in every test environment.
-        let path = std::env::var("PATH").expect("PATH is set");
-        assert_eq!(
-            interpolate("a-${PATH}-b").ok().as_deref(),
-            Some(format!("a-{path}-b").as_str())
-        );
-        assert_eq!(interpolate("plain").ok().as_deref(), Some("plain"));
-        let unset = interpolate("${TAPLINE_SURELY_UNSET_VARIABLE}").expect_err("unset");
-        assert!(unset.message.contains("TAPLINE_SURELY_UNSET_VARIABLE"));
-        assert!(interpolate("${OPEN").is_err());
-    }
 }

@@ -1,0 +1,210 @@
+//! What a config file refers to outside itself: environment variables (`${NAME}`), secrets
+//! given inline or in a file, and URLs. The connections' passcodes, SMTP passwords and
+//! webhook secrets are all resolved by [`secret`].
+
+use std::path::Path;
+
+use super::Credentials;
+use super::diagnostic::Diagnostic;
+use super::model::Secret;
+use super::yaml::Position;
+
+/// An unset variable or a broken `${`.
+pub(super) struct InterpolationProblem {
+    pub(super) message: String,
+    pub(super) hint: String,
+}
+
+/// Replaces every `${NAME}` with the environment variable `NAME`.
+pub(super) fn interpolate(text: &str) -> Result<String, InterpolationProblem> {
+    let mut output = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        output.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(InterpolationProblem {
+                message: format!("`${{` without a closing `}}` in `{text}`"),
+                hint: "write `${NAME}`".into(),
+            });
+        };
+        let name = &after[..end];
+        match std::env::var(name) {
+            Ok(value) => output.push_str(&value),
+            Err(_) => {
+                return Err(InterpolationProblem {
+                    message: format!("environment variable `{name}` is not set"),
+                    hint: format!(
+                        "export {name}=... before running tapline (under systemd: `Environment=` or `EnvironmentFile=`)"
+                    ),
+                });
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    output.push_str(rest);
+    Ok(output)
+}
+
+/// A secret as a config file gives it: inline in `field` (with `${NAME}`s), or in a file
+/// named by `{field}_file`.
+pub(super) struct SecretField<'a> {
+    /// The key: `passcode`, `password`, `secret`.
+    pub(super) field: &'a str,
+    /// What it is, for messages: "the passcode of connection `prod`".
+    pub(super) what: &'a str,
+    /// The inline value, if given.
+    pub(super) value: Option<&'a str>,
+    /// The file's path, if given (relative to `file`'s folder).
+    pub(super) value_file: Option<&'a str>,
+}
+
+/// Where a [`SecretField`] is written, to locate its problems.
+pub(super) struct SecretSite<'a> {
+    /// The config file that gives it.
+    pub(super) file: &'a Path,
+    /// The position of one of its keys.
+    pub(super) at: &'a dyn Fn(&str) -> Option<Position>,
+}
+
+/// Resolves a secret: `Ok(None)` when neither form is given, `Err` after reporting a
+/// problem. It warns of a secret written in the file itself and of a secret file others
+/// can read. With [`Credentials::Ignore`] nothing is read, and a given secret is empty.
+pub(super) fn secret(
+    given: &SecretField<'_>,
+    site: &SecretSite<'_>,
+    credentials: Credentials,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Result<Option<Secret>, ()> {
+    let SecretField {
+        field,
+        what,
+        value,
+        value_file,
+    } = *given;
+    let file_field = format!("{field}_file");
+    let error = |key: &str, message: String| Diagnostic::error(site.file, (site.at)(key), message);
+    if value.is_some() && value_file.is_some() {
+        diagnostics.push(
+            error(
+                &file_field,
+                format!("give either `{field}` or `{file_field}`, not both"),
+            )
+            .with_hint(format!("keep `{file_field}` and remove `{field}`")),
+        );
+        return Err(());
+    }
+    if let Some(value) = value
+        && !value.contains("${")
+    {
+        diagnostics.push(
+            Diagnostic::warning(
+                site.file,
+                (site.at)(field),
+                format!("{what} is written in the file"),
+            )
+            .with_hint(format!(
+                "a file ends up in version control; use `{field}: ${{NAME}}` or `{file_field}`"
+            )),
+        );
+    }
+    if credentials == Credentials::Ignore {
+        return Ok(value.or(value_file).map(|_| Secret::new("")));
+    }
+    let interpolated = |key: &str, text: &str, diagnostics: &mut Vec<Diagnostic>| {
+        interpolate(text).map_err(|problem| {
+            diagnostics.push(error(key, problem.message).with_hint(problem.hint));
+        })
+    };
+    let text = match (value, value_file) {
+        (Some(value), _) => interpolated(field, value, diagnostics)?,
+        (None, Some(path)) => {
+            let path = interpolated(&file_field, path, diagnostics)?;
+            let path = site.file.parent().unwrap_or(Path::new("")).join(path);
+            if super::files::readable_by_everyone(&path) {
+                diagnostics.push(
+                    Diagnostic::warning(
+                        site.file,
+                        (site.at)(&file_field),
+                        format!(
+                            "{field} file `{}` can be read by every user of this machine",
+                            path.display()
+                        ),
+                    )
+                    .with_hint(format!("make it private: chmod 600 {}", path.display())),
+                );
+            }
+            match super::files::read_text_limited(&path, super::files::MAX_SECRET_BYTES) {
+                Ok(text) if text.trim().is_empty() => {
+                    diagnostics.push(error(
+                        &file_field,
+                        format!("{field} file `{}` is empty", path.display()),
+                    ));
+                    return Err(());
+                }
+                Ok(text) => text.trim().to_string(),
+                Err(problem) => {
+                    diagnostics.push(
+                        error(
+                            &file_field,
+                            format!("cannot read {field} file `{}`: {problem}", path.display()),
+                        )
+                        .with_hint("a relative path is relative to the file that names it"),
+                    );
+                    return Err(());
+                }
+            }
+        }
+        (None, None) => return Ok(None),
+    };
+    if text.is_empty() {
+        diagnostics.push(error(field, format!("{what} is empty")));
+        return Err(());
+    }
+    Ok(Some(Secret::new(text)))
+}
+
+/// Whether `text` is an http(s) URL with a host.
+pub(super) fn is_http_url(text: &str) -> bool {
+    reqwest::Url::parse(text)
+        .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
+}
+
+/// Whether a URL is `http://` to a host other than this machine (loopback, `localhost`).
+pub(super) fn is_plain_http_off_this_machine(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let host = match host_port.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host_port.split(':').next().unwrap_or_default(),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback());
+    !loopback
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpolates_environment_variables() {
+        // PATH is set in every test environment.
+        let path = std::env::var("PATH").expect("PATH is set");
+        assert_eq!(
+            interpolate("a-${PATH}-b").ok().as_deref(),
+            Some(format!("a-{path}-b").as_str())
+        );
+        assert_eq!(interpolate("plain").ok().as_deref(), Some("plain"));
+        let unset = interpolate("${TAPLINE_SURELY_UNSET_VARIABLE}").expect_err("unset");
+        assert!(unset.message.contains("TAPLINE_SURELY_UNSET_VARIABLE"));
+        assert!(interpolate("${OPEN").is_err());
+    }
+}
