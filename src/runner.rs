@@ -273,13 +273,13 @@ pub async fn run(
         return Ok(engine::run(job, options, progress, cancel).await);
     }
 
-    let mut store = StateStore::open(&request.state_dir)?;
+    let mut store = crate::state::open(&request.state_dir)?;
     let _lock = store.lock(&pipeline.name)?;
     let abandoned = store.abandon_running(&pipeline.name)?;
     if abandoned > 0 {
         tracing::warn!(pipeline = %pipeline.name, abandoned, "earlier runs ended without a word (killed?); marked abandoned");
     }
-    prune(&store, request.history_days);
+    prune(&*store, request.history_days);
     // Absolute, so `tapline replay` finds the pipeline from any folder.
     let pipeline_file =
         std::fs::canonicalize(&pipeline.file).unwrap_or_else(|_| pipeline.file.clone());
@@ -297,7 +297,7 @@ pub async fn run(
         Plan::default()
     } else {
         plan(
-            &mut store,
+            &mut *store,
             pipeline,
             request,
             (&destination, &settings),
@@ -312,7 +312,7 @@ pub async fn run(
                 .as_ref()
                 .map(|(_, lines)| Arc::new(lines.clone()));
             let mut book = Checkpointer {
-                store: &mut store,
+                store: &mut *store,
                 run_id: &run_id,
                 key: &key,
                 destination: &destination,
@@ -353,7 +353,7 @@ pub async fn run(
         }
     };
     summary.warnings.splice(0..0, plan.warnings);
-    record_history(&store, &mut summary, &first_errors);
+    record_history(&*store, &mut summary, &first_errors);
     drop(store);
     notify(pipeline, request, &mut summary, first_errors).await;
     Ok(summary)
@@ -374,7 +374,7 @@ struct Plan {
 
 /// Decides between resuming, starting fresh, and sending nothing; takes the checkpoint.
 fn plan(
-    store: &mut StateStore,
+    store: &mut dyn StateStore,
     pipeline: &Pipeline,
     request: &Request,
     (destination, settings): (&str, &SettingsDigest),
@@ -460,7 +460,7 @@ fn up_to_date(pipeline: &Pipeline, run_id: &str, delivered_by: &str) -> RunSumma
 }
 
 /// Writes the history entry.
-fn record_history(store: &StateStore, summary: &mut RunSummary, first_errors: &[FirstError]) {
+fn record_history(store: &dyn StateStore, summary: &mut RunSummary, first_errors: &[FirstError]) {
     let status = summary.status();
     let finished = store.finish_run(
         &summary.run_id,
@@ -514,7 +514,7 @@ async fn notify(
 }
 
 /// Deletes history older than the retention, and its rejects files.
-fn prune(store: &StateStore, days: u32) {
+fn prune(store: &dyn StateStore, days: u32) {
     match store.prune(days) {
         Ok(files) => {
             for file in files {
@@ -575,7 +575,7 @@ pub fn batches_per_checkpoint(in_flight: usize) -> usize {
 /// Records settled lines in the checkpoint as batches settle, and keeps the first problems;
 /// passes everything on to the progress display.
 struct Checkpointer<'a> {
-    store: &'a mut StateStore,
+    store: &'a mut dyn StateStore,
     run_id: &'a str,
     /// What the checkpoint is kept under ([`checkpoint_key`]).
     key: &'a str,

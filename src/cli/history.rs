@@ -9,7 +9,7 @@ use chrono::{TimeZone, Utc};
 use super::terminal::{self, errln, outln};
 use super::{Exit, HistoryArgs, printed};
 use crate::runner;
-use crate::state::{DATABASE_FILE, RunEntry, StateStore};
+use crate::state::{DATABASE_FILE, RunEntry};
 
 /// Prints the history the arguments ask for.
 pub(super) fn show(args: &HistoryArgs) -> Exit {
@@ -27,7 +27,7 @@ pub(super) fn show(args: &HistoryArgs) -> Exit {
         };
         return printed(written, exit);
     }
-    let store = match StateStore::open(&dir) {
+    let store = match crate::state::open(&dir) {
         Ok(store) => store,
         Err(error) => {
             errln!("error: {error}");
@@ -218,7 +218,7 @@ pub(super) fn pipeline_of_rejects(
     if !dir.join(DATABASE_FILE).exists() {
         return Err(unknown());
     }
-    let store = StateStore::open(&dir).map_err(|error| error.to_string())?;
+    let store = crate::state::open(&dir).map_err(|error| error.to_string())?;
     match store.run(&run_id).map_err(|error| error.to_string())? {
         Some(run) => Ok(run.pipeline_file),
         None => Err(unknown()),

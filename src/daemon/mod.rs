@@ -68,7 +68,7 @@ type Finished = (PathBuf, Result<RunSummary, RunError>);
 /// The daemon's state, owned by its one task.
 struct Daemon {
     options: Options,
-    store: StateStore,
+    store: Box<dyn StateStore>,
     /// By pipeline file.
     entries: BTreeMap<PathBuf, Entry>,
     /// The diagnostics last logged for each file, so a reload repeats none.
@@ -115,7 +115,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             options.dir.display()
         );
     }
-    let store = StateStore::open(&options.state_dir)?;
+    let store = crate::state::open(&options.state_dir)?;
     let budgets = AccountBudgets::default();
     let metrics = Arc::new(Metrics::new(budgets.clone()));
     if let Some(address) = options.metrics_listen {
@@ -700,7 +700,7 @@ impl Daemon {
             Some(entry) => {
                 entry.running = false;
                 if let Some(arrival) = entry.arrival.take() {
-                    record_handled_arrival(&self.store, &entry.pipeline.name, &arrival, &result);
+                    record_handled_arrival(&*self.store, &entry.pipeline.name, &arrival, &result);
                 }
                 (
                     std::mem::take(&mut entry.queued),
@@ -768,7 +768,7 @@ impl Daemon {
 /// someone acts). An interrupted run, or one that could not start, leaves it unhandled, so
 /// it runs again and resumes from its checkpoint.
 fn record_handled_arrival(
-    store: &StateStore,
+    store: &dyn StateStore,
     pipeline: &str,
     arrival: &Arrival,
     result: &Result<RunSummary, RunError>,

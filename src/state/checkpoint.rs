@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Fingerprint, SettingsDigest, StateError, StateStore, now_ms};
+use super::{Fingerprint, SettingsDigest, SqliteStore, StateError, now_ms};
 use crate::outcome::{Counts, SettledLines};
 
 /// An unfinished run's progress over one source file.
@@ -33,7 +33,7 @@ pub struct Delivered {
     pub at_ms: i64,
 }
 
-impl StateStore {
+impl SqliteStore {
     /// The checkpoint of `pipeline` for `destination`, if a run left one.
     pub fn checkpoint(
         &self,
@@ -186,20 +186,6 @@ impl StateStore {
         result.map_err(|error| self.error(error))
     }
 
-    /// Forgets the checkpoint (`--fresh`, or a changed file).
-    pub fn clear_checkpoint(
-        &mut self,
-        pipeline: &str,
-        destination: &str,
-    ) -> Result<(), StateError> {
-        let result = (|| {
-            let transaction = self.connection.transaction()?;
-            delete_checkpoint(&transaction, pipeline, destination)?;
-            transaction.commit()
-        })();
-        result.map_err(|error| self.error(error))
-    }
-
     /// Which run delivered this content in full before with the same settings, if one did.
     /// A delivery recorded before settings were (an older tapline) counts whatever the
     /// settings, so an upgrade does not send every delivered file again.
@@ -233,7 +219,7 @@ impl StateStore {
     }
 }
 
-/// The transaction of [`StateStore::settle_lines`].
+/// The transaction of [`SqliteStore::settle_lines`].
 fn write_settled(
     connection: &mut rusqlite::Connection,
     pipeline: &str,
@@ -307,7 +293,7 @@ mod tests {
     fn a_checkpoint_keeps_its_lines_until_the_file_is_delivered() {
         let settings = SettingsDigest::of("profiles");
         let dir = tempfile::tempdir().unwrap();
-        let mut store = StateStore::open(dir.path()).unwrap();
+        let mut store = SqliteStore::open(dir.path()).unwrap();
         let file = fingerprint("aa");
         assert_eq!(store.checkpoint("vip", "acct@url").unwrap(), None);
         store
@@ -338,7 +324,7 @@ mod tests {
         // Another destination has its own.
         assert_eq!(store.checkpoint("vip", "other@url").unwrap(), None);
 
-        let reopened = StateStore::open(dir.path()).unwrap();
+        let reopened = SqliteStore::open(dir.path()).unwrap();
         let checkpoint = reopened.checkpoint("vip", "acct@url").unwrap().unwrap();
         assert_eq!(checkpoint.run_id, "run-1");
         assert_eq!(checkpoint.fingerprint, file);
@@ -360,7 +346,7 @@ mod tests {
             ("run-2", 1001)
         );
 
-        let delivered = |store: &StateStore, file: &Fingerprint, settings: &SettingsDigest| {
+        let delivered = |store: &SqliteStore, file: &Fingerprint, settings: &SettingsDigest| {
             store
                 .delivered("vip", "acct@url", (file, settings))
                 .unwrap()

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use rusqlite::{OptionalExtension, Row, params};
 use serde::Serialize;
 
-use super::{StateError, StateStore, now_ms};
+use super::{SqliteStore, StateError, now_ms};
 use crate::outcome::{Code, Counts, RunStatus};
 
 /// One of the first problems of a run, kept in the history (no record data).
@@ -119,7 +119,7 @@ fn entry(row: &Row<'_>) -> rusqlite::Result<RunEntry> {
     })
 }
 
-impl StateStore {
+impl SqliteStore {
     /// Records that a run started.
     pub fn start_run(&self, run: &RunStart<'_>) -> Result<(), StateError> {
         self.connection
@@ -239,7 +239,7 @@ mod tests {
     #[test]
     fn runs_are_listed_newest_first_and_pruned_by_age() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::open(dir.path()).unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
         for (run_id, pipeline) in [("r1", "vip"), ("r2", "events"), ("r3", "vip")] {
             store
                 .start_run(&RunStart {

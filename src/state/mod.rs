@@ -15,7 +15,11 @@ mod triggers;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use rusqlite::Connection;
+
+use crate::outcome::{Counts, SettledLines};
+use crate::source::arrival::Arrival;
 
 pub use checkpoint::{Checkpoint, Delivered};
 pub use fingerprint::{Fingerprint, SettingsDigest};
@@ -148,15 +152,170 @@ const MIGRATIONS: &[&str] = &[
 /// every batch cost more CPU than mapping a quarter of its records.
 pub const CHECKPOINT_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
-/// An open state store.
-pub struct StateStore {
+/// What tapline keeps between runs, wherever it is kept: the run history, checkpoints and
+/// delivered files, the daemon's fires and arrivals, and the lock that keeps two processes
+/// from running one pipeline at once. Each method is one short transaction. The runner, the
+/// daemon and `tapline history` use only this; [`SqliteStore`] is the embedded store.
+pub trait StateStore: Send {
+    /// Takes the lock that keeps other processes from running `pipeline` until it is
+    /// dropped (or this process dies).
+    fn lock(&self, pipeline: &str) -> Result<PipelineLock, StateError>;
+
+    /// The checkpoint of an unfinished run of `pipeline` to `destination`, if any.
+    fn checkpoint(
+        &self,
+        pipeline: &str,
+        destination: &str,
+    ) -> Result<Option<Checkpoint>, StateError>;
+    /// Starts the checkpoint of a run (keeping lines an earlier run settled).
+    fn begin_checkpoint(
+        &mut self,
+        pipeline: &str,
+        destination: &str,
+        run_id: &str,
+        source: (&Fingerprint, &SettingsDigest),
+        settled: &SettledLines,
+    ) -> Result<(), StateError>;
+    /// Records lines as settled, with the run's counts so far.
+    fn settle_lines(
+        &mut self,
+        pipeline: &str,
+        destination: &str,
+        ranges: &[(u64, u64)],
+        progress: (&str, &Counts),
+    ) -> Result<(), StateError>;
+    /// Records a source as delivered in full, and drops its checkpoint.
+    fn finish_delivery(
+        &mut self,
+        pipeline: &str,
+        destination: &str,
+        run_id: &str,
+        source: (&Fingerprint, &SettingsDigest),
+    ) -> Result<(), StateError>;
+    /// The run that delivered this source in full, if one did.
+    fn delivered(
+        &self,
+        pipeline: &str,
+        destination: &str,
+        source: (&Fingerprint, &SettingsDigest),
+    ) -> Result<Option<Delivered>, StateError>;
+
+    /// Records a run as started.
+    fn start_run(&self, run: &RunStart<'_>) -> Result<(), StateError>;
+    /// Records how a run ended.
+    fn finish_run(&self, run_id: &str, finish: &RunFinish) -> Result<(), StateError>;
+    /// Marks the runs of `pipeline` still `running` as abandoned; returns how many.
+    fn abandon_running(&self, pipeline: &str) -> Result<usize, StateError>;
+    /// The newest runs (of one pipeline, or all), newest first.
+    fn runs(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<RunEntry>, StateError>;
+    /// One run.
+    fn run(&self, run_id: &str) -> Result<Option<RunEntry>, StateError>;
+    /// Deletes runs older than `days`; returns their rejects files, to delete.
+    fn prune(&self, days: u32) -> Result<Vec<PathBuf>, StateError>;
+
+    /// When the daemon last fired `pipeline`'s schedule.
+    fn last_fire(&self, pipeline: &str) -> Result<Option<DateTime<Utc>>, StateError>;
+    /// Records a fire of `pipeline`'s schedule.
+    fn record_fire(&self, pipeline: &str, at: DateTime<Utc>) -> Result<(), StateError>;
+    /// Whether this arrival of a file was handled already.
+    fn has_arrived(&self, pipeline: &str, arrival: &Arrival) -> Result<bool, StateError>;
+    /// Records an arrival as handled.
+    fn record_arrival(&self, pipeline: &str, arrival: &Arrival) -> Result<(), StateError>;
+}
+
+/// Opens the state store of a state directory (creating it if needed).
+pub fn open(dir: &Path) -> Result<Box<dyn StateStore>, StateError> {
+    Ok(Box::new(SqliteStore::open(dir)?))
+}
+
+impl StateStore for SqliteStore {
+    fn lock(&self, pipeline: &str) -> Result<PipelineLock, StateError> {
+        PipelineLock::acquire(&self.dir.join("locks"), pipeline)
+    }
+    fn checkpoint(
+        &self,
+        pipeline: &str,
+        destination: &str,
+    ) -> Result<Option<Checkpoint>, StateError> {
+        SqliteStore::checkpoint(self, pipeline, destination)
+    }
+    fn begin_checkpoint(
+        &mut self,
+        pipeline: &str,
+        destination: &str,
+        run_id: &str,
+        source: (&Fingerprint, &SettingsDigest),
+        settled: &SettledLines,
+    ) -> Result<(), StateError> {
+        SqliteStore::begin_checkpoint(self, pipeline, destination, run_id, source, settled)
+    }
+    fn settle_lines(
+        &mut self,
+        pipeline: &str,
+        destination: &str,
+        ranges: &[(u64, u64)],
+        progress: (&str, &Counts),
+    ) -> Result<(), StateError> {
+        SqliteStore::settle_lines(self, pipeline, destination, ranges, progress)
+    }
+    fn finish_delivery(
+        &mut self,
+        pipeline: &str,
+        destination: &str,
+        run_id: &str,
+        source: (&Fingerprint, &SettingsDigest),
+    ) -> Result<(), StateError> {
+        SqliteStore::finish_delivery(self, pipeline, destination, run_id, source)
+    }
+    fn delivered(
+        &self,
+        pipeline: &str,
+        destination: &str,
+        source: (&Fingerprint, &SettingsDigest),
+    ) -> Result<Option<Delivered>, StateError> {
+        SqliteStore::delivered(self, pipeline, destination, source)
+    }
+    fn start_run(&self, run: &RunStart<'_>) -> Result<(), StateError> {
+        SqliteStore::start_run(self, run)
+    }
+    fn finish_run(&self, run_id: &str, finish: &RunFinish) -> Result<(), StateError> {
+        SqliteStore::finish_run(self, run_id, finish)
+    }
+    fn abandon_running(&self, pipeline: &str) -> Result<usize, StateError> {
+        SqliteStore::abandon_running(self, pipeline)
+    }
+    fn runs(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<RunEntry>, StateError> {
+        SqliteStore::runs(self, pipeline, limit)
+    }
+    fn run(&self, run_id: &str) -> Result<Option<RunEntry>, StateError> {
+        SqliteStore::run(self, run_id)
+    }
+    fn prune(&self, days: u32) -> Result<Vec<PathBuf>, StateError> {
+        SqliteStore::prune(self, days)
+    }
+    fn last_fire(&self, pipeline: &str) -> Result<Option<DateTime<Utc>>, StateError> {
+        SqliteStore::last_fire(self, pipeline)
+    }
+    fn record_fire(&self, pipeline: &str, at: DateTime<Utc>) -> Result<(), StateError> {
+        SqliteStore::record_fire(self, pipeline, at)
+    }
+    fn has_arrived(&self, pipeline: &str, arrival: &Arrival) -> Result<bool, StateError> {
+        SqliteStore::has_arrived(self, pipeline, arrival)
+    }
+    fn record_arrival(&self, pipeline: &str, arrival: &Arrival) -> Result<(), StateError> {
+        SqliteStore::record_arrival(self, pipeline, arrival)
+    }
+}
+
+/// The embedded state store: one SQLite file.
+pub struct SqliteStore {
     connection: Connection,
     dir: PathBuf,
     /// When a checkpoint was last synced to disk.
     checkpoint_synced: Instant,
 }
 
-impl StateStore {
+impl SqliteStore {
     /// Opens (creating if needed) the store in `dir` and brings its schema up to date.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
         std::fs::create_dir_all(dir).map_err(|source| StateError::Io {
@@ -187,22 +346,11 @@ impl StateStore {
             || migrate(&mut connection, &path),
             |error| matches!(error, StateError::Database { source, .. } if is_busy(source)),
         )?;
-        Ok(StateStore {
+        Ok(SqliteStore {
             connection,
             dir: dir.to_path_buf(),
             checkpoint_synced: Instant::now(),
         })
-    }
-
-    /// The state directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Takes the lock that keeps other processes from running `pipeline` until it is dropped
-    /// (or this process dies).
-    pub fn lock(&self, pipeline: &str) -> Result<PipelineLock, StateError> {
-        PipelineLock::acquire(&self.dir.join("locks"), pipeline)
     }
 
     fn error(&self, source: rusqlite::Error) -> StateError {
@@ -284,9 +432,9 @@ mod tests {
     #[test]
     fn migrates_once_and_refuses_a_newer_schema() {
         let dir = tempfile::tempdir().unwrap();
-        drop(StateStore::open(dir.path()).unwrap());
+        drop(SqliteStore::open(dir.path()).unwrap());
         // Opening again applies nothing twice.
-        let store = StateStore::open(dir.path()).unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
         let version: i64 = store
             .connection
             .query_row("PRAGMA user_version", [], |row| row.get(0))
@@ -297,7 +445,7 @@ mod tests {
             .execute_batch("PRAGMA user_version = 99")
             .unwrap();
         drop(store);
-        let error = StateStore::open(dir.path()).err().expect("refused");
+        let error = SqliteStore::open(dir.path()).err().expect("refused");
         assert!(matches!(error, StateError::NewerSchema { found: 99, .. }));
         assert!(error.to_string().contains("upgrade tapline"), "{error}");
     }

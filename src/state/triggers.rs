@@ -4,10 +4,10 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 
-use super::{StateError, StateStore, now_ms};
+use super::{SqliteStore, StateError, now_ms};
 use crate::source::arrival::Arrival;
 
-impl StateStore {
+impl SqliteStore {
     /// When the daemon last fired `pipeline`, if ever.
     pub fn last_fire(&self, pipeline: &str) -> Result<Option<DateTime<Utc>>, StateError> {
         let fired: Option<i64> = self
@@ -35,7 +35,7 @@ impl StateStore {
     }
 }
 
-impl StateStore {
+impl SqliteStore {
     /// Whether this version of the file (path, size, modification time) was handled by a
     /// run of `pipeline` already (delivered, or failed for good).
     pub fn has_arrived(&self, pipeline: &str, arrival: &Arrival) -> Result<bool, StateError> {
@@ -89,7 +89,7 @@ mod tests {
     #[test]
     fn keeps_the_latest_fire_per_pipeline() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::open(dir.path()).unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
         assert_eq!(store.last_fire("vip").unwrap(), None);
         let first = DateTime::from_timestamp_millis(1_764_300_000_000).unwrap();
         let second = DateTime::from_timestamp_millis(1_764_300_060_000).unwrap();
@@ -102,7 +102,7 @@ mod tests {
     #[test]
     fn each_version_of_a_file_arrives_once() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::open(dir.path()).unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
         let arrival = Arrival {
             path: "exports/vip_1.csv".into(),
             size: 10,
