@@ -17,19 +17,23 @@
 //! - [`state`]: run history, checkpoints and delivered files in embedded SQLite.
 //! - [`template`]: String Builder templates for computed columns.
 //! - [`cli`]: commands, printing and exit codes.
+//!
+//! The library's public surface is what the binary, the tests and the benchmarks use: the
+//! command line, the sandbox, the JSON Schemas and YAML reader of `config`, and the webhook
+//! signature; everything else is the crate's own.
 
-pub mod clevertap;
+pub(crate) mod clevertap;
 pub mod cli;
 pub mod config;
-pub mod daemon;
-pub mod engine;
-pub mod mapping;
+pub(crate) mod daemon;
+pub(crate) mod engine;
+pub(crate) mod mapping;
 pub mod notifications;
-pub mod outcome;
-pub mod preflight;
-pub mod runner;
+pub(crate) mod outcome;
+pub(crate) mod preflight;
+pub(crate) mod runner;
 pub mod sandbox;
-pub mod scheduler;
-pub mod source;
-pub mod state;
-pub mod template;
+pub(crate) mod scheduler;
+pub(crate) mod source;
+pub(crate) mod state;
+pub(crate) mod template;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::clevertap::RetryPolicy;
+use crate::clevertap::retry::RetryPolicy;
 use crate::config::Pipeline;
 use crate::config::model::{
     OnInvalidRecord, Rerun, Source, SourceFormat, TriggerKind, redacted_url,

@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use crate::config::Schedule;
+use crate::config::model::Schedule;
 
 /// The first fire of `schedule` strictly after `after`, or `None` if there is none (a date
 /// that never comes, like 30 February).

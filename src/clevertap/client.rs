@@ -10,7 +10,7 @@ use super::wire::{
     ACCOUNT_HEADER, CUSTOM_LIST_COMPLETED_PATH, CustomListAnswer, CustomListCompleted, Endpoint,
     ErrorBody, PASSCODE_HEADER, PresignedUrl, UploadResponse,
 };
-use crate::config::Connection;
+use crate::config::model::Connection;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Error bodies are quoted in messages up to this many characters.

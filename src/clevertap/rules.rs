@@ -290,8 +290,6 @@ pub const MAX_CHARGED_ITEMS: usize = 256;
 /// The most properties of one event, unless the account has more ([DOC] upload-events-api,
 /// 2026-06-30: "100 by default, configurable"; older pages said 256).
 pub const DEFAULT_EVENT_PROPERTIES: usize = 100;
-/// The most records in one `/1/upload` request.
-pub const MAX_UPLOAD_RECORDS: usize = 1000;
 
 /// The device token types CleverTap accepts.
 pub const TOKEN_TYPES: [&str; 6] = ["fcm", "apns", "gcm", "chrome", "wns", "mpns"];

@@ -23,7 +23,7 @@ mod replay;
 mod run;
 mod sandbox;
 mod summary;
-pub mod terminal;
+pub(crate) mod terminal;
 mod validate;
 
 use terminal::{errln, outln};
@@ -85,6 +85,9 @@ enum Command {
         #[arg(long)]
         connections: bool,
     },
+    /// Print CleverTap's record rules that tapline checks, each with CleverTap's error code
+    /// and the page that documents it.
+    Rules,
     /// Serve the local CleverTap sandbox until Ctrl-C.
     Sandbox(SandboxArgs),
     /// Show past runs, or one run in detail.
@@ -257,6 +260,7 @@ pub fn main() -> ExitCode {
     let exit = match cli.command {
         Command::Validate { paths } => validate::validate(&paths),
         Command::Schema { connections } => schema(connections),
+        Command::Rules => printed(print_rules(&mut terminal::stdout()), Exit::Success),
         Command::Run(args) => run::run(&args),
         Command::Sandbox(args) => sandbox::serve_sandbox(args),
         Command::History(args) => history::show(&args),
@@ -314,6 +318,19 @@ pub(super) fn printed(written: std::io::Result<()>, exit: Exit) -> Exit {
             exit.max(Exit::Failed)
         }
     }
+}
+
+/// `tapline rules`: the table of CleverTap's record rules.
+fn print_rules(out: &mut dyn Write) -> std::io::Result<()> {
+    for rule in crate::clevertap::rules::RULES {
+        let code = match rule.code {
+            0 => "—".to_string(),
+            code => code.to_string(),
+        };
+        writeln!(out, "{code:>4}  {}: {}", rule.name, rule.asks)?;
+        writeln!(out, "      {}", rule.source)?;
+    }
+    Ok(())
 }
 
 pub(super) fn runtime() -> tokio::runtime::Runtime {

@@ -4,10 +4,10 @@
 //! serde types ([`file`]) → semantic checks ([`validate`]) → [`model::Pipeline`]. Code past
 //! this module works from the model and never re-checks the file.
 
-pub mod diagnostic;
-pub mod file;
-pub mod files;
-pub mod model;
+pub(crate) mod diagnostic;
+pub(crate) mod file;
+pub(crate) mod files;
+pub(crate) mod model;
 mod notifications;
 mod resolve;
 pub mod schema;
@@ -16,11 +16,9 @@ pub mod yaml;
 
 use std::path::{Path, PathBuf};
 
-pub use diagnostic::{Diagnostic, Severity};
-pub use model::{
-    Connection, Metadata, OnInvalidRecord, OutputMapping, Pipeline, Schedule, Secret, Source,
-    Target,
-};
+pub(crate) use diagnostic::Diagnostic;
+pub(crate) use model::{Pipeline, Secret};
+use model::{Source, Target};
 
 /// Whether loading needs the connection's credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,8 +24,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::clevertap::Client;
+use crate::config::model::Schedule;
 use crate::config::model::{CatchUp, Overlap, TriggerKind};
-use crate::config::{self, Credentials, Pipeline, Schedule};
+use crate::config::{self, Credentials, Pipeline};
 use crate::engine::{AccountBudgets, Delivery, NoObserver, RunSummary};
 use crate::outcome::RunStatus;
 use crate::runner::{self, RunError, Trigger};

@@ -23,7 +23,6 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-pub use batch::Batch;
 pub use budget::{AccountBudget, AccountBudgets};
 pub use ledger::ErrorBudget;
 pub use summary::{BatchReport, DryRunReport, RunSummary, StopReason};

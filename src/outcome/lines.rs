@@ -22,12 +22,8 @@ impl SettledLines {
         SettledLines { ranges: merged }
     }
 
-    /// Whether no line is settled.
-    pub fn is_empty(&self) -> bool {
-        self.ranges.is_empty()
-    }
-
     /// How many lines are settled.
+    #[cfg(test)]
     pub fn len(&self) -> u64 {
         self.ranges
             .iter()

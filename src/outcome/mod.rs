@@ -12,8 +12,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use code::{Code, UnknownCode};
-pub use lines::{SettledCursor, SettledLines};
+pub use code::Code;
+pub use lines::SettledLines;
 
 /// Where a record ended. Every record read ends in exactly one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

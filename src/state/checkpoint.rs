@@ -29,8 +29,6 @@ pub struct Checkpoint {
 pub struct Delivered {
     /// The run that finished it.
     pub run_id: String,
-    /// When, in milliseconds since the Unix epoch.
-    pub at_ms: i64,
 }
 
 impl SqliteStore {
@@ -197,7 +195,7 @@ impl SqliteStore {
     ) -> Result<Option<Delivered>, StateError> {
         self.connection
             .query_row(
-                "SELECT run_id, delivered_at FROM deliveries
+                "SELECT run_id FROM deliveries
                  WHERE pipeline = ?1 AND destination = ?2 AND sha256 = ?3 AND size = ?4
                    AND settings IN (?5, '')",
                 params![
@@ -210,7 +208,6 @@ impl SqliteStore {
                 |row| {
                     Ok(Delivered {
                         run_id: row.get(0)?,
-                        at_ms: row.get(1)?,
                     })
                 },
             )

@@ -23,11 +23,6 @@ impl SettingsDigest {
         SettingsDigest(hex::encode(Sha256::digest(description.as_bytes())))
     }
 
-    /// What a checkpoint or delivery recorded before settings were recorded holds.
-    pub fn unknown() -> Self {
-        SettingsDigest(String::new())
-    }
-
     /// Whether it was recorded before settings were.
     pub fn is_unknown(&self) -> bool {
         self.0.is_empty()

@@ -1,7 +1,7 @@
 //! The per-pipeline lock: an OS file lock, so it is released when the process dies.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::StateError;
 
@@ -9,7 +9,6 @@ use super::StateError;
 #[derive(Debug)]
 pub struct PipelineLock {
     _file: File,
-    path: PathBuf,
 }
 
 impl PipelineLock {
@@ -30,18 +29,13 @@ impl PipelineLock {
                 source,
             })?;
         match file.try_lock() {
-            Ok(()) => Ok(PipelineLock { _file: file, path }),
+            Ok(()) => Ok(PipelineLock { _file: file }),
             Err(TryLockError::WouldBlock) => Err(StateError::Busy {
                 pipeline: pipeline.to_string(),
                 lock: path,
             }),
             Err(TryLockError::Error(source)) => Err(StateError::Io { path, source }),
         }
-    }
-
-    /// The lock file.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

@@ -483,3 +483,18 @@ fn a_reader_that_goes_away_is_no_error_but_a_full_disk_is() {
     let errors = String::from_utf8_lossy(&output.stderr);
     assert!(errors.contains("cannot write the output"), "{errors}");
 }
+
+#[test]
+fn rules_lists_each_rule_with_its_code_and_source() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = tapline(dir.path(), &["rules"]);
+    assert_eq!(output.status.code(), Some(0));
+    let printed = stdout(&output);
+    assert!(
+        printed.contains(" 516  Phone: `Phone` is `+`")
+            && printed.contains("[DOC] upload-user-profiles-api (format; Corrections 8)")
+            && printed.contains("   —  deletion: ")
+            && printed.contains(" 520  Age:"),
+        "{printed}"
+    );
+}
