@@ -10,6 +10,17 @@
 //! streamed CSV): `--rows 5000000` is a 100 MB list, and the peak RSS shows it is never held
 //! in memory.
 //!
+//! `--events` uploads Charged events from JSON Lines instead (`identity, evtName, ts, Amount,
+//! Currency, Items[0].Name, Items[0].Price, Items[1].Name, Items[1].Price`, ~200 bytes a
+//! line); `--mapping` sends the profiles through an output mapping (a rename, `date`,
+//! `number` and `boolean` columns and a String Builder template); `--gzip` gzips the source.
+//! Each is the CPU cost of one source path per million records:
+//!
+//! ```text
+//! cargo bench --bench upload -- --rows 1000000 --latency-ms 0 --events --repeat 3
+//! cargo bench --bench upload -- --rows 1000000 --latency-ms 0 --mapping --repeat 3
+//! ```
+//!
 //! With `--repeat`, the upload runs that many times and the median is reported too: CPU
 //! time on a shared machine varies by a fifth from run to run.
 //!
@@ -26,6 +37,12 @@ use std::time::Instant;
 struct Settings {
     /// `--custom-list`: upload an audience (one streamed CSV) instead of profiles.
     custom_list: bool,
+    /// `--events`: Charged events from JSON Lines instead of profiles from CSV.
+    events: bool,
+    /// `--mapping`: the profiles go through an output mapping.
+    mapping: bool,
+    /// `--gzip`: the source is gzipped.
+    gzip: bool,
     rows: u64,
     latency_ms: u64,
     threads: u64,
@@ -35,6 +52,9 @@ struct Settings {
 fn settings() -> Settings {
     let mut settings = Settings {
         custom_list: false,
+        events: false,
+        mapping: false,
+        gzip: false,
         rows: 1_000_000,
         latency_ms: 200,
         threads: 10,
@@ -51,8 +71,13 @@ fn settings() -> Settings {
             ("--latency-ms", Some(value)) => settings.latency_ms = value,
             ("--threads", Some(value)) => settings.threads = value.clamp(1, 10),
             ("--repeat", Some(value)) => settings.repeat = value.max(1),
-            ("--custom-list", _) => {
-                settings.custom_list = true;
+            (flag @ ("--custom-list" | "--events" | "--mapping" | "--gzip"), _) => {
+                match flag {
+                    "--custom-list" => settings.custom_list = true,
+                    "--events" => settings.events = true,
+                    "--mapping" => settings.mapping = true,
+                    _ => settings.gzip = true,
+                }
                 index += 1;
                 continue;
             }
@@ -71,17 +96,87 @@ fn settings() -> Settings {
 }
 
 /// An audience: `identity,type` rows of about 22 bytes (5 million rows ≈ 100 MB).
-fn write_audience(path: &std::path::Path, rows: u64) -> std::io::Result<()> {
-    let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+fn write_audience(out: &mut dyn Write, rows: u64) -> std::io::Result<()> {
     writeln!(out, "identity,type")?;
     for i in 0..rows {
         writeln!(out, "user-{i:010}-aud,i")?;
     }
+    Ok(())
+}
+
+/// Charged events as JSON Lines, two items each (about 200 bytes a line).
+fn write_events(out: &mut dyn Write, rows: u64) -> std::io::Result<()> {
+    for i in 0..rows {
+        writeln!(
+            out,
+            r#"{{"identity":"user-{i}","evtName":"Charged","ts":{},"Amount":{}.5,"Currency":"USD","Items[0].Name":"Shoes {}","Items[0].Price":{},"Items[1].Name":"Socks","Items[1].Price":4.5}}"#,
+            1_700_000_000 + i % 10_000_000,
+            20 + i % 300,
+            i % 50,
+            15 + i % 200
+        )?;
+    }
+    Ok(())
+}
+
+/// Profiles as the output-mapping case reads them: source column names to rename and
+/// convert.
+fn write_mapped_rows(out: &mut dyn Write, rows: u64) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "user_id,full_name,email,signup_date,lifetime_value,is_vip,plan"
+    )?;
+    for i in 0..rows {
+        writeln!(
+            out,
+            "user-{i},User {i},user{i}@example.com,2024-{:02}-{:02},{}.25,{},Tier {}",
+            1 + i % 12,
+            1 + i % 28,
+            i % 5000,
+            if i % 3 == 0 { "yes" } else { "no" },
+            i % 5
+        )?;
+    }
+    Ok(())
+}
+
+/// The output mapping of `--mapping`.
+const MAPPING: &str = "output:
+  export_all_columns: true
+  columns:
+    - { source: user_id, name: identity }
+    - { source: full_name, name: Name }
+    - { source: email, name: Email }
+    - { source: signup_date, name: Signup Date, type: date }
+    - { source: lifetime_value, name: LTV, type: number }
+    - { source: is_vip, name: VIP, type: boolean }
+  strings:
+    - { name: Campaign, value: \"bench-{column:plan}-{timestamp:%Y%m%d}\" }
+";
+
+fn write_source(path: &std::path::Path, settings: &Settings) -> std::io::Result<()> {
+    let file = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let mut out: Box<dyn Write> = if settings.gzip {
+        Box::new(flate2::write::GzEncoder::new(
+            file,
+            flate2::Compression::fast(),
+        ))
+    } else {
+        Box::new(file)
+    };
+    if settings.custom_list {
+        write_audience(&mut out, settings.rows)?;
+    } else if settings.events {
+        write_events(&mut out, settings.rows)?;
+    } else if settings.mapping {
+        write_mapped_rows(&mut out, settings.rows)?;
+    } else {
+        write_rows(&mut out, settings.rows)?;
+    }
     out.flush()
 }
 
-fn write_rows(path: &std::path::Path, rows: u64) -> std::io::Result<()> {
-    let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+fn write_rows(out: &mut dyn Write, rows: u64) -> std::io::Result<()> {
     writeln!(
         out,
         "identity,Name,Email,Phone,Gender,Age,Customer Type,Score"
@@ -97,7 +192,7 @@ fn write_rows(path: &std::path::Path, rows: u64) -> std::io::Result<()> {
             i * 7
         )?;
     }
-    out.flush()
+    Ok(())
 }
 
 /// `GET /_sandbox/inspect` of the sandbox at `url` (`http://127.0.0.1:PORT`).
@@ -134,13 +229,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let settings = settings();
     let tapline = env!("CARGO_BIN_EXE_tapline");
     let dir = tempfile::tempdir()?;
-    let source = dir.path().join("profiles.csv");
+    let name = match (settings.events, settings.gzip) {
+        (true, false) => "source.jsonl",
+        (true, true) => "source.jsonl.gz",
+        (false, false) => "source.csv",
+        (false, true) => "source.csv.gz",
+    };
+    let source = dir.path().join(name);
     eprintln!("generating {} rows...", settings.rows);
-    if settings.custom_list {
-        write_audience(&source, settings.rows)?;
-    } else {
-        write_rows(&source, settings.rows)?;
-    }
+    write_source(&source, &settings)?;
     let size_mib = std::fs::metadata(&source)?.len() as f64 / (1 << 20) as f64;
 
     let mut sandbox = Command::new(tapline)
@@ -160,19 +257,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(
         dir.path().join("bench.yaml"),
         format!(
-            "connection:\n  account_id: {}\n  passcode_file: passcode\n  endpoint: {url}\nsource: {{path: profiles.csv}}\ntarget: {}\nthread_count: {}\n",
+            "connection:\n  account_id: {}\n  passcode_file: passcode\n  endpoint: {url}\nsource: {{path: {name}}}\ntarget: {}\nthread_count: {}\n{}",
             tapline::sandbox::DEFAULT_ACCOUNT_ID,
             if settings.custom_list {
                 "{entity: custom_list, custom_list: {name: Bench, uploader_email: admin@example.com, segment_mode: create}}"
+            } else if settings.events {
+                "{entity: user_events}"
             } else {
                 "{entity: user_profiles}"
             },
-            settings.threads
+            settings.threads,
+            if settings.mapping { MAPPING } else { "" },
         ),
     )?;
 
     println!(
-        "rows              {} ({size_mib:.0} MiB CSV)",
+        "rows              {} ({size_mib:.0} MiB {name})",
         settings.rows
     );
     println!(

@@ -122,7 +122,7 @@ impl Template {
         context: &RunContext,
         column: impl Fn(&str) -> Option<&'a str>,
     ) -> String {
-        let mut output = String::new();
+        let mut output = String::with_capacity(self.pieces.len() * 8);
         for piece in &self.pieces {
             match piece {
                 Piece::Text(text) => output.push_str(text),
@@ -147,6 +147,30 @@ impl Template {
             }
         }
         output
+    }
+
+    /// The template for one run: every placeholder but `{column:NAME}` rendered once (the
+    /// run's start, names, IDs), so each row only fills in its columns.
+    pub fn for_run(&self, context: &RunContext) -> Template {
+        let mut pieces: Vec<Piece> = Vec::new();
+        for piece in &self.pieces {
+            let text = match piece {
+                Piece::Column(name) => {
+                    pieces.push(Piece::Column(name.clone()));
+                    continue;
+                }
+                Piece::Text(text) => text.clone(),
+                other => Template {
+                    pieces: vec![other.clone()],
+                }
+                .render(context, |_| None),
+            };
+            match pieces.last_mut() {
+                Some(Piece::Text(before)) => before.push_str(&text),
+                _ => pieces.push(Piece::Text(text)),
+            }
+        }
+        Template { pieces }
     }
 
     /// The columns the template reads with `{column:NAME}`.
@@ -226,6 +250,16 @@ mod tests {
         ] {
             let parsed = Template::parse(template).expect("parses");
             assert_eq!(parsed.render(&context(), row), expected, "{template}");
+            // Rendered for the run first, it renders the same rows alike.
+            let for_run = parsed.for_run(&context());
+            assert_eq!(for_run.render(&context(), row), expected, "{template}");
+            assert!(
+                for_run
+                    .pieces
+                    .iter()
+                    .all(|piece| matches!(piece, Piece::Text(_) | Piece::Column(_))),
+                "{template}"
+            );
         }
     }
 

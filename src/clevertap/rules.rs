@@ -363,12 +363,31 @@ pub fn normalize_event_name(name: &str) -> String {
         .collect()
 }
 
+/// Whether two event names are one to CleverTap (case and spaces ignored), without
+/// allocating.
+pub fn same_event_name(a: &str, b: &str) -> bool {
+    fn letters(name: &str) -> impl Iterator<Item = u8> + '_ {
+        name.bytes()
+            .filter(|byte| !byte.is_ascii_whitespace())
+            .map(|byte| byte.to_ascii_lowercase())
+    }
+    fn chars(name: &str) -> impl Iterator<Item = char> + '_ {
+        name.chars()
+            .filter(|c| !c.is_whitespace())
+            .flat_map(char::to_lowercase)
+    }
+    if a.is_ascii() && b.is_ascii() {
+        letters(a).eq(letters(b))
+    } else {
+        chars(a).eq(chars(b))
+    }
+}
+
 /// Whether an event name is a system event that uploads may not raise.
 pub fn is_reserved_event(name: &str) -> bool {
-    let normalized = normalize_event_name(name);
     RESERVED_EVENTS
         .iter()
-        .any(|reserved| normalize_event_name(reserved) == normalized)
+        .any(|reserved| same_event_name(reserved, name))
 }
 
 /// Checks a property or column name.

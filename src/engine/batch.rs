@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::clevertap::wire::Envelope;
 use crate::config::model::{AccountLimits, OnInvalidRecord, OutputMapping, Target};
+use crate::mapping::output::OutputPlan;
 use crate::mapping::replay::Replayed;
 use crate::mapping::{self, Mapper, Record};
 use crate::outcome::{Code, Outcome, Settled, SettledLines};
@@ -169,6 +170,11 @@ pub fn produce(mut rows: Box<dyn RowStream>, settings: &Batching, output: &mut H
     let mut builder = BatchBuilder::new(settings.batch_size, settings.envelope);
     let mut mapper =
         Mapper::for_account(settings.target, settings.limits, settings.context.timezone);
+    // The output mapping's plan for this run, and the row it maps into (reused).
+    let mut output_mapping = settings
+        .output
+        .clone()
+        .map(|mapping| (OutputPlan::new(mapping, &settings.context), Row::default()));
     let mut row = Row::default();
     while let Some(next) = rows.read_row(&mut row) {
         let line = match &next {
@@ -181,7 +187,13 @@ pub fn produce(mut rows: Box<dyn RowStream>, settings: &Batching, output: &mut H
             continue;
         }
         let invalid = match next {
-            Ok(()) => match encode(settings, &mut mapper, &row, &mut builder) {
+            Ok(()) => match encode(
+                settings,
+                &mut mapper,
+                &mut output_mapping,
+                &row,
+                &mut builder,
+            ) {
                 Ok(()) => {
                     if !output.send_finished(&mut builder) {
                         return left_out;
@@ -238,6 +250,7 @@ pub fn produce(mut rows: Box<dyn RowStream>, settings: &Batching, output: &mut H
 fn encode(
     settings: &Batching,
     mapper: &mut Mapper,
+    output_mapping: &mut Option<(OutputPlan, Row)>,
     row: &Row,
     builder: &mut BatchBuilder,
 ) -> Result<(), mapping::Invalid> {
@@ -255,10 +268,10 @@ fn encode(
         }
         return Ok(());
     }
-    match &settings.output {
-        Some(output) => {
-            let mapped = mapping::output::apply(output, row, &settings.context)?;
-            builder.push(row.line, &mapper.map(&mapped)?);
+    match output_mapping {
+        Some((plan, mapped)) => {
+            plan.apply(row, mapped)?;
+            builder.push(row.line, &mapper.map(mapped)?);
         }
         None => builder.push(row.line, &mapper.map(row)?),
     }

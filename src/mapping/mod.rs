@@ -11,7 +11,6 @@ mod record;
 pub mod replay;
 mod time;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -123,6 +122,8 @@ pub struct Mapper {
     columns: Vec<(Arc<str>, Column)>,
     /// The record being built, as JSON text (profiles and events).
     text: RecordText,
+    /// The last event name that passed CleverTap's rules.
+    known_event_name: Option<String>,
 }
 
 /// What a column is to a profile or event record.
@@ -134,8 +135,8 @@ enum Column {
     Timestamp,
     /// The event's name (events).
     EventName,
-    /// `Items[i].Field` of a Charged event.
-    Item { index: usize, field: Box<str> },
+    /// `Items[i].Field` of a Charged event, with the field's key written as JSON once.
+    Item { index: usize, key: Box<[u8]> },
     /// A JSON list of a Charged event's items.
     Items,
     /// A property, with its key written as JSON once.
@@ -186,7 +187,7 @@ impl Column {
             return match rules::check_key(field) {
                 Ok(()) => Column::Item {
                     index,
-                    field: field.into(),
+                    key: json::encoded_key(field),
                 },
                 Err(violation) => Column::BadName(violation.into()),
             };
@@ -229,6 +230,7 @@ impl Mapper {
             zone,
             columns: Vec::new(),
             text: RecordText::default(),
+            known_event_name: None,
         }
     }
 
@@ -247,7 +249,13 @@ impl Mapper {
             }
             Target::Events => {
                 self.learn_columns(row);
-                event_record(row, &self.columns, &mut self.text, (self.limits, self.zone))?;
+                event_record(
+                    row,
+                    &self.columns,
+                    &mut self.text,
+                    &mut self.known_event_name,
+                    (self.limits, self.zone),
+                )?;
                 Record::Upload(UploadRecord::new(RecordKind::Event, &self.text))
             }
             Target::DeviceTokens => Record::Plain(operations::token_record(row)?),
@@ -523,13 +531,15 @@ fn event_record(
     row: &Row,
     columns: &[(Arc<str>, Column)],
     text: &mut RecordText,
+    known_event_name: &mut Option<String>,
     (limits, zone): (AccountLimits, Tz),
 ) -> Result<(), Invalid> {
     text.clear();
     let mut ts = None;
     let mut event_name = None;
     let mut items_column = None;
-    let mut items: BTreeMap<usize, Map<String, Value>> = BTreeMap::new();
+    // `Items[i].Field` values: (i, the field's JSON key, the value), in column order.
+    let mut items: Vec<(usize, &[u8], &Value)> = Vec::new();
     let mut object_id = None;
     let mut identity = false;
     for ((name, value), (_, column)) in row.fields.iter().zip(columns) {
@@ -544,13 +554,15 @@ fn event_record(
                 put_identity(text, field, value)?;
             }
             Column::Timestamp => ts = Some(parse_ts(value, zone)?),
-            Column::EventName => event_name = Some(checked_event_name(value)?),
-            Column::Item { index, field } => {
+            Column::EventName => {
+                event_name = Some(match (value, &*known_event_name) {
+                    (Value::String(name), Some(known)) if name == known => value,
+                    _ => checked_event_name(value, known_event_name)?,
+                });
+            }
+            Column::Item { index, key } => {
                 check_event_scalar(name, value)?;
-                items
-                    .entry(*index)
-                    .or_default()
-                    .insert(field.to_string(), value.clone());
+                items.push((*index, key, value));
             }
             Column::Items => items_column = Some(charged_items(value)?),
             Column::Property(property) => {
@@ -583,22 +595,25 @@ fn event_record(
                 "the row has both an `Items` column and `Items[i].Field` columns",
             ));
         }
-        if items.len() > rules::MAX_CHARGED_ITEMS {
+        // Items in index order, each item's fields in column order.
+        items.sort_by_key(|(index, _, _)| *index);
+        let count = 1 + items
+            .windows(2)
+            .filter(|pair| pair[0].0 != pair[1].0)
+            .count();
+        if count > rules::MAX_CHARGED_ITEMS {
             return Err(Invalid::breaks(
                 &rules::EVENT_STRUCTURE,
                 format!(
-                    "{} items; a Charged event holds at most {}",
-                    items.len(),
+                    "{count} items; a Charged event holds at most {}",
                     rules::MAX_CHARGED_ITEMS
                 ),
             ));
         }
-        items_column = Some(Value::Array(
-            items.into_values().map(Value::Object).collect(),
-        ));
     }
+    let has_items = items_column.is_some() || !items.is_empty();
     // [DOC] platform-considerations: `Items` is the Charged event's alone.
-    if items_column.is_some() && !is_charged(event_name) {
+    if has_items && !is_charged(event_name) {
         return Err(Invalid::breaks(
             &rules::EVENT_STRUCTURE,
             format!(
@@ -606,7 +621,7 @@ fn event_record(
             ),
         ));
     }
-    let properties = text.properties + usize::from(items_column.is_some());
+    let properties = text.properties + usize::from(has_items);
     if properties > limits.event_properties {
         return Err(Invalid::breaks(
             &rules::EVENT_PROPERTIES,
@@ -618,6 +633,8 @@ fn event_record(
     }
     if let Some(items) = items_column {
         text.push_property(br#""Items":"#, &items);
+    } else if !items.is_empty() {
+        text.push_raw_property(br#""Items":"#, |out| write_items(out, &items));
     }
     if let Some(ts) = ts {
         text.push_header("ts", &Value::from(ts));
@@ -626,8 +643,28 @@ fn event_record(
     Ok(())
 }
 
-/// Checks an `evtName` value: a string, not a system event, a valid name.
-fn checked_event_name(value: &Value) -> Result<&Value, Invalid> {
+/// `[{"Name":…,"Price":…},…]`: `Items[i].Field` values sorted by `i`, as JSON text.
+fn write_items(out: &mut Vec<u8>, items: &[(usize, &[u8], &Value)]) {
+    out.push(b'[');
+    for (position, (index, key, value)) in items.iter().enumerate() {
+        match position.checked_sub(1).map(|before| items[before].0) {
+            None => out.push(b'{'),
+            Some(before) if before == *index => out.push(b','),
+            Some(_) => out.extend_from_slice(b"},{"),
+        }
+        out.extend_from_slice(key);
+        json::write_value(out, value);
+    }
+    out.extend_from_slice(b"}]");
+}
+
+/// Checks an `evtName` value: a string, not a system event, a valid name. The last name
+/// that passed is kept in `known`: an export's events nearly always share a few names, so
+/// most rows are checked with one comparison.
+fn checked_event_name<'a>(
+    value: &'a Value,
+    known: &mut Option<String>,
+) -> Result<&'a Value, Invalid> {
     let Value::String(name) = value else {
         return Err(Invalid::breaks(
             &rules::EVENT_NAME,
@@ -642,6 +679,7 @@ fn checked_event_name(value: &Value) -> Result<&Value, Invalid> {
     }
     rules::check_event_name(name)
         .map_err(|v| Invalid::from(v.rule.broken(format!("event name: {}", v.message))))?;
+    *known = Some(name.clone());
     Ok(value)
 }
 
@@ -649,7 +687,7 @@ fn checked_event_name(value: &Value) -> Result<&Value, Invalid> {
 pub fn is_charged(event_name: &Value) -> bool {
     event_name
         .as_str()
-        .is_some_and(|name| rules::normalize_event_name(name) == "charged")
+        .is_some_and(|name| rules::same_event_name(name, "charged"))
 }
 
 /// `Items[3].Name` → `(3, "Name")`.

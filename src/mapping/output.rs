@@ -9,55 +9,98 @@ use serde_json::{Map, Value};
 use super::{Invalid, parse_date};
 use crate::config::model::{ArrayOperation, ColumnMapping, ColumnType, OutputMapping};
 use crate::source::Row;
-use crate::template::RunContext;
+use crate::template::{RunContext, Template};
 
-/// The row as the output mapping says to send it.
-pub fn apply(mapping: &OutputMapping, row: &Row, context: &RunContext) -> Result<Row, Invalid> {
-    let mut fields: Vec<(Arc<str>, Value)> =
-        Vec::with_capacity(row.fields.len() + mapping.strings.len());
-    let value_of = |name: &str| {
-        row.fields
-            .iter()
-            .find(|(column, _)| &**column == name)
-            .map(|(_, value)| value)
-    };
-    if mapping.export_all_columns {
-        for (column, value) in &row.fields {
-            if !mapping
+/// An output mapping made ready for one run: the names it sends under are shared by every
+/// row (so the mapper recognises them by pointer), and its templates are rendered but for
+/// their `{column:NAME}`s.
+pub struct OutputPlan {
+    mapping: Arc<OutputMapping>,
+    /// The name of each of `mapping.columns`.
+    names: Vec<Arc<str>>,
+    /// Each computed column: its name and its template for this run.
+    strings: Vec<(Arc<str>, Template)>,
+    context: RunContext,
+}
+
+impl OutputPlan {
+    /// The plan of `mapping` for the run `context` describes.
+    pub fn new(mapping: Arc<OutputMapping>, context: &RunContext) -> Self {
+        OutputPlan {
+            names: mapping
                 .columns
                 .iter()
-                .any(|mapped| mapped.source == **column)
-            {
-                fields.push((Arc::clone(column), value.clone()));
-            }
+                .map(|column| Arc::from(column.name.as_str()))
+                .collect(),
+            strings: mapping
+                .strings
+                .iter()
+                .map(|string| {
+                    (
+                        Arc::from(string.name.as_str()),
+                        string.template.for_run(context),
+                    )
+                })
+                .collect(),
+            mapping,
+            context: context.clone(),
         }
     }
-    for column in &mapping.columns {
-        let Some(value) = value_of(&column.source) else {
-            continue;
+
+    /// Writes into `into` the row as the output mapping says to send it.
+    pub fn apply(&self, row: &Row, into: &mut Row) -> Result<(), Invalid> {
+        let mapping = &*self.mapping;
+        into.line = row.line;
+        into.record = None;
+        into.fields.clear();
+        let value_of = |name: &str| {
+            row.fields
+                .iter()
+                .find(|(column, _)| &**column == name)
+                .map(|(_, value)| value)
         };
-        let converted = convert(column, value, context.timezone).map_err(|reason| {
-            Invalid::new(
-                Code::InvalidRecord,
-                format!(
-                    "line {}, column `{}`, value {value}: {reason}",
-                    row.line, column.source
-                ),
-            )
-        })?;
-        fields.push((Arc::from(column.name.as_str()), converted));
+        if mapping.export_all_columns {
+            for (column, value) in &row.fields {
+                if !mapping
+                    .columns
+                    .iter()
+                    .any(|mapped| mapped.source == **column)
+                {
+                    into.fields.push((Arc::clone(column), value.clone()));
+                }
+            }
+        }
+        for (column, name) in mapping.columns.iter().zip(&self.names) {
+            let Some(value) = value_of(&column.source) else {
+                continue;
+            };
+            let converted = convert(column, value, self.context.timezone).map_err(|reason| {
+                Invalid::new(
+                    Code::InvalidRecord,
+                    format!(
+                        "line {}, column `{}`, value {value}: {reason}",
+                        row.line, column.source
+                    ),
+                )
+            })?;
+            into.fields.push((Arc::clone(name), converted));
+        }
+        for (name, template) in &self.strings {
+            let rendered = template.render(&self.context, |column| {
+                value_of(column).and_then(Value::as_str)
+            });
+            into.fields
+                .push((Arc::clone(name), Value::String(rendered)));
+        }
+        Ok(())
     }
-    for string in &mapping.strings {
-        let rendered = string
-            .template
-            .render(context, |name| value_of(name).and_then(Value::as_str));
-        fields.push((Arc::from(string.name.as_str()), Value::String(rendered)));
-    }
-    Ok(Row {
-        line: row.line,
-        fields,
-        record: None,
-    })
+}
+
+/// The row as the output mapping says to send it (one row; a run uses an [`OutputPlan`]).
+pub fn apply(mapping: &OutputMapping, row: &Row, context: &RunContext) -> Result<Row, Invalid> {
+    let mut mapped = Row::default();
+    OutputPlan::new(Arc::new(mapping.clone()), context).apply(row, &mut mapped)?;
+    Ok(mapped)
 }
 
 /// Converts one value per its column's type and list operation.

@@ -116,6 +116,19 @@ impl RecordText {
     }
 }
 
+impl RecordText {
+    /// Adds a property whose key is already JSON text with its colon, and whose value
+    /// `write` appends as JSON text.
+    pub(super) fn push_raw_property(&mut self, key: &[u8], write: impl FnOnce(&mut Vec<u8>)) {
+        if self.properties > 0 {
+            self.data.push(b',');
+        }
+        self.data.extend_from_slice(key);
+        write(&mut self.data);
+        self.properties += 1;
+    }
+}
+
 impl<'a> UploadRecord<'a> {
     pub(super) fn new(kind: RecordKind, text: &'a RecordText) -> Self {
         UploadRecord { kind, text }

@@ -68,12 +68,69 @@ fn in_zone(time: NaiveDateTime, zone: Tz) -> Option<i64> {
 /// Reads a date property: a timestamp as for `ts`, or a plain `YYYY-MM-DD` (its first
 /// moment in `zone`, the source's).
 pub fn parse_date(text: &str, zone: Tz) -> Result<i64, String> {
-    if let Ok(date) = NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d") {
+    let text = text.trim();
+    // The common `YYYY-MM-DD` without a format string; other spellings chrono accepts
+    // (`2024-3-5`) go through it.
+    if let Some(date) =
+        plain_date(text).or_else(|| NaiveDate::parse_from_str(text, "%Y-%m-%d").ok())
+    {
         // A day always has a first moment, if not always midnight (a clock change at 00:00).
         let first = date.and_hms_opt(0, 0, 0).unwrap_or_default();
         return Ok(in_zone(first, zone)
             .or_else(|| in_zone(first + chrono::Duration::hours(1), zone))
             .unwrap_or_else(|| first.and_utc().timestamp()));
     }
-    parse_text(text.trim(), zone)
+    parse_text(text, zone)
+}
+
+/// `YYYY-MM-DD`, read without a format string (this runs per row of a `date` column).
+fn plain_date(text: &str) -> Option<NaiveDate> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<u32> {
+        bytes[range].iter().try_fold(0u32, |total, &byte| {
+            byte.is_ascii_digit()
+                .then(|| total * 10 + u32::from(byte - b'0'))
+        })
+    };
+    let year = i32::try_from(number(0..4)?).ok()?;
+    NaiveDate::from_ymd_opt(year, number(5..7)?, number(8..10)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_read_without_a_format_string_read_as_chrono_reads_them() {
+        for text in [
+            "2024-03-15",
+            "1990-05-01",
+            "2024-02-29",
+            "2023-02-29",
+            "2024-13-01",
+            "2024-3-5",
+            "2024-03-1x",
+            "+024-03-15",
+            "0001-01-01",
+        ] {
+            let chrono = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok();
+            let fast = plain_date(text);
+            assert!(
+                fast.is_none() || fast == chrono,
+                "{text}: {fast:?} vs {chrono:?}"
+            );
+            assert_eq!(
+                parse_date(text, Tz::UTC).ok(),
+                chrono.map(|date| date
+                    .and_hms_opt(0, 0, 0)
+                    .unwrap_or_default()
+                    .and_utc()
+                    .timestamp()),
+                "{text}"
+            );
+        }
+    }
 }

@@ -3,7 +3,7 @@
 use std::io::BufRead;
 use std::sync::Arc;
 
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
 use super::{Row, RowError, RowStream};
@@ -15,6 +15,10 @@ pub(super) struct JsonlStream {
     reader: Box<dyn BufRead + Send>,
     line: u64,
     buffer: Vec<u8>,
+    /// The keys of the last object read: the next object's keys are nearly always the same,
+    /// and reusing them saves two allocations per field and lets the mapper recognise its
+    /// columns by pointer.
+    keys: Vec<Arc<str>>,
 }
 
 impl JsonlStream {
@@ -23,6 +27,7 @@ impl JsonlStream {
             reader,
             line: 0,
             buffer: Vec::new(),
+            keys: Vec::new(),
         }
     }
 
@@ -107,10 +112,17 @@ impl RowStream for JsonlStream {
                 }));
             }
             row.fields.clear();
-            return Some(match serde_json::from_str::<Fields>(text) {
-                Ok(Fields(fields)) => {
+            let fields = Fields {
+                into: &mut row.fields,
+                keys: &mut self.keys,
+            };
+            let mut deserializer = serde_json::Deserializer::from_str(text);
+            let parsed = fields
+                .deserialize(&mut deserializer)
+                .and_then(|()| deserializer.end());
+            return Some(match parsed {
+                Ok(()) => {
                     row.line = line;
-                    row.fields = fields;
                     Ok(())
                 }
                 Err(error) if cut_short && error.is_eof() => Err(RowError::Fatal(format!(
@@ -126,30 +138,36 @@ impl RowStream for JsonlStream {
     }
 }
 
-/// A JSON object's fields in order. A key given twice, or an integer too large for 64 bits
-/// (serde_json would round it to a float: `2^64` becomes `18446744073709552000`), is an error
-/// instead of a silent change of the data.
-struct Fields(Vec<(Arc<str>, Value)>);
+/// A JSON object's fields in order, read into a row's fields. A key given twice, or an
+/// integer too large for 64 bits (serde_json would round it to a float: `2^64` becomes
+/// `18446744073709552000`), is an error instead of a silent change of the data.
+struct Fields<'a> {
+    into: &'a mut Vec<(Arc<str>, Value)>,
+    /// The keys of the last object, updated to this one's.
+    keys: &'a mut Vec<Arc<str>>,
+}
 
-impl<'de> Deserialize<'de> for Fields {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(FieldsVisitor)
+impl<'de> DeserializeSeed<'de> for Fields<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
     }
 }
 
-struct FieldsVisitor;
-
-impl<'de> Visitor<'de> for FieldsVisitor {
-    type Value = Fields;
+impl<'de> Visitor<'de> for Fields<'_> {
+    type Value = ();
 
     fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.write_str("a JSON object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
-        let mut fields: Vec<(Arc<str>, Value)> = Vec::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if fields.iter().any(|(name, _)| **name == *key) {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let Fields { into, keys } = self;
+        while let Some(key) = map.next_key_seed(Key {
+            last: keys.get(into.len()),
+        })? {
+            if into.iter().any(|(name, _)| **name == *key) {
                 return Err(serde::de::Error::custom(format!(
                     "the key `{key}` appears twice in the object; keep one"
                 )));
@@ -160,9 +178,43 @@ impl<'de> Visitor<'de> for FieldsVisitor {
                     "`{key}` is the integer {number}, beyond 64 bits, which cannot be sent exactly; write it as a string (in quotes) to send it as text"
                 )));
             }
-            fields.push((Arc::from(key), value));
+            match keys.get_mut(into.len()) {
+                Some(kept) if Arc::ptr_eq(kept, &key) => {}
+                Some(kept) => *kept = Arc::clone(&key),
+                None => keys.push(Arc::clone(&key)),
+            }
+            into.push((key, value));
         }
-        Ok(Fields(fields))
+        keys.truncate(into.len());
+        Ok(())
+    }
+}
+
+/// A key, shared with the last object's key at the same place when they are the same.
+struct Key<'a> {
+    last: Option<&'a Arc<str>>,
+}
+
+impl<'de> DeserializeSeed<'de> for Key<'_> {
+    type Value = Arc<str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Arc<str>, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for Key<'_> {
+    type Value = Arc<str>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a key")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Arc<str>, E> {
+        Ok(match self.last {
+            Some(last) if **last == *key => Arc::clone(last),
+            _ => Arc::from(key),
+        })
     }
 }
 
