@@ -194,3 +194,12 @@ pub fn wait_until_or_show(
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
+
+/// Runs `tapline run ARGS --json` in the workspace: the exit code and the first summary.
+pub fn run_json(workspace: &Workspace, args: &[&str]) -> (Option<i32>, Value) {
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let output = tapline(workspace.dir.path(), &all);
+    (output.status.code(), summary(&output))
+}

@@ -81,9 +81,8 @@ fn ten_thousand_events_arrive_in_full_with_charged_items() {
         "source: {path: events.jsonl.gz}\ntarget: {entity: user_events}\nthread_count: 10\n",
     );
 
-    let output = tapline(workspace.dir.path(), &["run", "events.yaml", "--json"]);
-    let summary = summary(&output);
-    assert_eq!(output.status.code(), Some(0), "{summary}");
+    let (code, summary) = run_json(&workspace, &["events.yaml"]);
+    assert_eq!(code, Some(0), "{summary}");
     assert_eq!(summary["records"]["accepted"], 10_000);
     let seen = sandbox.inspect();
     assert_eq!(seen.events, 10_000);
@@ -180,13 +179,8 @@ fn invalid_rows_are_skipped_and_reported_when_allowed() {
         "source: {path: people.csv}\ntarget: {entity: user_profiles}\nskip_invalid_records: true\n",
     );
 
-    let output = tapline(workspace.dir.path(), &["run", "people.yaml", "--json"]);
-    let summary = summary(&output);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "skipped records are allowed: {summary}"
-    );
+    let (code, summary) = run_json(&workspace, &["people.yaml"]);
+    assert_eq!(code, Some(0), "skipped records are allowed: {summary}");
     assert_eq!(
         summary["records"],
         json!({"read": 4, "accepted": 1, "skipped": 3, "rejected": 0, "failed": 0})
@@ -237,9 +231,8 @@ fn the_first_invalid_row_stops_the_run_by_default() {
         "source: {path: people.csv}\ntarget: {entity: user_profiles}\n",
     );
 
-    let output = tapline(workspace.dir.path(), &["run", "people.yaml", "--json"]);
-    let summary = summary(&output);
-    assert_eq!(output.status.code(), Some(1), "{summary}");
+    let (code, summary) = run_json(&workspace, &["people.yaml"]);
+    assert_eq!(code, Some(1), "{summary}");
     assert_eq!(summary["status"], "failed");
     assert_eq!(
         summary["records"],
@@ -293,13 +286,8 @@ fn records_clevertap_refuses_map_back_to_their_lines() {
         "source: {path: events.csv}\ntarget: {entity: user_events}\nskip_invalid_records: true\n",
     );
 
-    let output = tapline(workspace.dir.path(), &["run", "events.yaml", "--json"]);
-    let summary = summary(&output);
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "rejected records fail the run: {summary}"
-    );
+    let (code, summary) = run_json(&workspace, &["events.yaml"]);
+    assert_eq!(code, Some(1), "rejected records fail the run: {summary}");
     assert_eq!(
         summary["records"],
         json!({"read": 1500, "accepted": 1498, "skipped": 0, "rejected": 2, "failed": 0})
@@ -515,9 +503,8 @@ fn throttling_429s_are_retried_until_everything_arrives() {
         &sandbox,
         "source: {path: profiles.csv}\ntarget: {entity: user_profiles}\nthread_count: 6\n",
     );
-    let output = tapline(workspace.dir.path(), &["run", "profiles.yaml", "--json"]);
-    let summary = summary(&output);
-    assert_eq!(output.status.code(), Some(0), "{summary}");
+    let (code, summary) = run_json(&workspace, &["profiles.yaml"]);
+    assert_eq!(code, Some(0), "{summary}");
     let seen = sandbox.inspect();
     assert!(seen.throttled > 0, "the sandbox never throttled");
     assert_eq!(summary["retries"].as_u64(), Some(seen.throttled));
@@ -535,9 +522,8 @@ fn odd_source_files_end_clearly() {
         &sandbox,
         "source: {path: header.csv}\ntarget: {entity: user_profiles}\n",
     );
-    let output = tapline(workspace.dir.path(), &["run", "header.yaml", "--json"]);
-    let summary = common::summary(&output);
-    assert_eq!(output.status.code(), Some(0), "{summary}");
+    let (code, summary) = run_json(&workspace, &["header.yaml"]);
+    assert_eq!(code, Some(0), "{summary}");
     assert_eq!(summary["records"]["read"], 0);
     assert_eq!(summary["warnings"], json!(["the source has no records"]));
 
@@ -563,9 +549,8 @@ fn odd_source_files_end_clearly() {
         &sandbox,
         "source: {path: events.jsonl}\ntarget: {entity: user_events}\nskip_invalid_records: true\n",
     );
-    let output = tapline(workspace.dir.path(), &["run", "events.yaml", "--json"]);
-    let summary = common::summary(&output);
-    assert_eq!(output.status.code(), Some(0), "{summary}");
+    let (code, summary) = run_json(&workspace, &["events.yaml"]);
+    assert_eq!(code, Some(0), "{summary}");
     assert_eq!(
         summary["records"],
         json!({"read": 4, "accepted": 2, "skipped": 2, "rejected": 0, "failed": 0})
@@ -614,9 +599,8 @@ fn a_slow_answer_after_the_records_were_stored_makes_the_only_duplicates() {
         .unwrap()
         .replace("request_timeout_seconds: 5", "request_timeout_seconds: 1");
     workspace.write("profiles.yaml", pipeline);
-    let output = tapline(workspace.dir.path(), &["run", "profiles.yaml", "--json"]);
-    let summary = summary(&output);
-    assert_eq!(output.status.code(), Some(0), "{summary}");
+    let (code, summary) = run_json(&workspace, &["profiles.yaml"]);
+    assert_eq!(code, Some(0), "{summary}");
     let seen = sandbox.inspect();
     assert!(seen.faults > 0, "no slow answer was injected");
     assert_eq!(seen.distinct_profiles, 10_000, "every profile arrived");
