@@ -1,0 +1,243 @@
+//! The connection a pipeline names: found in `connections.yaml` (or inline), its secrets
+//! resolved, its endpoint checked.
+
+use super::{DEFAULT_REQUEST_TIMEOUT_SECONDS, parse_file};
+use crate::config::diagnostic::{Diagnostic, did_you_mean};
+use crate::config::file::{ConnectionFile, ConnectionRef, ConnectionsFile, Region};
+use crate::config::model::{AccountLimits, Connection};
+use crate::config::resolve::{
+    SecretField, SecretSite, interpolate, is_http_url, is_plain_http_off_this_machine, secret,
+};
+use crate::config::schema::FileKind;
+use crate::config::yaml::Node;
+use crate::config::{Credentials, yaml};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where a connection was written: its file, tree, and JSON pointer within it.
+struct ConnectionSite<'a> {
+    file: PathBuf,
+    root: &'a Node,
+    pointer: String,
+}
+
+impl ConnectionSite<'_> {
+    fn at(&self, field: &str) -> Option<yaml::Position> {
+        Some(self.root.locate(&format!("{}/{field}", self.pointer)))
+    }
+}
+
+pub(super) fn resolve_connection(
+    file: &Path,
+    root: &Node,
+    connection: &ConnectionRef,
+    folder: &Path,
+    credentials: Credentials,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Connection> {
+    match connection {
+        ConnectionRef::Inline(spec) => {
+            let site = ConnectionSite {
+                file: file.to_path_buf(),
+                root,
+                pointer: "/connection".into(),
+            };
+            finish_connection("inline", spec, &site, credentials, diagnostics)
+        }
+        ConnectionRef::Named(name) => {
+            let path = ["connections.yaml", "connections.yml"]
+                .iter()
+                .map(|file| folder.join(file))
+                .find(|candidate| candidate.exists());
+            let Some(path) = path else {
+                diagnostics.push(
+                    Diagnostic::error(file, Some(root.locate("/connection")), format!("connection `{name}` needs a `connections.yaml` beside the pipeline, and there is none in `{}`", display_folder(folder)))
+                        .with_hint("create connections.yaml with the connection, or write the connection inline"),
+                );
+                return None;
+            };
+            let connections =
+                parse_file::<ConnectionsFile>(&path, FileKind::Connections, diagnostics)?;
+            let Some(spec) = connections.value.0.get(name) else {
+                let names: Vec<&str> = connections.value.0.keys().map(String::as_str).collect();
+                let mut diagnostic = Diagnostic::error(
+                    file,
+                    Some(root.locate("/connection")),
+                    format!(
+                        "unknown connection `{name}`; {} defines {}",
+                        path.display(),
+                        names
+                            .iter()
+                            .map(|n| format!("`{n}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+                if let Some(suggestion) = did_you_mean(name, names.iter().copied()) {
+                    diagnostic = diagnostic.with_hint(format!("did you mean `{suggestion}`?"));
+                }
+                diagnostics.push(diagnostic);
+                return None;
+            };
+            let site = ConnectionSite {
+                file: path.clone(),
+                root: &connections.root,
+                pointer: format!("/{}", name.replace('~', "~0").replace('/', "~1")),
+            };
+            finish_connection(name, spec, &site, credentials, diagnostics)
+        }
+    }
+}
+
+fn display_folder(folder: &Path) -> String {
+    if folder.as_os_str().is_empty() {
+        ".".into()
+    } else {
+        folder.display().to_string()
+    }
+}
+
+fn finish_connection(
+    name: &str,
+    spec: &ConnectionFile,
+    site: &ConnectionSite<'_>,
+    credentials: Credentials,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Connection> {
+    let file = site.file.as_path();
+    let timeout = Duration::from_secs(
+        spec.request_timeout_seconds
+            .map_or(DEFAULT_REQUEST_TIMEOUT_SECONDS, |seconds| {
+                seconds.clamp(1, 600) as u64
+            }),
+    );
+    // The schema keeps the numbers in range.
+    let mut limits = AccountLimits::default();
+    if let Some(event_properties) = spec
+        .limits
+        .as_ref()
+        .and_then(|limits| limits.event_properties)
+    {
+        limits.event_properties = event_properties.clamp(1, 1024) as usize;
+    }
+    let what = format!("the passcode of connection `{name}`");
+    let passcode_site = SecretSite {
+        file,
+        at: &|field| site.at(field),
+    };
+    let passcode = secret(
+        &SecretField {
+            field: "passcode",
+            what: &what,
+            value: spec.passcode.as_deref(),
+            value_file: spec.passcode_file.as_deref(),
+        },
+        &passcode_site,
+        credentials,
+        diagnostics,
+    );
+    let passcode = match passcode {
+        Ok(Some(passcode)) => Some(passcode),
+        Ok(None) => {
+            diagnostics.push(
+                Diagnostic::error(
+                    file,
+                    site.at("account_id"),
+                    format!("connection `{name}` has no passcode"),
+                )
+                .with_hint(
+                    "add `passcode: ${CLEVERTAP_PASSCODE}` or `passcode_file: /path/to/passcode`",
+                ),
+            );
+            return None;
+        }
+        // The other fields are still checked, so every problem is reported at once.
+        Err(()) => None,
+    };
+    if credentials == Credentials::Ignore {
+        return Some(Connection {
+            name: name.to_string(),
+            account_id: String::new(),
+            passcode: passcode?,
+            base_url: String::new(),
+            request_timeout: timeout,
+            limits,
+        });
+    }
+
+    let mut failed = false;
+    let mut resolve = |field: &str, text: &str| -> Option<String> {
+        match interpolate(text) {
+            Ok(value) => Some(value),
+            Err(problem) => {
+                diagnostics.push(
+                    Diagnostic::error(file, site.at(field), problem.message)
+                        .with_hint(problem.hint),
+                );
+                failed = true;
+                None
+            }
+        }
+    };
+    let account_id = resolve("account_id", &spec.account_id);
+    let endpoint = spec
+        .endpoint
+        .as_deref()
+        .and_then(|text| resolve("endpoint", text));
+    if failed {
+        return None;
+    }
+    let (account_id, passcode) = (account_id?, passcode?);
+    if account_id.trim().is_empty() {
+        diagnostics.push(Diagnostic::error(
+            file,
+            site.at("account_id"),
+            format!("connection `{name}` has an empty `account_id`"),
+        ));
+        return None;
+    }
+    let base_url = match endpoint {
+        Some(endpoint) => match is_http_url(&endpoint) {
+            true => {
+                if is_plain_http_off_this_machine(&endpoint) {
+                    diagnostics.push(
+                        Diagnostic::warning(
+                            file,
+                            site.at("endpoint"),
+                            format!(
+                                "`endpoint` `{}` is plain http to another machine: the passcode and every record cross the network unencrypted",
+                                crate::config::model::redacted_url(&endpoint)
+                            ),
+                        )
+                        .with_hint("use https://, or http:// only to a proxy on this machine (127.0.0.1)"),
+                    );
+                }
+                endpoint.trim_end_matches('/').to_string()
+            }
+            false => {
+                diagnostics.push(
+                    Diagnostic::error(
+                        file,
+                        site.at("endpoint"),
+                        format!("`endpoint` `{endpoint}` is not an http(s) URL"),
+                    )
+                    .with_hint(
+                        "write it like `https://proxy.example.com` or `http://127.0.0.1:9000`",
+                    ),
+                );
+                return None;
+            }
+        },
+        None => {
+            crate::clevertap::wire::region_base_url(spec.region.unwrap_or(Region::Eu1)).to_string()
+        }
+    };
+    Some(Connection {
+        name: name.to_string(),
+        account_id,
+        passcode,
+        base_url,
+        request_timeout: timeout,
+        limits,
+    })
+}
