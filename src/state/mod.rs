@@ -1,4 +1,5 @@
-//! The state store: run history, checkpoints and delivered files, in an embedded SQLite file.
+//! The state store: run history, checkpoints and delivered files, behind [`StateStore`]; the
+//! embedded implementation, [`SqliteStore`], keeps them in one SQLite file.
 //!
 //! One file, `state.db`, in the state directory (`--state-dir`, else `$STATE_DIRECTORY`, else
 //! `.tapline/` beside the pipelines). Its schema is versioned with `PRAGMA user_version` and
