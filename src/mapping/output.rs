@@ -12,8 +12,8 @@ use crate::source::Row;
 use crate::template::{RunContext, Template};
 
 /// An output mapping made ready for one run: the names it sends under are shared by every
-/// row (so the mapper recognises them by pointer), and its templates are rendered but for
-/// their `{column:NAME}`s.
+/// row (so the mapper recognises them by pointer), its templates are rendered but for their
+/// `{column:NAME}`s, and where each source column sits is worked out once per header.
 pub struct OutputPlan {
     mapping: Arc<OutputMapping>,
     /// The name of each of `mapping.columns`.
@@ -21,6 +21,57 @@ pub struct OutputPlan {
     /// Each computed column: its name and its template for this run.
     strings: Vec<(Arc<str>, Template)>,
     context: RunContext,
+    /// Where the columns are in rows with the header it was worked out for.
+    layout: Layout,
+}
+
+/// Positions in a row, for one header.
+#[derive(Default)]
+struct Layout {
+    /// The header (the rows' column names, compared by pointer).
+    header: Vec<Arc<str>>,
+    /// The positions of the columns sent as they are (`export_all_columns`).
+    exported: Vec<usize>,
+    /// The position of each mapped column's source, if the row has it.
+    sources: Vec<Option<usize>>,
+}
+
+impl Layout {
+    fn of(mapping: &OutputMapping, row: &Row) -> Layout {
+        let position = |name: &str| row.fields.iter().position(|(column, _)| &**column == name);
+        Layout {
+            header: row
+                .fields
+                .iter()
+                .map(|(name, _)| Arc::clone(name))
+                .collect(),
+            exported: if mapping.export_all_columns {
+                (0..row.fields.len())
+                    .filter(|&index| {
+                        let column = &*row.fields[index].0;
+                        !mapping.columns.iter().any(|mapped| mapped.source == column)
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            sources: mapping
+                .columns
+                .iter()
+                .map(|column| position(&column.source))
+                .collect(),
+        }
+    }
+
+    /// Whether `row` has the header this layout was worked out for.
+    fn fits(&self, row: &Row) -> bool {
+        self.header.len() == row.fields.len()
+            && self
+                .header
+                .iter()
+                .zip(&row.fields)
+                .all(|(known, (name, _))| Arc::ptr_eq(known, name) || known == name)
+    }
 }
 
 impl OutputPlan {
@@ -44,36 +95,29 @@ impl OutputPlan {
                 .collect(),
             mapping,
             context: context.clone(),
+            layout: Layout::default(),
         }
     }
 
     /// Writes into `into` the row as the output mapping says to send it.
-    pub fn apply(&self, row: &Row, into: &mut Row) -> Result<(), Invalid> {
-        let mapping = &*self.mapping;
+    pub fn apply(&mut self, row: &Row, into: &mut Row) -> Result<(), Invalid> {
+        if !self.layout.fits(row) {
+            self.layout = Layout::of(&self.mapping, row);
+        }
+        let (mapping, layout) = (&*self.mapping, &self.layout);
         into.line = row.line;
         into.record = None;
         into.fields.clear();
-        let value_of = |name: &str| {
-            row.fields
-                .iter()
-                .find(|(column, _)| &**column == name)
-                .map(|(_, value)| value)
-        };
-        if mapping.export_all_columns {
-            for (column, value) in &row.fields {
-                if !mapping
-                    .columns
-                    .iter()
-                    .any(|mapped| mapped.source == **column)
-                {
-                    into.fields.push((Arc::clone(column), value.clone()));
-                }
-            }
+        for &index in &layout.exported {
+            let (column, value) = &row.fields[index];
+            into.fields.push((Arc::clone(column), value.clone()));
         }
-        for (column, name) in mapping.columns.iter().zip(&self.names) {
-            let Some(value) = value_of(&column.source) else {
+        for ((column, name), source) in mapping.columns.iter().zip(&self.names).zip(&layout.sources)
+        {
+            let Some(index) = *source else {
                 continue;
             };
+            let value = &row.fields[index].1;
             let converted = convert(column, value, self.context.timezone).map_err(|reason| {
                 Invalid::new(
                     Code::InvalidRecord,
@@ -85,10 +129,14 @@ impl OutputPlan {
             })?;
             into.fields.push((Arc::clone(name), converted));
         }
+        let value_of = |name: &str| {
+            row.fields
+                .iter()
+                .find(|(column, _)| &**column == name)
+                .and_then(|(_, value)| value.as_str())
+        };
         for (name, template) in &self.strings {
-            let rendered = template.render(&self.context, |column| {
-                value_of(column).and_then(Value::as_str)
-            });
+            let rendered = template.render(&self.context, value_of);
             into.fields
                 .push((Arc::clone(name), Value::String(rendered)));
         }
