@@ -216,12 +216,15 @@ pub(super) async fn run(
 ) -> RunSummary {
     let started = Instant::now();
     let mut ledger = Ledger::new(&job, &options);
-    // Reading and mapping are blocking work; they run here, on this worker, so the rows book
-    // into the ledger and the observer as on the other paths.
+    // Reading and mapping are blocking work; they run here, on this worker (the runtime
+    // moves its other tasks away meanwhile), so the rows book into the ledger and the
+    // observer as on the other paths. A single-threaded runtime has no other worker.
     let mut read = |ledger: &mut Ledger, output: &mut dyn Write| {
-        tokio::task::block_in_place(|| {
-            write_entries(&job, &options, ledger, observer, output, &cancel)
-        })
+        let mut write = || write_entries(&job, &options, ledger, observer, output, &cancel);
+        match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::CurrentThread => write(),
+            _ => tokio::task::block_in_place(write),
+        }
     };
     let (listed, requests) = match &options.delivery {
         Delivery::DryRun => {
