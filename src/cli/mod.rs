@@ -76,6 +76,10 @@ enum Command {
         /// Pipeline files or folders of them.
         #[arg(default_value = "pipelines")]
         paths: Vec<PathBuf>,
+        /// Treat warnings as errors: unset `${VAR}`s and missing secret files too (for a check
+        /// on the production host).
+        #[arg(long)]
+        strict: bool,
     },
     /// Run pipelines once and print what happened to every record.
     Run(RunArgs),
@@ -258,7 +262,14 @@ pub fn main() -> ExitCode {
     };
     init_logging(cli.log_format, default_level);
     let exit = match cli.command {
-        Command::Validate { paths } => validate::validate(&paths),
+        Command::Validate { paths, strict } => validate::validate(
+            &paths,
+            if strict {
+                Warnings::Fail
+            } else {
+                Warnings::Allowed
+            },
+        ),
         Command::Schema { connections } => schema(connections),
         Command::Rules => printed(print_rules(&mut terminal::stdout()), Exit::Success),
         Command::Run(args) => run::run(&args),
@@ -359,10 +370,29 @@ pub(super) fn print_diagnostics(diagnostics: &[Diagnostic]) {
     }
 }
 
-/// Loads pipelines and checks their sources; the pipelines, or the exit code for errors.
+/// Whether warnings fail a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Warnings {
+    /// They are printed; only errors fail.
+    Allowed,
+    /// They are errors (`tapline validate --strict`).
+    Fail,
+}
+
+/// Loads pipelines and checks their sources, warnings allowed.
 pub(super) fn load_all(
     paths: &[PathBuf],
     credentials: Credentials,
+) -> Result<Vec<Pipeline>, (Exit, usize)> {
+    load_checked(paths, credentials, Warnings::Allowed)
+}
+
+/// Loads pipelines and checks their sources; the pipelines, or the exit code and the number
+/// of errors.
+pub(super) fn load_checked(
+    paths: &[PathBuf],
+    credentials: Credentials,
+    warnings: Warnings,
 ) -> Result<Vec<Pipeline>, (Exit, usize)> {
     let files = match config::discover(paths) {
         Ok(files) => files,
@@ -395,6 +425,11 @@ pub(super) fn load_all(
                 .cmp(&(&b.file, b.position.map(|p| (p.line, p.col))))
         });
         diagnostics.retain(|diagnostic| reported.insert(diagnostic.to_string()));
+        if warnings == Warnings::Fail {
+            for diagnostic in &mut diagnostics {
+                diagnostic.severity = config::diagnostic::Severity::Error;
+            }
+        }
         print_diagnostics(&diagnostics);
         let file_errors = diagnostics.iter().filter(|d| d.is_error()).count();
         errors += file_errors;

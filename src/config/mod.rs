@@ -27,6 +27,9 @@ pub enum Credentials {
     Resolve,
     /// Do not read credentials (a `--sandbox` run replaces them); the connection must still exist.
     Ignore,
+    /// Check what can be checked (`tapline validate`): an unset `${VAR}` or a secret file that
+    /// does not exist is a warning that the run will need it, not an error.
+    Check,
 }
 
 /// The result of loading one pipeline file.

@@ -8,7 +8,7 @@ use super::Credentials;
 use super::diagnostic::Diagnostic;
 use super::file::{EmailFile, NotificationFile, NotifyOn, SmtpSecurity, WebhookFile};
 use super::model::{Channel, Email, Notification, Secret, Webhook};
-use super::resolve::{self, SecretField, SecretSite, interpolate, is_http_url};
+use super::resolve::{self, SecretField, SecretSite, is_http_url};
 use super::yaml::Node;
 
 /// The checked notifications, or `None` when any has an error (each one reported).
@@ -205,19 +205,20 @@ fn build_webhook(
     webhook: &WebhookFile,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Webhook> {
-    let url = match interpolate(&webhook.url) {
-        Ok(url) if is_http_url(&url) => Some(url),
-        Ok(url) => {
+    let at = Some(site.root.locate(&format!("{}/url", site.pointer)));
+    let url = match resolve::resolved(&webhook.url, site.credentials, (site.file, at), diagnostics)
+    {
+        Ok(Some(url)) if is_http_url(&url) => Some(url),
+        Ok(Some(url)) => {
             diagnostics.push(
                 site.error("url", format!("`{url}` is not an http(s) URL"))
                     .with_hint("write it like `https://hooks.example.com/tapline`"),
             );
             None
         }
-        Err(problem) => {
-            diagnostics.push(site.error("url", problem.message).with_hint(problem.hint));
-            None
-        }
+        // Unset, under `tapline validate`: the run will know it.
+        Ok(None) => Some(String::new()),
+        Err(()) => None,
     };
     let secret = site.secret(
         "secret",

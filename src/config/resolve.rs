@@ -13,6 +13,38 @@ use super::yaml::Position;
 pub(super) struct InterpolationProblem {
     pub(super) message: String,
     pub(super) hint: String,
+    /// The variable that is not set, if that is the problem.
+    pub(super) unset: Option<String>,
+}
+
+/// Resolves the `${NAME}`s of a config value: `Ok(Some(text))`; `Ok(None)` when a variable
+/// is unset and `credentials` is [`Credentials::Check`] (reported as a warning: the run will
+/// need it); `Err` after reporting an error.
+pub(super) fn resolved(
+    text: &str,
+    credentials: Credentials,
+    problem_at: (&Path, Option<Position>),
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Result<Option<String>, ()> {
+    let (file, at) = problem_at;
+    match interpolate(text) {
+        Ok(text) => Ok(Some(text)),
+        Err(problem) if credentials == Credentials::Check && problem.unset.is_some() => {
+            diagnostics.push(
+                Diagnostic::warning(
+                    file,
+                    at,
+                    format!("{}; `tapline run` will need it", problem.message),
+                )
+                .with_hint(problem.hint),
+            );
+            Ok(None)
+        }
+        Err(problem) => {
+            diagnostics.push(Diagnostic::error(file, at, problem.message).with_hint(problem.hint));
+            Err(())
+        }
+    }
 }
 
 /// Replaces every `${NAME}` with the environment variable `NAME`.
@@ -26,6 +58,7 @@ pub(super) fn interpolate(text: &str) -> Result<String, InterpolationProblem> {
             return Err(InterpolationProblem {
                 message: format!("`${{` without a closing `}}` in `{text}`"),
                 hint: "write `${NAME}`".into(),
+                unset: None,
             });
         };
         let name = &after[..end];
@@ -37,6 +70,7 @@ pub(super) fn interpolate(text: &str) -> Result<String, InterpolationProblem> {
                     hint: format!(
                         "export {name}=... before running tapline (under systemd: `Environment=` or `EnvironmentFile=`)"
                     ),
+                    unset: Some(name.to_string()),
                 });
             }
         }
@@ -111,16 +145,36 @@ pub(super) fn secret(
     if credentials == Credentials::Ignore {
         return Ok(value.or(value_file).map(|_| Secret::new("")));
     }
+    // Under `Check`, what the run will need but this machine lacks is a warning, and the
+    // secret is empty.
+    let unknown = Ok(Some(Secret::new("")));
     let interpolated = |key: &str, text: &str, diagnostics: &mut Vec<Diagnostic>| {
-        interpolate(text).map_err(|problem| {
-            diagnostics.push(error(key, problem.message).with_hint(problem.hint));
-        })
+        resolved(text, credentials, (site.file, (site.at)(key)), diagnostics)
     };
     let text = match (value, value_file) {
-        (Some(value), _) => interpolated(field, value, diagnostics)?,
+        (Some(value), _) => match interpolated(field, value, diagnostics)? {
+            Some(text) => text,
+            None => return unknown,
+        },
         (None, Some(path)) => {
-            let path = interpolated(&file_field, path, diagnostics)?;
+            let Some(path) = interpolated(&file_field, path, diagnostics)? else {
+                return unknown;
+            };
             let path = site.file.parent().unwrap_or(Path::new("")).join(path);
+            if credentials == Credentials::Check && !path.exists() {
+                diagnostics.push(
+                    Diagnostic::warning(
+                        site.file,
+                        (site.at)(&file_field),
+                        format!(
+                            "{field} file `{}` does not exist; `tapline run` will need it",
+                            path.display()
+                        ),
+                    )
+                    .with_hint("a relative path is relative to the file that names it"),
+                );
+                return unknown;
+            }
             if super::files::readable_by_everyone(&path) {
                 diagnostics.push(
                     Diagnostic::warning(

@@ -9,6 +9,11 @@ use common::*;
 /// Writes one pipeline (plus files) in a fresh folder, validates it, and returns
 /// (exit code, stderr).
 fn validate(pipeline: &str, files: &[(&str, &[u8])]) -> (Option<i32>, String) {
+    validate_with(pipeline, files, &[])
+}
+
+/// [`validate`] with more arguments (`--strict`).
+fn validate_with(pipeline: &str, files: &[(&str, &[u8])], extra: &[&str]) -> (Option<i32>, String) {
     let workspace = Workspace::new();
     workspace.write("ok.csv", "identity,Name\nu1,a\n");
     workspace.write(
@@ -19,9 +24,11 @@ fn validate(pipeline: &str, files: &[(&str, &[u8])]) -> (Option<i32>, String) {
         workspace.write(name, contents);
     }
     workspace.write("p.yaml", pipeline);
+    let mut args = vec!["validate", "p.yaml"];
+    args.extend_from_slice(extra);
     let output = tapline_with_env(
         workspace.dir.path(),
-        &["validate", "p.yaml"],
+        &args,
         &[("TAPLINE_TEST_PASSCODE", "secret")],
     );
     (output.status.code(), stderr(&output))
@@ -29,7 +36,12 @@ fn validate(pipeline: &str, files: &[(&str, &[u8])]) -> (Option<i32>, String) {
 
 /// Checks that validation fails with every expected `line:col: message` fragment.
 fn check_errors(pipeline: &str, files: &[(&str, &[u8])], expected: &[&str]) {
-    let (code, errors) = validate(pipeline, files);
+    check_errors_with(pipeline, files, &[], expected);
+}
+
+/// [`check_errors`] with more arguments to `validate`.
+fn check_errors_with(pipeline: &str, files: &[(&str, &[u8])], extra: &[&str], expected: &[&str]) {
+    let (code, errors) = validate_with(pipeline, files, extra);
     assert_eq!(
         code,
         Some(2),
@@ -152,15 +164,19 @@ fn connections_and_credentials() {
             "did you mean `passcode`?",
         ],
     );
-    check_errors(
+    // What only the run needs (an unset variable, a missing secret file) fails `--strict`
+    // (plain `validate` warns: `validate_warns_of_a_missing_passcode_file…`).
+    check_errors_with(
         "connection:\n  account_id: ${TAPLINE_UNSET_ACCOUNT}\n  passcode: ${TAPLINE_TEST_PASSCODE}\nsource: {path: ok.csv}\ntarget: {entity: user_profiles}\n",
         &[],
+        &["--strict"],
         &["p.yaml:2:15: error: environment variable `TAPLINE_UNSET_ACCOUNT` is not set"],
     );
-    check_errors(
+    check_errors_with(
         "connection:\n  account_id: acc\n  passcode_file: nowhere.txt\nsource: {path: ok.csv}\ntarget: {entity: user_profiles}\n",
         &[],
-        &["p.yaml:3:18: error: cannot read passcode file"],
+        &["--strict"],
+        &["p.yaml:3:18: error: passcode file", "does not exist"],
     );
     check_errors(
         "connection:\n  account_id: acc\n  passcode: ${TAPLINE_TEST_PASSCODE}\n  region: eu2\nsource: {path: ok.csv}\ntarget: {entity: user_profiles}\n",
@@ -284,11 +300,61 @@ fn the_shipped_examples_validate() {
         "{}",
         stdout(&output)
     );
-    // Without the environment, validate says which variable is missing.
-    let output = tapline(root, &["validate"]);
+    // Without the environment (a CI job checking pipeline files), validate warns which
+    // variables the run will need and passes; `--strict` makes that an error.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tapline"))
+        .args(["validate", "pipelines"])
+        .current_dir(root)
+        .env_clear()
+        .output()
+        .expect("tapline runs");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(
+            "warning: environment variable `CLEVERTAP_ACCOUNT_ID` is not set; `tapline run` will need it"
+        ),
+        "{}",
+        stderr(&output)
+    );
+    let output = tapline(root, &["validate", "--strict"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(
-        stderr(&output).contains("environment variable `CLEVERTAP_ACCOUNT_ID` is not set"),
+        stderr(&output).contains("error: environment variable `CLEVERTAP_ACCOUNT_ID` is not set"),
+        "{}",
+        stderr(&output)
+    );
+    // A run still refuses to start without them.
+    let output = tapline(root, &["run", "pipelines/vip_profiles.yaml"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("error: environment variable `CLEVERTAP_ACCOUNT_ID` is not set"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn validate_warns_of_a_missing_passcode_file_and_strict_refuses_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("people.csv"), "identity\nu1\n").expect("write");
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "connection:\n  account_id: acc\n  passcode_file: /run/credentials/tapline/passcode\nsource: {path: people.csv}\ntarget: {entity: user_profiles}\n",
+    )
+    .expect("write");
+    let output = tapline(dir.path(), &["validate", "p.yaml"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("p.yaml:3:18: warning: passcode file `/run/credentials/tapline/passcode` does not exist; `tapline run` will need it"),
+        "{}",
+        stderr(&output)
+    );
+    let output = tapline(dir.path(), &["validate", "--strict", "p.yaml"]);
+    assert_eq!(output.status.code(), Some(2));
+    let output = tapline(dir.path(), &["run", "p.yaml"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("cannot read passcode file"),
         "{}",
         stderr(&output)
     );

@@ -6,7 +6,7 @@ use crate::config::diagnostic::{Diagnostic, did_you_mean};
 use crate::config::file::{ConnectionFile, ConnectionRef, ConnectionsFile, Region};
 use crate::config::model::{AccountLimits, Connection};
 use crate::config::resolve::{
-    SecretField, SecretSite, interpolate, is_http_url, is_plain_http_off_this_machine, secret,
+    SecretField, SecretSite, is_http_url, is_plain_http_off_this_machine, resolved, secret,
 };
 use crate::config::schema::FileKind;
 use crate::config::yaml::Node;
@@ -166,14 +166,16 @@ fn finish_connection(
     }
 
     let mut failed = false;
+    // A variable unset under `Credentials::Check`: the run will resolve it.
+    let mut unknown = false;
     let mut resolve = |field: &str, text: &str| -> Option<String> {
-        match interpolate(text) {
-            Ok(value) => Some(value),
-            Err(problem) => {
-                diagnostics.push(
-                    Diagnostic::error(file, site.at(field), problem.message)
-                        .with_hint(problem.hint),
-                );
+        match resolved(text, credentials, (file, site.at(field)), diagnostics) {
+            Ok(Some(value)) => Some(value),
+            Ok(None) => {
+                unknown = true;
+                None
+            }
+            Err(()) => {
                 failed = true;
                 None
             }
@@ -187,7 +189,18 @@ fn finish_connection(
     if failed {
         return None;
     }
-    let (account_id, passcode) = (account_id?, passcode?);
+    let passcode = passcode?;
+    let Some(account_id) = account_id else {
+        // Unset: the run will know it (validate checked the rest).
+        return unknown.then(|| Connection {
+            name: name.to_string(),
+            account_id: String::new(),
+            passcode,
+            base_url: String::new(),
+            request_timeout: timeout,
+            limits,
+        });
+    };
     if account_id.trim().is_empty() {
         diagnostics.push(Diagnostic::error(
             file,
