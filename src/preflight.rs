@@ -104,6 +104,7 @@ pub fn check_source(file: &Path, parts: &Parts) -> Vec<Diagnostic> {
         )];
     }
     let mut diagnostics = Vec::new();
+    let source_columns = columns.clone();
     let columns = match &parts.output {
         Some((output, positions)) => {
             // JSONL has no header, only a first record: its keys may vary, so only CSV and TSV
@@ -141,6 +142,7 @@ pub fn check_source(file: &Path, parts: &Parts) -> Vec<Diagnostic> {
     let Some(target) = target else {
         return diagnostics;
     };
+    diagnostics.extend(refused_names(file, parts, source, &source_columns, target));
     let required = required_columns(target);
     let has = |name: &str| {
         columns
@@ -180,6 +182,59 @@ pub fn check_source(file: &Path, parts: &Parts) -> Vec<Diagnostic> {
                 quoted(&columns)
             )),
         );
+    }
+    diagnostics
+}
+
+/// The header columns sent as they are whose names CleverTap refuses as property names, at
+/// their place in the header.
+fn refused_names(
+    file: &Path,
+    parts: &Parts,
+    source: &Source,
+    header: &[String],
+    target: crate::config::model::Target,
+) -> Vec<Diagnostic> {
+    let mut diagnostics = Vec::new();
+    // The names an output mapping gives are checked where they are written (validate).
+    let sent_as_is: Vec<&String> = match &parts.output {
+        None => header.iter().collect(),
+        Some((output, _)) => header
+            .iter()
+            .filter(|column| {
+                output.export_all_columns
+                    && !output
+                        .columns
+                        .iter()
+                        .any(|mapped| &mapped.source == *column)
+            })
+            .collect(),
+    };
+    // The header's first line; a JSON Lines "header" is the first record's keys.
+    let jsonl = source.format == SourceFormat::Jsonl;
+    let mut col = 1;
+    for name in header {
+        if sent_as_is.contains(&name)
+            && let Some(problem) = crate::mapping::column_problem(target, name)
+        {
+            let what = if jsonl { "key" } else { "column" };
+            diagnostics.push(
+                Diagnostic::error(
+                    &source.path,
+                    Some(crate::config::yaml::Position {
+                        line: 1,
+                        col: if jsonl { 1 } else { col },
+                    }),
+                    format!("{what} `{name}`: {}", problem.reason),
+                )
+                .with_hint(format!(
+                    "every row with a value there would be skipped: rename the column in the file, or send it under another name with `output.columns: [{{source: \"{name}\", name: ...}}]` in `{}`",
+                    file.display()
+                )),
+            );
+        }
+        // The name and its one-character delimiter (quoted names are rare in headers).
+        col += name.chars().count() + 1;
     }
     diagnostics
 }

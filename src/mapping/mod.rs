@@ -281,6 +281,19 @@ impl Mapper {
     }
 }
 
+/// Why CleverTap refuses a column of this name as a property of `target`'s records (a
+/// forbidden character, too long, ...), if it does: every row with a value there would be
+/// invalid. Other targets read only the columns they name.
+pub fn column_problem(target: Target, name: &str) -> Option<Invalid> {
+    match target {
+        Target::Profiles { .. } | Target::Events => match Column::of(target, name) {
+            Column::BadName(invalid) => Some(invalid),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// Builds the CleverTap record for one row, as JSON (a run maps with a [`Mapper`]).
 pub fn map_row(target: Target, row: &Row) -> Result<Value, Invalid> {
     Mapper::new(target).map(row).map(Record::into_json)

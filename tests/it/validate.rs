@@ -564,3 +564,44 @@ fn rules_lists_each_rule_with_its_code_and_source() {
         "{printed}"
     );
 }
+
+#[test]
+fn header_names_clevertap_refuses_are_errors_at_their_column() {
+    let pipeline =
+        "connection: prod\nsource: {path: people.csv}\ntarget: {entity: user_profiles}\n";
+    check_errors(
+        pipeline,
+        &[("people.csv", b"identity,Plan.Tier,Name\nu1,gold,A\n")],
+        &["people.csv:1:10: error: column `Plan.Tier`: name `Plan.Tier` contains `.`"],
+    );
+    let long = "k".repeat(121);
+    check_errors(
+        pipeline,
+        &[("people.csv", format!("identity,{long}\nu1,x\n").as_bytes())],
+        &[
+            "people.csv:1:10: error: column `kkk",
+            "longer than 120 bytes",
+        ],
+    );
+    // Sent under another name, it is fine; a mapped name CleverTap refuses is an error at
+    // the mapping.
+    let (code, errors) = validate(
+        "connection: prod\nsource: {path: people.csv}\ntarget: {entity: user_profiles}\noutput:\n  columns:\n    - {source: identity, name: identity}\n    - {source: Plan.Tier, name: Plan Tier}\n",
+        &[("people.csv", b"identity,Plan.Tier\nu1,gold\n")],
+    );
+    assert_eq!(code, Some(0), "{errors}");
+    check_errors(
+        "connection: prod\nsource: {path: people.csv}\ntarget: {entity: user_profiles}\noutput:\n  columns:\n    - {source: identity, name: identity}\n    - {source: tier, name: Plan$Tier}\n",
+        &[("people.csv", b"identity,tier\nu1,gold\n")],
+        &["p.yaml:7:28: error: name `Plan$Tier` contains `$`"],
+    );
+    // A JSON Lines key, in the first record.
+    check_errors(
+        "connection: prod\nsource: {path: events.jsonl}\ntarget: {entity: user_events}\n",
+        &[(
+            "events.jsonl",
+            b"{\"identity\":\"u1\",\"evtName\":\"Viewed\",\"a:b\":1}\n",
+        )],
+        &["events.jsonl:1:1: error: key `a:b`"],
+    );
+}
