@@ -135,6 +135,35 @@ pub fn check_source(file: &Path, parts: &Parts) -> Vec<Diagnostic> {
                     }
                 }
             }
+            if source.format != SourceFormat::Jsonl {
+                let template_positions = positions.get(output.columns.len()..).unwrap_or_default();
+                let templates = output.strings.iter().zip(template_positions);
+                for (string, position) in templates {
+                    for name in string.template.columns() {
+                        if columns.iter().any(|column| column == name) {
+                            continue;
+                        }
+                        let diagnostic = Diagnostic::error(
+                            file,
+                            Some(*position),
+                            format!(
+                                "`{{column:{name}}}` in the template of `{}`: `{}` has no column `{name}`",
+                                string.name,
+                                path.display()
+                            ),
+                        );
+                        diagnostics.push(
+                            match did_you_mean(name, columns.iter().map(String::as_str)) {
+                                Some(suggestion) => {
+                                    diagnostic.with_hint(format!("did you mean `{suggestion}`?"))
+                                }
+                                None => diagnostic
+                                    .with_hint(format!("the columns are {}", quoted(&columns))),
+                            },
+                        );
+                    }
+                }
+            }
             output_columns(output, &columns)
         }
         None => columns,

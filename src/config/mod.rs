@@ -52,7 +52,8 @@ pub struct Parts {
     pub source_position: Option<yaml::Position>,
     /// The target.
     pub target: Option<Target>,
-    /// The output mapping, and where each mapped column's `source` is written.
+    /// The output mapping, and where each mapped column's `source` is written, then where
+    /// each computed column's `value` (its template) is.
     pub output: Option<(model::OutputMapping, Vec<yaml::Position>)>,
 }
 

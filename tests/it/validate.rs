@@ -605,3 +605,21 @@ fn header_names_clevertap_refuses_are_errors_at_their_column() {
         &["events.jsonl:1:1: error: key `a:b`"],
     );
 }
+
+#[test]
+fn a_template_reading_a_column_the_source_lacks_is_an_error_at_the_template() {
+    check_errors(
+        "connection: prod\nsource: {path: people.csv}\ntarget: {entity: user_profiles}\noutput:\n  strings:\n    - {name: Tag, value: \"x-{column:Plan}\"}\n",
+        &[("people.csv", b"identity,plan\nu1,gold\n")],
+        &[
+            "p.yaml:6:26: error: `{column:Plan}` in the template of `Tag`: `",
+            "has no column `Plan`",
+            "hint: did you mean `plan`?",
+        ],
+    );
+    let (code, errors) = validate(
+        "connection: prod\nsource: {path: people.csv}\ntarget: {entity: user_profiles}\noutput:\n  strings:\n    - {name: Tag, value: \"x-{column:plan}\"}\n",
+        &[("people.csv", b"identity,plan\nu1,gold\n")],
+    );
+    assert_eq!(code, Some(0), "{errors}");
+}

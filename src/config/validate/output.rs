@@ -63,10 +63,13 @@ pub(super) fn build_output(
             diagnostics,
         );
         match Template::parse(&string.value) {
-            Ok(template) => strings.push(StringColumn {
-                name: string.name.clone(),
-                template,
-            }),
+            Ok(template) => {
+                positions.push(root.locate(&format!("/output/strings/{index}/value")));
+                strings.push(StringColumn {
+                    name: string.name.clone(),
+                    template,
+                });
+            }
             Err(error) => {
                 diagnostics.push(Diagnostic::error(
                     file,
