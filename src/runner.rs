@@ -456,6 +456,7 @@ fn up_to_date(pipeline: &Pipeline, run_id: &str, delivered_by: &str) -> RunSumma
         rows_resumed: 0,
         resumed_from: None,
         up_to_date: Some(delivered_by.to_string()),
+        reasons: Vec::new(),
     }
 }
 

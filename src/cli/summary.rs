@@ -26,6 +26,7 @@ pub(super) fn summary_json(summary: &RunSummary) -> Value {
         "resumed_from": summary.resumed_from,
         "rows_resumed": summary.rows_resumed,
         "up_to_date": summary.up_to_date,
+        "reasons": summary.reasons,
     });
     if let Some(dry_run) = &summary.dry_run {
         line["dry_run"] = serde_json::to_value(dry_run).unwrap_or(Value::Null);
@@ -106,6 +107,30 @@ pub(super) fn print_summary(
             summary.requests, summary.retries
         )?;
     }
+    // The top reasons, so the rejects file need not be opened to know what is wrong.
+    for (index, reason) in summary.reasons.iter().take(TOP_REASONS).enumerate() {
+        let label = if index == 0 { "reasons" } else { "" };
+        let records = if reason.records == 1 {
+            "record"
+        } else {
+            "records"
+        };
+        writeln!(
+            out,
+            "  {label:<9} {} — {} {records}, e.g. line {}: {}",
+            reason.code,
+            thousands(reason.records),
+            reason.example_line,
+            reason.example
+        )?;
+    }
+    if summary.reasons.len() > TOP_REASONS {
+        writeln!(
+            out,
+            "            and {} more codes (all in the rejects file)",
+            summary.reasons.len() - TOP_REASONS
+        )?;
+    }
     if let Some(segment_id) = summary.segment_id {
         writeln!(out, "  segment   {segment_id}")?;
     }
@@ -119,6 +144,31 @@ pub(super) fn print_summary(
         writeln!(out, "  warning: {warning}")?;
     }
     Ok(())
+}
+
+/// Reasons shown in a summary.
+const TOP_REASONS: usize = 5;
+
+/// `1 request`, `2 requests`.
+fn plural(count: u64, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
+}
+
+/// `1204` → `1,204`.
+fn thousands(number: u64) -> String {
+    let digits = number.to_string();
+    let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    grouped
 }
 
 /// What the sandbox has received so far in this invocation, in counts.
@@ -194,8 +244,10 @@ pub(super) fn print_sandbox(out: &mut dyn Write, sandbox: &Sandbox) -> std::io::
         .unwrap_or(0);
     writeln!(
         out,
-        "sandbox received {} requests and accepted {accepted}; {} records rejected; at most {most_in_flight} requests in flight",
-        seen.requests, seen.rejected
+        "sandbox received {} and accepted {accepted}; {} rejected; at most {} in flight",
+        plural(seen.requests, "request"),
+        plural(seen.rejected, "record"),
+        plural(most_in_flight as u64, "request")
     )?;
     for record in seen.sample.iter().take(2) {
         writeln!(out, "  sample  {record}")?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::{
     BatchReport, Delivery, DryRunReport, Job, Observer, RunOptions, RunSummary, StopReason,
 };
-use crate::outcome::{Counts, Settled};
+use crate::outcome::{Counts, Reasons, Settled};
 
 /// How many invalid records (skipped, or rejected by CleverTap) a run may meet before it
 /// stops and fails. Only matters with `skip_invalid_records: true`.
@@ -62,6 +62,8 @@ pub(super) struct Ledger {
     pub(super) rejects: RejectsFile,
     pub(super) stop: Option<StopReason>,
     pub(super) dry_run: Option<DryRunReport>,
+    /// Why records were not accepted, by code.
+    reasons: Reasons,
 }
 
 /// When the error budget is judged: while reading (the ratio only once enough records are
@@ -84,6 +86,7 @@ impl Ledger {
             retries: 0,
             rejects: RejectsFile::new(&options.rejects_path),
             stop: None,
+            reasons: Reasons::default(),
             dry_run: matches!(options.delivery, Delivery::DryRun).then_some(DryRunReport {
                 requests: 0,
                 records: 0,
@@ -99,6 +102,7 @@ impl Ledger {
         self.counts.accepted += report.accepted as u64;
         for entry in &report.settled {
             self.counts.add(entry.outcome, 1);
+            self.reasons.note(entry);
             self.rejects.write(entry);
         }
         self.rejects.flush();
@@ -116,6 +120,7 @@ impl Ledger {
     pub(super) fn settle_skipped(&mut self, settled: &Settled, observer: &mut dyn Observer) {
         self.counts.read += 1;
         self.counts.add(settled.outcome, 1);
+        self.reasons.note(settled);
         self.rejects.write(settled);
         observer.record_skipped(settled, &self.counts);
         self.check_budget(Judged::SoFar);
@@ -141,6 +146,7 @@ impl Ledger {
     pub(super) fn book_unsent_row(&mut self, settled: &Settled) {
         self.counts.read += 1;
         self.counts.add(settled.outcome, 1);
+        self.reasons.note(settled);
         self.rejects.write(settled);
     }
 
@@ -167,6 +173,7 @@ impl Ledger {
             rows_resumed,
             resumed_from: None,
             up_to_date: None,
+            reasons: self.reasons.into_sorted(),
         }
     }
 

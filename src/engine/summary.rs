@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::outcome::{Counts, RunStatus, Settled};
+use crate::outcome::{Counts, ReasonCount, RunStatus, Settled};
 
 /// The outcome of one batch: the unit a checkpoint can record.
 #[derive(Debug, Clone, PartialEq)]
@@ -134,6 +134,8 @@ pub struct RunSummary {
     pub resumed_from: Option<String>,
     /// Set when nothing was sent because the file was already delivered: by which run.
     pub up_to_date: Option<String>,
+    /// Why records were not accepted, by code, most frequent first.
+    pub reasons: Vec<ReasonCount>,
 }
 
 impl RunSummary {

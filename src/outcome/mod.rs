@@ -75,6 +75,48 @@ impl Counts {
     }
 }
 
+/// How many records that were not accepted share one reason code, with the first of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReasonCount {
+    /// The code they share.
+    pub code: Code,
+    /// How many records.
+    pub records: u64,
+    /// The source line of the first.
+    pub example_line: u64,
+    /// The first one's reason.
+    pub example: String,
+}
+
+/// The reasons of a run's records that were not accepted, by code, most frequent first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reasons(Vec<ReasonCount>);
+
+impl Reasons {
+    /// Distinct codes kept (a run has a handful; this bounds a hostile server's).
+    const MAX_CODES: usize = 64;
+
+    /// Counts a record that was not accepted.
+    pub fn note(&mut self, settled: &Settled) {
+        if let Some(known) = self.0.iter_mut().find(|known| known.code == settled.code) {
+            known.records += 1;
+        } else if self.0.len() < Self::MAX_CODES {
+            self.0.push(ReasonCount {
+                code: settled.code,
+                records: 1,
+                example_line: settled.line,
+                example: settled.reason.clone(),
+            });
+        }
+    }
+
+    /// The reasons, most frequent first (the first seen first among equals).
+    pub fn into_sorted(mut self) -> Vec<ReasonCount> {
+        self.0.sort_by_key(|reason| std::cmp::Reverse(reason.records));
+        self.0
+    }
+}
+
 /// How a run ended (or that it has not), as `--json`, the history and notifications say it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -665,3 +665,35 @@ fn an_account_with_more_event_properties_says_so_in_its_connection() {
         stderr(&output)
     );
 }
+
+#[test]
+fn the_summary_lists_the_top_reasons_with_counts_and_an_example_line() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    workspace.write(
+        "people.csv",
+        "identity,Email\nu1,a@b.co\nu2,nope\nu3,bad\n,x@y.z\n",
+    );
+    workspace.pipeline(
+        "people",
+        &sandbox,
+        "source: {path: people.csv}\ntarget: {entity: user_profiles}\nskip_invalid_records: true\n",
+    );
+    let (code, summary) = run_json(&workspace, &["people.yaml"]);
+    assert_eq!(code, Some(0), "{summary}");
+    assert_eq!(
+        summary["reasons"],
+        json!([
+            {"code": "515", "records": 2, "example_line": 3, "example": "Email \"nope\" is not a valid email address"},
+            {"code": "523", "records": 1, "example_line": 5, "example": "the row has no `identity`, `objectId`, `FBID` or `GPID` value"}
+        ])
+    );
+    let output = tapline(workspace.dir.path(), &["run", "people.yaml", "--force"]);
+    let printed = stdout(&output);
+    assert!(
+        printed.contains(
+            "  reasons   515 — 2 records, e.g. line 3: Email \"nope\" is not a valid email address\n            523 — 1 record, e.g. line 5: "
+        ),
+        "{printed}"
+    );
+}
