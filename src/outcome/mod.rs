@@ -112,7 +112,8 @@ impl Reasons {
 
     /// The reasons, most frequent first (the first seen first among equals).
     pub fn into_sorted(mut self) -> Vec<ReasonCount> {
-        self.0.sort_by_key(|reason| std::cmp::Reverse(reason.records));
+        self.0
+            .sort_by_key(|reason| std::cmp::Reverse(reason.records));
         self.0
     }
 }
