@@ -22,6 +22,7 @@ use crate::clevertap::Failure;
 use crate::clevertap::retry::{Verdict, classify};
 use crate::clevertap::wire::{AnswerStatus, CustomListCompleted};
 use crate::config::model::{CustomList, OnInvalidRecord, SegmentMode};
+use crate::mapping::output::OutputPlan;
 use crate::mapping::{self, custom_list_line};
 use crate::outcome::{Code, Outcome, Settled};
 use crate::source::{self, Row, RowError};
@@ -87,6 +88,11 @@ fn write_entries(
         .as_deref()
         .unwrap_or(&no_lines)
         .cursor();
+    // The output mapping's plan for this run, and the row it maps into (reused).
+    let mut output_mapping = job
+        .output
+        .clone()
+        .map(|mapping| (OutputPlan::new(mapping, &job.context), Row::default()));
     let mut row = Row::default();
     while let Some(next) = rows.read_row(&mut row) {
         let line = match &next {
@@ -99,11 +105,12 @@ fn write_entries(
             continue;
         }
         let entry = match next {
-            Ok(()) => match (&row.record, &job.output) {
+            Ok(()) => match (&row.record, &mut output_mapping) {
                 // Replayed from a rejects file: already an entry.
                 (Some(record), _) => Ok(record.clone()),
-                (None, Some(mapping)) => mapping::output::apply(mapping, &row, &job.context)
-                    .and_then(|mapped| mapping::map_row(job.target, &mapped)),
+                (None, Some((plan, mapped))) => plan
+                    .apply(&row, mapped)
+                    .and_then(|()| mapping::map_row(job.target, mapped)),
                 (None, None) => mapping::map_row(job.target, &row),
             }
             .map_err(|invalid| (row.line, invalid.code, invalid.reason, row.to_json())),

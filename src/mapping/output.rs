@@ -144,13 +144,6 @@ impl OutputPlan {
     }
 }
 
-/// The row as the output mapping says to send it (one row; a run uses an [`OutputPlan`]).
-pub fn apply(mapping: &OutputMapping, row: &Row, context: &RunContext) -> Result<Row, Invalid> {
-    let mut mapped = Row::default();
-    OutputPlan::new(Arc::new(mapping.clone()), context).apply(row, &mut mapped)?;
-    Ok(mapped)
-}
-
 /// Converts one value per its column's type and list operation.
 fn convert(column: &ColumnMapping, value: &Value, zone: chrono_tz::Tz) -> Result<Value, String> {
     let text = match value {
