@@ -3,10 +3,13 @@
 use std::time::Duration;
 
 use super::terminal::errln;
-use super::{DaemonArgs, Exit, runtime};
+use super::{DaemonArgs, Exit, pipelines_folder, runtime};
 use crate::runner;
 
 pub(super) fn daemon(args: &DaemonArgs) -> Exit {
+    if let Err(exit) = pipelines_folder(&args.dir) {
+        return exit;
+    }
     let options = crate::daemon::Options {
         state_dir: runner::state_dir(args.state.state_dir.as_deref(), &args.dir),
         dir: args.dir.clone(),

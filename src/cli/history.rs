@@ -20,12 +20,15 @@ pub(super) fn show(args: &HistoryArgs) -> Exit {
         } else {
             Exit::Success
         };
-        let written = if args.json {
-            outln!("[]")
-        } else {
-            outln!("no runs recorded in `{}` yet", dir.display())
-        };
-        return printed(written, exit);
+        if args.json {
+            return printed(outln!("[]"), exit);
+        }
+        // On stderr: a script reading stdout sees no runs, a person sees where to look.
+        errln!(
+            "no runs recorded: there is no state store `{}`\n  hint: runs are recorded in `.tapline/` beside the pipeline files (`--dir`), or in `--state-dir`",
+            dir.join(DATABASE_FILE).display()
+        );
+        return exit;
     }
     let store = match crate::state::open(&dir) {
         Ok(store) => store,

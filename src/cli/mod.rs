@@ -49,9 +49,15 @@ impl From<Exit> for ExitCode {
 #[derive(Debug, Parser)]
 #[command(name = "tapline", version, about, long_about = None)]
 struct Cli {
-    /// Log lines as `text` (default), `json` (one object per line, for log shippers) or
-    /// `journald` (native journal entries with fields such as PIPELINE and RUN_ID).
-    #[arg(long, global = true, value_enum, default_value = "text")]
+    /// Log lines as text, json (for log shippers) or journald (native journal entries)
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        hide_possible_values = true,
+        hide_default_value = true
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -119,8 +125,9 @@ struct DaemonArgs {
     /// Seconds SIGTERM waits for running uploads before it interrupts them.
     #[arg(long, default_value_t = 30)]
     shutdown_timeout: u64,
-    /// Serve Prometheus `/metrics` and `/health` on this address, e.g. 127.0.0.1:9464.
-    #[arg(long)]
+    /// Serve Prometheus `/metrics` and `/health` on this address, e.g. 127.0.0.1:9464 or
+    /// localhost:9464.
+    #[arg(long, value_parser = listen_address)]
     metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     state: StateArgs,
@@ -199,8 +206,9 @@ struct RunArgs {
 
 #[derive(Debug, Args)]
 struct SandboxArgs {
-    /// Address to listen on; port 0 picks a free port.
-    #[arg(long, default_value = "127.0.0.1:9000")]
+    /// Address to listen on, as IP:PORT or HOST:PORT (localhost:9000); port 0 picks a free
+    /// port.
+    #[arg(long, default_value = "127.0.0.1:9000", value_parser = listen_address)]
     listen: SocketAddr,
     /// Account ID the sandbox accepts.
     #[arg(long, default_value = crate::sandbox::DEFAULT_ACCOUNT_ID)]
@@ -240,6 +248,21 @@ struct SandboxArgs {
     /// An admin email that custom lists may name; repeat for more.
     #[arg(long, default_value = crate::sandbox::DEFAULT_ADMIN_EMAIL)]
     admin_email: Vec<String>,
+}
+
+/// An address to listen on: `IP:PORT`, or `HOST:PORT` with a host name this machine resolves
+/// (`localhost:9000` listens on its first address).
+fn listen_address(given: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(address) = given.parse() {
+        return Ok(address);
+    }
+    let mut addresses = given.to_socket_addrs().map_err(|error| {
+        format!("`{given}` is not HOST:PORT ({error}); for example 127.0.0.1:9000")
+    })?;
+    addresses
+        .next()
+        .ok_or_else(|| format!("`{given}` resolves to no address; for example 127.0.0.1:9000"))
 }
 
 /// Runs the command line and returns the exit code.
@@ -394,13 +417,11 @@ pub(super) fn load_checked(
     credentials: Credentials,
     warnings: Warnings,
 ) -> Result<Vec<Pipeline>, (Exit, usize)> {
-    let files = match config::discover(paths) {
-        Ok(files) => files,
-        Err(diagnostic) => {
-            print_diagnostics(&[diagnostic]);
-            return Err((Exit::Usage, 1));
-        }
-    };
+    let (files, problems) = config::discover(paths);
+    print_diagnostics(&problems);
+    if files.is_empty() && !problems.is_empty() {
+        return Err((Exit::Usage, problems.len()));
+    }
     if files.is_empty() {
         errln!(
             "error: no pipeline files (*.yaml) in {}",
@@ -413,7 +434,7 @@ pub(super) fn load_checked(
         return Err((Exit::Usage, 1));
     }
     let mut pipelines = Vec::new();
-    let mut errors = 0;
+    let mut errors = problems.len();
     // Several pipelines share connections.yaml: say each of its problems once.
     let mut reported = std::collections::HashSet::new();
     for file in &files {
@@ -442,6 +463,23 @@ pub(super) fn load_checked(
     } else {
         Ok(pipelines)
     }
+}
+
+/// Checks that `--dir` names a folder, saying once, with a hint, when it does not.
+pub(super) fn pipelines_folder(dir: &Path) -> Result<(), Exit> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let what = if dir.exists() {
+        "is not a folder"
+    } else {
+        "no such folder"
+    };
+    errln!(
+        "error: `{}`: {what}\n  hint: give the folder of pipeline files with `--dir DIR` (default: `pipelines` in the working directory)",
+        dir.display()
+    );
+    Err(Exit::Usage)
 }
 
 /// The folder a pipeline file is in.

@@ -3,10 +3,13 @@
 use std::io::Write;
 use std::path::Path;
 
-use super::{Exit, load_all, printed, terminal};
+use super::{Exit, load_all, pipelines_folder, printed, terminal};
 use crate::config::{Credentials, Pipeline};
 
 pub(super) fn next(dir: &Path, count: usize) -> Exit {
+    if let Err(exit) = pipelines_folder(dir) {
+        return exit;
+    }
     let pipelines = match load_all(&[dir.to_path_buf()], Credentials::Ignore) {
         Ok(pipelines) => pipelines,
         Err((exit, _)) => return exit,

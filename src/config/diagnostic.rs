@@ -63,19 +63,22 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let position = self.position.unwrap_or(Position { line: 1, col: 1 });
         let label = match self.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        write!(
-            f,
-            "{}:{}:{}: {label}: {}",
-            self.file.display(),
-            position.line,
-            position.col,
-            self.message
-        )?;
+        // A problem of the whole file (missing, unreadable) has no place in it to point at.
+        match self.position {
+            Some(position) => write!(
+                f,
+                "{}:{}:{}: {label}: {}",
+                self.file.display(),
+                position.line,
+                position.col,
+                self.message
+            )?,
+            None => write!(f, "{}: {label}: {}", self.file.display(), self.message)?,
+        }
         if let Some(hint) = &self.hint {
             write!(f, "\n  hint: {hint}")?;
         }

@@ -63,29 +63,38 @@ pub fn load_pipeline(path: &Path, credentials: Credentials) -> Loaded {
 }
 
 /// The pipeline files a list of paths names: files as they are, folders by their `*.yaml`
-/// and `*.yml` files except `connections.yaml`, in name order.
-pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Diagnostic> {
+/// and `*.yml` files except `connections.yaml`, in name order; and a problem for each path
+/// that names nothing readable (the others are still listed, so every problem shows at once).
+pub fn discover(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<Diagnostic>) {
     let mut files = Vec::new();
+    let mut problems = Vec::new();
     for path in paths {
         if path.is_dir() {
-            let entries = std::fs::read_dir(path).map_err(|error| {
-                Diagnostic::error(path, None, format!("cannot read folder: {error}"))
-            })?;
-            let mut found: Vec<PathBuf> = entries
-                .filter_map(Result::ok)
-                .map(|entry| entry.path())
-                .filter(|file| is_pipeline_file(file))
-                .collect();
-            found.sort();
-            files.extend(found);
+            match std::fs::read_dir(path) {
+                Ok(entries) => {
+                    let mut found: Vec<PathBuf> = entries
+                        .filter_map(Result::ok)
+                        .map(|entry| entry.path())
+                        .filter(|file| is_pipeline_file(file))
+                        .collect();
+                    found.sort();
+                    files.extend(found);
+                }
+                Err(error) => problems.push(Diagnostic::error(
+                    path,
+                    None,
+                    format!("cannot read folder: {error}"),
+                )),
+            }
         } else if path.exists() {
             files.push(path.clone());
         } else {
-            return Err(Diagnostic::error(path, None, "no such file or folder")
-                .with_hint("give a pipeline file such as `pipelines/vip_profiles.yaml`, or a folder of them"));
+            problems.push(Diagnostic::error(path, None, "no such file or folder").with_hint(
+                "give a pipeline file such as `pipelines/vip_profiles.yaml`, or a folder of them",
+            ));
         }
     }
-    Ok(files)
+    (files, problems)
 }
 
 fn is_pipeline_file(path: &Path) -> bool {

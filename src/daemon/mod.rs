@@ -299,13 +299,14 @@ impl Daemon {
             // The folder is gone: so are its pipelines, until it comes back.
             Vec::new()
         } else {
-            match config::discover(std::slice::from_ref(&self.options.dir)) {
-                Ok(files) => files,
-                Err(diagnostic) => {
-                    tracing::error!("{diagnostic}");
-                    return;
+            let (files, problems) = config::discover(std::slice::from_ref(&self.options.dir));
+            if !problems.is_empty() {
+                for problem in problems {
+                    tracing::error!("{problem}");
                 }
+                return;
             }
+            files
         };
         for file in &files {
             let loaded = config::load_pipeline(file, Credentials::Resolve);

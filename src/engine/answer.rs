@@ -18,6 +18,7 @@ impl BatchReport {
             accepted,
             settled,
             attempts,
+            gave_up: None,
         }
     }
 }

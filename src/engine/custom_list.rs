@@ -294,6 +294,7 @@ pub(super) async fn run(
             accepted: listed.lines as usize,
             settled: Vec::new(),
             attempts: 0,
+            gave_up: None,
         };
         ledger.settle_batch(&report, observer);
     } else if !dry_run {

@@ -139,6 +139,9 @@ fn note_batch_stop(report: &BatchReport, on_invalid: OnInvalidRecord, ledger: &m
     if let Some(unauthorized) = report.settled.iter().find(|s| s.code == Code::Unauthorized) {
         ledger.stop(StopReason::Unauthorized(unauthorized.reason.clone()));
     }
+    if let Some(gave_up) = &report.gave_up {
+        ledger.stop(gave_up.clone());
+    }
     if on_invalid == OnInvalidRecord::Stop
         && let Some(rejected) = report
             .settled
@@ -166,6 +169,7 @@ fn short_reason(reason: &StopReason) -> String {
         StopReason::InvalidRecord { line, .. } => format!("invalid record at line {line}"),
         StopReason::Rejected { line, .. } => format!("record at line {line} rejected"),
         StopReason::Unauthorized(_) => "credentials refused".into(),
+        StopReason::GaveUp { .. } => "CleverTap unreachable after every retry".into(),
         StopReason::Interrupted => "interrupted".into(),
         StopReason::SourceFailed(_) => "source unreadable".into(),
         StopReason::Refused(_) => "refused by CleverTap".into(),
@@ -243,7 +247,17 @@ impl Courier {
                     attempts,
                 );
             }
-            Verdict::Retry { .. } => format!("{failure} (gave up after {attempts} attempts)"),
+            Verdict::Retry { .. } => {
+                let reason = format!("{failure} (gave up after {attempts} attempts)");
+                tracing::error!(batch = batch.index, first_line = batch.first_line(), %reason, "batch not delivered");
+                return BatchReport {
+                    gave_up: Some(StopReason::GaveUp {
+                        attempts,
+                        last_failure: failure.to_string(),
+                    }),
+                    ..failed_batch(&batch, failure_code(&failure), &reason, attempts)
+                };
+            }
             Verdict::FailBatch => failure.to_string(),
         };
         tracing::error!(batch = batch.index, first_line = batch.first_line(), %reason, "batch not delivered");

@@ -25,6 +25,9 @@ pub struct BatchReport {
     pub settled: Vec<Settled>,
     /// Requests made for this batch (1 + retries); 0 in a dry run or when never sent.
     pub attempts: u32,
+    /// Set when CleverTap could not be reached however often the batch was retried
+    /// ([`StopReason::GaveUp`]). The run stops, since the batches after it would meet the same.
+    pub gave_up: Option<StopReason>,
 }
 
 /// Why a run ended before the end of its source.
@@ -46,6 +49,14 @@ pub enum StopReason {
     },
     /// CleverTap refused the credentials.
     Unauthorized(String),
+    /// A batch could not be delivered however often it was retried (CleverTap down,
+    /// throttling that never eased, the network gone).
+    GaveUp {
+        /// Requests made for the batch.
+        attempts: u32,
+        /// The last one's failure.
+        last_failure: String,
+    },
     /// Ctrl-C or SIGTERM.
     Interrupted,
     /// The source file became unreadable.
@@ -70,6 +81,13 @@ impl std::fmt::Display for StopReason {
                 "stopped: CleverTap rejected the record at line {line}: {reason} (set `skip_invalid_records: true` to go on past rejected records)"
             ),
             StopReason::Unauthorized(message) => write!(f, "stopped: {message}"),
+            StopReason::GaveUp {
+                attempts,
+                last_failure,
+            } => write!(
+                f,
+                "stopped: a batch was not delivered after {attempts} attempts (the last: {last_failure}); what was delivered is checkpointed, and the next run sends the rest"
+            ),
             StopReason::Interrupted => {
                 write!(f, "interrupted: no new requests were sent after the signal")
             }

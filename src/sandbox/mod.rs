@@ -54,6 +54,9 @@ pub enum Fault {
     ServerError,
     /// HTTP 503.
     Unavailable,
+    /// HTTP 503 with `Retry-After: 0`: a service that is down and tells clients to try again
+    /// at once, so a client spends its retries in moments (tests of giving up use it).
+    Outage,
     /// The connection breaks before the answer is complete (nothing is stored).
     Drop,
     /// The answer comes after `slow_response` (the records are stored).
@@ -581,6 +584,13 @@ async fn serve(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Service unavailable, try again later",
             );
+        }
+        Some(Fault::Outage) => {
+            let mut response = fail(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable");
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, 0.into());
+            return response;
         }
         Some(Fault::Drop) => return dropped_connection(),
         // Below: the records are stored, then the answer comes late, as from a server that

@@ -697,3 +697,44 @@ fn the_summary_lists_the_top_reasons_with_counts_and_an_example_line() {
         "{printed}"
     );
 }
+
+#[test]
+fn a_run_stops_when_a_batch_runs_out_of_retries() {
+    // CleverTap is down and says to retry at once: the first batch spends its ten attempts
+    // in moments, and the run stops instead of trying every other batch ten times too.
+    let sandbox = TestSandbox::start(SandboxConfig {
+        fault_rate: 1.0,
+        faults: vec![tapline::sandbox::Fault::Outage],
+        ..SandboxConfig::default()
+    });
+    let workspace = Workspace::new();
+    workspace.write("profiles.csv", profile_csv(5000));
+    workspace.pipeline(
+        "down",
+        &sandbox,
+        "source: {path: profiles.csv}\ntarget: {entity: user_profiles}\nthread_count: 1\n",
+    );
+    let (code, summary) = run_json(&workspace, &["down.yaml"]);
+    assert_eq!(code, Some(1), "{summary}");
+    assert_counts_add_up(&summary);
+    assert_eq!(summary["status"], "failed");
+    assert_eq!(
+        summary["requests"], 10,
+        "one batch, ten attempts: {summary}"
+    );
+    // What was read is failed (the first batch, and what the reader had ready); the rest
+    // of the file was never read, and the next run starts from its first line.
+    let read = summary["records"]["read"].as_u64().unwrap_or_default();
+    assert!((1000..5000).contains(&read), "{summary}");
+    assert_eq!(summary["records"]["failed"], read, "{summary}");
+    assert_eq!(
+        summary["stop_reason"],
+        "stopped: a batch was not delivered after 10 attempts (the last: HTTP 503: Service unavailable); what was delivered is checkpointed, and the next run sends the rest"
+    );
+    let output = tapline(workspace.dir.path(), &["run", "down.yaml"]);
+    assert!(
+        stdout(&output).contains("\n  stopped: a batch was not delivered after 10 attempts"),
+        "{}",
+        stdout(&output)
+    );
+}

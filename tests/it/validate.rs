@@ -256,13 +256,70 @@ fn a_pipeline_file_that_is_not_utf8_or_not_yaml_fails_cleanly() {
         "{}",
         stderr(&output)
     );
-    let output = tapline(workspace.dir.path(), &["validate", "nope.yaml"]);
-    assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("nope.yaml:1:1: error: no such file or folder"),
-        "{}",
-        stderr(&output)
+    // A missing file has no line to point at; the other files are still checked.
+    workspace.write("ok.csv", "identity\nu1\n");
+    workspace.write(
+        "broken.yaml",
+        "connection: {account_id: a, passcode: b}\nsource: {path: ok.csv}\ntarget: {entity: user_profiles}\nthread_count: 20\n",
     );
+    let output = tapline(
+        workspace.dir.path(),
+        &["validate", "nope.yaml", "broken.yaml"],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let errors = stderr(&output);
+    assert!(
+        errors.contains("nope.yaml: error: no such file or folder\n"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("broken.yaml:4:15: error: `thread_count` is 20"),
+        "{errors}"
+    );
+    assert!(errors.contains("2 errors found"), "{errors}");
+}
+
+#[test]
+fn a_broken_field_does_not_hide_the_problems_of_the_others() {
+    check_errors(
+        "connection: prod\nsource: {path: ok.csv}\ntarget: {entity: user_profiles}\nthread_count: 20\nmax_invalid_ratio: 0.1\nrerun: sometimes\n",
+        &[],
+        &[
+            "p.yaml:4:15: error: `thread_count` is 20, above the maximum 10",
+            "p.yaml:5:1: error: `max_invalid_ratio` needs `skip_invalid_records: true`",
+            "p.yaml:6:8: error: `rerun` cannot be `sometimes`",
+        ],
+    );
+}
+
+#[test]
+fn next_daemon_and_history_say_where_they_looked() {
+    let workspace = Workspace::new();
+    let dir = workspace.dir.path();
+    for args in [
+        &["next", "--dir", "missing"][..],
+        &["daemon", "--dir", "missing"],
+    ] {
+        let output = tapline(dir, args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let errors = stderr(&output);
+        assert_eq!(
+            errors.matches("no such folder").count(),
+            1,
+            "said once: {errors}"
+        );
+        assert!(errors.starts_with("error: `missing`: no such folder\n  hint: give the folder of pipeline files with `--dir DIR`"), "{errors}");
+    }
+    let output = tapline(dir, &["history", "--dir", "."]);
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(stdout(&output), "");
+    let errors = stderr(&output);
+    assert!(
+        errors.contains("no state store `./.tapline/state.db`") && errors.contains("--state-dir"),
+        "{errors}"
+    );
+    let output = tapline(dir, &["history", "--dir", ".", "--json"]);
+    assert_eq!(stdout(&output), "[]\n");
 }
 
 #[test]

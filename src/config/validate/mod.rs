@@ -236,15 +236,20 @@ fn build(
             uploader_email: list.uploader_email.trim().to_string(),
             mode: list.segment_mode.unwrap_or(SegmentMode::Create),
         });
-    let segment = sections.get::<Option<SegmentFile>>("segment")?;
-    let audience = sections.get::<Option<AudienceFile>>("audience")?;
-    let metadata = Metadata {
-        segment_id: segment.as_ref().and_then(|segment| segment.id.clone()),
-        // For a custom list, the segment is the list unless the pipeline names another.
-        segment_name: segment
-            .and_then(|segment| segment.name)
-            .or_else(|| custom_list.as_ref().map(|list| list.name.clone())),
-        audience_id: audience.and_then(|audience| audience.id),
+    // Each section is read without stopping at a broken one (no `?` until the end), so one
+    // run of `validate` reports the problems of every section at once.
+    let segment = sections.get::<Option<SegmentFile>>("segment");
+    let audience = sections.get::<Option<AudienceFile>>("audience");
+    let metadata = match (segment, audience) {
+        (Some(segment), Some(audience)) => Some(Metadata {
+            segment_id: segment.as_ref().and_then(|segment| segment.id.clone()),
+            // For a custom list, the segment is the list unless the pipeline names another.
+            segment_name: segment
+                .and_then(|segment| segment.name)
+                .or_else(|| custom_list.as_ref().map(|list| list.name.clone())),
+            audience_id: audience.and_then(|audience| audience.id),
+        }),
+        _ => None,
     };
     let notifications = sections
         .get::<Option<Vec<NotificationFile>>>("notifications")
@@ -257,20 +262,33 @@ fn build(
                 diagnostics,
             )
         });
-    let thread_count = sections.get::<Option<i64>>("thread_count")?;
-    let skip_invalid_records = sections.get::<Option<bool>>("skip_invalid_records")?;
-    let description = sections.get::<Option<String>>("description")?;
-    let max_invalid_records = sections.get::<Option<i64>>("max_invalid_records")?;
-    let max_invalid_ratio = sections.get::<Option<f64>>("max_invalid_ratio")?;
-    let rerun = sections.get::<Option<Rerun>>("rerun")?;
-    let trigger = sections
-        .get::<Option<TriggerKind>>("trigger")?
-        .unwrap_or(TriggerKind::Schedule);
-    check_trigger(file, root, trigger, sections, diagnostics);
-    if !skip_invalid_records.unwrap_or(false) {
+    let thread_count = sections.get::<Option<i64>>("thread_count");
+    let skip_invalid_records = sections.get::<Option<bool>>("skip_invalid_records");
+    let description = sections.get::<Option<String>>("description");
+    let max_invalid_records = sections.get::<Option<i64>>("max_invalid_records");
+    let max_invalid_ratio = sections.get::<Option<f64>>("max_invalid_ratio");
+    let rerun = sections.get::<Option<Rerun>>("rerun");
+    let trigger = sections.get::<Option<TriggerKind>>("trigger");
+    if let Some(trigger) = trigger {
+        check_trigger(
+            file,
+            root,
+            trigger.unwrap_or(TriggerKind::Schedule),
+            sections,
+            diagnostics,
+        );
+    }
+    // `Some(None)` is a field not written; `None` one written but broken (reported already).
+    if matches!(skip_invalid_records, Some(None | Some(false))) {
         for (field, given) in [
-            ("max_invalid_records", max_invalid_records.is_some()),
-            ("max_invalid_ratio", max_invalid_ratio.is_some()),
+            (
+                "max_invalid_records",
+                !matches!(max_invalid_records, Some(None)),
+            ),
+            (
+                "max_invalid_ratio",
+                !matches!(max_invalid_ratio, Some(None)),
+            ),
         ] {
             if given {
                 diagnostics.push(
@@ -286,8 +304,9 @@ fn build(
     }
 
     let thread_count =
-        thread_count.map_or(DEFAULT_THREAD_COUNT, |count| count.clamp(1, 10) as usize);
-    let on_invalid_record = if skip_invalid_records.unwrap_or(false) {
+        thread_count?.map_or(DEFAULT_THREAD_COUNT, |count| count.clamp(1, 10) as usize);
+    let (max_invalid_records, max_invalid_ratio) = (max_invalid_records?, max_invalid_ratio?);
+    let on_invalid_record = if skip_invalid_records?.unwrap_or(false) {
         OnInvalidRecord::Skip
     } else {
         OnInvalidRecord::Stop
@@ -299,20 +318,20 @@ fn build(
     Some(Pipeline {
         name,
         file: file.to_path_buf(),
-        description,
+        description: description?,
         connection: connection?,
         source: source?,
         target: target?,
         thread_count,
         on_invalid_record,
         schedule,
-        trigger,
         output: output?.map(|(mapping, _)| mapping),
-        metadata,
+        metadata: metadata?,
         custom_list,
         max_invalid_records: max_invalid_records.map(|max| max.max(0) as u64),
         max_invalid_ratio: max_invalid_ratio.map(|ratio| ratio.clamp(0.0, 1.0)),
-        rerun: rerun.unwrap_or(Rerun::Changed),
+        rerun: rerun?.unwrap_or(Rerun::Changed),
+        trigger: trigger?.unwrap_or(TriggerKind::Schedule),
         notifications: notifications??,
     })
 }
