@@ -53,7 +53,7 @@ pub fn in_zone(schedule: &Schedule, time: DateTime<Utc>) -> String {
     schedule
         .timezone
         .from_utc_datetime(&time.naive_utc())
-        .format("%Y-%m-%d %H:%M:%S %Z")
+        .format("%Y-%m-%d %H:%M:%S %Z (%:z)")
         .to_string()
 }
 
@@ -226,7 +226,7 @@ mod tests {
         let daily = schedule("0 3 * * *", "Asia/Kolkata");
         assert_eq!(
             in_zone(&daily, utc("2026-11-29T21:30:00Z")),
-            "2026-11-30 03:00:00 IST"
+            "2026-11-30 03:00:00 IST (+05:30)"
         );
     }
 }

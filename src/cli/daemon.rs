@@ -1,10 +1,12 @@
 //! `tapline daemon`: runs the pipelines of a folder on their schedules and file arrivals.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::terminal::errln;
 use super::{DaemonArgs, Exit, pipelines_folder, runtime};
 use crate::runner;
+use crate::sandbox::{Sandbox, SandboxConfig};
 
 pub(super) fn daemon(args: &DaemonArgs) -> Exit {
     if let Err(exit) = pipelines_folder(&args.dir) {
@@ -16,11 +18,39 @@ pub(super) fn daemon(args: &DaemonArgs) -> Exit {
         history_days: args.state.history_days,
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
         metrics_listen: args.metrics_listen,
+        sandbox: None,
     };
-    match runtime().block_on(crate::daemon::run(options)) {
+    let result = runtime().block_on(async {
+        if !args.sandbox {
+            return crate::daemon::run(options).await;
+        }
+        let sandbox = Sandbox::start(
+            SandboxConfig::default(),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        )
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot start the sandbox: {error}"))?;
+        let (account_id, passcode) = sandbox.credentials();
+        let base_url = sandbox.base_url();
+        tracing::info!(
+            url = %base_url,
+            "sending every pipeline to the built-in sandbox; GET {base_url}/_sandbox/inspect shows what it received"
+        );
+        let options = crate::daemon::Options {
+            sandbox: Some(crate::daemon::SandboxTarget {
+                account_id: account_id.to_string(),
+                passcode: passcode.to_string(),
+                base_url,
+            }),
+            ..options
+        };
+        let ended = crate::daemon::run(options).await;
+        sandbox.stop().await;
+        ended
+    });
+    match result {
         Ok(()) => Exit::Success,
         Err(error) => {
-            tracing::error!("{error:#}");
             errln!("error: {error:#}");
             Exit::Usage
         }

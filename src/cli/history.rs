@@ -210,20 +210,63 @@ pub(super) fn pipeline_of_rejects(
         return Err(unknown());
     };
     let run_id = format!("{time}-{suffix}");
-    let dir = match state_dir {
-        Some(dir) => dir.to_path_buf(),
-        None => rejects
-            .parent()
-            .and_then(Path::parent)
-            .ok_or_else(unknown)?
-            .to_path_buf(),
-    };
-    if !dir.join(DATABASE_FILE).exists() {
+    let Some(store) = store_of_rejects(rejects, state_dir)? else {
         return Err(unknown());
-    }
-    let store = crate::state::open(&dir).map_err(|error| error.to_string())?;
+    };
     match store.run(&run_id).map_err(|error| error.to_string())? {
         Some(run) => Ok(run.pipeline_file),
         None => Err(unknown()),
     }
+}
+
+/// The file of the pipeline named `name` (`tapline replay --pipeline NAME`): the file its
+/// newest run in the state store came from.
+pub(super) fn pipeline_named(
+    name: &str,
+    rejects: &Path,
+    state_dir: Option<&Path>,
+) -> Result<PathBuf, String> {
+    let unknown = || {
+        format!(
+            "no runs of a pipeline `{name}` are recorded; give its file instead: --pipeline pipelines/{name}.yaml"
+        )
+    };
+    if let Some(store) = store_of_rejects(rejects, state_dir)?
+        && let Some(run) = store
+            .runs(Some(name), 1)
+            .map_err(|error| error.to_string())?
+            .into_iter()
+            .next()
+    {
+        return Ok(run.pipeline_file);
+    }
+    // A rejects file kept elsewhere: the pipeline by its file name, where pipelines usually are.
+    [
+        PathBuf::from("pipelines").join(format!("{name}.yaml")),
+        PathBuf::from(format!("{name}.yaml")),
+    ]
+    .into_iter()
+    .find(|file| file.is_file())
+    .ok_or_else(unknown)
+}
+
+/// The state store a rejects file belongs to: `--state-dir`, else the folder its
+/// `rejects/` folder is in; `None` when there is none.
+fn store_of_rejects(
+    rejects: &Path,
+    state_dir: Option<&Path>,
+) -> Result<Option<Box<dyn crate::state::StateStore>>, String> {
+    let dir = match state_dir {
+        Some(dir) => dir.to_path_buf(),
+        None => match rejects.parent().and_then(Path::parent) {
+            Some(dir) => dir.to_path_buf(),
+            None => return Ok(None),
+        },
+    };
+    if !dir.join(DATABASE_FILE).exists() {
+        return Ok(None);
+    }
+    crate::state::open(&dir)
+        .map(Some)
+        .map_err(|error| error.to_string())
 }

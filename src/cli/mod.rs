@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Credentials, Diagnostic, Pipeline};
@@ -18,6 +18,7 @@ use crate::sandbox::Fault;
 
 mod daemon;
 mod history;
+mod init;
 mod next;
 mod replay;
 mod run;
@@ -106,6 +107,26 @@ enum Command {
     Replay(ReplayArgs),
     /// Run a folder of pipelines on their schedules until SIGTERM; reload on changes.
     Daemon(DaemonArgs),
+    /// Write a first pipeline to start from: a commented pipeline file, a connections.yaml
+    /// reading the environment, JSON Schemas for editors and a tiny sample data file.
+    Init {
+        /// The folder to write into (made when missing).
+        #[arg(default_value = "pipelines")]
+        dir: PathBuf,
+        /// What the pipeline writes to.
+        #[arg(long, value_enum, default_value = "user-profiles")]
+        entity: init::Starter,
+        /// The pipeline's name (its file name); default: profiles, events or audience.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Print a shell completion script: `tapline completions bash > /etc/bash_completion.d/tapline`.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `tapline man > tapline.1; man ./tapline.1`.
+    Man,
     /// Print each scheduled pipeline's next fire times, in its time zone.
     Next {
         /// The folder of pipeline files.
@@ -122,6 +143,10 @@ struct DaemonArgs {
     /// The folder of pipeline files to schedule and watch.
     #[arg(long, default_value = "pipelines")]
     dir: PathBuf,
+    /// Send every pipeline to a built-in CleverTap sandbox on loopback instead of its
+    /// connection (no secrets needed): try schedules locally.
+    #[arg(long)]
+    sandbox: bool,
     /// Seconds SIGTERM waits for running uploads before it interrupts them.
     #[arg(long, default_value_t = 30)]
     shutdown_timeout: u64,
@@ -170,7 +195,8 @@ struct HistoryArgs {
 struct ReplayArgs {
     /// A rejects file (`.tapline/rejects/<pipeline>-<run id>.jsonl`), fixed by hand or not.
     rejects_file: PathBuf,
-    /// The pipeline to send through; default: the one whose run wrote the file.
+    /// The pipeline to send through, by name (as `tapline history` shows it) or file;
+    /// default: the one whose run wrote the file.
     #[arg(long)]
     pipeline: Option<PathBuf>,
     /// Print one JSON object instead of text.
@@ -301,6 +327,19 @@ pub fn main() -> ExitCode {
         Command::Replay(args) => replay::replay(&args),
         Command::Daemon(args) => daemon::daemon(&args),
         Command::Next { dir, count } => next::next(&dir, count),
+        Command::Init { dir, entity, name } => init::init(&dir, entity, name.as_deref()),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "tapline", &mut out);
+            printed(std::io::stdout().write_all(&out), Exit::Success)
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            let written = clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .and_then(|()| std::io::stdout().write_all(&out));
+            printed(written, Exit::Success)
+        }
     };
     exit.into()
 }

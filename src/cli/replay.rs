@@ -16,17 +16,22 @@ pub(super) fn replay(args: &ReplayArgs) -> Exit {
         );
         return Exit::Usage;
     }
-    let pipeline_file = match &args.pipeline {
-        Some(file) => file.clone(),
-        None => {
-            match history::pipeline_of_rejects(&args.rejects_file, args.state.state_dir.as_deref())
-            {
-                Ok(file) => file,
-                Err(message) => {
-                    errln!("error: {message}");
-                    return Exit::Usage;
-                }
-            }
+    let state_dir = args.state.state_dir.as_deref();
+    let found = match &args.pipeline {
+        // A path to a pipeline file, or a pipeline's name as `history` shows it.
+        Some(given) if given.exists() || given.components().count() > 1 || is_yaml(given) => {
+            Ok(given.clone())
+        }
+        Some(name) => {
+            history::pipeline_named(&name.to_string_lossy(), &args.rejects_file, state_dir)
+        }
+        None => history::pipeline_of_rejects(&args.rejects_file, state_dir),
+    };
+    let pipeline_file = match found {
+        Ok(file) => file,
+        Err(message) => {
+            errln!("error: {message}");
+            return Exit::Usage;
         }
     };
     let pipelines = match load_all(std::slice::from_ref(&pipeline_file), Credentials::Resolve) {
@@ -51,4 +56,11 @@ pub(super) fn replay(args: &ReplayArgs) -> Exit {
         spawn_signal_handler(cancel.clone());
         execute(&pipeline, &request, args.json, None, &cancel).await
     })
+}
+
+fn is_yaml(path: &std::path::Path) -> bool {
+    matches!(
+        path.extension().and_then(|extension| extension.to_str()),
+        Some("yaml" | "yml")
+    )
 }

@@ -48,6 +48,20 @@ pub struct Options {
     pub shutdown_timeout: Duration,
     /// Where to serve `/metrics` and `/health`.
     pub metrics_listen: Option<SocketAddr>,
+    /// Sends every pipeline here instead of to its connection's CleverTap, whose secrets are
+    /// then not needed (`tapline daemon --sandbox`).
+    pub sandbox: Option<SandboxTarget>,
+}
+
+/// A CleverTap sandbox every pipeline is sent to.
+#[derive(Debug, Clone)]
+pub struct SandboxTarget {
+    /// The account ID it accepts.
+    pub account_id: String,
+    /// The passcode it accepts.
+    pub passcode: String,
+    /// Its base URL.
+    pub base_url: String,
 }
 
 /// A loaded pipeline and its place in the schedule.
@@ -74,6 +88,8 @@ struct Daemon {
     entries: BTreeMap<PathBuf, Entry>,
     /// The diagnostics last logged for each file, so a reload repeats none.
     reported: HashMap<PathBuf, String>,
+    /// Files whose last version had errors, to say when one is valid again.
+    broken: BTreeSet<PathBuf>,
     runs: JoinSet<Finished>,
     /// The pipeline file of each run task, to find it again if the task panics.
     run_files: HashMap<tokio::task::Id, PathBuf>,
@@ -99,6 +115,14 @@ struct Daemon {
     watched_dir: Option<(u64, u64)>,
     /// SIGTERM came: runs that end start nothing new.
     stopping: bool,
+}
+
+/// A fire time as the pipeline's schedule reads it: in its zone, with the offset.
+fn fire_in_zone(schedule: Option<&Schedule>, fire: Option<DateTime<Utc>>) -> String {
+    match (schedule, fire) {
+        (Some(schedule), Some(fire)) => scheduler::in_zone(schedule, fire),
+        _ => "never".to_string(),
+    }
 }
 
 /// How long a new file must stay unchanged before it counts as arrived: an exporter that
@@ -139,6 +163,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         store,
         entries: BTreeMap::new(),
         reported: HashMap::new(),
+        broken: BTreeSet::new(),
         runs: JoinSet::new(),
         run_files: HashMap::new(),
         budgets,
@@ -308,8 +333,20 @@ impl Daemon {
             }
             files
         };
+        let credentials = match self.options.sandbox {
+            Some(_) => Credentials::Ignore,
+            None => Credentials::Resolve,
+        };
         for file in &files {
-            let loaded = config::load_pipeline(file, Credentials::Resolve);
+            let mut loaded = config::load_pipeline(file, credentials);
+            if let (Some(pipeline), Some(sandbox)) = (&mut loaded.pipeline, &self.options.sandbox) {
+                pipeline
+                    .connection
+                    .account_id
+                    .clone_from(&sandbox.account_id);
+                pipeline.connection.passcode = config::Secret::new(&sandbox.passcode);
+                pipeline.connection.base_url.clone_from(&sandbox.base_url);
+            }
             let report: String = loaded
                 .diagnostics
                 .iter()
@@ -327,12 +364,21 @@ impl Daemon {
                 self.reported.insert(file.clone(), report);
             }
             match loaded.pipeline {
-                Some(pipeline) => self.upsert(file, pipeline, now),
-                None if new_report && self.entries.contains_key(file) => tracing::warn!(
-                    file = %file.display(),
-                    "the file has errors; its last valid version stays scheduled"
-                ),
-                None => {}
+                Some(pipeline) => {
+                    if self.broken.remove(file) {
+                        tracing::info!(file = %file.display(), "the file is valid again");
+                    }
+                    self.upsert(file, pipeline, now);
+                }
+                None => {
+                    self.broken.insert(file.clone());
+                    if new_report && self.entries.contains_key(file) {
+                        tracing::warn!(
+                            file = %file.display(),
+                            "the file has errors; its last valid version stays scheduled"
+                        );
+                    }
+                }
             }
         }
         let gone: Vec<PathBuf> = self
@@ -346,6 +392,7 @@ impl Daemon {
                 tracing::info!(pipeline = %entry.pipeline.name, "pipeline file removed: unscheduled");
             }
             self.reported.remove(&file);
+            self.broken.remove(&file);
         }
         self.watch_arrival_folders();
         self.publish();
@@ -514,15 +561,17 @@ impl Daemon {
                     == schedule_key(pipeline.schedule.as_ref());
                 if !same_schedule {
                     entry.next_fire = next_fire(pipeline.schedule.as_ref());
-                    tracing::info!(pipeline = %pipeline.name, next_fire = ?entry.next_fire, "schedule changed");
+                    let next_fire = fire_in_zone(pipeline.schedule.as_ref(), entry.next_fire);
+                    tracing::info!(pipeline = %pipeline.name, next_fire, "schedule changed");
                 }
                 entry.pipeline = pipeline;
             }
             None => {
                 let fire = next_fire(pipeline.schedule.as_ref());
                 match fire {
-                    Some(fire) => {
-                        tracing::info!(pipeline = %pipeline.name, next_fire = %fire, "pipeline scheduled")
+                    Some(_) => {
+                        let next_fire = fire_in_zone(pipeline.schedule.as_ref(), fire);
+                        tracing::info!(pipeline = %pipeline.name, next_fire, "pipeline scheduled")
                     }
                     None => {
                         tracing::info!(pipeline = %pipeline.name, "pipeline loaded (no schedule: runs only with `tapline run`)")
@@ -561,7 +610,8 @@ impl Daemon {
                 }
             };
             if let Some(missed) = scheduler::missed_fire(schedule, last, now) {
-                tracing::info!(pipeline = %entry.pipeline.name, %missed, "catching up a fire missed while the daemon was down");
+                let missed = scheduler::in_zone(schedule, missed);
+                tracing::info!(pipeline = %entry.pipeline.name, missed, "catching up a fire missed while the daemon was down");
                 due.push(file.clone());
             }
         }

@@ -930,3 +930,49 @@ fn idle_metrics_connections_cannot_starve_the_runs_of_file_descriptors() {
     drop(idle);
     assert_eq!(daemon.stop(), Some(0));
 }
+
+#[test]
+fn the_daemon_tries_schedules_on_its_own_sandbox_and_logs_in_each_zone() {
+    // No connection can be reached and no secret is set: `--sandbox` needs neither.
+    let workspace = Workspace::new();
+    let dir = workspace.dir.path();
+    workspace.write(
+        "connections.yaml",
+        "prod:\n  account_id: ${TAPLINE_TEST_UNSET_ACCOUNT}\n  passcode: ${TAPLINE_TEST_UNSET_PASSCODE}\n",
+    );
+    workspace.write("events.csv", "identity,evtName\nu1,Viewed\n");
+    let pipeline = "connection: prod\nsource: {path: events.csv}\ntarget: {entity: user_events}\nrerun: always\nschedule: {cron: \"* * * * * *\", timezone: Asia/Kolkata}\n";
+    workspace.write("events.yaml", pipeline);
+    let mut daemon = Daemon::start(dir, &["--sandbox"]);
+    daemon.notification_with("READY=1");
+    daemon.wait_for(30, "a run on the sandbox", || {
+        history(dir).iter().any(|run| run["status"] == "succeeded")
+    });
+    let log = daemon.log();
+    assert!(
+        log.contains("sending every pipeline to the built-in sandbox"),
+        "{log}"
+    );
+    // Fire times read as the schedule does: its zone, with the offset.
+    assert!(
+        log.lines()
+            .any(|line| line.contains("pipeline scheduled") && line.contains("IST (+05:30)")),
+        "{log}"
+    );
+
+    // A broken edit, then the fix: the daemon says when the file is valid again.
+    workspace.write(
+        "events.yaml",
+        "connection: prod\nsource: {path: events.csv}\ntarget: {entity: user_event}\n",
+    );
+    daemon.wait_for(30, "the broken edit", || {
+        daemon
+            .log()
+            .contains("its last valid version stays scheduled")
+    });
+    workspace.write("events.yaml", pipeline);
+    daemon.wait_for(30, "the fixed file", || {
+        daemon.log().contains("the file is valid again")
+    });
+    assert_eq!(daemon.stop(), Some(0));
+}

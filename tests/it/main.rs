@@ -7,6 +7,7 @@ mod clevertap_node;
 mod common;
 mod custom_list;
 mod daemon;
+mod first_hour;
 mod notifications;
 mod operations;
 mod output;

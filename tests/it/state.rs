@@ -353,6 +353,17 @@ fn replay_sends_fixed_rejects_through_the_pipeline_that_wrote_them() {
         "raw.jsonl",
         r#"{"line":7,"outcome":"skipped","code":"malformed_row","reason":"x","row":"a,b"}"#,
     );
+    // `--pipeline` takes a name, as `tapline history` shows it, or a file.
+    let output = tapline(
+        workspace.dir.path(),
+        &["replay", "raw.jsonl", "--pipeline", "events", "--json"],
+    );
+    assert_eq!(
+        summary(&output)["pipeline"],
+        "events",
+        "{}",
+        stderr(&output)
+    );
     let output = tapline(
         workspace.dir.path(),
         &["replay", "raw.jsonl", "--pipeline", "events.yaml", "--json"],
