@@ -651,4 +651,8 @@ impl Observer for Checkpointer<'_> {
         self.pending.push((settled.line, settled.line));
         self.progress.record_skipped(settled, counts);
     }
+
+    fn source_opened(&mut self, progress: &crate::source::ReadProgress) {
+        self.progress.source_opened(progress);
+    }
 }

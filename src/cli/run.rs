@@ -189,28 +189,46 @@ pub(super) async fn execute(
     printed(written, exit)
 }
 
-/// A progress line on a terminal; nothing otherwise.
+/// A progress line on a terminal, a few updates a second; nothing otherwise. Once the source
+/// is open it shows how far through the file the reader is (bytes, so it works for rows of
+/// any length and for gzip) and an estimate of the time left.
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
+    source: Option<crate::source::ReadProgress>,
 }
+
+/// Redraws per second, at most.
+const PROGRESS_HZ: u8 = 4;
 
 impl Progress {
     fn new(pipeline: &str, enabled: bool) -> Self {
         if !enabled || !std::io::stderr().is_terminal() {
-            return Progress { bar: None };
+            return Progress {
+                bar: None,
+                source: None,
+            };
         }
-        let bar = indicatif::ProgressBar::new_spinner();
+        let bar = indicatif::ProgressBar::with_draw_target(
+            None,
+            indicatif::ProgressDrawTarget::stderr_with_hz(PROGRESS_HZ),
+        );
         bar.set_style(
             indicatif::ProgressStyle::with_template("{spinner} {prefix} {elapsed} {msg}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
         );
         bar.set_prefix(pipeline.to_string());
-        bar.enable_steady_tick(Duration::from_millis(120));
-        Progress { bar: Some(bar) }
+        bar.enable_steady_tick(Duration::from_millis(250));
+        Progress {
+            bar: Some(bar),
+            source: None,
+        }
     }
 
     fn show(&self, counts: &Counts) {
         if let Some(bar) = &self.bar {
+            if let Some(source) = &self.source {
+                bar.set_position(source.read());
+            }
             bar.set_message(format!(
                 "{} read · {} accepted · {} skipped · {} rejected · {} failed",
                 counts.read, counts.accepted, counts.skipped, counts.rejected, counts.failed
@@ -233,5 +251,21 @@ impl Observer for Progress {
 
     fn record_skipped(&mut self, _settled: &Settled, counts: &Counts) {
         self.show(counts);
+    }
+
+    fn source_opened(&mut self, source: &crate::source::ReadProgress) {
+        let Some(bar) = &self.bar else { return };
+        if source.total == 0 {
+            return;
+        }
+        bar.set_length(source.total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {prefix} [{bar:24}] {bytes}/{total_bytes} · ETA {eta} · {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        self.source = Some(source.clone());
     }
 }

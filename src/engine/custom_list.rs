@@ -72,8 +72,11 @@ fn write_entries(
                 false
             }
         };
-    let mut rows = match source::open(&job.source) {
-        Ok(rows) => rows,
+    let mut rows = match source::open_with_progress(&job.source) {
+        Ok((rows, progress)) => {
+            observer.source_opened(&progress);
+            rows
+        }
         Err(error) => {
             ledger.stop(StopReason::SourceFailed(error.to_string()));
             return listed;

@@ -112,6 +112,8 @@ pub trait Observer: Send {
     }
     /// A record was skipped before sending.
     fn record_skipped(&mut self, _settled: &Settled, _counts: &Counts) {}
+    /// The source is open: how far through its file the reader is, as it reads.
+    fn source_opened(&mut self, _progress: &crate::source::ReadProgress) {}
 }
 
 /// An observer that ignores everything.
@@ -134,8 +136,9 @@ pub async fn run(
     let mut ledger = Ledger::new(&job, &options);
     let mut warnings = Vec::new();
     let mut rows_resumed = 0;
-    match crate::source::open(&job.source) {
-        Ok(rows) => {
+    match crate::source::open_with_progress(&job.source) {
+        Ok((rows, progress)) => {
+            observer.source_opened(&progress);
             if rows.columns().is_some_and(<[_]>::is_empty) {
                 warnings.push("the source has no columns".to_string());
             }

@@ -14,6 +14,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
 
@@ -104,9 +105,54 @@ pub enum OpenError {
     },
 }
 
+/// How far a reader is through its file: bytes taken from the disk so far (compressed bytes
+/// for a `.gz`), of the file's size. Cheap to share: the reader adds once per buffer it fills.
+#[derive(Debug, Clone, Default)]
+pub struct ReadProgress {
+    read: Arc<AtomicU64>,
+    /// The file's size in bytes.
+    pub total: u64,
+}
+
+impl ReadProgress {
+    /// Bytes read so far.
+    pub fn read(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
+    }
+}
+
+/// A file that counts the bytes read from it into a [`ReadProgress`].
+struct Counted {
+    file: File,
+    read: Arc<AtomicU64>,
+}
+
+impl Read for Counted {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let count = self.file.read(buffer)?;
+        self.read.fetch_add(count as u64, Ordering::Relaxed);
+        Ok(count)
+    }
+}
+
 /// Opens a source for streaming.
 pub fn open(source: &Source) -> Result<Box<dyn RowStream>, OpenError> {
-    let reader = open_bytes(&source.path, source.gzip)?;
+    open_with_progress(source).map(|(rows, _)| rows)
+}
+
+/// Opens a source for streaming, with a view of how far through its file the reader is.
+pub fn open_with_progress(
+    source: &Source,
+) -> Result<(Box<dyn RowStream>, ReadProgress), OpenError> {
+    let (reader, progress) = open_bytes(&source.path, source.gzip)?;
+    let rows = rows_of(source, reader)?;
+    Ok((rows, progress))
+}
+
+fn rows_of(
+    source: &Source,
+    reader: Box<dyn BufRead + Send>,
+) -> Result<Box<dyn RowStream>, OpenError> {
     let display = source.path.display().to_string();
     Ok(match source.format {
         SourceFormat::Csv => Box::new(delimited::DelimitedStream::new(
@@ -147,19 +193,31 @@ pub fn columns(source: &Source) -> Result<Vec<String>, OpenError> {
     }
 }
 
-fn open_bytes(path: &Path, gzip: bool) -> Result<Box<dyn BufRead + Send>, OpenError> {
+fn open_bytes(
+    path: &Path,
+    gzip: bool,
+) -> Result<(Box<dyn BufRead + Send>, ReadProgress), OpenError> {
     let file = File::open(path).map_err(|error| OpenError::Io {
         path: path.display().to_string(),
         error,
     })?;
+    let progress = ReadProgress {
+        read: Arc::default(),
+        total: file.metadata().map(|metadata| metadata.len()).unwrap_or(0),
+    };
+    let file = Counted {
+        file,
+        read: Arc::clone(&progress.read),
+    };
     let buffered = BufReader::with_capacity(READ_BUFFER_BYTES, file);
-    Ok(if gzip {
+    let reader: Box<dyn BufRead + Send> = if gzip {
         let decoder: Box<dyn Read + Send> =
             Box::new(flate2::bufread::MultiGzDecoder::new(buffered));
         Box::new(BufReader::with_capacity(READ_BUFFER_BYTES, decoder))
     } else {
         Box::new(buffered)
-    })
+    };
+    Ok((reader, progress))
 }
 
 #[cfg(test)]

@@ -738,3 +738,41 @@ fn a_run_stops_when_a_batch_runs_out_of_retries() {
         stdout(&output)
     );
 }
+
+#[test]
+fn the_progress_line_shows_bytes_and_an_eta_on_a_terminal_only() {
+    // Five requests of 300 ms one after another: the run outlasts a few redraws.
+    let sandbox = TestSandbox::start(SandboxConfig {
+        latency: Duration::from_millis(300),
+        ..SandboxConfig::default()
+    });
+    let workspace = Workspace::new();
+    workspace.write("profiles.csv", profile_csv(5000));
+    workspace.pipeline(
+        "slow",
+        &sandbox,
+        "source: {path: profiles.csv}\ntarget: {entity: user_profiles}\nthread_count: 1\nrerun: always\n",
+    );
+    // `script` gives the run a terminal and keeps what it drew.
+    let command = format!("{} run slow.yaml", env!("CARGO_BIN_EXE_tapline"));
+    let output = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(workspace.dir.path())
+        .output()
+        .expect("`script` (util-linux) runs a command on a terminal");
+    let drawn = stdout(&output);
+    assert!(
+        drawn.contains("slow [") && drawn.contains(" · ETA "),
+        "{drawn}"
+    );
+    let size = std::fs::metadata(workspace.path("profiles.csv"))
+        .unwrap()
+        .len();
+    assert!(size > 100 * 1024, "a file measured in KiB: {size}");
+    assert!(drawn.contains(" KiB/"), "{drawn}");
+
+    // Off a terminal: only the summary.
+    let output = tapline(workspace.dir.path(), &["run", "slow.yaml"]);
+    assert!(!stderr(&output).contains("ETA"), "{}", stderr(&output));
+    assert!(!stdout(&output).contains("ETA"));
+}
