@@ -652,6 +652,11 @@ impl Observer for Checkpointer<'_> {
         self.progress.record_skipped(settled, counts);
     }
 
+    fn record_failed(&mut self, settled: &Settled) {
+        self.note(settled);
+        self.progress.record_failed(settled);
+    }
+
     fn source_opened(&mut self, progress: &crate::source::ReadProgress) {
         self.progress.source_opened(progress);
     }

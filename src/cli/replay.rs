@@ -28,7 +28,15 @@ pub(super) fn replay(args: &ReplayArgs) -> Exit {
         None => history::pipeline_of_rejects(&args.rejects_file, state_dir),
     };
     let pipeline_file = match found {
-        Ok(file) => file,
+        // The history keeps absolute paths; messages read better relative to where we are.
+        Ok(file) => std::env::current_dir()
+            .ok()
+            .and_then(|cwd| {
+                file.strip_prefix(cwd)
+                    .ok()
+                    .map(std::path::Path::to_path_buf)
+            })
+            .unwrap_or(file),
         Err(message) => {
             errln!("error: {message}");
             return Exit::Usage;

@@ -10,6 +10,17 @@ use crate::engine::RunSummary;
 use crate::mapping;
 use crate::sandbox::Sandbox;
 
+/// A path as a user in the working directory would type it: relative when it lies below
+/// the working directory, as given otherwise. `run` and `replay` print rejects files so.
+fn from_working_dir(path: &std::path::Path) -> String {
+    let relative = std::env::current_dir().ok().and_then(|cwd| {
+        path.strip_prefix(cwd)
+            .ok()
+            .map(std::path::Path::to_path_buf)
+    });
+    relative.as_deref().unwrap_or(path).display().to_string()
+}
+
 pub(super) fn summary_json(summary: &RunSummary) -> Value {
     let mut line = json!({
         "pipeline": summary.pipeline,
@@ -19,7 +30,7 @@ pub(super) fn summary_json(summary: &RunSummary) -> Value {
         "requests": summary.requests,
         "retries": summary.retries,
         "duration_ms": summary.duration.as_millis() as u64,
-        "rejects_file": summary.rejects_file.as_ref().map(|path| path.display().to_string()),
+        "rejects_file": summary.rejects_file.as_deref().map(from_working_dir),
         "stop_reason": summary.stop.as_ref().map(ToString::to_string),
         "segment_id": summary.segment_id,
         "warnings": summary.warnings,
@@ -53,11 +64,21 @@ pub(super) fn print_summary(
             counts.read, dry_run.records, counts.skipped, counts.failed
         )?;
         let path = mapping::endpoint(pipeline.target).path;
-        writeln!(
-            out,
-            "  requests  {} to {path} of connection `{}`",
-            dry_run.requests, pipeline.connection.name
-        )?;
+        if pipeline.custom_list.is_some() {
+            // Three steps, each to its own place.
+            writeln!(
+                out,
+                "  requests  3 through connection `{}`: {path} (an upload URL), a PUT of the list to that pre-signed URL, {}",
+                pipeline.connection.name,
+                crate::clevertap::wire::CUSTOM_LIST_COMPLETED_PATH
+            )?;
+        } else {
+            writeln!(
+                out,
+                "  requests  {} to {path} of connection `{}`",
+                dry_run.requests, pipeline.connection.name
+            )?;
+        }
         if let Some(sample) = &dry_run.sample {
             writeln!(out, "  first record  {sample}")?;
         }
@@ -135,7 +156,7 @@ pub(super) fn print_summary(
         writeln!(out, "  segment   {segment_id}")?;
     }
     if let Some(path) = &summary.rejects_file {
-        writeln!(out, "  rejects   {}", path.display())?;
+        writeln!(out, "  rejects   {}", from_working_dir(path))?;
     }
     if let Some(stop) = &summary.stop {
         writeln!(out, "  {stop}")?;

@@ -56,6 +56,7 @@ fn write_entries(
     ledger: &mut Ledger,
     observer: &mut dyn Observer,
     output: &mut dyn Write,
+    lines: &mut dyn Write,
     cancel: &CancellationToken,
 ) -> Listed {
     let mut listed = Listed::default();
@@ -144,6 +145,13 @@ fn write_entries(
                     ledger.counts.add(Outcome::Failed, 1);
                     break;
                 }
+                if let Err(error) = writeln!(lines, "{}", row.line) {
+                    ledger.stop(StopReason::StateFailed(format!(
+                        "cannot write the list's line numbers to its spool file in the state directory: {error}"
+                    )));
+                    listed.lines += 1;
+                    break;
+                }
                 listed.lines += 1;
                 listed.first_line.get_or_insert(row.line);
                 listed.last_line = row.line;
@@ -166,10 +174,13 @@ fn write_entries(
                 // A row without an identity is no entry at all: skipped whatever
                 // `skip_invalid_records` says.
                 if job.on_invalid_record == OnInvalidRecord::Stop && code != Code::EmptyRow {
-                    ledger.settle_stopping(Settled {
-                        outcome: Outcome::Failed,
-                        ..settled
-                    });
+                    ledger.settle_stopping(
+                        Settled {
+                            outcome: Outcome::Failed,
+                            ..settled
+                        },
+                        observer,
+                    );
                     break;
                 }
                 ledger.settle_skipped(&settled, observer);
@@ -183,7 +194,7 @@ fn write_entries(
         ledger.check_budget(Judged::AtEnd);
     }
     if ledger.stop.is_none()
-        && let Err(error) = output.flush()
+        && let Err(error) = output.flush().and_then(|()| lines.flush())
     {
         ledger.stop(StopReason::StateFailed(format!(
             "cannot write the list to its spool file in the state directory: {error}"
@@ -192,26 +203,99 @@ fn write_entries(
     listed
 }
 
-/// The spooled CSV of one run; the file is removed when it is dropped, however the run ends.
+/// The spooled CSV of one run, and beside it the source line of each of its identities (so
+/// a list CleverTap did not take can name each identity's line in the rejects file); both
+/// files are removed when it is dropped, however the run ends.
 struct Spool {
     path: PathBuf,
+    lines_path: PathBuf,
 }
 
 impl Spool {
-    fn create(dir: &Path, job: &Job) -> std::io::Result<(Spool, std::fs::File)> {
+    fn create(dir: &Path, job: &Job) -> std::io::Result<(Spool, std::fs::File, std::fs::File)> {
         std::fs::create_dir_all(dir)?;
-        let path = dir.join(format!("{}-{}.csv", job.pipeline, job.context.run_id));
-        let file = std::fs::File::create(&path)?;
-        Ok((Spool { path }, file))
+        let stem = format!("{}-{}", job.pipeline, job.context.run_id);
+        let spool = Spool {
+            path: dir.join(format!("{stem}.csv")),
+            lines_path: dir.join(format!("{stem}.lines")),
+        };
+        let csv = std::fs::File::create(&spool.path)?;
+        let lines = std::fs::File::create(&spool.lines_path)?;
+        Ok((spool, csv, lines))
+    }
+
+    /// Books every identity of the list as failed, each with its source line and entry, in
+    /// the rejects file: CleverTap never sees a partial list, so none of it was delivered.
+    fn book_undelivered(
+        &self,
+        listed: &Listed,
+        reason: &str,
+        ledger: &mut Ledger,
+        observer: &mut dyn Observer,
+    ) {
+        let booked = self.read_back(reason, |settled| {
+            ledger.book_undelivered(&settled, observer);
+        });
+        match booked {
+            Ok(count) if count == listed.lines => {}
+            Ok(count) => {
+                ledger
+                    .counts
+                    .add(Outcome::Failed, listed.lines.saturating_sub(count));
+                tracing::warn!(
+                    listed = listed.lines,
+                    read_back = count,
+                    "the custom list's spool holds fewer identities than were written"
+                );
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the custom list's spool back; its identities are counted as failed but not listed in the rejects file");
+                ledger.counts.add(Outcome::Failed, listed.lines);
+            }
+        }
+        ledger.rejects.flush();
+    }
+
+    /// Reads the spool's identities with their source lines, giving each to `book` as a
+    /// failed record; returns how many.
+    fn read_back(&self, reason: &str, mut book: impl FnMut(Settled)) -> std::io::Result<u64> {
+        use std::io::BufRead;
+        let mut entries = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .from_path(&self.path)
+            .map_err(std::io::Error::other)?;
+        let mut lines = std::io::BufReader::new(std::fs::File::open(&self.lines_path)?).lines();
+        let mut count = 0;
+        for entry in entries.records() {
+            let entry = entry.map_err(std::io::Error::other)?;
+            let Some(line) = lines.next().transpose()? else {
+                break;
+            };
+            book(Settled {
+                line: line.trim().parse().unwrap_or(0),
+                outcome: Outcome::Failed,
+                code: Code::NotSent,
+                reason: reason.to_string(),
+                row: None,
+                record: Some(serde_json::json!({
+                    "type": entry.get(0).unwrap_or("i"),
+                    "identity": entry.get(1).unwrap_or_default(),
+                })),
+            });
+            count += 1;
+        }
+        Ok(count)
     }
 }
 
 impl Drop for Spool {
     fn drop(&mut self) {
-        if let Err(error) = std::fs::remove_file(&self.path)
-            && error.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(file = %self.path.display(), %error, "cannot remove a custom list's spool file");
+        for path in [&self.path, &self.lines_path] {
+            if let Err(error) = std::fs::remove_file(path)
+                && error.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(file = %path.display(), %error, "cannot remove a custom list's spool file");
+            }
         }
     }
 }
@@ -229,35 +313,35 @@ pub(super) async fn run(
     // Reading and mapping are blocking work; they run here, on this worker (the runtime
     // moves its other tasks away meanwhile), so the rows book into the ledger and the
     // observer as on the other paths. A single-threaded runtime has no other worker.
-    let mut read = |ledger: &mut Ledger, output: &mut dyn Write| {
-        let mut write = || write_entries(&job, &options, ledger, observer, output, &cancel);
+    let mut segment_id_made = None;
+    let mut read = |ledger: &mut Ledger, output: &mut dyn Write, lines: &mut dyn Write| {
+        let mut write = || write_entries(&job, &options, ledger, observer, output, lines, &cancel);
         match tokio::runtime::Handle::current().runtime_flavor() {
             tokio::runtime::RuntimeFlavor::CurrentThread => write(),
             _ => tokio::task::block_in_place(write),
         }
     };
-    let (listed, requests) = match &options.delivery {
+    let listed = match &options.delivery {
         Delivery::DryRun => {
-            let listed = read(&mut ledger, &mut std::io::sink());
+            let listed = read(&mut ledger, &mut std::io::sink(), &mut std::io::sink());
             if let Some(report) = &mut ledger.dry_run {
                 report.requests = 3;
                 report.records = listed.lines;
                 report.sample.clone_from(&listed.sample);
             }
-            (listed, Ok(None))
+            listed
         }
         Delivery::Send(client) => {
             // The CSV first, into the spool: its length is known before anything is sent,
             // and a list that stops early (an invalid row, past 5 GB) costs no request.
             match Spool::create(&options.spool_dir, &job) {
-                Ok((spool, file)) => {
-                    let mut output = std::io::BufWriter::with_capacity(256 * 1024, file);
-                    let listed = read(&mut ledger, &mut output);
-                    drop(output);
-                    let sent = if ledger.stop.is_some() {
-                        Ok(None)
-                    } else {
-                        Steps {
+                Ok((spool, csv, lines)) => {
+                    let mut output = std::io::BufWriter::with_capacity(256 * 1024, csv);
+                    let mut lines = std::io::BufWriter::with_capacity(64 * 1024, lines);
+                    let listed = read(&mut ledger, &mut output, &mut lines);
+                    drop((output, lines));
+                    if ledger.stop.is_none() {
+                        let sent = Steps {
                             client,
                             job: &job,
                             list,
@@ -265,29 +349,29 @@ pub(super) async fn run(
                             cancel: &cancel,
                         }
                         .upload(&spool.path, listed.bytes, &mut ledger)
-                        .await
-                    };
-                    (listed, sent)
+                        .await;
+                        match sent {
+                            Ok(segment_id) => segment_id_made = segment_id,
+                            Err(stop) => ledger.stop(stop),
+                        }
+                    }
+                    if let Some(stop) = &ledger.stop {
+                        let reason = format!("the list was not delivered ({stop})");
+                        spool.book_undelivered(&listed, &reason, &mut ledger, observer);
+                    }
+                    listed
                 }
                 Err(error) => {
                     ledger.stop(StopReason::StateFailed(format!(
                         "cannot make the custom list's spool file in `{}`: {error} (choose another folder with --state-dir)",
                         options.spool_dir.display()
                     )));
-                    (Listed::default(), Ok(None))
+                    Listed::default()
                 }
             }
         }
     };
-    let segment_id = match requests {
-        Ok(segment_id) => segment_id,
-        Err(stop) => {
-            ledger.stop(stop);
-            None
-        }
-    };
-    let dry_run = matches!(options.delivery, Delivery::DryRun);
-    if ledger.stop.is_none() && !dry_run {
+    if ledger.stop.is_none() && matches!(options.delivery, Delivery::Send(_)) {
         // Registered: every identity written is accepted, as one settled batch.
         let report = BatchReport {
             index: 0,
@@ -300,12 +384,9 @@ pub(super) async fn run(
             gave_up: None,
         };
         ledger.settle_batch(&report, observer);
-    } else if !dry_run {
-        // CleverTap never sees a partial list: nothing written was delivered.
-        ledger.counts.add(Outcome::Failed, listed.lines);
     }
     let mut summary = ledger.finish(&job, started.elapsed(), listed.rows_resumed);
-    summary.segment_id = segment_id;
+    summary.segment_id = segment_id_made;
     summary
 }
 

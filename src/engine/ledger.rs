@@ -133,8 +133,8 @@ impl Ledger {
     }
 
     /// Books an invalid row that stops the run (with `skip_invalid_records: false`).
-    pub(super) fn settle_stopping(&mut self, settled: Settled) {
-        self.book_unsent_row(&settled);
+    pub(super) fn settle_stopping(&mut self, settled: Settled, observer: &mut dyn Observer) {
+        self.book_unsent_row(&settled, observer);
         self.stop(StopReason::InvalidRecord {
             line: settled.line,
             reason: settled.reason,
@@ -143,11 +143,17 @@ impl Ledger {
 
     /// Books a row that never became a request, without telling the observer (the run is
     /// stopping).
-    pub(super) fn book_unsent_row(&mut self, settled: &Settled) {
+    pub(super) fn book_unsent_row(&mut self, settled: &Settled, observer: &mut dyn Observer) {
         self.counts.read += 1;
+        self.book_undelivered(settled, observer);
+    }
+
+    /// Books a record read (and counted) earlier that was not delivered after all.
+    pub(super) fn book_undelivered(&mut self, settled: &Settled, observer: &mut dyn Observer) {
         self.counts.add(settled.outcome, 1);
         self.reasons.note(settled);
         self.rejects.write(settled);
+        observer.record_failed(settled);
     }
 
     /// The run's summary, once nothing more is booked.

@@ -112,6 +112,10 @@ pub trait Observer: Send {
     }
     /// A record was skipped before sending.
     fn record_skipped(&mut self, _settled: &Settled, _counts: &Counts) {}
+    /// A record ended failed without its batch being settled (the row that stopped the run,
+    /// rows read but never sent, a custom list CleverTap did not take): nothing to
+    /// checkpoint, but one of the run's errors.
+    fn record_failed(&mut self, _settled: &Settled) {}
     /// The source is open: how far through its file the reader is, as it reads.
     fn source_opened(&mut self, _progress: &crate::source::ReadProgress) {}
 }

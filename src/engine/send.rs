@@ -91,7 +91,7 @@ pub(super) async fn send_all(
                 }
                 Some(Produced::Skipped(settled)) => ledger.settle_skipped(&settled, observer),
                 Some(Produced::Stopped(settled)) => {
-                    ledger.settle_stopping(settled);
+                    ledger.settle_stopping(settled, observer);
                     reading = false;
                 }
                 Some(Produced::SourceFailed(message)) => {
@@ -110,7 +110,7 @@ pub(super) async fn send_all(
                 ledger.settle_batch(&unsent(batch, ledger.stop.as_ref()), observer);
             }
             Produced::Skipped(settled) | Produced::Stopped(settled) => {
-                ledger.book_unsent_row(&settled);
+                ledger.book_unsent_row(&settled, observer);
             }
             Produced::SourceFailed(message) => ledger.stop(StopReason::SourceFailed(message)),
         }

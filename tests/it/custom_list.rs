@@ -92,7 +92,7 @@ fn create_then_create_again_fails_then_update_replaces() {
 fn clevertap_refusals_fail_the_run_with_their_message() {
     let sandbox = TestSandbox::start(SandboxConfig::default());
     let workspace = Workspace::new();
-    workspace.write("audience.csv", "identity\nu1\n");
+    workspace.write("audience.csv", "identity\nu1\n\n\"u,2\"\n");
     workspace.pipeline(
         "list",
         &sandbox,
@@ -104,6 +104,56 @@ fn clevertap_refusals_fail_the_run_with_their_message() {
     assert!(
         reason.contains("does not belong to a valid admin"),
         "{reason}"
+    );
+    // Every identity of the refused list is in the rejects file, at its own line.
+    assert_counts_add_up(&summary);
+    assert_eq!(summary["records"]["failed"], 2, "{summary}");
+    let failed: Vec<(u64, Value, String)> = rejects(workspace.dir.path(), &summary)
+        .into_iter()
+        .filter(|entry| entry["outcome"] == "failed")
+        .map(|entry| {
+            (
+                entry["line"].as_u64().unwrap(),
+                entry["record"].clone(),
+                entry["code"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        failed,
+        vec![
+            (
+                2,
+                serde_json::json!({"type": "i", "identity": "u1"}),
+                "not_sent".into()
+            ),
+            (
+                4,
+                serde_json::json!({"type": "i", "identity": "u,2"}),
+                "not_sent".into()
+            ),
+        ]
+    );
+    // The history shows them as the run's first errors.
+    let output = tapline(
+        workspace.dir.path(),
+        &[
+            "history",
+            "--dir",
+            ".",
+            "--run",
+            summary["run_id"].as_str().unwrap(),
+            "--json",
+        ],
+    );
+    let recorded: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(recorded["first_errors"][0]["line"], 2, "{recorded}");
+    assert_eq!(recorded["first_errors"][1]["line"], 4, "{recorded}");
+    let spool = workspace.dir.path().join(".tapline/spool");
+    assert_eq!(
+        std::fs::read_dir(&spool).unwrap().count(),
+        0,
+        "the spool files are gone"
     );
 
     workspace.pipeline(
@@ -144,6 +194,12 @@ fn invalid_rows_skip_or_stop_and_dry_run_sends_nothing() {
     let summary = common::summary(&output);
     assert_eq!(output.status.code(), Some(0), "{summary}");
     assert_eq!(summary["dry_run"]["records"], 2);
+    let output = tapline(workspace.dir.path(), &["run", "list.yaml", "--dry-run"]);
+    assert!(
+        stdout(&output).contains("  requests  3 through connection `inline`: /get_custom_list_segment_url (an upload URL), a PUT of the list to that pre-signed URL, /upload_custom_list_segment_completed\n"),
+        "{}",
+        stdout(&output)
+    );
     assert_eq!(sandbox.inspect().requests, 0);
 
     let (code, summary) = run(&workspace);

@@ -370,6 +370,14 @@ fn replay_sends_fixed_rejects_through_the_pipeline_that_wrote_them() {
     );
     let raw = summary(&output);
     assert_eq!(raw["records"]["skipped"], 1);
+    // Printed relative to the working directory, as after `run`.
+    assert!(
+        raw["rejects_file"]
+            .as_str()
+            .unwrap()
+            .starts_with(".tapline/rejects/events-"),
+        "{raw}"
+    );
     let entries = rejects(workspace.dir.path(), &raw);
     assert_eq!(entries[0]["line"], 7);
     assert!(
