@@ -280,6 +280,30 @@ fn a_pipeline_file_that_is_not_utf8_or_not_yaml_fails_cleanly() {
 }
 
 #[test]
+fn a_hint_does_not_repeat_what_its_message_says() {
+    let (_, errors) = validate(
+        "connection: prd\nsource: {path: ok.csv}\ntarget: {entity: user_profiles}\n",
+        &[],
+    );
+    assert!(
+        errors.contains(
+            "p.yaml:1:13: error: unknown connection `prd`\n  hint: did you mean `prod`?\n"
+        ),
+        "{errors}"
+    );
+    // Without a likely typo, the message names what there is.
+    let (_, errors) = validate(
+        "connection: staging\nsource: {path: ok.csv}\ntarget: {entity: user_profiles}\n",
+        &[],
+    );
+    assert!(
+        errors
+            .contains("unknown connection `staging`; connections.yaml defines `literal`, `prod`\n"),
+        "{errors}"
+    );
+}
+
+#[test]
 fn a_broken_field_does_not_hide_the_problems_of_the_others() {
     check_errors(
         "connection: prod\nsource: {path: ok.csv}\ntarget: {entity: user_profiles}\nthread_count: 20\nmax_invalid_ratio: 0.1\nrerun: sometimes\n",

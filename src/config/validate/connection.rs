@@ -60,22 +60,27 @@ pub(super) fn resolve_connection(
                 parse_file::<ConnectionsFile>(&path, FileKind::Connections, diagnostics)?;
             let Some(spec) = connections.value.0.get(name) else {
                 let names: Vec<&str> = connections.value.0.keys().map(String::as_str).collect();
-                let mut diagnostic = Diagnostic::error(
-                    file,
-                    Some(root.locate("/connection")),
-                    format!(
-                        "unknown connection `{name}`; {} defines {}",
-                        path.display(),
-                        names
-                            .iter()
-                            .map(|n| format!("`{n}`"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                let at = Some(root.locate("/connection"));
+                // A likely typo gets its one suggestion; otherwise the names there are.
+                let diagnostic = match did_you_mean(name, names.iter().copied()) {
+                    Some(suggestion) => {
+                        Diagnostic::error(file, at, format!("unknown connection `{name}`"))
+                            .with_hint(format!("did you mean `{suggestion}`?"))
+                    }
+                    None => Diagnostic::error(
+                        file,
+                        at,
+                        format!(
+                            "unknown connection `{name}`; {} defines {}",
+                            path.display(),
+                            names
+                                .iter()
+                                .map(|n| format!("`{n}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
                     ),
-                );
-                if let Some(suggestion) = did_you_mean(name, names.iter().copied()) {
-                    diagnostic = diagnostic.with_hint(format!("did you mean `{suggestion}`?"));
-                }
+                };
                 diagnostics.push(diagnostic);
                 return None;
             };
