@@ -8,6 +8,7 @@
 //! - [`source`]: streaming CSV / TSV / JSONL readers, gzip or not.
 //! - [`mapping`]: rows → CleverTap records, with CleverTap's rules checked client-side.
 //! - [`clevertap`]: the HTTP API: wire types, the client, retry decisions, record rules.
+//! - [`changes`]: record fingerprints for `send: changes` (pure).
 //! - [`engine`]: batching, bounded concurrency, retries, per-record outcomes.
 //! - [`daemon`]: the scheduler process: cron fires, folder watch, reloads, systemd.
 //! - [`runner`]: one run of a pipeline with its lock, checkpoint, history and notifications.
@@ -22,6 +23,7 @@
 //! command line, the sandbox, the JSON Schemas and YAML reader of `config`, and the webhook
 //! signature; everything else is the crate's own.
 
+pub(crate) mod changes;
 pub(crate) mod clevertap;
 pub mod cli;
 pub mod config;

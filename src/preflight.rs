@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::config::diagnostic::did_you_mean;
-use crate::config::model::{OutputMapping, Source, SourceFormat};
+use crate::config::model::{OutputMapping, Send, Source, SourceFormat, Target};
 use crate::config::{Diagnostic, Parts};
 use crate::mapping::required_columns;
 use crate::source::{self, OpenError, arrival};
@@ -178,6 +178,22 @@ pub fn check_source(file: &Path, parts: &Parts) -> Vec<Diagnostic> {
             .iter()
             .any(|column| column == name || (name == "objectId" && column == "objectid"))
     };
+    if target == Target::Events
+        && let Some((Send::Changes { .. }, send_at)) = parts.send
+        && !has("ts")
+    {
+        diagnostics.push(
+            Diagnostic::warning(
+                file,
+                Some(send_at),
+                format!(
+                    "`send: changes` cannot tell an event without `ts` from a later identical one, and `{}` has no `ts` column: every event will be sent on every run",
+                    path.display()
+                ),
+            )
+            .with_hint("add a `ts` column (when each event happened), or use `send: all`"),
+        );
+    }
     for name in required.all_of {
         if !has(name) {
             diagnostics.push(

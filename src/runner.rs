@@ -10,13 +10,15 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::changes::RecordFingerprint;
 use crate::clevertap::retry::RetryPolicy;
 use crate::config::Pipeline;
 use crate::config::model::{
-    OnInvalidRecord, Rerun, Source, SourceFormat, TriggerKind, redacted_url,
+    OnInvalidRecord, Rerun, Send, Source, SourceFormat, Target, TriggerKind, redacted_url,
 };
 use crate::engine::{
-    self, AccountBudgets, BatchReport, Delivery, ErrorBudget, Job, Observer, RunOptions, RunSummary,
+    self, AccountBudgets, BatchReport, ChangeDetection, Delivery, ErrorBudget, Job, Observer,
+    RunOptions, RunSummary,
 };
 use crate::mapping;
 use crate::notifications::{self, RunNotice};
@@ -75,6 +77,18 @@ pub struct Request {
     pub history_days: u32,
     /// Budgets of requests in flight per account, shared by the runs of a daemon.
     pub account_budgets: Option<AccountBudgets>,
+    /// With `send: changes`: leave out what CleverTap has, or send it all (`--full`).
+    pub changes: Changes,
+}
+
+/// What a run of a `send: changes` pipeline does with records CleverTap has already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changes {
+    /// Leaves them out: only new and changed records are sent.
+    LeaveOut,
+    /// Sends every record and records each accepted one anew (`tapline run --full`, after
+    /// data was changed in CleverTap's dashboard).
+    SendAll,
 }
 
 /// What a run does about the checkpoint of an unfinished run of its pipeline.
@@ -118,6 +132,7 @@ impl Request {
             bookkeeping: Bookkeeping::Kept,
             history_days,
             account_budgets: None,
+            changes: Changes::LeaveOut,
         }
     }
 
@@ -260,6 +275,7 @@ pub async fn run(
             .account_budgets
             .as_ref()
             .map(|budgets| budgets.for_api(&destination, &job.endpoint)),
+        changes: None,
     };
     if let Some(rejects) = &request.replay {
         job.source = Source {
@@ -270,6 +286,18 @@ pub async fn run(
         };
     }
     if request.bookkeeping == Bookkeeping::Off {
+        // A dry run still says what `send: changes` would leave out, from the store as it is.
+        if matches!(request.delivery, Delivery::DryRun)
+            && request
+                .state_dir
+                .join(crate::state::DATABASE_FILE)
+                .is_file()
+            && let Send::Changes { event_days } = pipeline.send
+        {
+            let store = crate::state::open(&request.state_dir)?;
+            let known = store.known_fingerprints(&checkpoint_key(pipeline), &destination)?;
+            options.changes = Some(ChangeDetection::new(event_days, Some(known)));
+        }
         return Ok(engine::run(job, options, progress, cancel).await);
     }
 
@@ -311,6 +339,16 @@ pub async fn run(
                 .resume
                 .as_ref()
                 .map(|(_, lines)| Arc::new(lines.clone()));
+            // A replay sends what the rejects file holds, as asked.
+            if let Send::Changes { event_days } = pipeline.send
+                && request.replay.is_none()
+            {
+                let known = match request.changes {
+                    Changes::LeaveOut => Some(store.known_fingerprints(&key, &destination)?),
+                    Changes::SendAll => None,
+                };
+                options.changes = Some(ChangeDetection::new(event_days, known));
+            }
             let mut book = Checkpointer {
                 store: &mut *store,
                 run_id: &run_id,
@@ -318,15 +356,25 @@ pub async fn run(
                 destination: &destination,
                 recording: plan.fingerprint.is_some(),
                 pending: Vec::new(),
+                fingerprints: Vec::new(),
                 batches_per_write: batches_per_checkpoint(job.requests_in_flight()),
                 unwritten_batches: 0,
                 first_errors: Vec::new(),
                 progress,
             };
             let job_source = job.source.path.clone();
+            let events = job.target == Target::Events;
             let mut summary = engine::run(job, options, &mut book, cancel).await;
             book.flush_pending(&summary.counts);
             let first_errors = book.first_errors;
+            // Events are remembered for `changes.event_days` after their `ts`.
+            if events
+                && matches!(pipeline.send, Send::Changes { .. })
+                && let Err(error) =
+                    store.prune_fingerprints(&key, &destination, chrono::Utc::now().timestamp())
+            {
+                tracing::warn!(%error, "cannot forget the fingerprints of old events");
+            }
             summary.resumed_from = plan.resume.map(|(run_id, _)| run_id);
             // Every row settled: the file is done, and a later run will not send it again;
             // unless it was written to while it was read, when what was sent is not what
@@ -573,6 +621,20 @@ pub fn batches_per_checkpoint(in_flight: usize) -> usize {
     in_flight.div_ceil(2).max(1)
 }
 
+/// Sorts inclusive line ranges and merges those that overlap or touch, so a checkpoint of a
+/// run that left most rows unchanged writes a few ranges, not one per row.
+fn merge_ranges(ranges: &mut Vec<(u64, u64)>) {
+    ranges.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for &(first, last) in ranges.iter() {
+        match merged.last_mut() {
+            Some((_, end)) if first <= end.saturating_add(1) => *end = (*end).max(last),
+            _ => merged.push((first, last)),
+        }
+    }
+    *ranges = merged;
+}
+
 /// Records settled lines in the checkpoint as batches settle, and keeps the first problems;
 /// passes everything on to the progress display.
 struct Checkpointer<'a> {
@@ -586,6 +648,9 @@ struct Checkpointer<'a> {
     /// Settled lines not yet written: skipped rows, and batches until there are
     /// `batches_per_write` of them; written together, as one transaction.
     pending: Vec<(u64, u64)>,
+    /// Fingerprints of accepted records in `pending`'s batches (`send: changes`), written
+    /// in the same transaction.
+    fingerprints: Vec<RecordFingerprint>,
     /// How many settled batches one write covers ([`batches_per_checkpoint`]).
     batches_per_write: usize,
     /// Settled batches in `pending`.
@@ -608,14 +673,17 @@ impl Checkpointer<'_> {
     /// Writes the settled lines waiting to be written, with the run's counts.
     fn write_pending(&mut self, counts: &Counts) -> Result<(), StateError> {
         if self.recording && !self.pending.is_empty() {
+            merge_ranges(&mut self.pending);
             self.store.settle_lines(
                 self.key,
                 self.destination,
                 &self.pending,
+                &self.fingerprints,
                 (self.run_id, counts),
             )?;
         }
         self.pending.clear();
+        self.fingerprints.clear();
         self.unwritten_batches = 0;
         Ok(())
     }
@@ -638,6 +706,7 @@ impl Observer for Checkpointer<'_> {
         if delivered && report.records > 0 {
             self.pending.push((report.first_line, report.last_line));
         }
+        self.fingerprints.extend_from_slice(&report.fingerprints);
         self.unwritten_batches += 1;
         if self.unwritten_batches >= self.batches_per_write {
             self.write_pending(counts)
@@ -650,6 +719,11 @@ impl Observer for Checkpointer<'_> {
         self.note(settled);
         self.pending.push((settled.line, settled.line));
         self.progress.record_skipped(settled, counts);
+    }
+
+    fn records_unchanged(&mut self, ranges: &[(u64, u64)], counts: &Counts) {
+        self.pending.extend_from_slice(ranges);
+        self.progress.records_unchanged(ranges, counts);
     }
 
     fn record_failed(&mut self, settled: &Settled) {

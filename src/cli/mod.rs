@@ -127,6 +127,9 @@ enum Command {
     },
     /// Print the man page (roff): `tapline man > tapline.1; man ./tapline.1`.
     Man,
+    /// Inspect or change what the state store keeps.
+    #[command(subcommand)]
+    State(StateCommand),
     /// Print each scheduled pipeline's next fire times, in its time zone.
     Next {
         /// The folder of pipeline files.
@@ -135,6 +138,23 @@ enum Command {
         /// How many fire times to print per pipeline.
         #[arg(long, default_value_t = 3)]
         count: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StateCommand {
+    /// Drop a pipeline's record fingerprints (`send: changes`): its next run sends every
+    /// record again, as the first did.
+    Forget {
+        /// The pipeline's name, as `tapline history` shows it.
+        pipeline: String,
+        /// The pipelines folder, whose `.tapline/` holds the state when --state-dir is not
+        /// given.
+        #[arg(long, default_value = "pipelines")]
+        dir: PathBuf,
+        /// Folder of the state store.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
 }
 
@@ -226,6 +246,10 @@ struct RunArgs {
     /// Send the file even if it was already delivered in full.
     #[arg(long)]
     force: bool,
+    /// With `send: changes`: send every record this once, whatever CleverTap has, and record
+    /// each accepted one anew (after data was changed in CleverTap's dashboard).
+    #[arg(long)]
+    full: bool,
     #[command(flatten)]
     state: StateArgs,
 }
@@ -327,6 +351,11 @@ pub fn main() -> ExitCode {
         Command::Replay(args) => replay::replay(&args),
         Command::Daemon(args) => daemon::daemon(&args),
         Command::Next { dir, count } => next::next(&dir, count),
+        Command::State(StateCommand::Forget {
+            pipeline,
+            dir,
+            state_dir,
+        }) => forget(&pipeline, &dir, state_dir.as_deref()),
         Command::Init { dir, entity, name } => init::init(&dir, entity, name.as_deref()),
         Command::Completions { shell } => {
             let mut out = Vec::new();
@@ -389,6 +418,34 @@ pub(super) fn printed(written: std::io::Result<()>, exit: Exit) -> Exit {
         Err(error) => {
             errln!("error: cannot write the output: {error}");
             exit.max(Exit::Failed)
+        }
+    }
+}
+
+/// `tapline state forget`: drops a pipeline's record fingerprints.
+fn forget(pipeline: &str, dir: &Path, state_dir: Option<&Path>) -> Exit {
+    let dir = crate::runner::state_dir(state_dir, dir);
+    if !dir.join(crate::state::DATABASE_FILE).is_file() {
+        errln!(
+            "error: there is no state store `{}`\n  hint: give the pipelines folder with `--dir`, or the store's folder with `--state-dir`",
+            dir.join(crate::state::DATABASE_FILE).display()
+        );
+        return Exit::Usage;
+    }
+    let forgotten = crate::state::open(&dir).and_then(|mut store| {
+        let _lock = store.lock(pipeline)?;
+        store.forget_fingerprints(pipeline)
+    });
+    match forgotten {
+        Ok(count) => printed(
+            outln!(
+                "{pipeline}: forgot {count} record fingerprints; its next run sends every record"
+            ),
+            Exit::Success,
+        ),
+        Err(error) => {
+            errln!("error: {error}");
+            Exit::Failed
         }
     }
 }

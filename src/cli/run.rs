@@ -19,8 +19,12 @@ use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::source;
 
 pub(super) fn run(args: &RunArgs) -> Exit {
-    let credentials = if args.sandbox || args.dry_run {
+    // A dry run needs no secrets, but reads the account and endpoint when it can: they name
+    // the destination whose record fingerprints (`send: changes`) it compares against.
+    let credentials = if args.sandbox {
         Credentials::Ignore
+    } else if args.dry_run {
+        Credentials::Check
     } else {
         Credentials::Resolve
     };
@@ -66,6 +70,11 @@ pub(super) async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> E
                 request.resume = Resume::Fresh;
             }
             if args.force {
+                request.delivered_before = DeliveredBefore::SendAgain;
+            }
+            if args.full {
+                // Every record, whatever CleverTap had: the delivered-file guard too.
+                request.changes = runner::Changes::SendAll;
                 request.delivered_before = DeliveredBefore::SendAgain;
             }
             // A throwaway sandbox has nothing to resume and nothing to protect from duplicates.
@@ -230,8 +239,13 @@ impl Progress {
                 bar.set_position(source.read());
             }
             bar.set_message(format!(
-                "{} read · {} accepted · {} skipped · {} rejected · {} failed",
-                counts.read, counts.accepted, counts.skipped, counts.rejected, counts.failed
+                "{} read · {} accepted · {} unchanged · {} skipped · {} rejected · {} failed",
+                counts.read,
+                counts.accepted,
+                counts.unchanged,
+                counts.skipped,
+                counts.rejected,
+                counts.failed
             ));
         }
     }
@@ -250,6 +264,10 @@ impl Observer for Progress {
     }
 
     fn record_skipped(&mut self, _settled: &Settled, counts: &Counts) {
+        self.show(counts);
+    }
+
+    fn records_unchanged(&mut self, _ranges: &[(u64, u64)], counts: &Counts) {
         self.show(counts);
     }
 

@@ -10,6 +10,15 @@ use crate::engine::RunSummary;
 use crate::mapping;
 use crate::sandbox::Sandbox;
 
+/// ` · N unchanged` when `send: changes` left records out; nothing otherwise.
+fn unchanged(counts: &crate::outcome::Counts) -> String {
+    if counts.unchanged == 0 {
+        String::new()
+    } else {
+        format!(" · {} unchanged", counts.unchanged)
+    }
+}
+
 /// A path as a user in the working directory would type it: relative when it lies below
 /// the working directory, as given otherwise. `run` and `replay` print rejects files so.
 fn from_working_dir(path: &std::path::Path) -> String {
@@ -60,8 +69,12 @@ pub(super) fn print_summary(
         )?;
         writeln!(
             out,
-            "  records   {} read · {} would be sent · {} skipped · {} failed",
-            counts.read, dry_run.records, counts.skipped, counts.failed
+            "  records   {} read · {} would be sent{} · {} skipped · {} failed",
+            counts.read,
+            dry_run.records,
+            unchanged(counts),
+            counts.skipped,
+            counts.failed
         )?;
         let path = mapping::endpoint(pipeline.target).path;
         if pipeline.custom_list.is_some() {
@@ -114,8 +127,13 @@ pub(super) fn print_summary(
         }
         writeln!(
             out,
-            "  records   {} read · {} accepted · {} skipped · {} rejected · {} failed",
-            counts.read, counts.accepted, counts.skipped, counts.rejected, counts.failed
+            "  records   {} read · {} accepted{} · {} skipped · {} rejected · {} failed",
+            counts.read,
+            counts.accepted,
+            unchanged(counts),
+            counts.skipped,
+            counts.rejected,
+            counts.failed
         )?;
         let rate = if seconds > 0.0 {
             counts.accepted as f64 / seconds

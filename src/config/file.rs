@@ -97,6 +97,18 @@ pub struct PipelineFile {
     #[serde(default)]
     pub rerun: Option<Rerun>,
 
+    /// Which records a run sends: `all` (default) every record of the source, or `changes`
+    /// only what CleverTap does not have yet: new or changed profiles (by identity), events
+    /// never accepted before (a repeated event is not sent twice, whichever file or run it
+    /// comes from), subscriptions whose status changed. Needs the state store; `tapline run
+    /// --full` sends everything once and records it anew.
+    #[serde(default)]
+    pub send: Option<SendMode>,
+
+    /// Settings of `send: changes`. Example: `changes: { event_days: 30 }`.
+    #[serde(default)]
+    pub changes: Option<ChangesFile>,
+
     /// Who hears about finished runs: emails and webhooks, on failure, success or always.
     /// Example: `- { on: failure, webhook: { url: "https://hooks.example.com/tapline" } }`.
     #[serde(default)]
@@ -111,6 +123,28 @@ pub enum TriggerKind {
     Schedule,
     /// A new file matching `source.path`.
     FileArrival,
+}
+
+/// Which records a run sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SendMode {
+    /// Every record of the source.
+    All,
+    /// Only records CleverTap does not have yet, as far as earlier runs of this pipeline to
+    /// this account know.
+    Changes,
+}
+
+/// Settings of change detection.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesFile {
+    /// Days an event is remembered after its `ts` (default 90): an event older than that,
+    /// found again in a file, is sent as new. Keeps the state store from growing forever.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 3650))]
+    pub event_days: Option<u32>,
 }
 
 /// Whether a delivered file is sent again.

@@ -55,6 +55,8 @@ pub struct Parts {
     /// The output mapping, and where each mapped column's `source` is written, then where
     /// each computed column's `value` (its template) is.
     pub output: Option<(model::OutputMapping, Vec<yaml::Position>)>,
+    /// Which records a run sends, and where `send` is written.
+    pub send: Option<(model::Send, yaml::Position)>,
 }
 
 /// Loads and checks one pipeline file. Never touches the network.

@@ -45,6 +45,8 @@ pub struct Pipeline {
     pub max_invalid_ratio: Option<f64>,
     /// Whether a file delivered in full is sent again.
     pub rerun: Rerun,
+    /// Which records a run sends.
+    pub send: Send,
     /// Who hears about finished runs.
     pub notifications: Vec<Notification>,
 }
@@ -371,4 +373,16 @@ mod tests {
             assert_eq!(redacted_url(url), shown, "{url}");
         }
     }
+}
+
+/// Which records a run sends (`send:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Send {
+    /// Every record of the source.
+    All,
+    /// Only records whose fingerprint differs from the last one CleverTap accepted.
+    Changes {
+        /// Days an event's fingerprint is kept after its `ts`.
+        event_days: u32,
+    },
 }

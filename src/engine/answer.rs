@@ -19,6 +19,7 @@ impl BatchReport {
             settled,
             attempts,
             gave_up: None,
+            fingerprints: Vec::new(),
         }
     }
 }

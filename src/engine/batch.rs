@@ -11,6 +11,8 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use super::unchanged::{ChangeFilter, Judgement};
+use crate::changes::RecordFingerprint;
 use crate::clevertap::wire::Envelope;
 use crate::config::model::{AccountLimits, OnInvalidRecord, OutputMapping, Target};
 use crate::mapping::output::OutputPlan;
@@ -34,6 +36,9 @@ pub struct Batch {
     /// For a body by key (profile deletion): the key its values are listed under; each
     /// record is then `{key: value}`.
     pub key: Option<&'static str>,
+    /// With `send: changes`, each record's fingerprint (`None`: the record has none, as an
+    /// event without `ts`); empty without change detection.
+    pub fingerprints: Vec<Option<RecordFingerprint>>,
 }
 
 impl Batch {
@@ -65,6 +70,8 @@ pub enum Produced {
     Batch(Batch),
     /// An invalid row that was skipped.
     Skipped(Settled),
+    /// Lines whose records CleverTap has already (`send: changes`), as inclusive ranges.
+    Unchanged(Vec<(u64, u64)>),
     /// An invalid row that stops the run; nothing follows it.
     Stopped(Settled),
     /// The source cannot be read any further; nothing follows.
@@ -145,6 +152,21 @@ impl<'a> Handoff<'a> {
         true
     }
 
+    /// Hands over the unchanged lines the filter noted; `false` when the sending side is gone.
+    fn hand_unchanged(&mut self, filter: &mut ChangeFilter) -> bool {
+        match filter.take_unchanged() {
+            Some(ranges) => self.send(Produced::Unchanged(ranges)),
+            None => true,
+        }
+    }
+
+    /// [`Handoff::hand_unchanged`], when there is a filter.
+    fn hand_all_unchanged(&mut self, changes: &mut Option<ChangeFilter>) -> bool {
+        changes
+            .as_mut()
+            .is_none_or(|filter| self.hand_unchanged(filter))
+    }
+
     /// Sends the builder's finished batches; `false` when the sending side is gone.
     fn send_finished(&mut self, builder: &mut BatchBuilder) -> bool {
         while let Some(batch) = builder.take_finished() {
@@ -159,7 +181,12 @@ impl<'a> Handoff<'a> {
 /// Reads every row, maps it, and sends batches and invalid rows to the sending side until
 /// the source ends, an invalid row stops the run, or the sending side is gone. Returns how
 /// many rows were left out as already settled.
-pub fn produce(mut rows: Box<dyn RowStream>, settings: &Batching, output: &mut Handoff<'_>) -> u64 {
+pub fn produce(
+    mut rows: Box<dyn RowStream>,
+    settings: &Batching,
+    mut changes: Option<ChangeFilter>,
+    output: &mut Handoff<'_>,
+) -> u64 {
     let no_lines = SettledLines::default();
     let mut already_settled = settings
         .already_settled
@@ -195,6 +222,19 @@ pub fn produce(mut rows: Box<dyn RowStream>, settings: &Batching, output: &mut H
                 &mut builder,
             ) {
                 Ok(()) => {
+                    if let Some(filter) = &mut changes {
+                        let (record, listed_under) = builder.last_record();
+                        match filter.judge(record, listed_under) {
+                            Judgement::Send(fingerprint) => builder.fingerprints.push(fingerprint),
+                            Judgement::Unchanged => {
+                                builder.pop_last();
+                                if filter.note_unchanged(row.line) && !output.hand_unchanged(filter)
+                                {
+                                    return left_out;
+                                }
+                            }
+                        }
+                    }
                     if !output.send_finished(&mut builder) {
                         return left_out;
                     }
@@ -218,7 +258,7 @@ pub fn produce(mut rows: Box<dyn RowStream>, settings: &Batching, output: &mut H
                 record: None,
             },
             Err(RowError::Fatal(message)) => {
-                if output.flush(&mut builder) {
+                if output.flush(&mut builder) && output.hand_all_unchanged(&mut changes) {
                     output.send(Produced::SourceFailed(message));
                 }
                 return left_out;
@@ -232,7 +272,7 @@ pub fn produce(mut rows: Box<dyn RowStream>, settings: &Batching, output: &mut H
             }
             OnInvalidRecord::Stop => {
                 // The rows before it are valid: send them, then stop.
-                if output.flush(&mut builder) {
+                if output.flush(&mut builder) && output.hand_all_unchanged(&mut changes) {
                     output.send(Produced::Stopped(Settled {
                         outcome: Outcome::Failed,
                         ..invalid
@@ -242,7 +282,9 @@ pub fn produce(mut rows: Box<dyn RowStream>, settings: &Batching, output: &mut H
             }
         }
     }
-    output.flush(&mut builder);
+    if output.flush(&mut builder) {
+        output.hand_all_unchanged(&mut changes);
+    }
     left_out
 }
 
@@ -295,6 +337,8 @@ struct BatchBuilder {
     lines: Vec<u64>,
     body: Vec<u8>,
     spans: Vec<Range<usize>>,
+    /// Fingerprints of the records in `body`, with change detection.
+    fingerprints: Vec<Option<RecordFingerprint>>,
     /// A batch cut short because the next record goes under another key, to send first.
     finished: Option<Batch>,
 }
@@ -315,6 +359,7 @@ impl BatchBuilder {
             lines: Vec::new(),
             body: body_start(key),
             spans: Vec::new(),
+            fingerprints: Vec::new(),
             finished: None,
         }
     }
@@ -344,6 +389,24 @@ impl BatchBuilder {
         write(&mut self.body);
         self.spans.push(start..self.body.len());
         self.lines.push(line);
+    }
+
+    /// The last record added, as its JSON text, and the key a body by key lists it under.
+    fn last_record(&self) -> (&[u8], Option<&str>) {
+        let span = self.spans.last().cloned().unwrap_or_default();
+        let listed_under = matches!(self.envelope, Envelope::ByKey(_)).then_some(self.key);
+        (&self.body[span], listed_under)
+    }
+
+    /// Takes the last record added back out (CleverTap has it already).
+    fn pop_last(&mut self) {
+        let Some(span) = self.spans.pop() else {
+            return;
+        };
+        self.lines.pop();
+        // A record after the first has its comma before it.
+        let comma = usize::from(!self.lines.is_empty());
+        self.body.truncate(span.start - comma);
     }
 
     /// A batch ready to send: one cut short by a change of key, or a full one.
@@ -380,6 +443,7 @@ impl BatchBuilder {
             body: Bytes::from(body),
             spans: std::mem::replace(&mut self.spans, Vec::with_capacity(self.capacity)),
             key: matches!(self.envelope, Envelope::ByKey(_)).then_some(self.key),
+            fingerprints: std::mem::take(&mut self.fingerprints),
         })
     }
 }

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::ledger::{Judged, Ledger};
 use super::send::with_retries;
 use super::{BatchReport, Delivery, Job, Observer, RunOptions, RunSummary, StopReason};
+use crate::changes::RecordFingerprint;
 use crate::clevertap::Failure;
 use crate::clevertap::retry::{Verdict, classify};
 use crate::clevertap::wire::{AnswerStatus, CustomListCompleted};
@@ -42,6 +43,8 @@ struct Listed {
     last_line: u64,
     /// Bytes of the CSV, its header included.
     bytes: u64,
+    /// A hash of the CSV as written: the list's content, for `send: changes`.
+    content: xxhash_rust::xxh3::Xxh3,
     sample: Option<serde_json::Value>,
     /// Source rows left out because an earlier run settled them.
     rows_resumed: u64,
@@ -64,6 +67,7 @@ fn write_entries(
         |listed: &mut Listed, ledger: &mut Ledger, bytes: &[u8]| match output.write_all(bytes) {
             Ok(()) => {
                 listed.bytes += bytes.len() as u64;
+                listed.content.update(bytes);
                 true
             }
             Err(error) => {
@@ -304,7 +308,7 @@ impl Drop for Spool {
 pub(super) async fn run(
     job: Job,
     list: &CustomList,
-    options: RunOptions,
+    mut options: RunOptions,
     observer: &mut dyn Observer,
     cancel: CancellationToken,
 ) -> RunSummary {
@@ -314,6 +318,8 @@ pub(super) async fn run(
     // moves its other tasks away meanwhile), so the rows book into the ledger and the
     // observer as on the other paths. A single-threaded runtime has no other worker.
     let mut segment_id_made = None;
+    let mut list_fingerprint = None;
+    let changes = options.changes.take();
     let mut read = |ledger: &mut Ledger, output: &mut dyn Write, lines: &mut dyn Write| {
         let mut write = || write_entries(&job, &options, ledger, observer, output, lines, &cancel);
         match tokio::runtime::Handle::current().runtime_flavor() {
@@ -340,6 +346,27 @@ pub(super) async fn run(
                     let mut lines = std::io::BufWriter::with_capacity(64 * 1024, lines);
                     let listed = read(&mut ledger, &mut output, &mut lines);
                     drop((output, lines));
+                    let fingerprint = RecordFingerprint {
+                        key: crate::changes::custom_list_key(&list.name),
+                        content: listed.content.digest(),
+                        expires_at: None,
+                    };
+                    let unchanged = changes
+                        .as_ref()
+                        .and_then(|changes| changes.content_of(fingerprint.key))
+                        == Some(fingerprint.content);
+                    if unchanged && ledger.stop.is_none() {
+                        // CleverTap has this very list: nothing to upload.
+                        ledger.counts.unchanged += listed.lines;
+                        if let Some(first) = listed.first_line {
+                            observer
+                                .records_unchanged(&[(first, listed.last_line)], &ledger.counts);
+                        }
+                        return finish(ledger, &job, started, &listed, None);
+                    }
+                    if changes.is_some() {
+                        list_fingerprint = Some(fingerprint);
+                    }
                     if ledger.stop.is_none() {
                         let sent = Steps {
                             client,
@@ -382,11 +409,23 @@ pub(super) async fn run(
             settled: Vec::new(),
             attempts: 0,
             gave_up: None,
+            fingerprints: list_fingerprint.into_iter().collect(),
         };
         ledger.settle_batch(&report, observer);
     }
-    let mut summary = ledger.finish(&job, started.elapsed(), listed.rows_resumed);
-    summary.segment_id = segment_id_made;
+    finish(ledger, &job, started, &listed, segment_id_made)
+}
+
+/// The run's summary, with the segment CleverTap made or updated.
+fn finish(
+    ledger: Ledger,
+    job: &Job,
+    started: Instant,
+    listed: &Listed,
+    segment_id: Option<i64>,
+) -> RunSummary {
+    let mut summary = ledger.finish(job, started.elapsed(), listed.rows_resumed);
+    summary.segment_id = segment_id;
     summary
 }
 

@@ -116,6 +116,15 @@ impl Ledger {
         self.check_budget(Judged::SoFar);
     }
 
+    /// Books lines whose records CleverTap has already (`send: changes`): read, unchanged,
+    /// settled.
+    pub(super) fn settle_unchanged(&mut self, ranges: &[(u64, u64)], observer: &mut dyn Observer) {
+        let count: u64 = ranges.iter().map(|(first, last)| last - first + 1).sum();
+        self.counts.read += count;
+        self.counts.unchanged += count;
+        observer.records_unchanged(ranges, &self.counts);
+    }
+
     /// Books a record skipped before sending.
     pub(super) fn settle_skipped(&mut self, settled: &Settled, observer: &mut dyn Observer) {
         self.counts.read += 1;

@@ -16,6 +16,7 @@ mod ledger;
 mod rejects;
 mod send;
 mod summary;
+mod unchanged;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 pub use budget::{AccountBudget, AccountBudgets};
 pub use ledger::ErrorBudget;
 pub use summary::{BatchReport, DryRunReport, RunSummary, StopReason};
+pub use unchanged::ChangeDetection;
 
 use crate::clevertap::Client;
 use crate::clevertap::retry::RetryPolicy;
@@ -86,7 +88,6 @@ pub enum Delivery {
 }
 
 /// How a run behaves, beyond the job itself.
-#[derive(Clone)]
 pub struct RunOptions {
     /// Send, or only build.
     pub delivery: Delivery,
@@ -101,6 +102,8 @@ pub struct RunOptions {
     /// The account's budget of requests in flight, shared with other pipelines (the daemon);
     /// each request takes a slot on top of the run's own `thread_count`.
     pub account_budget: Option<AccountBudget>,
+    /// With `send: changes`: what CleverTap has, so it is not sent again.
+    pub changes: Option<ChangeDetection>,
 }
 
 /// Hears about a run as it goes: the progress display and the checkpoints.
@@ -116,6 +119,9 @@ pub trait Observer: Send {
     /// rows read but never sent, a custom list CleverTap did not take): nothing to
     /// checkpoint, but one of the run's errors.
     fn record_failed(&mut self, _settled: &Settled) {}
+    /// Records CleverTap has already were not sent (`send: changes`): these lines are
+    /// settled.
+    fn records_unchanged(&mut self, _ranges: &[(u64, u64)], _counts: &Counts) {}
     /// The source is open: how far through its file the reader is, as it reads.
     fn source_opened(&mut self, _progress: &crate::source::ReadProgress) {}
 }
@@ -129,7 +135,7 @@ impl Observer for NoObserver {}
 /// `cancel` (Ctrl-C) stops new requests; requests in flight finish and count.
 pub async fn run(
     job: Job,
-    options: RunOptions,
+    mut options: RunOptions,
     observer: &mut dyn Observer,
     cancel: CancellationToken,
 ) -> RunSummary {
@@ -137,6 +143,7 @@ pub async fn run(
         return custom_list::run(job, &list, options, observer, cancel).await;
     }
     let started = Instant::now();
+    let changes = options.changes.take();
     let mut ledger = Ledger::new(&job, &options);
     let mut warnings = Vec::new();
     let mut rows_resumed = 0;
@@ -146,8 +153,16 @@ pub async fn run(
             if rows.columns().is_some_and(<[_]>::is_empty) {
                 warnings.push("the source has no columns".to_string());
             }
-            rows_resumed =
-                send::send_all(&job, &options, rows, &mut ledger, observer, &cancel).await;
+            rows_resumed = send::send_all(
+                &job,
+                &options,
+                rows,
+                changes,
+                &mut ledger,
+                observer,
+                &cancel,
+            )
+            .await;
         }
         Err(error) => ledger.stop(StopReason::SourceFailed(error.to_string())),
     }

@@ -11,7 +11,9 @@ use super::answer::{answered_batch, failed_batch, failure_code};
 use super::batch::{self, Batch, Batching, Produced};
 use super::budget::AccountBudget;
 use super::ledger::Ledger;
+use super::unchanged::{ChangeDetection, ChangeFilter};
 use super::{BatchReport, Delivery, Job, Observer, RunOptions, StopReason};
+use crate::changes::RecordFingerprint;
 use crate::clevertap::retry::{RetryPolicy, Verdict, classify};
 use crate::clevertap::wire::Endpoint;
 use crate::clevertap::{Client, Failure};
@@ -24,11 +26,13 @@ pub(super) async fn send_all(
     job: &Job,
     options: &RunOptions,
     rows: Box<dyn crate::source::RowStream>,
+    changes: Option<ChangeDetection>,
     ledger: &mut Ledger,
     observer: &mut dyn Observer,
     cancel: &CancellationToken,
 ) -> u64 {
     let thread_count = job.requests_in_flight();
+    let filter = changes.map(|detection| ChangeFilter::new(job.target, detection));
     let (sender, mut produced) = mpsc::channel::<Produced>(thread_count);
     let settings = Batching {
         limits: job.limits,
@@ -43,7 +47,7 @@ pub(super) async fn send_all(
     let runtime = tokio::runtime::Handle::current();
     let reader = std::thread::spawn(move || {
         let mut handoff = batch::Handoff::new(&sender, runtime, thread_count.div_ceil(2));
-        batch::produce(rows, &settings, &mut handoff)
+        batch::produce(rows, &settings, filter, &mut handoff)
     });
 
     // The one place concurrency is bounded: a permit per request, moved into its task.
@@ -90,6 +94,7 @@ pub(super) async fn send_all(
                     }
                 }
                 Some(Produced::Skipped(settled)) => ledger.settle_skipped(&settled, observer),
+                Some(Produced::Unchanged(ranges)) => ledger.settle_unchanged(&ranges, observer),
                 Some(Produced::Stopped(settled)) => {
                     ledger.settle_stopping(settled, observer);
                     reading = false;
@@ -112,6 +117,7 @@ pub(super) async fn send_all(
             Produced::Skipped(settled) | Produced::Stopped(settled) => {
                 ledger.book_unsent_row(&settled, observer);
             }
+            Produced::Unchanged(ranges) => ledger.settle_unchanged(&ranges, observer),
             Produced::SourceFailed(message) => ledger.stop(StopReason::SourceFailed(message)),
         }
     }
@@ -153,6 +159,22 @@ fn note_batch_stop(report: &BatchReport, on_invalid: OnInvalidRecord, ledger: &m
             reason: rejected.reason.clone(),
         });
     }
+}
+
+/// The fingerprints of the batch's records that CleverTap took: all but those it refused.
+fn accepted_fingerprints(batch: &Batch, report: &BatchReport) -> Vec<RecordFingerprint> {
+    if batch.fingerprints.is_empty() || report.accepted == 0 {
+        return Vec::new();
+    }
+    let refused: std::collections::HashSet<u64> =
+        report.settled.iter().map(|settled| settled.line).collect();
+    batch
+        .lines
+        .iter()
+        .zip(&batch.fingerprints)
+        .filter(|(line, _)| !refused.contains(line))
+        .filter_map(|(_, fingerprint)| *fingerprint)
+        .collect()
 }
 
 fn unsent(batch: Batch, stop: Option<&StopReason>) -> BatchReport {
@@ -228,7 +250,11 @@ impl Courier {
         })
         .await;
         let failure = match result {
-            Ok(response) => return answered_batch(&batch, &response, attempts),
+            Ok(response) => {
+                let mut report = answered_batch(&batch, &response, attempts);
+                report.fingerprints = accepted_fingerprints(&batch, &report);
+                return report;
+            }
             Err(failure) => failure,
         };
         let reason = match classify(&failure) {

@@ -28,6 +28,8 @@ pub struct BatchReport {
     /// Set when CleverTap could not be reached however often the batch was retried
     /// ([`StopReason::GaveUp`]). The run stops, since the batches after it would meet the same.
     pub gave_up: Option<StopReason>,
+    /// With `send: changes`: the fingerprints of the records CleverTap took, to record.
+    pub fingerprints: Vec<crate::changes::RecordFingerprint>,
 }
 
 /// Why a run ended before the end of its source.

@@ -61,6 +61,14 @@ pub struct Counts {
     pub rejected: u64,
     /// Not delivered.
     pub failed: u64,
+    /// Not sent because CleverTap has them already (`send: changes`); written only when some
+    /// are, so runs without change detection print what they always did.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unchanged: u64,
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 impl Counts {

@@ -9,6 +9,7 @@ use std::time::Instant;
 use rusqlite::{OptionalExtension, params};
 
 use super::{Fingerprint, SettingsDigest, SqliteStore, StateError, now_ms};
+use crate::changes::RecordFingerprint;
 use crate::outcome::{Counts, SettledLines};
 
 /// An unfinished run's progress over one source file.
@@ -123,27 +124,26 @@ impl SqliteStore {
     /// [`CHECKPOINT_SYNC_INTERVAL`](super::CHECKPOINT_SYNC_INTERVAL) after the last sync.
     pub fn settle_lines(
         &mut self,
-        pipeline: &str,
-        destination: &str,
+        scope: (&str, &str),
         ranges: &[(u64, u64)],
+        fingerprints: &[RecordFingerprint],
         progress: (&str, &Counts),
     ) -> Result<(), StateError> {
         let sync = self.checkpoint_synced.elapsed() >= super::CHECKPOINT_SYNC_INTERVAL;
+        let settled = Settlement {
+            scope,
+            ranges,
+            fingerprints,
+        };
         let result = if sync {
-            write_settled(
-                &mut self.connection,
-                pipeline,
-                destination,
-                ranges,
-                progress,
-            )
+            write_settled(&mut self.connection, &settled, progress)
         } else {
             // Not synced to disk this time; every other write stays synced at once, so FULL
             // comes back whether or not the write went through.
             let connection = &mut self.connection;
             let written = connection
                 .pragma_update(None, "synchronous", "NORMAL")
-                .and_then(|()| write_settled(connection, pipeline, destination, ranges, progress));
+                .and_then(|()| write_settled(connection, &settled, progress));
             let restored = connection.pragma_update(None, "synchronous", "FULL");
             written.and(restored)
         };
@@ -217,18 +217,29 @@ impl SqliteStore {
 }
 
 /// The transaction of [`SqliteStore::settle_lines`].
+/// What one checkpoint write records: lines of a pipeline at a destination, and the
+/// fingerprints of the records among them CleverTap accepted.
+struct Settlement<'a> {
+    scope: (&'a str, &'a str),
+    ranges: &'a [(u64, u64)],
+    fingerprints: &'a [RecordFingerprint],
+}
+
+/// One transaction: a crash never keeps a fingerprint of a record whose line is not
+/// settled, nor settles a line whose accepted record's fingerprint is lost.
 fn write_settled(
     connection: &mut rusqlite::Connection,
-    pipeline: &str,
-    destination: &str,
-    ranges: &[(u64, u64)],
+    settled: &Settlement<'_>,
     (run_id, counts): (&str, &Counts),
 ) -> rusqlite::Result<()> {
+    let (pipeline, destination) = settled.scope;
     let transaction = connection.transaction()?;
-    insert_ranges(&transaction, pipeline, destination, ranges)?;
+    insert_ranges(&transaction, pipeline, destination, settled.ranges)?;
+    super::records::insert(&transaction, settled.scope, settled.fingerprints)?;
     transaction
         .prepare_cached(
-            "UPDATE runs SET read = ?2, accepted = ?3, skipped = ?4, rejected = ?5, failed = ?6
+            "UPDATE runs SET read = ?2, accepted = ?3, skipped = ?4, rejected = ?5, failed = ?6,
+             unchanged = ?7
              WHERE run_id = ?1",
         )?
         .execute(params![
@@ -237,7 +248,8 @@ fn write_settled(
             counts.accepted as i64,
             counts.skipped as i64,
             counts.rejected as i64,
-            counts.failed as i64
+            counts.failed as i64,
+            counts.unchanged as i64
         ])?;
     transaction.commit()
 }
@@ -302,22 +314,38 @@ mod tests {
                 &SettledLines::default(),
             )
             .unwrap();
+        let accepted = crate::changes::RecordFingerprint {
+            key: 7,
+            content: u64::MAX,
+            expires_at: Some(100),
+        };
         store
             .settle_lines(
-                "vip",
-                "acct@url",
+                ("vip", "acct@url"),
                 &[(2, 1001)],
+                &[accepted],
                 ("run-1", &Counts::default()),
             )
             .unwrap();
         store
             .settle_lines(
-                "vip",
-                "acct@url",
+                ("vip", "acct@url"),
                 &[(1003, 1003)],
+                &[],
                 ("run-1", &Counts::default()),
             )
             .unwrap();
+        // The fingerprint came with its lines; it is the destination's and the pipeline's.
+        let mut known = store.known_fingerprints("vip", "acct@url").unwrap();
+        assert_eq!(known.content(7).unwrap(), Some(u64::MAX));
+        assert_eq!(known.content(8).unwrap(), None);
+        let mut elsewhere = store.known_fingerprints("vip", "other@url").unwrap();
+        assert_eq!(elsewhere.content(7).unwrap(), None);
+        // Expired events are pruned; `state forget` drops the rest.
+        assert_eq!(store.prune_fingerprints("vip", "acct@url", 99).unwrap(), 0);
+        assert_eq!(store.prune_fingerprints("vip", "acct@url", 101).unwrap(), 1);
+        assert_eq!(known.content(7).unwrap(), None);
+        assert_eq!(store.forget_fingerprints("vip").unwrap(), 0);
         // Another destination has its own.
         assert_eq!(store.checkpoint("vip", "other@url").unwrap(), None);
 

@@ -84,7 +84,7 @@ pub struct RunEntry {
 const ENTRY_COLUMNS: &str =
     "run_id, pipeline, pipeline_file, trigger, started_at, finished_at, status,
      read, accepted, skipped, rejected, failed, requests, retries, resumed_from, rows_resumed,
-     rejects_file, stop_reason, first_errors, warnings";
+     rejects_file, stop_reason, first_errors, warnings, unchanged";
 
 fn entry(row: &Row<'_>) -> rusqlite::Result<RunEntry> {
     let count = |index: usize| -> rusqlite::Result<u64> { Ok(row.get::<_, i64>(index)? as u64) };
@@ -106,6 +106,7 @@ fn entry(row: &Row<'_>) -> rusqlite::Result<RunEntry> {
                 skipped: count(9)?,
                 rejected: count(10)?,
                 failed: count(11)?,
+                unchanged: count(20)?,
             },
             requests: count(12)?,
             retries: count(13)?,
@@ -146,7 +147,7 @@ impl SqliteStore {
                 "UPDATE runs SET finished_at = ?2, status = ?3, read = ?4, accepted = ?5,
                  skipped = ?6, rejected = ?7, failed = ?8, requests = ?9, retries = ?10,
                  resumed_from = ?11, rows_resumed = ?12, rejects_file = ?13, stop_reason = ?14,
-                 first_errors = ?15, warnings = ?16
+                 first_errors = ?15, warnings = ?16, unchanged = ?17
                  WHERE run_id = ?1",
                 params![
                     run_id,
@@ -168,6 +169,7 @@ impl SqliteStore {
                     finish.stop_reason,
                     serde_json::to_string(&finish.first_errors).unwrap_or_else(|_| "[]".into()),
                     serde_json::to_string(&finish.warnings).unwrap_or_else(|_| "[]".into()),
+                    counts.unchanged as i64,
                 ],
             )
             .map(drop)

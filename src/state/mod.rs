@@ -11,6 +11,7 @@ mod checkpoint;
 mod fingerprint;
 mod history;
 mod lock;
+mod records;
 mod triggers;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use rusqlite::Connection;
 
+use crate::changes::{KnownFingerprints, RecordFingerprint};
 use crate::outcome::{Counts, SettledLines};
 use crate::source::arrival::Arrival;
 
@@ -144,6 +146,23 @@ const MIGRATIONS: &[&str] = &[
     // or delivered as one thing is not taken as settled as another. Empty: recorded before.
     "ALTER TABLE checkpoints ADD COLUMN settings TEXT NOT NULL DEFAULT '';
     ALTER TABLE deliveries ADD COLUMN settings TEXT NOT NULL DEFAULT '';",
+    // 5: `send: changes`. One row per record CleverTap accepted: which thing it is (`key`)
+    // and what was sent (`content`), both 64-bit hashes, under a scope (pipeline and
+    // destination, hashed); events are forgotten after `expires_at` (seconds). Runs count
+    // the records they did not send as unchanged.
+    "CREATE TABLE record_fingerprints (
+        scope         INTEGER NOT NULL,
+        key           INTEGER NOT NULL,
+        content       INTEGER NOT NULL,
+        expires_at    INTEGER,
+        PRIMARY KEY (scope, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE fingerprint_scopes (
+        scope         INTEGER PRIMARY KEY,
+        pipeline      TEXT NOT NULL,
+        destination   TEXT NOT NULL
+    );
+    ALTER TABLE runs ADD COLUMN unchanged INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// How often the checkpoint written after every batch is also synced to disk. Every
@@ -177,14 +196,33 @@ pub trait StateStore: Send {
         source: (&Fingerprint, &SettingsDigest),
         settled: &SettledLines,
     ) -> Result<(), StateError>;
-    /// Records lines as settled, with the run's counts so far.
+    /// Records lines as settled, with the run's counts so far and the fingerprints of the
+    /// records among them that CleverTap accepted (`send: changes`), in one transaction.
     fn settle_lines(
         &mut self,
         pipeline: &str,
         destination: &str,
         ranges: &[(u64, u64)],
+        fingerprints: &[RecordFingerprint],
         progress: (&str, &Counts),
     ) -> Result<(), StateError>;
+    /// The fingerprints CleverTap accepted from `pipeline` at `destination`, to be read
+    /// from another thread while the run goes on.
+    fn known_fingerprints(
+        &self,
+        pipeline: &str,
+        destination: &str,
+    ) -> Result<Box<dyn KnownFingerprints>, StateError>;
+    /// Drops every fingerprint of `pipeline`; returns how many (`tapline state forget`).
+    fn forget_fingerprints(&mut self, pipeline: &str) -> Result<u64, StateError>;
+    /// Drops the fingerprints of `pipeline` at `destination` that expired by `now`
+    /// (seconds since the epoch); returns how many.
+    fn prune_fingerprints(
+        &mut self,
+        pipeline: &str,
+        destination: &str,
+        now: i64,
+    ) -> Result<u64, StateError>;
     /// Records a source as delivered in full, and drops its checkpoint.
     fn finish_delivery(
         &mut self,
@@ -255,9 +293,34 @@ impl StateStore for SqliteStore {
         pipeline: &str,
         destination: &str,
         ranges: &[(u64, u64)],
+        fingerprints: &[RecordFingerprint],
         progress: (&str, &Counts),
     ) -> Result<(), StateError> {
-        SqliteStore::settle_lines(self, pipeline, destination, ranges, progress)
+        SqliteStore::settle_lines(
+            self,
+            (pipeline, destination),
+            ranges,
+            fingerprints,
+            progress,
+        )
+    }
+    fn known_fingerprints(
+        &self,
+        pipeline: &str,
+        destination: &str,
+    ) -> Result<Box<dyn KnownFingerprints>, StateError> {
+        SqliteStore::known_fingerprints(self, pipeline, destination)
+    }
+    fn forget_fingerprints(&mut self, pipeline: &str) -> Result<u64, StateError> {
+        SqliteStore::forget_fingerprints(self, pipeline)
+    }
+    fn prune_fingerprints(
+        &mut self,
+        pipeline: &str,
+        destination: &str,
+        now: i64,
+    ) -> Result<u64, StateError> {
+        SqliteStore::prune_fingerprints(self, pipeline, destination, now)
     }
     fn finish_delivery(
         &mut self,

@@ -139,7 +139,11 @@ pub fn assert_counts_add_up(summary: &Value) {
     let count = |name: &str| records[name].as_u64().expect("a count");
     assert_eq!(
         count("read"),
-        count("accepted") + count("skipped") + count("rejected") + count("failed"),
+        count("accepted")
+            + count("skipped")
+            + count("rejected")
+            + count("failed")
+            + records["unchanged"].as_u64().unwrap_or(0),
         "counts do not add up: {records}"
     );
 }

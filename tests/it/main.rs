@@ -3,6 +3,7 @@
 //!
 //! Run one part with `cargo test --test it run::` (or any test name filter).
 
+mod changes;
 mod clevertap_node;
 mod common;
 mod custom_list;

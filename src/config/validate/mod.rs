@@ -5,10 +5,10 @@ use std::path::Path;
 
 use super::diagnostic::Diagnostic;
 use super::file::{
-    AudienceFile, ConnectionRef, NotificationFile, OutputFile, Rerun, ScheduleFile, SegmentFile,
-    SegmentMode, SourceFile, TargetFile, TriggerKind,
+    AudienceFile, ChangesFile, ConnectionRef, NotificationFile, OutputFile, Rerun, ScheduleFile,
+    SegmentFile, SegmentMode, SendMode, SourceFile, TargetFile, TriggerKind,
 };
-use super::model::{CustomList, Metadata, OnInvalidRecord, Pipeline};
+use super::model::{CustomList, Metadata, OnInvalidRecord, Pipeline, Send};
 use super::schema::{self, FileKind};
 use super::yaml::{self, Node};
 use super::{Credentials, Loaded, Parts, notifications};
@@ -27,6 +27,8 @@ use target::build_target;
 
 const DEFAULT_THREAD_COUNT: usize = 5;
 const DEFAULT_REQUEST_TIMEOUT_SECONDS: u64 = 60;
+/// Days an event's fingerprint is kept after its `ts`, unless `changes.event_days` says.
+const DEFAULT_EVENT_DAYS: u32 = 90;
 
 /// A parsed YAML file that matched its schema.
 struct Parsed<T> {
@@ -174,6 +176,39 @@ impl Sections {
     }
 }
 
+/// A computed column with `{timestamp}` differs on every run, so with `send: changes`
+/// every record counts as changed.
+fn warn_of_templates_that_always_change(
+    file: &Path,
+    parts: &Parts,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let Some((output, positions)) = &parts.output else {
+        return;
+    };
+    let template_positions = positions.get(output.columns.len()..).unwrap_or_default();
+    for (string, position) in output.strings.iter().zip(template_positions) {
+        let stamped = string
+            .template
+            .pieces
+            .iter()
+            .any(|piece| matches!(piece, crate::template::Piece::Timestamp(_)));
+        if stamped {
+            diagnostics.push(
+                Diagnostic::warning(
+                    file,
+                    Some(*position),
+                    format!(
+                        "`{}` uses `{{timestamp}}`, which is new on every run: with `send: changes` every record will count as changed and be sent",
+                        string.name
+                    ),
+                )
+                .with_hint("leave `{timestamp}` out of the template, or use `send: all`"),
+            );
+        }
+    }
+}
+
 fn build(
     file: &Path,
     root: &Node,
@@ -268,6 +303,8 @@ fn build(
     let max_invalid_records = sections.get::<Option<i64>>("max_invalid_records");
     let max_invalid_ratio = sections.get::<Option<f64>>("max_invalid_ratio");
     let rerun = sections.get::<Option<Rerun>>("rerun");
+    let send = sections.get::<Option<SendMode>>("send");
+    let changes = sections.get::<Option<ChangesFile>>("changes");
     let trigger = sections.get::<Option<TriggerKind>>("trigger");
     if let Some(trigger) = trigger {
         check_trigger(
@@ -311,6 +348,18 @@ fn build(
     } else {
         OnInvalidRecord::Stop
     };
+    let event_days = changes?
+        .and_then(|changes| changes.event_days)
+        .unwrap_or(DEFAULT_EVENT_DAYS);
+    let send = match send? {
+        Some(SendMode::Changes) => Send::Changes { event_days },
+        Some(SendMode::All) | None => Send::All,
+    };
+    if let Send::Changes { .. } = send {
+        let at = root.locate_key("", "send");
+        parts.send = Some((send, at));
+        warn_of_templates_that_always_change(file, parts, diagnostics);
+    }
     let schedule = match schedule? {
         Some(parsed) => Some(parsed?),
         None => None,
@@ -331,6 +380,7 @@ fn build(
         max_invalid_records: max_invalid_records.map(|max| max.max(0) as u64),
         max_invalid_ratio: max_invalid_ratio.map(|ratio| ratio.clamp(0.0, 1.0)),
         rerun: rerun?.unwrap_or(Rerun::Changed),
+        send,
         trigger: trigger?.unwrap_or(TriggerKind::Schedule),
         notifications: notifications??,
     })

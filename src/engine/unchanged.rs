@@ -1,0 +1,116 @@
+//! The reading side's change filter (`send: changes`): each record, once encoded, is
+//! fingerprinted; one CleverTap already has is taken back out of its batch and its line
+//! noted as unchanged, the others keep their fingerprint with them to the answer, so only
+//! accepted ones are recorded.
+
+use std::sync::{Mutex, PoisonError};
+
+use crate::changes::{self, KnownFingerprints, RecordFingerprint};
+use crate::config::model::Target;
+
+/// How a run detects changes.
+pub struct ChangeDetection {
+    /// Days an event's fingerprint is kept after its `ts`.
+    event_days: u32,
+    /// What CleverTap accepted before; `None` sends everything and records it anew
+    /// (`tapline run --full`). In a mutex only so that run options can be shared between
+    /// tasks: the reading thread takes it out once.
+    known: Option<Mutex<Box<dyn KnownFingerprints>>>,
+}
+
+impl ChangeDetection {
+    /// Detection against `known` (`None`: send everything, record it anew).
+    pub fn new(event_days: u32, known: Option<Box<dyn KnownFingerprints>>) -> Self {
+        ChangeDetection {
+            event_days,
+            known: known.map(Mutex::new),
+        }
+    }
+
+    /// The content CleverTap last accepted under `key` (a whole custom list's), if known;
+    /// a store that cannot be read knows nothing (the list is sent).
+    pub(super) fn content_of(&self, key: u64) -> Option<u64> {
+        let mut known = self
+            .known
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        known.content(key).unwrap_or_else(|error| {
+            tracing::warn!(%error, "cannot read the fingerprints of earlier runs; the list is sent");
+            None
+        })
+    }
+}
+
+/// Unchanged lines handed to the sending side at most this many ranges at a time, so memory
+/// stays bounded when nothing in a long file changed.
+const MAX_PENDING_RANGES: usize = 4096;
+
+/// The filter on the reading side.
+pub(crate) struct ChangeFilter {
+    target: Target,
+    event_days: u32,
+    known: Option<Box<dyn KnownFingerprints>>,
+    /// Unchanged lines not yet handed over, as inclusive ranges.
+    pending: Vec<(u64, u64)>,
+    /// Whether a lookup failed already (said once; the records are sent).
+    lookup_failed: bool,
+}
+
+/// What the filter made of a record.
+pub(super) enum Judgement {
+    /// Send it; record this fingerprint (if any) once CleverTap accepts it.
+    Send(Option<RecordFingerprint>),
+    /// CleverTap has it.
+    Unchanged,
+}
+
+impl ChangeFilter {
+    pub(super) fn new(target: Target, detection: ChangeDetection) -> Self {
+        ChangeFilter {
+            target,
+            event_days: detection.event_days,
+            known: detection
+                .known
+                .map(|known| known.into_inner().unwrap_or_else(PoisonError::into_inner)),
+            pending: Vec::new(),
+            lookup_failed: false,
+        }
+    }
+
+    /// Judges an encoded record (its JSON text; `listed_under` the key of a body by key).
+    pub(super) fn judge(&mut self, record: &[u8], listed_under: Option<&str>) -> Judgement {
+        let Some(fingerprint) =
+            changes::fingerprint(self.target, record, listed_under, self.event_days)
+        else {
+            return Judgement::Send(None);
+        };
+        let Some(known) = &mut self.known else {
+            return Judgement::Send(Some(fingerprint));
+        };
+        match known.content(fingerprint.key) {
+            Ok(Some(content)) if content == fingerprint.content => Judgement::Unchanged,
+            Ok(_) => Judgement::Send(Some(fingerprint)),
+            Err(error) => {
+                if !std::mem::replace(&mut self.lookup_failed, true) {
+                    tracing::warn!(%error, "cannot read the fingerprints of earlier runs; records are sent as changed");
+                }
+                Judgement::Send(Some(fingerprint))
+            }
+        }
+    }
+
+    /// Notes an unchanged line; `true` when enough are pending to hand them over.
+    pub(super) fn note_unchanged(&mut self, line: u64) -> bool {
+        match self.pending.last_mut() {
+            Some((_, last)) if *last + 1 == line => *last = line,
+            _ => self.pending.push((line, line)),
+        }
+        self.pending.len() >= MAX_PENDING_RANGES
+    }
+
+    /// The unchanged lines noted since the last call.
+    pub(super) fn take_unchanged(&mut self) -> Option<Vec<(u64, u64)>> {
+        (!self.pending.is_empty()).then(|| std::mem::take(&mut self.pending))
+    }
+}
