@@ -21,6 +21,17 @@
 //! cargo bench --bench upload -- --rows 1000000 --latency-ms 0 --mapping --repeat 3
 //! ```
 //!
+//! `--changes` measures `send: changes`: the profiles are uploaded once (seeding every
+//! fingerprint), then the file is written again with 1% of its rows changed and 0.5% new,
+//! and uploaded again: the second run must send exactly those, and the benchmark prints
+//! each run's wall time, CPU per million rows read, peak RSS and the state store's growth per
+//! fingerprint:
+//!
+//! ```text
+//! cargo bench --bench upload -- --rows 10000000 --latency-ms 0 --changes
+//! cargo bench --bench upload -- --rows 1000000 --latency-ms 200 --threads 10 --changes
+//! ```
+//!
 //! With `--repeat`, the upload runs that many times and the median is reported too: CPU
 //! time on a shared machine varies by a fifth from run to run.
 //!
@@ -43,6 +54,8 @@ struct Settings {
     mapping: bool,
     /// `--gzip`: the source is gzipped.
     gzip: bool,
+    /// `--changes`: a seeding upload with `send: changes`, then one of a changed file.
+    changes: bool,
     rows: u64,
     latency_ms: u64,
     threads: u64,
@@ -55,6 +68,7 @@ fn settings() -> Settings {
         events: false,
         mapping: false,
         gzip: false,
+        changes: false,
         rows: 1_000_000,
         latency_ms: 200,
         threads: 10,
@@ -71,11 +85,12 @@ fn settings() -> Settings {
             ("--latency-ms", Some(value)) => settings.latency_ms = value,
             ("--threads", Some(value)) => settings.threads = value.clamp(1, 10),
             ("--repeat", Some(value)) => settings.repeat = value.max(1),
-            (flag @ ("--custom-list" | "--events" | "--mapping" | "--gzip"), _) => {
+            (flag @ ("--custom-list" | "--events" | "--mapping" | "--gzip" | "--changes"), _) => {
                 match flag {
                     "--custom-list" => settings.custom_list = true,
                     "--events" => settings.events = true,
                     "--mapping" => settings.mapping = true,
+                    "--changes" => settings.changes = true,
                     _ => settings.gzip = true,
                 }
                 index += 1;
@@ -177,11 +192,20 @@ fn write_source(path: &std::path::Path, settings: &Settings) -> std::io::Result<
 }
 
 fn write_rows(out: &mut dyn Write, rows: u64) -> std::io::Result<()> {
+    write_profiles(out, 0..rows, |_| 0)
+}
+
+/// Profile rows `range`; `bump(i)` is added to row i's score (a changed row).
+fn write_profiles(
+    out: &mut dyn Write,
+    range: std::ops::Range<u64>,
+    bump: impl Fn(u64) -> u64,
+) -> std::io::Result<()> {
     writeln!(
         out,
         "identity,Name,Email,Phone,Gender,Age,Customer Type,Score"
     )?;
-    for i in 0..rows {
+    for i in range {
         let gender = if i % 2 == 0 { "F" } else { "M" };
         writeln!(
             out,
@@ -189,9 +213,97 @@ fn write_rows(out: &mut dyn Write, rows: u64) -> std::io::Result<()> {
             i % 10_000_000,
             18 + i % 60,
             i % 5,
-            i * 7
+            i * 7 + bump(i)
         )?;
     }
+    Ok(())
+}
+
+/// One `tapline` process, measured alone: its stdout, wall seconds, CPU seconds and peak
+/// RSS in KiB (wait4(2) gives the one child's figures).
+fn measured(command: &mut Command) -> Result<(String, f64, f64, i64), Box<dyn std::error::Error>> {
+    use std::io::Read;
+    let started = Instant::now();
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .ok_or("no stdout")?
+        .read_to_string(&mut stdout)?;
+    let mut status = 0;
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: wait4 writes the child's status and a whole `rusage` into the pointers given.
+    let usage = unsafe {
+        libc::wait4(child.id() as i32, &mut status, 0, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let wall = started.elapsed().as_secs_f64();
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let cpu = seconds(usage.ru_utime) + seconds(usage.ru_stime);
+    Ok((stdout, wall, cpu, usage.ru_maxrss))
+}
+
+/// The state store's bytes on disk (the database and its write-ahead log).
+fn store_bytes(dir: &std::path::Path) -> u64 {
+    ["state.db", "state.db-wal"]
+        .iter()
+        .filter_map(|name| std::fs::metadata(dir.join(".tapline").join(name)).ok())
+        .map(|metadata| metadata.len())
+        .sum()
+}
+
+/// `--changes`: seeds every fingerprint with a full upload, then uploads the file with 1% of
+/// its rows changed and 0.5% new, and checks that exactly those were sent.
+fn changes_case(
+    tapline: &str,
+    dir: &std::path::Path,
+    source: &std::path::Path,
+    settings: &Settings,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let rows = settings.rows;
+    let report = |label: &str, expected: u64| -> Result<(f64, u64), Box<dyn std::error::Error>> {
+        let before = store_bytes(dir);
+        let (stdout, wall, cpu, rss) = measured(
+            Command::new(tapline)
+                .args(["run", "bench.yaml", "--json"])
+                .current_dir(dir),
+        )?;
+        let summary: serde_json::Value =
+            serde_json::from_str(stdout.lines().next().unwrap_or("{}"))?;
+        let accepted = summary["records"]["accepted"].as_u64().unwrap_or(0);
+        let read = summary["records"]["read"].as_u64().unwrap_or(0);
+        if accepted != expected || summary["status"] != "succeeded" {
+            return Err(format!("{label}: expected {expected} records sent: {stdout}").into());
+        }
+        let grown = store_bytes(dir).saturating_sub(before);
+        println!(
+            "{label:<17} {wall:.2} s, {read} read, {accepted} sent, {} unchanged, client CPU {cpu:.2} s ({:.2} s per million read), peak RSS {:.1} MiB, store +{:.1} MiB ({:.1} bytes per record sent)",
+            summary["records"]["unchanged"].as_u64().unwrap_or(0),
+            cpu * 1e6 / read.max(1) as f64,
+            rss as f64 / 1024.0,
+            grown as f64 / (1 << 20) as f64,
+            grown as f64 / accepted.max(1) as f64
+        );
+        Ok((wall, accepted))
+    };
+    let (seed_wall, _) = report("seeding run", rows)?;
+    // 1% of the rows changed (every hundredth), 0.5% new ones at the end.
+    let new_rows = rows / 200;
+    {
+        let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(source)?);
+        write_profiles(&mut out, 0..rows + new_rows, |i| u64::from(i % 100 == 0))?;
+        out.flush()?;
+    }
+    let changed = rows.div_ceil(100);
+    let (second_wall, _) = report("changed run", changed + new_rows)?;
+    println!(
+        "wall time         the changed run took {:.1}% of the full upload's",
+        100.0 * second_wall / seed_wall
+    );
     Ok(())
 }
 
@@ -257,7 +369,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(
         dir.path().join("bench.yaml"),
         format!(
-            "connection:\n  account_id: {}\n  passcode_file: passcode\n  endpoint: {url}\nsource: {{path: {name}}}\ntarget: {}\nthread_count: {}\n{}",
+            "connection:\n  account_id: {}\n  passcode_file: passcode\n  endpoint: {url}\nsource: {{path: {name}}}\ntarget: {}\nthread_count: {}\n{}{}",
             tapline::sandbox::DEFAULT_ACCOUNT_ID,
             if settings.custom_list {
                 "{entity: custom_list, custom_list: {name: Bench, uploader_email: admin@example.com, segment_mode: create}}"
@@ -268,6 +380,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
             settings.threads,
             if settings.mapping { MAPPING } else { "" },
+            if settings.changes {
+                "send: changes\n"
+            } else {
+                ""
+            },
         ),
     )?;
 
@@ -279,6 +396,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "threads, latency  {}, {} ms",
         settings.threads, settings.latency_ms
     );
+    if settings.changes {
+        let result = changes_case(tapline, dir.path(), &source, &settings);
+        let _ = sandbox.kill();
+        let _ = sandbox.wait();
+        return result;
+    }
     let mut runs = Vec::new();
     let mut cpu_before = 0.0;
     for run in 1..=settings.repeat {

@@ -189,7 +189,7 @@ fn email_message(email: &Email, notice: &RunNotice) -> Result<Message, String> {
 fn email_text(notice: &RunNotice) -> String {
     let records = &notice.records;
     let mut text = format!(
-        "Pipeline: {}\nRun: {} ({})\nStatus: {}\nDuration: {:.1} s\n\nRecords: {} read, {} accepted, {} skipped, {} rejected, {} failed\n",
+        "Pipeline: {}\nRun: {} ({})\nStatus: {}\nDuration: {:.1} s\n\nRecords: {} read, {} accepted, {} unchanged, {} skipped, {} rejected, {} failed\n",
         notice.pipeline,
         notice.run_id,
         notice.trigger,
@@ -197,6 +197,7 @@ fn email_text(notice: &RunNotice) -> String {
         notice.duration_ms as f64 / 1000.0,
         records.read,
         records.accepted,
+        records.unchanged,
         records.skipped,
         records.rejected,
         records.failed,

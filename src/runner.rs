@@ -343,6 +343,8 @@ pub async fn run(
             if let Send::Changes { event_days } = pipeline.send
                 && request.replay.is_none()
             {
+                // What a killed run accepted is in the journal still.
+                store.merge_fingerprints(&key, &destination)?;
                 let known = match request.changes {
                     Changes::LeaveOut => Some(store.known_fingerprints(&key, &destination)?),
                     Changes::SendAll => None,
@@ -367,13 +369,8 @@ pub async fn run(
             let mut summary = engine::run(job, options, &mut book, cancel).await;
             book.flush_pending(&summary.counts);
             let first_errors = book.first_errors;
-            // Events are remembered for `changes.event_days` after their `ts`.
-            if events
-                && matches!(pipeline.send, Send::Changes { .. })
-                && let Err(error) =
-                    store.prune_fingerprints(&key, &destination, chrono::Utc::now().timestamp())
-            {
-                tracing::warn!(%error, "cannot forget the fingerprints of old events");
+            if matches!(pipeline.send, Send::Changes { .. }) {
+                keep_fingerprints(&mut *store, (&key, &destination), events);
             }
             summary.resumed_from = plan.resume.map(|(run_id, _)| run_id);
             // Every row settled: the file is done, and a later run will not send it again;
@@ -405,6 +402,21 @@ pub async fn run(
     drop(store);
     notify(pipeline, request, &mut summary, first_errors).await;
     Ok(summary)
+}
+
+/// Moves what a `send: changes` run accepted into the fingerprints later runs read, and
+/// forgets events past `changes.event_days`. A failure costs nothing but time: the next run
+/// merges what is left.
+fn keep_fingerprints(store: &mut dyn StateStore, (key, destination): (&str, &str), events: bool) {
+    if let Err(error) = store.merge_fingerprints(key, destination) {
+        tracing::warn!(%error, "cannot merge this run's record fingerprints; the next run will");
+    }
+    if events
+        && let Err(error) =
+            store.prune_fingerprints(key, destination, chrono::Utc::now().timestamp())
+    {
+        tracing::warn!(%error, "cannot forget the fingerprints of old events");
+    }
 }
 
 /// What the state says this run should do.

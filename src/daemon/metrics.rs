@@ -67,6 +67,7 @@ impl Metrics {
             ("skipped", counts.skipped),
             ("rejected", counts.rejected),
             ("failed", counts.failed),
+            ("unchanged", counts.unchanged),
         ] {
             *counters
                 .records

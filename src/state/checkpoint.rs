@@ -335,7 +335,18 @@ mod tests {
                 ("run-1", &Counts::default()),
             )
             .unwrap();
-        // The fingerprint came with its lines; it is the destination's and the pipeline's.
+        // The fingerprint came with its lines, into the journal; merged, lookups see it. It
+        // is the destination's and the pipeline's.
+        assert_eq!(
+            store
+                .known_fingerprints("vip", "acct@url")
+                .unwrap()
+                .content(7)
+                .unwrap(),
+            None
+        );
+        assert_eq!(store.merge_fingerprints("vip", "acct@url").unwrap(), 1);
+        assert_eq!(store.merge_fingerprints("vip", "acct@url").unwrap(), 0);
         let mut known = store.known_fingerprints("vip", "acct@url").unwrap();
         assert_eq!(known.content(7).unwrap(), Some(u64::MAX));
         assert_eq!(known.content(8).unwrap(), None);
@@ -344,6 +355,9 @@ mod tests {
         // Expired events are pruned; `state forget` drops the rest.
         assert_eq!(store.prune_fingerprints("vip", "acct@url", 99).unwrap(), 0);
         assert_eq!(store.prune_fingerprints("vip", "acct@url", 101).unwrap(), 1);
+        // A reader keeps the snapshot of its first lookup; a new one sees the prune.
+        assert_eq!(known.content(7).unwrap(), Some(u64::MAX));
+        let mut known = store.known_fingerprints("vip", "acct@url").unwrap();
         assert_eq!(known.content(7).unwrap(), None);
         assert_eq!(store.forget_fingerprints("vip").unwrap(), 0);
         // Another destination has its own.

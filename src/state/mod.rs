@@ -148,15 +148,26 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE deliveries ADD COLUMN settings TEXT NOT NULL DEFAULT '';",
     // 5: `send: changes`. One row per record CleverTap accepted: which thing it is (`key`)
     // and what was sent (`content`), both 64-bit hashes, under a scope (pipeline and
-    // destination, hashed); events are forgotten after `expires_at` (seconds). Runs count
-    // the records they did not send as unchanged.
-    "CREATE TABLE record_fingerprints (
-        scope         INTEGER NOT NULL,
+    // destination, hashed); events are forgotten after `expires_at` (seconds). A run
+    // appends what it accepted to the journal with each checkpoint, and merges the journal
+    // into the table in key order when it ends (random inserts into a large table, once per
+    // checkpoint, rewrote most of its pages every time). Runs count the records they did
+    // not send as unchanged.
+    // `key` is the record's key hashed with its scope: the table's integer row key, which
+    // SQLite finds faster than a composite key.
+    "CREATE TABLE fingerprint_journal (
+        id            INTEGER PRIMARY KEY,
         key           INTEGER NOT NULL,
+        scope         INTEGER NOT NULL,
         content       INTEGER NOT NULL,
-        expires_at    INTEGER,
-        PRIMARY KEY (scope, key)
-    ) WITHOUT ROWID;
+        expires_at    INTEGER
+    );
+    CREATE TABLE record_fingerprints (
+        key           INTEGER PRIMARY KEY,
+        scope         INTEGER NOT NULL,
+        content       INTEGER NOT NULL,
+        expires_at    INTEGER
+    );
     CREATE TABLE fingerprint_scopes (
         scope         INTEGER PRIMARY KEY,
         pipeline      TEXT NOT NULL,
@@ -213,6 +224,9 @@ pub trait StateStore: Send {
         pipeline: &str,
         destination: &str,
     ) -> Result<Box<dyn KnownFingerprints>, StateError>;
+    /// Moves the fingerprints a run of `pipeline` at `destination` wrote as it went (and
+    /// any a killed run left) into the table lookups read; returns how many.
+    fn merge_fingerprints(&mut self, pipeline: &str, destination: &str) -> Result<u64, StateError>;
     /// Drops every fingerprint of `pipeline`; returns how many (`tapline state forget`).
     fn forget_fingerprints(&mut self, pipeline: &str) -> Result<u64, StateError>;
     /// Drops the fingerprints of `pipeline` at `destination` that expired by `now`
@@ -311,6 +325,9 @@ impl StateStore for SqliteStore {
     ) -> Result<Box<dyn KnownFingerprints>, StateError> {
         SqliteStore::known_fingerprints(self, pipeline, destination)
     }
+    fn merge_fingerprints(&mut self, pipeline: &str, destination: &str) -> Result<u64, StateError> {
+        SqliteStore::merge_fingerprints(self, pipeline, destination)
+    }
     fn forget_fingerprints(&mut self, pipeline: &str) -> Result<u64, StateError> {
         SqliteStore::forget_fingerprints(self, pipeline)
     }
@@ -402,7 +419,15 @@ impl SqliteStore {
         // see CHECKPOINT_SYNC_INTERVAL). Switching a new database to WAL needs it alone, and
         // SQLite does not wait for that: processes opening a new store at once retry.
         when_not_busy(
-            || connection.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"),
+            || {
+                // A new store gives back the pages a merged fingerprint journal leaves free
+                // (`incremental_vacuum`); an existing one keeps its mode and reuses them.
+                connection.execute_batch(
+                    "PRAGMA auto_vacuum = INCREMENTAL;
+                     PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+                     PRAGMA journal_size_limit = 67108864;",
+                )
+            },
             is_busy,
         )
         .map_err(database)?;

@@ -18,7 +18,17 @@ pub(super) fn scope(pipeline: &str, destination: &str) -> i64 {
     hasher.digest() as i64
 }
 
-/// Writes fingerprints of accepted records, inside the caller's transaction.
+/// A record's key within its scope, as the tables keep it: one 64-bit integer.
+fn row_key(scope: i64, key: u64) -> i64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(&scope.to_le_bytes());
+    hasher.update(&key.to_le_bytes());
+    hasher.digest() as i64
+}
+
+/// Appends fingerprints of accepted records to the journal, inside the caller's transaction
+/// (appending is cheap whatever the table's size; [`SqliteStore::merge_fingerprints`]
+/// moves them into the table lookups read).
 pub(super) fn insert(
     transaction: &rusqlite::Transaction<'_>,
     (pipeline, destination): (&str, &str),
@@ -35,13 +45,13 @@ pub(super) fn insert(
         )?
         .execute(params![scope, pipeline, destination])?;
     let mut insert = transaction.prepare_cached(
-        "INSERT OR REPLACE INTO record_fingerprints (scope, key, content, expires_at)
+        "INSERT INTO fingerprint_journal (key, scope, content, expires_at)
          VALUES (?1, ?2, ?3, ?4)",
     )?;
     for fingerprint in fingerprints {
         insert.execute(params![
+            row_key(scope, fingerprint.key),
             scope,
-            fingerprint.key as i64,
             fingerprint.content as i64,
             fingerprint.expires_at
         ])?;
@@ -50,19 +60,47 @@ pub(super) fn insert(
 }
 
 /// Reads the fingerprints of one scope through a read-only connection of its own, so the
-/// thread that reads the source asks while the run writes checkpoints on another.
+/// thread that reads the source asks while the run writes checkpoints on another. It reads
+/// one snapshot, taken at its first lookup (what earlier runs accepted; this run's records
+/// are judged already), so its page cache is not emptied by every checkpoint the run writes.
 struct Reader {
     connection: Connection,
     scope: i64,
+    in_snapshot: bool,
+    /// No run of the scope recorded anything yet (a first, seeding run): nothing to ask.
+    empty: bool,
 }
+
+/// The reader's page cache, in KiB (SQLite's default is 2 MiB): lookups hit random pages of
+/// a table of tens of bytes per fingerprint.
+const READER_CACHE_KIB: i64 = 48 * 1024;
 
 impl KnownFingerprints for Reader {
     fn content(&mut self, key: u64) -> Result<Option<u64>, String> {
+        if !self.in_snapshot {
+            self.connection
+                .execute_batch("BEGIN")
+                .map_err(|error| error.to_string())?;
+            self.in_snapshot = true;
+            self.empty = self
+                .connection
+                .query_row(
+                    "SELECT NOT EXISTS (SELECT 1 FROM fingerprint_scopes WHERE scope = ?1)",
+                    params![self.scope],
+                    |row| row.get(0),
+                )
+                .map_err(|error| error.to_string())?;
+        }
+        if self.empty {
+            return Ok(None);
+        }
         self.connection
-            .prepare_cached("SELECT content FROM record_fingerprints WHERE scope = ?1 AND key = ?2")
+            .prepare_cached("SELECT content FROM record_fingerprints WHERE key = ?1")
             .and_then(|mut statement| {
                 statement
-                    .query_row(params![self.scope, key as i64], |row| row.get::<_, i64>(0))
+                    .query_row(params![row_key(self.scope, key)], |row| {
+                        row.get::<_, i64>(0)
+                    })
                     .optional()
             })
             .map(|content| content.map(|content| content as u64))
@@ -83,13 +121,48 @@ impl SqliteStore {
         )
         .and_then(|connection| {
             connection.busy_timeout(super::BUSY_TIMEOUT)?;
+            connection.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
             Ok(connection)
         })
         .map_err(|error| self.error(error))?;
         Ok(Box::new(Reader {
             connection,
             scope: scope(pipeline, destination),
+            in_snapshot: false,
+            empty: false,
         }))
+    }
+
+    /// Moves the journal's fingerprints of a scope into the table, in key order (the last
+    /// written wins for a key), in one transaction; returns how many.
+    pub fn merge_fingerprints(
+        &mut self,
+        pipeline: &str,
+        destination: &str,
+    ) -> Result<u64, StateError> {
+        let scope = scope(pipeline, destination);
+        let result = (|| {
+            let transaction = self.connection.transaction()?;
+            let merged = transaction.execute(
+                "INSERT OR REPLACE INTO record_fingerprints (key, scope, content, expires_at)
+                 SELECT key, scope, content, expires_at FROM fingerprint_journal
+                 WHERE scope = ?1 ORDER BY key, id",
+                params![scope],
+            )?;
+            transaction.execute(
+                "DELETE FROM fingerprint_journal WHERE scope = ?1",
+                params![scope],
+            )?;
+            transaction.commit()?;
+            // The journal's pages go back to the file system (stores made with
+            // `auto_vacuum`; others reuse them for the next journal).
+            // (Each step of the pragma frees one page: step it to the end.)
+            let mut vacuum = self.connection.prepare("PRAGMA incremental_vacuum")?;
+            let mut steps = vacuum.query([])?;
+            while steps.next()?.is_some() {}
+            Ok(merged as u64)
+        })();
+        result.map_err(|error| self.error(error))
     }
 
     /// Drops every fingerprint of `pipeline` (at every destination); returns how many.
@@ -98,6 +171,11 @@ impl SqliteStore {
             let transaction = self.connection.transaction()?;
             let forgotten = transaction.execute(
                 "DELETE FROM record_fingerprints WHERE scope IN
+                 (SELECT scope FROM fingerprint_scopes WHERE pipeline = ?1)",
+                params![pipeline],
+            )?;
+            transaction.execute(
+                "DELETE FROM fingerprint_journal WHERE scope IN
                  (SELECT scope FROM fingerprint_scopes WHERE pipeline = ?1)",
                 params![pipeline],
             )?;
