@@ -82,7 +82,7 @@ fn print_table(out: &mut impl Write, runs: &[RunEntry]) -> std::io::Result<()> {
     }
     writeln!(
         out,
-        "{:<22} {:<20} {:<8} {:<19} {:>9} {:<11} {:>9} {:>9} {:>8} {:>8} {:>7}",
+        "{:<22} {:<20} {:<8} {:<19} {:>9} {:<11} {:>9} {:>9} {:>8} {:>8} {:>7} {:>9}",
         "RUN",
         "PIPELINE",
         "TRIGGER",
@@ -93,13 +93,14 @@ fn print_table(out: &mut impl Write, runs: &[RunEntry]) -> std::io::Result<()> {
         "ACCEPTED",
         "SKIPPED",
         "REJECTED",
-        "FAILED"
+        "FAILED",
+        "UNCHANGED"
     )?;
     for run in runs {
         let records = &run.end.records;
         writeln!(
             out,
-            "{:<22} {:<20} {:<8} {:<19} {:>9} {:<11} {:>9} {:>9} {:>8} {:>8} {:>7}",
+            "{:<22} {:<20} {:<8} {:<19} {:>9} {:<11} {:>9} {:>9} {:>8} {:>8} {:>7} {:>9}",
             run.run_id,
             run.pipeline,
             run.trigger,
@@ -110,7 +111,8 @@ fn print_table(out: &mut impl Write, runs: &[RunEntry]) -> std::io::Result<()> {
             records.accepted,
             records.skipped,
             records.rejected,
-            records.failed
+            records.failed,
+            records.unchanged
         )?;
     }
     Ok(())
@@ -136,8 +138,13 @@ fn print_run(out: &mut impl Write, entry: &RunEntry) -> std::io::Result<()> {
     )?;
     writeln!(
         out,
-        "records   {} read · {} accepted · {} skipped · {} rejected · {} failed",
-        records.read, records.accepted, records.skipped, records.rejected, records.failed
+        "records   {} read · {} accepted · {} unchanged · {} skipped · {} rejected · {} failed",
+        records.read,
+        records.accepted,
+        records.unchanged,
+        records.skipped,
+        records.rejected,
+        records.failed
     )?;
     writeln!(out, "requests  {} ({} retries)", run.requests, run.retries)?;
     if let Some(resumed_from) = &run.resumed_from {

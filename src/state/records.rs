@@ -62,45 +62,73 @@ pub(super) fn insert(
 /// Reads the fingerprints of one scope through a read-only connection of its own, so the
 /// thread that reads the source asks while the run writes checkpoints on another. It reads
 /// one snapshot, taken at its first lookup (what earlier runs accepted; this run's records
-/// are judged already), so its page cache is not emptied by every checkpoint the run writes.
+/// are judged already). The lowest keys of the snapshot, up to [`IN_MEMORY_FINGERPRINTS`],
+/// are read into memory at once, in key order (a lookup there is a binary search); only keys
+/// above them, in a scope too large for that, are looked up in the table.
 struct Reader {
     connection: Connection,
     scope: i64,
-    in_snapshot: bool,
-    /// No run of the scope recorded anything yet (a first, seeding run): nothing to ask.
-    empty: bool,
+    snapshot: Option<Snapshot>,
 }
 
-/// The reader's page cache, in KiB (SQLite's default is 2 MiB): lookups hit random pages of
-/// a table of tens of bytes per fingerprint.
-const READER_CACHE_KIB: i64 = 48 * 1024;
+/// What a reader loaded at its first lookup.
+struct Snapshot {
+    /// Row keys and contents, sorted by key.
+    in_memory: Vec<(i64, u64)>,
+    /// The highest key `in_memory` covers when the scope had more; `None` when it holds
+    /// every fingerprint of the scope.
+    covers_up_to: Option<i64>,
+}
+
+/// Fingerprints a reader holds in memory at most (16 bytes each: 64 MiB), so the run's
+/// memory stays bounded whatever the scope's size.
+const IN_MEMORY_FINGERPRINTS: usize = 4 << 20;
+
+/// The reader's page cache for the keys beyond memory, in KiB (SQLite's default is 2 MiB).
+const READER_CACHE_KIB: i64 = 24 * 1024;
+
+impl Reader {
+    fn load(&mut self) -> rusqlite::Result<Snapshot> {
+        self.connection.execute_batch("BEGIN")?;
+        let mut statement = self.connection.prepare(
+            "SELECT key, content FROM record_fingerprints WHERE scope = ?1 ORDER BY key",
+        )?;
+        let mut rows = statement.query(params![self.scope])?;
+        let mut in_memory = Vec::new();
+        let mut covers_up_to = None;
+        while let Some(row) = rows.next()? {
+            if in_memory.len() == IN_MEMORY_FINGERPRINTS {
+                covers_up_to = in_memory.last().map(|(key, _)| *key);
+                break;
+            }
+            in_memory.push((row.get::<_, i64>(0)?, row.get::<_, i64>(1)? as u64));
+        }
+        Ok(Snapshot {
+            in_memory,
+            covers_up_to,
+        })
+    }
+}
 
 impl KnownFingerprints for Reader {
     fn content(&mut self, key: u64) -> Result<Option<u64>, String> {
-        if !self.in_snapshot {
-            self.connection
-                .execute_batch("BEGIN")
-                .map_err(|error| error.to_string())?;
-            self.in_snapshot = true;
-            self.empty = self
-                .connection
-                .query_row(
-                    "SELECT NOT EXISTS (SELECT 1 FROM fingerprint_scopes WHERE scope = ?1)",
-                    params![self.scope],
-                    |row| row.get(0),
-                )
-                .map_err(|error| error.to_string())?;
+        if self.snapshot.is_none() {
+            self.snapshot = Some(self.load().map_err(|error| error.to_string())?);
         }
-        if self.empty {
-            return Ok(None);
+        let snapshot = self.snapshot.as_ref().expect("loaded above");
+        let row_key = row_key(self.scope, key);
+        if snapshot.covers_up_to.is_none_or(|last| row_key <= last) {
+            return Ok(snapshot
+                .in_memory
+                .binary_search_by_key(&row_key, |(key, _)| *key)
+                .ok()
+                .map(|index| snapshot.in_memory[index].1));
         }
         self.connection
             .prepare_cached("SELECT content FROM record_fingerprints WHERE key = ?1")
             .and_then(|mut statement| {
                 statement
-                    .query_row(params![row_key(self.scope, key)], |row| {
-                        row.get::<_, i64>(0)
-                    })
+                    .query_row(params![row_key], |row| row.get::<_, i64>(0))
                     .optional()
             })
             .map(|content| content.map(|content| content as u64))
@@ -128,8 +156,7 @@ impl SqliteStore {
         Ok(Box::new(Reader {
             connection,
             scope: scope(pipeline, destination),
-            in_snapshot: false,
-            empty: false,
+            snapshot: None,
         }))
     }
 
