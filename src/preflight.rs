@@ -58,7 +58,7 @@ pub fn check_source(file: &Path, parts: &Parts) -> Vec<Diagnostic> {
                 at,
                 format!("source `{}` is {kind}, not a file", path.display()),
             )
-            .with_hint("give the path of a CSV, TSV or JSON Lines file (gzip allowed)"),
+            .with_hint("give the path of a CSV, TSV or JSON Lines file (gzip or zstd allowed)"),
         ];
     }
     if !path.is_file() {

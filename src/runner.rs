@@ -14,7 +14,8 @@ use crate::changes::RecordFingerprint;
 use crate::clevertap::retry::RetryPolicy;
 use crate::config::Pipeline;
 use crate::config::model::{
-    OnInvalidRecord, Rerun, Send, Source, SourceFormat, Target, TriggerKind, redacted_url,
+    Compression, OnInvalidRecord, Rerun, Send, Source, SourceFormat, Target, TriggerKind,
+    redacted_url,
 };
 use crate::engine::{
     self, AccountBudgets, BatchReport, ChangeDetection, Delivery, ErrorBudget, Job, Observer,
@@ -245,13 +246,20 @@ pub fn destination(pipeline: &Pipeline) -> String {
 /// this description in a later tapline makes checkpoints start over, never resume wrongly.
 fn settings_digest(pipeline: &Pipeline) -> SettingsDigest {
     SettingsDigest::of(&format!(
-        "target={:?}; custom_list={:?}; output={:?}; format={:?}; gzip={}; metadata={:?}",
+        "target={:?}; custom_list={:?}; output={:?}; format={:?}; gzip={}; metadata={:?}{}",
         pipeline.target,
         pipeline.custom_list,
         pipeline.output,
         pipeline.source.format,
-        pipeline.source.gzip,
+        pipeline.source.compression == Compression::Gzip,
         pipeline.metadata,
+        // Written only for zstd, so checkpoints of plain and gzip files made before zstd
+        // was read still apply.
+        if pipeline.source.compression == Compression::Zstd {
+            "; zstd"
+        } else {
+            ""
+        },
     ))
 }
 
@@ -281,7 +289,7 @@ pub async fn run(
         job.source = Source {
             path: rejects.clone(),
             format: SourceFormat::Rejects,
-            gzip: false,
+            compression: Compression::None,
             timezone: job.source.timezone,
         };
     }

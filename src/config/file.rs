@@ -442,12 +442,12 @@ pub struct ConnectionsFile(pub BTreeMap<String, ConnectionFile>);
 #[serde(deny_unknown_fields)]
 pub struct SourceFile {
     /// Path to the file, relative to this pipeline file's folder. A `.gz` ending means
-    /// gzip-compressed. Example: `data/vip_users.csv`. With `trigger: file_arrival` the file
+    /// gzip-compressed, `.zst` zstd-compressed. Example: `data/vip_users.csv`. With `trigger: file_arrival` the file
     /// name may hold `*` and `?`: `exports/vip_*.csv`.
     pub path: String,
 
     /// `csv`, `tsv` or `jsonl`. Leave it out to go by the file name (`.csv`, `.tsv`,
-    /// `.jsonl`/`.ndjson`, each optionally followed by `.gz`).
+    /// `.jsonl`/`.ndjson`, each optionally followed by `.gz` or `.zst`).
     #[serde(default)]
     pub format: Option<SourceFormat>,
 

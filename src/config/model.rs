@@ -266,6 +266,17 @@ pub fn redacted_url(url: &str) -> String {
     shown
 }
 
+/// How a source file is compressed, from its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Plain text.
+    None,
+    /// `.gz` (every member of a multi-member file is read).
+    Gzip,
+    /// `.zst` (every frame is read).
+    Zstd,
+}
+
 /// A source file and how to read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
@@ -274,8 +285,8 @@ pub struct Source {
     pub path: PathBuf,
     /// Layout of the rows.
     pub format: SourceFormat,
-    /// Whether the file is gzip-compressed.
-    pub gzip: bool,
+    /// How the file is compressed.
+    pub compression: Compression,
     /// The zone of dates and times without one of their own.
     pub timezone: chrono_tz::Tz,
 }

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
 
-use crate::config::model::{Source, SourceFormat};
+use crate::config::model::{Compression, Source, SourceFormat};
 
 const READ_BUFFER_BYTES: usize = 256 * 1024;
 
@@ -144,7 +144,7 @@ pub fn open(source: &Source) -> Result<Box<dyn RowStream>, OpenError> {
 pub fn open_with_progress(
     source: &Source,
 ) -> Result<(Box<dyn RowStream>, ReadProgress), OpenError> {
-    let (reader, progress) = open_bytes(&source.path, source.gzip)?;
+    let (reader, progress) = open_bytes(&source.path, source.compression)?;
     let rows = rows_of(source, reader)?;
     Ok((rows, progress))
 }
@@ -195,7 +195,7 @@ pub fn columns(source: &Source) -> Result<Vec<String>, OpenError> {
 
 fn open_bytes(
     path: &Path,
-    gzip: bool,
+    compression: Compression,
 ) -> Result<(Box<dyn BufRead + Send>, ReadProgress), OpenError> {
     let file = File::open(path).map_err(|error| OpenError::Io {
         path: path.display().to_string(),
@@ -210,12 +210,22 @@ fn open_bytes(
         read: Arc::clone(&progress.read),
     };
     let buffered = BufReader::with_capacity(READ_BUFFER_BYTES, file);
-    let reader: Box<dyn BufRead + Send> = if gzip {
-        let decoder: Box<dyn Read + Send> =
-            Box::new(flate2::bufread::MultiGzDecoder::new(buffered));
-        Box::new(BufReader::with_capacity(READ_BUFFER_BYTES, decoder))
-    } else {
-        Box::new(buffered)
+    let reader: Box<dyn BufRead + Send> = match compression {
+        Compression::None => Box::new(buffered),
+        Compression::Gzip => Box::new(BufReader::with_capacity(
+            READ_BUFFER_BYTES,
+            flate2::bufread::MultiGzDecoder::new(buffered),
+        )),
+        Compression::Zstd => {
+            // Every frame of the file, as `zstd -d` reads it.
+            let decoder = zstd::stream::read::Decoder::with_buffer(buffered).map_err(|error| {
+                OpenError::Io {
+                    path: path.display().to_string(),
+                    error,
+                }
+            })?;
+            Box::new(BufReader::with_capacity(READ_BUFFER_BYTES, decoder))
+        }
     };
     Ok((reader, progress))
 }

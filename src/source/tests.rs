@@ -9,7 +9,13 @@ use super::*;
 fn source_from(name: &str, bytes: &[u8]) -> (tempfile::TempDir, Source) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join(name);
-    let gzip = name.ends_with(".gz");
+    let compression = if name.ends_with(".gz") {
+        Compression::Gzip
+    } else if name.ends_with(".zst") {
+        Compression::Zstd
+    } else {
+        Compression::None
+    };
     let format = if name.contains(".csv") {
         SourceFormat::Csv
     } else if name.contains(".tsv") {
@@ -18,19 +24,28 @@ fn source_from(name: &str, bytes: &[u8]) -> (tempfile::TempDir, Source) {
         SourceFormat::Jsonl
     };
     let mut file = File::create(&path).expect("create");
-    if gzip {
-        let mut encoder = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
-        encoder.write_all(bytes).expect("write");
-        encoder.finish().expect("finish");
-    } else {
-        file.write_all(bytes).expect("write");
+    match compression {
+        Compression::Gzip => {
+            let mut encoder = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+            encoder.write_all(bytes).expect("write");
+            encoder.finish().expect("finish");
+        }
+        Compression::Zstd => {
+            // Two frames, as a file appended to by two writers: both are read.
+            let half = bytes.len() / 2;
+            for part in [&bytes[..half], &bytes[half..]] {
+                file.write_all(&zstd::encode_all(part, 3).expect("compress"))
+                    .expect("write");
+            }
+        }
+        Compression::None => file.write_all(bytes).expect("write"),
     }
     (
         dir,
         Source {
             path,
             format,
-            gzip,
+            compression,
             timezone: chrono_tz::Tz::UTC,
         },
     )
@@ -78,6 +93,36 @@ fn reads_tsv_and_gzip() {
 }
 
 #[test]
+fn reads_every_zstd_frame_of_csv_tsv_and_json_lines() {
+    let expected = vec![
+        Ok(json!({"line": 2, "row": {"identity": "1", "Name": "Jo"}})),
+        Ok(json!({"line": 3, "row": {"identity": "2", "Name": "Al"}})),
+        Ok(json!({"line": 4, "row": {"identity": "3", "Name": "Bo"}})),
+    ];
+    assert_eq!(
+        read_all("a.csv.zst", b"identity,Name\n1,Jo\n2,Al\n3,Bo\n"),
+        expected
+    );
+    assert_eq!(
+        read_all("a.tsv.zst", b"identity\tName\n1\tJo\n2\tAl\n3\tBo\n"),
+        expected
+    );
+    let lines = read_all(
+        "a.jsonl.zst",
+        b"{\"identity\":\"1\"}\n{\"identity\":\"2\"}\n{\"identity\":\"3\"}\n",
+    );
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    // Bytes that are no zstd frame: a clear error, no panic.
+    let (_dir, source) = source_from("b.csv", b"identity\n1\n");
+    let broken = Source {
+        compression: Compression::Zstd,
+        ..source
+    };
+    let failed = open(&broken).err().map(|error| error.to_string());
+    assert!(failed.is_some_and(|message| message.contains("b.csv")));
+}
+
+#[test]
 fn reads_concatenated_gzip_members() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("a.jsonl.gz");
@@ -94,7 +139,7 @@ fn reads_concatenated_gzip_members() {
     let mut stream = open(&Source {
         path,
         format: SourceFormat::Jsonl,
-        gzip: true,
+        compression: Compression::Gzip,
         timezone: chrono_tz::Tz::UTC,
     })
     .expect("opens");

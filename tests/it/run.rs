@@ -776,3 +776,23 @@ fn the_progress_line_shows_bytes_and_an_eta_on_a_terminal_only() {
     assert!(!stderr(&output).contains("ETA"), "{}", stderr(&output));
     assert!(!stdout(&output).contains("ETA"));
 }
+
+#[test]
+fn a_zstd_source_uploads_like_a_plain_one() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    let csv = profile_csv(2500);
+    workspace.write(
+        "profiles.csv.zst",
+        zstd::encode_all(csv.as_bytes(), 3).expect("compress"),
+    );
+    workspace.pipeline(
+        "zst",
+        &sandbox,
+        "source: {path: profiles.csv.zst}\ntarget: {entity: user_profiles}\n",
+    );
+    let (code, summary) = run_json(&workspace, &["zst.yaml"]);
+    assert_eq!(code, Some(0), "{summary}");
+    assert_eq!(summary["records"]["accepted"], 2500);
+    assert_eq!(sandbox.inspect().distinct_profiles, 2500);
+}

@@ -2,7 +2,7 @@
 
 use crate::config::diagnostic::{Diagnostic, did_you_mean};
 use crate::config::file::{SourceFile, SourceFormat};
-use crate::config::model::Source;
+use crate::config::model::{Compression, Source};
 use crate::config::yaml::Node;
 use std::path::Path;
 use std::str::FromStr;
@@ -16,8 +16,13 @@ pub(super) fn build_source(
 ) -> Option<Source> {
     let path = folder.join(&spec.path);
     let lower = spec.path.to_lowercase();
-    let gzip = lower.ends_with(".gz");
-    let inner = lower.trim_end_matches(".gz");
+    let (compression, inner) = if let Some(inner) = lower.strip_suffix(".gz") {
+        (Compression::Gzip, inner)
+    } else if let Some(inner) = lower.strip_suffix(".zst") {
+        (Compression::Zstd, inner)
+    } else {
+        (Compression::None, lower.as_str())
+    };
     let guessed = if inner.ends_with(".csv") {
         Some(SourceFormat::Csv)
     } else if inner.ends_with(".tsv") || inner.ends_with(".tab") {
@@ -45,7 +50,7 @@ pub(super) fn build_source(
     Some(Source {
         path,
         format,
-        gzip,
+        compression,
         timezone,
     })
 }
