@@ -140,9 +140,10 @@ fn overlapping_event_files_send_every_event_once_and_rejected_ones_again() {
         ..SandboxConfig::default()
     });
     let workspace = Workspace::new();
-    // Day d's events: three users, one event each, at noon of that day.
+    // Day d's events: 12,500 users, one event each that day; days 1-4 are 50,000 events.
+    const PER_DAY: i64 = 12_500;
     let day = |d: i64| -> Vec<String> {
-        (0..3)
+        (0..PER_DAY)
             .map(|user| format!("u{user},Viewed,{},{d}", 1_796_000_000 + d * 86_400 + user))
             .collect()
     };
@@ -169,23 +170,29 @@ fn overlapping_event_files_send_every_event_once_and_rejected_ones_again() {
     workspace.write("events.csv", file(1..=3, &["u9,Old Promo,1796000000,0"]));
     let (code, summary) = run(&workspace, &[]);
     assert_eq!(code, Some(1), "a rejected record fails the run: {summary}");
-    assert_eq!(summary["records"]["accepted"], 9);
+    assert_eq!(summary["records"]["accepted"], 3 * PER_DAY);
     assert_eq!(summary["records"]["rejected"], 1);
 
     // File B: days 2-4 and the same refused event: days 2-3 are not sent again; the refused
     // event is tried again, as nothing of it was accepted.
-    let requests_before = sandbox.inspect().requests;
+    let received_before = sandbox.inspect().events;
     workspace.write("events.csv", file(2..=4, &["u9,Old Promo,1796000000,0"]));
     let (_, summary) = run(&workspace, &[]);
-    assert_eq!(summary["records"]["accepted"], 3, "{summary}");
-    assert_eq!(summary["records"]["unchanged"], 6, "{summary}");
+    assert_eq!(summary["records"]["accepted"], PER_DAY, "{summary}");
+    assert_eq!(summary["records"]["unchanged"], 2 * PER_DAY, "{summary}");
     assert_eq!(summary["records"]["rejected"], 1, "tried again: {summary}");
-    assert_eq!(sandbox.inspect().requests - requests_before, 1);
+    assert_eq!(sandbox.inspect().events - received_before, PER_DAY as u64);
 
+    // Day 4 is what arrived the second time; days 1-4 are all there, every event once.
     let events = sandbox.sandbox.records("event");
     let distinct: BTreeSet<String> = events.iter().map(|event| event.to_string()).collect();
-    assert_eq!(events.len(), 12, "days 1-4, three each, every one once");
-    assert_eq!(distinct.len(), 12);
+    assert_eq!(events.len(), 4 * PER_DAY as usize, "every event once");
+    assert_eq!(distinct.len(), 4 * PER_DAY as usize);
+    let days: BTreeSet<i64> = events[3 * PER_DAY as usize..]
+        .iter()
+        .map(|event| (event["ts"].as_i64().unwrap() - 1_796_000_000) / 86_400)
+        .collect();
+    assert_eq!(days, BTreeSet::from([4]));
 }
 
 #[test]
