@@ -154,13 +154,12 @@ const MIGRATIONS: &[&str] = &[
     // checkpoint, rewrote most of its pages every time). Runs count the records they did
     // not send as unchanged.
     // `key` is the record's key hashed with its scope: the table's integer row key, which
-    // SQLite finds faster than a composite key.
+    // SQLite finds faster than a composite key. A journal row holds one checkpoint's
+    // fingerprints, packed (`state::records::JournalEntry`).
     "CREATE TABLE fingerprint_journal (
         id            INTEGER PRIMARY KEY,
-        key           INTEGER NOT NULL,
         scope         INTEGER NOT NULL,
-        content       INTEGER NOT NULL,
-        expires_at    INTEGER
+        entries       BLOB NOT NULL
     );
     CREATE TABLE record_fingerprints (
         key           INTEGER PRIMARY KEY,
