@@ -641,20 +641,6 @@ pub fn batches_per_checkpoint(in_flight: usize) -> usize {
     in_flight.div_ceil(2).max(1)
 }
 
-/// Sorts inclusive line ranges and merges those that overlap or touch, so a checkpoint of a
-/// run that left most rows unchanged writes a few ranges, not one per row.
-fn merge_ranges(ranges: &mut Vec<(u64, u64)>) {
-    ranges.sort_unstable();
-    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
-    for &(first, last) in ranges.iter() {
-        match merged.last_mut() {
-            Some((_, end)) if first <= end.saturating_add(1) => *end = (*end).max(last),
-            _ => merged.push((first, last)),
-        }
-    }
-    *ranges = merged;
-}
-
 /// Records settled lines in the checkpoint as batches settle, and keeps the first problems;
 /// passes everything on to the progress display.
 struct Checkpointer<'a> {
@@ -693,11 +679,12 @@ impl Checkpointer<'_> {
     /// Writes the settled lines waiting to be written, with the run's counts.
     fn write_pending(&mut self, counts: &Counts) -> Result<(), StateError> {
         if self.recording && !self.pending.is_empty() {
-            merge_ranges(&mut self.pending);
+            // Merged: a run that left most rows unchanged writes a few ranges, not a row each.
+            let settled = SettledLines::from_ranges(std::mem::take(&mut self.pending));
             self.store.settle_lines(
                 self.key,
                 self.destination,
-                &self.pending,
+                settled.ranges(),
                 &self.fingerprints,
                 (self.run_id, counts),
             )?;

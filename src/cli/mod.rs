@@ -23,6 +23,7 @@ mod next;
 mod replay;
 mod run;
 mod sandbox;
+mod state;
 mod summary;
 pub(crate) mod terminal;
 mod validate;
@@ -355,7 +356,7 @@ pub fn main() -> ExitCode {
             pipeline,
             dir,
             state_dir,
-        }) => forget(&pipeline, &dir, state_dir.as_deref()),
+        }) => state::forget(&pipeline, &dir, state_dir.as_deref()),
         Command::Init { dir, entity, name } => init::init(&dir, entity, name.as_deref()),
         Command::Completions { shell } => {
             let mut out = Vec::new();
@@ -418,34 +419,6 @@ pub(super) fn printed(written: std::io::Result<()>, exit: Exit) -> Exit {
         Err(error) => {
             errln!("error: cannot write the output: {error}");
             exit.max(Exit::Failed)
-        }
-    }
-}
-
-/// `tapline state forget`: drops a pipeline's record fingerprints.
-fn forget(pipeline: &str, dir: &Path, state_dir: Option<&Path>) -> Exit {
-    let dir = crate::runner::state_dir(state_dir, dir);
-    if !dir.join(crate::state::DATABASE_FILE).is_file() {
-        errln!(
-            "error: there is no state store `{}`\n  hint: give the pipelines folder with `--dir`, or the store's folder with `--state-dir`",
-            dir.join(crate::state::DATABASE_FILE).display()
-        );
-        return Exit::Usage;
-    }
-    let forgotten = crate::state::open(&dir).and_then(|mut store| {
-        let _lock = store.lock(pipeline)?;
-        store.forget_fingerprints(pipeline)
-    });
-    match forgotten {
-        Ok(count) => printed(
-            outln!(
-                "{pipeline}: forgot {count} record fingerprints; its next run sends every record"
-            ),
-            Exit::Success,
-        ),
-        Err(error) => {
-            errln!("error: {error}");
-            Exit::Failed
         }
     }
 }
@@ -576,6 +549,16 @@ pub(super) fn pipelines_folder(dir: &Path) -> Result<(), Exit> {
         dir.display()
     );
     Err(Exit::Usage)
+}
+
+/// A path as a user in the working directory would type it: relative when it lies below
+/// the working directory, as given otherwise. `run` and `replay` print rejects files so, and
+/// replay the pipeline file the history keeps absolute.
+pub(super) fn from_working_dir(path: &Path) -> PathBuf {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| path.to_path_buf())
 }
 
 /// The folder a pipeline file is in.

@@ -2,7 +2,9 @@
 
 use super::run::{delivery, execute};
 use super::terminal::errln;
-use super::{Exit, ReplayArgs, folder_of, history, load_all, runtime, spawn_signal_handler};
+use super::{
+    Exit, ReplayArgs, folder_of, from_working_dir, history, load_all, runtime, spawn_signal_handler,
+};
 use crate::config::Credentials;
 use crate::runner;
 use tokio_util::sync::CancellationToken;
@@ -28,15 +30,7 @@ pub(super) fn replay(args: &ReplayArgs) -> Exit {
         None => history::pipeline_of_rejects(&args.rejects_file, state_dir),
     };
     let pipeline_file = match found {
-        // The history keeps absolute paths; messages read better relative to where we are.
-        Ok(file) => std::env::current_dir()
-            .ok()
-            .and_then(|cwd| {
-                file.strip_prefix(cwd)
-                    .ok()
-                    .map(std::path::Path::to_path_buf)
-            })
-            .unwrap_or(file),
+        Ok(file) => from_working_dir(&file),
         Err(message) => {
             errln!("error: {message}");
             return Exit::Usage;

@@ -5,6 +5,7 @@ use std::io::Write;
 
 use serde_json::{Value, json};
 
+use super::from_working_dir;
 use crate::config::Pipeline;
 use crate::engine::RunSummary;
 use crate::mapping;
@@ -19,17 +20,6 @@ fn unchanged(counts: &crate::outcome::Counts) -> String {
     }
 }
 
-/// A path as a user in the working directory would type it: relative when it lies below
-/// the working directory, as given otherwise. `run` and `replay` print rejects files so.
-fn from_working_dir(path: &std::path::Path) -> String {
-    let relative = std::env::current_dir().ok().and_then(|cwd| {
-        path.strip_prefix(cwd)
-            .ok()
-            .map(std::path::Path::to_path_buf)
-    });
-    relative.as_deref().unwrap_or(path).display().to_string()
-}
-
 pub(super) fn summary_json(summary: &RunSummary) -> Value {
     let mut line = json!({
         "pipeline": summary.pipeline,
@@ -39,7 +29,10 @@ pub(super) fn summary_json(summary: &RunSummary) -> Value {
         "requests": summary.requests,
         "retries": summary.retries,
         "duration_ms": summary.duration.as_millis() as u64,
-        "rejects_file": summary.rejects_file.as_deref().map(from_working_dir),
+        "rejects_file": summary
+            .rejects_file
+            .as_deref()
+            .map(|path| from_working_dir(path).display().to_string()),
         "stop_reason": summary.stop.as_ref().map(ToString::to_string),
         "segment_id": summary.segment_id,
         "warnings": summary.warnings,
@@ -174,7 +167,7 @@ pub(super) fn print_summary(
         writeln!(out, "  segment   {segment_id}")?;
     }
     if let Some(path) = &summary.rejects_file {
-        writeln!(out, "  rejects   {}", from_working_dir(path))?;
+        writeln!(out, "  rejects   {}", from_working_dir(path).display())?;
     }
     if let Some(stop) = &summary.stop {
         writeln!(out, "  {stop}")?;

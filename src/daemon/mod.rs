@@ -132,14 +132,9 @@ const QUIET: Duration = Duration::from_secs(1);
 /// How long an arrived file whose run could not start waits before it is tried again.
 const ARRIVAL_RETRY: Duration = Duration::from_secs(30);
 
-/// Runs the daemon until SIGTERM or SIGINT. An error is returned only when it cannot start.
+/// Runs the daemon until SIGTERM or SIGINT. An error is returned only when it cannot start;
+/// the command line has checked that `dir` is a folder.
 pub async fn run(options: Options) -> anyhow::Result<()> {
-    if !options.dir.is_dir() {
-        anyhow::bail!(
-            "`{}` is not a folder; give the folder of pipeline files with --dir",
-            options.dir.display()
-        );
-    }
     let store = crate::state::open(&options.state_dir)?;
     let budgets = AccountBudgets::default();
     let metrics = Arc::new(Metrics::new(budgets.clone()));
