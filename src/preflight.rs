@@ -1,21 +1,60 @@
-//! Offline checks of a loaded pipeline against its source file: the file exists, can be
-//! read, and has the columns its target needs. `validate` and `run` both make them.
+//! Checks of a loaded pipeline against its source: the file exists, can be read, and has
+//! the columns its target needs; a query's result columns (asked of the database without
+//! running the query, when it can be reached) have types tapline can send and the columns
+//! the target needs. `validate` and `run` both make them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::config::diagnostic::did_you_mean;
-use crate::config::model::{OutputMapping, Send, Source, SourceFormat, Target};
+use crate::config::model::{
+    FileSource, OutputMapping, QuerySource, Send, Source, SourceFormat, Target,
+};
 use crate::config::{Diagnostic, Parts};
 use crate::mapping::required_columns;
 use crate::source::{self, OpenError, arrival};
 
-/// Every problem with a pipeline's source, as diagnostics at `source.path` in the pipeline
-/// file `file`: the file, its header, the output mapping's source columns, and the columns
-/// the target needs (after the output mapping). Without a target, only the file is checked.
+/// How long `validate` waits for a database to describe a query.
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A source's columns, and how to speak of them.
+struct Columns {
+    /// The names, in order.
+    names: Vec<String>,
+    /// The source in messages: `` `data/users.csv` `` or `the query on `warehouse``.
+    shown: String,
+    /// Whether every row has these columns (not so for JSON Lines, whose first record
+    /// stands for the others).
+    fixed: bool,
+    /// The file whose first line holds the names (CSV, TSV, JSON Lines), where a refused
+    /// name is reported.
+    header: Option<PathBuf>,
+}
+
+/// Every problem with a pipeline's source, as diagnostics at `source` in the pipeline file
+/// `file`: the file or query, its columns, the output mapping's source columns, and the
+/// columns the target needs (after the output mapping). Without a target, only the source
+/// is checked.
 pub fn check_source(file: &Path, parts: &Parts) -> Vec<Diagnostic> {
-    let Some(source) = &parts.source else {
-        return Vec::new();
+    let columns = match &parts.source {
+        None => return Vec::new(),
+        Some(Source::File(source)) => file_columns(file, parts, source),
+        Some(Source::Query(query)) => query_columns(file, parts, query),
     };
+    match columns {
+        Ok(Some(columns)) => check_columns(file, parts, &columns),
+        Ok(None) => Vec::new(),
+        Err(diagnostics) => diagnostics,
+    }
+}
+
+/// The columns of a file source: its header, or the first JSON Lines record's keys.
+/// `Ok(None)`: nothing to check yet (no file arrived for a pattern).
+fn file_columns(
+    file: &Path,
+    parts: &Parts,
+    source: &FileSource,
+) -> Result<Option<Columns>, Vec<Diagnostic>> {
     let (target, at) = (parts.target, parts.source_position);
     // A `file_arrival` pattern: its folder must exist; the newest matching file, if any,
     // stands for the files to come.
@@ -24,23 +63,23 @@ pub fn check_source(file: &Path, parts: &Parts) -> Vec<Diagnostic> {
         match arrival::matching(&source.path) {
             Ok(files) => match files.last() {
                 Some(file) => {
-                    newest = Source {
+                    newest = FileSource {
                         path: file.path.clone(),
                         ..source.clone()
                     };
                     &newest
                 }
-                None => return Vec::new(),
+                None => return Ok(None),
             },
             Err(error) => {
-                return vec![Diagnostic::error(
+                return Err(vec![Diagnostic::error(
                     file,
                     at,
                     format!(
                         "cannot list the folder of `{}`: {error}",
                         source.path.display()
                     ),
-                )];
+                )]);
             }
         }
     } else {
@@ -52,17 +91,19 @@ pub fn check_source(file: &Path, parts: &Parts) -> Vec<Diagnostic> {
         .filter(|folder| !folder.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     if let Some(kind) = crate::config::files::not_a_regular_file(path) {
-        return vec![
+        return Err(vec![
             Diagnostic::error(
                 file,
                 at,
                 format!("source `{}` is {kind}, not a file", path.display()),
             )
-            .with_hint("give the path of a CSV, TSV or JSON Lines file (gzip or zstd allowed)"),
-        ];
+            .with_hint(
+                "give the path of a CSV, TSV, JSON Lines (gzip or zstd allowed) or Parquet file",
+            ),
+        ]);
     }
     if !path.is_file() {
-        return vec![
+        return Err(vec![
             Diagnostic::error(
                 file,
                 at,
@@ -72,9 +113,9 @@ pub fn check_source(file: &Path, parts: &Parts) -> Vec<Diagnostic> {
                 "paths are relative to the pipeline's folder `{}`",
                 folder.display()
             )),
-        ];
+        ]);
     }
-    let columns = match source::columns(source) {
+    let names = match source::columns(source) {
         Ok(columns) => columns,
         Err(OpenError::Empty(_)) => {
             let mut diagnostic = Diagnostic::error(
@@ -92,34 +133,146 @@ pub fn check_source(file: &Path, parts: &Parts) -> Vec<Diagnostic> {
                     example_header(&required_columns(target))
                 ));
             }
-            return vec![diagnostic];
+            return Err(vec![diagnostic]);
         }
-        Err(error) => return vec![Diagnostic::error(file, at, error.to_string())],
+        Err(error) => return Err(vec![Diagnostic::error(file, at, error.to_string())]),
     };
-    if columns.is_empty() {
-        return vec![Diagnostic::warning(
+    if names.is_empty() {
+        return Err(vec![Diagnostic::warning(
             file,
             at,
             format!("source file `{}` has no records", path.display()),
-        )];
+        )]);
     }
+    let header = matches!(
+        source.format,
+        SourceFormat::Csv | SourceFormat::Tsv | SourceFormat::Jsonl
+    );
+    Ok(Some(Columns {
+        names,
+        shown: format!("`{}`", path.display()),
+        fixed: source.format != SourceFormat::Jsonl,
+        header: header.then(|| path.clone()),
+    }))
+}
+
+/// The result columns of a query, as the database describes them without running it. A
+/// database that cannot be reached is a warning: the check waits for the run.
+fn query_columns(
+    file: &Path,
+    parts: &Parts,
+    query: &QuerySource,
+) -> Result<Option<Columns>, Vec<Diagnostic>> {
+    let at = parts.source_position;
+    let described = describe(query);
+    let columns = match described {
+        Ok(columns) => columns,
+        Err(crate::source::query::QueryError::Query { name, reason }) => {
+            return Err(vec![
+                Diagnostic::error(file, at, format!("the query on database `{name}` {reason}"))
+                    .with_hint("try the query in psql against the same database"),
+            ]);
+        }
+        Err(error) => {
+            return Err(vec![Diagnostic::warning(
+                file,
+                at,
+                format!("the query's columns could not be checked: {error}"),
+            )
+            .with_hint("validate checks them when it can reach the database; `tapline run` will need it")]);
+        }
+    };
+    let mut problems: Vec<Diagnostic> = columns
+        .iter()
+        .filter(|column| !column.supported)
+        .map(|column| {
+            Diagnostic::error(
+                file,
+                at,
+                format!(
+                    "the query on database `{}` {}",
+                    query.database.name,
+                    crate::source::query::unsupported_type(&column.name, &column.type_name)
+                ),
+            )
+            .with_hint("tapline sends numbers, booleans, text, dates and times, uuid, json, jsonb and text[]")
+        })
+        .collect();
+    if let Some(incremental) = &query.incremental
+        && !columns.iter().any(|column| &column.name == incremental)
+    {
+        problems.push(
+            Diagnostic::error(
+                file,
+                at,
+                format!(
+                    "the query on database `{}` does not return the incremental column `{incremental}`",
+                    query.database.name
+                ),
+            )
+            .with_hint("add it to the SELECT list"),
+        );
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Some(Columns {
+        names: columns.into_iter().map(|column| column.name).collect(),
+        shown: format!("the query on `{}`", query.database.name),
+        fixed: true,
+        header: None,
+    }))
+}
+
+/// Asks the database for a query's result columns, on a thread and runtime of its own (the
+/// caller may be inside a runtime, or not).
+fn describe(
+    query: &QuerySource,
+) -> Result<Vec<crate::source::query::ResultColumn>, crate::source::query::QueryError> {
+    let gave_up = |reason: String| crate::source::query::QueryError::Connect {
+        name: query.database.name.clone(),
+        url: query.database.shown(),
+        reason,
+    };
+    let owned = query.clone();
+    let result = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| error.to_string())?;
+        runtime.block_on(async {
+            tokio::time::timeout(DESCRIBE_TIMEOUT, crate::source::query::describe(&owned))
+                .await
+                .map_err(|_| format!("no answer within {} s", DESCRIBE_TIMEOUT.as_secs()))
+        })
+    })
+    .join();
+    match result {
+        Ok(Ok(described)) => described,
+        Ok(Err(reason)) => Err(gave_up(reason)),
+        Err(_) => Err(gave_up("the check ended early".into())),
+    }
+}
+
+/// The checks every source's columns get: the output mapping's columns exist, names
+/// CleverTap refuses, and the columns the target needs.
+fn check_columns(file: &Path, parts: &Parts, described: &Columns) -> Vec<Diagnostic> {
+    let (target, at) = (parts.target, parts.source_position);
+    let columns = described.names.clone();
+    let shown = &described.shown;
     let mut diagnostics = Vec::new();
     let source_columns = columns.clone();
     let columns = match &parts.output {
         Some((output, positions)) => {
-            // JSONL has no header, only a first record: its keys may vary, so only CSV and TSV
-            // sources are held to it.
-            if source.format != SourceFormat::Jsonl {
+            // JSONL has no header, only a first record: its keys may vary, so only sources
+            // whose every row has the same columns are held to them.
+            if described.fixed {
                 for (column, position) in output.columns.iter().zip(positions) {
                     if !columns.contains(&column.source) {
                         let mut diagnostic = Diagnostic::error(
                             file,
                             Some(*position),
-                            format!(
-                                "`{}` is not a column of `{}`",
-                                column.source,
-                                path.display()
-                            ),
+                            format!("`{}` is not a column of {shown}", column.source,),
                         );
                         diagnostic = match did_you_mean(
                             &column.source,
@@ -135,7 +288,7 @@ pub fn check_source(file: &Path, parts: &Parts) -> Vec<Diagnostic> {
                     }
                 }
             }
-            if source.format != SourceFormat::Jsonl {
+            if described.fixed {
                 let template_positions = positions.get(output.columns.len()..).unwrap_or_default();
                 let templates = output.strings.iter().zip(template_positions);
                 for (string, position) in templates {
@@ -147,9 +300,8 @@ pub fn check_source(file: &Path, parts: &Parts) -> Vec<Diagnostic> {
                             file,
                             Some(*position),
                             format!(
-                                "`{{column:{name}}}` in the template of `{}`: `{}` has no column `{name}`",
+                                "`{{column:{name}}}` in the template of `{}`: {shown} has no column `{name}`",
                                 string.name,
-                                path.display()
                             ),
                         );
                         diagnostics.push(
@@ -171,7 +323,13 @@ pub fn check_source(file: &Path, parts: &Parts) -> Vec<Diagnostic> {
     let Some(target) = target else {
         return diagnostics;
     };
-    diagnostics.extend(refused_names(file, parts, source, &source_columns, target));
+    diagnostics.extend(refused_names(
+        file,
+        parts,
+        described,
+        &source_columns,
+        target,
+    ));
     let required = required_columns(target);
     let has = |name: &str| {
         columns
@@ -187,8 +345,7 @@ pub fn check_source(file: &Path, parts: &Parts) -> Vec<Diagnostic> {
                 file,
                 Some(send_at),
                 format!(
-                    "`send: changes` cannot tell an event without `ts` from a later identical one, and `{}` has no `ts` column: every event will be sent on every run",
-                    path.display()
+                    "`send: changes` cannot tell an event without `ts` from a later identical one, and {shown} has no `ts` column: every event will be sent on every run",
                 ),
             )
             .with_hint("add a `ts` column (when each event happened), or use `send: all`"),
@@ -201,8 +358,7 @@ pub fn check_source(file: &Path, parts: &Parts) -> Vec<Diagnostic> {
                     file,
                     at,
                     format!(
-                        "source `{}` has no `{name}` column, which {} need",
-                        path.display(),
+                        "source {shown} has no `{name}` column, which {} need",
                         target.noun()
                     ),
                 )
@@ -216,8 +372,7 @@ pub fn check_source(file: &Path, parts: &Parts) -> Vec<Diagnostic> {
                 file,
                 at,
                 format!(
-                    "source `{}` has no identity column: {} need one of {}",
-                    path.display(),
+                    "source {shown} has no identity column: {} need one of {}",
                     target.noun(),
                     quoted(required.one_of)
                 ),
@@ -236,7 +391,7 @@ pub fn check_source(file: &Path, parts: &Parts) -> Vec<Diagnostic> {
 fn refused_names(
     file: &Path,
     parts: &Parts,
-    source: &Source,
+    described: &Columns,
     header: &[String],
     target: crate::config::model::Target,
 ) -> Vec<Diagnostic> {
@@ -255,28 +410,34 @@ fn refused_names(
             })
             .collect(),
     };
-    // The header's first line; a JSON Lines "header" is the first record's keys.
-    let jsonl = source.format == SourceFormat::Jsonl;
+    // The header's first line; a JSON Lines "header" is the first record's keys. A source
+    // without a header line (a query, Parquet) is spoken of in the pipeline file.
+    let jsonl = !described.fixed;
     let mut col = 1;
     for name in header {
         if sent_as_is.contains(&name)
             && let Some(problem) = crate::mapping::column_problem(target, name)
         {
             let what = if jsonl { "key" } else { "column" };
-            diagnostics.push(
-                Diagnostic::error(
-                    &source.path,
+            let diagnostic = match &described.header {
+                Some(header_file) => Diagnostic::error(
+                    header_file,
                     Some(crate::config::yaml::Position {
                         line: 1,
                         col: if jsonl { 1 } else { col },
                     }),
                     format!("{what} `{name}`: {}", problem.reason),
-                )
-                .with_hint(format!(
-                    "every row with a value there would be skipped: rename the column in the file, or send it under another name with `output.columns: [{{source: \"{name}\", name: ...}}]` in `{}`",
-                    file.display()
-                )),
-            );
+                ),
+                None => Diagnostic::error(
+                    file,
+                    parts.source_position,
+                    format!("column `{name}` of {}: {}", described.shown, problem.reason),
+                ),
+            };
+            diagnostics.push(diagnostic.with_hint(format!(
+                "every row with a value there would be skipped: rename the column in the source, or send it under another name with `output.columns: [{{source: \"{name}\", name: ...}}]` in `{}`",
+                file.display()
+            )));
         }
         // The name and its one-character delimiter (quoted names are rare in headers).
         col += name.chars().count() + 1;

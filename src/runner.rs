@@ -14,16 +14,18 @@ use crate::changes::RecordFingerprint;
 use crate::clevertap::retry::RetryPolicy;
 use crate::config::Pipeline;
 use crate::config::model::{
-    Compression, OnInvalidRecord, Rerun, Send, Source, SourceFormat, Target, TriggerKind,
-    redacted_url,
+    Compression, FileSource, OnInvalidRecord, QuerySource, Rerun, Send, Source, SourceFormat,
+    Target, TriggerKind, redacted_url,
 };
 use crate::engine::{
     self, AccountBudgets, BatchReport, ChangeDetection, Delivery, ErrorBudget, Job, Observer,
-    RunOptions, RunSummary,
+    RunOptions, RunSummary, StopReason,
 };
 use crate::mapping;
 use crate::notifications::{self, RunNotice};
 use crate::outcome::{Counts, Outcome, Settled, SettledLines};
+use crate::source::query::QueryError;
+use crate::source::snapshot::SnapshotMeta;
 use crate::state::{
     Fingerprint, FirstError, RunFinish, RunStart, SettingsDigest, StateError, StateStore,
 };
@@ -221,8 +223,8 @@ fn checkpoint_key(pipeline: &Pipeline) -> String {
         TriggerKind::FileArrival => {
             let file = pipeline
                 .source
-                .path
-                .file_name()
+                .path()
+                .and_then(Path::file_name)
                 .map(|name| name.to_string_lossy().into_owned())
                 .unwrap_or_default();
             format!("{}/{file}", pipeline.name)
@@ -245,17 +247,21 @@ pub fn destination(pipeline: &Pipeline) -> String {
 /// setting that changes the requests (the destination is in the key already); a change of
 /// this description in a later tapline makes checkpoints start over, never resume wrongly.
 fn settings_digest(pipeline: &Pipeline) -> SettingsDigest {
+    let (format, compression) = match &pipeline.source {
+        Source::File(file) => (file.format, file.compression),
+        Source::Query(_) => (SourceFormat::Snapshot, Compression::Zstd),
+    };
     SettingsDigest::of(&format!(
         "target={:?}; custom_list={:?}; output={:?}; format={:?}; gzip={}; metadata={:?}{}",
         pipeline.target,
         pipeline.custom_list,
         pipeline.output,
-        pipeline.source.format,
-        pipeline.source.compression == Compression::Gzip,
+        format,
+        compression == Compression::Gzip,
         pipeline.metadata,
         // Written only for zstd, so checkpoints of plain and gzip files made before zstd
         // was read still apply.
-        if pipeline.source.compression == Compression::Zstd {
+        if compression == Compression::Zstd {
             "; zstd"
         } else {
             ""
@@ -272,7 +278,24 @@ pub async fn run(
 ) -> Result<RunSummary, RunError> {
     let run_id = new_run_id();
     let destination = destination(pipeline);
-    let mut job = job(pipeline, &run_id);
+    let key = checkpoint_key(pipeline);
+    // What the engine reads: the pipeline's file, a rejects file to replay, or (filled in
+    // below) the snapshot of a query's rows.
+    let (input, query) = match (&request.replay, &pipeline.source) {
+        (Some(rejects), source) => (
+            FileSource {
+                path: rejects.clone(),
+                format: SourceFormat::Rejects,
+                compression: Compression::None,
+                timezone: source.timezone(),
+                projection: None,
+            },
+            None,
+        ),
+        (None, Source::File(file)) => (file.clone(), None),
+        (None, Source::Query(query)) => (snapshot_source(PathBuf::new(), query), Some(query)),
+    };
+    let mut job = job(pipeline, &run_id, input);
     let mut options = RunOptions {
         delivery: request.delivery.clone(),
         retry: RetryPolicy::default(),
@@ -285,28 +308,41 @@ pub async fn run(
             .map(|budgets| budgets.for_api(&destination, &job.endpoint)),
         changes: None,
     };
-    if let Some(rejects) = &request.replay {
-        job.source = Source {
-            path: rejects.clone(),
-            format: SourceFormat::Rejects,
-            compression: Compression::None,
-            timezone: job.source.timezone,
-        };
-    }
     if request.bookkeeping == Bookkeeping::Off {
-        // A dry run still says what `send: changes` would leave out, from the store as it is.
-        if matches!(request.delivery, Delivery::DryRun)
+        // A dry run still says what `send: changes` would leave out (and reads what an
+        // incremental query would), from the store as it is.
+        let store = if matches!(request.delivery, Delivery::DryRun)
             && request
                 .state_dir
                 .join(crate::state::DATABASE_FILE)
                 .is_file()
-            && let Send::Changes { event_days } = pipeline.send
         {
-            let store = crate::state::open(&request.state_dir)?;
-            let known = store.known_fingerprints(&checkpoint_key(pipeline), &destination)?;
+            Some(crate::state::open(&request.state_dir)?)
+        } else {
+            None
+        };
+        if let (Some(store), Send::Changes { event_days }) = (&store, pipeline.send) {
+            let known = store.known_fingerprints(&key, &destination)?;
             options.changes = Some(ChangeDetection::new(event_days, Some(known)));
         }
-        return Ok(engine::run(job, options, progress, cancel).await);
+        let Some(query) = query else {
+            return Ok(engine::run(job, options, progress, cancel).await);
+        };
+        let snapshot = request
+            .state_dir
+            .join("spool")
+            .join(format!("{}-{run_id}.snapshot", pipeline.name));
+        let bound = match (&store, &query.incremental) {
+            (Some(store), Some(_)) => store.watermark(&key, &destination)?,
+            _ => None,
+        };
+        if let Err(error) = read_query(query, bound, &snapshot, &cancel).await {
+            return Ok(query_failed(pipeline, &run_id, error));
+        }
+        job.source.path.clone_from(&snapshot);
+        let summary = engine::run(job, options, progress, cancel).await;
+        remove_snapshot(&snapshot);
+        return Ok(summary);
     }
 
     let mut store = crate::state::open(&request.state_dir)?;
@@ -326,7 +362,40 @@ pub async fn run(
         trigger: request.trigger.as_str(),
     })?;
 
-    let key = checkpoint_key(pipeline);
+    // A query's rows are read into a snapshot first; a run that resumes a stopped one goes
+    // on from the snapshot that run read, never from a new query (which could return other
+    // rows).
+    let snapshot = match query {
+        Some(query) => {
+            let path = snapshot_path(&request.state_dir, pipeline);
+            let resumable = request.resume == Resume::FromCheckpoint
+                && store.checkpoint(&key, &destination)?.is_some();
+            let meta = match SnapshotMeta::read(&path).filter(|_| resumable) {
+                Some(meta) => meta,
+                None => {
+                    remove_snapshot(&path);
+                    let bound = match (&query.incremental, request.changes) {
+                        (Some(_), Changes::LeaveOut) => store.watermark(&key, &destination)?,
+                        _ => None,
+                    };
+                    match read_query(query, bound, &path, &cancel).await {
+                        Ok(meta) => meta,
+                        Err(error) => {
+                            let mut summary = query_failed(pipeline, &run_id, error);
+                            record_history(&*store, &mut summary, &[]);
+                            drop(store);
+                            notify(pipeline, request, &mut summary, Vec::new()).await;
+                            return Ok(summary);
+                        }
+                    }
+                }
+            };
+            job.source.path.clone_from(&path);
+            Some((path, meta))
+        }
+        None => None,
+    };
+
     let settings = settings_digest(pipeline);
     // A replay sends what a rejects file holds: no checkpoint, nothing to deduplicate.
     let plan = if request.replay.is_some() {
@@ -334,14 +403,18 @@ pub async fn run(
     } else {
         plan(
             &mut *store,
-            pipeline,
+            (pipeline, &job.source.path),
             request,
             (&destination, &settings),
             &run_id,
         )?
     };
-    let (mut summary, first_errors) = match &plan.up_to_date {
-        Some(delivered_by) => (up_to_date(pipeline, &run_id, delivered_by), Vec::new()),
+    let (mut summary, first_errors, delivered) = match &plan.up_to_date {
+        Some(delivered_by) => (
+            up_to_date(pipeline, &run_id, delivered_by),
+            Vec::new(),
+            true,
+        ),
         None => {
             options.already_settled = plan
                 .resume
@@ -402,14 +475,97 @@ pub async fn run(
                     "the delivery could not be recorded, so a later run may send this file again: {error}"
                 ));
             }
-            (summary, first_errors)
+            (summary, first_errors, delivered)
         }
     };
     summary.warnings.splice(0..0, plan.warnings);
+    // A query delivered in full: its snapshot goes, and an incremental one's next run reads
+    // what is newer than the highest value sent. Otherwise the snapshot stays for the run
+    // that resumes this one.
+    if let (Some((path, meta)), true) = (&snapshot, delivered) {
+        if let (
+            Some(highest),
+            Source::Query(QuerySource {
+                incremental: Some(_),
+                ..
+            }),
+        ) = (&meta.highest, &pipeline.source)
+            && let Err(error) = store.set_watermark(&key, &destination, (highest, &run_id))
+        {
+            summary.warnings.push(format!(
+                "the incremental watermark could not be recorded, so the next run reads these rows again: {error}"
+            ));
+        }
+        remove_snapshot(path);
+    }
     record_history(&*store, &mut summary, &first_errors);
     drop(store);
     notify(pipeline, request, &mut summary, first_errors).await;
     Ok(summary)
+}
+
+/// Where a pipeline's query snapshot is kept between a run and the run that resumes it.
+fn snapshot_path(state_dir: &Path, pipeline: &Pipeline) -> PathBuf {
+    state_dir
+        .join("snapshots")
+        .join(format!("{}.snapshot", pipeline.name))
+}
+
+/// The engine's source for a query's snapshot at `path`.
+fn snapshot_source(path: PathBuf, query: &QuerySource) -> FileSource {
+    FileSource {
+        path,
+        format: SourceFormat::Snapshot,
+        compression: Compression::Zstd,
+        timezone: query.timezone,
+        projection: None,
+    }
+}
+
+/// Runs a query into a snapshot at `path`, on a thread of its own: compressing the rows is
+/// work the runtime's threads should not wait on.
+async fn read_query(
+    query: &QuerySource,
+    bound: Option<String>,
+    path: &Path,
+    cancel: &CancellationToken,
+) -> Result<SnapshotMeta, QueryError> {
+    tracing::info!(database = %query.database.name, "reading the query's rows");
+    let (query, path, cancel) = (query.clone(), path.to_path_buf(), cancel.clone());
+    let runtime = tokio::runtime::Handle::current();
+    let name = query.database.name.clone();
+    tokio::task::spawn_blocking(move || {
+        runtime.block_on(crate::source::query::snapshot(
+            &query, bound, &path, &cancel,
+        ))
+    })
+    .await
+    .unwrap_or_else(|error| {
+        Err(QueryError::Failed {
+            name,
+            rows: 0,
+            reason: format!("the reading thread ended: {error}"),
+        })
+    })
+}
+
+/// The summary of a run whose query could not be read: nothing was sent.
+fn query_failed(pipeline: &Pipeline, run_id: &str, error: QueryError) -> RunSummary {
+    let stop = match error {
+        QueryError::Interrupted => StopReason::Interrupted,
+        error => StopReason::SourceFailed(error.to_string()),
+    };
+    RunSummary {
+        stop: Some(stop),
+        ..RunSummary::empty(&pipeline.name, run_id)
+    }
+}
+
+/// Removes a query's snapshot; one left behind is only disk, and the next run replaces it.
+fn remove_snapshot(path: &Path) {
+    if let Err(error) = crate::source::snapshot::remove(path) {
+        tracing::warn!(file = %path.display(), %error, "cannot remove a query's snapshot");
+    }
 }
 
 /// Moves what a `send: changes` run accepted into the fingerprints later runs read, and
@@ -443,14 +599,14 @@ struct Plan {
 /// Decides between resuming, starting fresh, and sending nothing; takes the checkpoint.
 fn plan(
     store: &mut dyn StateStore,
-    pipeline: &Pipeline,
+    (pipeline, source): (&Pipeline, &Path),
     request: &Request,
     (destination, settings): (&str, &SettingsDigest),
     run_id: &str,
 ) -> Result<Plan, StateError> {
     let mut plan = Plan::default();
     // An unreadable source is the engine's to report; without a fingerprint nothing is kept.
-    let Ok(fingerprint) = Fingerprint::of(&pipeline.source.path) else {
+    let Ok(fingerprint) = Fingerprint::of(source) else {
         return Ok(plan);
     };
     let key = checkpoint_key(pipeline);
@@ -510,21 +666,8 @@ fn plan(
 /// The summary of a run that sent nothing because the file was delivered before.
 fn up_to_date(pipeline: &Pipeline, run_id: &str, delivered_by: &str) -> RunSummary {
     RunSummary {
-        pipeline: pipeline.name.clone(),
-        run_id: run_id.to_string(),
-        counts: Counts::default(),
-        requests: 0,
-        retries: 0,
-        duration: std::time::Duration::ZERO,
-        rejects_file: None,
-        stop: None,
-        dry_run: None,
-        warnings: Vec::new(),
-        segment_id: None,
-        rows_resumed: 0,
-        resumed_from: None,
         up_to_date: Some(delivered_by.to_string()),
-        reasons: Vec::new(),
+        ..RunSummary::empty(&pipeline.name, run_id)
     }
 }
 
@@ -598,8 +741,8 @@ fn prune(store: &dyn StateStore, days: u32) {
     }
 }
 
-/// The engine's job for a pipeline.
-pub fn job(pipeline: &Pipeline, run_id: &str) -> Job {
+/// The engine's job for a pipeline that reads `source`.
+fn job(pipeline: &Pipeline, run_id: &str, source: FileSource) -> Job {
     let error_budget = match pipeline.on_invalid_record {
         OnInvalidRecord::Skip => ErrorBudget {
             max_records: pipeline.max_invalid_records,
@@ -610,7 +753,7 @@ pub fn job(pipeline: &Pipeline, run_id: &str) -> Job {
     Job {
         pipeline: pipeline.name.clone(),
         connection: pipeline.connection.name.clone(),
-        source: pipeline.source.clone(),
+        source,
         target: pipeline.target,
         limits: pipeline.connection.limits,
         on_invalid_record: pipeline.on_invalid_record,
@@ -625,7 +768,7 @@ pub fn job(pipeline: &Pipeline, run_id: &str) -> Job {
             segment_id: pipeline.metadata.segment_id.clone(),
             segment_name: pipeline.metadata.segment_name.clone(),
             audience_id: pipeline.metadata.audience_id.clone(),
-            timezone: pipeline.source.timezone,
+            timezone: pipeline.source.timezone(),
         },
         custom_list: pipeline.custom_list.clone(),
         error_budget,

@@ -27,9 +27,9 @@ fn print_fires(out: &mut dyn Write, pipelines: &[Pipeline], count: usize) -> std
         if pipeline.trigger == crate::config::model::TriggerKind::FileArrival {
             writeln!(
                 out,
-                "{}: runs when a file matching `{}` arrives",
+                "{}: runs when a file matching {} arrives",
                 pipeline.name,
-                pipeline.source.path.display()
+                pipeline.source.describe()
             )?;
             continue;
         }

@@ -2,6 +2,7 @@
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::json;
@@ -113,24 +114,29 @@ pub(super) async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> E
 /// A `file_arrival` pipeline whose source is a pattern runs once per matching file, oldest
 /// first (files already delivered are then up to date); any other pipeline runs as it is.
 pub(super) fn one_per_file(pipeline: Pipeline) -> Vec<Pipeline> {
-    if !source::arrival::is_pattern(&pipeline.source.path) {
+    let Some(pattern) = pipeline
+        .source
+        .path()
+        .filter(|path| source::arrival::is_pattern(path))
+        .map(Path::to_path_buf)
+    else {
         return vec![pipeline];
-    }
-    match source::arrival::matching(&pipeline.source.path) {
+    };
+    match source::arrival::matching(&pattern) {
         Ok(files) => {
             if files.is_empty() {
                 // A reader that went away hears of it with the summaries that follow.
                 let _ = outln!(
                     "{}: no file matches `{}`; nothing to send",
                     pipeline.name,
-                    pipeline.source.path.display()
+                    pattern.display()
                 );
             }
             files
                 .into_iter()
                 .map(|file| {
                     let mut one = pipeline.clone();
-                    one.source.path = file.path;
+                    one.source.set_path(file.path);
                     one
                 })
                 .collect()
@@ -139,7 +145,7 @@ pub(super) fn one_per_file(pipeline: Pipeline) -> Vec<Pipeline> {
             errln!(
                 "error: {}: cannot list `{}`: {error}",
                 pipeline.name,
-                pipeline.source.path.display()
+                pattern.display()
             );
             Vec::new()
         }

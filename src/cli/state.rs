@@ -1,12 +1,12 @@
 //! `tapline state`: changes to what the state store keeps (`forget`: a pipeline's record
-//! fingerprints).
+//! fingerprints and incremental watermark).
 
 use std::path::Path;
 
 use super::terminal::{errln, outln};
 use super::{Exit, printed};
 
-/// `tapline state forget`: drops a pipeline's record fingerprints.
+/// `tapline state forget`: drops a pipeline's record fingerprints and watermark.
 pub(super) fn forget(pipeline: &str, dir: &Path, state_dir: Option<&Path>) -> Exit {
     let dir = crate::runner::state_dir(state_dir, dir);
     if !dir.join(crate::state::DATABASE_FILE).is_file() {
@@ -18,12 +18,18 @@ pub(super) fn forget(pipeline: &str, dir: &Path, state_dir: Option<&Path>) -> Ex
     }
     let forgotten = crate::state::open(&dir).and_then(|mut store| {
         let _lock = store.lock(pipeline)?;
-        store.forget_fingerprints(pipeline)
+        let fingerprints = store.forget_fingerprints(pipeline)?;
+        Ok((fingerprints, store.forget_watermarks(pipeline)?))
     });
     match forgotten {
-        Ok(count) => printed(
+        Ok((count, watermarks)) => printed(
             outln!(
-                "{pipeline}: forgot {count} record fingerprints; its next run sends every record"
+                "{pipeline}: forgot {count} record fingerprints{}; its next run sends every record",
+                if watermarks > 0 {
+                    " and its incremental watermark"
+                } else {
+                    ""
+                }
             ),
             Exit::Success,
         ),

@@ -32,7 +32,7 @@ pub(super) fn describe(pipeline: &Pipeline) -> String {
         });
     format!(
         "{} → {} via `{}`, {schedule}",
-        pipeline.source.path.display(),
+        pipeline.source.describe(),
         pipeline.target.noun(),
         pipeline.connection.name
     )

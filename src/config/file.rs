@@ -30,7 +30,8 @@ pub struct PipelineFile {
     /// same folder (for example `prod`), or a connection written out here.
     pub connection: ConnectionRef,
 
-    /// The file to read: where it is and how its rows are laid out.
+    /// What to read: a file (`path`) or the result of a SQL query on a PostgreSQL database
+    /// (`database` and `query`).
     pub source: SourceFile,
 
     /// What to create or change in CleverTap.
@@ -359,15 +360,29 @@ pub enum ConnectionRef {
     Inline(ConnectionFile),
 }
 
-/// A CleverTap account: its credentials and where its API lives.
+/// A CleverTap account: its credentials and where its API lives. In `connections.yaml`, an
+/// entry may instead be a PostgreSQL database that sources read from (`postgres` or
+/// `postgres_file`, nothing else).
 ///
 /// Any value may hold `${VAR}`, which is read from the environment when the pipeline loads.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionFile {
     /// The Project ID (CleverTap dashboard: Settings → Project), for example
-    /// `${CLEVERTAP_ACCOUNT_ID}`.
-    pub account_id: String,
+    /// `${CLEVERTAP_ACCOUNT_ID}`. Every CleverTap connection has one.
+    #[serde(default)]
+    pub account_id: Option<String>,
+
+    /// For a database entry: its URL, `postgres://user:password@host:5432/db?sslmode=require`
+    /// (`sslmode`: `disable`, `prefer` (default) or `require`). Write `${WAREHOUSE_URL}` or
+    /// use `postgres_file`, so the password stays out of version control.
+    #[serde(default)]
+    pub postgres: Option<String>,
+
+    /// For a database entry: a file holding its URL, for example
+    /// `/run/credentials/tapline.service/warehouse`.
+    #[serde(default)]
+    pub postgres_file: Option<String>,
 
     /// The account passcode. Prefer `${CLEVERTAP_PASSCODE}` or `passcode_file`: a passcode
     /// written in the file ends up in version control.
@@ -432,31 +447,88 @@ pub enum Region {
     Mec1,
 }
 
-/// `connections.yaml`: named CleverTap connections that pipelines in the same folder use.
+/// `connections.yaml`: named CleverTap connections (and PostgreSQL databases) that pipelines in the same folder use.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[schemars(title = "tapline connections")]
 pub struct ConnectionsFile(pub BTreeMap<String, ConnectionFile>);
 
-/// The file a pipeline reads.
+/// What a pipeline reads: a file (`path`), or the result of a SQL query (`database` and
+/// `query` or `query_file`).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceFile {
     /// Path to the file, relative to this pipeline file's folder. A `.gz` ending means
     /// gzip-compressed, `.zst` zstd-compressed. Example: `data/vip_users.csv`. With `trigger: file_arrival` the file
     /// name may hold `*` and `?`: `exports/vip_*.csv`.
-    pub path: String,
+    #[serde(default)]
+    pub path: Option<String>,
 
-    /// `csv`, `tsv` or `jsonl`. Leave it out to go by the file name (`.csv`, `.tsv`,
-    /// `.jsonl`/`.ndjson`, each optionally followed by `.gz` or `.zst`).
+    /// `csv`, `tsv`, `jsonl` or `parquet`. Leave it out to go by the file name (`.csv`,
+    /// `.tsv`, `.jsonl`/`.ndjson`, each optionally followed by `.gz` or `.zst`; `.parquet`).
     #[serde(default)]
     pub format: Option<SourceFormat>,
 
+    /// The PostgreSQL database to query (PostgreSQL, or a warehouse that speaks its protocol:
+    /// Redshift, CockroachDB...): the name of an entry in `connections.yaml` with `postgres`,
+    /// or one written out here, `{ postgres: ${WAREHOUSE_URL} }`.
+    #[serde(default)]
+    pub database: Option<DatabaseRef>,
+
+    /// The SQL query whose result rows are the records, with columns named as CleverTap
+    /// wants them: `SELECT user_id AS identity, email AS "Email" FROM crm.users`.
+    #[serde(default)]
+    pub query: Option<String>,
+
+    /// A file holding the query, relative to this pipeline file's folder, instead of `query`.
+    #[serde(default)]
+    pub query_file: Option<String>,
+
+    /// Read only rows newer than the last fully delivered run: the query returns `column`,
+    /// and each run binds the highest value delivered so far as `$1` (NULL on the first run).
+    #[serde(default)]
+    pub incremental: Option<IncrementalFile>,
+
     /// The IANA time zone that dates and times without a zone of their own are read in
-    /// (`ts` as `2024-05-01 10:00:00`, `DOB` as `1990-05-01`, a `type: date` column), so a
-    /// date lands on the right day for an account outside UTC. Epoch numbers and ISO-8601
-    /// times with an offset are not affected. Default `UTC`; example: `Asia/Kolkata`.
+    /// (`ts` as `2024-05-01 10:00:00`, `DOB` as `1990-05-01`, a `type: date` column, a
+    /// database `date` or `timestamp`), so a date lands on the right day for an account
+    /// outside UTC. Epoch numbers and times with an offset are not affected. Default `UTC`;
+    /// example: `Asia/Kolkata`.
     #[serde(default)]
     pub timezone: Option<String>,
+}
+
+/// A database given by name or written inline.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum DatabaseRef {
+    /// The name of an entry in `connections.yaml` beside this file that has `postgres`.
+    Named(String),
+    /// A database written out in the pipeline.
+    Inline(DatabaseFile),
+}
+
+/// A PostgreSQL database: its URL, inline or in a file.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseFile {
+    /// `postgres://user:password@host:5432/db?sslmode=require`; write `${WAREHOUSE_URL}` so
+    /// the password stays out of version control.
+    #[serde(default)]
+    pub postgres: Option<String>,
+
+    /// A file holding the URL.
+    #[serde(default)]
+    pub postgres_file: Option<String>,
+}
+
+/// How a query reads only what is new.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IncrementalFile {
+    /// A column of the query's result (for example `updated_at`): after a run delivered every
+    /// row, its highest value is kept, and the next run binds it as `$1`. Write the query so
+    /// that NULL reads everything: `WHERE $1::timestamptz IS NULL OR updated_at > $1`.
+    pub column: String,
 }
 
 /// How a source file is laid out.
@@ -469,10 +541,16 @@ pub enum SourceFormat {
     Tsv,
     /// One JSON object per line; JSON types (numbers, booleans, arrays) are kept.
     Jsonl,
+    /// Apache Parquet: typed columns, read one row group at a time.
+    Parquet,
     /// A tapline rejects file, read back by `tapline replay`; not for pipeline files.
     #[serde(skip)]
     #[schemars(skip)]
     Rejects,
+    /// The rows of a query, as a run keeps them to resume from; not for pipeline files.
+    #[serde(skip)]
+    #[schemars(skip)]
+    Snapshot,
 }
 
 /// The CleverTap entity and operation to send records to.

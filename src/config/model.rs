@@ -1,7 +1,7 @@
 //! The checked pipeline: what the rest of tapline works from. It cannot hold an invalid value.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use super::file::{
@@ -277,9 +277,56 @@ pub enum Compression {
     Zstd,
 }
 
+/// What a pipeline reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A file (CSV, TSV, JSON Lines, Parquet).
+    File(FileSource),
+    /// The result of a SQL query.
+    Query(QuerySource),
+}
+
+impl Source {
+    /// The zone of dates and times without one of their own.
+    pub fn timezone(&self) -> chrono_tz::Tz {
+        match self {
+            Source::File(file) => file.timezone,
+            Source::Query(query) => query.timezone,
+        }
+    }
+
+    /// The file, for a file source.
+    pub fn file(&self) -> Option<&FileSource> {
+        match self {
+            Source::File(file) => Some(file),
+            Source::Query(_) => None,
+        }
+    }
+
+    /// The file's path (or `file_arrival` pattern); `None` for a query.
+    pub fn path(&self) -> Option<&Path> {
+        self.file().map(|file| file.path.as_path())
+    }
+
+    /// Points a file source at one file: an arrived file that matches its pattern.
+    pub fn set_path(&mut self, path: PathBuf) {
+        if let Source::File(file) = self {
+            file.path = path;
+        }
+    }
+
+    /// What it is, for messages: the file's path, or `the query of database `warehouse``.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::File(file) => format!("`{}`", file.path.display()),
+            Source::Query(query) => format!("the query on `{}`", query.database.name),
+        }
+    }
+}
+
 /// A source file and how to read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Source {
+pub struct FileSource {
     /// Absolute or pipeline-relative-resolved path; with `TriggerKind::FileArrival`, a
     /// pattern whose file name may hold `*` and `?`.
     pub path: PathBuf,
@@ -289,6 +336,84 @@ pub struct Source {
     pub compression: Compression,
     /// The zone of dates and times without one of their own.
     pub timezone: chrono_tz::Tz,
+    /// The only columns a run reads, when the output mapping needs fewer than all: a
+    /// Parquet file's other columns are not even decoded. `None`: every column.
+    pub projection: Option<Vec<String>>,
+}
+
+/// A SQL query on a PostgreSQL database, whose result rows are the source rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuerySource {
+    /// Where to run it.
+    pub database: Database,
+    /// The SQL text.
+    pub query: String,
+    /// The column whose highest delivered value the next run binds as `$1`.
+    pub incremental: Option<String>,
+    /// The zone of `date` and `timestamp` values (without a zone of their own).
+    pub timezone: chrono_tz::Tz,
+}
+
+/// A PostgreSQL database, resolved.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Database {
+    /// Its entry's name in `connections.yaml`, or `inline`.
+    pub name: String,
+    /// Its URL with the password; empty when validate could not resolve it (an unset
+    /// variable on this machine).
+    pub url: Secret,
+}
+
+impl Database {
+    /// The URL with its password masked, for messages and logs:
+    /// `postgres://tapline:***@db:5432/crm`.
+    pub fn shown(&self) -> String {
+        redacted_database_url(self.url.expose())
+    }
+}
+
+/// A database URL with the password (in the user info, or a `password=` parameter) masked;
+/// the user, host, database and other parameters stay, so the text says where it points.
+pub fn redacted_database_url(url: &str) -> String {
+    let (before_query, query) = match url.split_once('?') {
+        Some((before, query)) => (before, Some(query)),
+        None => (url, None),
+    };
+    let (scheme, rest) = before_query.split_once("://").unwrap_or(("", before_query));
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let authority = match authority.rsplit_once('@') {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => format!("{user_info}@{host}"),
+        },
+        None => authority.to_string(),
+    };
+    let mut shown = if scheme.is_empty() {
+        format!("{authority}{path}")
+    } else {
+        format!("{scheme}://{authority}{path}")
+    };
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        shown.push('?');
+        shown.push_str(&pairs.join("&"));
+    }
+    shown
+}
+
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Database")
+            .field("name", &self.name)
+            .field("url", &self.shown())
+            .finish()
+    }
 }
 
 /// What the records become in CleverTap.

@@ -478,7 +478,14 @@ impl Daemon {
             .entries
             .values()
             .filter(|entry| entry.pipeline.trigger == TriggerKind::FileArrival)
-            .filter_map(|entry| entry.pipeline.source.path.parent().map(Path::to_path_buf))
+            .filter_map(|entry| {
+                entry
+                    .pipeline
+                    .source
+                    .path()?
+                    .parent()
+                    .map(Path::to_path_buf)
+            })
             .collect();
         for folder in folders {
             if self.arrival_folders.contains(&folder) {
@@ -509,7 +516,10 @@ impl Daemon {
             .map(|(file, entry)| (file.clone(), entry.pipeline.clone()))
             .collect();
         for (file, pipeline) in idle {
-            let arrivals = match crate::source::arrival::matching(&pipeline.source.path) {
+            let Some(pattern) = pipeline.source.path() else {
+                continue;
+            };
+            let arrivals = match crate::source::arrival::matching(pattern) {
                 Ok(arrivals) => arrivals,
                 Err(error) => {
                     tracing::warn!(pipeline = %pipeline.name, %error, "cannot list arrived files");
@@ -533,7 +543,7 @@ impl Daemon {
                 }
                 tracing::info!(pipeline = %pipeline.name, file = %arrival.path.display(), "file arrived");
                 let mut one = pipeline.clone();
-                one.source.path = arrival.path.clone();
+                one.source.set_path(arrival.path.clone());
                 self.start(&file, one, Trigger::FileArrival);
                 if let Some(entry) = self.entries.get_mut(&file)
                     && entry.running

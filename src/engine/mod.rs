@@ -33,7 +33,7 @@ use crate::clevertap::Client;
 use crate::clevertap::retry::RetryPolicy;
 use crate::clevertap::wire::Endpoint;
 use crate::config::model::{
-    AccountLimits, CustomList, OnInvalidRecord, OutputMapping, Source, Target,
+    AccountLimits, CustomList, FileSource, OnInvalidRecord, OutputMapping, Target,
 };
 use crate::outcome::{Counts, Settled, SettledLines};
 use crate::template::RunContext;
@@ -47,7 +47,7 @@ pub struct Job {
     /// The connection's name, for messages about credentials.
     pub connection: String,
     /// The file to read.
-    pub source: Source,
+    pub source: FileSource,
     /// What its rows become.
     pub target: Target,
     /// The account's limits on records.

@@ -159,6 +159,27 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
+    /// The summary of a run that sent nothing (yet): no counts, no stop.
+    pub fn empty(pipeline: &str, run_id: &str) -> Self {
+        RunSummary {
+            pipeline: pipeline.to_string(),
+            run_id: run_id.to_string(),
+            counts: Counts::default(),
+            requests: 0,
+            retries: 0,
+            duration: Duration::ZERO,
+            rejects_file: None,
+            stop: None,
+            dry_run: None,
+            warnings: Vec::new(),
+            segment_id: None,
+            rows_resumed: 0,
+            resumed_from: None,
+            up_to_date: None,
+            reasons: Vec::new(),
+        }
+    }
+
     /// Whether every record read was delivered or (allowed) skipped.
     pub fn succeeded(&self) -> bool {
         self.stop.is_none() && self.counts.failed == 0 && self.counts.rejected == 0

@@ -33,6 +33,12 @@ pub fn parse_timestamp(value: &Value, zone: Tz) -> Result<i64, String> {
 }
 
 fn parse_text(text: &str, zone: Tz) -> Result<i64, String> {
+    // A CleverTap date (`$D_<epoch seconds>`), as database and Parquet sources give times.
+    if let Some(seconds) = text.strip_prefix("$D_")
+        && let Ok(seconds) = seconds.parse::<i64>()
+    {
+        return Ok(seconds);
+    }
     if !text.is_empty()
         && text.bytes().all(|b| b.is_ascii_digit() || b == b'-')
         && let Ok(seconds) = text.parse::<i64>()

@@ -1,14 +1,18 @@
-//! Streaming readers of source files: CSV, TSV and JSON Lines, each optionally gzip-compressed.
+//! Streaming readers of sources: CSV, TSV and JSON Lines files (each optionally gzip- or
+//! zstd-compressed), Parquet files, and the snapshots of PostgreSQL queries ([`query`]).
 //!
-//! A source yields [`Row`]s one at a time with the line they started on; a file is never held
-//! in memory. A row that cannot be read (wrong field count, invalid UTF-8, bad JSON) is an
+//! A source yields [`Row`]s one at a time with the line (or row number) they started on; a
+//! file is never held in memory. A row that cannot be read (wrong field count, invalid UTF-8, bad JSON) is an
 //! [`RowError::Invalid`] carrying its line and raw text, so the run can skip or stop on it like
 //! any other invalid record; only an unreadable file is fatal.
 
 pub mod arrival;
 mod delimited;
 mod jsonl;
+mod parquet;
+pub mod query;
 mod rejects;
+pub mod snapshot;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -18,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
 
-use crate::config::model::{Compression, Source, SourceFormat};
+use crate::config::model::{Compression, FileSource, SourceFormat};
 
 const READ_BUFFER_BYTES: usize = 256 * 1024;
 
@@ -136,21 +140,29 @@ impl Read for Counted {
 }
 
 /// Opens a source for streaming.
-pub fn open(source: &Source) -> Result<Box<dyn RowStream>, OpenError> {
+pub fn open(source: &FileSource) -> Result<Box<dyn RowStream>, OpenError> {
     open_with_progress(source).map(|(rows, _)| rows)
 }
 
 /// Opens a source for streaming, with a view of how far through its file the reader is.
 pub fn open_with_progress(
-    source: &Source,
+    source: &FileSource,
 ) -> Result<(Box<dyn RowStream>, ReadProgress), OpenError> {
+    if source.format == SourceFormat::Parquet {
+        let (rows, progress) = parquet::ParquetStream::open(
+            &source.path,
+            source.projection.as_deref(),
+            source.timezone,
+        )?;
+        return Ok((Box::new(rows), progress));
+    }
     let (reader, progress) = open_bytes(&source.path, source.compression)?;
     let rows = rows_of(source, reader)?;
     Ok((rows, progress))
 }
 
 fn rows_of(
-    source: &Source,
+    source: &FileSource,
     reader: Box<dyn BufRead + Send>,
 ) -> Result<Box<dyn RowStream>, OpenError> {
     let display = source.path.display().to_string();
@@ -163,11 +175,26 @@ fn rows_of(
         )?),
         SourceFormat::Jsonl => Box::new(jsonl::JsonlStream::new(reader)),
         SourceFormat::Rejects => Box::new(rejects::RejectsStream::new(reader)),
+        SourceFormat::Snapshot => {
+            Box::new(snapshot::SnapshotStream::new(reader).map_err(|problem| {
+                OpenError::BadHeader {
+                    path: display.clone(),
+                    problem,
+                }
+            })?)
+        }
+        // Parquet is read by path (it seeks), never as a stream of bytes.
+        SourceFormat::Parquet => {
+            return Err(OpenError::BadHeader {
+                path: display,
+                problem: "is Parquet, which is read from a file, not a stream".into(),
+            });
+        }
     })
 }
 
 /// The column names of a source: its header, or the keys of the first JSONL record.
-pub fn columns(source: &Source) -> Result<Vec<String>, OpenError> {
+pub fn columns(source: &FileSource) -> Result<Vec<String>, OpenError> {
     let mut stream = open(source)?;
     if let Some(columns) = stream.columns() {
         return Ok(columns.iter().map(|c| c.to_string()).collect());

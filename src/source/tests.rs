@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::*;
 
-fn source_from(name: &str, bytes: &[u8]) -> (tempfile::TempDir, Source) {
+fn source_from(name: &str, bytes: &[u8]) -> (tempfile::TempDir, FileSource) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join(name);
     let compression = if name.ends_with(".gz") {
@@ -42,11 +42,12 @@ fn source_from(name: &str, bytes: &[u8]) -> (tempfile::TempDir, Source) {
     }
     (
         dir,
-        Source {
+        FileSource {
             path,
             format,
             compression,
             timezone: chrono_tz::Tz::UTC,
+            projection: None,
         },
     )
 }
@@ -114,7 +115,7 @@ fn reads_every_zstd_frame_of_csv_tsv_and_json_lines() {
     assert_eq!(lines.len(), 3, "{lines:?}");
     // Bytes that are no zstd frame: a clear error, no panic.
     let (_dir, source) = source_from("b.csv", b"identity\n1\n");
-    let broken = Source {
+    let broken = FileSource {
         compression: Compression::Zstd,
         ..source
     };
@@ -136,11 +137,12 @@ fn reads_concatenated_gzip_members() {
         bytes.extend(encoder.finish().expect("finish"));
     }
     std::fs::write(&path, bytes).expect("write");
-    let mut stream = open(&Source {
+    let mut stream = open(&FileSource {
         path,
         format: SourceFormat::Jsonl,
         compression: Compression::Gzip,
         timezone: chrono_tz::Tz::UTC,
+        projection: None,
     })
     .expect("opens");
     let mut count = 0;

@@ -13,6 +13,7 @@ mod history;
 mod lock;
 mod records;
 mod triggers;
+mod watermarks;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -173,6 +174,16 @@ const MIGRATIONS: &[&str] = &[
         destination   TEXT NOT NULL
     );
     ALTER TABLE runs ADD COLUMN unchanged INTEGER NOT NULL DEFAULT 0;",
+    // 6: incremental query sources: the highest value of the incremental column a fully
+    // delivered run sent, bound as `$1` by the next run.
+    "CREATE TABLE watermarks (
+        pipeline      TEXT NOT NULL,
+        destination   TEXT NOT NULL,
+        value         TEXT NOT NULL,
+        run_id        TEXT NOT NULL,
+        updated_at    INTEGER NOT NULL,
+        PRIMARY KEY (pipeline, destination)
+    );",
 ];
 
 /// How often the checkpoint written after every batch is also synced to disk. Every
@@ -228,6 +239,18 @@ pub trait StateStore: Send {
     fn merge_fingerprints(&mut self, pipeline: &str, destination: &str) -> Result<u64, StateError>;
     /// Drops every fingerprint of `pipeline`; returns how many (`tapline state forget`).
     fn forget_fingerprints(&mut self, pipeline: &str) -> Result<u64, StateError>;
+    /// The highest incremental value a fully delivered run of `pipeline` sent to
+    /// `destination`, which the next run binds as `$1`.
+    fn watermark(&self, pipeline: &str, destination: &str) -> Result<Option<String>, StateError>;
+    /// Records the watermark `(value, run_id)` a fully delivered run reached.
+    fn set_watermark(
+        &self,
+        pipeline: &str,
+        destination: &str,
+        reached: (&str, &str),
+    ) -> Result<(), StateError>;
+    /// Drops every watermark of `pipeline`; returns how many (`tapline state forget`).
+    fn forget_watermarks(&self, pipeline: &str) -> Result<u64, StateError>;
     /// Drops the fingerprints of `pipeline` at `destination` that expired by `now`
     /// (seconds since the epoch); returns how many.
     fn prune_fingerprints(
@@ -329,6 +352,20 @@ impl StateStore for SqliteStore {
     }
     fn forget_fingerprints(&mut self, pipeline: &str) -> Result<u64, StateError> {
         SqliteStore::forget_fingerprints(self, pipeline)
+    }
+    fn watermark(&self, pipeline: &str, destination: &str) -> Result<Option<String>, StateError> {
+        SqliteStore::watermark(self, pipeline, destination)
+    }
+    fn set_watermark(
+        &self,
+        pipeline: &str,
+        destination: &str,
+        reached: (&str, &str),
+    ) -> Result<(), StateError> {
+        SqliteStore::set_watermark(self, pipeline, destination, reached)
+    }
+    fn forget_watermarks(&self, pipeline: &str) -> Result<u64, StateError> {
+        SqliteStore::forget_watermarks(self, pipeline)
     }
     fn prune_fingerprints(
         &mut self,

@@ -1,10 +1,10 @@
-//! The connection a pipeline names: found in `connections.yaml` (or inline), its secrets
-//! resolved, its endpoint checked.
+//! The connection a pipeline names, and the database a query source names: found in
+//! `connections.yaml` (or inline), their secrets resolved, their endpoints checked.
 
 use super::{DEFAULT_REQUEST_TIMEOUT_SECONDS, parse_file};
 use crate::config::diagnostic::{Diagnostic, did_you_mean};
-use crate::config::file::{ConnectionFile, ConnectionRef, ConnectionsFile, Region};
-use crate::config::model::{AccountLimits, Connection};
+use crate::config::file::{ConnectionFile, ConnectionRef, ConnectionsFile, DatabaseRef, Region};
+use crate::config::model::{AccountLimits, Connection, Database, Secret, redacted_database_url};
 use crate::config::resolve::{
     SecretField, SecretSite, is_http_url, is_plain_http_off_this_machine, resolved, secret,
 };
@@ -22,7 +22,11 @@ struct ConnectionSite<'a> {
 }
 
 impl ConnectionSite<'_> {
+    /// Where `field` of the entry is written; the entry itself for `""`.
     fn at(&self, field: &str) -> Option<yaml::Position> {
+        if field.is_empty() {
+            return Some(self.root.locate(&self.pointer));
+        }
         Some(self.root.locate(&format!("{}/{field}", self.pointer)))
     }
 }
@@ -45,53 +49,197 @@ pub(super) fn resolve_connection(
             finish_connection("inline", spec, &site, credentials, diagnostics)
         }
         ConnectionRef::Named(name) => {
-            let path = ["connections.yaml", "connections.yml"]
-                .iter()
-                .map(|file| folder.join(file))
-                .find(|candidate| candidate.exists());
-            let Some(path) = path else {
-                diagnostics.push(
-                    Diagnostic::error(file, Some(root.locate("/connection")), format!("connection `{name}` needs a `connections.yaml` beside the pipeline, and there is none in `{}`", display_folder(folder)))
-                        .with_hint("create connections.yaml with the connection, or write the connection inline"),
-                );
-                return None;
-            };
-            let connections =
-                parse_file::<ConnectionsFile>(&path, FileKind::Connections, diagnostics)?;
-            let Some(spec) = connections.value.0.get(name) else {
-                let names: Vec<&str> = connections.value.0.keys().map(String::as_str).collect();
-                let at = Some(root.locate("/connection"));
-                // A likely typo gets its one suggestion; otherwise the names there are.
-                let diagnostic = match did_you_mean(name, names.iter().copied()) {
-                    Some(suggestion) => {
-                        Diagnostic::error(file, at, format!("unknown connection `{name}`"))
-                            .with_hint(format!("did you mean `{suggestion}`?"))
-                    }
-                    None => Diagnostic::error(
-                        file,
-                        at,
-                        format!(
-                            "unknown connection `{name}`; {} defines {}",
-                            path.display(),
-                            names
-                                .iter()
-                                .map(|n| format!("`{n}`"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    ),
-                };
-                diagnostics.push(diagnostic);
-                return None;
-            };
+            let at = Some(root.locate("/connection"));
+            let named = find_named(file, at, name, folder, diagnostics)?;
             let site = ConnectionSite {
-                file: path.clone(),
-                root: &connections.root,
-                pointer: format!("/{}", name.replace('~', "~0").replace('/', "~1")),
+                file: named.file.clone(),
+                root: &named.root,
+                pointer: named.pointer.clone(),
             };
-            finish_connection(name, spec, &site, credentials, diagnostics)
+            finish_connection(name, &named.spec, &site, credentials, diagnostics)
         }
     }
+}
+
+/// The database a query source names: found in `connections.yaml` (or inline), its URL
+/// resolved. Under [`Credentials::Ignore`] (a `--sandbox` run, which still reads the real
+/// database) the URL is resolved as `validate` does.
+pub(super) fn resolve_database(
+    file: &Path,
+    root: &Node,
+    database: &DatabaseRef,
+    folder: &Path,
+    credentials: Credentials,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Database> {
+    let credentials = match credentials {
+        Credentials::Ignore => Credentials::Check,
+        other => other,
+    };
+    let at = Some(root.locate("/source/database"));
+    match database {
+        DatabaseRef::Inline(spec) => {
+            let site = ConnectionSite {
+                file: file.to_path_buf(),
+                root,
+                pointer: "/source/database".into(),
+            };
+            let given = (spec.postgres.as_deref(), spec.postgres_file.as_deref());
+            finish_database("inline", given, &site, credentials, diagnostics)
+        }
+        DatabaseRef::Named(name) => {
+            let named = find_named(file, at, name, folder, diagnostics)?;
+            let site = ConnectionSite {
+                file: named.file.clone(),
+                root: &named.root,
+                pointer: named.pointer.clone(),
+            };
+            let spec = &named.spec;
+            if spec.postgres.is_none() && spec.postgres_file.is_none() {
+                diagnostics.push(
+                    Diagnostic::error(
+                        file,
+                        at,
+                        format!("connection `{name}` is a CleverTap account, not a database"),
+                    )
+                    .with_hint(format!(
+                        "add a database to {} (`warehouse: {{ postgres: ${{WAREHOUSE_URL}} }}`) and name it here",
+                        named.file.display()
+                    )),
+                );
+                return None;
+            }
+            let given = (spec.postgres.as_deref(), spec.postgres_file.as_deref());
+            finish_database(name, given, &site, credentials, diagnostics)
+        }
+    }
+}
+
+/// An entry of `connections.yaml`, and where it is written.
+struct Named {
+    spec: ConnectionFile,
+    file: PathBuf,
+    root: Node,
+    pointer: String,
+}
+
+/// Finds `name` in the `connections.yaml` beside the pipeline; a problem at `at` if it
+/// cannot.
+fn find_named(
+    file: &Path,
+    at: Option<yaml::Position>,
+    name: &str,
+    folder: &Path,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Named> {
+    let path = ["connections.yaml", "connections.yml"]
+        .iter()
+        .map(|file| folder.join(file))
+        .find(|candidate| candidate.exists());
+    let Some(path) = path else {
+        diagnostics.push(
+            Diagnostic::error(file, at, format!("connection `{name}` needs a `connections.yaml` beside the pipeline, and there is none in `{}`", display_folder(folder)))
+                .with_hint("create connections.yaml with the connection, or write the connection inline"),
+        );
+        return None;
+    };
+    let connections = parse_file::<ConnectionsFile>(&path, FileKind::Connections, diagnostics)?;
+    let Some(spec) = connections.value.0.get(name) else {
+        let names: Vec<&str> = connections.value.0.keys().map(String::as_str).collect();
+        // A likely typo gets its one suggestion; otherwise the names there are.
+        let diagnostic = match did_you_mean(name, names.iter().copied()) {
+            Some(suggestion) => Diagnostic::error(file, at, format!("unknown connection `{name}`"))
+                .with_hint(format!("did you mean `{suggestion}`?")),
+            None => Diagnostic::error(
+                file,
+                at,
+                format!(
+                    "unknown connection `{name}`; {} defines {}",
+                    path.display(),
+                    names
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+        };
+        diagnostics.push(diagnostic);
+        return None;
+    };
+    Some(Named {
+        spec: spec.clone(),
+        pointer: format!("/{}", name.replace('~', "~0").replace('/', "~1")),
+        file: path,
+        root: connections.root,
+    })
+}
+
+/// A database's URL, resolved and checked.
+fn finish_database(
+    name: &str,
+    (url, url_file): (Option<&str>, Option<&str>),
+    site: &ConnectionSite<'_>,
+    credentials: Credentials,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Database> {
+    let file = site.file.as_path();
+    // A URL without a password may be written as it is; one with a password warns.
+    let written_with_password =
+        url.is_some_and(|url| !url.contains("${") && redacted_database_url(url) != url);
+    let what = format!("the password in the URL of database `{name}`");
+    let resolved = if url.is_some_and(|url| !url.contains("${")) && !written_with_password {
+        Ok(url.map(Secret::new))
+    } else {
+        secret(
+            &SecretField {
+                field: "postgres",
+                what: &what,
+                value: url,
+                value_file: url_file,
+            },
+            &SecretSite {
+                file,
+                at: &|field| site.at(field),
+            },
+            credentials,
+            diagnostics,
+        )
+    };
+    let url = match resolved {
+        Ok(Some(url)) => url,
+        Ok(None) => {
+            diagnostics.push(
+                Diagnostic::error(file, site.at(""), format!("database `{name}` has no URL"))
+                    .with_hint("add `postgres: ${WAREHOUSE_URL}` or `postgres_file: /path/to/url`"),
+            );
+            return None;
+        }
+        Err(()) => return None,
+    };
+    let text = url.expose();
+    if !text.is_empty() && !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+        diagnostics.push(
+            Diagnostic::error(
+                file,
+                site.at(if url_file.is_some() {
+                    "postgres_file"
+                } else {
+                    "postgres"
+                }),
+                format!(
+                    "the URL of database `{name}` must start with `postgres://`, found `{}`",
+                    redacted_database_url(text)
+                ),
+            )
+            .with_hint("write it like `postgres://user@host:5432/db?sslmode=require`"),
+        );
+        return None;
+    }
+    Some(Database {
+        name: name.to_string(),
+        url,
+    })
 }
 
 fn display_folder(folder: &Path) -> String {
@@ -110,6 +258,30 @@ fn finish_connection(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Connection> {
     let file = site.file.as_path();
+    if spec.postgres.is_some() || spec.postgres_file.is_some() {
+        diagnostics.push(
+            Diagnostic::error(
+                file,
+                site.at(if spec.postgres.is_some() { "postgres" } else { "postgres_file" }),
+                format!("connection `{name}` is a database: `connection` needs a CleverTap account"),
+            )
+            .with_hint("name the database in `source.database`, and a CleverTap account (with `account_id`) in `connection`"),
+        );
+        return None;
+    }
+    let Some(account_id_text) = spec.account_id.as_deref() else {
+        diagnostics.push(
+            Diagnostic::error(
+                file,
+                site.at(""),
+                format!("connection `{name}` has no `account_id`"),
+            )
+            .with_hint(
+                "add `account_id: ${CLEVERTAP_ACCOUNT_ID}` (the Project ID: Settings → Project)",
+            ),
+        );
+        return None;
+    };
     let timeout = Duration::from_secs(
         spec.request_timeout_seconds
             .map_or(DEFAULT_REQUEST_TIMEOUT_SECONDS, |seconds| {
@@ -186,7 +358,7 @@ fn finish_connection(
             }
         }
     };
-    let account_id = resolve("account_id", &spec.account_id);
+    let account_id = resolve("account_id", account_id_text);
     let endpoint = spec
         .endpoint
         .as_deref()

@@ -8,7 +8,7 @@ use super::file::{
     AudienceFile, ChangesFile, ConnectionRef, NotificationFile, OutputFile, Rerun, ScheduleFile,
     SegmentFile, SegmentMode, SendMode, SourceFile, TargetFile, TriggerKind,
 };
-use super::model::{CustomList, Metadata, OnInvalidRecord, Pipeline, Send};
+use super::model::{CustomList, Metadata, OnInvalidRecord, Pipeline, Send, Source, SourceFormat};
 use super::schema::{self, FileKind};
 use super::yaml::{self, Node};
 use super::{Credentials, Loaded, Parts, notifications};
@@ -246,7 +246,7 @@ fn build(
         });
     let source = sections
         .get::<SourceFile>("source")
-        .and_then(|source| build_source(file, root, &source, &folder, diagnostics));
+        .and_then(|source| build_source(file, root, &source, (&folder, credentials), diagnostics));
     let target = sections
         .get::<TargetFile>("target")
         .and_then(|target| build_target(file, root, &target, diagnostics));
@@ -364,17 +364,32 @@ fn build(
         Some(parsed) => Some(parsed?),
         None => None,
     };
+    let output = output?.map(|(mapping, _)| mapping);
+    let mut source = source?;
+    // A Parquet file decodes only the columns the output mapping reads.
+    if let (Source::File(file_source), Some(output)) = (&mut source, &output)
+        && file_source.format == SourceFormat::Parquet
+        && !output.export_all_columns
+    {
+        let mut read: Vec<String> = output.columns.iter().map(|c| c.source.clone()).collect();
+        for string in &output.strings {
+            read.extend(string.template.columns().map(String::from));
+        }
+        read.sort();
+        read.dedup();
+        file_source.projection = Some(read);
+    }
     Some(Pipeline {
         name,
         file: file.to_path_buf(),
         description: description?,
         connection: connection?,
-        source: source?,
+        source,
         target: target?,
         thread_count,
         on_invalid_record,
         schedule,
-        output: output?.map(|(mapping, _)| mapping),
+        output,
         metadata: metadata?,
         custom_list,
         max_invalid_records: max_invalid_records.map(|max| max.max(0) as u64),

@@ -16,10 +16,23 @@ pub(super) fn check_trigger(
     sections: &Sections,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
-    let path = sections
-        .get::<SourceFile>("source")
-        .map(|source| source.path)
+    let source = sections.get::<SourceFile>("source");
+    let path = source
+        .as_ref()
+        .and_then(|source| source.path.clone())
         .unwrap_or_default();
+    if trigger == TriggerKind::FileArrival && source.is_some_and(|source| source.database.is_some())
+    {
+        diagnostics.push(
+            Diagnostic::error(
+                file,
+                Some(root.locate("/trigger")),
+                "`trigger: file_arrival` watches files, and this pipeline reads a query",
+            )
+            .with_hint("give the query a `schedule` instead"),
+        );
+        return;
+    }
     let wildcards = crate::source::arrival::is_pattern(Path::new(&path));
     match trigger {
         TriggerKind::FileArrival => {

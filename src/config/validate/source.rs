@@ -1,8 +1,11 @@
-//! The source: its path, format and time zone.
+//! The source: a file (its path, format and compression) or a query (its database, SQL and
+//! incremental column), and its time zone.
 
+use super::connection::resolve_database;
+use crate::config::Credentials;
 use crate::config::diagnostic::{Diagnostic, did_you_mean};
 use crate::config::file::{SourceFile, SourceFormat};
-use crate::config::model::{Compression, Source};
+use crate::config::model::{Compression, FileSource, QuerySource, Source};
 use crate::config::yaml::Node;
 use std::path::Path;
 use std::str::FromStr;
@@ -11,11 +14,190 @@ pub(super) fn build_source(
     file: &Path,
     root: &Node,
     spec: &SourceFile,
-    folder: &Path,
+    (folder, credentials): (&Path, Credentials),
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Source> {
-    let path = folder.join(&spec.path);
-    let lower = spec.path.to_lowercase();
+    let timezone = match &spec.timezone {
+        None => Some(chrono_tz::Tz::UTC),
+        Some(name) => time_zone(file, root, "/source/timezone", name, diagnostics),
+    };
+    let query_fields = [
+        ("database", spec.database.is_some()),
+        ("query", spec.query.is_some()),
+        ("query_file", spec.query_file.is_some()),
+        ("incremental", spec.incremental.is_some()),
+    ];
+    match (&spec.path, &spec.database) {
+        (Some(_), Some(_)) => {
+            diagnostics.push(
+                Diagnostic::error(
+                    file,
+                    Some(root.locate("/source/database")),
+                    "a source reads a file (`path`) or a query (`database`), not both",
+                )
+                .with_hint("keep one of them"),
+            );
+            None
+        }
+        (None, None) => {
+            diagnostics.push(
+                Diagnostic::error(
+                    file,
+                    Some(root.locate("/source")),
+                    "the source needs `path` (a file) or `database` with `query` (a SQL query)",
+                )
+                .with_hint("for example `path: data/users.csv`"),
+            );
+            None
+        }
+        (Some(path), None) => {
+            for (field, given) in query_fields {
+                if given {
+                    diagnostics.push(
+                        Diagnostic::error(
+                            file,
+                            Some(root.locate_key("/source", field)),
+                            format!(
+                                "`{field}` belongs to a query source, and this one reads a file"
+                            ),
+                        )
+                        .with_hint("remove it, or replace `path` with `database`"),
+                    );
+                }
+            }
+            let file_source = file_source(file, root, path, spec.format, folder, diagnostics);
+            Some(Source::File(FileSource {
+                timezone: timezone?,
+                ..file_source?
+            }))
+        }
+        (None, Some(database)) => {
+            if spec.format.is_some() {
+                diagnostics.push(
+                    Diagnostic::error(
+                        file,
+                        Some(root.locate_key("/source", "format")),
+                        "`format` belongs to a file source; a query's rows have their own types",
+                    )
+                    .with_hint("remove `format`"),
+                );
+            }
+            let database = resolve_database(file, root, database, folder, credentials, diagnostics);
+            let query = query_text(file, root, spec, folder, diagnostics);
+            let incremental = spec.incremental.as_ref().and_then(|incremental| {
+                let column = incremental.column.trim();
+                if column.is_empty() {
+                    diagnostics.push(Diagnostic::error(
+                        file,
+                        Some(root.locate("/source/incremental/column")),
+                        "`incremental.column` is empty",
+                    ));
+                    return None;
+                }
+                Some(column.to_string())
+            });
+            if spec.incremental.is_some() && incremental.is_none() {
+                return None;
+            }
+            if let Some(query) = &query
+                && incremental.is_some()
+                && !query.contains("$1")
+            {
+                diagnostics.push(
+                    Diagnostic::error(
+                        file,
+                        Some(root.locate("/source/incremental")),
+                        "with `incremental`, the query must use `$1`: each run binds the highest value delivered so far to it",
+                    )
+                    .with_hint("for example `WHERE $1::timestamptz IS NULL OR updated_at > $1`"),
+                );
+                return None;
+            }
+            Some(Source::Query(QuerySource {
+                database: database?,
+                query: query?,
+                incremental,
+                timezone: timezone?,
+            }))
+        }
+    }
+}
+
+/// The SQL of a query source: `query`, or the file `query_file` names.
+fn query_text(
+    file: &Path,
+    root: &Node,
+    spec: &SourceFile,
+    folder: &Path,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<String> {
+    let text = match (&spec.query, &spec.query_file) {
+        (Some(_), Some(_)) => {
+            diagnostics.push(
+                Diagnostic::error(
+                    file,
+                    Some(root.locate("/source/query_file")),
+                    "give either `query` or `query_file`, not both",
+                )
+                .with_hint("keep one of them"),
+            );
+            return None;
+        }
+        (None, None) => {
+            diagnostics.push(
+                Diagnostic::error(
+                    file,
+                    Some(root.locate("/source/database")),
+                    "a query source needs `query` (the SQL) or `query_file` (a file holding it)",
+                )
+                .with_hint("for example `query: SELECT user_id AS identity, email AS \"Email\" FROM users`"),
+            );
+            return None;
+        }
+        (Some(query), None) => query.clone(),
+        (None, Some(query_file)) => {
+            let path = folder.join(query_file);
+            match crate::config::files::read_text_limited(
+                &path,
+                crate::config::files::MAX_CONFIG_BYTES,
+            ) {
+                Ok(text) => text,
+                Err(problem) => {
+                    diagnostics.push(
+                        Diagnostic::error(
+                            file,
+                            Some(root.locate("/source/query_file")),
+                            format!("cannot read query file `{}`: {problem}", path.display()),
+                        )
+                        .with_hint("a relative path is relative to the pipeline's folder"),
+                    );
+                    return None;
+                }
+            }
+        }
+    };
+    if text.trim().is_empty() {
+        diagnostics.push(Diagnostic::error(
+            file,
+            Some(root.locate("/source/query")),
+            "the query is empty",
+        ));
+        return None;
+    }
+    Some(text)
+}
+
+/// A file source's path, format and compression (the zone is the caller's).
+fn file_source(
+    file: &Path,
+    root: &Node,
+    written: &str,
+    format: Option<SourceFormat>,
+    folder: &Path,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<FileSource> {
+    let path = folder.join(written);
+    let lower = written.to_lowercase();
     let (compression, inner) = if let Some(inner) = lower.strip_suffix(".gz") {
         (Compression::Gzip, inner)
     } else if let Some(inner) = lower.strip_suffix(".zst") {
@@ -29,29 +211,41 @@ pub(super) fn build_source(
         Some(SourceFormat::Tsv)
     } else if inner.ends_with(".jsonl") || inner.ends_with(".ndjson") {
         Some(SourceFormat::Jsonl)
+    } else if inner.ends_with(".parquet") || inner.ends_with(".parq") {
+        Some(SourceFormat::Parquet)
     } else {
         None
     };
-    let Some(format) = spec.format.or(guessed) else {
+    let Some(format) = format.or(guessed) else {
         diagnostics.push(
             Diagnostic::error(
                 file,
                 Some(root.locate("/source/path")),
-                format!("cannot tell the format of `{}` from its name", spec.path),
+                format!("cannot tell the format of `{written}` from its name"),
             )
-            .with_hint("add `format: csv`, `format: tsv` or `format: jsonl` under `source`"),
+            .with_hint(
+                "add `format: csv`, `format: tsv`, `format: jsonl` or `format: parquet` under `source`",
+            ),
         );
         return None;
     };
-    let timezone = match &spec.timezone {
-        None => chrono_tz::Tz::UTC,
-        Some(name) => time_zone(file, root, "/source/timezone", name, diagnostics)?,
-    };
-    Some(Source {
+    if format == SourceFormat::Parquet && compression != Compression::None {
+        diagnostics.push(
+            Diagnostic::error(
+                file,
+                Some(root.locate("/source/path")),
+                format!("`{written}`: a Parquet file compresses its own columns and cannot be read through .gz or .zst"),
+            )
+            .with_hint("decompress the file first"),
+        );
+        return None;
+    }
+    Some(FileSource {
         path,
         format,
         compression,
-        timezone,
+        timezone: chrono_tz::Tz::UTC,
+        projection: None,
     })
 }
 

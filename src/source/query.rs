@@ -1,0 +1,780 @@
+//! Query sources: a SQL query on PostgreSQL (or a warehouse that speaks its protocol), its
+//! result streamed into a [`snapshot`](super::snapshot) that the run then reads like a file.
+//!
+//! Rows arrive in PostgreSQL's binary format, one at a time (tokio-postgres reads the socket
+//! only as fast as rows are taken), and each value becomes the JSON CleverTap wants:
+//! numbers, booleans, strings, `$D_<epoch>` dates, arrays of strings, JSON. Nothing of the
+//! result is held in memory beyond the row being written.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{NaiveDate, TimeZone};
+use futures_util::{StreamExt, pin_mut};
+use tokio_postgres::types::{Format, FromSql, IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::{Client, Statement};
+use tokio_util::sync::CancellationToken;
+
+use super::snapshot::{Cells, SnapshotMeta, SnapshotWriter};
+use crate::config::model::{Database, QuerySource};
+
+/// How long connecting may take when the URL does not say (`connect_timeout=`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Seconds between 1970-01-01 and PostgreSQL's epoch, 2000-01-01.
+const POSTGRES_EPOCH_SECONDS: i64 = 946_684_800;
+
+/// Why a query could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The database could not be reached or refused the login.
+    #[error("cannot connect to database `{name}` ({url}): {reason}")]
+    Connect {
+        /// The database's name in `connections.yaml`.
+        name: String,
+        /// Its URL, password masked.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The query is not valid, or its result cannot be sent as it is.
+    #[error("the query on database `{name}` {reason}")]
+    Query {
+        /// The database's name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The query failed while its rows were read, or the snapshot could not be written.
+    #[error("the query on database `{name}` failed after {rows} rows: {reason}")]
+    Failed {
+        /// The database's name.
+        name: String,
+        /// Rows read before it failed.
+        rows: u64,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Ctrl-C or SIGTERM while the rows were read.
+    #[error("interrupted while the query's rows were read")]
+    Interrupted,
+}
+
+/// A result column, as the database describes it.
+#[derive(Debug, Clone)]
+pub struct ResultColumn {
+    /// Its name.
+    pub name: String,
+    /// PostgreSQL's name of its type (`int8`, `timestamptz`, `_text`...).
+    pub type_name: String,
+    /// Whether tapline can send its values.
+    pub supported: bool,
+}
+
+/// Connects and asks the database for the query's result columns, without running it.
+pub async fn describe(source: &QuerySource) -> Result<Vec<ResultColumn>, QueryError> {
+    let client = connect(&source.database).await?;
+    let statement = prepare(&client, source).await?;
+    Ok(statement
+        .columns()
+        .iter()
+        .map(|column| ResultColumn {
+            name: column.name().to_string(),
+            type_name: column.type_().name().to_string(),
+            supported: Kind::of(column.type_()).is_some(),
+        })
+        .collect())
+}
+
+/// Runs the query and writes every row of its result to a snapshot at `path`; `bound` is
+/// the value bound to `$1` for an incremental source (NULL when `None`). Returns the
+/// snapshot's meta, with the highest value of the incremental column.
+pub async fn snapshot(
+    source: &QuerySource,
+    bound: Option<String>,
+    path: &Path,
+    cancel: &CancellationToken,
+) -> Result<SnapshotMeta, QueryError> {
+    let client = connect(&source.database).await?;
+    let statement = prepare(&client, source).await?;
+    let name = &source.database.name;
+    let mut kinds = Vec::new();
+    for column in statement.columns() {
+        match Kind::of(column.type_()) {
+            Some(kind) => kinds.push(kind),
+            None => {
+                return Err(QueryError::Query {
+                    name: name.clone(),
+                    reason: unsupported_type(column.name(), column.type_().name()),
+                });
+            }
+        }
+    }
+    let incremental = match &source.incremental {
+        Some(column) => Some(incremental_index(&statement, column, name)?),
+        None => None,
+    };
+    let failed = |rows: u64, reason: String| QueryError::Failed {
+        name: name.clone(),
+        rows,
+        reason,
+    };
+    let names: Vec<String> = statement
+        .columns()
+        .iter()
+        .map(|column| column.name().to_string())
+        .collect();
+    let mut writer =
+        SnapshotWriter::create(path, &names).map_err(|error| failed(0, snapshot_error(&error)))?;
+    let parameters: Vec<TextParameter> = if statement.params().is_empty() {
+        Vec::new()
+    } else {
+        vec![TextParameter(bound)]
+    };
+    let rows = match client.query_raw(&statement, parameters.iter()).await {
+        Ok(rows) => rows,
+        Err(error) => {
+            writer.abandon();
+            return Err(QueryError::Query {
+                name: name.clone(),
+                reason: format!("failed: {}", explain(&error)),
+            });
+        }
+    };
+    pin_mut!(rows);
+    let zone = source.timezone;
+    let mut highest: Option<(Order, String)> = None;
+    loop {
+        let row = tokio::select! {
+            row = rows.next() => row,
+            () = cancel.cancelled() => {
+                writer.abandon();
+                return Err(QueryError::Interrupted);
+            }
+        };
+        let row = match row {
+            None => break,
+            Some(Ok(row)) => row,
+            Some(Err(error)) => {
+                let read = writer.rows();
+                writer.abandon();
+                return Err(failed(read, explain(&error)));
+            }
+        };
+        let mut cells = writer.row();
+        for (index, kind) in kinds.iter().enumerate() {
+            let value = row.try_get::<_, Option<Raw<'_>>>(index);
+            match value {
+                Ok(Some(Raw(bytes))) => kind.write(bytes, zone, &mut cells),
+                Ok(None) => cells.null(),
+                Err(error) => {
+                    drop(cells);
+                    let read = writer.rows();
+                    writer.abandon();
+                    return Err(failed(read, explain(&error)));
+                }
+            }
+        }
+        if let Err(error) = cells.end() {
+            let read = writer.rows();
+            writer.abandon();
+            return Err(failed(read, snapshot_error(&error)));
+        }
+        if let Some((index, kind)) = incremental
+            && let Ok(Some(Raw(bytes))) = row.try_get::<_, Option<Raw<'_>>>(index)
+            && let Some((order, text)) = kind.order(bytes)
+            && highest.as_ref().is_none_or(|(top, _)| order.above(top))
+        {
+            highest = Some((order, text));
+        }
+    }
+    let read = writer.rows();
+    writer
+        .finish(highest.map(|(_, text)| text))
+        .map_err(|error| failed(read, snapshot_error(&error)))
+}
+
+fn snapshot_error(error: &std::io::Error) -> String {
+    format!("cannot write the snapshot of its rows in the state directory: {error}")
+}
+
+/// The message of a column whose type tapline cannot send.
+pub fn unsupported_type(column: &str, type_name: &str) -> String {
+    format!(
+        "returns column `{column}` of type `{type_name}`, which tapline cannot send; cast it in the query, for example `{column}::text`"
+    )
+}
+
+async fn connect(database: &Database) -> Result<Client, QueryError> {
+    let refused = |reason: String| QueryError::Connect {
+        name: database.name.clone(),
+        url: database.shown(),
+        reason,
+    };
+    if database.url.expose().is_empty() {
+        return Err(refused(
+            "its URL is not known here (an environment variable it names is not set)".into(),
+        ));
+    }
+    let mut config: tokio_postgres::Config =
+        database
+            .url
+            .expose()
+            .parse()
+            .map_err(|error: tokio_postgres::Error| {
+                refused(format!("the URL is not valid: {error}"))
+            })?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("tapline");
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = <rustls::ClientConfig as rustls_platform_verifier::ConfigVerifierExt>::with_platform_verifier()
+        .map_err(|error| refused(format!("cannot set up TLS: {error}")))?;
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+    let (client, connection) = config
+        .connect(tls)
+        .await
+        .map_err(|error| refused(explain(&error)))?;
+    let name = database.name.clone();
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::warn!(database = %name, error = %explain(&error), "the database connection ended");
+        }
+    });
+    Ok(client)
+}
+
+async fn prepare(client: &Client, source: &QuerySource) -> Result<Statement, QueryError> {
+    let statement = client
+        .prepare(&source.query)
+        .await
+        .map_err(|error| QueryError::Query {
+            name: source.database.name.clone(),
+            reason: format!("is not valid: {}", explain(&error)),
+        })?;
+    if statement.params().len() > 1 {
+        return Err(QueryError::Query {
+            name: source.database.name.clone(),
+            reason: format!(
+                "has {} parameters; it may have one, `$1`, with `incremental`",
+                statement.params().len()
+            ),
+        });
+    }
+    if !statement.params().is_empty() && source.incremental.is_none() {
+        return Err(QueryError::Query {
+            name: source.database.name.clone(),
+            reason: "uses `$1`, which only an `incremental` source binds".into(),
+        });
+    }
+    Ok(statement)
+}
+
+/// The index and kind of the incremental column in the result.
+fn incremental_index(
+    statement: &Statement,
+    column: &str,
+    name: &str,
+) -> Result<(usize, Kind), QueryError> {
+    let found = statement
+        .columns()
+        .iter()
+        .enumerate()
+        .find(|(_, c)| c.name() == column);
+    let Some((index, found)) = found else {
+        return Err(QueryError::Query {
+            name: name.to_string(),
+            reason: format!("does not return the incremental column `{column}`"),
+        });
+    };
+    match Kind::of(found.type_()).filter(|kind| kind.orders()) {
+        Some(kind) => Ok((index, kind)),
+        None => Err(QueryError::Query {
+            name: name.to_string(),
+            reason: format!(
+                "returns the incremental column `{column}` as `{}`; it must be a number, a date, a timestamp or text",
+                found.type_().name()
+            ),
+        }),
+    }
+}
+
+/// A database error with its detail, hint and position: never the connection's password.
+pub fn explain(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        let mut text = format!("{}: {}", db.severity(), db.message());
+        if let Some(tokio_postgres::error::ErrorPosition::Original(at)) = db.position() {
+            let _ = write!(text, " (at character {at})");
+        }
+        if let Some(detail) = db.detail() {
+            let _ = write!(text, "; {detail}");
+        }
+        if let Some(hint) = db.hint() {
+            let _ = write!(text, "; hint: {hint}");
+        }
+        return text;
+    }
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+/// A value in PostgreSQL's binary format, decoded by [`Kind`].
+struct Raw<'a>(&'a [u8]);
+
+impl<'a> FromSql<'a> for Raw<'a> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(raw))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+/// `$1`, sent as text so that the server reads it as whatever type the query gives it.
+#[derive(Debug)]
+struct TextParameter(Option<String>);
+
+impl ToSql for TextParameter {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match &self.0 {
+            Some(text) => {
+                out.extend_from_slice(text.as_bytes());
+                Ok(IsNull::No)
+            }
+            None => Ok(IsNull::Yes),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    fn encode_format(&self, _: &Type) -> Format {
+        Format::Text
+    }
+
+    to_sql_checked!();
+}
+
+/// The column types tapline sends, by how their binary form is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Bool,
+    Int2,
+    Int4,
+    Int8,
+    Float4,
+    Float8,
+    Numeric,
+    Text,
+    Date,
+    Timestamp,
+    Timestamptz,
+    Json,
+    Jsonb,
+    Uuid,
+    TextArray,
+}
+
+impl Kind {
+    fn of(ty: &Type) -> Option<Kind> {
+        Some(match *ty {
+            Type::BOOL => Kind::Bool,
+            Type::INT2 => Kind::Int2,
+            Type::INT4 => Kind::Int4,
+            Type::INT8 => Kind::Int8,
+            Type::FLOAT4 => Kind::Float4,
+            Type::FLOAT8 => Kind::Float8,
+            Type::NUMERIC => Kind::Numeric,
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => Kind::Text,
+            Type::DATE => Kind::Date,
+            Type::TIMESTAMP => Kind::Timestamp,
+            Type::TIMESTAMPTZ => Kind::Timestamptz,
+            Type::JSON => Kind::Json,
+            Type::JSONB => Kind::Jsonb,
+            Type::UUID => Kind::Uuid,
+            Type::TEXT_ARRAY | Type::VARCHAR_ARRAY | Type::BPCHAR_ARRAY => Kind::TextArray,
+            // citext and other text-like extension types have no fixed OID.
+            _ if ty.name() == "citext" => Kind::Text,
+            _ => return None,
+        })
+    }
+
+    /// Whether its values have an order, so it can be an incremental column.
+    fn orders(self) -> bool {
+        !matches!(
+            self,
+            Kind::Bool | Kind::Json | Kind::Jsonb | Kind::TextArray
+        )
+    }
+
+    /// Writes a value as the cell CleverTap wants; a value that cannot be read (which the
+    /// server never sends) is NULL.
+    fn write(self, raw: &[u8], zone: chrono_tz::Tz, cells: &mut Cells<'_>) {
+        match self {
+            Kind::Bool => cells.bool(raw.first().is_some_and(|&b| b != 0)),
+            Kind::Int2 | Kind::Int4 | Kind::Int8 => match integer(raw) {
+                Some(value) => cells.integer(value),
+                None => cells.null(),
+            },
+            Kind::Float4 | Kind::Float8 => match float(raw) {
+                Some(value) => cells.float(value),
+                None => cells.null(),
+            },
+            Kind::Numeric => match numeric(raw) {
+                // A number JSON holds as a number; one past f64 (1e400) stays exact as text.
+                Some(text) if text.parse::<f64>().is_ok_and(f64::is_finite) => cells.json(&text),
+                Some(text) => cells.text(&text),
+                None => cells.null(),
+            },
+            Kind::Text => match std::str::from_utf8(raw) {
+                Ok(text) => cells.text(text),
+                Err(_) => cells.null(),
+            },
+            Kind::Date => match date(raw).and_then(|day| midnight_epoch(day, zone)) {
+                Some(epoch) => cells.text(&format!("$D_{epoch}")),
+                None => cells.null(),
+            },
+            Kind::Timestamp => match micros(raw).and_then(|m| local_epoch(m, zone)) {
+                Some(epoch) => cells.text(&format!("$D_{epoch}")),
+                None => cells.null(),
+            },
+            Kind::Timestamptz => match micros(raw) {
+                Some(m) => cells.text(&format!(
+                    "$D_{}",
+                    m.div_euclid(1_000_000) + POSTGRES_EPOCH_SECONDS
+                )),
+                None => cells.null(),
+            },
+            Kind::Json => match std::str::from_utf8(raw) {
+                Ok(text) => cells.json(text),
+                Err(_) => cells.null(),
+            },
+            // jsonb's binary form is a version byte (1) and the JSON text.
+            Kind::Jsonb => match raw.split_first() {
+                Some((1, text)) => match std::str::from_utf8(text) {
+                    Ok(text) => cells.json(text),
+                    Err(_) => cells.null(),
+                },
+                _ => cells.null(),
+            },
+            Kind::Uuid => match <[u8; 16]>::try_from(raw) {
+                Ok(bytes) => cells.text(&uuid(bytes)),
+                Err(_) => cells.null(),
+            },
+            Kind::TextArray => match text_array(raw) {
+                Some(values) => cells.json(&serde_json::Value::from(values).to_string()),
+                None => cells.null(),
+            },
+        }
+    }
+
+    /// The value's place in the column's order and its text as `$1`; `None` for NULL-like
+    /// values (infinity).
+    fn order(self, raw: &[u8]) -> Option<(Order, String)> {
+        Some(match self {
+            Kind::Int2 | Kind::Int4 | Kind::Int8 => {
+                let value = integer(raw)?;
+                (Order::Integer(value), value.to_string())
+            }
+            Kind::Float4 | Kind::Float8 => {
+                let value = float(raw).filter(|f| f.is_finite())?;
+                (Order::Float(value), value.to_string())
+            }
+            Kind::Numeric => {
+                let text = numeric(raw)?;
+                (Order::Float(text.parse().ok()?), text)
+            }
+            Kind::Date => {
+                let day = date(raw)?;
+                let text = day_of(day)?.format("%Y-%m-%d").to_string();
+                (Order::Integer(i64::from(day)), text)
+            }
+            Kind::Timestamp => {
+                let m = micros(raw)?;
+                let text = time_of(m)?.format("%Y-%m-%d %H:%M:%S%.6f").to_string();
+                (Order::Integer(m), text)
+            }
+            Kind::Timestamptz => {
+                let m = micros(raw)?;
+                let text = time_of(m)?.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string();
+                (Order::Integer(m), text)
+            }
+            Kind::Text => {
+                let text = std::str::from_utf8(raw).ok()?.to_string();
+                (Order::Text(text.clone()), text)
+            }
+            Kind::Uuid => {
+                let text = uuid(<[u8; 16]>::try_from(raw).ok()?);
+                (Order::Text(text.clone()), text)
+            }
+            Kind::Bool | Kind::Json | Kind::Jsonb | Kind::TextArray => return None,
+        })
+    }
+}
+
+/// A value's place in its column's order.
+#[derive(Debug, Clone, PartialEq)]
+enum Order {
+    Integer(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl Order {
+    fn above(&self, other: &Order) -> bool {
+        match (self, other) {
+            (Order::Integer(a), Order::Integer(b)) => a > b,
+            (Order::Float(a), Order::Float(b)) => a > b,
+            (Order::Text(a), Order::Text(b)) => a > b,
+            _ => false,
+        }
+    }
+}
+
+fn integer(raw: &[u8]) -> Option<i64> {
+    Some(match raw.len() {
+        2 => i64::from(i16::from_be_bytes(raw.try_into().ok()?)),
+        4 => i64::from(i32::from_be_bytes(raw.try_into().ok()?)),
+        8 => i64::from_be_bytes(raw.try_into().ok()?),
+        _ => return None,
+    })
+}
+
+fn float(raw: &[u8]) -> Option<f64> {
+    Some(match raw.len() {
+        4 => f64::from(f32::from_be_bytes(raw.try_into().ok()?)),
+        8 => f64::from_be_bytes(raw.try_into().ok()?),
+        _ => return None,
+    })
+}
+
+/// Days since 2000-01-01; `None` for `infinity`.
+fn date(raw: &[u8]) -> Option<i32> {
+    let day = i32::from_be_bytes(raw.try_into().ok()?);
+    (day != i32::MAX && day != i32::MIN).then_some(day)
+}
+
+/// Microseconds since 2000-01-01 00:00:00; `None` for `infinity`.
+fn micros(raw: &[u8]) -> Option<i64> {
+    let m = i64::from_be_bytes(raw.try_into().ok()?);
+    (m != i64::MAX && m != i64::MIN).then_some(m)
+}
+
+fn day_of(day: i32) -> Option<NaiveDate> {
+    NaiveDate::from_ymd_opt(2000, 1, 1)?.checked_add_signed(chrono::Duration::days(day.into()))
+}
+
+fn time_of(m: i64) -> Option<chrono::NaiveDateTime> {
+    let seconds = m.div_euclid(1_000_000) + POSTGRES_EPOCH_SECONDS;
+    let nanos = (m.rem_euclid(1_000_000) * 1000) as u32;
+    chrono::DateTime::from_timestamp(seconds, nanos).map(|time| time.naive_utc())
+}
+
+/// A date's midnight in `zone`, in epoch seconds (the first midnight when a clock change
+/// repeats it; the hour after when one skips it).
+fn midnight_epoch(day: i32, zone: chrono_tz::Tz) -> Option<i64> {
+    let midnight = day_of(day)?.and_hms_opt(0, 0, 0)?;
+    zone_epoch(midnight, zone)
+}
+
+/// A timestamp without a zone, read in `zone`, in epoch seconds.
+fn local_epoch(m: i64, zone: chrono_tz::Tz) -> Option<i64> {
+    zone_epoch(time_of(m)?, zone)
+}
+
+fn zone_epoch(time: chrono::NaiveDateTime, zone: chrono_tz::Tz) -> Option<i64> {
+    match zone.from_local_datetime(&time).earliest() {
+        Some(local) => Some(local.timestamp()),
+        None => zone
+            .from_local_datetime(&(time + chrono::Duration::hours(1)))
+            .earliest()
+            .map(|local| local.timestamp()),
+    }
+}
+
+fn uuid(bytes: [u8; 16]) -> String {
+    let hex = hex::encode(bytes);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+/// A `numeric` as decimal text: `-12.50`; `None` for NaN and infinities.
+fn numeric(raw: &[u8]) -> Option<String> {
+    let word = |at: usize| -> Option<u16> {
+        Some(u16::from_be_bytes(raw.get(at..at + 2)?.try_into().ok()?))
+    };
+    let count = usize::from(word(0)?);
+    let weight = i32::from(word(2)? as i16);
+    let sign = word(4)?;
+    let scale = usize::from(word(6)?);
+    if sign != 0x0000 && sign != 0x4000 {
+        return None;
+    }
+    let digits: Vec<u16> = (0..count)
+        .map(|index| word(8 + index * 2))
+        .collect::<Option<_>>()?;
+    let group = |index: i32| -> u16 {
+        usize::try_from(index)
+            .ok()
+            .and_then(|index| digits.get(index).copied())
+            .unwrap_or(0)
+    };
+    let mut text = String::new();
+    if sign == 0x4000 {
+        text.push('-');
+    }
+    if weight < 0 {
+        text.push('0');
+    } else {
+        for index in 0..=weight {
+            if index == 0 {
+                let _ = write!(text, "{}", group(index));
+            } else {
+                let _ = write!(text, "{:04}", group(index));
+            }
+        }
+    }
+    if scale > 0 {
+        text.push('.');
+        let mut fraction = String::new();
+        let mut index = weight + 1;
+        while fraction.len() < scale {
+            let _ = write!(fraction, "{:04}", group(index));
+            index += 1;
+        }
+        fraction.truncate(scale);
+        text.push_str(&fraction);
+    }
+    Some(text)
+}
+
+/// A one-dimensional array of text values, NULLs left out.
+fn text_array(raw: &[u8]) -> Option<Vec<String>> {
+    let int = |at: usize| -> Option<i32> {
+        Some(i32::from_be_bytes(raw.get(at..at + 4)?.try_into().ok()?))
+    };
+    let dimensions = int(0)?;
+    if dimensions == 0 {
+        return Some(Vec::new());
+    }
+    if dimensions != 1 {
+        return None;
+    }
+    let length = usize::try_from(int(12)?).ok()?;
+    let mut at = 20;
+    let mut values = Vec::with_capacity(length.min(1024));
+    for _ in 0..length {
+        let size = int(at)?;
+        at += 4;
+        if size < 0 {
+            continue;
+        }
+        let size = size as usize;
+        let text = std::str::from_utf8(raw.get(at..at + size)?).ok()?;
+        values.push(text.to_string());
+        at += size;
+    }
+    Some(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numeric_bytes(weight: i16, sign: u16, scale: u16, digits: &[u16]) -> Vec<u8> {
+        let mut raw = Vec::new();
+        raw.extend_from_slice(&(digits.len() as u16).to_be_bytes());
+        raw.extend_from_slice(&weight.to_be_bytes());
+        raw.extend_from_slice(&sign.to_be_bytes());
+        raw.extend_from_slice(&scale.to_be_bytes());
+        for digit in digits {
+            raw.extend_from_slice(&digit.to_be_bytes());
+        }
+        raw
+    }
+
+    #[test]
+    fn numerics_read_as_postgres_prints_them() {
+        assert_eq!(
+            numeric(&numeric_bytes(0, 0, 2, &[12, 5000])).unwrap(),
+            "12.50"
+        );
+        assert_eq!(
+            numeric(&numeric_bytes(1, 0x4000, 0, &[1, 0])).unwrap(),
+            "-10000"
+        );
+        assert_eq!(numeric(&numeric_bytes(-1, 0, 4, &[5])).unwrap(), "0.0005");
+        assert_eq!(
+            numeric(&numeric_bytes(-2, 0, 6, &[12])).unwrap(),
+            "0.000012"
+        );
+        assert_eq!(numeric(&numeric_bytes(0, 0, 0, &[])).unwrap(), "0");
+        assert_eq!(numeric(&numeric_bytes(0, 0xC000, 0, &[])), None, "NaN");
+        assert_eq!(numeric(&[0, 1]), None, "cut short");
+    }
+
+    #[test]
+    fn dates_and_times_become_epoch_seconds_in_the_source_zone() {
+        let kolkata: chrono_tz::Tz = "Asia/Kolkata".parse().unwrap();
+        // 2024-05-01 is day 8887 after 2000-01-01.
+        assert_eq!(
+            midnight_epoch(8887, chrono_tz::Tz::UTC),
+            Some(1_714_521_600)
+        );
+        assert_eq!(midnight_epoch(8887, kolkata), Some(1_714_521_600 - 19_800));
+        let micros = (1_714_557_600 - POSTGRES_EPOCH_SECONDS) * 1_000_000 + 250_000;
+        assert_eq!(local_epoch(micros, chrono_tz::Tz::UTC), Some(1_714_557_600));
+        assert_eq!(date(&i32::MAX.to_be_bytes()), None, "infinity");
+        let (_, text) = Kind::Timestamptz.order(&micros.to_be_bytes()).unwrap();
+        assert_eq!(text, "2024-05-01 10:00:00.250000+00");
+    }
+
+    #[test]
+    fn text_arrays_leave_nulls_out_and_refuse_broken_bytes() {
+        let mut raw = Vec::new();
+        for int in [1_i32, 1, 25, 3, 1] {
+            raw.extend_from_slice(&int.to_be_bytes());
+        }
+        for value in [Some("a"), None, Some("bé")] {
+            match value {
+                Some(text) => {
+                    raw.extend_from_slice(&(text.len() as i32).to_be_bytes());
+                    raw.extend_from_slice(text.as_bytes());
+                }
+                None => raw.extend_from_slice(&(-1_i32).to_be_bytes()),
+            }
+        }
+        assert_eq!(text_array(&raw).unwrap(), ["a", "bé"]);
+        assert_eq!(text_array(&raw[..raw.len() - 1]), None);
+        assert_eq!(
+            text_array(&0_i32.to_be_bytes().repeat(3)).unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn uuids_are_hyphenated() {
+        let bytes: [u8; 16] = core::array::from_fn(|i| i as u8);
+        assert_eq!(uuid(bytes), "00010203-0405-0607-0809-0a0b0c0d0e0f");
+    }
+}
