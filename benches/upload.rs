@@ -32,6 +32,17 @@
 //! cargo bench --bench upload -- --rows 1000000 --latency-ms 200 --threads 10 --changes
 //! ```
 //!
+//! `--source postgres` reads the profiles from a PostgreSQL query instead (identity and six
+//! properties of mixed types: text, integer, float, boolean, timestamptz; the table is made
+//! in the database `TAPLINE_TEST_POSTGRES` names, by default `tapline_test` on
+//! 127.0.0.1:5432); `--source parquet` from a Parquet file with the same columns (row groups
+//! of 100,000 rows, snappy):
+//!
+//! ```text
+//! cargo bench --bench upload -- --rows 1000000 --latency-ms 0 --source postgres --repeat 3
+//! cargo bench --bench upload -- --rows 1000000 --latency-ms 0 --source parquet --repeat 3
+//! ```
+//!
 //! With `--repeat`, the upload runs that many times and the median is reported too: CPU
 //! time on a shared machine varies by a fifth from run to run.
 //!
@@ -45,6 +56,14 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+/// Where `--source` says the profiles come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Csv,
+    Postgres,
+    Parquet,
+}
+
 struct Settings {
     /// `--custom-list`: upload an audience (one streamed CSV) instead of profiles.
     custom_list: bool,
@@ -56,6 +75,8 @@ struct Settings {
     gzip: bool,
     /// `--changes`: a seeding upload with `send: changes`, then one of a changed file.
     changes: bool,
+    /// `--source postgres|parquet`: where the profiles come from (a CSV file otherwise).
+    source: Origin,
     rows: u64,
     latency_ms: u64,
     threads: u64,
@@ -69,6 +90,7 @@ fn settings() -> Settings {
         mapping: false,
         gzip: false,
         changes: false,
+        source: Origin::Csv,
         rows: 1_000_000,
         latency_ms: 200,
         threads: 10,
@@ -85,6 +107,13 @@ fn settings() -> Settings {
             ("--latency-ms", Some(value)) => settings.latency_ms = value,
             ("--threads", Some(value)) => settings.threads = value.clamp(1, 10),
             ("--repeat", Some(value)) => settings.repeat = value.max(1),
+            ("--source", _) => {
+                settings.source = match args.get(index + 1).map(String::as_str) {
+                    Some("postgres") => Origin::Postgres,
+                    Some("parquet") => Origin::Parquet,
+                    _ => Origin::Csv,
+                };
+            }
             (flag @ ("--custom-list" | "--events" | "--mapping" | "--gzip" | "--changes"), _) => {
                 match flag {
                     "--custom-list" => settings.custom_list = true,
@@ -189,6 +218,133 @@ fn write_source(path: &std::path::Path, settings: &Settings) -> std::io::Result<
         write_rows(&mut out, settings.rows)?;
     }
     out.flush()
+}
+
+/// The URL of the database `--source postgres` reads.
+fn bench_database() -> String {
+    std::env::var("TAPLINE_TEST_POSTGRES").unwrap_or_else(|_| {
+        "postgres://postgres@127.0.0.1:5432/tapline_test?sslmode=disable".into()
+    })
+}
+
+/// `--source postgres`: a table of `rows` profiles (identity and six properties of mixed
+/// types), made by the server itself.
+fn write_table(rows: u64) -> Result<(), Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let (client, connection) =
+            tokio_postgres::connect(&bench_database(), tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!(
+                r#"DROP TABLE IF EXISTS tapline_bench_profiles;
+                CREATE TABLE tapline_bench_profiles AS
+                SELECT 'user-' || i AS identity, 'User ' || i AS "Name",
+                       'user' || i || '@example.com' AS "Email", (18 + i % 60)::integer AS "Age",
+                       (i * 7)::float8 / 3 AS "Score", i % 2 = 0 AS "VIP",
+                       timestamptz '2024-01-01 00:00:00+00' + i * interval '1 second' AS "Joined"
+                FROM generate_series(0, {rows} - 1) i;
+                VACUUM ANALYZE tapline_bench_profiles;"#
+            ))
+            .await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+}
+
+/// `--source parquet`: the same profiles as a Parquet file, in row groups of 100,000.
+fn write_parquet(path: &std::path::Path, rows: u64) -> Result<(), Box<dyn std::error::Error>> {
+    use parquet::data_type::{
+        BoolType, ByteArray, ByteArrayType, DoubleType, Int32Type, Int64Type,
+    };
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    const GROUP: u64 = 100_000;
+    let schema = std::sync::Arc::new(parquet::schema::parser::parse_message_type(
+        "message profiles {
+            REQUIRED BYTE_ARRAY identity (UTF8);
+            REQUIRED BYTE_ARRAY Name (UTF8);
+            REQUIRED BYTE_ARRAY Email (UTF8);
+            REQUIRED INT32 Age;
+            REQUIRED DOUBLE Score;
+            REQUIRED BOOLEAN VIP;
+            REQUIRED INT64 Joined (TIMESTAMP_MILLIS);
+        }",
+    )?);
+    let properties = std::sync::Arc::new(
+        WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::SNAPPY)
+            .build(),
+    );
+    let file = std::fs::File::create(path)?;
+    let mut writer = SerializedFileWriter::new(file, schema, properties)?;
+    let mut start = 0;
+    while start < rows {
+        let range = start..(start + GROUP).min(rows);
+        let text = |f: &dyn Fn(u64) -> String| -> Vec<ByteArray> {
+            range
+                .clone()
+                .map(|i| ByteArray::from(f(i).as_str()))
+                .collect()
+        };
+        let mut group = writer.next_row_group()?;
+        let mut index = 0;
+        while let Some(mut column) = group.next_column()? {
+            match index {
+                0 => column.typed::<ByteArrayType>().write_batch(
+                    &text(&|i| format!("user-{i}")),
+                    None,
+                    None,
+                )?,
+                1 => column.typed::<ByteArrayType>().write_batch(
+                    &text(&|i| format!("User {i}")),
+                    None,
+                    None,
+                )?,
+                2 => column.typed::<ByteArrayType>().write_batch(
+                    &text(&|i| format!("user{i}@example.com")),
+                    None,
+                    None,
+                )?,
+                3 => column.typed::<Int32Type>().write_batch(
+                    &range
+                        .clone()
+                        .map(|i| 18 + (i % 60) as i32)
+                        .collect::<Vec<_>>(),
+                    None,
+                    None,
+                )?,
+                4 => column.typed::<DoubleType>().write_batch(
+                    &range
+                        .clone()
+                        .map(|i| (i * 7) as f64 / 3.0)
+                        .collect::<Vec<_>>(),
+                    None,
+                    None,
+                )?,
+                5 => column.typed::<BoolType>().write_batch(
+                    &range.clone().map(|i| i % 2 == 0).collect::<Vec<_>>(),
+                    None,
+                    None,
+                )?,
+                _ => column.typed::<Int64Type>().write_batch(
+                    &range
+                        .clone()
+                        .map(|i| 1_704_067_200_000 + i as i64 * 1000)
+                        .collect::<Vec<_>>(),
+                    None,
+                    None,
+                )?,
+            };
+            column.close()?;
+            index += 1;
+        }
+        group.close()?;
+        start = range.end;
+    }
+    writer.close()?;
+    Ok(())
 }
 
 fn write_rows(out: &mut dyn Write, rows: u64) -> std::io::Result<()> {
@@ -341,16 +497,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let settings = settings();
     let tapline = env!("CARGO_BIN_EXE_tapline");
     let dir = tempfile::tempdir()?;
-    let name = match (settings.events, settings.gzip) {
-        (true, false) => "source.jsonl",
-        (true, true) => "source.jsonl.gz",
-        (false, false) => "source.csv",
-        (false, true) => "source.csv.gz",
+    let name = match (settings.source, settings.events, settings.gzip) {
+        (Origin::Postgres, _, _) => "a PostgreSQL query",
+        (Origin::Parquet, _, _) => "source.parquet",
+        (_, true, false) => "source.jsonl",
+        (_, true, true) => "source.jsonl.gz",
+        (_, false, false) => "source.csv",
+        (_, false, true) => "source.csv.gz",
     };
     let source = dir.path().join(name);
     eprintln!("generating {} rows...", settings.rows);
-    write_source(&source, &settings)?;
-    let size_mib = std::fs::metadata(&source)?.len() as f64 / (1 << 20) as f64;
+    let source_yaml = match settings.source {
+        Origin::Postgres => {
+            write_table(settings.rows)?;
+            format!(
+                "source:\n  database: {{postgres: \"{}\"}}\n  query: SELECT * FROM tapline_bench_profiles\n",
+                bench_database()
+            )
+        }
+        Origin::Parquet => {
+            write_parquet(&source, settings.rows)?;
+            format!("source: {{path: {name}}}\n")
+        }
+        Origin::Csv => {
+            write_source(&source, &settings)?;
+            format!("source: {{path: {name}}}\n")
+        }
+    };
+    let size_mib =
+        std::fs::metadata(&source).map_or(0, |metadata| metadata.len()) as f64 / (1 << 20) as f64;
 
     let mut sandbox = Command::new(tapline)
         .args(["sandbox", "--listen", "127.0.0.1:0", "--keep-records", "0"])
@@ -369,7 +544,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(
         dir.path().join("bench.yaml"),
         format!(
-            "connection:\n  account_id: {}\n  passcode_file: passcode\n  endpoint: {url}\nsource: {{path: {name}}}\ntarget: {}\nthread_count: {}\n{}{}",
+            "connection:\n  account_id: {}\n  passcode_file: passcode\n  endpoint: {url}\n{source_yaml}target: {}\nthread_count: {}\n{}{}",
             tapline::sandbox::DEFAULT_ACCOUNT_ID,
             if settings.custom_list {
                 "{entity: custom_list, custom_list: {name: Bench, uploader_email: admin@example.com, segment_mode: create}}"

@@ -17,6 +17,16 @@ use crate::source::{self, OpenError, arrival};
 /// How long `validate` waits for a database to describe a query.
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Whether a query source's columns are checked against the database now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queries {
+    /// Ask the database to describe the query (`tapline validate`).
+    Describe,
+    /// Leave it to the run, which reports a query it cannot read in its summary, history
+    /// and notifications (`tapline run`, the daemon).
+    LeaveToTheRun,
+}
+
 /// A source's columns, and how to speak of them.
 struct Columns {
     /// The names, in order.
@@ -35,11 +45,11 @@ struct Columns {
 /// `file`: the file or query, its columns, the output mapping's source columns, and the
 /// columns the target needs (after the output mapping). Without a target, only the source
 /// is checked.
-pub fn check_source(file: &Path, parts: &Parts) -> Vec<Diagnostic> {
-    let columns = match &parts.source {
-        None => return Vec::new(),
-        Some(Source::File(source)) => file_columns(file, parts, source),
-        Some(Source::Query(query)) => query_columns(file, parts, query),
+pub fn check_source(file: &Path, parts: &Parts, queries: Queries) -> Vec<Diagnostic> {
+    let columns = match (&parts.source, queries) {
+        (None, _) | (Some(Source::Query(_)), Queries::LeaveToTheRun) => return Vec::new(),
+        (Some(Source::File(source)), _) => file_columns(file, parts, source),
+        (Some(Source::Query(query)), Queries::Describe) => query_columns(file, parts, query),
     };
     match columns {
         Ok(Some(columns)) => check_columns(file, parts, &columns),

@@ -13,7 +13,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Credentials, Diagnostic, Pipeline};
-use crate::preflight;
+use crate::preflight::{self, Queries};
 use crate::sandbox::Fault;
 
 mod daemon;
@@ -476,7 +476,12 @@ pub(super) fn load_all(
     paths: &[PathBuf],
     credentials: Credentials,
 ) -> Result<Vec<Pipeline>, (Exit, usize)> {
-    load_checked(paths, credentials, Warnings::Allowed)
+    load_checked(
+        paths,
+        credentials,
+        Warnings::Allowed,
+        Queries::LeaveToTheRun,
+    )
 }
 
 /// Loads pipelines and checks their sources; the pipelines, or the exit code and the number
@@ -485,6 +490,7 @@ pub(super) fn load_checked(
     paths: &[PathBuf],
     credentials: Credentials,
     warnings: Warnings,
+    queries: Queries,
 ) -> Result<Vec<Pipeline>, (Exit, usize)> {
     let (files, problems) = config::discover(paths);
     print_diagnostics(&problems);
@@ -509,7 +515,7 @@ pub(super) fn load_checked(
     for file in &files {
         let loaded = config::load_pipeline(file, credentials);
         let mut diagnostics = loaded.diagnostics;
-        diagnostics.extend(preflight::check_source(file, &loaded.parts));
+        diagnostics.extend(preflight::check_source(file, &loaded.parts, queries));
         diagnostics.sort_by(|a, b| {
             (&a.file, a.position.map(|p| (p.line, p.col)))
                 .cmp(&(&b.file, b.position.map(|p| (p.line, p.col))))

@@ -5,11 +5,12 @@ use std::path::PathBuf;
 use super::terminal::{errln, outln};
 use super::{Exit, Warnings, load_checked, printed};
 use crate::config::{Credentials, Pipeline};
+use crate::preflight::Queries;
 
 pub(super) fn validate(paths: &[PathBuf], warnings: Warnings) -> Exit {
     // Without the secrets a run needs (a CI job checking pipeline files), their absence is a
     // warning; `--strict` makes it an error.
-    match load_checked(paths, Credentials::Check, warnings) {
+    match load_checked(paths, Credentials::Check, warnings, Queries::Describe) {
         Ok(pipelines) => {
             let written = pipelines.iter().try_for_each(|pipeline| {
                 outln!("ok  {} ({})", pipeline.file.display(), describe(pipeline))

@@ -24,6 +24,9 @@ const BATCH_ROWS: usize = 1024;
 pub(super) struct ParquetStream {
     rows: RowIter<'static>,
     columns: Vec<Arc<str>>,
+    /// Per column: whether it holds nanosecond timestamps (which the row reader gives as
+    /// plain integers).
+    nanos: Vec<bool>,
     row: u64,
     total_rows: u64,
     zone: chrono_tz::Tz,
@@ -59,6 +62,16 @@ impl ParquetStream {
             .cloned()
             .collect();
         let columns = fields.iter().map(|field| Arc::from(field.name())).collect();
+        let nanos = fields
+            .iter()
+            .map(|field| {
+                matches!(
+                    field.get_basic_info().logical_type_ref(),
+                    Some(parquet::basic::LogicalType::Timestamp(timestamp))
+                        if timestamp.unit == parquet::basic::TimeUnit::NANOS
+                )
+            })
+            .collect();
         let projected = parquet::schema::types::Type::group_type_builder(root.name())
             .with_fields(fields)
             .build()
@@ -80,6 +93,7 @@ impl ParquetStream {
         let stream = ParquetStream {
             rows,
             columns,
+            nanos,
             row: 0,
             total_rows,
             zone,
@@ -112,9 +126,15 @@ impl RowStream for ParquetStream {
         row.line = self.row;
         row.record = None;
         row.fields.clear();
-        for ((_, field), name) in read.into_columns().into_iter().zip(&self.columns) {
-            row.fields
-                .push((Arc::clone(name), value_of(field, self.zone)));
+        let columns = self.columns.iter().zip(&self.nanos);
+        for ((_, field), (name, &nanos)) in read.into_columns().into_iter().zip(columns) {
+            let value = match field {
+                Field::Long(nanoseconds) if nanos => {
+                    Value::String(format!("$D_{}", nanoseconds.div_euclid(1_000_000_000)))
+                }
+                field => value_of(field, self.zone),
+            };
+            row.fields.push((Arc::clone(name), value));
         }
         Some(Ok(()))
     }

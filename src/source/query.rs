@@ -168,7 +168,6 @@ pub async fn snapshot(
                 Ok(Some(Raw(bytes))) => kind.write(bytes, zone, &mut cells),
                 Ok(None) => cells.null(),
                 Err(error) => {
-                    drop(cells);
                     let read = writer.rows();
                     writer.abandon();
                     return Err(failed(read, explain(&error)));
@@ -201,7 +200,7 @@ fn snapshot_error(error: &std::io::Error) -> String {
 /// The message of a column whose type tapline cannot send.
 pub fn unsupported_type(column: &str, type_name: &str) -> String {
     format!(
-        "returns column `{column}` of type `{type_name}`, which tapline cannot send; cast it in the query, for example `{column}::text`"
+        "returns column `{column}` of type `{type_name}`, which tapline cannot send; cast it in the query (to text with `::text`, for example)"
     )
 }
 
@@ -724,9 +723,10 @@ mod tests {
             "-10000"
         );
         assert_eq!(numeric(&numeric_bytes(-1, 0, 4, &[5])).unwrap(), "0.0005");
+        // 12 × 10000⁻²
         assert_eq!(
-            numeric(&numeric_bytes(-2, 0, 6, &[12])).unwrap(),
-            "0.000012"
+            numeric(&numeric_bytes(-2, 0, 8, &[12])).unwrap(),
+            "0.00000012"
         );
         assert_eq!(numeric(&numeric_bytes(0, 0, 0, &[])).unwrap(), "0");
         assert_eq!(numeric(&numeric_bytes(0, 0xC000, 0, &[])), None, "NaN");

@@ -12,6 +12,8 @@ mod first_hour;
 mod notifications;
 mod operations;
 mod output;
+mod parquet;
+mod postgres;
 mod reliability;
 mod run;
 mod sandbox;

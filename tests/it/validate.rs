@@ -130,7 +130,7 @@ fn wrong_types_missing_fields_and_ranges() {
     check_errors(
         "connection: prod\nsource: {}\ntarget: {entity: user_profiles}\n",
         &[],
-        &["p.yaml:2:9: error: missing field `source.path`"],
+        &["p.yaml:2:9: error: the source needs `path` (a file) or `database` with `query`"],
     );
     check_errors(
         "connection: prod\nsource: {path: ok.csv, format: xml}\ntarget: {entity: user_profiles}\n",

@@ -218,7 +218,9 @@ fn finish_database(
         Err(()) => return None,
     };
     let text = url.expose();
-    if !text.is_empty() && !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+    let known_scheme = text.starts_with("postgres://") || text.starts_with("postgresql://");
+    // Empty: validate could not resolve it here.
+    if !text.is_empty() && !known_scheme {
         diagnostics.push(
             Diagnostic::error(
                 file,

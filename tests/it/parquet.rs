@@ -1,0 +1,129 @@
+//! Parquet files end to end: every type tapline reads (`tests/data/types.parquet`, made by
+//! `tests/data/make_parquet.py` with pyarrow, two row groups, nulls in every column) arrives
+//! as CleverTap wants it, row numbers stand for lines in the rejects file, only mapped
+//! columns are read, and `send: changes` works on Parquet as on CSV.
+
+use crate::common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use serde_json::{Value, json};
+use tapline::sandbox::SandboxConfig;
+
+fn types_parquet(workspace: &Workspace) {
+    let bytes = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/types.parquet"
+    ))
+    .expect("tests/data/types.parquet");
+    workspace.write("types.parquet", bytes);
+}
+
+fn profiles(sandbox: &TestSandbox) -> BTreeMap<String, Value> {
+    sandbox
+        .sandbox
+        .records("profile")
+        .into_iter()
+        .map(|record| {
+            (
+                record["identity"].as_str().unwrap().to_string(),
+                record["profileData"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_parquet_type_arrives_as_clevertap_wants_it() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    types_parquet(&workspace);
+    workspace.pipeline(
+        "pipeline",
+        &sandbox,
+        "source: {path: types.parquet, timezone: Asia/Kolkata}\ntarget: {entity: user_profiles}\nskip_invalid_records: true\n",
+    );
+    let (code, summary) = run_json(&workspace, &["pipeline.yaml"]);
+    assert_eq!(code, Some(0), "{summary}");
+    assert_eq!(summary["records"]["accepted"], 4, "{summary}");
+    let profiles = profiles(&sandbox);
+    assert_eq!(
+        profiles["p1"],
+        json!({
+            "Age": 31, "Visits": 10_000_000_000_i64, "Ratio": 0.5, "Score": 99.5, "VIP": true,
+            // 1990-05-01 at midnight in Kolkata; timestamps are UTC instants.
+            "DOB": "$D_641500200", "SeenMs": "$D_1714557600", "Balance": 12.5,
+            "Interests": ["golf", "tennis"]
+        })
+    );
+    assert_eq!(profiles["p2"]["SeenUs"], "$D_1714557601");
+    assert_eq!(profiles["p2"]["Balance"], -0.05);
+    assert_eq!(profiles["p2"]["Note"], "hello");
+    assert_eq!(profiles["p3"]["SeenNs"], "$D_1714557602");
+    assert_eq!(profiles["p3"]["DOB"], "$D_946665000");
+    // NULLs are left out; a list's NULL elements too.
+    assert_eq!(profiles["p2"].get("Age"), None);
+    assert_eq!(profiles["p4"]["Interests"], json!(["chess"]));
+    assert_eq!(profiles["p4"]["Note"], "ünïcode");
+}
+
+#[test]
+fn row_numbers_stand_for_lines_and_only_mapped_columns_are_read() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    types_parquet(&workspace);
+    // `Note` sent as `Email`: rows 2 ("hello") and 4 (in the second row group) are invalid.
+    workspace.pipeline(
+        "pipeline",
+        &sandbox,
+        "source: {path: types.parquet}\ntarget: {entity: user_profiles}\nskip_invalid_records: true\noutput:\n  export_all_columns: false\n  columns:\n    - {source: identity, name: identity}\n    - {source: Note, name: Email}\n",
+    );
+    let (code, summary) = run_json(&workspace, &["pipeline.yaml"]);
+    assert_eq!(code, Some(0), "{summary}");
+    assert_eq!(summary["records"]["skipped"], 2, "{summary}");
+    let lines: Vec<u64> = rejects(workspace.dir.path(), &summary)
+        .iter()
+        .map(|entry| entry["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, [2, 4]);
+    // The rejects file has the row as read: the mapped columns only.
+    let entry = &rejects(workspace.dir.path(), &summary)[0];
+    assert_eq!(entry["row"], json!({"identity": "p2", "Note": "hello"}));
+}
+
+#[test]
+fn send_changes_and_rerun_work_on_parquet() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    types_parquet(&workspace);
+    workspace.pipeline(
+        "pipeline",
+        &sandbox,
+        "source: {path: types.parquet}\ntarget: {entity: user_profiles}\nsend: changes\n",
+    );
+    let (code, summary) = run_json(&workspace, &["pipeline.yaml"]);
+    assert_eq!(code, Some(0), "{summary}");
+    assert_eq!(summary["records"]["accepted"], 4, "{summary}");
+    // The same file: up to date; forced, every record is unchanged.
+    let (_, summary) = run_json(&workspace, &["pipeline.yaml"]);
+    assert_eq!(summary["status"], "up_to_date", "{summary}");
+    let (_, summary) = run_json(&workspace, &["pipeline.yaml", "--force"]);
+    assert_eq!(summary["records"]["unchanged"], 4, "{summary}");
+}
+
+#[test]
+fn a_file_that_is_not_parquet_is_a_clear_error() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    workspace.write("broken.parquet", "identity\nu1\n");
+    workspace.pipeline(
+        "pipeline",
+        &sandbox,
+        "source: {path: broken.parquet}\ntarget: {entity: user_profiles}\n",
+    );
+    let output = tapline(workspace.dir.path(), &["validate", "pipeline.yaml"]);
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(text.contains("is not a Parquet file"), "{text}");
+}
