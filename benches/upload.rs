@@ -245,9 +245,11 @@ fn write_table(rows: u64) -> Result<(), Box<dyn std::error::Error>> {
                        'user' || i || '@example.com' AS "Email", (18 + i % 60)::integer AS "Age",
                        (i * 7)::float8 / 3 AS "Score", i % 2 = 0 AS "VIP",
                        timestamptz '2024-01-01 00:00:00+00' + i * interval '1 second' AS "Joined"
-                FROM generate_series(0, {rows} - 1) i;
-                VACUUM ANALYZE tapline_bench_profiles;"#
+                FROM generate_series(0, {rows} - 1) i;"#
             ))
+            .await?;
+        client
+            .batch_execute("VACUUM ANALYZE tapline_bench_profiles")
             .await?;
         Ok::<_, Box<dyn std::error::Error>>(())
     })
