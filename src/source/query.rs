@@ -471,7 +471,7 @@ impl Kind {
                 _ => cells.null(),
             },
             Kind::Uuid => match <[u8; 16]>::try_from(raw) {
-                Ok(bytes) => cells.text(&uuid(bytes)),
+                Ok(bytes) => cells.text(&hyphenated_uuid(bytes)),
                 Err(_) => cells.null(),
             },
             Kind::TextArray => match text_array(raw) {
@@ -517,7 +517,7 @@ impl Kind {
                 (Order::Text(text.clone()), text)
             }
             Kind::Uuid => {
-                let text = uuid(<[u8; 16]>::try_from(raw).ok()?);
+                let text = hyphenated_uuid(<[u8; 16]>::try_from(raw).ok()?);
                 (Order::Text(text.clone()), text)
             }
             Kind::Bool | Kind::Json | Kind::Jsonb | Kind::TextArray => return None,
@@ -605,7 +605,8 @@ fn zone_epoch(time: chrono::NaiveDateTime, zone: chrono_tz::Tz) -> Option<i64> {
     }
 }
 
-fn uuid(bytes: [u8; 16]) -> String {
+/// A UUID's 16 bytes as `00010203-0405-0607-0809-0a0b0c0d0e0f`.
+pub(super) fn hyphenated_uuid(bytes: [u8; 16]) -> String {
     let hex = hex::encode(bytes);
     format!(
         "{}-{}-{}-{}-{}",
@@ -775,6 +776,9 @@ mod tests {
     #[test]
     fn uuids_are_hyphenated() {
         let bytes: [u8; 16] = core::array::from_fn(|i| i as u8);
-        assert_eq!(uuid(bytes), "00010203-0405-0607-0809-0a0b0c0d0e0f");
+        assert_eq!(
+            hyphenated_uuid(bytes),
+            "00010203-0405-0607-0809-0a0b0c0d0e0f"
+        );
     }
 }
