@@ -16,7 +16,8 @@ use chrono::TimeZone;
 use parquet::basic::{ConvertedType, LogicalType, TimeUnit, Type as PhysicalType};
 use parquet::column::reader::{ColumnReader, ColumnReaderImpl};
 use parquet::data_type::{
-    BoolType, ByteArrayType, DoubleType, FixedLenByteArrayType, FloatType, Int32Type, Int64Type,
+    BoolType, ByteArray, ByteArrayType, DoubleType, FixedLenByteArray, FixedLenByteArrayType,
+    FloatType, Int32Type, Int64Type,
 };
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::reader::RowIter;
@@ -84,7 +85,7 @@ impl ParquetStream {
             read: Arc::default(),
             total: size,
         };
-        let values = match FlatColumns::plan(&reader, &fields, zone) {
+        let values = match FlatColumns::plan(&reader, &fields) {
             Some(leaves) => Values::Flat(FlatColumns::new(reader, leaves, zone)),
             None => {
                 let nanos = fields
@@ -252,32 +253,41 @@ struct Leaf {
     max_definition: i16,
 }
 
-/// A row group's column reader, typed.
-enum TypedReader {
-    Bool(ColumnReaderImpl<BoolType>),
-    Int32(ColumnReaderImpl<Int32Type>),
-    Int64(ColumnReaderImpl<Int64Type>),
-    Float(ColumnReaderImpl<FloatType>),
-    Double(ColumnReaderImpl<DoubleType>),
-    Bytes(ColumnReaderImpl<ByteArrayType>),
-    Fixed(ColumnReaderImpl<FixedLenByteArrayType>),
+/// A row group's reader of one column, typed, with the batch of values it decoded last.
+enum Column {
+    Bool(ColumnReaderImpl<BoolType>, Vec<bool>),
+    Int32(ColumnReaderImpl<Int32Type>, Vec<i32>),
+    Int64(ColumnReaderImpl<Int64Type>, Vec<i64>),
+    Float(ColumnReaderImpl<FloatType>, Vec<f32>),
+    Double(ColumnReaderImpl<DoubleType>, Vec<f64>),
+    Bytes(ColumnReaderImpl<ByteArrayType>, Vec<ByteArray>),
+    Fixed(
+        ColumnReaderImpl<FixedLenByteArrayType>,
+        Vec<FixedLenByteArray>,
+    ),
 }
 
-/// A file of flat columns, decoded a batch of rows at a time per column; one row group's
-/// readers at a time.
+/// A column being read: its leaf, reader and batch, the batch's definition levels, and the
+/// next value of the batch (values hold only the rows that are not NULL).
+struct FlatColumn {
+    leaf: Leaf,
+    column: Option<Column>,
+    levels: Vec<i16>,
+    next_value: usize,
+}
+
+/// A file of flat columns, decoded a batch of rows at a time per column (one row group's
+/// readers at a time), each value written into the row's own value (its string reused).
 struct FlatColumns {
     file: SerializedFileReader<File>,
-    leaves: Vec<Leaf>,
+    columns: Vec<FlatColumn>,
     zone: chrono_tz::Tz,
     next_group: usize,
-    readers: Vec<TypedReader>,
     /// Rows of the current row group not yet decoded.
     group_rows_left: usize,
-    /// Per column, the current batch's values; `at` is the next row's place in them.
-    decoded: Vec<Vec<Value>>,
+    /// The next row's place in the batch, and the batch's rows.
     at: usize,
     batch_rows: usize,
-    levels: Vec<i16>,
 }
 
 impl FlatColumns {
@@ -285,7 +295,6 @@ impl FlatColumns {
     fn plan(
         file: &SerializedFileReader<File>,
         fields: &[parquet::schema::types::TypePtr],
-        _zone: chrono_tz::Tz,
     ) -> Option<Vec<Leaf>> {
         let schema = file.metadata().file_metadata().schema_descr();
         fields
@@ -295,8 +304,8 @@ impl FlatColumns {
                     return None;
                 }
                 let index = (0..schema.num_columns()).find(|&index| {
-                    let parts = schema.column(index).path().parts().to_vec();
-                    parts.len() == 1 && parts[0] == field.name()
+                    let path = schema.column(index).path().parts().to_vec();
+                    path.len() == 1 && path[0] == field.name()
                 })?;
                 let column = schema.column(index);
                 if column.max_rep_level() > 0 {
@@ -312,32 +321,44 @@ impl FlatColumns {
     }
 
     fn new(file: SerializedFileReader<File>, leaves: Vec<Leaf>, zone: chrono_tz::Tz) -> Self {
-        let count = leaves.len();
         FlatColumns {
             file,
-            leaves,
+            columns: leaves
+                .into_iter()
+                .map(|leaf| FlatColumn {
+                    leaf,
+                    column: None,
+                    levels: Vec::new(),
+                    next_value: 0,
+                })
+                .collect(),
             zone,
             next_group: 0,
-            readers: Vec::new(),
             group_rows_left: 0,
-            decoded: vec![Vec::new(); count],
             at: 0,
             batch_rows: 0,
-            levels: Vec::new(),
         }
     }
 
     /// Reads the next row into `row`; `false` at the end of the file.
-    fn next_row(&mut self, columns: &[Arc<str>], row: &mut Row) -> parquet::errors::Result<bool> {
+    fn next_row(&mut self, names: &[Arc<str>], row: &mut Row) -> parquet::errors::Result<bool> {
         if self.at == self.batch_rows && !self.decode_batch()? {
             return Ok(false);
         }
         let at = self.at;
         self.at += 1;
-        row.fields.clear();
-        for (name, values) in columns.iter().zip(&mut self.decoded) {
-            row.fields
-                .push((Arc::clone(name), std::mem::take(&mut values[at])));
+        row.fields
+            .resize_with(names.len(), || (Arc::from(""), Value::Null));
+        let zone = self.zone;
+        for ((name, slot), (column, want)) in row
+            .fields
+            .iter_mut()
+            .zip(self.columns.iter_mut().zip(names))
+        {
+            if !Arc::ptr_eq(name, want) {
+                *name = Arc::clone(want);
+            }
+            column.value_into(at, slot, zone);
         }
         Ok(true)
     }
@@ -351,62 +372,30 @@ impl FlatColumns {
             let group = self.file.get_row_group(self.next_group)?;
             self.next_group += 1;
             self.group_rows_left = usize::try_from(group.metadata().num_rows()).unwrap_or(0);
-            self.readers = self
-                .leaves
-                .iter()
-                .map(|leaf| {
-                    Ok(match group.get_column_reader(leaf.index)? {
-                        ColumnReader::BoolColumnReader(reader) => TypedReader::Bool(reader),
-                        ColumnReader::Int32ColumnReader(reader) => TypedReader::Int32(reader),
-                        ColumnReader::Int64ColumnReader(reader) => TypedReader::Int64(reader),
-                        ColumnReader::FloatColumnReader(reader) => TypedReader::Float(reader),
-                        ColumnReader::DoubleColumnReader(reader) => TypedReader::Double(reader),
-                        ColumnReader::ByteArrayColumnReader(reader) => TypedReader::Bytes(reader),
-                        ColumnReader::FixedLenByteArrayColumnReader(reader) => {
-                            TypedReader::Fixed(reader)
-                        }
-                        ColumnReader::Int96ColumnReader(_) => {
-                            return Err(parquet::errors::ParquetError::General(
-                                "an INT96 column in a flat read".into(),
-                            ));
-                        }
-                    })
-                })
-                .collect::<parquet::errors::Result<_>>()?;
+            for column in &mut self.columns {
+                column.column = Some(match group.get_column_reader(column.leaf.index)? {
+                    ColumnReader::BoolColumnReader(reader) => Column::Bool(reader, Vec::new()),
+                    ColumnReader::Int32ColumnReader(reader) => Column::Int32(reader, Vec::new()),
+                    ColumnReader::Int64ColumnReader(reader) => Column::Int64(reader, Vec::new()),
+                    ColumnReader::FloatColumnReader(reader) => Column::Float(reader, Vec::new()),
+                    ColumnReader::DoubleColumnReader(reader) => Column::Double(reader, Vec::new()),
+                    ColumnReader::ByteArrayColumnReader(reader) => {
+                        Column::Bytes(reader, Vec::new())
+                    }
+                    ColumnReader::FixedLenByteArrayColumnReader(reader) => {
+                        Column::Fixed(reader, Vec::new())
+                    }
+                    ColumnReader::Int96ColumnReader(_) => {
+                        return Err(parquet::errors::ParquetError::General(
+                            "an INT96 column in a flat read".into(),
+                        ));
+                    }
+                });
+            }
         }
         let rows = self.group_rows_left.min(BATCH_ROWS);
-        let zone = self.zone;
-        for ((leaf, reader), out) in self
-            .leaves
-            .iter()
-            .zip(&mut self.readers)
-            .zip(&mut self.decoded)
-        {
-            let (plan, max) = (leaf.plan, leaf.max_definition);
-            let levels = &mut self.levels;
-            match reader {
-                TypedReader::Bool(reader) => {
-                    read(reader, (rows, max), levels, out, |v| Value::Bool(*v))?
-                }
-                TypedReader::Int32(reader) => read(reader, (rows, max), levels, out, |v| {
-                    integer_value(i64::from(*v), plan, zone, *v as u32 as u64)
-                })?,
-                TypedReader::Int64(reader) => read(reader, (rows, max), levels, out, |v| {
-                    integer_value(*v, plan, zone, *v as u64)
-                })?,
-                TypedReader::Float(reader) => {
-                    read(reader, (rows, max), levels, out, |v| number(f64::from(*v)))?
-                }
-                TypedReader::Double(reader) => {
-                    read(reader, (rows, max), levels, out, |v| number(*v))?
-                }
-                TypedReader::Bytes(reader) => read(reader, (rows, max), levels, out, |v| {
-                    bytes_value(v.data(), plan)
-                })?,
-                TypedReader::Fixed(reader) => read(reader, (rows, max), levels, out, |v| {
-                    bytes_value(v.data(), plan)
-                })?,
-            }
+        for column in &mut self.columns {
+            column.decode(rows)?;
         }
         self.group_rows_left -= rows;
         self.at = 0;
@@ -415,21 +404,81 @@ impl FlatColumns {
     }
 }
 
-/// Decodes `rows` values of one column into `out` (NULLs where the definition level says).
-fn read<T: parquet::data_type::DataType>(
+impl FlatColumn {
+    /// Decodes the next `rows` rows of the column.
+    fn decode(&mut self, rows: usize) -> parquet::errors::Result<()> {
+        let max = self.leaf.max_definition;
+        let levels = &mut self.levels;
+        self.next_value = 0;
+        match &mut self.column {
+            Some(Column::Bool(reader, values)) => fill(reader, (rows, max), levels, values),
+            Some(Column::Int32(reader, values)) => fill(reader, (rows, max), levels, values),
+            Some(Column::Int64(reader, values)) => fill(reader, (rows, max), levels, values),
+            Some(Column::Float(reader, values)) => fill(reader, (rows, max), levels, values),
+            Some(Column::Double(reader, values)) => fill(reader, (rows, max), levels, values),
+            Some(Column::Bytes(reader, values)) => fill(reader, (rows, max), levels, values),
+            Some(Column::Fixed(reader, values)) => fill(reader, (rows, max), levels, values),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the value of the batch's row `at` into `slot`, reusing its string.
+    fn value_into(&mut self, at: usize, slot: &mut Value, zone: chrono_tz::Tz) {
+        let max = self.leaf.max_definition;
+        if max > 0 && self.levels.get(at) != Some(&max) {
+            *slot = Value::Null;
+            return;
+        }
+        let index = self.next_value;
+        self.next_value += 1;
+        let plan = self.leaf.plan;
+        match &self.column {
+            Some(Column::Bool(_, values)) => *slot = values.get(index).copied().into(),
+            Some(Column::Int32(_, values)) => match values.get(index) {
+                Some(&value) => {
+                    set_integer(slot, i64::from(value), plan, zone, u64::from(value as u32))
+                }
+                None => *slot = Value::Null,
+            },
+            Some(Column::Int64(_, values)) => match values.get(index) {
+                Some(&value) => set_integer(slot, value, plan, zone, value as u64),
+                None => *slot = Value::Null,
+            },
+            Some(Column::Float(_, values)) => {
+                *slot = values
+                    .get(index)
+                    .map_or(Value::Null, |&v| number(f64::from(v)))
+            }
+            Some(Column::Double(_, values)) => {
+                *slot = values.get(index).map_or(Value::Null, |&v| number(v))
+            }
+            Some(Column::Bytes(_, values)) => match values.get(index) {
+                Some(value) => set_bytes(slot, value.data(), plan),
+                None => *slot = Value::Null,
+            },
+            Some(Column::Fixed(_, values)) => match values.get(index) {
+                Some(value) => set_bytes(slot, value.data(), plan),
+                None => *slot = Value::Null,
+            },
+            None => *slot = Value::Null,
+        }
+    }
+}
+
+/// Decodes `rows` rows of one column: their definition levels (when it can hold NULLs) and
+/// the values of those that are not NULL.
+fn fill<T: parquet::data_type::DataType>(
     reader: &mut ColumnReaderImpl<T>,
     (rows, max_definition): (usize, i16),
     levels: &mut Vec<i16>,
-    out: &mut Vec<Value>,
-    convert: impl Fn(&T::T) -> Value,
+    values: &mut Vec<T::T>,
 ) -> parquet::errors::Result<()> {
-    let mut values = Vec::with_capacity(rows);
     levels.clear();
-    out.clear();
+    values.clear();
     let mut records = 0;
     while records < rows {
         let definitions = (max_definition > 0).then_some(&mut *levels);
-        let (read, _, _) = reader.read_records(rows - records, definitions, None, &mut values)?;
+        let (read, _, _) = reader.read_records(rows - records, definitions, None, values)?;
         if read == 0 {
             return Err(parquet::errors::ParquetError::EOF(format!(
                 "a column ends after {records} of its {rows} rows"
@@ -437,46 +486,56 @@ fn read<T: parquet::data_type::DataType>(
         }
         records += read;
     }
-    if max_definition == 0 {
-        out.extend(values.iter().map(convert));
-        return Ok(());
-    }
-    let mut present = values.iter();
-    for &level in levels.iter() {
-        let value = if level == max_definition {
-            present.next().map(&convert)
-        } else {
-            None
-        };
-        out.push(value.unwrap_or(Value::Null));
-    }
     Ok(())
 }
 
+/// Writes `text` into `slot`, reusing the string it holds.
+fn set_str(slot: &mut Value, text: &str) {
+    match slot {
+        Value::String(reused) => {
+            reused.clear();
+            reused.push_str(text);
+        }
+        _ => *slot = Value::String(text.to_string()),
+    }
+}
+
+/// Writes formatted text into `slot`, reusing the string it holds.
+fn set_text(slot: &mut Value, text: impl std::fmt::Display) {
+    use std::fmt::Write as _;
+    match slot {
+        Value::String(reused) => {
+            reused.clear();
+            let _ = write!(reused, "{text}");
+        }
+        _ => *slot = Value::String(text.to_string()),
+    }
+}
+
 /// An INT32 or INT64 value by its plan (`unsigned` is the same bits read without a sign).
-fn integer_value(value: i64, plan: Plan, zone: chrono_tz::Tz, unsigned: u64) -> Value {
+fn set_integer(slot: &mut Value, value: i64, plan: Plan, zone: chrono_tz::Tz, unsigned: u64) {
     match plan {
-        Plan::Date => date_value(value, zone),
-        Plan::Millis => Value::String(format!("$D_{}", value.div_euclid(1000))),
-        Plan::Micros => Value::String(format!("$D_{}", value.div_euclid(1_000_000))),
-        Plan::Nanos => Value::String(format!("$D_{}", value.div_euclid(1_000_000_000))),
-        Plan::Decimal { scale } => decimal_from(&value.to_be_bytes(), scale),
-        Plan::Unsigned => Value::from(unsigned),
-        _ => Value::from(value),
+        Plan::Date => *slot = date_value(value, zone),
+        Plan::Millis => set_text(slot, format_args!("$D_{}", value.div_euclid(1000))),
+        Plan::Micros => set_text(slot, format_args!("$D_{}", value.div_euclid(1_000_000))),
+        Plan::Nanos => set_text(slot, format_args!("$D_{}", value.div_euclid(1_000_000_000))),
+        Plan::Decimal { scale } => *slot = decimal_from(&value.to_be_bytes(), scale),
+        Plan::Unsigned => *slot = Value::from(unsigned),
+        _ => *slot = Value::from(value),
     }
 }
 
 /// A BYTE_ARRAY or FIXED_LEN_BYTE_ARRAY value by its plan; bytes that are not text are NULL.
-fn bytes_value(bytes: &[u8], plan: Plan) -> Value {
+fn set_bytes(slot: &mut Value, bytes: &[u8], plan: Plan) {
     match plan {
-        Plan::Decimal { scale } => decimal_from(bytes, scale),
+        Plan::Decimal { scale } => *slot = decimal_from(bytes, scale),
         Plan::Uuid => match <[u8; 16]>::try_from(bytes) {
-            Ok(bytes) => Value::String(super::query::hyphenated_uuid(bytes)),
-            Err(_) => Value::Null,
+            Ok(bytes) => set_str(slot, &super::query::hyphenated_uuid(bytes)),
+            Err(_) => *slot = Value::Null,
         },
         _ => match std::str::from_utf8(bytes) {
-            Ok(text) => Value::String(text.to_string()),
-            Err(_) => Value::Null,
+            Ok(text) => set_str(slot, text),
+            Err(_) => *slot = Value::Null,
         },
     }
 }

@@ -976,3 +976,48 @@ fn the_daemon_tries_schedules_on_its_own_sandbox_and_logs_in_each_zone() {
     });
     assert_eq!(daemon.stop(), Some(0));
 }
+
+#[test]
+fn parquet_and_zstd_files_that_arrive_are_sent() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    let dir = workspace.dir.path();
+    std::fs::create_dir(dir.join("drops")).unwrap();
+    workspace.pipeline(
+        "columns",
+        &sandbox,
+        "source: {path: \"drops/*.parquet\"}\ntarget: {entity: user_profiles}\ntrigger: file_arrival\n",
+    );
+    workspace.pipeline(
+        "lines",
+        &sandbox,
+        "source: {path: \"drops/*.jsonl.zst\"}\ntarget: {entity: user_profiles}\ntrigger: file_arrival\n",
+    );
+    let mut daemon = Daemon::start(dir, &[]);
+    daemon.notification_with("READY=1");
+    let parquet = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/types.parquet"
+    ))
+    .unwrap();
+    workspace.write("drops/.types.tmp", parquet);
+    std::fs::rename(
+        dir.join("drops/.types.tmp"),
+        dir.join("drops/types.parquet"),
+    )
+    .unwrap();
+    let lines =
+        zstd::encode_all(&b"{\"identity\": \"z1\"}\n{\"identity\": \"z2\"}\n"[..], 3).unwrap();
+    workspace.write("drops/.lines.tmp", lines);
+    std::fs::rename(
+        dir.join("drops/.lines.tmp"),
+        dir.join("drops/lines.jsonl.zst"),
+    )
+    .unwrap();
+    daemon.wait_for(30, "the four Parquet rows and the two lines", || {
+        sandbox.inspect().profiles == 6
+    });
+    assert!(sandbox.sandbox.profile("p4").is_some());
+    assert!(sandbox.sandbox.profile("z2").is_some());
+    assert_eq!(daemon.stop(), Some(0));
+}
