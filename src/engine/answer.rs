@@ -6,7 +6,7 @@ use super::BatchReport;
 use super::batch::Batch;
 use crate::clevertap::Failure;
 use crate::clevertap::wire::{AnswerStatus, UploadResponse};
-use crate::outcome::{Code, Outcome, Settled};
+use crate::outcome::{Carried, Code, Outcome, Settled};
 
 impl BatchReport {
     pub(super) fn of(batch: &Batch, accepted: usize, settled: Vec<Settled>, attempts: u32) -> Self {
@@ -34,8 +34,7 @@ pub(super) fn failed_batch(batch: &Batch, code: Code, reason: &str, attempts: u3
             outcome: Outcome::Failed,
             code,
             reason: reason.to_string(),
-            row: None,
-            record: batch.record(index),
+            carried: Carried::record(batch.record(index)),
         })
         .collect();
     BatchReport::of(batch, 0, settled, attempts)
@@ -92,8 +91,7 @@ pub(super) fn answered_batch(
                 .and_then(|code| u16::try_from(code).ok())
                 .map_or(Code::Rejected, Code::CleverTap),
             reason,
-            row: None,
-            record: batch.record(index),
+            carried: Carried::record(batch.record(index)),
         });
     }
     settled.sort_by_key(|entry| entry.line);

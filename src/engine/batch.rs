@@ -18,7 +18,7 @@ use crate::config::model::{AccountLimits, OnInvalidRecord, OutputMapping, Target
 use crate::mapping::output::OutputPlan;
 use crate::mapping::replay::Replayed;
 use crate::mapping::{self, Mapper, Record};
-use crate::outcome::{Code, Outcome, Settled, SettledLines};
+use crate::outcome::{Carried, Code, Outcome, Settled, SettledLines};
 use crate::source::{Row, RowError, RowStream};
 use crate::template::RunContext;
 
@@ -245,8 +245,7 @@ pub fn produce(
                     outcome: Outcome::Skipped,
                     code: invalid.code,
                     reason: invalid.reason,
-                    row: Some(row.to_json()),
-                    record: None,
+                    carried: Carried::row(row.to_json()),
                 },
             },
             Err(RowError::Invalid { line, reason, raw }) => Settled {
@@ -254,8 +253,7 @@ pub fn produce(
                 outcome: Outcome::Skipped,
                 code: Code::MalformedRow,
                 reason,
-                row: Some(Value::String(raw)),
-                record: None,
+                carried: Carried::row(Value::String(raw)),
             },
             Err(RowError::Fatal(message)) => {
                 if output.flush(&mut builder) && output.hand_all_unchanged(&mut changes) {

@@ -25,7 +25,7 @@ use crate::clevertap::wire::{AnswerStatus, CustomListCompleted};
 use crate::config::model::{CustomList, OnInvalidRecord, SegmentMode};
 use crate::mapping::output::OutputPlan;
 use crate::mapping::{self, custom_list_line};
-use crate::outcome::{Code, Outcome, Settled};
+use crate::outcome::{Carried, Code, Outcome, Settled};
 use crate::source::{self, Row, RowError};
 
 const HEADER: &[u8] = b"Type,Identity\n";
@@ -172,8 +172,7 @@ fn write_entries(
                     outcome: Outcome::Skipped,
                     code,
                     reason,
-                    row: Some(data),
-                    record: None,
+                    carried: Carried::row(data),
                 };
                 // A row without an identity is no entry at all: skipped whatever
                 // `skip_invalid_records` says.
@@ -280,11 +279,10 @@ impl Spool {
                 outcome: Outcome::Failed,
                 code: Code::NotSent,
                 reason: reason.to_string(),
-                row: None,
-                record: Some(serde_json::json!({
+                carried: Carried::record(Some(serde_json::json!({
                     "type": entry.get(0).unwrap_or("i"),
                     "identity": entry.get(1).unwrap_or_default(),
-                })),
+                }))),
             });
             count += 1;
         }

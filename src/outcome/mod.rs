@@ -40,12 +40,50 @@ pub struct Settled {
     pub code: Code,
     /// What went wrong.
     pub reason: String,
-    /// The source row (for records that never became a request) ...
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The record itself, as it can be sent again.
+    #[serde(flatten)]
+    pub carried: Carried,
+}
+
+/// What a rejects entry carries of its record: the source row, for records that never
+/// became a request, or the CleverTap record as it was sent. `tapline replay` reads it back
+/// (possibly fixed by hand) through [`ReplayEntry`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Carried {
+    /// The source row, as a JSON object (or the raw text of a row that could not be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row: Option<Value>,
-    /// ... or the CleverTap record as it was sent.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The CleverTap record as it was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record: Option<Value>,
+}
+
+impl Carried {
+    /// A source row.
+    pub fn row(row: Value) -> Self {
+        Carried {
+            row: Some(row),
+            record: None,
+        }
+    }
+
+    /// A record as sent.
+    pub fn record(record: Option<Value>) -> Self {
+        Carried { row: None, record }
+    }
+}
+
+/// A rejects-file entry as `tapline replay` reads it back: what [`Settled`] wrote, of which
+/// replay needs the source line and what was carried. The outcome, code and reason are not
+/// read (they may have been edited, or removed, by hand).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ReplayEntry {
+    /// The source line; an entry without one stands on its own line of the rejects file.
+    #[serde(default)]
+    pub line: Option<u64>,
+    /// The record.
+    #[serde(flatten)]
+    pub carried: Carried,
 }
 
 /// How many records ended where.
@@ -184,5 +222,36 @@ impl FromStr for RunStatus {
         .into_iter()
         .find(|status| status.as_str() == text)
         .ok_or_else(|| format!("`{text}` is not a run status"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rejects_entry_is_written_as_before_and_read_back_typed() {
+        let settled = Settled {
+            line: 7,
+            outcome: Outcome::Rejected,
+            code: Code::from_str("515").unwrap(),
+            reason: "bad".into(),
+            carried: Carried::record(Some(serde_json::json!({"identity": "u1"}))),
+        };
+        let written = serde_json::to_string(&settled).unwrap();
+        assert_eq!(
+            written,
+            r#"{"line":7,"outcome":"rejected","code":"515","reason":"bad","record":{"identity":"u1"}}"#
+        );
+        let read: ReplayEntry = serde_json::from_str(&written).unwrap();
+        assert_eq!(read.line, Some(7));
+        assert_eq!(read.carried, settled.carried);
+        // Hand-edited: another code, no reason, a fixed row.
+        let edited: ReplayEntry =
+            serde_json::from_str(r#"{"line":3,"code":"x","row":{"identity":"u2"}}"#).unwrap();
+        assert_eq!(
+            edited.carried,
+            Carried::row(serde_json::json!({"identity": "u2"}))
+        );
     }
 }

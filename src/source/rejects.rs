@@ -1,6 +1,7 @@
 //! A tapline rejects file read back as a source, for `tapline replay`.
 //!
-//! Each entry becomes a row on its original source line: an entry with `record` (the
+//! Each entry is read as the [`ReplayEntry`] of what [`crate::outcome::Settled`] wrote, and
+//! becomes a row on its original source line: an entry with `record` (the
 //! CleverTap record as it was sent) is sent as it is; an entry with only `row` (the source
 //! row, for records that never became a request) is mapped like any row. Either may have
 //! been fixed by hand before the replay.
@@ -12,6 +13,7 @@ use serde_json::Value;
 
 use super::jsonl::JsonlStream;
 use super::{Row, RowError, RowStream};
+use crate::outcome::{Carried, ReplayEntry};
 
 pub(super) struct RejectsStream {
     entries: JsonlStream,
@@ -44,34 +46,49 @@ impl RowStream for RejectsStream {
             }));
         }
         let entry_line = self.entry.line;
-        let mut source_line = None;
-        let mut source_row = None;
-        let mut record = None;
-        let mut bad_line = None;
-        for (name, value) in self.entry.fields.drain(..) {
-            match &*name {
-                "line" => match value.as_u64().filter(|line| *line > 0) {
-                    Some(line) => source_line = Some(line),
-                    None => bad_line = Some(value),
-                },
-                "row" => source_row = Some(value),
-                "record" => record = Some(value),
-                _ => {}
-            }
-        }
-        let line = source_line.unwrap_or(entry_line);
-        row.line = line;
+        // The entry as `Settled` wrote it (or as a person fixed it), read back typed.
+        let fields = self.entry.fields.drain(..);
+        let object = Value::Object(
+            fields
+                .map(|(name, value)| (name.to_string(), value))
+                .collect(),
+        );
         row.fields.clear();
         row.record = None;
-        if let Some(bad) = bad_line {
-            return Some(Err(RowError::Invalid {
-                line,
+        row.line = entry_line;
+        let bad_line = |written: &Value| {
+            Some(Err(RowError::Invalid {
+                line: entry_line,
                 reason: format!(
-                    "line {entry_line} of the rejects file has `line: {bad}`; it must be the source line, a whole number from 1"
+                    "line {entry_line} of the rejects file has `line: {written}`; it must be the source line, a whole number from 1"
                 ),
                 raw: String::new(),
-            }));
-        }
+            }))
+        };
+        let written_line = object.get("line").cloned();
+        let entry = match serde_json::from_value::<ReplayEntry>(object) {
+            Ok(entry) => entry,
+            Err(error) => {
+                if let Some(written) = written_line.filter(|line| !line.is_u64()) {
+                    return bad_line(&written);
+                }
+                return Some(Err(RowError::Invalid {
+                    line: entry_line,
+                    reason: format!("line {entry_line} of the rejects file: {error}"),
+                    raw: String::new(),
+                }));
+            }
+        };
+        let line = match entry.line {
+            Some(0) => return bad_line(&Value::from(0)),
+            Some(line) => line,
+            None => entry_line,
+        };
+        row.line = line;
+        let Carried {
+            row: source_row,
+            record,
+        } = entry.carried;
         Some(match (record, source_row) {
             (Some(record), _) => {
                 row.record = Some(record);
