@@ -5,8 +5,8 @@
 
 use crate::common;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Stdio};
+use std::collections::BTreeSet;
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -18,21 +18,6 @@ fn run(workspace: &Workspace, extra: &[&str]) -> (Option<i32>, Value) {
     let mut args = vec!["pipeline.yaml"];
     args.extend_from_slice(extra);
     run_json(workspace, &args)
-}
-
-/// The sandbox's profiles by identity, with their properties.
-fn profiles(sandbox: &TestSandbox) -> BTreeMap<String, Value> {
-    sandbox
-        .sandbox
-        .records("profile")
-        .into_iter()
-        .map(|record| {
-            (
-                record["identity"].as_str().unwrap().to_string(),
-                record["profileData"].clone(),
-            )
-        })
-        .collect()
 }
 
 fn csv(rows: impl IntoIterator<Item = (String, String)>) -> String {
@@ -82,7 +67,7 @@ fn the_second_run_sends_exactly_the_changed_and_new_profiles() {
         serde_json::json!({"read": ROWS + 11, "accepted": 48, "skipped": 0, "rejected": 0, "failed": 0, "unchanged": ROWS - 37})
     );
     assert_eq!(sandbox.inspect().profiles - before, 48, "exactly 48 arrive");
-    let stored = profiles(&sandbox);
+    let stored = profiles_by_identity(&sandbox);
     for &index in &changed {
         assert_eq!(
             stored[&format!("u{index}")]["Plan"],
@@ -292,19 +277,13 @@ fn a_killed_run_with_changes_resumes_and_loses_nothing() {
         &sandbox,
         "source: {path: profiles.csv}\ntarget: {entity: user_profiles}\nthread_count: 2\nsend: changes\n",
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tapline"))
-        .args(["run", "pipeline.yaml", "--json"])
-        .current_dir(workspace.dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
     // Killed (SIGKILL) once a third of the file has arrived.
-    wait_until(60, "a third of the file", || {
-        sandbox.inspect().profiles >= (ROWS / 3) as u64
-    });
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_run_when(
+        &workspace,
+        &["pipeline.yaml"],
+        "a third of the file",
+        || sandbox.inspect().profiles >= (ROWS / 3) as u64,
+    );
 
     // Fingerprints were written only for records CleverTap accepted.
     let database = workspace.dir.path().join(".tapline/state.db");

@@ -93,6 +93,43 @@ impl Workspace {
     }
 }
 
+/// Runs `tapline run <args>` in the workspace and kills it (SIGKILL) once `killed_when`
+/// holds: a run that stops mid-way with no chance to tidy up.
+pub fn kill_run_when(
+    workspace: &Workspace,
+    args: &[&str],
+    what: &str,
+    killed_when: impl FnMut() -> bool,
+) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tapline"))
+        .arg("run")
+        .args(args)
+        .current_dir(workspace.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tapline starts");
+    wait_until(120, what, killed_when);
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+}
+
+/// The sandbox's profiles by identity (a number as its text), with their properties.
+pub fn profiles_by_identity(sandbox: &TestSandbox) -> std::collections::BTreeMap<String, Value> {
+    sandbox
+        .sandbox
+        .records("profile")
+        .into_iter()
+        .map(|record| {
+            let identity = match &record["identity"] {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            (identity, record["profileData"].clone())
+        })
+        .collect()
+}
+
 /// Runs the real binary in `dir`.
 pub fn tapline(dir: &Path, args: &[&str]) -> Output {
     tapline_with_env(dir, args, &[])

@@ -5,10 +5,8 @@
 
 use crate::common;
 
-use std::collections::BTreeMap;
-
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 use tapline::sandbox::SandboxConfig;
 
 fn types_parquet(workspace: &Workspace) {
@@ -18,20 +16,6 @@ fn types_parquet(workspace: &Workspace) {
     ))
     .expect("tests/data/types.parquet");
     workspace.write("types.parquet", bytes);
-}
-
-fn profiles(sandbox: &TestSandbox) -> BTreeMap<String, Value> {
-    sandbox
-        .sandbox
-        .records("profile")
-        .into_iter()
-        .map(|record| {
-            (
-                record["identity"].as_str().unwrap().to_string(),
-                record["profileData"].clone(),
-            )
-        })
-        .collect()
 }
 
 #[test]
@@ -47,7 +31,7 @@ fn every_parquet_type_arrives_as_clevertap_wants_it() {
     let (code, summary) = run_json(&workspace, &["pipeline.yaml"]);
     assert_eq!(code, Some(0), "{summary}");
     assert_eq!(summary["records"]["accepted"], 4, "{summary}");
-    let profiles = profiles(&sandbox);
+    let profiles = profiles_by_identity(&sandbox);
     assert_eq!(
         profiles["p1"],
         json!({

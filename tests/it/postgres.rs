@@ -9,7 +9,6 @@
 
 use crate::common;
 
-use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -107,21 +106,6 @@ fn run(workspace: &Workspace, extra: &[&str]) -> (Option<i32>, Value) {
     run_json(workspace, &args)
 }
 
-fn profiles(sandbox: &TestSandbox) -> BTreeMap<String, Value> {
-    sandbox
-        .sandbox
-        .records("profile")
-        .into_iter()
-        .map(|record| {
-            let identity = match &record["identity"] {
-                Value::String(text) => text.clone(),
-                other => other.to_string(),
-            };
-            (identity, record["profileData"].clone())
-        })
-        .collect()
-}
-
 #[test]
 fn every_postgres_type_becomes_the_json_clevertap_wants() {
     let Some(database) = TestDatabase::open() else {
@@ -154,7 +138,7 @@ FROM $schema.users ORDER BY id"#,
     let (code, summary) = run(&workspace, &[]);
     assert_eq!(code, Some(0), "{summary}");
     assert_eq!(summary["records"]["accepted"], 2, "{summary}");
-    let profiles = profiles(&sandbox);
+    let profiles = profiles_by_identity(&sandbox);
     assert_eq!(
         profiles["u1"],
         json!({
@@ -224,19 +208,13 @@ fn a_killed_run_resumes_from_its_snapshot_and_not_from_a_new_query() {
         r#"SELECT identity, plan AS "Plan" FROM $schema.users ORDER BY identity"#,
         "target: {entity: user_profiles}\nthread_count: 2\n",
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tapline"))
-        .args(["run", "pipeline.yaml", "--json"])
-        .current_dir(workspace.dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
     // Killed (SIGKILL) once a third of the rows has arrived, before the last has.
-    wait_until(120, "a third of the rows", || {
-        sandbox.inspect().profiles >= (ROWS / 3) as u64
-    });
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_run_when(
+        &workspace,
+        &["pipeline.yaml"],
+        "a third of the rows",
+        || sandbox.inspect().profiles >= (ROWS / 3) as u64,
+    );
     assert!(sandbox.inspect().distinct_profiles < ROWS);
 
     // The table changes completely: a new query would send other rows.
@@ -247,7 +225,7 @@ fn a_killed_run_resumes_from_its_snapshot_and_not_from_a_new_query() {
     let (code, summary) = run(&workspace, &[]);
     assert_eq!(code, Some(0), "{summary}");
     assert!(summary["rows_resumed"].as_u64() > Some(0), "{summary}");
-    let profiles = profiles(&sandbox);
+    let profiles = profiles_by_identity(&sandbox);
     assert_eq!(profiles.len(), ROWS, "every row the killed run read, once");
     assert!(profiles.keys().all(|identity| identity.starts_with('u')));
     // The snapshot went with the delivery; the next run reads the table as it is now.
@@ -302,7 +280,10 @@ WHERE $1::timestamptz IS NULL OR updated_at > $1 ORDER BY updated_at"#,
     assert_eq!(code, Some(0), "{summary}");
     assert_eq!(summary["records"]["read"], 3, "{summary}");
     assert_eq!(sandbox.inspect().requests, before + 1);
-    assert_eq!(profiles(&sandbox)["u2"]["Email"], "new-u2@example.com");
+    assert_eq!(
+        profiles_by_identity(&sandbox)["u2"]["Email"],
+        "new-u2@example.com"
+    );
 
     // `--full` binds NULL: every row again.
     let (_, summary) = run(&workspace, &["--full"]);
@@ -341,11 +322,11 @@ fn a_run_that_did_not_deliver_everything_keeps_the_watermark_where_it_was() {
     let (code, summary) = run(&workspace, &[]);
     assert_eq!(code, Some(0), "{summary}");
     assert_eq!(summary["records"]["accepted"], 30, "{summary}");
-    assert!(!profiles(&sandbox).contains_key("late"));
+    assert!(!profiles_by_identity(&sandbox).contains_key("late"));
     // Then the watermark is 30, and the next run reads the one row after it.
     let (_, summary) = run(&workspace, &[]);
     assert_eq!(summary["records"]["accepted"], 1, "{summary}");
-    assert!(profiles(&sandbox).contains_key("late"));
+    assert!(profiles_by_identity(&sandbox).contains_key("late"));
 }
 
 #[test]
