@@ -26,8 +26,9 @@ pub struct RecordFingerprint {
 
 /// The fingerprints CleverTap accepted in earlier runs of a pipeline to a destination.
 pub trait KnownFingerprints: Send {
-    /// The content last accepted under `key`, if any.
-    fn content(&mut self, key: u64) -> Result<Option<u64>, String>;
+    /// Whether the content last accepted under `key` is `content`: CleverTap has this very
+    /// record.
+    fn holds(&mut self, key: u64, content: u64) -> Result<bool, String>;
 }
 
 /// Seconds in a day.

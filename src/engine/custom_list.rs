@@ -351,8 +351,7 @@ pub(super) async fn run(
                     };
                     let unchanged = changes
                         .as_ref()
-                        .and_then(|changes| changes.content_of(fingerprint.key))
-                        == Some(fingerprint.content);
+                        .is_some_and(|changes| changes.holds(fingerprint.key, fingerprint.content));
                     if unchanged && ledger.stop.is_none() {
                         // CleverTap has this very list: nothing to upload.
                         ledger.counts.unchanged += listed.lines;

@@ -27,17 +27,16 @@ impl ChangeDetection {
         }
     }
 
-    /// The content CleverTap last accepted under `key` (a whole custom list's), if known;
-    /// a store that cannot be read knows nothing (the list is sent).
-    pub(super) fn content_of(&self, key: u64) -> Option<u64> {
-        let mut known = self
-            .known
-            .as_ref()?
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        known.content(key).unwrap_or_else(|error| {
+    /// Whether CleverTap last accepted `content` under `key` (a whole custom list); a store
+    /// that cannot be read knows nothing (the list is sent).
+    pub(super) fn holds(&self, key: u64, content: u64) -> bool {
+        let Some(known) = &self.known else {
+            return false;
+        };
+        let mut known = known.lock().unwrap_or_else(PoisonError::into_inner);
+        known.holds(key, content).unwrap_or_else(|error| {
             tracing::warn!(%error, "cannot read the fingerprints of earlier runs; the list is sent");
-            None
+            false
         })
     }
 }
@@ -88,9 +87,9 @@ impl ChangeFilter {
         let Some(known) = &mut self.known else {
             return Judgement::Send(Some(fingerprint));
         };
-        match known.content(fingerprint.key) {
-            Ok(Some(content)) if content == fingerprint.content => Judgement::Unchanged,
-            Ok(_) => Judgement::Send(Some(fingerprint)),
+        match known.holds(fingerprint.key, fingerprint.content) {
+            Ok(true) => Judgement::Unchanged,
+            Ok(false) => Judgement::Send(Some(fingerprint)),
             Err(error) => {
                 if !std::mem::replace(&mut self.lookup_failed, true) {
                     tracing::warn!(%error, "cannot read the fingerprints of earlier runs; records are sent as changed");

@@ -118,9 +118,13 @@ fn merge_sorted(
 /// Reads the fingerprints of one scope through a read-only connection of its own, so the
 /// thread that reads the source asks while the run writes checkpoints on another. It reads
 /// one snapshot, taken at its first lookup (what earlier runs accepted; this run's records
-/// are judged already). The lowest keys of the snapshot, up to [`IN_MEMORY_FINGERPRINTS`],
-/// are read into memory at once, in key order (a lookup there is a binary search); only keys
-/// above them, in a scope too large for that, are looked up in the table.
+/// are judged already).
+///
+/// The question is only ever "was this key accepted with this content?", so the snapshot is
+/// held as one 64-bit hash of each (key, content) pair, sorted and indexed by its top bits:
+/// 8 bytes a fingerprint, and a lookup touches one or two cache lines. A scope larger than
+/// [`IN_MEMORY_FINGERPRINTS`] has its lowest keys in memory and the others looked up in the
+/// table, so memory stays bounded whatever its size.
 struct Reader {
     connection: Connection,
     scope: i64,
@@ -129,56 +133,103 @@ struct Reader {
 
 /// What a reader loaded at its first lookup.
 struct Snapshot {
-    /// Row keys and contents, sorted by key.
-    in_memory: Vec<(i64, u64)>,
-    /// The highest key `in_memory` covers when the scope had more; `None` when it holds
+    /// The pair hashes, sorted.
+    pairs: Vec<u64>,
+    /// Where the pairs whose top [`BUCKET_BITS`] bits are `b` start: `buckets[b]..buckets[b + 1]`.
+    buckets: Vec<u32>,
+    /// The highest row key the pairs cover when the scope had more; `None` when they hold
     /// every fingerprint of the scope.
     covers_up_to: Option<i64>,
 }
 
-/// Fingerprints a reader holds in memory at most (16 bytes each: 64 MiB), so the run's
+/// Fingerprints a reader holds in memory at most (8 bytes each: 96 MiB), so the run's
 /// memory stays bounded whatever the scope's size.
-const IN_MEMORY_FINGERPRINTS: usize = 4 << 20;
+const IN_MEMORY_FINGERPRINTS: usize = 12 << 20;
 
-/// The reader's page cache for the keys beyond memory, in KiB (SQLite's default is 2 MiB).
+/// The top bits of a pair hash that index [`Snapshot::buckets`] (4 MiB of offsets).
+const BUCKET_BITS: u32 = 20;
+
+/// The reader's page cache while it loads (the scan needs none) and, for a scope larger than
+/// memory, for the keys beyond it, in KiB.
+const LOADING_CACHE_KIB: i64 = 2 * 1024;
 const READER_CACHE_KIB: i64 = 24 * 1024;
+
+/// One hash of a fingerprint's row key and content: equal for the same pair, and for
+/// different pairs only by a 64-bit collision.
+fn pair_hash(row_key: i64, content: u64) -> u64 {
+    let mut bytes = [0; 16];
+    bytes[..8].copy_from_slice(&row_key.to_le_bytes());
+    bytes[8..].copy_from_slice(&content.to_le_bytes());
+    xxhash_rust::xxh3::xxh3_64(&bytes)
+}
 
 impl Reader {
     fn load(&mut self) -> rusqlite::Result<Snapshot> {
         self.connection.execute_batch("BEGIN")?;
-        let mut statement = self.connection.prepare(
-            "SELECT key, content FROM record_fingerprints WHERE scope = ?1 ORDER BY key",
+        let count: i64 = self.connection.query_row(
+            "SELECT count(*) FROM record_fingerprints WHERE scope = ?1",
+            params![self.scope],
+            |row| row.get(0),
         )?;
-        let mut rows = statement.query(params![self.scope])?;
-        let mut in_memory = Vec::new();
+        let mut pairs = Vec::with_capacity((count.max(0) as usize).min(IN_MEMORY_FINGERPRINTS));
         let mut covers_up_to = None;
-        while let Some(row) = rows.next()? {
-            if in_memory.len() == IN_MEMORY_FINGERPRINTS {
-                covers_up_to = in_memory.last().map(|(key, _)| *key);
-                break;
+        {
+            let mut statement = self.connection.prepare(
+                "SELECT key, content FROM record_fingerprints WHERE scope = ?1 ORDER BY key",
+            )?;
+            let mut rows = statement.query(params![self.scope])?;
+            let mut last_key = None;
+            while let Some(row) = rows.next()? {
+                if pairs.len() == IN_MEMORY_FINGERPRINTS {
+                    covers_up_to = last_key;
+                    break;
+                }
+                let key = row.get::<_, i64>(0)?;
+                pairs.push(pair_hash(key, row.get::<_, i64>(1)? as u64));
+                last_key = Some(key);
             }
-            in_memory.push((row.get::<_, i64>(0)?, row.get::<_, i64>(1)? as u64));
+        }
+        if covers_up_to.is_some() {
+            self.connection
+                .pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
+        }
+        pairs.sort_unstable();
+        let mut buckets = vec![0_u32; (1 << BUCKET_BITS) + 1];
+        let mut at = 0;
+        for (bucket, start) in buckets.iter_mut().enumerate() {
+            while at < pairs.len() && ((pairs[at] >> (64 - BUCKET_BITS)) as usize) < bucket {
+                at += 1;
+            }
+            *start = at as u32;
         }
         Ok(Snapshot {
-            in_memory,
+            pairs,
+            buckets,
             covers_up_to,
         })
     }
 }
 
+impl Snapshot {
+    fn contains(&self, pair: u64) -> bool {
+        let bucket = (pair >> (64 - BUCKET_BITS)) as usize;
+        let (start, end) = (
+            self.buckets[bucket] as usize,
+            self.buckets[bucket + 1] as usize,
+        );
+        self.pairs[start..end].contains(&pair)
+    }
+}
+
 impl KnownFingerprints for Reader {
-    fn content(&mut self, key: u64) -> Result<Option<u64>, String> {
+    fn holds(&mut self, key: u64, content: u64) -> Result<bool, String> {
         if self.snapshot.is_none() {
             self.snapshot = Some(self.load().map_err(|error| error.to_string())?);
         }
         let snapshot = self.snapshot.as_ref().expect("loaded above");
         let row_key = row_key(self.scope, key);
         if snapshot.covers_up_to.is_none_or(|last| row_key <= last) {
-            return Ok(snapshot
-                .in_memory
-                .binary_search_by_key(&row_key, |(key, _)| *key)
-                .ok()
-                .map(|index| snapshot.in_memory[index].1));
+            return Ok(snapshot.contains(pair_hash(row_key, content)));
         }
         self.connection
             .prepare_cached("SELECT content FROM record_fingerprints WHERE key = ?1")
@@ -187,7 +238,7 @@ impl KnownFingerprints for Reader {
                     .query_row(params![row_key], |row| row.get::<_, i64>(0))
                     .optional()
             })
-            .map(|content| content.map(|content| content as u64))
+            .map(|found| found == Some(content as i64))
             .map_err(|error| error.to_string())
     }
 }
@@ -205,7 +256,7 @@ impl SqliteStore {
         )
         .and_then(|connection| {
             connection.busy_timeout(super::BUSY_TIMEOUT)?;
-            connection.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
+            connection.pragma_update(None, "cache_size", -LOADING_CACHE_KIB)?;
             Ok(connection)
         })
         .map_err(|error| self.error(error))?;
@@ -346,6 +397,7 @@ mod tests {
         }
         assert_eq!(store.merge_fingerprints("p", "d").unwrap(), 2);
         let mut known = store.known_fingerprints("p", "d").unwrap();
-        assert_eq!(known.content(1).unwrap(), Some(20));
+        assert!(known.holds(1, 20).unwrap());
+        assert!(!known.holds(1, 10).unwrap());
     }
 }
