@@ -93,9 +93,9 @@ impl JournalEntry {
     }
 }
 
-/// Journal entries sorted and written at once, at most (48 MiB): a larger journal is merged
+/// Journal entries sorted and written at once, at most (24 MiB): a larger journal is merged
 /// in several sorted passes.
-const MERGE_CHUNK: usize = 2 << 20;
+const MERGE_CHUNK: usize = 1 << 20;
 
 /// Writes entries into the table in key order; for a key written twice, the later wins.
 fn merge_sorted(
@@ -135,8 +135,10 @@ struct Reader {
 struct Snapshot {
     /// The pair hashes, sorted.
     pairs: Vec<u64>,
-    /// Where the pairs whose top [`BUCKET_BITS`] bits are `b` start: `buckets[b]..buckets[b + 1]`.
+    /// Where the pairs whose top `bucket_bits` bits are `b` start: `buckets[b]..buckets[b + 1]`.
     buckets: Vec<u32>,
+    /// About eight pairs a bucket, at most [`MAX_BUCKET_BITS`] bits.
+    bucket_bits: u32,
     /// The highest row key the pairs cover when the scope had more; `None` when they hold
     /// every fingerprint of the scope.
     covers_up_to: Option<i64>,
@@ -146,8 +148,8 @@ struct Snapshot {
 /// memory stays bounded whatever the scope's size.
 const IN_MEMORY_FINGERPRINTS: usize = 12 << 20;
 
-/// The top bits of a pair hash that index [`Snapshot::buckets`] (4 MiB of offsets).
-const BUCKET_BITS: u32 = 20;
+/// The most top bits of a pair hash that index [`Snapshot::buckets`] (4 MiB of offsets).
+const MAX_BUCKET_BITS: u32 = 20;
 
 /// The reader's page cache while it loads (the scan needs none) and, for a scope larger than
 /// memory, for the keys beyond it, in KiB.
@@ -194,10 +196,11 @@ impl Reader {
                 .pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
         }
         pairs.sort_unstable();
-        let mut buckets = vec![0_u32; (1 << BUCKET_BITS) + 1];
+        let bucket_bits = (pairs.len() / 8).max(1).ilog2().min(MAX_BUCKET_BITS);
+        let mut buckets = vec![0_u32; (1 << bucket_bits) + 1];
         let mut at = 0;
         for (bucket, start) in buckets.iter_mut().enumerate() {
-            while at < pairs.len() && ((pairs[at] >> (64 - BUCKET_BITS)) as usize) < bucket {
+            while at < pairs.len() && bucket_of(pairs[at], bucket_bits) < bucket {
                 at += 1;
             }
             *start = at as u32;
@@ -205,14 +208,20 @@ impl Reader {
         Ok(Snapshot {
             pairs,
             buckets,
+            bucket_bits,
             covers_up_to,
         })
     }
 }
 
+/// The bucket of a pair hash: its top `bits` bits.
+fn bucket_of(pair: u64, bits: u32) -> usize {
+    pair.checked_shr(64 - bits).unwrap_or(0) as usize
+}
+
 impl Snapshot {
     fn contains(&self, pair: u64) -> bool {
-        let bucket = (pair >> (64 - BUCKET_BITS)) as usize;
+        let bucket = bucket_of(pair, self.bucket_bits);
         let (start, end) = (
             self.buckets[bucket] as usize,
             self.buckets[bucket + 1] as usize,
@@ -399,5 +408,28 @@ mod tests {
         let mut known = store.known_fingerprints("p", "d").unwrap();
         assert!(known.holds(1, 20).unwrap());
         assert!(!known.holds(1, 10).unwrap());
+    }
+
+    #[test]
+    fn a_large_snapshot_finds_every_accepted_pair_and_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path()).unwrap();
+        let prints: Vec<RecordFingerprint> = (0..50_000_u64)
+            .map(|n| RecordFingerprint {
+                key: xxhash_rust::xxh3::xxh3_64(&n.to_le_bytes()),
+                content: n * 7,
+                expires_at: None,
+            })
+            .collect();
+        let transaction = store.connection.transaction().unwrap();
+        insert(&transaction, ("p", "d"), &prints).unwrap();
+        transaction.commit().unwrap();
+        store.merge_fingerprints("p", "d").unwrap();
+        let mut known = store.known_fingerprints("p", "d").unwrap();
+        for print in &prints {
+            assert!(known.holds(print.key, print.content).unwrap());
+            assert!(!known.holds(print.key, print.content + 1).unwrap());
+            assert!(!known.holds(print.key ^ 1, print.content).unwrap());
+        }
     }
 }
