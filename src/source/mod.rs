@@ -220,6 +220,19 @@ pub fn columns(source: &FileSource) -> Result<Vec<String>, OpenError> {
     }
 }
 
+/// A UUID's 16 bytes as `00010203-0405-0607-0809-0a0b0c0d0e0f`.
+fn hyphenated_uuid(bytes: [u8; 16]) -> String {
+    let hex = hex::encode(bytes);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
 fn open_bytes(
     path: &Path,
     compression: Compression,

@@ -530,7 +530,7 @@ fn set_bytes(slot: &mut Value, bytes: &[u8], plan: Plan) {
     match plan {
         Plan::Decimal { scale } => *slot = decimal_from(bytes, scale),
         Plan::Uuid => match <[u8; 16]>::try_from(bytes) {
-            Ok(bytes) => set_str(slot, &super::query::hyphenated_uuid(bytes)),
+            Ok(bytes) => set_str(slot, &super::hyphenated_uuid(bytes)),
             Err(_) => *slot = Value::Null,
         },
         _ => match std::str::from_utf8(bytes) {

@@ -471,7 +471,7 @@ impl Kind {
                 _ => cells.null(),
             },
             Kind::Uuid => match <[u8; 16]>::try_from(raw) {
-                Ok(bytes) => cells.text(&hyphenated_uuid(bytes)),
+                Ok(bytes) => cells.text(&super::hyphenated_uuid(bytes)),
                 Err(_) => cells.null(),
             },
             Kind::TextArray => match text_array(raw) {
@@ -517,7 +517,7 @@ impl Kind {
                 (Order::Text(text.clone()), text)
             }
             Kind::Uuid => {
-                let text = hyphenated_uuid(<[u8; 16]>::try_from(raw).ok()?);
+                let text = super::hyphenated_uuid(<[u8; 16]>::try_from(raw).ok()?);
                 (Order::Text(text.clone()), text)
             }
             Kind::Bool | Kind::Json | Kind::Jsonb | Kind::TextArray => return None,
@@ -603,19 +603,6 @@ fn zone_epoch(time: chrono::NaiveDateTime, zone: chrono_tz::Tz) -> Option<i64> {
             .earliest()
             .map(|local| local.timestamp()),
     }
-}
-
-/// A UUID's 16 bytes as `00010203-0405-0607-0809-0a0b0c0d0e0f`.
-pub(super) fn hyphenated_uuid(bytes: [u8; 16]) -> String {
-    let hex = hex::encode(bytes);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
 }
 
 /// A `numeric` as decimal text: `-12.50`; `None` for NaN and infinities.
@@ -777,7 +764,7 @@ mod tests {
     fn uuids_are_hyphenated() {
         let bytes: [u8; 16] = core::array::from_fn(|i| i as u8);
         assert_eq!(
-            hyphenated_uuid(bytes),
+            crate::source::hyphenated_uuid(bytes),
             "00010203-0405-0607-0809-0a0b0c0d0e0f"
         );
     }
