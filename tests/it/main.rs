@@ -8,6 +8,7 @@ mod clevertap_node;
 mod common;
 mod custom_list;
 mod daemon;
+mod deploy;
 mod first_hour;
 mod notifications;
 mod operations;
