@@ -19,17 +19,19 @@ use crate::config::model::{
 };
 use crate::engine::{
     self, AccountBudgets, BatchReport, ChangeDetection, Delivery, ErrorBudget, Job, Observer,
-    RunOptions, RunSummary, StopReason,
+    RunOptions, RunSummary,
 };
 use crate::mapping;
 use crate::notifications::{self, RunNotice};
 use crate::outcome::{Counts, Outcome, Settled, SettledLines};
-use crate::source::query::QueryError;
 use crate::source::snapshot::SnapshotMeta;
 use crate::state::{
     Fingerprint, FirstError, RunFinish, RunStart, SettingsDigest, StateError, StateStore,
 };
 use crate::template::RunContext;
+use snapshots::{query_failed, read_query, remove_snapshot, snapshot_path, snapshot_source};
+
+mod snapshots;
 
 /// Problems kept in the history and the notifications, per run.
 const FIRST_ERRORS: usize = 5;
@@ -502,70 +504,6 @@ pub async fn run(
     drop(store);
     notify(pipeline, request, &mut summary, first_errors).await;
     Ok(summary)
-}
-
-/// Where a pipeline's query snapshot is kept between a run and the run that resumes it.
-fn snapshot_path(state_dir: &Path, pipeline: &Pipeline) -> PathBuf {
-    state_dir
-        .join("snapshots")
-        .join(format!("{}.snapshot", pipeline.name))
-}
-
-/// The engine's source for a query's snapshot at `path`.
-fn snapshot_source(path: PathBuf, query: &QuerySource) -> FileSource {
-    FileSource {
-        path,
-        format: SourceFormat::Snapshot,
-        compression: Compression::Zstd,
-        timezone: query.timezone,
-        projection: None,
-    }
-}
-
-/// Runs a query into a snapshot at `path`, on a thread of its own: compressing the rows is
-/// work the runtime's threads should not wait on.
-async fn read_query(
-    query: &QuerySource,
-    bound: Option<String>,
-    path: &Path,
-    cancel: &CancellationToken,
-) -> Result<SnapshotMeta, QueryError> {
-    tracing::info!(database = %query.database.name, "reading the query's rows");
-    let (query, path, cancel) = (query.clone(), path.to_path_buf(), cancel.clone());
-    let runtime = tokio::runtime::Handle::current();
-    let name = query.database.name.clone();
-    tokio::task::spawn_blocking(move || {
-        runtime.block_on(crate::source::query::snapshot(
-            &query, bound, &path, &cancel,
-        ))
-    })
-    .await
-    .unwrap_or_else(|error| {
-        Err(QueryError::Failed {
-            name,
-            rows: 0,
-            reason: format!("the reading thread ended: {error}"),
-        })
-    })
-}
-
-/// The summary of a run whose query could not be read: nothing was sent.
-fn query_failed(pipeline: &Pipeline, run_id: &str, error: QueryError) -> RunSummary {
-    let stop = match error {
-        QueryError::Interrupted => StopReason::Interrupted,
-        error => StopReason::SourceFailed(error.to_string()),
-    };
-    RunSummary {
-        stop: Some(stop),
-        ..RunSummary::empty(&pipeline.name, run_id)
-    }
-}
-
-/// Removes a query's snapshot; one left behind is only disk, and the next run replaces it.
-fn remove_snapshot(path: &Path) {
-    if let Err(error) = crate::source::snapshot::remove(path) {
-        tracing::warn!(file = %path.display(), %error, "cannot remove a query's snapshot");
-    }
 }
 
 /// Moves what a `send: changes` run accepted into the fingerprints later runs read, and
