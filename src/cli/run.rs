@@ -277,6 +277,12 @@ impl Observer for Progress {
         self.show(counts);
     }
 
+    fn query_started(&mut self, database: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!("reading the query's rows from `{database}`"));
+        }
+    }
+
     fn source_opened(&mut self, source: &crate::source::ReadProgress) {
         let Some(bar) = &self.bar else { return };
         if source.total == 0 {

@@ -124,6 +124,9 @@ pub trait Observer: Send {
     fn records_unchanged(&mut self, _ranges: &[(u64, u64)], _counts: &Counts) {}
     /// The source is open: how far through its file the reader is, as it reads.
     fn source_opened(&mut self, _progress: &crate::source::ReadProgress) {}
+    /// The rows of a query on `database` are being read into the run's snapshot (before the
+    /// source opens).
+    fn query_started(&mut self, _database: &str) {}
 }
 
 /// An observer that ignores everything.

@@ -338,6 +338,7 @@ pub async fn run(
             (Some(store), Some(_)) => store.watermark(&key, &destination)?,
             _ => None,
         };
+        progress.query_started(&query.database.name);
         if let Err(error) = read_query(query, bound, &snapshot, &cancel).await {
             return Ok(query_failed(pipeline, &run_id, error));
         }
@@ -380,6 +381,7 @@ pub async fn run(
                         (Some(_), Changes::LeaveOut) => store.watermark(&key, &destination)?,
                         _ => None,
                     };
+                    progress.query_started(&query.database.name);
                     match read_query(query, bound, &path, &cancel).await {
                         Ok(meta) => meta,
                         Err(error) => {

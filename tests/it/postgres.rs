@@ -486,3 +486,31 @@ fn the_daemon_runs_a_query_on_its_schedule() {
     daemon.kill().unwrap();
     daemon.wait().unwrap();
 }
+
+#[test]
+fn a_terminal_shows_that_the_query_is_being_read() {
+    let Some(database) = TestDatabase::open() else {
+        return;
+    };
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    // The server takes a second to answer: the run outlasts a few redraws while it reads.
+    database.pipeline(
+        &workspace,
+        &sandbox,
+        "SELECT 'u1' AS identity FROM pg_sleep(1)",
+        "target: {entity: user_profiles}\n",
+    );
+    let command = format!("{} run pipeline.yaml", env!("CARGO_BIN_EXE_tapline"));
+    let output = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(workspace.dir.path())
+        .output()
+        .expect("`script` (util-linux) runs a command on a terminal");
+    let drawn = stdout(&output);
+    assert!(
+        drawn.contains("reading the query's rows from `warehouse`"),
+        "{drawn}"
+    );
+    assert_eq!(sandbox.inspect().profiles, 1);
+}
