@@ -10,9 +10,9 @@ pub mod arrival;
 mod delimited;
 mod jsonl;
 mod parquet;
-pub mod query;
+pub(crate) mod query;
 mod rejects;
-pub mod snapshot;
+pub(crate) mod snapshot;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
