@@ -29,7 +29,9 @@ use crate::state::{
     Fingerprint, FirstError, RunFinish, RunStart, SettingsDigest, StateError, StateStore,
 };
 use crate::template::RunContext;
-use snapshots::{query_failed, read_query, remove_snapshot, snapshot_path, snapshot_source};
+use snapshots::{
+    incremental_bound, query_failed, read_query, remove_snapshot, snapshot_path, snapshot_source,
+};
 
 mod snapshots;
 
@@ -324,8 +326,11 @@ pub async fn run(
             None
         };
         if let (Some(store), Send::Changes { event_days }) = (&store, pipeline.send) {
-            let known = store.known_fingerprints(&key, &destination)?;
-            options.changes = Some(ChangeDetection::new(event_days, Some(known)));
+            let known = match request.changes {
+                Changes::LeaveOut => Some(store.known_fingerprints(&key, &destination)?),
+                Changes::SendAll => None,
+            };
+            options.changes = Some(ChangeDetection::new(event_days, known));
         }
         let Some(query) = query else {
             return Ok(engine::run(job, options, progress, cancel).await);
@@ -334,9 +339,11 @@ pub async fn run(
             .state_dir
             .join("spool")
             .join(format!("{}-{run_id}.snapshot", pipeline.name));
-        let bound = match (&store, &query.incremental) {
-            (Some(store), Some(_)) => store.watermark(&key, &destination)?,
-            _ => None,
+        let bound = match &store {
+            Some(store) => {
+                incremental_bound(&**store, query, request.changes, (&key, &destination))?
+            }
+            None => None,
         };
         progress.query_started(&query.database.name);
         if let Err(error) = read_query(query, bound, &snapshot, &cancel).await {
@@ -377,10 +384,8 @@ pub async fn run(
                 Some(meta) => meta,
                 None => {
                     remove_snapshot(&path);
-                    let bound = match (&query.incremental, request.changes) {
-                        (Some(_), Changes::LeaveOut) => store.watermark(&key, &destination)?,
-                        _ => None,
-                    };
+                    let bound =
+                        incremental_bound(&*store, query, request.changes, (&key, &destination))?;
                     progress.query_started(&query.database.name);
                     match read_query(query, bound, &path, &cancel).await {
                         Ok(meta) => meta,

@@ -10,6 +10,9 @@ use crate::config::model::{Compression, FileSource, QuerySource, SourceFormat};
 use crate::engine::{RunSummary, StopReason};
 use crate::source::query::QueryError;
 use crate::source::snapshot::SnapshotMeta;
+use crate::state::{StateError, StateStore};
+
+use super::Changes;
 
 /// Where a pipeline's query snapshot is kept between a run and the run that resumes it.
 pub(super) fn snapshot_path(state_dir: &Path, pipeline: &Pipeline) -> PathBuf {
@@ -26,6 +29,20 @@ pub(super) fn snapshot_source(path: PathBuf, query: &QuerySource) -> FileSource 
         compression: Compression::Zstd,
         timezone: query.timezone,
         projection: None,
+    }
+}
+
+/// What an incremental query binds as `$1`: the highest value a fully delivered run sent, or
+/// NULL (`None`) on a first run, with `--full`, and for a query that is not incremental.
+pub(super) fn incremental_bound(
+    store: &dyn StateStore,
+    query: &QuerySource,
+    changes: Changes,
+    (key, destination): (&str, &str),
+) -> Result<Option<String>, StateError> {
+    match (&query.incremental, changes) {
+        (Some(_), Changes::LeaveOut) => store.watermark(key, destination),
+        _ => Ok(None),
     }
 }
 

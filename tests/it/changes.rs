@@ -107,6 +107,10 @@ fn the_second_run_sends_exactly_the_changed_and_new_profiles() {
     assert_eq!(full["records"]["accepted"], 1);
     let (_, again) = run(&workspace, &["--force"]);
     assert_eq!(again["records"]["unchanged"], 1, "{again}");
+    // A dry run of `--full` says it would send everything, as `--full` does.
+    let (_, dry) = run(&workspace, &["--dry-run", "--full"]);
+    assert_eq!(dry["dry_run"]["records"], 1, "{dry}");
+    assert_eq!(dry["records"]["unchanged"], Value::Null, "{dry}");
     let output = tapline(
         workspace.dir.path(),
         &["state", "forget", "pipeline", "--dir", "."],

@@ -97,6 +97,23 @@ fn send_changes_and_rerun_work_on_parquet() {
 }
 
 #[test]
+fn a_misspelt_mapped_column_is_named_with_the_files_own_columns() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    types_parquet(&workspace);
+    workspace.pipeline(
+        "pipeline",
+        &sandbox,
+        "source: {path: types.parquet}\ntarget: {entity: user_profiles}\noutput:\n  export_all_columns: false\n  columns:\n    - {source: identity, name: identity}\n    - {source: Notes, name: Email}\n",
+    );
+    let output = tapline(workspace.dir.path(), &["validate", "pipeline.yaml"]);
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(text.contains("`Notes` is not a column of"), "{text}");
+    assert!(text.contains("did you mean `Note`?"), "{text}");
+}
+
+#[test]
 fn a_file_that_is_not_parquet_is_a_clear_error() {
     let sandbox = TestSandbox::start(SandboxConfig::default());
     let workspace = Workspace::new();

@@ -285,6 +285,12 @@ WHERE $1::timestamptz IS NULL OR updated_at > $1 ORDER BY updated_at"#,
         "new-u2@example.com"
     );
 
+    // A dry run reads what a run would: nothing new, or with `--full` every row.
+    let (_, dry) = run(&workspace, &["--dry-run"]);
+    assert_eq!(dry["records"]["read"], 0, "{dry}");
+    let (_, dry) = run(&workspace, &["--dry-run", "--full"]);
+    assert_eq!(dry["records"]["read"], 101, "{dry}");
+
     // `--full` binds NULL: every row again.
     let (_, summary) = run(&workspace, &["--full"]);
     assert_eq!(summary["records"]["read"], 101, "{summary}");
