@@ -130,6 +130,18 @@ pub fn profiles_by_identity(sandbox: &TestSandbox) -> std::collections::BTreeMap
         .collect()
 }
 
+/// Runs the real binary in `dir` on a terminal (util-linux `script` gives it one) and
+/// returns what it drew there.
+pub fn on_a_terminal(dir: &Path, args: &str) -> String {
+    let command = format!("{} {args}", env!("CARGO_BIN_EXE_tapline"));
+    let output = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(dir)
+        .output()
+        .expect("`script` (util-linux) runs a command on a terminal");
+    stdout(&output)
+}
+
 /// Runs the real binary in `dir`.
 pub fn tapline(dir: &Path, args: &[&str]) -> Output {
     tapline_with_env(dir, args, &[])

@@ -507,13 +507,7 @@ fn a_terminal_shows_that_the_query_is_being_read() {
         "SELECT 'u1' AS identity FROM pg_sleep(1)",
         "target: {entity: user_profiles}\n",
     );
-    let command = format!("{} run pipeline.yaml", env!("CARGO_BIN_EXE_tapline"));
-    let output = std::process::Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .current_dir(workspace.dir.path())
-        .output()
-        .expect("`script` (util-linux) runs a command on a terminal");
-    let drawn = stdout(&output);
+    let drawn = on_a_terminal(workspace.dir.path(), "run pipeline.yaml");
     assert!(
         drawn.contains("reading the query's rows from `warehouse`"),
         "{drawn}"

@@ -753,14 +753,7 @@ fn the_progress_line_shows_bytes_and_an_eta_on_a_terminal_only() {
         &sandbox,
         "source: {path: profiles.csv}\ntarget: {entity: user_profiles}\nthread_count: 1\nrerun: always\n",
     );
-    // `script` gives the run a terminal and keeps what it drew.
-    let command = format!("{} run slow.yaml", env!("CARGO_BIN_EXE_tapline"));
-    let output = std::process::Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .current_dir(workspace.dir.path())
-        .output()
-        .expect("`script` (util-linux) runs a command on a terminal");
-    let drawn = stdout(&output);
+    let drawn = on_a_terminal(workspace.dir.path(), "run slow.yaml");
     assert!(
         drawn.contains("slow [") && drawn.contains(" · ETA "),
         "{drawn}"
