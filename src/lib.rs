@@ -15,7 +15,9 @@
 //! - [`notifications`]: emails and signed webhooks about finished runs.
 //! - [`sandbox`]: a local CleverTap with its rules and limits, for tests and `--sandbox`.
 //! - [`scheduler`]: cron fire times in a time zone, DST-safe (pure).
-//! - [`state`]: run history, checkpoints and delivered files in embedded SQLite.
+//! - [`state`]: run history, checkpoints and delivered files, in embedded SQLite or a
+//!   PostgreSQL database that many processes share.
+//! - [`pg`]: PostgreSQL connections (query sources, the shared state store).
 //! - [`template`]: String Builder templates for computed columns.
 //! - [`cli`]: commands, printing and exit codes.
 //!
@@ -32,6 +34,7 @@ pub(crate) mod engine;
 pub(crate) mod mapping;
 pub mod notifications;
 pub(crate) mod outcome;
+pub(crate) mod pg;
 pub(crate) mod preflight;
 pub(crate) mod runner;
 pub mod sandbox;

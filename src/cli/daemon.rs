@@ -5,15 +5,21 @@ use std::time::Duration;
 
 use super::terminal::errln;
 use super::{DaemonArgs, Exit, pipelines_folder, runtime};
-use crate::runner;
 use crate::sandbox::{Sandbox, SandboxConfig};
 
 pub(super) fn daemon(args: &DaemonArgs) -> Exit {
     if let Err(exit) = pipelines_folder(&args.dir) {
         return exit;
     }
+    let state = match args.state.store.places(&args.dir) {
+        Ok(state) => state,
+        Err(message) => {
+            errln!("error: {message}");
+            return Exit::Usage;
+        }
+    };
     let options = crate::daemon::Options {
-        state_dir: runner::state_dir(args.state.state_dir.as_deref(), &args.dir),
+        state,
         dir: args.dir.clone(),
         history_days: args.state.history_days,
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),

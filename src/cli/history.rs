@@ -7,14 +7,19 @@ use std::path::{Path, PathBuf};
 use chrono::{TimeZone, Utc};
 
 use super::terminal::{self, errln, outln};
-use super::{Exit, HistoryArgs, printed};
-use crate::runner;
-use crate::state::{DATABASE_FILE, RunEntry};
+use super::{Exit, HistoryArgs, StoreArgs, printed};
+use crate::state::{Location, RunEntry};
 
 /// Prints the history the arguments ask for.
 pub(super) fn show(args: &HistoryArgs) -> Exit {
-    let dir = runner::state_dir(args.state_dir.as_deref(), &args.dir);
-    if !dir.join(DATABASE_FILE).exists() {
+    let location = match args.store.places(&args.dir) {
+        Ok(places) => places.store,
+        Err(message) => {
+            errln!("error: {message}");
+            return Exit::Usage;
+        }
+    };
+    if !location.may_exist() {
         let exit = if args.run.is_some() {
             Exit::Usage
         } else {
@@ -25,12 +30,12 @@ pub(super) fn show(args: &HistoryArgs) -> Exit {
         }
         // On stderr: a script reading stdout sees no runs, a person sees where to look.
         errln!(
-            "no runs recorded: there is no state store `{}`\n  hint: runs are recorded in `.tapline/` beside the pipeline files (`--dir`), or in `--state-dir`",
-            dir.join(DATABASE_FILE).display()
+            "no runs recorded: there is no state store {}\n  hint: runs are recorded in `.tapline/` beside the pipeline files (`--dir`), in `--state-dir`, or in the database `--state` names",
+            location.shown()
         );
         return exit;
     }
-    let store = match crate::state::open(&dir) {
+    let store = match crate::state::open(&location) {
         Ok(store) => store,
         Err(error) => {
             errln!("error: {error}");
@@ -50,8 +55,8 @@ pub(super) fn show(args: &HistoryArgs) -> Exit {
             }
             Ok(None) => {
                 errln!(
-                    "error: no run `{run_id}` in `{}`; `tapline history` lists the runs",
-                    dir.display()
+                    "error: no run `{run_id}` in {}; `tapline history` lists the runs",
+                    location.shown()
                 );
                 Exit::Usage
             }
@@ -196,10 +201,7 @@ fn duration(run: &RunEntry) -> String {
 
 /// The pipeline file of the run that wrote a rejects file: the file is
 /// `<state dir>/rejects/<pipeline>-<run id>.jsonl`, and the history knows the run.
-pub(super) fn pipeline_of_rejects(
-    rejects: &Path,
-    state_dir: Option<&Path>,
-) -> Result<PathBuf, String> {
+pub(super) fn pipeline_of_rejects(rejects: &Path, store: &StoreArgs) -> Result<PathBuf, String> {
     let unknown = || {
         format!(
             "cannot tell which pipeline wrote `{}`; name it with --pipeline PIPELINE.yaml",
@@ -217,7 +219,7 @@ pub(super) fn pipeline_of_rejects(
         return Err(unknown());
     };
     let run_id = format!("{time}-{suffix}");
-    let Some(store) = store_of_rejects(rejects, state_dir)? else {
+    let Some(store) = store_of_rejects(rejects, store)? else {
         return Err(unknown());
     };
     match store.run(&run_id).map_err(|error| error.to_string())? {
@@ -231,14 +233,14 @@ pub(super) fn pipeline_of_rejects(
 pub(super) fn pipeline_named(
     name: &str,
     rejects: &Path,
-    state_dir: Option<&Path>,
+    store: &StoreArgs,
 ) -> Result<PathBuf, String> {
     let unknown = || {
         format!(
             "no runs of a pipeline `{name}` are recorded; give its file instead: --pipeline pipelines/{name}.yaml"
         )
     };
-    if let Some(store) = store_of_rejects(rejects, state_dir)?
+    if let Some(store) = store_of_rejects(rejects, store)?
         && let Some(run) = store
             .runs(Some(name), 1)
             .map_err(|error| error.to_string())?
@@ -257,23 +259,24 @@ pub(super) fn pipeline_named(
     .ok_or_else(unknown)
 }
 
-/// The state store a rejects file belongs to: `--state-dir`, else the folder its
-/// `rejects/` folder is in; `None` when there is none.
+/// The state store a rejects file belongs to: the shared store `--state` names, else
+/// `--state-dir`, else the folder its `rejects/` folder is in; `None` when there is none.
 fn store_of_rejects(
     rejects: &Path,
-    state_dir: Option<&Path>,
+    store: &StoreArgs,
 ) -> Result<Option<Box<dyn crate::state::StateStore>>, String> {
-    let dir = match state_dir {
-        Some(dir) => dir.to_path_buf(),
-        None => match rejects.parent().and_then(Path::parent) {
-            Some(dir) => dir.to_path_buf(),
+    let location = match (store.shared_url()?, &store.state_dir) {
+        (Some(_), _) => store.places(Path::new("."))?.store,
+        (None, Some(dir)) => Location::Folder(dir.clone()),
+        (None, None) => match rejects.parent().and_then(Path::parent) {
+            Some(dir) => Location::Folder(dir.to_path_buf()),
             None => return Ok(None),
         },
     };
-    if !dir.join(DATABASE_FILE).exists() {
+    if !location.may_exist() {
         return Ok(None);
     }
-    crate::state::open(&dir)
+    crate::state::open(&location)
         .map(Some)
         .map_err(|error| error.to_string())
 }

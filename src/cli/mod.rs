@@ -8,12 +8,14 @@ use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, Credentials, Diagnostic, Pipeline};
+use crate::config::{self, Credentials, Diagnostic, Pipeline, Secret};
 use crate::preflight::{self, Queries};
+use crate::runner;
 use crate::sandbox::Fault;
 
 mod daemon;
@@ -153,9 +155,8 @@ enum StateCommand {
         /// given.
         #[arg(long, default_value = "pipelines")]
         dir: PathBuf,
-        /// Folder of the state store.
-        #[arg(long)]
-        state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 
@@ -182,13 +183,95 @@ struct DaemonArgs {
 /// Where the state lives and how long history is kept.
 #[derive(Debug, Args)]
 struct StateArgs {
-    /// Folder of the state store (run history, checkpoints, rejects files). Default:
-    /// $STATE_DIRECTORY, else `.tapline/` in the pipeline's folder.
-    #[arg(long)]
-    state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Runs older than this many days are pruned from the history with their rejects files.
     #[arg(long, default_value_t = 90)]
     history_days: u32,
+}
+
+/// Where the state store is: the embedded one in a folder, or a shared PostgreSQL database.
+#[derive(Debug, Args)]
+struct StoreArgs {
+    /// Folder of the embedded state store (run history, checkpoints, rejects files). Default:
+    /// $STATE_DIRECTORY, else `.tapline/` in the pipeline's folder. With --state it keeps
+    /// only the snapshots of query sources.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// The shared state store, for runs on several machines: a PostgreSQL URL,
+    /// `postgres://tapline@db:5432/tapline` (also TAPLINE_STATE).
+    #[arg(
+        long,
+        env = "TAPLINE_STATE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    state: Option<String>,
+    /// A file holding the shared state store's URL, such as a mounted secret (also
+    /// TAPLINE_STATE_FILE).
+    #[arg(
+        long,
+        env = "TAPLINE_STATE_FILE",
+        conflicts_with = "state",
+        value_name = "FILE"
+    )]
+    state_file: Option<PathBuf>,
+    /// Folder of rejects files. Default: `rejects/` in the state folder; with --state,
+    /// `tapline-rejects/` in the working directory.
+    #[arg(long)]
+    rejects_dir: Option<PathBuf>,
+    /// With --state: a process that stops renewing its leases (killed, its machine gone)
+    /// loses them after this many seconds, and other processes take its pipelines and
+    /// request slots over.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    lease_seconds: u64,
+}
+
+impl StoreArgs {
+    /// Where the state of pipelines in `pipeline_folder` is kept.
+    fn places(&self, pipeline_folder: &Path) -> Result<runner::StatePlaces, String> {
+        let folder = runner::state_dir(self.state_dir.as_deref(), pipeline_folder);
+        let Some(url) = self.shared_url()? else {
+            let mut places = runner::StatePlaces::folder(folder);
+            if let Some(rejects) = &self.rejects_dir {
+                places.rejects_dir.clone_from(rejects);
+            }
+            return Ok(places);
+        };
+        Ok(runner::StatePlaces {
+            store: crate::state::Location::Postgres(crate::state::SharedSettings {
+                url: Secret::new(&url),
+                lease: Duration::from_secs(self.lease_seconds),
+            }),
+            work_dir: folder,
+            rejects_dir: self
+                .rejects_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("tapline-rejects")),
+        })
+    }
+
+    /// The shared store's URL, from --state or the file --state-file names.
+    fn shared_url(&self) -> Result<Option<String>, String> {
+        let url = match (&self.state, &self.state_file) {
+            (Some(url), _) => url.trim().to_string(),
+            (None, Some(file)) => std::fs::read_to_string(file)
+                .map_err(|error| format!("cannot read --state-file `{}`: {error}", file.display()))?
+                .trim()
+                .to_string(),
+            (None, None) => return Ok(None),
+        };
+        if url.is_empty() {
+            return Ok(None);
+        }
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(format!(
+                "--state must be a PostgreSQL URL (postgres://user@host:5432/database), not `{}`; the embedded store's folder is --state-dir",
+                crate::config::model::redacted_database_url(&url)
+            ));
+        }
+        Ok(Some(url))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -201,9 +284,8 @@ struct HistoryArgs {
     /// The pipelines folder, whose `.tapline/` holds the state when --state-dir is not given.
     #[arg(long, default_value = "pipelines")]
     dir: PathBuf,
-    /// Folder of the state store.
-    #[arg(long)]
-    state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Runs to list at most.
     #[arg(long, default_value_t = 50)]
     limit: usize,
@@ -355,8 +437,8 @@ pub fn main() -> ExitCode {
         Command::State(StateCommand::Forget {
             pipeline,
             dir,
-            state_dir,
-        }) => state::forget(&pipeline, &dir, state_dir.as_deref()),
+            store,
+        }) => state::forget(&pipeline, &dir, &store),
         Command::Init { dir, entity, name } => init::init(&dir, entity, name.as_deref()),
         Command::Completions { shell } => {
             let mut out = Vec::new();

@@ -18,16 +18,14 @@ pub(super) fn replay(args: &ReplayArgs) -> Exit {
         );
         return Exit::Usage;
     }
-    let state_dir = args.state.state_dir.as_deref();
+    let store = &args.state.store;
     let found = match &args.pipeline {
         // A path to a pipeline file, or a pipeline's name as `history` shows it.
         Some(given) if given.exists() || given.components().count() > 1 || is_yaml(given) => {
             Ok(given.clone())
         }
-        Some(name) => {
-            history::pipeline_named(&name.to_string_lossy(), &args.rejects_file, state_dir)
-        }
-        None => history::pipeline_of_rejects(&args.rejects_file, state_dir),
+        Some(name) => history::pipeline_named(&name.to_string_lossy(), &args.rejects_file, store),
+        None => history::pipeline_of_rejects(&args.rejects_file, store),
     };
     let pipeline_file = match found {
         Ok(file) => from_working_dir(&file),
@@ -47,10 +45,17 @@ pub(super) fn replay(args: &ReplayArgs) -> Exit {
         Ok(delivery) => delivery,
         Err(exit) => return exit,
     };
+    let places = match store.places(folder_of(&pipeline.file)) {
+        Ok(places) => places,
+        Err(message) => {
+            errln!("error: {message}");
+            return Exit::Usage;
+        }
+    };
     let request = runner::Request::replay(
         args.rejects_file.clone(),
         delivery,
-        runner::state_dir(args.state.state_dir.as_deref(), folder_of(&pipeline.file)),
+        places,
         args.state.history_days,
     );
     runtime().block_on(async {

@@ -63,10 +63,15 @@ pub(super) async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> E
             pipeline.connection.passcode = Secret::new(passcode);
             pipeline.connection.base_url = sandbox.base_url();
         }
+        let places = match args.state.store.places(folder_of(&pipeline.file)) {
+            Ok(places) => places,
+            Err(message) => {
+                errln!("error: {message}");
+                return Exit::Usage;
+            }
+        };
         let request = |delivery| {
-            let state_dir =
-                runner::state_dir(args.state.state_dir.as_deref(), folder_of(&pipeline.file));
-            let mut request = runner::Request::manual(delivery, state_dir, args.state.history_days);
+            let mut request = runner::Request::manual(delivery, places, args.state.history_days);
             if args.fresh {
                 request.resume = Resume::Fresh;
             }

@@ -3,21 +3,30 @@
 
 use std::path::Path;
 
+use tokio_util::sync::CancellationToken;
+
 use super::terminal::{errln, outln};
-use super::{Exit, printed};
+use super::{Exit, StoreArgs, printed};
+use crate::state::LockWait;
 
 /// `tapline state forget`: drops a pipeline's record fingerprints and watermark.
-pub(super) fn forget(pipeline: &str, dir: &Path, state_dir: Option<&Path>) -> Exit {
-    let dir = crate::runner::state_dir(state_dir, dir);
-    if !dir.join(crate::state::DATABASE_FILE).is_file() {
+pub(super) fn forget(pipeline: &str, dir: &Path, store: &StoreArgs) -> Exit {
+    let location = match store.places(dir) {
+        Ok(places) => places.store,
+        Err(message) => {
+            errln!("error: {message}");
+            return Exit::Usage;
+        }
+    };
+    if !location.may_exist() {
         errln!(
-            "error: there is no state store `{}`\n  hint: give the pipelines folder with `--dir`, or the store's folder with `--state-dir`",
-            dir.join(crate::state::DATABASE_FILE).display()
+            "error: there is no state store {}\n  hint: give the pipelines folder with `--dir`, or the store's folder with `--state-dir`",
+            location.shown()
         );
         return Exit::Usage;
     }
-    let forgotten = crate::state::open(&dir).and_then(|mut store| {
-        let _lock = store.lock(pipeline)?;
+    let forgotten = crate::state::open(&location).and_then(|mut store| {
+        let _lock = store.lock(pipeline, LockWait::No, CancellationToken::new())?;
         let fingerprints = store.forget_fingerprints(pipeline)?;
         Ok((fingerprints, store.forget_watermarks(pipeline)?))
     });

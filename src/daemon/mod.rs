@@ -28,11 +28,10 @@ use crate::config::model::Schedule;
 use crate::config::model::{CatchUp, Overlap, TriggerKind};
 use crate::config::{self, Credentials, Pipeline};
 use crate::engine::{AccountBudgets, Delivery, NoObserver, RunSummary};
-use crate::outcome::RunStatus;
 use crate::runner::{self, RunError, Trigger};
 use crate::scheduler;
 use crate::source::arrival::Arrival;
-use crate::state::StateStore;
+use crate::state::{LockWait, StateStore};
 use metrics::Metrics;
 
 /// How the daemon is set up.
@@ -40,8 +39,8 @@ use metrics::Metrics;
 pub struct Options {
     /// The folder of pipeline files.
     pub dir: PathBuf,
-    /// The state directory (run history, checkpoints, last fires).
-    pub state_dir: PathBuf,
+    /// Where the state is kept (run history, checkpoints, last fires, rejects files).
+    pub state: runner::StatePlaces,
     /// Runs older than this many days are pruned from the history.
     pub history_days: u32,
     /// How long SIGTERM waits for running uploads before it interrupts them.
@@ -70,11 +69,16 @@ struct Entry {
     /// The next fire, for a pipeline with a schedule.
     next_fire: Option<DateTime<Utc>>,
     running: bool,
-    /// A fire came while it ran, with `overlap: queue`.
-    queued: bool,
-    /// The file version its running `file_arrival` run sends: it counts as handled when
-    /// that run ends, unless it was interrupted (then the next start resumes it).
-    arrival: Option<Arrival>,
+    /// The fire that came while it ran, with `overlap: queue`.
+    queued: Option<DateTime<Utc>>,
+}
+
+/// Why the daemon starts a run.
+enum Cause {
+    /// The fire of the schedule due at this time (claimed by this daemon).
+    Fire(DateTime<Utc>),
+    /// A file arrived.
+    Arrival(Arrival),
 }
 
 /// What a finished run task hands back.
@@ -135,8 +139,9 @@ const ARRIVAL_RETRY: Duration = Duration::from_secs(30);
 /// Runs the daemon until SIGTERM or SIGINT. An error is returned only when it cannot start;
 /// the command line has checked that `dir` is a folder.
 pub async fn run(options: Options) -> anyhow::Result<()> {
-    let store = crate::state::open(&options.state_dir)?;
-    let budgets = AccountBudgets::default();
+    let store = crate::state::open(&options.state.store)?;
+    // With the shared store, the budgets count against slots every process shares.
+    let budgets = AccountBudgets::new(store.shared_slots());
     let metrics = Arc::new(Metrics::new(budgets.clone()));
     if let Some(address) = options.metrics_listen {
         let bound = metrics::serve(address, Arc::clone(&metrics))
@@ -459,7 +464,10 @@ impl Daemon {
     fn abandon_dead_runs(&self) {
         for entry in self.entries.values() {
             let name = &entry.pipeline.name;
-            let Ok(_lock) = self.store.lock(name) else {
+            let Ok(_lock) = self
+                .store
+                .lock(name, LockWait::No, CancellationToken::new())
+            else {
                 continue;
             };
             match self.store.abandon_running(name) {
@@ -544,12 +552,7 @@ impl Daemon {
                 tracing::info!(pipeline = %pipeline.name, file = %arrival.path.display(), "file arrived");
                 let mut one = pipeline.clone();
                 one.source.set_path(arrival.path.clone());
-                self.start(&file, one, Trigger::FileArrival);
-                if let Some(entry) = self.entries.get_mut(&file)
-                    && entry.running
-                {
-                    entry.arrival = Some(arrival);
-                }
+                self.start(&file, one, Cause::Arrival(arrival));
                 break;
             }
         }
@@ -588,8 +591,7 @@ impl Daemon {
                         pipeline,
                         next_fire: fire,
                         running: false,
-                        queued: false,
-                        arrival: None,
+                        queued: None,
                     },
                 );
             }
@@ -615,25 +617,29 @@ impl Daemon {
                 }
             };
             if let Some(missed) = scheduler::missed_fire(schedule, last, now) {
-                let missed = scheduler::in_zone(schedule, missed);
-                tracing::info!(pipeline = %entry.pipeline.name, missed, "catching up a fire missed while the daemon was down");
-                due.push(file.clone());
+                let shown = scheduler::in_zone(schedule, missed);
+                tracing::info!(pipeline = %entry.pipeline.name, missed = shown, "catching up a fire missed while the daemon was down");
+                due.push((file.clone(), missed));
             }
         }
-        for file in due {
-            self.fire(&file, now);
+        for (file, missed) in due {
+            self.fire(&file, missed);
         }
     }
 
     /// Fires every pipeline whose time has come and moves its next fire on.
     fn fire_due(&mut self, now: DateTime<Utc>) {
-        let due: Vec<PathBuf> = self
+        let due: Vec<(PathBuf, DateTime<Utc>)> = self
             .entries
             .iter()
-            .filter(|(_, entry)| entry.next_fire.is_some_and(|fire| fire <= now))
-            .map(|(file, _)| file.clone())
+            .filter_map(|(file, entry)| {
+                entry
+                    .next_fire
+                    .filter(|fire| *fire <= now)
+                    .map(|fire| (file.clone(), fire))
+            })
             .collect();
-        for file in due {
+        for (file, fire) in due {
             if let Some(entry) = self.entries.get_mut(&file) {
                 // From now, not from the fire: fires that passed while the machine slept
                 // are not made up in a burst.
@@ -643,19 +649,30 @@ impl Daemon {
                     .as_ref()
                     .and_then(|schedule| scheduler::next_fire(schedule, now));
             }
-            self.fire(&file, now);
+            self.fire(&file, fire);
         }
         self.publish();
     }
 
-    /// Starts a run, or skips or queues it when the pipeline is still running.
-    fn fire(&mut self, file: &Path, now: DateTime<Utc>) {
+    /// Claims the fire due `at` (another daemon sharing the state store may have claimed
+    /// it: then it is that daemon's), and starts its run, or skips or queues it when the
+    /// pipeline is still running.
+    fn fire(&mut self, file: &Path, at: DateTime<Utc>) {
         let Some(entry) = self.entries.get_mut(file) else {
             return;
         };
         let name = entry.pipeline.name.clone();
-        if let Err(error) = self.store.record_fire(&name, now) {
-            tracing::warn!(pipeline = %name, %error, "cannot record the fire");
+        match self.store.claim_fire(&name, at) {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(pipeline = %name, fire = %at, "fire claimed by another process sharing the state store");
+                return;
+            }
+            Err(error) => {
+                // Unclaimed, it could run twice; the next fire tries again.
+                tracing::error!(pipeline = %name, %error, "cannot claim the fire in the state store; it does not run");
+                return;
+            }
         }
         if entry.running {
             let overlap = entry
@@ -669,17 +686,17 @@ impl Daemon {
                 }
                 Overlap::Queue => {
                     tracing::info!(pipeline = %name, "fire queued: the previous run is still going");
-                    entry.queued = true;
+                    entry.queued = Some(at);
                 }
             }
             return;
         }
         let pipeline = entry.pipeline.clone();
-        self.start(file, pipeline, Trigger::Schedule);
+        self.start(file, pipeline, Cause::Fire(at));
     }
 
     /// Starts a run of the pipeline of `file` (as given: an arrival has its own source).
-    fn start(&mut self, file: &Path, pipeline: Pipeline, trigger: Trigger) {
+    fn start(&mut self, file: &Path, pipeline: Pipeline, cause: Cause) {
         let name = pipeline.name.clone();
         let client = match self.client(&pipeline) {
             Ok(client) => client,
@@ -692,13 +709,21 @@ impl Daemon {
             return;
         };
         entry.running = true;
-        let request = runner::Request::scheduled(
+        let trigger = match cause {
+            Cause::Fire(_) => Trigger::Schedule,
+            Cause::Arrival(_) => Trigger::FileArrival,
+        };
+        let mut request = runner::Request::scheduled(
             trigger,
             Delivery::Send(client),
-            self.options.state_dir.clone(),
+            self.options.state.clone(),
             self.options.history_days,
             self.budgets.clone(),
         );
+        match cause {
+            Cause::Fire(at) => request.scheduled_for = Some(at),
+            Cause::Arrival(arrival) => request.arrival = Some(arrival),
+        }
         let cancel = self.interrupt_runs.child_token();
         let file = file.to_path_buf();
         tracing::info!(pipeline = %name, "run starting");
@@ -746,31 +771,32 @@ impl Daemon {
                 return;
             }
         };
+        let handled_elsewhere = matches!(result, Err(RunError::ArrivalHandled { .. }));
         match &result {
             Ok(summary) => {
                 self.metrics.run_finished(summary);
                 log_summary(summary);
+            }
+            Err(error @ RunError::ArrivalHandled { .. }) => {
+                tracing::info!(file = %file.display(), "{error}")
             }
             Err(error) => tracing::error!(file = %file.display(), %error, "run not started"),
         }
         let (queued, arrivals) = match self.entries.get_mut(&file) {
             Some(entry) => {
                 entry.running = false;
-                if let Some(arrival) = entry.arrival.take() {
-                    record_handled_arrival(&*self.store, &entry.pipeline.name, &arrival, &result);
-                }
                 (
                     std::mem::take(&mut entry.queued),
                     entry.pipeline.trigger == TriggerKind::FileArrival,
                 )
             }
-            None => (false, false),
+            None => (None, false),
         };
         if self.stopping {
             self.publish();
             return;
         }
-        if result.is_err() && arrivals {
+        if result.is_err() && arrivals && !handled_elsewhere {
             // The run could not start (the state store, another process running it): try
             // the file again later, not in a loop.
             let later = tokio::time::Instant::now() + ARRIVAL_RETRY;
@@ -778,11 +804,13 @@ impl Daemon {
             self.publish();
             return;
         }
-        if queued {
-            if let Some(entry) = self.entries.get(&file) {
-                tracing::info!(pipeline = %entry.pipeline.name, "starting the queued fire");
-            }
-            self.fire(&file, Utc::now());
+        if let Some(at) = queued
+            && let Some(entry) = self.entries.get(&file)
+        {
+            // Claimed when it came.
+            tracing::info!(pipeline = %entry.pipeline.name, "starting the queued fire");
+            let pipeline = entry.pipeline.clone();
+            self.start(&file, pipeline, Cause::Fire(at));
         }
         if arrivals {
             // More files may have arrived while it ran.
@@ -817,25 +845,6 @@ impl Daemon {
             }
         }
         tracing::info!("daemon stopped");
-    }
-}
-
-/// Records an arrived file as handled when its run ended for good: delivered, or failed for
-/// a reason that is not an interruption (sending it again would fail the same way until
-/// someone acts). An interrupted run, or one that could not start, leaves it unhandled, so
-/// it runs again and resumes from its checkpoint.
-fn record_handled_arrival(
-    store: &dyn StateStore,
-    pipeline: &str,
-    arrival: &Arrival,
-    result: &Result<RunSummary, RunError>,
-) {
-    let handled = match result {
-        Ok(summary) => summary.status() != RunStatus::Interrupted,
-        Err(_) => false,
-    };
-    if handled && let Err(error) = store.record_arrival(pipeline, arrival) {
-        tracing::warn!(pipeline, %error, "cannot record the arrival; the file may be sent again");
     }
 }
 

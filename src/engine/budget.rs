@@ -3,22 +3,52 @@
 //!
 //! CleverTap counts concurrent requests per account (15 for uploads, fewer for other APIs),
 //! not per pipeline. A daemon running several pipelines against one account hands each run
-//! the same [`AccountBudgets`], so their sum stays within the account's limit.
+//! the same [`AccountBudgets`], so their sum stays within the account's limit. With the
+//! shared state store, each request also takes one of the account's [`SharedSlots`], which
+//! every process using that store counts against.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::clevertap::wire::Endpoint;
 
+/// Request slots of each account counted across processes (the shared state store's): the
+/// engine takes one for each request, after one of its own process.
+pub trait SharedSlots: Send + Sync {
+    /// Waits for a free slot of `api` of `account`, `size` of them in all; the slot is given
+    /// back when the returned guard is dropped.
+    fn take<'a>(
+        &'a self,
+        account: &'a str,
+        api: &'static str,
+        size: usize,
+    ) -> Pin<Box<dyn Future<Output = SharedSlot> + Send + 'a>>;
+}
+
+/// A slot taken from [`SharedSlots`]; dropping it gives it back.
+pub type SharedSlot = Box<dyn Send + Sync>;
+
 /// The budgets of every account, by account and API. Cheap to clone; clones share.
 #[derive(Clone, Default)]
 pub struct AccountBudgets {
     budgets: Arc<Mutex<HashMap<(String, &'static str), AccountBudget>>>,
+    shared: Option<Arc<dyn SharedSlots>>,
 }
 
 impl AccountBudgets {
+    /// Budgets that also count against slots other processes share (`None`: this
+    /// process's only).
+    pub fn new(shared: Option<Arc<dyn SharedSlots>>) -> Self {
+        AccountBudgets {
+            budgets: Arc::default(),
+            shared,
+        }
+    }
+
     /// The budget of one API of one account (`account` names the account and its host).
     pub fn for_api(&self, account: &str, endpoint: &Endpoint) -> AccountBudget {
         let mut budgets = self
@@ -30,6 +60,9 @@ impl AccountBudgets {
             .or_insert_with(|| AccountBudget {
                 slots: Arc::new(Semaphore::new(endpoint.max_in_flight)),
                 size: endpoint.max_in_flight,
+                account: Arc::from(account),
+                api: endpoint.path,
+                shared: self.shared.clone(),
             })
             .clone()
     }
@@ -59,15 +92,33 @@ impl AccountBudgets {
 pub struct AccountBudget {
     slots: Arc<Semaphore>,
     size: usize,
+    account: Arc<str>,
+    api: &'static str,
+    shared: Option<Arc<dyn SharedSlots>>,
+}
+
+/// A request's place in its account's budget: held while the request is in flight.
+pub struct Slot {
+    _own: OwnedSemaphorePermit,
+    _shared: Option<SharedSlot>,
 }
 
 impl AccountBudget {
-    /// Waits for a slot; the request holds it until the slot is dropped.
-    pub async fn slot(&self) -> OwnedSemaphorePermit {
-        Arc::clone(&self.slots)
+    /// Waits for a slot of this process, then for one shared with other processes (when
+    /// the state store shares them); the request holds it until the slot is dropped.
+    pub async fn slot(&self) -> Slot {
+        let own = Arc::clone(&self.slots)
             .acquire_owned()
             .await
-            .expect("a budget's semaphore is never closed")
+            .expect("a budget's semaphore is never closed");
+        let shared = match &self.shared {
+            Some(shared) => Some(shared.take(&self.account, self.api, self.size).await),
+            None => None,
+        };
+        Slot {
+            _own: own,
+            _shared: shared,
+        }
     }
 }
 

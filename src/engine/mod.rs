@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-pub use budget::{AccountBudget, AccountBudgets};
+pub use budget::{AccountBudget, AccountBudgets, SharedSlot, SharedSlots};
 pub use ledger::ErrorBudget;
 pub use summary::{BatchReport, DryRunReport, RunSummary, StopReason};
 pub use unchanged::ChangeDetection;

@@ -23,10 +23,12 @@ use crate::engine::{
 };
 use crate::mapping;
 use crate::notifications::{self, RunNotice};
-use crate::outcome::{Counts, Outcome, Settled, SettledLines};
+use crate::outcome::{Counts, Outcome, RunStatus, Settled, SettledLines};
+use crate::source::arrival::Arrival;
 use crate::source::snapshot::SnapshotMeta;
 use crate::state::{
-    Fingerprint, FirstError, RunFinish, RunStart, SettingsDigest, StateError, StateStore,
+    self, Fingerprint, FirstError, LockWait, RunFinish, RunStart, SettingsDigest, StateError,
+    StateStore,
 };
 use crate::template::RunContext;
 use snapshots::{
@@ -77,7 +79,7 @@ pub struct Request {
     /// Send the entries of this rejects file instead of the pipeline's source.
     pub replay: Option<PathBuf>,
     /// Where run history, checkpoints and rejects files live.
-    pub state_dir: PathBuf,
+    pub state: StatePlaces,
     /// Whether the run keeps its lock, checkpoint, history and notifications.
     pub bookkeeping: Bookkeeping,
     /// Runs older than this many days are pruned from the history, with their rejects files.
@@ -86,6 +88,33 @@ pub struct Request {
     pub account_budgets: Option<AccountBudgets>,
     /// With `send: changes`: leave out what CleverTap has, or send it all (`--full`).
     pub changes: Changes,
+    /// The fire of the schedule this run is for (the daemon's schedule runs).
+    pub scheduled_for: Option<chrono::DateTime<chrono::Utc>>,
+    /// The arrived file this run sends (`trigger: file_arrival`): checked and recorded as
+    /// handled under the pipeline's lock, so that of several daemons only one sends it.
+    pub arrival: Option<Arrival>,
+}
+
+/// Where a run's state is kept: the state store, and the local folders of its files.
+#[derive(Debug, Clone)]
+pub struct StatePlaces {
+    /// The state store.
+    pub store: state::Location,
+    /// Local files: query snapshots between a run and the run that resumes it, the spool.
+    pub work_dir: PathBuf,
+    /// Rejects files.
+    pub rejects_dir: PathBuf,
+}
+
+impl StatePlaces {
+    /// The embedded store in `dir`, with snapshots, the spool and `rejects/` beside it.
+    pub fn folder(dir: PathBuf) -> Self {
+        StatePlaces {
+            store: state::Location::Folder(dir.clone()),
+            rejects_dir: dir.join("rejects"),
+            work_dir: dir,
+        }
+    }
 }
 
 /// What a run of a `send: changes` pipeline does with records CleverTap has already.
@@ -128,18 +157,20 @@ pub enum Bookkeeping {
 
 impl Request {
     /// `tapline run`: resumes, skips a file delivered before, keeps its bookkeeping.
-    pub fn manual(delivery: Delivery, state_dir: PathBuf, history_days: u32) -> Self {
+    pub fn manual(delivery: Delivery, state: StatePlaces, history_days: u32) -> Self {
         Request {
             trigger: Trigger::Manual,
             delivery,
             resume: Resume::FromCheckpoint,
             delivered_before: DeliveredBefore::Skip,
             replay: None,
-            state_dir,
+            state,
             bookkeeping: Bookkeeping::Kept,
             history_days,
             account_budgets: None,
             changes: Changes::LeaveOut,
+            scheduled_for: None,
+            arrival: None,
         }
     }
 
@@ -147,14 +178,14 @@ impl Request {
     pub fn replay(
         rejects_file: PathBuf,
         delivery: Delivery,
-        state_dir: PathBuf,
+        state: StatePlaces,
         history_days: u32,
     ) -> Self {
         Request {
             trigger: Trigger::Replay,
             delivered_before: DeliveredBefore::SendAgain,
             replay: Some(rejects_file),
-            ..Request::manual(delivery, state_dir, history_days)
+            ..Request::manual(delivery, state, history_days)
         }
     }
 
@@ -163,14 +194,14 @@ impl Request {
     pub fn scheduled(
         trigger: Trigger,
         delivery: Delivery,
-        state_dir: PathBuf,
+        state: StatePlaces,
         history_days: u32,
         account_budgets: AccountBudgets,
     ) -> Self {
         Request {
             trigger,
             account_budgets: Some(account_budgets),
-            ..Request::manual(delivery, state_dir, history_days)
+            ..Request::manual(delivery, state, history_days)
         }
     }
 }
@@ -181,6 +212,12 @@ pub enum RunError {
     /// The state store is unusable, or the pipeline is already running.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The arrived file was handled already, by another process sharing the state store.
+    #[error("`{}` was handled already by another process", file.display())]
+    ArrivalHandled {
+        /// The file.
+        file: PathBuf,
+    },
 }
 
 /// The state directory: `--state-dir`, else systemd's `$STATE_DIRECTORY`, else `.tapline/`
@@ -212,11 +249,9 @@ pub fn new_run_id() -> String {
     )
 }
 
-/// `<state dir>/rejects/<pipeline>-<run id>.jsonl`.
-pub fn rejects_path(state_dir: &Path, pipeline: &str, run_id: &str) -> PathBuf {
-    state_dir
-        .join("rejects")
-        .join(format!("{pipeline}-{run_id}.jsonl"))
+/// `<rejects dir>/<pipeline>-<run id>.jsonl`.
+pub fn rejects_path(rejects_dir: &Path, pipeline: &str, run_id: &str) -> PathBuf {
+    rejects_dir.join(format!("{pipeline}-{run_id}.jsonl"))
 }
 
 /// What checkpoints and deliveries of a pipeline are kept under: its name, and for a
@@ -303,8 +338,8 @@ pub async fn run(
     let mut options = RunOptions {
         delivery: request.delivery.clone(),
         retry: RetryPolicy::default(),
-        rejects_path: rejects_path(&request.state_dir, &pipeline.name, &run_id),
-        spool_dir: request.state_dir.join("spool"),
+        rejects_path: rejects_path(&request.state.rejects_dir, &pipeline.name, &run_id),
+        spool_dir: request.state.work_dir.join("spool"),
         already_settled: None,
         account_budget: request
             .account_budgets
@@ -315,16 +350,12 @@ pub async fn run(
     if request.bookkeeping == Bookkeeping::Off {
         // A dry run still says what `send: changes` would leave out (and reads what an
         // incremental query would), from the store as it is.
-        let store = if matches!(request.delivery, Delivery::DryRun)
-            && request
-                .state_dir
-                .join(crate::state::DATABASE_FILE)
-                .is_file()
-        {
-            Some(crate::state::open(&request.state_dir)?)
-        } else {
-            None
-        };
+        let store =
+            if matches!(request.delivery, Delivery::DryRun) && request.state.store.may_exist() {
+                Some(state::open(&request.state.store)?)
+            } else {
+                None
+            };
         if let (Some(store), Send::Changes { event_days }) = (&store, pipeline.send) {
             let known = match request.changes {
                 Changes::LeaveOut => Some(store.known_fingerprints(&key, &destination)?),
@@ -336,7 +367,8 @@ pub async fn run(
             return Ok(engine::run(job, options, progress, cancel).await);
         };
         let snapshot = request
-            .state_dir
+            .state
+            .work_dir
             .join("spool")
             .join(format!("{}-{run_id}.snapshot", pipeline.name));
         let bound = match &store {
@@ -355,8 +387,26 @@ pub async fn run(
         return Ok(summary);
     }
 
-    let mut store = crate::state::open(&request.state_dir)?;
-    let _lock = store.lock(&pipeline.name)?;
+    let mut store = state::open(&request.state.store)?;
+    // With the shared store the lock is a lease: if another process takes it over (this one
+    // was paused past it), the run stops.
+    let lease_lost = cancel.child_token();
+    let _lock = store.lock(&pipeline.name, LockWait::ForADeadHolder, lease_lost.clone())?;
+    let (cancel, interrupted) = (lease_lost.clone(), cancel);
+    if let Some(arrival) = &request.arrival
+        && store.has_arrived(&pipeline.name, arrival)?
+    {
+        return Err(RunError::ArrivalHandled {
+            file: arrival.path.clone(),
+        });
+    }
+    if options.account_budget.is_none()
+        && let Some(shared) = store.shared_slots()
+    {
+        // Processes sharing the store share each account's requests in flight.
+        options.account_budget =
+            Some(AccountBudgets::new(Some(shared)).for_api(&destination, &job.endpoint));
+    }
     let abandoned = store.abandon_running(&pipeline.name)?;
     if abandoned > 0 {
         tracing::warn!(pipeline = %pipeline.name, abandoned, "earlier runs ended without a word (killed?); marked abandoned");
@@ -370,6 +420,7 @@ pub async fn run(
         pipeline: &pipeline.name,
         pipeline_file: &pipeline_file,
         trigger: request.trigger.as_str(),
+        scheduled_for: request.scheduled_for,
     })?;
 
     // A query's rows are read into a snapshot first; a run that resumes a stopped one goes
@@ -377,7 +428,7 @@ pub async fn run(
     // rows).
     let snapshot = match query {
         Some(query) => {
-            let path = snapshot_path(&request.state_dir, pipeline);
+            let path = snapshot_path(&request.state.work_dir, pipeline);
             let resumable = request.resume == Resume::FromCheckpoint
                 && store.checkpoint(&key, &destination)?.is_some();
             let meta = match SnapshotMeta::read(&path).filter(|_| resumable) {
@@ -506,6 +557,23 @@ pub async fn run(
             ));
         }
         remove_snapshot(path);
+    }
+    let lost = lease_lost.is_cancelled() && !interrupted.is_cancelled();
+    if lost {
+        summary.warnings.push(
+            "this run's lease was taken over by another process (this one had stopped renewing it), so it stopped; that process resumes from the checkpoint".to_string(),
+        );
+    }
+    // An arrived file is handled once its run ended for good: delivered, or failed for a
+    // reason sending it again would meet too. An interrupted run leaves it to the next.
+    if let Some(arrival) = &request.arrival
+        && summary.status() != RunStatus::Interrupted
+        && !lost
+        && let Err(error) = store.record_arrival(&pipeline.name, arrival)
+    {
+        summary.warnings.push(format!(
+            "the arrival of this file could not be recorded, so it may be sent again: {error}"
+        ));
     }
     record_history(&*store, &mut summary, &first_errors);
     drop(store);

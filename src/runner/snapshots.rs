@@ -15,8 +15,8 @@ use crate::state::{StateError, StateStore};
 use super::Changes;
 
 /// Where a pipeline's query snapshot is kept between a run and the run that resumes it.
-pub(super) fn snapshot_path(state_dir: &Path, pipeline: &Pipeline) -> PathBuf {
-    state_dir
+pub(super) fn snapshot_path(work_dir: &Path, pipeline: &Pipeline) -> PathBuf {
+    work_dir
         .join("snapshots")
         .join(format!("{}.snapshot", pipeline.name))
 }

@@ -8,7 +8,6 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Duration;
 
 use chrono::{NaiveDate, TimeZone};
 use futures_util::{StreamExt, pin_mut};
@@ -18,9 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::snapshot::{Cells, SnapshotMeta, SnapshotWriter};
 use crate::config::model::{Database, QuerySource};
+use crate::pg::{self, explain};
 
-/// How long connecting may take when the URL does not say (`connect_timeout=`).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Seconds between 1970-01-01 and PostgreSQL's epoch, 2000-01-01.
 const POSTGRES_EPOCH_SECONDS: i64 = 946_684_800;
 
@@ -215,35 +213,8 @@ async fn connect(database: &Database) -> Result<Client, QueryError> {
             "its URL is not known here (an environment variable it names is not set)".into(),
         ));
     }
-    let mut config: tokio_postgres::Config =
-        database
-            .url
-            .expose()
-            .parse()
-            .map_err(|error: tokio_postgres::Error| {
-                refused(format!("the URL is not valid: {error}"))
-            })?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(CONNECT_TIMEOUT);
-    }
-    if config.get_application_name().is_none() {
-        config.application_name("tapline");
-    }
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let tls = <rustls::ClientConfig as rustls_platform_verifier::ConfigVerifierExt>::with_platform_verifier()
-        .map_err(|error| refused(format!("cannot set up TLS: {error}")))?;
-    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
-    let (client, connection) = config
-        .connect(tls)
-        .await
-        .map_err(|error| refused(explain(&error)))?;
-    let name = database.name.clone();
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::warn!(database = %name, error = %explain(&error), "the database connection ended");
-        }
-    });
-    Ok(client)
+    let config = pg::config(database.url.expose()).map_err(refused)?;
+    pg::connect(&config, &database.name).await.map_err(refused)
 }
 
 async fn prepare(client: &Client, source: &QuerySource) -> Result<Statement, QueryError> {
@@ -299,30 +270,6 @@ fn incremental_index(
             ),
         }),
     }
-}
-
-/// A database error with its detail, hint and position: never the connection's password.
-pub fn explain(error: &tokio_postgres::Error) -> String {
-    if let Some(db) = error.as_db_error() {
-        let mut text = format!("{}: {}", db.severity(), db.message());
-        if let Some(tokio_postgres::error::ErrorPosition::Original(at)) = db.position() {
-            let _ = write!(text, " (at character {at})");
-        }
-        if let Some(detail) = db.detail() {
-            let _ = write!(text, "; {detail}");
-        }
-        if let Some(hint) = db.hint() {
-            let _ = write!(text, "; hint: {hint}");
-        }
-        return text;
-    }
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let _ = write!(text, ": {cause}");
-        source = cause.source();
-    }
-    text
 }
 
 /// A value in PostgreSQL's binary format, decoded by [`Kind`].

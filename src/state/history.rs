@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use rusqlite::{OptionalExtension, Row, params};
 use serde::Serialize;
 
+use chrono::{DateTime, Utc};
+
 use super::{SqliteStore, StateError, now_ms};
 use crate::outcome::{Code, Counts, RunStatus};
 
@@ -33,6 +35,8 @@ pub struct RunStart<'a> {
     pub pipeline_file: &'a std::path::Path,
     /// `manual`, `replay`, `schedule`, ...
     pub trigger: &'a str,
+    /// The fire of the schedule it runs for (`schedule` runs).
+    pub scheduled_for: Option<DateTime<Utc>>,
 }
 
 /// What is known when it ends.
@@ -76,6 +80,12 @@ pub struct RunEntry {
     pub started_at_ms: i64,
     /// End, when it ended.
     pub finished_at_ms: Option<i64>,
+    /// The fire of the schedule it ran for, milliseconds since the Unix epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled_for_ms: Option<i64>,
+    /// The process that ran it: `host:pid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runner: Option<String>,
     /// How it ended.
     #[serde(flatten)]
     pub end: RunFinish,
@@ -84,7 +94,7 @@ pub struct RunEntry {
 const ENTRY_COLUMNS: &str =
     "run_id, pipeline, pipeline_file, trigger, started_at, finished_at, status,
      read, accepted, skipped, rejected, failed, requests, retries, resumed_from, rows_resumed,
-     rejects_file, stop_reason, first_errors, warnings, unchanged";
+     rejects_file, stop_reason, first_errors, warnings, unchanged, scheduled_for, runner";
 
 fn entry(row: &Row<'_>) -> rusqlite::Result<RunEntry> {
     let count = |index: usize| -> rusqlite::Result<u64> { Ok(row.get::<_, i64>(index)? as u64) };
@@ -95,6 +105,8 @@ fn entry(row: &Row<'_>) -> rusqlite::Result<RunEntry> {
         trigger: row.get(3)?,
         started_at_ms: row.get(4)?,
         finished_at_ms: row.get(5)?,
+        scheduled_for_ms: row.get(21)?,
+        runner: row.get(22)?,
         end: RunFinish {
             status: row
                 .get::<_, String>(6)?
@@ -125,14 +137,18 @@ impl SqliteStore {
     pub fn start_run(&self, run: &RunStart<'_>) -> Result<(), StateError> {
         self.connection
             .execute(
-                "INSERT INTO runs (run_id, pipeline, pipeline_file, trigger, started_at, status)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'running')",
+                "INSERT INTO runs
+                 (run_id, pipeline, pipeline_file, trigger, started_at, status, scheduled_for,
+                  runner)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7)",
                 params![
                     run.run_id,
                     run.pipeline,
                     run.pipeline_file.display().to_string(),
                     run.trigger,
-                    now_ms()
+                    now_ms(),
+                    run.scheduled_for.map(|at| at.timestamp_millis()),
+                    super::this_process()
                 ],
             )
             .map(drop)
@@ -249,6 +265,7 @@ mod tests {
                     pipeline,
                     pipeline_file: Path::new("pipelines/x.yaml"),
                     trigger: "manual",
+                    scheduled_for: None,
                 })
                 .unwrap();
         }

@@ -1,14 +1,43 @@
-//! The per-pipeline lock: an OS file lock, so it is released when the process dies.
+//! The per-pipeline lock: with the embedded store an OS file lock, released when the process
+//! dies; with the shared store a lease in the database, renewed by a heartbeat and lost when
+//! it stops (see `postgres::lease`).
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::Path;
 
 use super::StateError;
+use super::postgres::Lease;
 
 /// Held while a pipeline runs; dropping it (or the process ending) releases it.
 #[derive(Debug)]
 pub struct PipelineLock {
-    _file: File,
+    _held: Held,
+}
+
+#[derive(Debug)]
+enum Held {
+    File(#[allow(dead_code, reason = "held for its lock, never read")] File),
+    Lease(#[allow(dead_code, reason = "held for its lease, never read")] Lease),
+}
+
+/// What taking a pipeline's lock does when another process holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockWait {
+    /// Refuses at once: the daemon looking for runs that a dead process left, `state forget`.
+    No,
+    /// Waits while the holder may be dead (its lease is not renewed) for the lease to
+    /// expire, then takes it; refuses as soon as the holder renews it. Only a shared store's
+    /// lease waits: a file lock is released the moment its process dies.
+    ForADeadHolder,
+}
+
+impl PipelineLock {
+    /// The lock a shared store's lease is.
+    pub(super) fn lease(lease: Lease) -> Self {
+        PipelineLock {
+            _held: Held::Lease(lease),
+        }
+    }
 }
 
 impl PipelineLock {
@@ -29,7 +58,9 @@ impl PipelineLock {
                 source,
             })?;
         match file.try_lock() {
-            Ok(()) => Ok(PipelineLock { _file: file }),
+            Ok(()) => Ok(PipelineLock {
+                _held: Held::File(file),
+            }),
             Err(TryLockError::WouldBlock) => Err(StateError::Busy {
                 pipeline: pipeline.to_string(),
                 lock: path,

@@ -1,16 +1,19 @@
 //! The state store: run history, checkpoints and delivered files, behind [`StateStore`]; the
-//! embedded implementation, [`SqliteStore`], keeps them in one SQLite file.
+//! embedded implementation, [`SqliteStore`], keeps them in one SQLite file, the shared one,
+//! [`PgStore`], in a PostgreSQL database that processes on many machines use at once.
 //!
-//! One file, `state.db`, in the state directory (`--state-dir`, else `$STATE_DIRECTORY`, else
-//! `.tapline/` beside the pipelines). Its schema is versioned with `PRAGMA user_version` and
-//! migrated at open; a newer schema than this binary knows is refused. WAL and a busy timeout
-//! let several processes share it; [`PipelineLock`] keeps two of them from running the same
-//! pipeline at once. Secrets are never written here: a destination is an account ID and a URL.
+//! The embedded store is one file, `state.db`, in the state directory (`--state-dir`, else
+//! `$STATE_DIRECTORY`, else `.tapline/` beside the pipelines). Its schema is versioned with
+//! `PRAGMA user_version` and migrated at open; a newer schema than this binary knows is
+//! refused. WAL and a busy timeout let several processes share it; [`PipelineLock`] keeps two
+//! of them from running the same pipeline at once. Secrets are never written here: a
+//! destination is an account ID and a URL.
 
 mod checkpoint;
 mod fingerprint;
 mod history;
 mod lock;
+mod postgres;
 mod records;
 mod triggers;
 mod watermarks;
@@ -20,15 +23,19 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rusqlite::Connection;
+use tokio_util::sync::CancellationToken;
 
 use crate::changes::{KnownFingerprints, RecordFingerprint};
+use crate::config::Secret;
+use crate::engine::SharedSlots;
 use crate::outcome::{Counts, SettledLines};
 use crate::source::arrival::Arrival;
 
 pub use checkpoint::{Checkpoint, Delivered};
 pub use fingerprint::{Fingerprint, SettingsDigest};
 pub use history::{FirstError, RunEntry, RunFinish, RunStart};
-pub use lock::PipelineLock;
+pub use lock::{LockWait, PipelineLock};
+pub use postgres::PgStore;
 
 /// The state store's file name inside the state directory.
 pub const DATABASE_FILE: &str = "state.db";
@@ -64,6 +71,36 @@ pub enum StateError {
         path: PathBuf,
         /// What the system said.
         source: std::io::Error,
+    },
+    /// The shared store's database refused an operation, or could not be reached.
+    #[error("the state store {url}: {reason}")]
+    Postgres {
+        /// Its URL, password masked.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Another process, maybe on another machine, holds the pipeline's lease in the shared
+    /// store and renews it.
+    #[error(
+        "pipeline `{pipeline}` is already running in another tapline process ({holder} holds its lease in the shared state store); wait for that run to end"
+    )]
+    Leased {
+        /// The pipeline.
+        pipeline: String,
+        /// Who holds the lease: host, process ID.
+        holder: String,
+    },
+    /// A newer run of the pipeline took its checkpoint over: this run's lease had expired
+    /// (the process was paused, or could not reach the database).
+    #[error(
+        "run {run_id} no longer owns the checkpoint of `{pipeline}`: another process took the pipeline over after this run's lease expired; this run stops"
+    )]
+    TakenOver {
+        /// The checkpoint's key.
+        pipeline: String,
+        /// This run.
+        run_id: String,
     },
     /// Another process runs the pipeline.
     #[error(
@@ -184,6 +221,10 @@ const MIGRATIONS: &[&str] = &[
         updated_at    INTEGER NOT NULL,
         PRIMARY KEY (pipeline, destination)
     );",
+    // 7: which fire of the schedule a run was for, and which process ran it (host:pid), so
+    // the history of several daemons shows each fire and who took it.
+    "ALTER TABLE runs ADD COLUMN scheduled_for INTEGER;
+    ALTER TABLE runs ADD COLUMN runner TEXT;",
 ];
 
 /// How often the checkpoint written after every batch is also synced to disk. Every
@@ -193,14 +234,66 @@ const MIGRATIONS: &[&str] = &[
 /// every batch cost more CPU than mapping a quarter of its records.
 pub const CHECKPOINT_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Where the state store is: chosen by `--state` (or `TAPLINE_STATE`) and `--state-dir`.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// The embedded store: `state.db` in this folder.
+    Folder(PathBuf),
+    /// The shared store: a PostgreSQL database.
+    Postgres(SharedSettings),
+}
+
+/// How to reach the shared store, and how long a lease lives without a heartbeat.
+#[derive(Debug, Clone)]
+pub struct SharedSettings {
+    /// `postgres://user:password@host:5432/db?sslmode=require`.
+    pub url: Secret,
+    /// A process that stops renewing its leases (killed, or its machine gone) loses them
+    /// after this long: its pipelines and request slots are free again (`--lease-seconds`).
+    pub lease: Duration,
+}
+
+impl Location {
+    /// Whether the store may hold anything: the embedded store's file exists; a database
+    /// is asked.
+    pub fn may_exist(&self) -> bool {
+        match self {
+            Location::Folder(dir) => dir.join(DATABASE_FILE).is_file(),
+            Location::Postgres(_) => true,
+        }
+    }
+
+    /// The store as messages name it: the file, or the URL with its password masked.
+    pub fn shown(&self) -> String {
+        match self {
+            Location::Folder(dir) => format!("`{}`", dir.join(DATABASE_FILE).display()),
+            Location::Postgres(settings) => {
+                crate::config::model::redacted_database_url(settings.url.expose())
+            }
+        }
+    }
+}
+
 /// What tapline keeps between runs, wherever it is kept: the run history, checkpoints and
 /// delivered files, the daemon's fires and arrivals, and the lock that keeps two processes
 /// from running one pipeline at once. Each method is one short transaction. The runner, the
-/// daemon and `tapline history` use only this; [`SqliteStore`] is the embedded store.
+/// daemon and `tapline history` use only this; [`SqliteStore`] is the embedded store,
+/// [`PgStore`] the shared one.
 pub trait StateStore: Send {
     /// Takes the lock that keeps other processes from running `pipeline` until it is
-    /// dropped (or this process dies).
-    fn lock(&self, pipeline: &str) -> Result<PipelineLock, StateError>;
+    /// dropped (or this process dies). A shared store's lock is a lease: if another process
+    /// takes it over (this one stopped renewing it), `on_loss` is cancelled.
+    fn lock(
+        &self,
+        pipeline: &str,
+        wait: LockWait,
+        on_loss: CancellationToken,
+    ) -> Result<PipelineLock, StateError>;
+    /// Request slots of each CleverTap account that every process using this store counts
+    /// against (the shared store), so that their sum stays within the account's limit.
+    fn shared_slots(&self) -> Option<std::sync::Arc<dyn SharedSlots>> {
+        None
+    }
 
     /// The checkpoint of an unfinished run of `pipeline` to `destination`, if any.
     fn checkpoint(
@@ -290,21 +383,32 @@ pub trait StateStore: Send {
 
     /// When the daemon last fired `pipeline`'s schedule.
     fn last_fire(&self, pipeline: &str) -> Result<Option<DateTime<Utc>>, StateError>;
-    /// Records a fire of `pipeline`'s schedule.
-    fn record_fire(&self, pipeline: &str, at: DateTime<Utc>) -> Result<(), StateError>;
+    /// Claims the fire of `pipeline`'s schedule due `at`: `true` for the one process that
+    /// claims it first, `false` for every other (and for a fire older than the last claimed).
+    fn claim_fire(&self, pipeline: &str, at: DateTime<Utc>) -> Result<bool, StateError>;
     /// Whether this arrival of a file was handled already.
     fn has_arrived(&self, pipeline: &str, arrival: &Arrival) -> Result<bool, StateError>;
     /// Records an arrival as handled.
     fn record_arrival(&self, pipeline: &str, arrival: &Arrival) -> Result<(), StateError>;
 }
 
-/// Opens the state store of a state directory (creating it if needed).
-pub fn open(dir: &Path) -> Result<Box<dyn StateStore>, StateError> {
-    Ok(Box::new(SqliteStore::open(dir)?))
+/// Opens the state store (creating it if needed, and bringing its schema up to date).
+pub fn open(location: &Location) -> Result<Box<dyn StateStore>, StateError> {
+    Ok(match location {
+        Location::Folder(dir) => Box::new(SqliteStore::open(dir)?),
+        Location::Postgres(settings) => Box::new(PgStore::open(settings)?),
+    })
 }
 
 impl StateStore for SqliteStore {
-    fn lock(&self, pipeline: &str) -> Result<PipelineLock, StateError> {
+    fn lock(
+        &self,
+        pipeline: &str,
+        _wait: LockWait,
+        _on_loss: CancellationToken,
+    ) -> Result<PipelineLock, StateError> {
+        // A file lock is released by the system when its process dies: nothing to wait for,
+        // and nothing to lose while the process lives.
         PipelineLock::acquire(&self.dir.join("locks"), pipeline)
     }
     fn checkpoint(
@@ -413,8 +517,8 @@ impl StateStore for SqliteStore {
     fn last_fire(&self, pipeline: &str) -> Result<Option<DateTime<Utc>>, StateError> {
         SqliteStore::last_fire(self, pipeline)
     }
-    fn record_fire(&self, pipeline: &str, at: DateTime<Utc>) -> Result<(), StateError> {
-        SqliteStore::record_fire(self, pipeline, at)
+    fn claim_fire(&self, pipeline: &str, at: DateTime<Utc>) -> Result<bool, StateError> {
+        SqliteStore::claim_fire(self, pipeline, at)
     }
     fn has_arrived(&self, pipeline: &str, arrival: &Arrival) -> Result<bool, StateError> {
         SqliteStore::has_arrived(self, pipeline, arrival)
@@ -543,6 +647,22 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), StateError> {
         .execute_batch(&format!("PRAGMA user_version = {known}"))
         .map_err(database)?;
     transaction.commit().map_err(database)
+}
+
+/// This process as the history and leases name it: `host:pid`.
+pub fn this_process() -> String {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .ok()
+            .map(|host| host.trim().to_string())
+            .filter(|host| !host.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "localhost".to_string());
+        format!("{host}:{}", std::process::id())
+    })
+    .clone()
 }
 
 /// Milliseconds since the Unix epoch, as the store keeps times.

@@ -19,7 +19,7 @@ pub(super) fn scope(pipeline: &str, destination: &str) -> i64 {
 }
 
 /// A record's key within its scope, as the tables keep it: one 64-bit integer.
-fn row_key(scope: i64, key: u64) -> i64 {
+pub(super) fn row_key(scope: i64, key: u64) -> i64 {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     hasher.update(&scope.to_le_bytes());
     hasher.update(&key.to_le_bytes());
@@ -44,15 +44,7 @@ pub(super) fn insert(
              VALUES (?1, ?2, ?3)",
         )?
         .execute(params![scope, pipeline, destination])?;
-    let mut entries = Vec::with_capacity(fingerprints.len() * JournalEntry::BYTES);
-    for fingerprint in fingerprints {
-        JournalEntry {
-            key: row_key(scope, fingerprint.key),
-            content: fingerprint.content as i64,
-            expires_at: fingerprint.expires_at,
-        }
-        .write(&mut entries);
-    }
+    let entries = JournalEntry::pack(scope, fingerprints);
     transaction
         .prepare_cached("INSERT INTO fingerprint_journal (scope, entries) VALUES (?1, ?2)")?
         .execute(params![scope, entries])?;
@@ -62,16 +54,30 @@ pub(super) fn insert(
 /// One fingerprint in the journal: 24 bytes, little-endian, packed by the thousand into one
 /// row per checkpoint (a row per fingerprint cost a microsecond each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct JournalEntry {
-    key: i64,
-    content: i64,
-    expires_at: Option<i64>,
+pub(super) struct JournalEntry {
+    pub(super) key: i64,
+    pub(super) content: i64,
+    pub(super) expires_at: Option<i64>,
 }
 
 impl JournalEntry {
-    const BYTES: usize = 24;
+    pub(super) const BYTES: usize = 24;
     /// `expires_at` of a fingerprint that never expires.
     const NEVER: i64 = i64::MIN;
+
+    /// The journal bytes of the fingerprints of accepted records in `scope`.
+    pub(super) fn pack(scope: i64, fingerprints: &[RecordFingerprint]) -> Vec<u8> {
+        let mut entries = Vec::with_capacity(fingerprints.len() * Self::BYTES);
+        for fingerprint in fingerprints {
+            JournalEntry {
+                key: row_key(scope, fingerprint.key),
+                content: fingerprint.content as i64,
+                expires_at: fingerprint.expires_at,
+            }
+            .write(&mut entries);
+        }
+        entries
+    }
 
     fn write(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.key.to_le_bytes());
@@ -80,7 +86,7 @@ impl JournalEntry {
     }
 
     /// The entries of a journal row; a torn tail (never written so) is ignored.
-    fn read_all(bytes: &[u8]) -> impl Iterator<Item = JournalEntry> + '_ {
+    pub(super) fn read_all(bytes: &[u8]) -> impl Iterator<Item = JournalEntry> + '_ {
         bytes.chunks_exact(Self::BYTES).map(|entry| {
             let field =
                 |at: usize| i64::from_le_bytes(entry[at..at + 8].try_into().expect("8 bytes"));
@@ -95,7 +101,7 @@ impl JournalEntry {
 
 /// Journal entries sorted and written at once, at most (24 MiB): a larger journal is merged
 /// in several sorted passes.
-const MERGE_CHUNK: usize = 1 << 20;
+pub(super) const MERGE_CHUNK: usize = 1 << 20;
 
 /// Writes entries into the table in key order; for a key written twice, the later wins.
 fn merge_sorted(
@@ -132,7 +138,7 @@ struct Reader {
 }
 
 /// What a reader loaded at its first lookup.
-struct Snapshot {
+pub(super) struct Snapshot {
     /// The pair hashes, sorted.
     pairs: Vec<u64>,
     /// Where the pairs whose top `bucket_bits` bits are `b` start: `buckets[b]..buckets[b + 1]`.
@@ -146,7 +152,7 @@ struct Snapshot {
 
 /// Fingerprints a reader holds in memory at most (8 bytes each: 96 MiB), so the run's
 /// memory stays bounded whatever the scope's size.
-const IN_MEMORY_FINGERPRINTS: usize = 12 << 20;
+pub(super) const IN_MEMORY_FINGERPRINTS: usize = 12 << 20;
 
 /// The most top bits of a pair hash that index [`Snapshot::buckets`] (4 MiB of offsets).
 const MAX_BUCKET_BITS: u32 = 20;
@@ -158,7 +164,7 @@ const READER_CACHE_KIB: i64 = 24 * 1024;
 
 /// One hash of a fingerprint's row key and content: equal for the same pair, and for
 /// different pairs only by a 64-bit collision.
-fn pair_hash(row_key: i64, content: u64) -> u64 {
+pub(super) fn pair_hash(row_key: i64, content: u64) -> u64 {
     let mut bytes = [0; 16];
     bytes[..8].copy_from_slice(&row_key.to_le_bytes());
     bytes[8..].copy_from_slice(&content.to_le_bytes());
@@ -195,6 +201,19 @@ impl Reader {
             self.connection
                 .pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
         }
+        Ok(Snapshot::of(pairs, covers_up_to))
+    }
+}
+
+/// The bucket of a pair hash: its top `bits` bits.
+fn bucket_of(pair: u64, bits: u32) -> usize {
+    pair.checked_shr(64 - bits).unwrap_or(0) as usize
+}
+
+impl Snapshot {
+    /// The snapshot of the pair hashes of the lowest row keys of a scope, up to
+    /// `covers_up_to` (`None`: all of them).
+    pub(super) fn of(mut pairs: Vec<u64>, covers_up_to: Option<i64>) -> Snapshot {
         pairs.sort_unstable();
         let bucket_bits = (pairs.len() / 8).max(1).ilog2().min(MAX_BUCKET_BITS);
         let mut buckets = vec![0_u32; (1 << bucket_bits) + 1];
@@ -205,21 +224,22 @@ impl Reader {
             }
             *start = at as u32;
         }
-        Ok(Snapshot {
+        Snapshot {
             pairs,
             buckets,
             bucket_bits,
             covers_up_to,
-        })
+        }
     }
-}
 
-/// The bucket of a pair hash: its top `bits` bits.
-fn bucket_of(pair: u64, bits: u32) -> usize {
-    pair.checked_shr(64 - bits).unwrap_or(0) as usize
-}
+    /// Whether the pair is held: `Some` from memory, `None` when its row key lies beyond
+    /// what the snapshot covers (the table must be asked).
+    pub(super) fn holds(&self, row_key: i64, content: u64) -> Option<bool> {
+        self.covers_up_to
+            .is_none_or(|last| row_key <= last)
+            .then(|| self.contains(pair_hash(row_key, content)))
+    }
 
-impl Snapshot {
     fn contains(&self, pair: u64) -> bool {
         let bucket = bucket_of(pair, self.bucket_bits);
         let (start, end) = (
@@ -237,8 +257,8 @@ impl KnownFingerprints for Reader {
         }
         let snapshot = self.snapshot.as_ref().expect("loaded above");
         let row_key = row_key(self.scope, key);
-        if snapshot.covers_up_to.is_none_or(|last| row_key <= last) {
-            return Ok(snapshot.contains(pair_hash(row_key, content)));
+        if let Some(held) = snapshot.holds(row_key, content) {
+            return Ok(held);
         }
         self.connection
             .prepare_cached("SELECT content FROM record_fingerprints WHERE key = ?1")

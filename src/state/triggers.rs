@@ -7,6 +7,13 @@ use rusqlite::{OptionalExtension, params};
 use super::{SqliteStore, StateError, now_ms};
 use crate::source::arrival::Arrival;
 
+/// A fire is claimed by moving the pipeline's last fire forward to it, which only one of
+/// several processes claiming the same fire at once can do (both SQLite and PostgreSQL take
+/// a row lock for an upsert): the statement changes one row for it, none for the others.
+pub(super) const CLAIM_FIRE: &str = "INSERT INTO fires (pipeline, fired_at) VALUES ($1, $2)
+     ON CONFLICT (pipeline) DO UPDATE SET fired_at = excluded.fired_at
+     WHERE fires.fired_at < excluded.fired_at";
+
 impl SqliteStore {
     /// When the daemon last fired `pipeline`, if ever.
     pub fn last_fire(&self, pipeline: &str) -> Result<Option<DateTime<Utc>>, StateError> {
@@ -22,15 +29,12 @@ impl SqliteStore {
         Ok(fired.and_then(DateTime::from_timestamp_millis))
     }
 
-    /// Records a fire of `pipeline`.
-    pub fn record_fire(&self, pipeline: &str, at: DateTime<Utc>) -> Result<(), StateError> {
+    /// Claims the fire of `pipeline` due `at`: `true` when no process claimed it (or a
+    /// later one) before.
+    pub fn claim_fire(&self, pipeline: &str, at: DateTime<Utc>) -> Result<bool, StateError> {
         self.connection
-            .execute(
-                "INSERT INTO fires (pipeline, fired_at) VALUES (?1, ?2)
-                 ON CONFLICT (pipeline) DO UPDATE SET fired_at = excluded.fired_at",
-                params![pipeline, at.timestamp_millis()],
-            )
-            .map(drop)
+            .execute(CLAIM_FIRE, params![pipeline, at.timestamp_millis()])
+            .map(|claimed| claimed == 1)
             .map_err(|error| self.error(error))
     }
 }
@@ -75,7 +79,7 @@ impl SqliteStore {
     }
 }
 
-fn modified_ns(arrival: &Arrival) -> i64 {
+pub(super) fn modified_ns(arrival: &Arrival) -> i64 {
     arrival
         .modified
         .duration_since(std::time::UNIX_EPOCH)
@@ -93,8 +97,10 @@ mod tests {
         assert_eq!(store.last_fire("vip").unwrap(), None);
         let first = DateTime::from_timestamp_millis(1_764_300_000_000).unwrap();
         let second = DateTime::from_timestamp_millis(1_764_300_060_000).unwrap();
-        store.record_fire("vip", first).unwrap();
-        store.record_fire("vip", second).unwrap();
+        assert!(store.claim_fire("vip", first).unwrap());
+        assert!(!store.claim_fire("vip", first).unwrap());
+        assert!(store.claim_fire("vip", second).unwrap());
+        assert!(!store.claim_fire("vip", first).unwrap());
         assert_eq!(store.last_fire("vip").unwrap(), Some(second));
         assert_eq!(store.last_fire("events").unwrap(), None);
     }

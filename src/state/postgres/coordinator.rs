@@ -1,0 +1,438 @@
+//! What the processes sharing a store agree on through it: which process runs each pipeline
+//! (a lease), and how many requests each CleverTap account has in flight (request slots).
+//!
+//! Each process has one [`Coordinator`] per store, with a name (`host:pid:random`), one
+//! connection, and a heartbeat that renews its leases and slots every third of the lease
+//! time. A process that dies, or stops (paused, cut off from the database), stops renewing
+//! them; after the lease time other processes take them over. A lease this process finds
+//! taken over at a heartbeat, or could not renew for the lease time, is lost: the run holding
+//! it is told to stop (and its checkpoint writes are refused by then, see `settle_lines`).
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{Client, Config};
+use tokio_util::sync::CancellationToken;
+
+use super::super::{LockWait, StateError, this_process};
+use super::{block_on, connect_async, runtime};
+use crate::engine::{SharedSlot, SharedSlots};
+use crate::pg;
+
+/// How often a process waiting for a request slot asks again while the account is full.
+const SLOT_POLL: Duration = Duration::from_millis(20);
+
+/// One process's leases and request slots in one store.
+pub(in crate::state) struct Coordinator {
+    config: Config,
+    shown: String,
+    /// This process, as the `holder` of its leases and slots.
+    holder: String,
+    lease: Duration,
+    client: tokio::sync::Mutex<Option<Arc<Client>>>,
+    /// The pipelines whose lease this process holds, with what to cancel when one is lost.
+    leases: Mutex<HashMap<String, CancellationToken>>,
+    /// The slots this process holds, by the token written as their holder.
+    slots: Mutex<HashSet<String>>,
+    /// The (account, API, size) whose slot rows exist.
+    slot_rows: Mutex<HashSet<(String, &'static str, usize)>>,
+    /// Numbers the slots this process takes.
+    next_slot: std::sync::atomic::AtomicU64,
+    me: Weak<Coordinator>,
+}
+
+/// The coordinators of this process, by store and lease time: the stores a daemon opens for
+/// its runs share one name, one connection and one heartbeat.
+static COORDINATORS: Mutex<Vec<Weak<Coordinator>>> = Mutex::new(Vec::new());
+
+impl Coordinator {
+    /// The process's coordinator for a store, started (with its heartbeat) if it has none.
+    pub(super) fn of(config: &Config, shown: &str, lease: Duration) -> Arc<Coordinator> {
+        let mut all = COORDINATORS.lock().unwrap_or_else(PoisonError::into_inner);
+        all.retain(|coordinator| coordinator.strong_count() > 0);
+        if let Some(found) = all
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|found| found.shown == shown && found.lease == lease && found.config == *config)
+        {
+            return found;
+        }
+        let coordinator = Arc::new_cyclic(|me| Coordinator {
+            config: config.clone(),
+            shown: shown.to_string(),
+            holder: format!("{}:{:04x}", this_process(), rand::random::<u16>()),
+            lease,
+            client: tokio::sync::Mutex::new(None),
+            leases: Mutex::default(),
+            slots: Mutex::default(),
+            slot_rows: Mutex::default(),
+            next_slot: std::sync::atomic::AtomicU64::new(0),
+            me: me.clone(),
+        });
+        all.push(Arc::downgrade(&coordinator));
+        runtime().spawn(heartbeat(Arc::downgrade(&coordinator), lease / 3));
+        coordinator
+    }
+
+    fn error(&self, reason: String) -> StateError {
+        StateError::Postgres {
+            url: self.shown.clone(),
+            reason,
+        }
+    }
+
+    /// The coordinator's connection, made again when it was lost.
+    async fn client(&self) -> Result<Arc<Client>, String> {
+        let mut held = self.client.lock().await;
+        if let Some(client) = held.as_ref().filter(|client| !client.is_closed()) {
+            return Ok(Arc::clone(client));
+        }
+        let client = Arc::new(connect_async(&self.config, &self.shown).await?);
+        *held = Some(Arc::clone(&client));
+        Ok(client)
+    }
+
+    fn millis(&self) -> i64 {
+        self.lease.as_millis() as i64
+    }
+
+    /// Takes `pipeline`'s lease: at once when it is free or expired; when another process
+    /// holds it, waits as [`LockWait`] says.
+    pub(super) async fn acquire(
+        &self,
+        pipeline: &str,
+        wait: LockWait,
+        on_loss: CancellationToken,
+    ) -> Result<Lease, StateError> {
+        let failed = |error: &tokio_postgres::Error| self.error(pg::explain(error));
+        let mut renewal_seen: Option<String> = None;
+        loop {
+            let client = self.client().await.map_err(|reason| self.error(reason))?;
+            let taken = client
+                .query_opt(
+                    "INSERT INTO leases (pipeline, holder, acquired_at, renewed_at, expires_at)
+                     VALUES ($1, $2, now(), now(), now() + $3::int8 * interval '1 millisecond')
+                     ON CONFLICT (pipeline) DO UPDATE SET holder = excluded.holder,
+                        acquired_at = excluded.acquired_at, renewed_at = excluded.renewed_at,
+                        expires_at = excluded.expires_at
+                     WHERE leases.expires_at < now()
+                     RETURNING 1",
+                    &[&pipeline, &self.holder, &self.millis()],
+                )
+                .await
+                .map_err(|error| failed(&error))?;
+            if taken.is_some() {
+                self.leases
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(pipeline.to_string(), on_loss);
+                return Ok(Lease {
+                    coordinator: self.me.upgrade().expect("a coordinator lives while used"),
+                    pipeline: pipeline.to_string(),
+                });
+            }
+            let Some(held) = client
+                .query_opt(
+                    "SELECT holder, renewed_at::text,
+                        greatest(extract(epoch from expires_at - now()), 0)::float8
+                     FROM leases WHERE pipeline = $1",
+                    &[&pipeline],
+                )
+                .await
+                .map_err(|error| failed(&error))?
+            else {
+                // Released in between: take it now.
+                continue;
+            };
+            let (holder, renewed, expires_in): (String, String, f64) =
+                (held.get(0), held.get(1), held.get(2));
+            let holder_shown = holder
+                .rsplit_once(':')
+                .map_or(holder.as_str(), |(process, _)| process);
+            let alive = renewal_seen.as_ref().is_some_and(|seen| *seen != renewed);
+            if wait == LockWait::No || alive {
+                return Err(StateError::Leased {
+                    pipeline: pipeline.to_string(),
+                    holder: holder_shown.to_string(),
+                });
+            }
+            if renewal_seen.is_none() {
+                tracing::info!(
+                    pipeline,
+                    holder = holder_shown,
+                    expires_in_s = expires_in,
+                    "another process holds the pipeline's lease; waiting to see whether it is alive"
+                );
+            }
+            renewal_seen = Some(renewed);
+            let pause =
+                Duration::from_secs_f64(expires_in.clamp(0.0, 1.0)) + Duration::from_millis(50);
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Gives a lease back.
+    fn release(&self, pipeline: &str) {
+        self.leases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(pipeline);
+        let released = block_on(async {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "DELETE FROM leases WHERE pipeline = $1 AND holder = $2",
+                    &[&pipeline, &self.holder],
+                )
+                .await
+                .map_err(|error| pg::explain(&error))
+        });
+        if let Err(reason) = released {
+            tracing::warn!(pipeline, %reason, "cannot give the pipeline's lease back; it expires by itself");
+        }
+    }
+
+    /// Renews this process's leases and slots; cancels the runs of leases another process
+    /// took over.
+    async fn renew(&self) -> Result<(), String> {
+        let held: Vec<String> = self
+            .leases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        let slots: Vec<String> = self
+            .slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect();
+        let client = self.client().await?;
+        let explain = |error: tokio_postgres::Error| pg::explain(&error);
+        let renewed: HashSet<String> = client
+            .query(
+                "UPDATE leases SET renewed_at = now(),
+                    expires_at = now() + $2::int8 * interval '1 millisecond'
+                 WHERE holder = $1 RETURNING pipeline",
+                &[&self.holder, &self.millis()],
+            )
+            .await
+            .map_err(explain)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        if !slots.is_empty() {
+            client
+                .execute(
+                    "UPDATE request_slots
+                     SET expires_at = now() + $2::int8 * interval '1 millisecond'
+                     WHERE holder = ANY($1)",
+                    &[&slots, &self.millis()],
+                )
+                .await
+                .map_err(explain)?;
+        }
+        for pipeline in held.iter().filter(|pipeline| !renewed.contains(*pipeline)) {
+            self.lose(pipeline, "another process took the pipeline's lease over");
+        }
+        Ok(())
+    }
+
+    /// A lease is lost: its run stops.
+    fn lose(&self, pipeline: &str, why: &str) {
+        let lost = self
+            .leases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(pipeline);
+        if let Some(run) = lost {
+            tracing::error!(pipeline, "{why}; its run stops sending");
+            run.cancel();
+        }
+    }
+
+    /// Takes a free slot, if the account has one.
+    async fn try_take(
+        &self,
+        account: &str,
+        api: &'static str,
+        size: usize,
+    ) -> Result<Option<String>, String> {
+        let client = self.client().await?;
+        let explain = |error: tokio_postgres::Error| pg::explain(&error);
+        let key = (account.to_string(), api, size);
+        let ready = self
+            .slot_rows
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&key);
+        if !ready {
+            client
+                .execute(
+                    "INSERT INTO request_slots (account, api, slot)
+                     SELECT $1, $2, generate_series(0, $3::int4 - 1) ON CONFLICT DO NOTHING",
+                    &[&account, &api, &(size as i32)],
+                )
+                .await
+                .map_err(explain)?;
+            self.slot_rows
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(key);
+        }
+        let token = format!(
+            "{}#{}",
+            self.holder,
+            self.next_slot
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let taken = client
+            .query_opt(
+                "UPDATE request_slots
+                 SET holder = $4, expires_at = now() + $5::int8 * interval '1 millisecond'
+                 WHERE (account, api, slot) = (
+                    SELECT account, api, slot FROM request_slots
+                    WHERE account = $1 AND api = $2 AND slot < $3
+                      AND (holder IS NULL OR expires_at < now())
+                    LIMIT 1 FOR UPDATE SKIP LOCKED)
+                 RETURNING slot",
+                &[&account, &api, &(size as i32), &token, &self.millis()],
+            )
+            .await
+            .map_err(explain)?;
+        if taken.is_none() {
+            return Ok(None);
+        }
+        self.slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(token.clone());
+        Ok(Some(token))
+    }
+}
+
+impl SharedSlots for Coordinator {
+    fn take<'a>(
+        &'a self,
+        account: &'a str,
+        api: &'static str,
+        size: usize,
+    ) -> Pin<Box<dyn Future<Output = SharedSlot> + Send + 'a>> {
+        Box::pin(async move {
+            let mut warned = false;
+            loop {
+                match self.try_take(account, api, size).await {
+                    Ok(Some(token)) => {
+                        let coordinator =
+                            self.me.upgrade().expect("a coordinator lives while used");
+                        return Box::new(Slot { coordinator, token }) as SharedSlot;
+                    }
+                    Ok(None) => {
+                        let jitter = Duration::from_millis(rand::random::<u64>() % 10);
+                        tokio::time::sleep(SLOT_POLL + jitter).await;
+                    }
+                    Err(reason) => {
+                        if !warned {
+                            tracing::warn!(store = %self.shown, %reason, "cannot take a request slot in the shared state store; trying again every second");
+                            warned = true;
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// A request slot; dropping it gives it back (or, if that fails, it expires).
+struct Slot {
+    coordinator: Arc<Coordinator>,
+    token: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let coordinator = Arc::clone(&self.coordinator);
+        let token = std::mem::take(&mut self.token);
+        coordinator
+            .slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&token);
+        runtime().spawn(async move {
+            let released = match coordinator.client().await {
+                Ok(client) => client
+                    .execute(
+                        "UPDATE request_slots SET holder = NULL, expires_at = NULL WHERE holder = $1",
+                        &[&token],
+                    )
+                    .await
+                    .map(drop)
+                    .map_err(|error| pg::explain(&error)),
+                Err(reason) => Err(reason),
+            };
+            if let Err(reason) = released {
+                tracing::warn!(%reason, "cannot give a request slot back; it expires by itself");
+            }
+        });
+    }
+}
+
+/// A pipeline's lease; dropping it gives it back.
+pub(in crate::state) struct Lease {
+    coordinator: Arc<Coordinator>,
+    pipeline: String,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("pipeline", &self.pipeline)
+            .field("holder", &self.coordinator.holder)
+            .finish()
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.coordinator.release(&self.pipeline);
+    }
+}
+
+/// Renews the coordinator's leases and slots every `every` while it lives. Leases it could
+/// not renew for the lease time are lost: another process may hold them by now.
+async fn heartbeat(coordinator: Weak<Coordinator>, every: Duration) {
+    let mut renewed = Instant::now();
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(coordinator) = coordinator.upgrade() else {
+            return;
+        };
+        match coordinator.renew().await {
+            Ok(()) => renewed = Instant::now(),
+            Err(reason) => {
+                tracing::warn!(store = %coordinator.shown, %reason, "cannot renew this process's leases");
+                if renewed.elapsed() >= coordinator.lease {
+                    let held: Vec<String> = coordinator
+                        .leases
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .keys()
+                        .cloned()
+                        .collect();
+                    for pipeline in held {
+                        coordinator.lose(
+                            &pipeline,
+                            "the pipeline's lease could not be renewed for the lease time",
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

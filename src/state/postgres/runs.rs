@@ -1,0 +1,189 @@
+//! Run history in the shared store: the statements of `state::history`, for PostgreSQL.
+
+use std::path::PathBuf;
+
+use tokio_postgres::{Client, Row, Transaction};
+
+use super::super::{RunEntry, RunFinish, RunStart, now_ms, this_process};
+use crate::outcome::{Counts, RunStatus};
+
+const ENTRY_COLUMNS: &str =
+    "run_id, pipeline, pipeline_file, trigger, started_at, finished_at, status,
+     read, accepted, skipped, rejected, failed, requests, retries, resumed_from, rows_resumed,
+     rejects_file, stop_reason, first_errors, warnings, unchanged, scheduled_for, runner";
+
+fn entry(row: &Row) -> RunEntry {
+    let count = |index: usize| row.get::<_, i64>(index) as u64;
+    RunEntry {
+        run_id: row.get(0),
+        pipeline: row.get(1),
+        pipeline_file: PathBuf::from(row.get::<_, String>(2)),
+        trigger: row.get(3),
+        started_at_ms: row.get(4),
+        finished_at_ms: row.get(5),
+        scheduled_for_ms: row.get(21),
+        runner: row.get(22),
+        end: RunFinish {
+            status: row
+                .get::<_, String>(6)
+                .parse()
+                .unwrap_or(RunStatus::Running),
+            records: Counts {
+                read: count(7),
+                accepted: count(8),
+                skipped: count(9),
+                rejected: count(10),
+                failed: count(11),
+                unchanged: count(20),
+            },
+            requests: count(12),
+            retries: count(13),
+            resumed_from: row.get(14),
+            rows_resumed: count(15),
+            rejects_file: row.get::<_, Option<String>>(16).map(PathBuf::from),
+            stop_reason: row.get(17),
+            first_errors: serde_json::from_str(row.get(18)).unwrap_or_default(),
+            warnings: serde_json::from_str(row.get(19)).unwrap_or_default(),
+        },
+    }
+}
+
+/// Records that a run started (again, harmlessly, when a lost connection made the first
+/// attempt's outcome unknown).
+pub(super) async fn start(
+    client: &Client,
+    run: &RunStart<'_>,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "INSERT INTO runs
+             (run_id, pipeline, pipeline_file, trigger, started_at, status, scheduled_for, runner)
+             VALUES ($1, $2, $3, $4, $5, 'running', $6, $7) ON CONFLICT (run_id) DO NOTHING",
+            &[
+                &run.run_id,
+                &run.pipeline,
+                &run.pipeline_file.display().to_string(),
+                &run.trigger,
+                &now_ms(),
+                &run.scheduled_for.map(|at| at.timestamp_millis()),
+                &this_process(),
+            ],
+        )
+        .await
+        .map(drop)
+}
+
+/// The run's counts so far, with a checkpoint.
+pub(super) async fn write_counts(
+    transaction: &Transaction<'_>,
+    run_id: &str,
+    counts: &Counts,
+) -> Result<(), tokio_postgres::Error> {
+    transaction
+        .execute(
+            "UPDATE runs SET read = $2, accepted = $3, skipped = $4, rejected = $5, failed = $6,
+             unchanged = $7 WHERE run_id = $1",
+            &[
+                &run_id,
+                &(counts.read as i64),
+                &(counts.accepted as i64),
+                &(counts.skipped as i64),
+                &(counts.rejected as i64),
+                &(counts.failed as i64),
+                &(counts.unchanged as i64),
+            ],
+        )
+        .await
+        .map(drop)
+}
+
+/// Records how a run ended.
+pub(super) async fn finish(
+    client: &Client,
+    run_id: &str,
+    finish: &RunFinish,
+) -> Result<(), tokio_postgres::Error> {
+    let counts = finish.records;
+    client
+        .execute(
+            "UPDATE runs SET finished_at = $2, status = $3, read = $4, accepted = $5,
+             skipped = $6, rejected = $7, failed = $8, requests = $9, retries = $10,
+             resumed_from = $11, rows_resumed = $12, rejects_file = $13, stop_reason = $14,
+             first_errors = $15, warnings = $16, unchanged = $17
+             WHERE run_id = $1",
+            &[
+                &run_id,
+                &now_ms(),
+                &finish.status.as_str(),
+                &(counts.read as i64),
+                &(counts.accepted as i64),
+                &(counts.skipped as i64),
+                &(counts.rejected as i64),
+                &(counts.failed as i64),
+                &(finish.requests as i64),
+                &(finish.retries as i64),
+                &finish.resumed_from,
+                &(finish.rows_resumed as i64),
+                &finish
+                    .rejects_file
+                    .as_ref()
+                    .map(|path| path.display().to_string()),
+                &finish.stop_reason,
+                &serde_json::to_string(&finish.first_errors).unwrap_or_else(|_| "[]".into()),
+                &serde_json::to_string(&finish.warnings).unwrap_or_else(|_| "[]".into()),
+                &(counts.unchanged as i64),
+            ],
+        )
+        .await
+        .map(drop)
+}
+
+/// The newest runs, of one pipeline or of all.
+pub(super) async fn list(
+    client: &Client,
+    pipeline: Option<&str>,
+    limit: usize,
+) -> Result<Vec<RunEntry>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT {ENTRY_COLUMNS} FROM runs WHERE ($1::text IS NULL OR pipeline = $1)
+         ORDER BY started_at DESC, run_id DESC LIMIT $2"
+    );
+    Ok(client
+        .query(&sql, &[&pipeline, &(limit.min(i64::MAX as usize) as i64)])
+        .await?
+        .iter()
+        .map(entry)
+        .collect())
+}
+
+/// One run.
+pub(super) async fn one(
+    client: &Client,
+    run_id: &str,
+) -> Result<Option<RunEntry>, tokio_postgres::Error> {
+    let sql = format!("SELECT {ENTRY_COLUMNS} FROM runs WHERE run_id = $1");
+    Ok(client
+        .query_opt(&sql, &[&run_id])
+        .await?
+        .as_ref()
+        .map(entry))
+}
+
+/// Deletes runs older than `days` (none still running); returns their rejects files.
+pub(super) async fn prune(
+    client: &Client,
+    days: u32,
+) -> Result<Vec<PathBuf>, tokio_postgres::Error> {
+    let cutoff = now_ms() - i64::from(days) * 86_400_000;
+    Ok(client
+        .query(
+            "DELETE FROM runs WHERE started_at < $1 AND status != 'running'
+             RETURNING rejects_file",
+            &[&cutoff],
+        )
+        .await?
+        .iter()
+        .filter_map(|row| row.get::<_, Option<String>>(0))
+        .map(PathBuf::from)
+        .collect())
+}
