@@ -145,12 +145,18 @@ impl SqliteStore {
                 .pragma_update(None, "synchronous", "NORMAL")
                 .and_then(|()| write_settled(connection, &settled, progress));
             let restored = connection.pragma_update(None, "synchronous", "FULL");
-            written.and(restored)
+            restored.and(written)
         };
         if sync && result.is_ok() {
             self.checkpoint_synced = Instant::now();
         }
-        result.map_err(|error| self.error(error))
+        match result.map_err(|error| self.error(error))? {
+            true => Ok(()),
+            false => Err(StateError::TakenOver {
+                pipeline: scope.0.to_string(),
+                run_id: progress.0.to_string(),
+            }),
+        }
     }
 
     /// The file is delivered in full: drop the checkpoint, remember the file and what was
@@ -226,14 +232,23 @@ struct Settlement<'a> {
 }
 
 /// One transaction: a crash never keeps a fingerprint of a record whose line is not
-/// settled, nor settles a line whose accepted record's fingerprint is lost.
+/// settled, nor settles a line whose accepted record's fingerprint is lost. Writes nothing
+/// and returns `false` when another run took the checkpoint over.
 fn write_settled(
     connection: &mut rusqlite::Connection,
     settled: &Settlement<'_>,
     (run_id, counts): (&str, &Counts),
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<bool> {
     let (pipeline, destination) = settled.scope;
     let transaction = connection.transaction()?;
+    let owned = transaction
+        .prepare_cached(
+            "SELECT 1 FROM checkpoints WHERE pipeline = ?1 AND destination = ?2 AND run_id = ?3",
+        )?
+        .exists(params![pipeline, destination, run_id])?;
+    if !owned {
+        return Ok(false);
+    }
     insert_ranges(&transaction, pipeline, destination, settled.ranges)?;
     super::records::insert(&transaction, settled.scope, settled.fingerprints)?;
     transaction
@@ -251,7 +266,7 @@ fn write_settled(
             counts.failed as i64,
             counts.unchanged as i64
         ])?;
-    transaction.commit()
+    transaction.commit().map(|()| true)
 }
 
 fn insert_ranges(
@@ -284,131 +299,4 @@ fn delete_checkpoint(
         params![pipeline, destination],
     )?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn fingerprint(sha256: &str) -> Fingerprint {
-        Fingerprint {
-            size: 10,
-            modified_ns: 1,
-            sha256: sha256.into(),
-        }
-    }
-
-    #[test]
-    fn a_checkpoint_keeps_its_lines_until_the_file_is_delivered() {
-        let settings = SettingsDigest::of("profiles");
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = SqliteStore::open(dir.path()).unwrap();
-        let file = fingerprint("aa");
-        assert_eq!(store.checkpoint("vip", "acct@url").unwrap(), None);
-        store
-            .begin_checkpoint(
-                "vip",
-                "acct@url",
-                "run-1",
-                (&file, &settings),
-                &SettledLines::default(),
-            )
-            .unwrap();
-        let accepted = crate::changes::RecordFingerprint {
-            key: 7,
-            content: u64::MAX,
-            expires_at: Some(100),
-        };
-        store
-            .settle_lines(
-                ("vip", "acct@url"),
-                &[(2, 1001)],
-                &[accepted],
-                ("run-1", &Counts::default()),
-            )
-            .unwrap();
-        store
-            .settle_lines(
-                ("vip", "acct@url"),
-                &[(1003, 1003)],
-                &[],
-                ("run-1", &Counts::default()),
-            )
-            .unwrap();
-        // The fingerprint came with its lines, into the journal; merged, lookups see it. It
-        // is the destination's and the pipeline's.
-        assert!(
-            !store
-                .known_fingerprints("vip", "acct@url")
-                .unwrap()
-                .holds(7, u64::MAX)
-                .unwrap()
-        );
-        assert_eq!(store.merge_fingerprints("vip", "acct@url").unwrap(), 1);
-        assert_eq!(store.merge_fingerprints("vip", "acct@url").unwrap(), 0);
-        let mut known = store.known_fingerprints("vip", "acct@url").unwrap();
-        assert!(known.holds(7, u64::MAX).unwrap());
-        assert!(!known.holds(7, 0).unwrap());
-        assert!(!known.holds(8, u64::MAX).unwrap());
-        let mut elsewhere = store.known_fingerprints("vip", "other@url").unwrap();
-        assert!(!elsewhere.holds(7, u64::MAX).unwrap());
-        // Expired events are pruned; `state forget` drops the rest.
-        assert_eq!(store.prune_fingerprints("vip", "acct@url", 99).unwrap(), 0);
-        assert_eq!(store.prune_fingerprints("vip", "acct@url", 101).unwrap(), 1);
-        // A reader keeps the snapshot of its first lookup; a new one sees the prune.
-        assert!(known.holds(7, u64::MAX).unwrap());
-        let mut known = store.known_fingerprints("vip", "acct@url").unwrap();
-        assert!(!known.holds(7, u64::MAX).unwrap());
-        assert_eq!(store.forget_fingerprints("vip").unwrap(), 0);
-        // Another destination has its own.
-        assert_eq!(store.checkpoint("vip", "other@url").unwrap(), None);
-
-        let reopened = SqliteStore::open(dir.path()).unwrap();
-        let checkpoint = reopened.checkpoint("vip", "acct@url").unwrap().unwrap();
-        assert_eq!(checkpoint.run_id, "run-1");
-        assert_eq!(checkpoint.fingerprint, file);
-        assert_eq!(checkpoint.settings, settings);
-        assert_eq!(checkpoint.settled.ranges(), &[(2, 1001), (1003, 1003)]);
-
-        store
-            .begin_checkpoint(
-                "vip",
-                "acct@url",
-                "run-2",
-                (&file, &settings),
-                &checkpoint.settled,
-            )
-            .unwrap();
-        let resumed = store.checkpoint("vip", "acct@url").unwrap().unwrap();
-        assert_eq!(
-            (resumed.run_id.as_str(), resumed.settled.len()),
-            ("run-2", 1001)
-        );
-
-        let delivered = |store: &SqliteStore, file: &Fingerprint, settings: &SettingsDigest| {
-            store
-                .delivered("vip", "acct@url", (file, settings))
-                .unwrap()
-                .map(|delivered| delivered.run_id)
-        };
-        assert_eq!(delivered(&store, &file, &settings), None);
-        store
-            .finish_delivery("vip", "acct@url", "run-2", (&file, &settings))
-            .unwrap();
-        assert_eq!(store.checkpoint("vip", "acct@url").unwrap(), None);
-        assert_eq!(
-            delivered(&store, &file, &settings).as_deref(),
-            Some("run-2")
-        );
-        assert_eq!(delivered(&store, &fingerprint("bb"), &settings), None);
-        // The same file sent as something else is another delivery.
-        let events = SettingsDigest::of("events");
-        assert_eq!(delivered(&store, &file, &events), None);
-        // One recorded before settings were counts for any.
-        store
-            .connection
-            .execute("UPDATE deliveries SET settings = ''", [])
-            .unwrap();
-        assert_eq!(delivered(&store, &file, &events).as_deref(), Some("run-2"));
-    }
 }

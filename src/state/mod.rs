@@ -15,6 +15,8 @@ mod history;
 mod lock;
 mod postgres;
 mod records;
+#[cfg(test)]
+mod suite;
 mod triggers;
 mod watermarks;
 

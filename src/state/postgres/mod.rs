@@ -316,10 +316,11 @@ async fn connect_async(config: &Config, shown: &str) -> Result<Client, String> {
         .map_err(|reason| format!("cannot connect: {reason}"))
 }
 
-/// Waits for a future on the calling thread. The store's futures only wait for messages
-/// from the connection's task on [`runtime`], so they need no runtime of their own, and the
-/// caller may be a thread of another runtime (as it is when it calls SQLite).
+/// Waits for a future on the calling thread. The store's futures wait for messages from the
+/// connection's task on [`runtime`] (and for its timers), not for a runtime of their own,
+/// so the caller may be a thread of another runtime (as it is when it calls SQLite).
 fn block_on<F: Future>(future: F) -> F::Output {
+    let _timers = runtime().enter();
     struct Unpark(std::thread::Thread);
     impl Wake for Unpark {
         fn wake(self: Arc<Self>) {
