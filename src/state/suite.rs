@@ -28,7 +28,7 @@ struct Backend {
 
 enum Raw {
     Sqlite(tempfile::TempDir),
-    Postgres(TestSchema),
+    Postgres(Box<TestSchema>),
 }
 
 impl Backend {
@@ -105,7 +105,7 @@ impl TestSchema {
     pub(super) fn location(&self, lease: Duration) -> Location {
         let separator = if self.url.contains('?') { '&' } else { '?' };
         Location::Postgres(SharedSettings {
-            url: Secret::new(&format!(
+            url: Secret::new(format!(
                 "{}{separator}options=-csearch_path%3D{}",
                 self.url, self.schema
             )),
@@ -139,7 +139,7 @@ fn on_each_store(test: impl Fn(&mut Backend)) {
             name: "postgres",
             store: open(&location).unwrap(),
             location,
-            raw: Raw::Postgres(schema),
+            raw: Raw::Postgres(Box::new(schema)),
         };
         test(&mut postgres);
     }
@@ -177,16 +177,36 @@ fn a_checkpoint_keeps_its_lines_until_the_file_is_delivered() {
         };
         let counts = Counts::default();
         store
-            .settle_lines("vip", "acct@url", &[(2, 1001)], &[accepted], ("run-1", &counts))
+            .settle_lines(
+                "vip",
+                "acct@url",
+                &[(2, 1001)],
+                &[accepted],
+                ("run-1", &counts),
+            )
             .unwrap();
         store
             .settle_lines("vip", "acct@url", &[(1003, 1003)], &[], ("run-1", &counts))
             .unwrap();
         // The fingerprint came with its lines, into the journal; merged, lookups see it. It
         // is the destination's and the pipeline's.
-        assert!(!store.known_fingerprints("vip", "acct@url").unwrap().holds(7, u64::MAX).unwrap());
-        assert_eq!(store.merge_fingerprints("vip", "acct@url").unwrap(), 1, "{name}");
-        assert_eq!(store.merge_fingerprints("vip", "acct@url").unwrap(), 0, "{name}");
+        assert!(
+            !store
+                .known_fingerprints("vip", "acct@url")
+                .unwrap()
+                .holds(7, u64::MAX)
+                .unwrap()
+        );
+        assert_eq!(
+            store.merge_fingerprints("vip", "acct@url").unwrap(),
+            1,
+            "{name}"
+        );
+        assert_eq!(
+            store.merge_fingerprints("vip", "acct@url").unwrap(),
+            0,
+            "{name}"
+        );
         let mut known = store.known_fingerprints("vip", "acct@url").unwrap();
         assert!(known.holds(7, u64::MAX).unwrap(), "{name}");
         assert!(!known.holds(7, 0).unwrap());
@@ -210,20 +230,44 @@ fn a_checkpoint_keeps_its_lines_until_the_file_is_delivered() {
         assert_eq!(checkpoint.run_id, "run-1");
         assert_eq!(checkpoint.fingerprint, file);
         assert_eq!(checkpoint.settings, settings);
-        assert_eq!(checkpoint.settled.ranges(), &[(2, 1001), (1003, 1003)], "{name}");
+        assert_eq!(
+            checkpoint.settled.ranges(),
+            &[(2, 1001), (1003, 1003)],
+            "{name}"
+        );
 
         other
-            .begin_checkpoint("vip", "acct@url", "run-2", (&file, &settings), &checkpoint.settled)
+            .begin_checkpoint(
+                "vip",
+                "acct@url",
+                "run-2",
+                (&file, &settings),
+                &checkpoint.settled,
+            )
             .unwrap();
         let resumed = other.checkpoint("vip", "acct@url").unwrap().unwrap();
-        assert_eq!((resumed.run_id.as_str(), resumed.settled.len()), ("run-2", 1001));
+        assert_eq!(
+            (resumed.run_id.as_str(), resumed.settled.len()),
+            ("run-2", 1001)
+        );
         // The run whose checkpoint was taken over writes nothing more.
         let refused = backend
             .store
             .settle_lines("vip", "acct@url", &[(1004, 1004)], &[], ("run-1", &counts))
             .unwrap_err();
-        assert!(matches!(refused, StateError::TakenOver { .. }), "{name}: {refused}");
-        assert_eq!(other.checkpoint("vip", "acct@url").unwrap().unwrap().settled.len(), 1001);
+        assert!(
+            matches!(refused, StateError::TakenOver { .. }),
+            "{name}: {refused}"
+        );
+        assert_eq!(
+            other
+                .checkpoint("vip", "acct@url")
+                .unwrap()
+                .unwrap()
+                .settled
+                .len(),
+            1001
+        );
 
         let delivered = |store: &dyn StateStore, file: &Fingerprint, settings: &SettingsDigest| {
             store
@@ -240,14 +284,21 @@ fn a_checkpoint_keeps_its_lines_until_the_file_is_delivered() {
             .finish_delivery("vip", "acct@url", "run-2", (&file, &settings))
             .unwrap();
         assert_eq!(other.checkpoint("vip", "acct@url").unwrap(), None);
-        assert_eq!(delivered(&*other, &file, &settings).as_deref(), Some("run-2"));
+        assert_eq!(
+            delivered(&*other, &file, &settings).as_deref(),
+            Some("run-2")
+        );
         assert_eq!(delivered(&*other, &fingerprint("bb"), &settings), None);
         // The same file sent as something else is another delivery.
         let events = SettingsDigest::of("events");
         assert_eq!(delivered(&*other, &file, &events), None);
         // One recorded before settings were counts for any.
         backend.execute("UPDATE deliveries SET settings = ''");
-        assert_eq!(delivered(&*other, &file, &events).as_deref(), Some("run-2"), "{name}");
+        assert_eq!(
+            delivered(&*other, &file, &events).as_deref(),
+            Some("run-2"),
+            "{name}"
+        );
     });
 }
 
@@ -258,7 +309,13 @@ fn a_later_fingerprint_of_a_key_wins_and_a_large_journal_merges_in_order() {
         let file = fingerprint("cc");
         let settings = SettingsDigest::of("profiles");
         store
-            .begin_checkpoint("big", "acct@url", "run-1", (&file, &settings), &SettledLines::default())
+            .begin_checkpoint(
+                "big",
+                "acct@url",
+                "run-1",
+                (&file, &settings),
+                &SettledLines::default(),
+            )
             .unwrap();
         let counts = Counts::default();
         for round in 0..3_u64 {
@@ -270,13 +327,23 @@ fn a_later_fingerprint_of_a_key_wins_and_a_large_journal_merges_in_order() {
                 })
                 .collect();
             store
-                .settle_lines("big", "acct@url", &[(round, round)], &fingerprints, ("run-1", &counts))
+                .settle_lines(
+                    "big",
+                    "acct@url",
+                    &[(round, round)],
+                    &fingerprints,
+                    ("run-1", &counts),
+                )
                 .unwrap();
         }
         assert_eq!(store.merge_fingerprints("big", "acct@url").unwrap(), 60_000);
         let mut known = store.known_fingerprints("big", "acct@url").unwrap();
         for key in [0, 1, 19_999] {
-            assert!(known.holds(key, key * 10 + 2).unwrap(), "{}: key {key}", backend.name);
+            assert!(
+                known.holds(key, key * 10 + 2).unwrap(),
+                "{}: key {key}",
+                backend.name
+            );
             assert!(!known.holds(key, key * 10).unwrap());
         }
         assert_eq!(store.forget_fingerprints("big").unwrap(), 20_000);
@@ -347,11 +414,18 @@ fn runs_are_listed_newest_first_and_pruned_by_age() {
 
         // r3 was killed: the next holder of the lock marks it abandoned.
         assert_eq!(store.abandon_running("vip").unwrap(), 1);
-        assert_eq!(store.run("r3").unwrap().unwrap().end.status, RunStatus::Abandoned);
+        assert_eq!(
+            store.run("r3").unwrap().unwrap().end.status,
+            RunStatus::Abandoned
+        );
 
         backend.execute("UPDATE runs SET started_at = 0 WHERE run_id = 'r1'");
         let store = &backend.store;
-        assert_eq!(store.prune(90).unwrap(), [PathBuf::from("rejects/r1.jsonl")], "{name}");
+        assert_eq!(
+            store.prune(90).unwrap(),
+            [PathBuf::from("rejects/r1.jsonl")],
+            "{name}"
+        );
         assert_eq!(store.run("r1").unwrap(), None);
         assert_eq!(store.runs(None, 10).unwrap().len(), 2);
     });
@@ -398,11 +472,21 @@ fn watermarks_move_with_full_deliveries_and_are_forgotten() {
     on_each_store(|backend| {
         let store = &backend.store;
         assert_eq!(store.watermark("warehouse", "acct@url").unwrap(), None);
-        store.set_watermark("warehouse", "acct@url", ("41", "run-1")).unwrap();
-        store.set_watermark("warehouse", "acct@url", ("42", "run-2")).unwrap();
-        store.set_watermark("warehouse", "other@url", ("7", "run-2")).unwrap();
+        store
+            .set_watermark("warehouse", "acct@url", ("41", "run-1"))
+            .unwrap();
+        store
+            .set_watermark("warehouse", "acct@url", ("42", "run-2"))
+            .unwrap();
+        store
+            .set_watermark("warehouse", "other@url", ("7", "run-2"))
+            .unwrap();
         assert_eq!(
-            backend.reopen().watermark("warehouse", "acct@url").unwrap().as_deref(),
+            backend
+                .reopen()
+                .watermark("warehouse", "acct@url")
+                .unwrap()
+                .as_deref(),
             Some("42"),
             "{}",
             backend.name
@@ -425,12 +509,23 @@ fn one_process_at_a_time_holds_a_pipeline() {
             let refused = other
                 .lock("vip", wait, CancellationToken::new())
                 .unwrap_err();
-            assert!(refused.to_string().contains("already running"), "{name}: {refused}");
+            assert!(
+                refused.to_string().contains("already running"),
+                "{name}: {refused}"
+            );
         }
         // Another pipeline is not affected.
-        drop(other.lock("events", LockWait::No, CancellationToken::new()).unwrap());
+        drop(
+            other
+                .lock("events", LockWait::No, CancellationToken::new())
+                .unwrap(),
+        );
         drop(held);
-        drop(other.lock("vip", LockWait::No, CancellationToken::new()).unwrap());
+        drop(
+            other
+                .lock("vip", LockWait::No, CancellationToken::new())
+                .unwrap(),
+        );
     });
 }
 
@@ -484,7 +579,10 @@ mod shared {
         let lease = store
             .lock("vip", LockWait::ForADeadHolder, CancellationToken::new())
             .unwrap();
-        assert!(waited.elapsed() >= Duration::from_millis(500), "it waited for the expiry");
+        assert!(
+            waited.elapsed() >= Duration::from_millis(500),
+            "it waited for the expiry"
+        );
         drop(lease);
         // A live process's lease: renewed while the next run looks, so it is refused.
         schema.execute(
@@ -520,7 +618,10 @@ mod shared {
         schema.execute("UPDATE leases SET holder = 'thief:3:0000' WHERE pipeline = 'vip'");
         let deadline = Instant::now() + Duration::from_secs(20);
         while !lost.is_cancelled() {
-            assert!(Instant::now() < deadline, "the heartbeat noticed the takeover");
+            assert!(
+                Instant::now() < deadline,
+                "the heartbeat noticed the takeover"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -549,7 +650,11 @@ mod shared {
             // Another account is not affected.
             drop(slots.take("other@host", "/1/upload", 3).await);
             held.pop();
-            held.push(tokio::time::timeout(Duration::from_secs(10), take(&slots)).await.unwrap());
+            held.push(
+                tokio::time::timeout(Duration::from_secs(10), take(&slots))
+                    .await
+                    .unwrap(),
+            );
             drop(held);
         });
         // A slot a dead process held frees itself when its lease expires.

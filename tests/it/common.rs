@@ -256,3 +256,124 @@ pub fn run_json(workspace: &Workspace, args: &[&str]) -> (Option<i32>, Value) {
     let output = tapline(workspace.dir.path(), &all);
     (output.status.code(), summary(&output))
 }
+
+/// The PostgreSQL server of the tests that need one: `TAPLINE_TEST_POSTGRES` is its URL
+/// (default below; `createdb tapline_test` makes the database). Without one those tests
+/// are skipped with a message, except under `.ci/run`, which starts the server and sets
+/// `TAPLINE_TEST_POSTGRES_REQUIRED`.
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/tapline_test?sslmode=disable";
+
+/// A schema of its own in the test database, dropped at the end.
+pub struct TestDatabase {
+    client: tokio_postgres::Client,
+    runtime: tokio::runtime::Runtime,
+    pub url: String,
+    pub schema: String,
+}
+
+impl TestDatabase {
+    /// The test database, or `None` (after saying how to run these tests) when there is no
+    /// server outside CI.
+    pub fn open() -> Option<Self> {
+        let url = std::env::var("TAPLINE_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_URL.into());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let connected = runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            Ok::<_, tokio_postgres::Error>(client)
+        });
+        let client = match connected {
+            Ok(client) => client,
+            Err(error) if std::env::var_os("TAPLINE_TEST_POSTGRES_REQUIRED").is_none() => {
+                eprintln!(
+                    "skipped: no PostgreSQL at {url} ({error}); start one and `createdb tapline_test`, or set TAPLINE_TEST_POSTGRES"
+                );
+                return None;
+            }
+            Err(error) => panic!("PostgreSQL at {url} is required here: {error}"),
+        };
+        let schema = format!("t{:016x}", rand::random::<u64>());
+        let database = TestDatabase {
+            client,
+            runtime,
+            url,
+            schema,
+        };
+        database.execute(&format!("CREATE SCHEMA {}", database.schema));
+        Some(database)
+    }
+
+    pub fn execute(&self, sql: &str) {
+        let sql = sql.replace("$schema", &self.schema);
+        self.runtime
+            .block_on(self.client.batch_execute(&sql))
+            .unwrap_or_else(|error| panic!("{sql}: {error:?}"));
+    }
+
+    /// `connections.yaml` with the sandbox's account as `ct` and this database as `warehouse`.
+    pub fn connections(&self, sandbox: &TestSandbox) -> String {
+        let (account, _) = sandbox.sandbox.credentials();
+        format!(
+            "ct:\n  account_id: {account}\n  passcode_file: passcode.txt\n  endpoint: {}\n  request_timeout_seconds: 5\nwarehouse:\n  postgres: {}\n",
+            sandbox.sandbox.base_url(),
+            self.url
+        )
+    }
+
+    /// Writes `connections.yaml` and `pipeline.yaml` reading `query` (with `$schema` for the
+    /// test's schema) and `rest` after it.
+    pub fn pipeline(&self, workspace: &Workspace, sandbox: &TestSandbox, query: &str, rest: &str) {
+        workspace.write("connections.yaml", self.connections(sandbox));
+        let query = query.replace("$schema", &self.schema);
+        workspace.write(
+            "pipeline.yaml",
+            format!(
+                "connection: ct\nsource:\n  database: warehouse\n  query: |\n    {}\n{rest}",
+                query.replace('\n', "\n    ")
+            ),
+        );
+    }
+}
+
+impl TestDatabase {
+    /// A shared state store in this test's schema: the database's URL with the schema as
+    /// the search path.
+    pub fn state_url(&self) -> String {
+        let separator = if self.url.contains('?') { '&' } else { '?' };
+        format!(
+            "{}{separator}options=-csearch_path%3D{}",
+            self.url, self.schema
+        )
+    }
+
+    /// The rows of a query, each as JSON (`SELECT row_to_json(t) FROM (...) t`), in the
+    /// test's schema.
+    pub fn rows(&self, sql: &str) -> Vec<Value> {
+        let sql = format!(
+            "SELECT row_to_json(t)::text FROM ({}) t",
+            sql.replace("$schema", &self.schema)
+        );
+        let rows = self
+            .runtime
+            .block_on(async {
+                self.client
+                    .batch_execute(&format!("SET search_path = {}", self.schema))
+                    .await?;
+                self.client.query(&sql, &[]).await
+            })
+            .unwrap_or_else(|error| panic!("{sql}: {error:?}"));
+        rows.iter()
+            .map(|row| serde_json::from_str(row.get(0)).expect("JSON"))
+            .collect()
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let sql = format!("DROP SCHEMA {} CASCADE", self.schema);
+        let _ = self.runtime.block_on(self.client.batch_execute(&sql));
+    }
+}

@@ -18,5 +18,6 @@ mod postgres;
 mod reliability;
 mod run;
 mod sandbox;
+mod shared_state;
 mod state;
 mod validate;

@@ -1,0 +1,481 @@
+//! The shared state store (`--state postgres://…`) with real processes: four runs of one
+//! account within its budget of requests in flight, three daemons that run each fire once
+//! (one killed mid-way), a killed run taken over when its lease expires, and a database
+//! that goes away during a run. They need PostgreSQL (see `common::TestDatabase`).
+
+use crate::common;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use tapline::sandbox::SandboxConfig;
+
+/// `tapline <args> --state <url>` started in the workspace, its log (stderr) in `log`.
+fn spawn(workspace: &Workspace, args: &[&str], state: &str, log: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_tapline"))
+        .args(args)
+        .args(["--state", state])
+        .current_dir(workspace.dir.path())
+        .env("TAPLINE_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(workspace.path(log)).unwrap())
+        .spawn()
+        .expect("tapline starts")
+}
+
+/// The history in the shared store, newest first.
+fn history(workspace: &Workspace, state: &str) -> Vec<Value> {
+    let output = tapline(
+        workspace.dir.path(),
+        &["history", "--json", "--limit", "10000", "--state", state],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    serde_json::from_str::<Value>(&stdout(&output))
+        .expect("history --json is JSON")
+        .as_array()
+        .expect("an array")
+        .clone()
+}
+
+fn finished_summary(child: Child) -> (Option<i32>, Value) {
+    let output = child.wait_with_output().expect("it ends");
+    (output.status.code(), summary(&output))
+}
+
+#[test]
+fn four_runs_on_one_account_never_exceed_its_fifteen_uploads_in_flight() {
+    let Some(database) = TestDatabase::open() else {
+        return;
+    };
+    const ROWS: usize = 30_000;
+    // Requests take long enough that the four processes' requests overlap.
+    let sandbox = TestSandbox::start(SandboxConfig {
+        latency: Duration::from_millis(200),
+        ..SandboxConfig::default()
+    });
+    let workspace = Workspace::new();
+    let state = database.state_url();
+    for index in 0..4 {
+        let csv = profile_csv(ROWS).replace("user-", &format!("p{index}-"));
+        workspace.write(&format!("p{index}.csv"), csv);
+        workspace.pipeline(
+            &format!("p{index}"),
+            &sandbox,
+            &format!("source: {{path: p{index}.csv}}\ntarget: {{entity: user_profiles}}\nthread_count: 10\n"),
+        );
+    }
+    let runs: Vec<Child> = (0..4)
+        .map(|index| {
+            spawn(
+                &workspace,
+                &["run", &format!("p{index}.yaml"), "--json"],
+                &state,
+                &format!("p{index}.log"),
+            )
+        })
+        .collect();
+    for (index, run) in runs.into_iter().enumerate() {
+        let (code, summary) = finished_summary(run);
+        assert_eq!(
+            code,
+            Some(0),
+            "{summary}\n{}",
+            std::fs::read_to_string(workspace.path(&format!("p{index}.log"))).unwrap_or_default()
+        );
+        assert_eq!(summary["records"]["accepted"], ROWS as u64);
+    }
+    let seen = sandbox.inspect();
+    assert_eq!(seen.distinct_profiles, 4 * ROWS, "every record arrived");
+    assert_eq!(seen.throttled, 0, "CleverTap never had to refuse one");
+    // Forty request threads in all: the shared budget held them to fifteen, and more than
+    // one process's ten were in flight at once.
+    assert!(seen.max_in_flight <= 15, "{} in flight", seen.max_in_flight);
+    assert!(seen.max_in_flight > 10, "{} in flight", seen.max_in_flight);
+    // No slot is left taken.
+    let held = database.rows("SELECT slot FROM request_slots WHERE holder IS NOT NULL");
+    assert!(held.is_empty(), "{held:?}");
+}
+
+#[test]
+fn three_daemons_run_every_fire_once_also_after_one_is_killed() {
+    let Some(database) = TestDatabase::open() else {
+        return;
+    };
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    let state = database.state_url();
+    workspace.write("vip.csv", profile_csv(50));
+    workspace.pipeline(
+        "vip",
+        &sandbox,
+        "source: {path: vip.csv}\ntarget: {entity: user_profiles}\nrerun: always\nschedule: {cron: \"*/2 * * * * *\"}\n",
+    );
+    let args = ["daemon", "--dir", ".", "--lease-seconds", "2"];
+    let mut daemons: Vec<Option<Child>> = (0..3)
+        .map(|index| {
+            Some(spawn(
+                &workspace,
+                &args,
+                &state,
+                &format!("daemon{index}.log"),
+            ))
+        })
+        .collect();
+    let logs = || {
+        (0..3)
+            .map(|index| {
+                std::fs::read_to_string(workspace.path(&format!("daemon{index}.log")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    };
+    let started = Instant::now();
+    let finished_runs = |runs: &[Value]| {
+        runs.iter()
+            .filter(|run| run["status"] == "succeeded")
+            .count()
+    };
+    wait_until_or_show(
+        60,
+        "five runs",
+        || finished_runs(&history(&workspace, &state)) >= 5,
+        logs,
+    );
+
+    // Kill -9 the daemon that ran the latest fire, between two fires.
+    let runs = history(&workspace, &state);
+    let latest = runs
+        .iter()
+        .find(|run| run["status"] == "succeeded")
+        .expect("a run");
+    let pid: u32 = latest["runner"]
+        .as_str()
+        .and_then(|runner| runner.rsplit(':').next())
+        .and_then(|pid| pid.parse().ok())
+        .expect("the history names the process");
+    let victim = daemons
+        .iter_mut()
+        .find(|daemon| daemon.as_ref().is_some_and(|child| child.id() == pid))
+        .expect("the runner is one of the daemons");
+    let mut child = victim.take().unwrap();
+    child.kill().expect("kill -9");
+    child.wait().expect("reaped");
+    let killed_at = chrono::Utc::now().timestamp_millis();
+
+    // The others keep the schedule going, for thirty seconds in all.
+    let runs_at_kill = runs.len();
+    wait_until_or_show(
+        60,
+        "the other daemons' runs",
+        || {
+            started.elapsed() >= Duration::from_secs(30)
+                && history(&workspace, &state).len() >= runs_at_kill + 5
+        },
+        logs,
+    );
+    for child in daemons.iter_mut().flatten() {
+        let _ = Command::new("kill")
+            .args(["-15", &child.id().to_string()])
+            .status();
+        child.wait().expect("stops");
+    }
+
+    let runs = history(&workspace, &state);
+    let fires: Vec<i64> = runs
+        .iter()
+        .map(|run| {
+            run["scheduled_for_ms"]
+                .as_i64()
+                .expect("a schedule run names its fire")
+        })
+        .collect();
+    let distinct: BTreeSet<i64> = fires.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        fires.len(),
+        "a fire ran twice: {fires:?}\n{}",
+        logs()
+    );
+    let runners: BTreeSet<&str> = runs
+        .iter()
+        .filter_map(|run| run["runner"].as_str())
+        .collect();
+    assert!(
+        runners.len() >= 2,
+        "the daemons shared the fires: {runners:?}"
+    );
+    // Every fire from the first to the last ran: one every two seconds. A fire right after
+    // the kill may find the killed daemon's lease (if it was mid-run) and wait it out.
+    let first = *distinct.first().unwrap();
+    let last = *distinct.last().unwrap();
+    assert!(last > killed_at, "fires ran after the kill");
+    let missing: Vec<i64> = (0..)
+        .map(|step| first + step * 2000)
+        .take_while(|fire| *fire <= last)
+        .filter(|fire| !distinct.contains(fire))
+        .collect();
+    let unexplained: Vec<&i64> = missing
+        .iter()
+        .filter(|fire| !(killed_at - 2000..=killed_at + 6000).contains(*fire))
+        .collect();
+    assert!(
+        unexplained.is_empty(),
+        "fires that never ran: {unexplained:?} (killed at {killed_at})\n{}",
+        logs()
+    );
+    assert!(
+        missing.len() <= 2,
+        "fires missed around the kill: {missing:?}"
+    );
+    assert!(
+        runs.iter().all(|run| run["status"] == "succeeded"
+            || run["status"] == "abandoned"
+            || run["status"] == "running"),
+        "{runs:?}"
+    );
+}
+
+#[test]
+fn a_killed_runs_lease_is_taken_over_when_it_expires_and_the_run_resumes() {
+    let Some(database) = TestDatabase::open() else {
+        return;
+    };
+    const ROWS: usize = 20_000;
+    const THREADS: u64 = 2;
+    let sandbox = TestSandbox::start(SandboxConfig {
+        latency: Duration::from_millis(50),
+        ..SandboxConfig::default()
+    });
+    let workspace = Workspace::new();
+    let state = database.state_url();
+    workspace.write("vip.csv", profile_csv(ROWS));
+    workspace.pipeline(
+        "vip",
+        &sandbox,
+        &format!("source: {{path: vip.csv}}\ntarget: {{entity: user_profiles}}\nthread_count: {THREADS}\n"),
+    );
+    let args = ["run", "vip.yaml", "--json", "--lease-seconds", "3"];
+    let mut first = spawn(&workspace, &args, &state, "first.log");
+    wait_until(60, "the first run to be half-way", || {
+        sandbox.inspect().profiles >= 6_000
+    });
+    first.kill().expect("kill -9");
+    first.wait().expect("reaped");
+    // Started at once: the lease is still the dead process's.
+    let leases = database.rows("SELECT holder FROM leases WHERE expires_at > now()");
+    assert_eq!(
+        leases.len(),
+        1,
+        "the killed run's lease is still held: {leases:?}"
+    );
+    let second = spawn(&workspace, &args, &state, "second.log");
+    let (code, summary) = finished_summary(second);
+    assert_eq!(
+        code,
+        Some(0),
+        "{summary}\n{}",
+        std::fs::read_to_string(workspace.path("second.log")).unwrap_or_default()
+    );
+    assert!(
+        summary["rows_resumed"].as_u64().unwrap() >= 5_000,
+        "it resumed: {summary}"
+    );
+    let log = std::fs::read_to_string(workspace.path("second.log")).unwrap();
+    assert!(
+        log.contains("another process holds the pipeline's lease"),
+        "it waited for the lease: {log}"
+    );
+
+    let seen = sandbox.inspect();
+    assert_eq!(seen.distinct_profiles, ROWS, "nothing lost");
+    // Only what was in flight and settled since the last checkpoint may be sent twice.
+    let duplicates = seen.profiles - seen.distinct_profiles as u64;
+    assert!(
+        duplicates <= (THREADS + THREADS.div_ceil(2) - 1) * 1000,
+        "{duplicates} duplicates"
+    );
+    let runs = history(&workspace, &state);
+    assert_eq!(runs[0]["resumed_from"], runs[1]["run_id"]);
+    assert_eq!(runs[1]["status"], "abandoned");
+}
+
+/// A TCP proxy to the database that can cut every connection and refuse new ones for a
+/// while, as a restarting server does, without touching the server other tests use.
+struct Outage {
+    address: String,
+    down: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Outage {
+    fn proxy(target: &str) -> Outage {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let (down, open) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(Mutex::new(Vec::new())),
+        );
+        let (is_down, streams, target) = (Arc::clone(&down), Arc::clone(&open), target.to_string());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if is_down.load(Ordering::SeqCst) {
+                    continue; // Dropped: refused.
+                }
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let mut all = streams.lock().unwrap();
+                all.push(client.try_clone().unwrap());
+                all.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let mut buffer = [0; 16 * 1024];
+                        while let Ok(read @ 1..) = from.read(&mut buffer) {
+                            if to.write_all(&buffer[..read]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Outage {
+            address,
+            down,
+            open,
+        }
+    }
+
+    /// Cuts every connection, refuses new ones for `length`, then accepts them again.
+    fn happen(&self, length: Duration) {
+        self.down.store(true, Ordering::SeqCst);
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        std::thread::sleep(length);
+        self.down.store(false, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_database_outage_during_a_run_loses_no_record_and_no_delivery() {
+    let Some(database) = TestDatabase::open() else {
+        return;
+    };
+    const ROWS: usize = 20_000;
+    let sandbox = TestSandbox::start(SandboxConfig {
+        latency: Duration::from_millis(20),
+        ..SandboxConfig::default()
+    });
+    let workspace = Workspace::new();
+    // The store reached through the proxy; the server address is the test database's.
+    let server = database
+        .url
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("host:port in the URL")
+        .to_string();
+    let outage = Outage::proxy(&server);
+    let state = database.state_url().replace(&server, &outage.address);
+    workspace.write("vip.csv", profile_csv(ROWS));
+    workspace.pipeline(
+        "vip",
+        &sandbox,
+        "source: {path: vip.csv}\ntarget: {entity: user_profiles}\nthread_count: 2\nsend: changes\n",
+    );
+    let run = spawn(
+        &workspace,
+        &["run", "vip.yaml", "--json"],
+        &state,
+        "run.log",
+    );
+    wait_until(60, "the run to be under way", || {
+        sandbox.inspect().profiles >= 4_000
+    });
+    outage.happen(Duration::from_secs(3));
+    let (code, first) = finished_summary(run);
+    let log = std::fs::read_to_string(workspace.path("run.log")).unwrap_or_default();
+    assert!(
+        log.contains("lost the state store's connection"),
+        "the outage was met: {log}"
+    );
+    // The run retried its writes and finished; had it stopped, it would have said so, and
+    // its checkpoint would take the next run on.
+    assert_eq!(code, Some(0), "{first}\n{log}");
+    assert_eq!(first["records"]["accepted"], ROWS as u64, "{first}");
+    assert_eq!(sandbox.inspect().distinct_profiles, ROWS);
+    // What it reported delivered is recorded: the file, and every record's fingerprint.
+    let (code, again) = run_json(&workspace, &["vip.yaml", "--state", &state]);
+    assert_eq!(code, Some(0), "{again}");
+    assert!(
+        again["up_to_date"].is_string(),
+        "the delivery was recorded: {again}"
+    );
+    let (_, forced) = run_json(&workspace, &["vip.yaml", "--state", &state, "--force"]);
+    assert_eq!(forced["records"]["unchanged"], ROWS as u64, "{forced}");
+    let runs = history(&workspace, &state);
+    assert_eq!(runs.last().unwrap()["records"]["accepted"], ROWS as u64);
+}
+
+/// The budget test, the daemons and the outage each find the store in its own schema.
+#[test]
+fn rejects_files_go_to_the_rejects_dir_and_the_history_keeps_their_path() {
+    let Some(database) = TestDatabase::open() else {
+        return;
+    };
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    let state = database.state_url();
+    workspace.write(
+        "vip.csv",
+        "identity,Email\n1,not-an-email\n2,b@example.com\n",
+    );
+    workspace.pipeline(
+        "vip",
+        &sandbox,
+        "source: {path: vip.csv}\ntarget: {entity: user_profiles}\nskip_invalid_records: true\n",
+    );
+    // TAPLINE_STATE names the store as --state does.
+    let output = tapline_with_env(
+        workspace.dir.path(),
+        &["run", "vip.yaml", "--json", "--rejects-dir", "out/rejects"],
+        &[("TAPLINE_STATE", &state)],
+    );
+    let summary = summary(&output);
+    let rejects = summary["rejects_file"].as_str().expect("a rejects file");
+    assert!(Path::new(rejects).starts_with("out/rejects"), "{rejects}");
+    assert!(workspace.path(rejects).is_file());
+    let runs = history(&workspace, &state);
+    assert!(
+        runs[0]["rejects_file"]
+            .as_str()
+            .unwrap()
+            .ends_with(rejects.trim_start_matches("./"))
+    );
+    // Nothing of the state is written beside the pipelines.
+    assert!(!workspace.path(".tapline/state.db").exists());
+    // The password never shows: a wrong one is named masked.
+    let wrong = "postgres://tapline:hunter2@127.0.0.1:1/nowhere?connect_timeout=2";
+    let output = tapline(workspace.dir.path(), &["run", "vip.yaml", "--state", wrong]);
+    assert_ne!(output.status.code(), Some(0));
+    let said = format!("{}{}", stdout(&output), stderr(&output));
+    assert!(
+        said.contains("postgres://tapline:***@127.0.0.1:1/nowhere"),
+        "{said}"
+    );
+    assert!(!said.contains("hunter2"), "{said}");
+}
