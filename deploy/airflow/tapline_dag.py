@@ -6,11 +6,15 @@ record was rejected or failed or the run stopped, 2 for a usage or configuration
 (nothing sent). The task fails on anything but 0, and the JSON summary (counts, run ID,
 rejects file) goes to XCom for the tasks after it.
 
-What to change: the paths, the schedule, and where the secrets come from. The state folder
-must be on storage every worker that may run the task sees, and the DAG must not run twice
-at once (max_active_runs=1): the SQLite state store is for one process at a time.
+What to change: the paths, the schedule, and where the secrets come from. The state lives
+in a PostgreSQL database every worker reaches (TAPLINE_STATE, here from an Airflow
+Variable; `--state-file` reads it from a mounted secret instead), so the task may run on any
+worker and resume what a task on another left; the pipeline's lease there keeps one run at a
+time even if Airflow starts two. Rejects files go to REJECTS_DIR, on storage the workers
+share.
 """
 import json
+import os
 import subprocess
 
 import pendulum
@@ -18,7 +22,7 @@ from airflow.decorators import dag, task
 from airflow.exceptions import AirflowException
 
 PIPELINE = "/opt/tapline/pipelines/vip.yaml"
-STATE_DIR = "/opt/tapline/state"
+REJECTS_DIR = "/shared/tapline/rejects"
 
 
 @dag(
@@ -30,10 +34,14 @@ STATE_DIR = "/opt/tapline/state"
 def tapline_vip():
     @task
     def run_pipeline():
+        from airflow.models import Variable
+
+        env = dict(os.environ, TAPLINE_STATE=Variable.get("tapline_state_url"))
         done = subprocess.run(
-            ["tapline", "run", PIPELINE, "--json", "--state-dir", STATE_DIR],
+            ["tapline", "run", PIPELINE, "--json", "--rejects-dir", REJECTS_DIR],
             capture_output=True,
             text=True,
+            env=env,
         )
         print(done.stderr)
         summary = json.loads(done.stdout.splitlines()[0]) if done.stdout.strip() else {}

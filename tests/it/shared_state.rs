@@ -431,7 +431,6 @@ fn a_database_outage_during_a_run_loses_no_record_and_no_delivery() {
     assert_eq!(runs.last().unwrap()["records"]["accepted"], ROWS as u64);
 }
 
-/// The budget test, the daemons and the outage each find the store in its own schema.
 #[test]
 fn rejects_files_go_to_the_rejects_dir_and_the_history_keeps_their_path() {
     let Some(database) = TestDatabase::open() else {
