@@ -43,6 +43,16 @@
 //! cargo bench --bench upload -- --rows 1000000 --latency-ms 0 --source parquet --repeat 3
 //! ```
 //!
+//! `--state postgres` keeps the state in the shared PostgreSQL store (a fresh schema of the
+//! database above, dropped at the end) instead of the embedded SQLite file: every
+//! checkpoint, and each request's slot of the account's budget, is then a round trip to the
+//! database. `--state sqlite` (the default) is the embedded store; compare the two:
+//!
+//! ```text
+//! cargo bench --bench upload -- --rows 1000000 --latency-ms 200 --threads 10 --state sqlite --repeat 3
+//! cargo bench --bench upload -- --rows 1000000 --latency-ms 200 --threads 10 --state postgres --repeat 3
+//! ```
+//!
 //! With `--repeat`, the upload runs that many times and the median is reported too: CPU
 //! time on a shared machine varies by a fifth from run to run.
 //!
@@ -77,6 +87,8 @@ struct Settings {
     changes: bool,
     /// `--source postgres|parquet`: where the profiles come from (a CSV file otherwise).
     source: Origin,
+    /// `--state postgres`: the shared state store, in this schema of the bench database.
+    shared_state: Option<String>,
     rows: u64,
     latency_ms: u64,
     threads: u64,
@@ -91,6 +103,7 @@ fn settings() -> Settings {
         gzip: false,
         changes: false,
         source: Origin::Csv,
+        shared_state: None,
         rows: 1_000_000,
         latency_ms: 200,
         threads: 10,
@@ -107,6 +120,11 @@ fn settings() -> Settings {
             ("--latency-ms", Some(value)) => settings.latency_ms = value,
             ("--threads", Some(value)) => settings.threads = value.clamp(1, 10),
             ("--repeat", Some(value)) => settings.repeat = value.max(1),
+            ("--state", _) => {
+                settings.shared_state = (args.get(index + 1).map(String::as_str)
+                    == Some("postgres"))
+                .then(|| format!("tapline_bench_state_{}", std::process::id()));
+            }
             ("--source", _) => {
                 settings.source = match args.get(index + 1).map(String::as_str) {
                     Some("postgres") => Origin::Postgres,
@@ -225,6 +243,27 @@ fn bench_database() -> String {
     std::env::var("TAPLINE_TEST_POSTGRES").unwrap_or_else(|_| {
         "postgres://postgres@127.0.0.1:5432/tapline_test?sslmode=disable".into()
     })
+}
+
+/// Runs SQL on the bench database.
+fn execute(sql: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let (client, connection) =
+            tokio_postgres::connect(&bench_database(), tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        client.batch_execute(sql).await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+}
+
+/// `--state postgres`: the URL of the shared store in `schema` of the bench database.
+fn shared_state_url(schema: &str) -> String {
+    let database = bench_database();
+    let separator = if database.contains('?') { '&' } else { '?' };
+    format!("{database}{separator}options=-csearch_path%3D{schema}")
 }
 
 /// `--source postgres`: a table of `rows` profiles (identity and six properties of mixed
@@ -579,6 +618,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let _ = sandbox.wait();
         return result;
     }
+    let mut state_args = Vec::new();
+    if let Some(schema) = &settings.shared_state {
+        execute(&format!("CREATE SCHEMA {schema}"))?;
+        state_args = vec!["--state".to_string(), shared_state_url(schema)];
+        println!("state             PostgreSQL (schema {schema})");
+    }
+    let result = uploads(tapline, dir.path(), &url, &settings, &state_args);
+    let _ = sandbox.kill();
+    let _ = sandbox.wait();
+    if let Some(schema) = &settings.shared_state {
+        execute(&format!("DROP SCHEMA {schema} CASCADE"))?;
+    }
+    result
+}
+
+/// Runs the upload `--repeat` times and prints each run and the medians.
+fn uploads(
+    tapline: &str,
+    dir: &std::path::Path,
+    url: &str,
+    settings: &Settings,
+    state_args: &[String],
+) -> Result<(), Box<dyn std::error::Error>> {
     let mut runs = Vec::new();
     let mut cpu_before = 0.0;
     for run in 1..=settings.repeat {
@@ -590,7 +652,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let output = Command::new(tapline)
             // `--force`: every repeat sends the same file again.
             .args(["run", "bench.yaml", "--json", "--force"])
-            .current_dir(dir.path())
+            .args(state_args)
+            .current_dir(dir)
             .output()?;
         let wall = started.elapsed().as_secs_f64();
         let (cpu_total, peak_rss_kib) = children_usage();
@@ -602,7 +665,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             serde_json::from_str(stdout.lines().next().unwrap_or("{}"))?;
         let accepted = summary["records"]["accepted"].as_u64().unwrap_or(0);
         if !output.status.success() || accepted != settings.rows {
-            let _ = sandbox.kill();
             let stderr = String::from_utf8_lossy(&output.stderr);
             return Err(format!("the run did not deliver every row: {stdout}\n{stderr}").into());
         }
@@ -623,7 +685,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{line}");
         if settings.custom_list {
             // What the sandbox's S3 saw of this run's upload.
-            let inspection = inspect(&url)?;
+            let inspection = inspect(url)?;
             let upload = inspection["presigned_uploads"]
                 .as_array()
                 .and_then(|uploads| uploads.last())
@@ -641,8 +703,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         runs.push((rate, per_million));
     }
-    let _ = sandbox.kill();
-    let _ = sandbox.wait();
     let median = |mut values: Vec<f64>| {
         values.sort_by(f64::total_cmp);
         values[values.len() / 2]
