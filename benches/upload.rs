@@ -269,29 +269,17 @@ fn shared_state_url(schema: &str) -> String {
 /// `--source postgres`: a table of `rows` profiles (identity and six properties of mixed
 /// types), made by the server itself.
 fn write_table(rows: u64) -> Result<(), Box<dyn std::error::Error>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let (client, connection) =
-            tokio_postgres::connect(&bench_database(), tokio_postgres::NoTls).await?;
-        tokio::spawn(connection);
-        client
-            .batch_execute(&format!(
-                r#"DROP TABLE IF EXISTS tapline_bench_profiles;
-                CREATE TABLE tapline_bench_profiles AS
-                SELECT 'user-' || i AS identity, 'User ' || i AS "Name",
-                       'user' || i || '@example.com' AS "Email", (18 + i % 60)::integer AS "Age",
-                       (i * 7)::float8 / 3 AS "Score", i % 2 = 0 AS "VIP",
-                       timestamptz '2024-01-01 00:00:00+00' + i * interval '1 second' AS "Joined"
-                FROM generate_series(0, {rows} - 1) i;"#
-            ))
-            .await?;
-        client
-            .batch_execute("VACUUM ANALYZE tapline_bench_profiles")
-            .await?;
-        Ok::<_, Box<dyn std::error::Error>>(())
-    })
+    execute(&format!(
+        r#"DROP TABLE IF EXISTS tapline_bench_profiles;
+        CREATE TABLE tapline_bench_profiles AS
+        SELECT 'user-' || i AS identity, 'User ' || i AS "Name",
+               'user' || i || '@example.com' AS "Email", (18 + i % 60)::integer AS "Age",
+               (i * 7)::float8 / 3 AS "Score", i % 2 = 0 AS "VIP",
+               timestamptz '2024-01-01 00:00:00+00' + i * interval '1 second' AS "Joined"
+        FROM generate_series(0, {rows} - 1) i;"#
+    ))?;
+    // On its own: VACUUM cannot run within the transaction of several statements.
+    execute("VACUUM ANALYZE tapline_bench_profiles")
 }
 
 /// `--source parquet`: the same profiles as a Parquet file, in row groups of 100,000.

@@ -195,16 +195,20 @@ impl Coordinator {
         }
     }
 
-    /// Renews this process's leases and slots; cancels the runs of leases another process
-    /// took over.
-    async fn renew(&self) -> Result<(), String> {
-        let held: Vec<String> = self
-            .leases
+    /// The pipelines whose lease this process holds.
+    fn held_leases(&self) -> Vec<String> {
+        self.leases
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .keys()
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// Renews this process's leases and slots; cancels the runs of leases another process
+    /// took over.
+    async fn renew(&self) -> Result<(), String> {
+        let held = self.held_leases();
         let slots: Vec<String> = self
             .slots
             .lock()
@@ -418,14 +422,7 @@ async fn heartbeat(coordinator: Weak<Coordinator>, every: Duration) {
             Err(reason) => {
                 tracing::warn!(store = %coordinator.shown, %reason, "cannot renew this process's leases");
                 if renewed.elapsed() >= coordinator.lease {
-                    let held: Vec<String> = coordinator
-                        .leases
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .keys()
-                        .cloned()
-                        .collect();
-                    for pipeline in held {
+                    for pipeline in coordinator.held_leases() {
                         coordinator.lose(
                             &pipeline,
                             "the pipeline's lease could not be renewed for the lease time",
