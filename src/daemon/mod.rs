@@ -780,6 +780,9 @@ impl Daemon {
             Err(error @ RunError::ArrivalHandled { .. }) => {
                 tracing::info!(file = %file.display(), "{error}")
             }
+            Err(error @ RunError::State(crate::state::StateError::Leased { .. })) => {
+                tracing::warn!(file = %file.display(), %error, "run skipped: another process is running the pipeline")
+            }
             Err(error) => tracing::error!(file = %file.display(), %error, "run not started"),
         }
         let (queued, arrivals) = match self.entries.get_mut(&file) {

@@ -152,7 +152,10 @@ pub fn tapline_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Outp
     command
         .args(args)
         .current_dir(dir)
-        .env_remove("TAPLINE_LOG");
+        .env_remove("TAPLINE_LOG")
+        // The embedded store unless a test names another.
+        .env_remove("TAPLINE_STATE")
+        .env_remove("TAPLINE_STATE_FILE");
     for (name, value) in env {
         command.env(name, value);
     }

@@ -465,6 +465,19 @@ fn rejects_files_go_to_the_rejects_dir_and_the_history_keeps_their_path() {
             .unwrap()
             .ends_with(rejects.trim_start_matches("./"))
     );
+    // --state-file reads the URL from a file (a mounted secret), as --state takes it.
+    workspace.write("state-url", format!("{state}\n"));
+    let output = tapline(
+        workspace.dir.path(),
+        &["history", "--json", "--state-file", "state-url"],
+    );
+    let listed: Value = serde_json::from_str(&stdout(&output)).expect("JSON");
+    assert_eq!(
+        listed[0]["run_id"],
+        runs[0]["run_id"],
+        "{}",
+        stderr(&output)
+    );
     // Nothing of the state is written beside the pipelines.
     assert!(!workspace.path(".tapline/state.db").exists());
     // The password never shows: a wrong one is named masked.

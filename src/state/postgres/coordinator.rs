@@ -1,5 +1,6 @@
 //! What the processes sharing a store agree on through it: which process runs each pipeline
-//! (a lease), and how many requests each CleverTap account has in flight (request slots).
+//! (a lease), and how many requests each CleverTap account has in flight (request slots,
+//! taken and given back in `slots`).
 //!
 //! Each process has one [`Coordinator`] per store, with a name (`host:pid:random`), one
 //! connection, and a heartbeat that renews its leases and slots every third of the lease
@@ -9,8 +10,6 @@
 //! it is told to stop (and its checkpoint writes are refused by then, see `settle_lines`).
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -19,29 +18,33 @@ use tokio_util::sync::CancellationToken;
 
 use super::super::{LockWait, StateError, this_process};
 use super::{block_on, connect_async, runtime};
-use crate::engine::{SharedSlot, SharedSlots};
 use crate::pg;
 
-/// How often a process waiting for a request slot asks again while the account is full.
-const SLOT_POLL: Duration = Duration::from_millis(20);
+/// An account and one of its APIs, whose request slots are counted together.
+pub(super) type SlotKey = (String, &'static str);
 
 /// One process's leases and request slots in one store.
 pub(in crate::state) struct Coordinator {
     config: Config,
-    shown: String,
+    pub(super) shown: String,
     /// This process, as the `holder` of its leases and slots.
-    holder: String,
+    pub(super) holder: String,
     lease: Duration,
     client: tokio::sync::Mutex<Option<Arc<Client>>>,
     /// The pipelines whose lease this process holds, with what to cancel when one is lost.
     leases: Mutex<HashMap<String, CancellationToken>>,
-    /// The slots this process holds, by the token written as their holder.
-    slots: Mutex<HashSet<String>>,
+    /// The request slots this process holds (in use or idle), by the token written as
+    /// their holder: the heartbeat renews them.
+    pub(super) slots: Mutex<HashSet<String>>,
+    /// Slots held but not in use, by account and API, for the next request (see `slots`).
+    pub(super) idle: Mutex<HashMap<SlotKey, Vec<String>>>,
     /// The (account, API, size) whose slot rows exist.
-    slot_rows: Mutex<HashSet<(String, &'static str, usize)>>,
+    pub(super) slot_rows: Mutex<HashSet<(SlotKey, usize)>>,
     /// Numbers the slots this process takes.
-    next_slot: std::sync::atomic::AtomicU64,
-    me: Weak<Coordinator>,
+    pub(super) next_slot: std::sync::atomic::AtomicU64,
+    /// Idle slots waiting to be given back (tasks on the store's runtime).
+    pub(super) releasing: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    pub(super) me: Weak<Coordinator>,
 }
 
 /// The coordinators of this process, by store and lease time: the stores a daemon opens for
@@ -68,8 +71,10 @@ impl Coordinator {
             client: tokio::sync::Mutex::new(None),
             leases: Mutex::default(),
             slots: Mutex::default(),
+            idle: Mutex::default(),
             slot_rows: Mutex::default(),
             next_slot: std::sync::atomic::AtomicU64::new(0),
+            releasing: Mutex::default(),
             me: me.clone(),
         });
         all.push(Arc::downgrade(&coordinator));
@@ -85,7 +90,7 @@ impl Coordinator {
     }
 
     /// The coordinator's connection, made again when it was lost.
-    async fn client(&self) -> Result<Arc<Client>, String> {
+    pub(super) async fn client(&self) -> Result<Arc<Client>, String> {
         let mut held = self.client.lock().await;
         if let Some(client) = held.as_ref().filter(|client| !client.is_closed()) {
             return Ok(Arc::clone(client));
@@ -95,7 +100,7 @@ impl Coordinator {
         Ok(client)
     }
 
-    fn millis(&self) -> i64 {
+    pub(super) fn millis(&self) -> i64 {
         self.lease.as_millis() as i64
     }
 
@@ -258,132 +263,6 @@ impl Coordinator {
             tracing::error!(pipeline, "{why}; its run stops sending");
             run.cancel();
         }
-    }
-
-    /// Takes a free slot, if the account has one.
-    async fn try_take(
-        &self,
-        account: &str,
-        api: &'static str,
-        size: usize,
-    ) -> Result<Option<String>, String> {
-        let client = self.client().await?;
-        let explain = |error: tokio_postgres::Error| pg::explain(&error);
-        let key = (account.to_string(), api, size);
-        let ready = self
-            .slot_rows
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(&key);
-        if !ready {
-            client
-                .execute(
-                    "INSERT INTO request_slots (account, api, slot)
-                     SELECT $1, $2, generate_series(0, $3::int4 - 1) ON CONFLICT DO NOTHING",
-                    &[&account, &api, &(size as i32)],
-                )
-                .await
-                .map_err(explain)?;
-            self.slot_rows
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(key);
-        }
-        let token = format!(
-            "{}#{}",
-            self.holder,
-            self.next_slot
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        let taken = client
-            .query_opt(
-                "UPDATE request_slots
-                 SET holder = $4, expires_at = now() + $5::int8 * interval '1 millisecond'
-                 WHERE (account, api, slot) = (
-                    SELECT account, api, slot FROM request_slots
-                    WHERE account = $1 AND api = $2 AND slot < $3
-                      AND (holder IS NULL OR expires_at < now())
-                    LIMIT 1 FOR UPDATE SKIP LOCKED)
-                 RETURNING slot",
-                &[&account, &api, &(size as i32), &token, &self.millis()],
-            )
-            .await
-            .map_err(explain)?;
-        if taken.is_none() {
-            return Ok(None);
-        }
-        self.slots
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(token.clone());
-        Ok(Some(token))
-    }
-}
-
-impl SharedSlots for Coordinator {
-    fn take<'a>(
-        &'a self,
-        account: &'a str,
-        api: &'static str,
-        size: usize,
-    ) -> Pin<Box<dyn Future<Output = SharedSlot> + Send + 'a>> {
-        Box::pin(async move {
-            let mut warned = false;
-            loop {
-                match self.try_take(account, api, size).await {
-                    Ok(Some(token)) => {
-                        let coordinator =
-                            self.me.upgrade().expect("a coordinator lives while used");
-                        return Box::new(Slot { coordinator, token }) as SharedSlot;
-                    }
-                    Ok(None) => {
-                        let jitter = Duration::from_millis(rand::random::<u64>() % 10);
-                        tokio::time::sleep(SLOT_POLL + jitter).await;
-                    }
-                    Err(reason) => {
-                        if !warned {
-                            tracing::warn!(store = %self.shown, %reason, "cannot take a request slot in the shared state store; trying again every second");
-                            warned = true;
-                        }
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
-            }
-        })
-    }
-}
-
-/// A request slot; dropping it gives it back (or, if that fails, it expires).
-struct Slot {
-    coordinator: Arc<Coordinator>,
-    token: String,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let coordinator = Arc::clone(&self.coordinator);
-        let token = std::mem::take(&mut self.token);
-        coordinator
-            .slots
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&token);
-        runtime().spawn(async move {
-            let released = match coordinator.client().await {
-                Ok(client) => client
-                    .execute(
-                        "UPDATE request_slots SET holder = NULL, expires_at = NULL WHERE holder = $1",
-                        &[&token],
-                    )
-                    .await
-                    .map(drop)
-                    .map_err(|error| pg::explain(&error)),
-                Err(reason) => Err(reason),
-            };
-            if let Err(reason) = released {
-                tracing::warn!(%reason, "cannot give a request slot back; it expires by itself");
-            }
-        });
     }
 }
 

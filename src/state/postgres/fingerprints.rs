@@ -1,4 +1,5 @@
-//! `send: changes` in the shared store: the journal written with each checkpoint, merged into
+//! `send: changes` in the shared store: the journal written with each checkpoint (by
+//! `SETTLE_LINES`), merged into
 //! `record_fingerprints` when a run ends, and read back into the same in-memory snapshot the
 //! embedded store's reader builds (`state::records`).
 
@@ -9,40 +10,13 @@ use super::super::records::{
     IN_MEMORY_FINGERPRINTS, JournalEntry, MERGE_CHUNK, Snapshot, row_key, scope,
 };
 use super::{block_on, connect};
-use crate::changes::{KnownFingerprints, RecordFingerprint};
+use crate::changes::KnownFingerprints;
 use crate::pg;
 
 /// Rows one upsert statement writes at most.
 const UPSERT_ROWS: usize = 10_000;
 /// Journal rows (one checkpoint's fingerprints each) fetched at a time while merging.
 const JOURNAL_ROWS_PER_FETCH: i32 = 16;
-
-/// Appends the fingerprints of accepted records to the journal, in the checkpoint's
-/// transaction.
-pub(super) async fn journal(
-    transaction: &Transaction<'_>,
-    (pipeline, destination): (&str, &str),
-    fingerprints: &[RecordFingerprint],
-) -> Result<(), tokio_postgres::Error> {
-    if fingerprints.is_empty() {
-        return Ok(());
-    }
-    let scope = scope(pipeline, destination);
-    transaction
-        .execute(
-            "INSERT INTO fingerprint_scopes (scope, pipeline, destination) VALUES ($1, $2, $3)
-             ON CONFLICT DO NOTHING",
-            &[&scope, &pipeline, &destination],
-        )
-        .await?;
-    transaction
-        .execute(
-            "INSERT INTO fingerprint_journal (scope, entries) VALUES ($1, $2)",
-            &[&scope, &JournalEntry::pack(scope, fingerprints)],
-        )
-        .await
-        .map(drop)
-}
 
 /// Moves a scope's journal into the table, in key order, the last written winning for a
 /// key, in one transaction; returns how many fingerprints it moved.

@@ -14,6 +14,7 @@
 mod coordinator;
 mod fingerprints;
 mod runs;
+mod slots;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -158,6 +159,34 @@ const MIGRATIONS: &[&str] = &["
     );
 "];
 
+/// A checkpoint write, as one statement (one transaction, two round trips): the lines, the
+/// fingerprints of the records CleverTap accepted among them, the run's counts. It writes
+/// nothing when the run no longer owns the checkpoint (another run took it over after this
+/// one's lease expired), and returns how many checkpoints it owned (1 or 0).
+const SETTLE_LINES: &str = "
+    WITH owned AS (
+        SELECT 1 FROM checkpoints
+        WHERE pipeline = $1 AND destination = $2 AND run_id = $3 FOR UPDATE
+    ), lines AS (
+        INSERT INTO settled_lines (pipeline, destination, first_line, last_line)
+        SELECT $1, $2, first_line, last_line
+        FROM unnest($4::int8[], $5::int8[]) AS settled (first_line, last_line)
+        WHERE EXISTS (SELECT 1 FROM owned)
+    ), scope AS (
+        INSERT INTO fingerprint_scopes (scope, pipeline, destination)
+        SELECT $6, $1, $2 WHERE $7::bytea IS NOT NULL AND EXISTS (SELECT 1 FROM owned)
+        ON CONFLICT DO NOTHING
+    ), journal AS (
+        INSERT INTO fingerprint_journal (scope, entries)
+        SELECT $6, $7 WHERE $7::bytea IS NOT NULL AND EXISTS (SELECT 1 FROM owned)
+    ), counts AS (
+        UPDATE runs SET read = ($8::int8[])[1], accepted = ($8::int8[])[2],
+            skipped = ($8::int8[])[3], rejected = ($8::int8[])[4], failed = ($8::int8[])[5],
+            unchanged = ($8::int8[])[6]
+        WHERE run_id = $3 AND EXISTS (SELECT 1 FROM owned)
+    )
+    SELECT count(*) FROM owned";
+
 /// The advisory lock that makes processes starting at once migrate one after the other.
 const MIGRATION_LOCK: i64 = 0x7461_706c_696e_6531;
 
@@ -232,6 +261,13 @@ impl PgStore {
                 Err(error) => return Err(self.error(pg::explain(&error))),
             }
         }
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        // A run's requests gave their slots back as they ended; the process may end next.
+        self.coordinator.finish_releases();
     }
 }
 
@@ -440,24 +476,40 @@ impl StateStore for PgStore {
         fingerprints: &[RecordFingerprint],
         (run_id, counts): (&str, &Counts),
     ) -> Result<(), StateError> {
+        let (first, last): (Vec<i64>, Vec<i64>) = ranges
+            .iter()
+            .map(|&(first, last)| (first as i64, last as i64))
+            .unzip();
+        let scope = super::records::scope(pipeline, destination);
+        let journal = (!fingerprints.is_empty())
+            .then(|| super::records::JournalEntry::pack(scope, fingerprints));
+        let counts = [
+            counts.read,
+            counts.accepted,
+            counts.skipped,
+            counts.rejected,
+            counts.failed,
+            counts.unchanged,
+        ]
+        .map(|count| count as i64);
         let written = self.with_client(async |client| {
-            let transaction = client.transaction().await?;
-            // The fence: a run whose checkpoint another run took over (its lease expired
-            // while it was paused) writes nothing more.
-            let owned = transaction
-                .execute(
-                    "SELECT 1 FROM checkpoints
-                     WHERE pipeline = $1 AND destination = $2 AND run_id = $3 FOR UPDATE",
-                    &[&pipeline, &destination, &run_id],
+            let owned: i64 = client
+                .query_one(
+                    SETTLE_LINES,
+                    &[
+                        &pipeline,
+                        &destination,
+                        &run_id,
+                        &first,
+                        &last,
+                        &scope,
+                        &journal,
+                        &counts.as_slice(),
+                    ],
                 )
-                .await?;
-            if owned == 0 {
-                return Ok(None);
-            }
-            insert_ranges(&transaction, (pipeline, destination), ranges).await?;
-            fingerprints::journal(&transaction, (pipeline, destination), fingerprints).await?;
-            runs::write_counts(&transaction, run_id, counts).await?;
-            transaction.commit().await.map(Some)
+                .await?
+                .get(0);
+            Ok((owned > 0).then_some(()))
         })?;
         written.ok_or_else(|| StateError::TakenOver {
             pipeline: pipeline.to_string(),

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use tokio_postgres::{Client, Row, Transaction};
+use tokio_postgres::{Client, Row};
 
 use super::super::{RunEntry, RunFinish, RunStart, now_ms, this_process};
 use crate::outcome::{Counts, RunStatus};
@@ -67,30 +67,6 @@ pub(super) async fn start(
                 &now_ms(),
                 &run.scheduled_for.map(|at| at.timestamp_millis()),
                 &this_process(),
-            ],
-        )
-        .await
-        .map(drop)
-}
-
-/// The run's counts so far, with a checkpoint.
-pub(super) async fn write_counts(
-    transaction: &Transaction<'_>,
-    run_id: &str,
-    counts: &Counts,
-) -> Result<(), tokio_postgres::Error> {
-    transaction
-        .execute(
-            "UPDATE runs SET read = $2, accepted = $3, skipped = $4, rejected = $5, failed = $6,
-             unchanged = $7 WHERE run_id = $1",
-            &[
-                &run_id,
-                &(counts.read as i64),
-                &(counts.accepted as i64),
-                &(counts.skipped as i64),
-                &(counts.rejected as i64),
-                &(counts.failed as i64),
-                &(counts.unchanged as i64),
             ],
         )
         .await
