@@ -370,6 +370,20 @@ impl Outage {
     }
 }
 
+/// The test database's store, reached through an [`Outage`] proxy.
+fn behind_a_proxy(database: &TestDatabase) -> (Outage, String) {
+    let server = database
+        .url
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("host:port in the URL")
+        .to_string();
+    let outage = Outage::proxy(&server);
+    let state = database.state_url().replace(&server, &outage.address);
+    (outage, state)
+}
+
 #[test]
 fn a_database_outage_during_a_run_loses_no_record_and_no_delivery() {
     let Some(database) = TestDatabase::open() else {
@@ -381,16 +395,7 @@ fn a_database_outage_during_a_run_loses_no_record_and_no_delivery() {
         ..SandboxConfig::default()
     });
     let workspace = Workspace::new();
-    // The store reached through the proxy; the server address is the test database's.
-    let server = database
-        .url
-        .split('@')
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .expect("host:port in the URL")
-        .to_string();
-    let outage = Outage::proxy(&server);
-    let state = database.state_url().replace(&server, &outage.address);
+    let (outage, state) = behind_a_proxy(&database);
     workspace.write("vip.csv", profile_csv(ROWS));
     workspace.pipeline(
         "vip",
@@ -429,6 +434,54 @@ fn a_database_outage_during_a_run_loses_no_record_and_no_delivery() {
     assert_eq!(forced["records"]["unchanged"], ROWS as u64, "{forced}");
     let runs = history(&workspace, &state);
     assert_eq!(runs.last().unwrap()["records"]["accepted"], ROWS as u64);
+}
+
+#[test]
+fn an_outage_longer_than_the_lease_stops_the_run_and_the_next_resumes_it() {
+    let Some(database) = TestDatabase::open() else {
+        return;
+    };
+    const ROWS: usize = 20_000;
+    let sandbox = TestSandbox::start(SandboxConfig {
+        latency: Duration::from_millis(20),
+        ..SandboxConfig::default()
+    });
+    let workspace = Workspace::new();
+    let (outage, state) = behind_a_proxy(&database);
+    workspace.write("vip.csv", profile_csv(ROWS));
+    workspace.pipeline(
+        "vip",
+        &sandbox,
+        "source: {path: vip.csv}\ntarget: {entity: user_profiles}\nthread_count: 2\n",
+    );
+    let args = ["run", "vip.yaml", "--json", "--lease-seconds", "2"];
+    let run = spawn(&workspace, &args, &state, "run.log");
+    wait_until(60, "the run to be under way", || {
+        sandbox.inspect().profiles >= 4_000
+    });
+    outage.happen(Duration::from_secs(8));
+    let (code, stopped) = finished_summary(run);
+    let log = std::fs::read_to_string(workspace.path("run.log")).unwrap_or_default();
+    assert_eq!(code, Some(1), "{stopped}\n{log}");
+    assert_ne!(stopped["status"], "succeeded", "{stopped}");
+    let reason = stopped["stop_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("progress cannot be recorded in the state store"),
+        "{reason}"
+    );
+    assert!(
+        (stopped["records"]["accepted"].as_u64().unwrap()) < ROWS as u64,
+        "it stopped: {stopped}"
+    );
+    // The next run, the database back, resumes from the checkpoint the first one wrote.
+    let (code, resumed) = run_json(&workspace, &["vip.yaml", "--state", &state]);
+    assert_eq!(code, Some(0), "{resumed}");
+    assert_eq!(resumed["resumed_from"], stopped["run_id"], "{resumed}");
+    assert!(resumed["rows_resumed"].as_u64().unwrap() > 0, "{resumed}");
+    let seen = sandbox.inspect();
+    assert_eq!(seen.distinct_profiles, ROWS, "nothing lost");
+    let (_, again) = run_json(&workspace, &["vip.yaml", "--state", &state]);
+    assert!(again["up_to_date"].is_string(), "{again}");
 }
 
 #[test]

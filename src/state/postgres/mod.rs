@@ -6,9 +6,10 @@
 //! [`StateStore`] is synchronous; tokio-postgres is not. The connections live on one small
 //! runtime of their own (one thread, [`runtime`]), and each method waits for its statements
 //! with [`block_on`], which needs no runtime: the runner's threads wait as they do on SQLite.
-//! A lost connection (PostgreSQL restarted) is made again and the method retried for
-//! [`RECONNECT_FOR`]: every write is safe to repeat, so a retried write whose first attempt
-//! did commit changes nothing; after that the method fails, and a run stops with its
+//! A lost connection (PostgreSQL restarted) is made again and the method retried for as long
+//! as a lease lasts (`--lease-seconds`; longer would be in vain: by then another process may
+//! hold this one's leases): every write is safe to repeat, so a retried write whose first
+//! attempt did commit changes nothing. After that the method fails, and a run stops with its
 //! checkpoint as last written.
 
 mod coordinator;
@@ -38,9 +39,6 @@ use crate::outcome::{Counts, SettledLines};
 use crate::pg;
 use crate::source::arrival::Arrival;
 
-/// How long a method tries again to reach the database after it lost its connection: longer
-/// than PostgreSQL takes to restart or fail over.
-const RECONNECT_FOR: Duration = Duration::from_secs(30);
 /// The pause between two attempts to reconnect.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 
@@ -197,6 +195,8 @@ pub struct PgStore {
     shown: String,
     /// The connection this store's methods use (one transaction at a time).
     client: Mutex<Option<Client>>,
+    /// How long a method tries again after the connection was lost: the lease time.
+    retry_for: Duration,
     /// This process's leases and request slots, shared by its stores.
     coordinator: Arc<Coordinator>,
 }
@@ -219,6 +219,7 @@ impl PgStore {
             config,
             shown,
             client: Mutex::new(Some(client)),
+            retry_for: settings.lease,
             coordinator,
         })
     }
@@ -230,14 +231,14 @@ impl PgStore {
         }
     }
 
-    /// Runs `operation` on the store's connection, connecting again and retrying it for
-    /// [`RECONNECT_FOR`] when the connection is lost.
+    /// Runs `operation` on the store's connection, connecting again and retrying it for the
+    /// lease time when the connection is lost.
     fn with_client<T>(
         &self,
         operation: impl AsyncFn(&mut Client) -> Result<T, tokio_postgres::Error>,
     ) -> Result<T, StateError> {
         let mut held = self.client.lock().unwrap_or_else(PoisonError::into_inner);
-        let deadline = Instant::now() + RECONNECT_FOR;
+        let deadline = Instant::now() + self.retry_for;
         loop {
             if held.as_ref().is_none_or(Client::is_closed) {
                 *held = None;
