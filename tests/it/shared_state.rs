@@ -245,6 +245,72 @@ fn three_daemons_run_every_fire_once_also_after_one_is_killed() {
 }
 
 #[test]
+fn two_daemons_send_each_arriving_file_once() {
+    let Some(database) = TestDatabase::open() else {
+        return;
+    };
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    let state = database.state_url();
+    std::fs::create_dir(workspace.path("exports")).unwrap();
+    workspace.pipeline(
+        "vip",
+        &sandbox,
+        "source: {path: \"exports/vip_*.csv\"}\ntarget: {entity: user_profiles}\ntrigger: file_arrival\n",
+    );
+    let args = ["daemon", "--dir", ".", "--lease-seconds", "2"];
+    let daemons: Vec<Child> = (0..2)
+        .map(|index| spawn(&workspace, &args, &state, &format!("daemon{index}.log")))
+        .collect();
+    let logs = || {
+        (0..2)
+            .map(|index| {
+                std::fs::read_to_string(workspace.path(&format!("daemon{index}.log")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    };
+    wait_until_or_show(
+        30,
+        "both daemons to start",
+        || logs().matches("daemon started").count() == 2,
+        logs,
+    );
+    // Files renamed into place, as exporters do: both daemons see each at once.
+    for index in 0..4 {
+        let name = format!("exports/vip_{index}.csv");
+        let csv = profile_csv(100).replace("user-", &format!("f{index}-"));
+        workspace.write(&format!("{name}.tmp"), csv);
+        std::fs::rename(
+            workspace.path(&format!("{name}.tmp")),
+            workspace.path(&name),
+        )
+        .unwrap();
+    }
+    wait_until_or_show(
+        60,
+        "every file",
+        || {
+            let runs = history(&workspace, &state);
+            runs.len() >= 4 && runs.iter().all(|run| run["status"] == "succeeded")
+        },
+        logs,
+    );
+    for mut child in daemons {
+        let _ = Command::new("kill")
+            .args(["-15", &child.id().to_string()])
+            .status();
+        child.wait().expect("stops");
+    }
+    let runs = history(&workspace, &state);
+    assert_eq!(runs.len(), 4, "one run per file: {runs:?}\n{}", logs());
+    let seen = sandbox.inspect();
+    assert_eq!(seen.distinct_profiles, 400);
+    assert_eq!(seen.profiles, 400, "no file was sent twice\n{}", logs());
+}
+
+#[test]
 fn a_killed_runs_lease_is_taken_over_when_it_expires_and_the_run_resumes() {
     let Some(database) = TestDatabase::open() else {
         return;
