@@ -133,7 +133,18 @@ fn print_run(out: &mut impl Write, entry: &RunEntry) -> std::io::Result<()> {
         entry.pipeline,
         entry.pipeline_file.display()
     )?;
-    writeln!(out, "trigger   {}", entry.trigger)?;
+    match entry.scheduled_for_ms {
+        Some(fire) => writeln!(
+            out,
+            "trigger   {}, the fire of {} UTC",
+            entry.trigger,
+            time(fire)
+        )?,
+        None => writeln!(out, "trigger   {}", entry.trigger)?,
+    }
+    if let Some(runner) = &entry.runner {
+        writeln!(out, "ran in    {runner} (host:pid)")?;
+    }
     writeln!(out, "status    {}", run.status.as_str())?;
     writeln!(
         out,

@@ -205,6 +205,14 @@ fn three_daemons_run_every_fire_once_also_after_one_is_killed() {
         "a fire ran twice: {fires:?}\n{}",
         logs()
     );
+    // One run in detail names its fire and the process that ran it.
+    let run_id = runs[0]["run_id"].as_str().unwrap();
+    let detail = stdout(&tapline(
+        workspace.dir.path(),
+        &["history", "--run", run_id, "--state", &state],
+    ));
+    assert!(detail.contains("schedule, the fire of 20"), "{detail}");
+    assert!(detail.contains("ran in    "), "{detail}");
     let runners: BTreeSet<&str> = runs
         .iter()
         .filter_map(|run| run["runner"].as_str())
