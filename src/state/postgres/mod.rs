@@ -295,8 +295,12 @@ async fn migrate(client: &mut Client) -> Result<Result<(), String>, tokio_postgr
     transaction
         .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
+    // Without the notice that the table exists, on every start.
     transaction
-        .batch_execute("CREATE TABLE IF NOT EXISTS tapline_schema (version integer NOT NULL)")
+        .batch_execute(
+            "SET LOCAL client_min_messages = warning;
+             CREATE TABLE IF NOT EXISTS tapline_schema (version integer NOT NULL)",
+        )
         .await?;
     let found: i32 = match transaction
         .query_opt("SELECT version FROM tapline_schema", &[])

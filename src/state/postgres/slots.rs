@@ -21,6 +21,8 @@ use crate::pg;
 const SLOT_POLL: Duration = Duration::from_millis(20);
 /// How long a slot whose request ended is kept for the process's next request.
 const LINGER: Duration = Duration::from_millis(50);
+/// How long giving slots back is tried when the database cannot be reached.
+const RELEASE_PATIENCE: Duration = Duration::from_secs(5);
 
 impl Coordinator {
     /// A slot this process holds idle, if it has one for the account.
@@ -119,8 +121,9 @@ impl Coordinator {
         releasing.push(release);
     }
 
-    /// Frees slots in the database (if that fails, they expire by themselves: the
-    /// heartbeat renews them no more).
+    /// Frees slots in the database, trying again for a few seconds when it cannot be
+    /// reached (a restart); after that they expire by themselves, as the heartbeat renews
+    /// them no more.
     async fn give_back(&self, tokens: Vec<String>) {
         {
             let mut held = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
@@ -128,25 +131,35 @@ impl Coordinator {
                 held.remove(token);
             }
         }
-        let released = match self.client().await {
-            Ok(client) => client
-                .execute(
-                    "UPDATE request_slots SET holder = NULL, expires_at = NULL
-                     WHERE holder = ANY($1)",
-                    &[&tokens],
-                )
-                .await
-                .map(drop)
-                .map_err(|error| pg::explain(&error)),
-            Err(reason) => Err(reason),
-        };
-        if let Err(reason) = released {
-            tracing::warn!(%reason, "cannot give request slots back; they expire by themselves");
+        let deadline = tokio::time::Instant::now() + RELEASE_PATIENCE;
+        loop {
+            let released = match self.client().await {
+                Ok(client) => client
+                    .execute(
+                        "UPDATE request_slots SET holder = NULL, expires_at = NULL
+                         WHERE holder = ANY($1)",
+                        &[&tokens],
+                    )
+                    .await
+                    .map(drop)
+                    .map_err(|error| pg::explain(&error)),
+                Err(reason) => Err(reason),
+            };
+            match released {
+                Ok(()) => return,
+                Err(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(reason) => {
+                    tracing::warn!(%reason, "cannot give request slots back; they expire by themselves");
+                    return;
+                }
+            }
         }
     }
 
-    /// Gives back every idle slot now: a process that ends right after its run leaves
-    /// none taken.
+    /// Gives back every idle slot now, and waits for those being given back: a process that
+    /// ends right after its run leaves none taken.
     pub(super) fn finish_releases(&self) {
         let idle: Vec<String> = self
             .idle
@@ -155,18 +168,24 @@ impl Coordinator {
             .drain()
             .flat_map(|(_, tokens)| tokens)
             .collect();
-        for release in self
-            .releasing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .drain(..)
-        {
-            // Each gives back only a slot still idle: none is, now.
-            release.abort();
-        }
-        if !idle.is_empty() {
-            block_on(self.give_back(idle));
-        }
+        let releasing = std::mem::take(
+            &mut *self
+                .releasing
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        block_on(async {
+            if !idle.is_empty() {
+                self.give_back(idle).await;
+            }
+            // Those still waiting find their slot gone from `idle` and end.
+            let all = async {
+                for release in releasing {
+                    let _ = release.await;
+                }
+            };
+            let _ = tokio::time::timeout(RELEASE_PATIENCE, all).await;
+        });
     }
 }
 
