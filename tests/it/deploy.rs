@@ -43,14 +43,19 @@ fn the_kubernetes_example_parses_and_its_pipeline_validates() {
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
 }
 
-/// The container reads the state store's URL from a file of the mounted Secret, which has it.
-fn assert_state_from_the_secret(container: &serde_json::Value, secret: &serde_json::Value) {
-    let args: Vec<&str> = container["args"]
+/// A container's arguments.
+fn args_of(container: &serde_json::Value) -> Vec<&str> {
+    container["args"]
         .as_array()
         .unwrap()
         .iter()
         .map(|arg| arg.as_str().unwrap())
-        .collect();
+        .collect()
+}
+
+/// The container reads the state store's URL from a file of the mounted Secret, which has it.
+fn assert_state_from_the_secret(container: &serde_json::Value, secret: &serde_json::Value) {
+    let args = args_of(container);
     let at = args
         .iter()
         .position(|arg| *arg == "--state-file")
@@ -82,12 +87,7 @@ fn the_two_daemons_example_parses_and_its_pipeline_validates() {
     assert_eq!(container["args"][0], "daemon");
     assert_state_from_the_secret(container, &cron_job_example[1]);
     // Every option the container passes is one `tapline daemon` takes.
-    let args: Vec<&str> = container["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|arg| arg.as_str().unwrap())
-        .collect();
+    let args = args_of(container);
     let help = stdout(&tapline(std::path::Path::new("."), &["daemon", "--help"]));
     for option in args.iter().filter(|arg| arg.starts_with("--")) {
         assert!(help.contains(option), "`tapline daemon` has no {option}");

@@ -458,34 +458,49 @@ fn behind_a_proxy(database: &TestDatabase) -> (Outage, String) {
     (outage, state)
 }
 
-#[test]
-fn a_database_outage_during_a_run_loses_no_record_and_no_delivery() {
-    let Some(database) = TestDatabase::open() else {
-        return;
-    };
-    const ROWS: usize = 20_000;
+/// Rows the outage tests upload.
+const OUTAGE_ROWS: usize = 20_000;
+
+/// Starts `tapline run vip.yaml --json <extra>` (`vip.yaml` sending [`OUTAGE_ROWS`] profiles
+/// with two threads, then `pipeline_extra`) with the store behind a proxy, and has the
+/// database go away for `length` once a fifth of the rows arrived. Returns what the test
+/// checks after: the sandbox, the workspace, the store's URL, and the run to wait for.
+fn outage_during_a_run(
+    database: &TestDatabase,
+    pipeline_extra: &str,
+    extra: &[&str],
+    length: Duration,
+) -> (TestSandbox, Workspace, String, Child) {
     let sandbox = TestSandbox::start(SandboxConfig {
         latency: Duration::from_millis(20),
         ..SandboxConfig::default()
     });
     let workspace = Workspace::new();
-    let (outage, state) = behind_a_proxy(&database);
-    workspace.write("vip.csv", profile_csv(ROWS));
+    let (outage, state) = behind_a_proxy(database);
+    workspace.write("vip.csv", profile_csv(OUTAGE_ROWS));
     workspace.pipeline(
         "vip",
         &sandbox,
-        "source: {path: vip.csv}\ntarget: {entity: user_profiles}\nthread_count: 2\nsend: changes\n",
+        &format!("source: {{path: vip.csv}}\ntarget: {{entity: user_profiles}}\nthread_count: 2\n{pipeline_extra}"),
     );
-    let run = spawn(
-        &workspace,
-        &["run", "vip.yaml", "--json"],
-        &state,
-        "run.log",
-    );
+    let mut args = vec!["run", "vip.yaml", "--json"];
+    args.extend_from_slice(extra);
+    let run = spawn(&workspace, &args, &state, "run.log");
     wait_until(60, "the run to be under way", || {
-        sandbox.inspect().profiles >= 4_000
+        sandbox.inspect().profiles >= OUTAGE_ROWS as u64 / 5
     });
-    outage.happen(Duration::from_secs(3));
+    outage.happen(length);
+    (sandbox, workspace, state, run)
+}
+
+#[test]
+fn a_database_outage_during_a_run_loses_no_record_and_no_delivery() {
+    let Some(database) = TestDatabase::open() else {
+        return;
+    };
+    const ROWS: usize = OUTAGE_ROWS;
+    let (sandbox, workspace, state, run) =
+        outage_during_a_run(&database, "send: changes\n", &[], Duration::from_secs(3));
     let (code, first) = finished_summary(run);
     let log = std::fs::read_to_string(workspace.path("run.log")).unwrap_or_default();
     assert!(
@@ -515,25 +530,10 @@ fn an_outage_longer_than_the_lease_stops_the_run_and_the_next_resumes_it() {
     let Some(database) = TestDatabase::open() else {
         return;
     };
-    const ROWS: usize = 20_000;
-    let sandbox = TestSandbox::start(SandboxConfig {
-        latency: Duration::from_millis(20),
-        ..SandboxConfig::default()
-    });
-    let workspace = Workspace::new();
-    let (outage, state) = behind_a_proxy(&database);
-    workspace.write("vip.csv", profile_csv(ROWS));
-    workspace.pipeline(
-        "vip",
-        &sandbox,
-        "source: {path: vip.csv}\ntarget: {entity: user_profiles}\nthread_count: 2\n",
-    );
-    let args = ["run", "vip.yaml", "--json", "--lease-seconds", "2"];
-    let run = spawn(&workspace, &args, &state, "run.log");
-    wait_until(60, "the run to be under way", || {
-        sandbox.inspect().profiles >= 4_000
-    });
-    outage.happen(Duration::from_secs(8));
+    const ROWS: usize = OUTAGE_ROWS;
+    let lease = ["--lease-seconds", "2"];
+    let (sandbox, workspace, state, run) =
+        outage_during_a_run(&database, "", &lease, Duration::from_secs(8));
     let (code, stopped) = finished_summary(run);
     let log = std::fs::read_to_string(workspace.path("run.log")).unwrap_or_default();
     assert_eq!(code, Some(1), "{stopped}\n{log}");
