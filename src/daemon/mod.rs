@@ -81,8 +81,9 @@ enum Cause {
     Arrival(Arrival),
 }
 
-/// What a finished run task hands back.
-type Finished = (PathBuf, Result<RunSummary, RunError>);
+/// What a finished run task hands back: the pipeline file, the fire it ran for, and how it
+/// went.
+type Finished = (PathBuf, Option<DateTime<Utc>>, Result<RunSummary, RunError>);
 
 /// The daemon's state, owned by its one task.
 struct Daemon {
@@ -682,7 +683,7 @@ impl Daemon {
                 .map_or(Overlap::Skip, |schedule| schedule.overlap);
             match overlap {
                 Overlap::Skip => {
-                    tracing::warn!(pipeline = %name, "fire skipped: the previous run is still going")
+                    tracing::warn!(pipeline = %name, fire_ms = at.timestamp_millis(), "fire skipped: the previous run is still going")
                 }
                 Overlap::Queue => {
                     tracing::info!(pipeline = %name, "fire queued: the previous run is still going");
@@ -726,11 +727,12 @@ impl Daemon {
         }
         let cancel = self.interrupt_runs.child_token();
         let file = file.to_path_buf();
-        tracing::info!(pipeline = %name, "run starting");
+        let fire = request.scheduled_for;
+        tracing::info!(pipeline = %name, fire_ms = fire.map(|at| at.timestamp_millis()), "run starting");
         let task_file = file.clone();
         let task = self.runs.spawn(async move {
             let result = runner::run(&pipeline, &request, &mut NoObserver, cancel).await;
-            (task_file, result)
+            (task_file, fire, result)
         });
         self.run_files.insert(task.id(), file);
         self.publish();
@@ -754,7 +756,7 @@ impl Daemon {
 
     /// Logs a finished run, and starts a queued one.
     fn run_ended(&mut self, finished: Result<(tokio::task::Id, Finished), tokio::task::JoinError>) {
-        let (file, result) = match finished {
+        let (file, fire, result) = match finished {
             Ok((id, finished)) => {
                 self.run_files.remove(&id);
                 finished
@@ -781,7 +783,8 @@ impl Daemon {
                 tracing::info!(file = %file.display(), "{error}")
             }
             Err(error @ RunError::State(crate::state::StateError::Leased { .. })) => {
-                tracing::warn!(file = %file.display(), %error, "run skipped: another process is running the pipeline")
+                let fire_ms = fire.map(|at| at.timestamp_millis());
+                tracing::warn!(file = %file.display(), fire_ms, %error, "run skipped: another process is running the pipeline")
             }
             Err(error) => tracing::error!(file = %file.display(), %error, "run not started"),
         }

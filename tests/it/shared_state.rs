@@ -221,28 +221,45 @@ fn three_daemons_run_every_fire_once_also_after_one_is_killed() {
         runners.len() >= 2,
         "the daemons shared the fires: {runners:?}"
     );
-    // Every fire from the first to the last ran: one every two seconds. A fire right after
-    // the kill may find the killed daemon's lease (if it was mid-run) and wait it out.
+    // Every fire from the first to the last, one every two seconds, ran once, or was
+    // skipped (and logged so) because the previous run still held the pipeline: a run
+    // slower than two seconds on a busy machine, or the killed daemon's if it was mid-run
+    // (its lease is waited out).
+    let skipped: BTreeSet<i64> = logs()
+        .lines()
+        .filter(|line| line.contains("skipped"))
+        .filter_map(|line| line.split("fire_ms=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(
+        skipped.is_disjoint(&distinct),
+        "a fire both ran and was skipped"
+    );
     let first = *distinct.first().unwrap();
     let last = *distinct.last().unwrap();
     assert!(last > killed_at, "fires ran after the kill");
-    let missing: Vec<i64> = (0..)
+    let expected: Vec<i64> = (0..)
         .map(|step| first + step * 2000)
         .take_while(|fire| *fire <= last)
-        .filter(|fire| !distinct.contains(fire))
         .collect();
-    let unexplained: Vec<&i64> = missing
+    let missing: Vec<&i64> = expected
         .iter()
-        .filter(|fire| !(killed_at - 2000..=killed_at + 6000).contains(*fire))
+        .filter(|fire| !distinct.contains(fire) && !skipped.contains(fire))
         .collect();
+    // Only a fire the killed daemon had claimed and not yet started can be lost.
     assert!(
-        unexplained.is_empty(),
-        "fires that never ran: {unexplained:?} (killed at {killed_at})\n{}",
+        missing.len() <= 1
+            && missing
+                .iter()
+                .all(|fire| (killed_at - 2000..=killed_at + 2000).contains(*fire)),
+        "fires that neither ran nor were skipped: {missing:?} (killed at {killed_at})\n{}",
         logs()
     );
     assert!(
-        missing.len() <= 2,
-        "fires missed around the kill: {missing:?}"
+        skipped.len() * 3 <= expected.len(),
+        "most fires ran: {} of {} skipped",
+        skipped.len(),
+        expected.len()
     );
     assert!(
         runs.iter().all(|run| run["status"] == "succeeded"
