@@ -32,7 +32,9 @@ pub(in crate::state) struct Coordinator {
     lease: Duration,
     client: tokio::sync::Mutex<Option<Arc<Client>>>,
     /// The pipelines whose lease this process holds, with what to cancel when one is lost.
-    leases: Mutex<HashMap<String, CancellationToken>>,
+    leases: Mutex<HashMap<String, HeldLease>>,
+    /// Numbers the leases this process takes.
+    next_lease: std::sync::atomic::AtomicU64,
     /// The request slots this process holds (in use or idle), by the token written as
     /// their holder: the heartbeat renews them.
     pub(super) slots: Mutex<HashSet<String>>,
@@ -45,6 +47,13 @@ pub(in crate::state) struct Coordinator {
     /// Idle slots waiting to be given back (tasks on the store's runtime).
     pub(super) releasing: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub(super) me: Weak<Coordinator>,
+}
+
+/// A lease this process holds: which taking of it (a lease given back and taken again is
+/// another), and the run to stop if it is lost.
+struct HeldLease {
+    serial: u64,
+    on_loss: CancellationToken,
 }
 
 /// The coordinators of this process, by store and lease time: the stores a daemon opens for
@@ -70,6 +79,7 @@ impl Coordinator {
             lease,
             client: tokio::sync::Mutex::new(None),
             leases: Mutex::default(),
+            next_lease: std::sync::atomic::AtomicU64::new(0),
             slots: Mutex::default(),
             idle: Mutex::default(),
             slot_rows: Mutex::default(),
@@ -130,13 +140,17 @@ impl Coordinator {
                 .await
                 .map_err(|error| failed(&error))?;
             if taken.is_some() {
+                let serial = self
+                    .next_lease
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.leases
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .insert(pipeline.to_string(), on_loss);
+                    .insert(pipeline.to_string(), HeldLease { serial, on_loss });
                 return Ok(Lease {
                     coordinator: self.me.upgrade().expect("a coordinator lives while used"),
                     pipeline: pipeline.to_string(),
+                    serial,
                 });
             }
             let Some(held) = client
@@ -180,11 +194,8 @@ impl Coordinator {
     }
 
     /// Gives a lease back.
-    fn release(&self, pipeline: &str) {
-        self.leases
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(pipeline);
+    fn release(&self, pipeline: &str, serial: u64) {
+        self.forget_lease(pipeline, serial);
         let released = block_on(async {
             let client = self.client().await?;
             client
@@ -200,14 +211,23 @@ impl Coordinator {
         }
     }
 
-    /// The pipelines whose lease this process holds.
-    fn held_leases(&self) -> Vec<String> {
+    /// The leases this process holds: pipeline and serial.
+    fn held_leases(&self) -> Vec<(String, u64)> {
         self.leases
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .keys()
-            .cloned()
+            .iter()
+            .map(|(pipeline, held)| (pipeline.clone(), held.serial))
             .collect()
+    }
+
+    /// Forgets this taking of a lease (not a later one of the same pipeline); returns it.
+    fn forget_lease(&self, pipeline: &str, serial: u64) -> Option<HeldLease> {
+        let mut leases = self.leases.lock().unwrap_or_else(PoisonError::into_inner);
+        match leases.get(pipeline) {
+            Some(held) if held.serial == serial => leases.remove(pipeline),
+            _ => None,
+        }
     }
 
     /// Renews this process's leases and slots; cancels the runs of leases another process
@@ -246,22 +266,25 @@ impl Coordinator {
                 .await
                 .map_err(explain)?;
         }
-        for pipeline in held.iter().filter(|pipeline| !renewed.contains(*pipeline)) {
-            self.lose(pipeline, "another process took the pipeline's lease over");
+        // Only leases held before the renewal: one taken since is not in it yet.
+        for (pipeline, serial) in held
+            .iter()
+            .filter(|(pipeline, _)| !renewed.contains(pipeline))
+        {
+            self.lose(
+                pipeline,
+                *serial,
+                "another process took the pipeline's lease over",
+            );
         }
         Ok(())
     }
 
     /// A lease is lost: its run stops.
-    fn lose(&self, pipeline: &str, why: &str) {
-        let lost = self
-            .leases
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(pipeline);
-        if let Some(run) = lost {
+    fn lose(&self, pipeline: &str, serial: u64, why: &str) {
+        if let Some(lost) = self.forget_lease(pipeline, serial) {
             tracing::error!(pipeline, "{why}; its run stops sending");
-            run.cancel();
+            lost.on_loss.cancel();
         }
     }
 }
@@ -270,6 +293,7 @@ impl Coordinator {
 pub(in crate::state) struct Lease {
     coordinator: Arc<Coordinator>,
     pipeline: String,
+    serial: u64,
 }
 
 impl std::fmt::Debug for Lease {
@@ -283,7 +307,7 @@ impl std::fmt::Debug for Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.coordinator.release(&self.pipeline);
+        self.coordinator.release(&self.pipeline, self.serial);
     }
 }
 
@@ -301,9 +325,10 @@ async fn heartbeat(coordinator: Weak<Coordinator>, every: Duration) {
             Err(reason) => {
                 tracing::warn!(store = %coordinator.shown, %reason, "cannot renew this process's leases");
                 if renewed.elapsed() >= coordinator.lease {
-                    for pipeline in coordinator.held_leases() {
+                    for (pipeline, serial) in coordinator.held_leases() {
                         coordinator.lose(
                             &pipeline,
+                            serial,
                             "the pipeline's lease could not be renewed for the lease time",
                         );
                     }
