@@ -199,7 +199,7 @@ struct StoreArgs {
     #[arg(long)]
     state_dir: Option<PathBuf>,
     /// The shared state store, for runs on several machines: a PostgreSQL URL,
-    /// `postgres://tapline@db:5432/tapline` (also TAPLINE_STATE).
+    /// `postgres://tapline@db:5432/tapline`.
     #[arg(
         long,
         env = "TAPLINE_STATE",
@@ -207,8 +207,7 @@ struct StoreArgs {
         value_name = "URL"
     )]
     state: Option<String>,
-    /// A file holding the shared state store's URL, such as a mounted secret (also
-    /// TAPLINE_STATE_FILE).
+    /// A file holding the shared state store's URL, such as a mounted secret.
     #[arg(
         long,
         env = "TAPLINE_STATE_FILE",
