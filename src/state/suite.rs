@@ -571,33 +571,42 @@ mod shared {
         let Some((schema, _, store)) = shared(Duration::from_secs(30)) else {
             return;
         };
-        // A dead process's lease, expiring in a second: the next run waits for it.
+        // A dead process's lease, expiring in a second: the next run waits for it, and
+        // takes it only once it expired.
         schema.execute(
-            "INSERT INTO leases VALUES ('vip', 'gone:1:0000', now(), now(), now() + interval '1 second')",
+            "CREATE TABLE ghost AS SELECT now() + interval '1 second' AS expiry;
+             INSERT INTO leases SELECT 'vip', 'gone:1:0000', now(), now(), expiry FROM ghost",
         );
-        let waited = Instant::now();
         let lease = store
             .lock("vip", LockWait::ForADeadHolder, CancellationToken::new())
             .unwrap();
-        assert!(
-            waited.elapsed() >= Duration::from_millis(500),
-            "it waited for the expiry"
+        schema.execute(
+            "DO $$ BEGIN
+                IF (SELECT acquired_at FROM leases WHERE pipeline = 'vip')
+                   < (SELECT expiry FROM ghost) THEN
+                    RAISE 'the lease was taken before it expired';
+                END IF;
+             END $$",
         );
         drop(lease);
-        // A live process's lease: renewed while the next run looks, so it is refused.
+        // A live process's lease: renewed (as its heartbeat would, every 100 ms) while the
+        // next run looks, so it is refused.
         schema.execute(
             "INSERT INTO leases VALUES ('events', 'alive:2:0000', now(), now(), now() + interval '30 seconds')",
         );
+        let looked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = Arc::clone(&looked);
         let renewing = std::thread::spawn(move || {
-            for _ in 0..30 {
-                std::thread::sleep(Duration::from_millis(100));
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
                 schema.execute("UPDATE leases SET renewed_at = now() WHERE pipeline = 'events'");
+                std::thread::sleep(Duration::from_millis(100));
             }
             schema
         });
         let refused = store
             .lock("events", LockWait::ForADeadHolder, CancellationToken::new())
             .unwrap_err();
+        looked.store(true, std::sync::atomic::Ordering::SeqCst);
         assert!(
             matches!(&refused, StateError::Leased { holder, .. } if holder == "alive:2"),
             "{refused}"

@@ -450,13 +450,14 @@ impl Outage {
         }
     }
 
-    /// Cuts every connection, refuses new ones for `length`, then accepts them again.
-    fn happen(&self, length: Duration) {
+    /// Cuts every connection and refuses new ones until `over` holds (or fails with `what`
+    /// after a minute), then accepts them again.
+    fn until(&self, what: &str, over: impl FnMut() -> bool) {
         self.down.store(true, Ordering::SeqCst);
         for stream in self.open.lock().unwrap().drain(..) {
             let _ = stream.shutdown(Shutdown::Both);
         }
-        std::thread::sleep(length);
+        wait_until(60, what, over);
         self.down.store(false, Ordering::SeqCst);
     }
 }
@@ -480,13 +481,14 @@ const OUTAGE_ROWS: usize = 20_000;
 
 /// Starts `tapline run vip.yaml --json <extra>` (`vip.yaml` sending [`OUTAGE_ROWS`] profiles
 /// with two threads, then `pipeline_extra`) with the store behind a proxy, and has the
-/// database go away for `length` once a fifth of the rows arrived. Returns what the test
-/// checks after: the sandbox, the workspace, the store's URL, and the run to wait for.
+/// database go away once a fifth of the rows arrived, until `over(run log, run)` holds.
+/// Returns what the test checks after: the sandbox, the workspace, the store's URL, and the
+/// run to wait for.
 fn outage_during_a_run(
     database: &TestDatabase,
     pipeline_extra: &str,
     extra: &[&str],
-    length: Duration,
+    (what, mut over): (&str, impl FnMut(&str, &mut Child) -> bool),
 ) -> (TestSandbox, Workspace, String, Child) {
     let sandbox = TestSandbox::start(SandboxConfig {
         latency: Duration::from_millis(20),
@@ -502,11 +504,14 @@ fn outage_during_a_run(
     );
     let mut args = vec!["run", "vip.yaml", "--json"];
     args.extend_from_slice(extra);
-    let run = spawn(&workspace, &args, &state, "run.log");
+    let mut run = spawn(&workspace, &args, &state, "run.log");
     wait_until(60, "the run to be under way", || {
         sandbox.inspect().profiles >= OUTAGE_ROWS as u64 / 5
     });
-    outage.happen(length);
+    outage.until(what, || {
+        let log = std::fs::read_to_string(workspace.path("run.log")).unwrap_or_default();
+        over(&log, &mut run)
+    });
     (sandbox, workspace, state, run)
 }
 
@@ -516,8 +521,14 @@ fn a_database_outage_during_a_run_loses_no_record_and_no_delivery() {
         return;
     };
     const ROWS: usize = OUTAGE_ROWS;
-    let (sandbox, workspace, state, run) =
-        outage_during_a_run(&database, "send: changes\n", &[], Duration::from_secs(3));
+    // The database comes back once the run has met its absence.
+    let met = |log: &str, _: &mut Child| log.contains("lost the state store's connection");
+    let (sandbox, workspace, state, run) = outage_during_a_run(
+        &database,
+        "send: changes\n",
+        &[],
+        ("the run to meet the outage", met),
+    );
     let (code, first) = finished_summary(run);
     let log = std::fs::read_to_string(workspace.path("run.log")).unwrap_or_default();
     assert!(
@@ -549,8 +560,10 @@ fn an_outage_longer_than_the_lease_stops_the_run_and_the_next_resumes_it() {
     };
     const ROWS: usize = OUTAGE_ROWS;
     let lease = ["--lease-seconds", "2"];
+    // The database stays away until the run has given up and ended.
+    let ended = |_: &str, run: &mut Child| run.try_wait().expect("wait").is_some();
     let (sandbox, workspace, state, run) =
-        outage_during_a_run(&database, "", &lease, Duration::from_secs(8));
+        outage_during_a_run(&database, "", &lease, ("the run to stop", ended));
     let (code, stopped) = finished_summary(run);
     let log = std::fs::read_to_string(workspace.path("run.log")).unwrap_or_default();
     assert_eq!(code, Some(1), "{stopped}\n{log}");

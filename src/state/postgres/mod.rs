@@ -239,28 +239,35 @@ impl PgStore {
     ) -> Result<T, StateError> {
         let mut held = self.client.lock().unwrap_or_else(PoisonError::into_inner);
         let deadline = Instant::now() + self.retry_for;
+        let mut warned = false;
         loop {
-            if held.as_ref().is_none_or(Client::is_closed) {
+            let unreachable = if held.as_ref().is_none_or(Client::is_closed) {
                 *held = None;
-                match connect(&self.config, &self.shown) {
-                    Ok(client) => *held = Some(client),
-                    Err(reason) if Instant::now() >= deadline => return Err(self.error(reason)),
-                    Err(_) => {
-                        std::thread::sleep(RECONNECT_PAUSE);
-                        continue;
+                connect(&self.config, &self.shown)
+                    .map(|client| *held = Some(client))
+                    .err()
+            } else {
+                None
+            };
+            let reason = match unreachable {
+                Some(reason) => reason,
+                None => match block_on(operation(held.as_mut().expect("connected above"))) {
+                    Ok(value) => return Ok(value),
+                    Err(error) if connection_lost(&error) => {
+                        *held = None;
+                        pg::explain(&error)
                     }
-                }
+                    Err(error) => return Err(self.error(pg::explain(&error))),
+                },
+            };
+            if Instant::now() >= deadline {
+                return Err(self.error(reason));
             }
-            let client = held.as_mut().expect("connected above");
-            match block_on(operation(client)) {
-                Ok(value) => return Ok(value),
-                Err(error) if connection_lost(&error) && Instant::now() < deadline => {
-                    tracing::warn!(store = %self.shown, error = %pg::explain(&error), "lost the state store's connection; trying again");
-                    *held = None;
-                    std::thread::sleep(RECONNECT_PAUSE);
-                }
-                Err(error) => return Err(self.error(pg::explain(&error))),
+            if !warned {
+                tracing::warn!(store = %self.shown, %reason, retry_for = ?self.retry_for, "lost the state store's connection; trying again");
+                warned = true;
             }
+            std::thread::sleep(RECONNECT_PAUSE);
         }
     }
 }
