@@ -1,6 +1,6 @@
 //! The per-pipeline lock: with the embedded store an OS file lock, released when the process
 //! dies; with the shared store a lease in the database, renewed by a heartbeat and lost when
-//! it stops (see `postgres::lease`).
+//! it stops (see `postgres::coordinator`).
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::Path;

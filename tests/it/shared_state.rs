@@ -647,4 +647,5 @@ fn rejects_files_go_to_the_rejects_dir_and_the_history_keeps_their_path() {
         "{said}"
     );
     assert!(!said.contains("hunter2"), "{said}");
+    assert!(said.contains("check the URL given with --state"), "{said}");
 }

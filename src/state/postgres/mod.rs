@@ -210,7 +210,11 @@ impl PgStore {
             reason,
         };
         let config = pg::config(settings.url.expose()).map_err(failed)?;
-        let mut client = connect(&config, &shown).map_err(failed)?;
+        let mut client = connect(&config, &shown).map_err(|reason| {
+            failed(format!(
+                "{reason}; check the URL given with --state (or TAPLINE_STATE, --state-file) and that the database accepts connections from this machine"
+            ))
+        })?;
         block_on(migrate(&mut client))
             .map_err(|error| failed(pg::explain(&error)))?
             .map_err(failed)?;
