@@ -17,6 +17,7 @@
 //! - [`scheduler`]: cron fire times in a time zone, DST-safe (pure).
 //! - [`state`]: run history, checkpoints and delivered files, in embedded SQLite or a
 //!   PostgreSQL database that many processes share.
+//! - [`file_stem`]: file names made from pipeline names, bounded for every file system.
 //! - [`pg`]: PostgreSQL connections (query sources, the shared state store).
 //! - [`template`]: String Builder templates for computed columns.
 //! - [`cli`]: commands, printing and exit codes.
@@ -31,6 +32,7 @@ pub mod cli;
 pub mod config;
 pub(crate) mod daemon;
 pub(crate) mod engine;
+pub(crate) mod file_stem;
 pub(crate) mod mapping;
 pub mod notifications;
 pub(crate) mod outcome;

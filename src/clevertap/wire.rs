@@ -190,9 +190,9 @@ pub struct UploadResponse {
     /// `success`, `partial` or `fail`.
     #[serde(default)]
     pub status: AnswerStatus,
-    /// How many records CleverTap took.
-    #[serde(default)]
-    pub processed: u64,
+    /// How many records CleverTap took; some APIs' answers do not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processed: Option<u64>,
     /// The records it refused, each with a code and a message.
     #[serde(default)]
     pub unprocessed: Vec<Unprocessed>,
@@ -210,7 +210,8 @@ pub struct Unprocessed {
     /// CleverTap's per-record error code (509–555).
     #[serde(default)]
     pub code: Option<i64>,
-    /// CleverTap's message; ends with "Skipped record number : N" (1-based in the request).
+    /// CleverTap's message; `/1/upload`'s ends with "Skipped record number : N" (1-based in
+    /// the request); the other APIs' say no number (they echo the record).
     #[serde(default)]
     pub error: Option<String>,
     /// The record as CleverTap read it (sometimes a JSON string on old accounts).

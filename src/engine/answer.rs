@@ -52,8 +52,12 @@ pub(super) fn failure_code(failure: &Failure) -> Code {
     }
 }
 
-/// Settles a batch CleverTap answered: its `unprocessed` records are rejected, the rest
-/// accepted. A `fail` with no per-record detail fails the whole batch.
+/// Settles a batch CleverTap answered: each `unprocessed` entry rejects the record it names
+/// (by its record number, which only `/1/upload` gives, else by the record it echoes), and
+/// the rest are accepted. A `fail` with no per-record detail fails the whole batch. When an
+/// entry names no record of the request, or `processed` does not add up with the entries,
+/// the answer does not say which records CleverTap took: none of those left is counted as
+/// accepted (they fail, and `tapline replay` sends them again).
 pub(super) fn answered_batch(
     batch: &Batch,
     response: &UploadResponse,
@@ -67,18 +71,23 @@ pub(super) fn answered_batch(
         tracing::error!(batch = batch.index, first_line = batch.first_line(), %reason, "batch refused");
         return failed_batch(batch, Code::RequestFailed, &reason, attempts);
     }
-    let mut rejected_indexes: Vec<usize> = Vec::new();
+    let records: Vec<Option<serde_json::Value>> = (0..batch.lines.len())
+        .map(|index| batch.record(index))
+        .collect();
+    let mut rejected = vec![false; records.len()];
+    let mut unmatched = 0;
     let mut settled = Vec::new();
     for entry in &response.unprocessed {
         let index = entry
             .record_index()
-            .filter(|index| *index < batch.lines.len() && !rejected_indexes.contains(index))
-            .or_else(|| match_echoed_record(batch, entry.record.as_ref(), &rejected_indexes));
+            .filter(|&index| index < records.len() && !rejected[index])
+            .or_else(|| match_echoed_record(&records, entry.record.as_ref(), &rejected));
         let Some(index) = index else {
             tracing::warn!(batch = batch.index, entry = ?entry, "an unprocessed entry matches no record of the batch");
+            unmatched += 1;
             continue;
         };
-        rejected_indexes.push(index);
+        rejected[index] = true;
         let reason = entry
             .error
             .clone()
@@ -91,40 +100,93 @@ pub(super) fn answered_batch(
                 .and_then(|code| u16::try_from(code).ok())
                 .map_or(Code::Rejected, Code::CleverTap),
             reason,
-            carried: Carried::record(batch.record(index)),
+            carried: Carried::record(records[index].clone()),
         });
     }
+    let matched = response.unprocessed.len() - unmatched;
+    let left = records.len() - matched;
+    let adds_up = response
+        .processed
+        .is_none_or(|processed| processed == left as u64);
+    let accepted = if unmatched == 0 && adds_up {
+        left
+    } else {
+        let reason = unmatched_reason(response, unmatched, left);
+        tracing::error!(batch = batch.index, first_line = batch.first_line(), %reason, "answer not matched");
+        settled.extend(
+            (0..records.len())
+                .filter(|&index| !rejected[index])
+                .map(|index| Settled {
+                    line: batch.lines[index],
+                    outcome: Outcome::Failed,
+                    code: Code::UnmatchedAnswer,
+                    reason: reason.clone(),
+                    carried: Carried::record(records[index].clone()),
+                }),
+        );
+        0
+    };
     settled.sort_by_key(|entry| entry.line);
-    BatchReport::of(
-        batch,
-        batch.lines.len() - rejected_indexes.len(),
-        settled,
-        attempts,
+    BatchReport::of(batch, accepted, settled, attempts)
+}
+
+/// Why the records an answer does not account for are not counted as accepted.
+fn unmatched_reason(response: &UploadResponse, unmatched: usize, left: usize) -> String {
+    let what = if unmatched > 0 {
+        format!(
+            "{unmatched} of its {} unprocessed entries name no record of the request",
+            response.unprocessed.len()
+        )
+    } else {
+        format!(
+            "it says {} processed, but {left} records are not listed as unprocessed",
+            response.processed.unwrap_or_default()
+        )
+    };
+    format!(
+        "CleverTap's answer could not be matched to the records sent ({what}), so it is not known whether this record was taken; send it again with `tapline replay`"
     )
 }
 
-/// When CleverTap's message has no record number, find the record by the identity it echoed.
+/// When CleverTap's entry has no record number, finds the record it echoes: the same record,
+/// else the one with the same identity (or address, for subscriptions and disassociation).
 fn match_echoed_record(
-    batch: &Batch,
+    records: &[Option<serde_json::Value>],
     echoed: Option<&serde_json::Value>,
-    taken: &[usize],
+    taken: &[bool],
 ) -> Option<usize> {
     let echoed = match echoed? {
-        serde_json::Value::String(text) => serde_json::from_str(text).ok()?,
+        serde_json::Value::String(text) => {
+            serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.clone()))
+        }
         other => other.clone(),
     };
-    let key = |record: &serde_json::Value| -> Option<String> {
-        crate::clevertap::rules::IDENTITY_FIELDS
-            .iter()
-            .find_map(|field| {
-                record
-                    .get(*field)
-                    .map(|value| value.to_string().trim_matches('"').to_string())
-            })
+    let free = |index: &usize| !taken[*index];
+    if let Some(index) = (0..records.len())
+        .filter(free)
+        .find(|&index| records[index].as_ref() == Some(&echoed))
+    {
+        return Some(index);
+    }
+    let wanted = record_key(&echoed)?;
+    (0..records.len())
+        .filter(free)
+        .find(|&index| records[index].as_ref().and_then(record_key) == Some(wanted.clone()))
+}
+
+/// What names a record's profile or address: its identity field and value, the `value` of a
+/// subscription or disassociation, or the record itself when it is a bare identity.
+fn record_key(record: &serde_json::Value) -> Option<(&'static str, String)> {
+    let text = |value: &serde_json::Value| match value {
+        serde_json::Value::String(text) => Some(text.clone()),
+        serde_json::Value::Number(number) => Some(number.to_string()),
+        _ => None,
     };
-    let wanted = key(&echoed)?;
-    (0..batch.lines.len()).find(|index| {
-        !taken.contains(index)
-            && batch.record(*index).as_ref().and_then(key) == Some(wanted.clone())
-    })
+    if let Some(identity) = text(record) {
+        return Some(("", identity));
+    }
+    crate::clevertap::rules::IDENTITY_FIELDS
+        .iter()
+        .chain(&["value", "guid"])
+        .find_map(|field| Some((*field, text(record.get(*field)?)?)))
 }

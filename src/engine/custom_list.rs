@@ -217,7 +217,11 @@ struct Spool {
 impl Spool {
     fn create(dir: &Path, job: &Job) -> std::io::Result<(Spool, std::fs::File, std::fs::File)> {
         std::fs::create_dir_all(dir)?;
-        let stem = format!("{}-{}", job.pipeline, job.context.run_id);
+        let stem = format!(
+            "{}-{}",
+            crate::file_stem::of(&job.pipeline),
+            job.context.run_id
+        );
         let spool = Spool {
             path: dir.join(format!("{stem}.csv")),
             lines_path: dir.join(format!("{stem}.lines")),
@@ -256,7 +260,9 @@ impl Spool {
                 ledger.counts.add(Outcome::Failed, listed.lines);
             }
         }
-        ledger.rejects.flush();
+        if let Err(error) = ledger.rejects.flush() {
+            ledger.stop(StopReason::RejectsFailed(error));
+        }
     }
 
     /// Reads the spool's identities with their source lines, giving each to `book` as a

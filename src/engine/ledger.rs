@@ -98,17 +98,24 @@ impl Ledger {
 
     /// Books a settled batch: its rejects are written first, then the observer records it
     /// (a checkpoint), so nothing counted as settled is missing from the rejects file.
+    /// A batch whose rejects cannot be written is not settled: the run stops, and the next
+    /// one sends the batch again.
     pub(super) fn settle_batch(&mut self, report: &BatchReport, observer: &mut dyn Observer) {
         self.counts.accepted += report.accepted as u64;
+        let mut written = Ok(());
         for entry in &report.settled {
             self.counts.add(entry.outcome, 1);
             self.reasons.note(entry);
-            self.rejects.write(entry);
+            written = written.and_then(|()| self.rejects.write(entry));
         }
-        self.rejects.flush();
+        written = written.and_then(|()| self.rejects.flush());
         if report.attempts > 0 {
             self.requests += u64::from(report.attempts);
             self.retries += u64::from(report.attempts - 1);
+        }
+        if let Err(error) = written {
+            self.stop(StopReason::RejectsFailed(error));
+            return;
         }
         if let Err(error) = observer.batch_settled(report, &self.counts) {
             self.stop(StopReason::StateFailed(error));
@@ -130,7 +137,15 @@ impl Ledger {
         self.counts.read += 1;
         self.counts.add(settled.outcome, 1);
         self.reasons.note(settled);
-        self.rejects.write(settled);
+        // Written and handed to the file system before the line counts as settled.
+        if let Err(error) = self
+            .rejects
+            .write(settled)
+            .and_then(|()| self.rejects.flush())
+        {
+            self.stop(StopReason::RejectsFailed(error));
+            return;
+        }
         observer.record_skipped(settled, &self.counts);
         self.check_budget(Judged::SoFar);
     }
@@ -161,7 +176,9 @@ impl Ledger {
     pub(super) fn book_undelivered(&mut self, settled: &Settled, observer: &mut dyn Observer) {
         self.counts.add(settled.outcome, 1);
         self.reasons.note(settled);
-        self.rejects.write(settled);
+        if let Err(error) = self.rejects.write(settled) {
+            self.stop(StopReason::RejectsFailed(error));
+        }
         observer.record_failed(settled);
     }
 

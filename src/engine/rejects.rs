@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use crate::outcome::Settled;
 
 /// The rejects file: one JSON object per skipped, rejected or failed record. Created on the
-/// first entry, flushed after every batch so a crash loses none.
+/// first entry, flushed after every batch so a crash loses none. A write that fails fails
+/// every later one too: the caller settles nothing whose entry is not written.
 pub(super) struct RejectsFile {
     path: PathBuf,
     writer: Option<BufWriter<File>>,
@@ -24,54 +25,52 @@ impl RejectsFile {
         }
     }
 
-    pub(super) fn write(&mut self, entry: &Settled) {
-        if self.error.is_some() {
-            return;
+    /// Writes an entry (to the file's buffer: [`RejectsFile::flush`] makes it last).
+    pub(super) fn write(&mut self, entry: &Settled) -> Result<(), String> {
+        if let Some(error) = &self.error {
+            return Err(error.clone());
         }
-        if self.writer.is_none() {
-            let created = self
+        let written = match &mut self.writer {
+            Some(writer) => Self::append(writer, entry),
+            None => self
                 .path
                 .parent()
                 .map_or(Ok(()), std::fs::create_dir_all)
-                .and_then(|()| File::create(&self.path));
-            match created {
-                Ok(file) => self.writer = Some(BufWriter::new(file)),
-                Err(error) => {
-                    self.error = Some(format!(
-                        "cannot write the rejects file `{}`: {error}",
-                        self.path.display()
-                    ));
-                    return;
-                }
-            }
+                .and_then(|()| File::create(&self.path))
+                .and_then(|file| Self::append(self.writer.insert(BufWriter::new(file)), entry)),
+        };
+        written.map_err(|error| self.failed(&error))
+    }
+
+    fn append(writer: &mut BufWriter<File>, entry: &Settled) -> std::io::Result<()> {
+        serde_json::to_writer(&mut *writer, entry)?;
+        writer.write_all(b"\n")
+    }
+
+    /// Hands what was written to the file system.
+    pub(super) fn flush(&mut self) -> Result<(), String> {
+        if let Some(error) = &self.error {
+            return Err(error.clone());
         }
-        if let Some(writer) = &mut self.writer {
-            let written = serde_json::to_writer(&mut *writer, entry)
-                .map_err(std::io::Error::from)
-                .and_then(|()| writer.write_all(b"\n"));
-            if let Err(error) = written {
-                self.error = Some(format!(
-                    "cannot write the rejects file `{}`: {error}",
-                    self.path.display()
-                ));
-            }
+        match &mut self.writer {
+            Some(writer) => writer.flush().map_err(|error| self.failed(&error)),
+            None => Ok(()),
         }
     }
 
-    pub(super) fn flush(&mut self) {
-        if let Some(writer) = &mut self.writer
-            && let Err(error) = writer.flush()
-        {
-            self.error = Some(format!(
-                "cannot write the rejects file `{}`: {error}",
-                self.path.display()
-            ));
-        }
+    /// Remembers a failure, and says it.
+    fn failed(&mut self, error: &std::io::Error) -> String {
+        let message = format!(
+            "cannot write the rejects file `{}`: {error}; records whose entry is not written are not counted as settled, and the next run sends them again (free some space, or choose another folder with --rejects-dir)",
+            self.path.display()
+        );
+        self.error = Some(message.clone());
+        message
     }
 
     /// The file's path if anything was written, and the write error if one happened.
     pub(super) fn finish(mut self) -> (Option<PathBuf>, Option<String>) {
-        self.flush();
+        let _ = self.flush();
         let path = self.writer.is_some().then(|| self.path.clone());
         (path, self.error)
     }

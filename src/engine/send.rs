@@ -197,6 +197,7 @@ fn short_reason(reason: &StopReason) -> String {
         StopReason::Refused(_) => "refused by CleverTap".into(),
         StopReason::ErrorBudget(_) => "too many invalid records".into(),
         StopReason::StateFailed(_) => "progress could not be recorded".into(),
+        StopReason::RejectsFailed(_) => "the rejects file could not be written".into(),
     }
 }
 
@@ -209,22 +210,36 @@ fn dry_run(batch: &Batch, list_affected: bool, ledger: &mut Ledger) -> BatchRepo
         }
         if list_affected {
             // A demerge record is the identity itself; a disassociation names its `value`;
-            // a deletion, its `identity` or `guid`.
+            // a deletion, its `identity` or `guid`. Each exactly as it will be sent.
             report
                 .affected
                 .extend((0..batch.lines.len()).filter_map(|index| {
                     let record = batch.record(index)?;
-                    if let serde_json::Value::String(identity) = record {
-                        return Some(identity);
-                    }
-                    if let Some(key) = batch.key {
-                        return Some(format!("{key} {}", record.get(key)?.as_str()?));
-                    }
-                    record.get("value")?.as_str().map(String::from)
+                    Some(match (&record, batch.key) {
+                        (serde_json::Value::String(_), _) => affected(&record),
+                        (_, Some(key)) => format!("{key} {}", affected(record.get(key)?)),
+                        _ => affected(record.get("value")?),
+                    })
                 }));
         }
     }
     BatchReport::of(batch, 0, Vec::new(), 0)
+}
+
+/// A value a destructive operation will send, as a dry run lists it: plain text as it is,
+/// a number as a number, and in quotes (JSON's) text whose edges or characters would not
+/// show, so `" alice"` is never listed as `alice`.
+fn affected(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(text)
+            if !text.is_empty()
+                && text.trim() == text
+                && !text.chars().any(|c| c.is_control() || c == '"') =>
+        {
+            text.clone()
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Everything a request task needs to deliver a batch.

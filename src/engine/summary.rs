@@ -69,6 +69,9 @@ pub enum StopReason {
     ErrorBudget(String),
     /// A checkpoint could not be written, so going on could send records twice later.
     StateFailed(String),
+    /// The rejects file could not be written (a full disk, say): records whose entry is
+    /// missing are not settled, so the run stops.
+    RejectsFailed(String),
 }
 
 impl std::fmt::Display for StopReason {
@@ -105,6 +108,7 @@ impl std::fmt::Display for StopReason {
                 f,
                 "stopped: progress cannot be recorded in the state store: {message}"
             ),
+            StopReason::RejectsFailed(message) => write!(f, "stopped: {message}"),
         }
     }
 }

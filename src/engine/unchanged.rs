@@ -10,8 +10,9 @@ use crate::config::model::Target;
 
 /// How a run detects changes.
 pub struct ChangeDetection {
-    /// Days an event's fingerprint is kept after its `ts`.
-    event_days: u32,
+    /// When the fingerprints of the events this run sends may be forgotten (seconds since
+    /// the epoch): `changes.event_days` after the run started.
+    events_expire_at: i64,
     /// What CleverTap accepted before; `None` sends everything and records it anew
     /// (`tapline run --full`). In a mutex only so that run options can be shared between
     /// tasks: the reading thread takes it out once.
@@ -19,10 +20,11 @@ pub struct ChangeDetection {
 }
 
 impl ChangeDetection {
-    /// Detection against `known` (`None`: send everything, record it anew).
+    /// Detection against `known` (`None`: send everything, record it anew); the events
+    /// sent are remembered for `event_days` from now.
     pub fn new(event_days: u32, known: Option<Box<dyn KnownFingerprints>>) -> Self {
         ChangeDetection {
-            event_days,
+            events_expire_at: changes::events_expire_at(chrono::Utc::now().timestamp(), event_days),
             known: known.map(Mutex::new),
         }
     }
@@ -48,7 +50,7 @@ const MAX_PENDING_RANGES: usize = 4096;
 /// The filter on the reading side.
 pub(crate) struct ChangeFilter {
     target: Target,
-    event_days: u32,
+    events_expire_at: i64,
     known: Option<Box<dyn KnownFingerprints>>,
     /// Unchanged lines not yet handed over, as inclusive ranges.
     pending: Vec<(u64, u64)>,
@@ -68,7 +70,7 @@ impl ChangeFilter {
     pub(super) fn new(target: Target, detection: ChangeDetection) -> Self {
         ChangeFilter {
             target,
-            event_days: detection.event_days,
+            events_expire_at: detection.events_expire_at,
             known: detection
                 .known
                 .map(|known| known.into_inner().unwrap_or_else(PoisonError::into_inner)),
@@ -80,7 +82,7 @@ impl ChangeFilter {
     /// Judges an encoded record (its JSON text; `listed_under` the key of a body by key).
     pub(super) fn judge(&mut self, record: &[u8], listed_under: Option<&str>) -> Judgement {
         let Some(fingerprint) =
-            changes::fingerprint(self.target, record, listed_under, self.event_days)
+            changes::fingerprint(self.target, record, listed_under, self.events_expire_at)
         else {
             return Judgement::Send(None);
         };

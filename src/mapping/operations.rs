@@ -9,20 +9,30 @@ use super::{Invalid, Record, is_blank};
 use crate::clevertap::rules::{self, Rule};
 use crate::source::Row;
 
-/// The text of a column, `None` when the column is missing or blank.
+/// The text of a column exactly as the source has it, `None` when the column is missing or
+/// blank. Identities (and addresses, tokens, keys) are never trimmed, here as in uploads:
+/// CleverTap documents no normalisation of identity values (upload-user-profiles-api,
+/// delete-user-profile-api, demerge-user-profile-api), so `" alice"` and `alice` are two
+/// profiles, and a deletion must name the one the upload made.
 fn text(row: &Row, column: &str) -> Result<Option<String>, Invalid> {
     let Some((_, value)) = row.fields.iter().find(|(name, _)| &**name == column) else {
         return Ok(None);
     };
     match value {
         value if is_blank(value) => Ok(None),
-        Value::String(text) => Ok(Some(text.trim().to_string())),
+        Value::String(text) => Ok(Some(text.clone())),
         Value::Number(number) => Ok(Some(number.to_string())),
         other => Err(Invalid::new(
             Code::InvalidRecord,
             format!("`{column}` must be text, found {other}"),
         )),
     }
+}
+
+/// A column that holds one of a few words (`type`, `status`), trimmed: what is sent is the
+/// word it names, never this text.
+fn word(row: &Row, column: &str) -> Result<Option<String>, Invalid> {
+    Ok(text(row, column)?.map(|text| text.trim().to_string()))
 }
 
 /// The text of a column the rule asks for.
@@ -37,7 +47,9 @@ pub(super) fn token_record(row: &Row) -> Result<Value, Invalid> {
     rules::check_identity("objectId", &object_id)
         .map_err(|v| Invalid::breaks(&rules::TOKEN_OBJECT_ID, v.message))?;
     let id = required(row, "id", &rules::TOKEN_ID)?;
-    let token_type = required(row, "type", &rules::TOKEN_TYPE)?.to_lowercase();
+    let token_type = word(row, "type")?
+        .ok_or_else(|| Invalid::breaks(&rules::TOKEN_TYPE, "the row has no `type` value"))?
+        .to_lowercase();
     if !rules::TOKEN_TYPES.contains(&token_type.as_str()) {
         return Err(Invalid::breaks(
             &rules::TOKEN_TYPE_KNOWN,
@@ -107,9 +119,12 @@ pub(super) fn profile_to_delete(row: &Row) -> Result<Record<'static>, Invalid> {
 
 /// `{"type":"email"|"phone","value":…,"status":"Unsubscribe"|"Resubscribe"}`.
 pub(super) fn subscription_record(row: &Row) -> Result<Value, Invalid> {
-    let kind = required(row, "type", &rules::SUBSCRIPTION)?.to_lowercase();
+    let kind = word(row, "type")?
+        .ok_or_else(|| Invalid::breaks(&rules::SUBSCRIPTION, "the row has no `type` value"))?
+        .to_lowercase();
     let value = required(row, "value", &rules::SUBSCRIPTION)?;
-    let status = match required(row, "status", &rules::SUBSCRIPTION)?
+    let status = match word(row, "status")?
+        .ok_or_else(|| Invalid::breaks(&rules::SUBSCRIPTION, "the row has no `status` value"))?
         .to_lowercase()
         .as_str()
     {
@@ -165,7 +180,7 @@ fn phone_invalid(value: &str) -> Invalid {
 pub(super) fn custom_list_entry(row: &Row) -> Result<Value, Invalid> {
     let identity = text(row, "identity")?
         .ok_or_else(|| Invalid::new(Code::EmptyRow, "the row has no `identity` value"))?;
-    let kind = match text(row, "type")?
+    let kind = match word(row, "type")?
         .map(|kind| kind.to_lowercase())
         .as_deref()
     {

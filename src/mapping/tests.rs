@@ -276,10 +276,21 @@ fn operation_rows() {
         json!({"value": "+14155550101"}),
         Ok(json!({"type": "phone", "value": "+14155550101"})),
     );
+    // An identity is deleted exactly as an upload sent it: never trimmed.
     check(
         Target::DeleteProfiles,
         json!({"identity": " u-1 ", "guid": "", "note": "x"}),
-        Ok(json!({"identity": "u-1"})),
+        Ok(json!({"identity": " u-1 "})),
+    );
+    check(
+        Target::Demerge,
+        json!({"identity": " alice"}),
+        Ok(json!(" alice")),
+    );
+    check(
+        Target::Subscriptions,
+        json!({"type": " email ", "value": "a@b.co", "status": " Resubscribe"}),
+        Ok(json!({"type": "email", "value": "a@b.co", "status": "Resubscribe"})),
     );
     check(
         Target::DeleteProfiles,

@@ -41,6 +41,9 @@ pub enum Code {
     RequestFailed,
     /// CleverTap listed it as unprocessed without a code (`rejected`).
     Rejected,
+    /// CleverTap's answer does not say what became of it: an `unprocessed` entry named no
+    /// record of the request, or `processed` did not add up (`unmatched_answer`).
+    UnmatchedAnswer,
 }
 
 impl Code {
@@ -71,12 +74,13 @@ impl Code {
             Code::NotSent => "not_sent",
             Code::RequestFailed => "fail",
             Code::Rejected => "rejected",
+            Code::UnmatchedAnswer => "unmatched_answer",
         })
     }
 }
 
 /// Every named code, for parsing.
-const NAMED: [Code; 13] = [
+const NAMED: [Code; 14] = [
     Code::InvalidRecord,
     Code::MalformedRow,
     Code::EmptyRow,
@@ -90,6 +94,7 @@ const NAMED: [Code; 13] = [
     Code::NotSent,
     Code::RequestFailed,
     Code::Rejected,
+    Code::UnmatchedAnswer,
 ];
 
 impl fmt::Display for Code {

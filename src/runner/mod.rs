@@ -21,14 +21,15 @@ use crate::engine::{
     self, AccountBudgets, BatchReport, ChangeDetection, Delivery, ErrorBudget, Job, Observer,
     RunOptions, RunSummary,
 };
+use crate::file_stem;
 use crate::mapping;
 use crate::notifications::{self, RunNotice};
 use crate::outcome::{Counts, Outcome, RunStatus, Settled, SettledLines};
 use crate::source::arrival::Arrival;
 use crate::source::snapshot::SnapshotMeta;
 use crate::state::{
-    self, Fingerprint, FirstError, LockWait, RunFinish, RunStart, SettingsDigest, StateError,
-    StateStore,
+    self, Accepted, Checkpoint, Fingerprint, FirstError, LockWait, RunFinish, RunStart,
+    SettingsDigest, StateError, StateStore,
 };
 use crate::template::RunContext;
 use snapshots::{
@@ -118,9 +119,10 @@ impl StatePlaces {
 }
 
 /// What a run of a `send: changes` pipeline does with records CleverTap has already.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Changes {
     /// Leaves them out: only new and changed records are sent.
+    #[default]
     LeaveOut,
     /// Sends every record and records each accepted one anew (`tapline run --full`, after
     /// data was changed in CleverTap's dashboard).
@@ -249,13 +251,15 @@ pub fn new_run_id() -> String {
     )
 }
 
-/// `<rejects dir>/<pipeline>-<run id>.jsonl`.
+/// `<rejects dir>/<pipeline>-<run id>.jsonl`, the pipeline's name shortened (with a hash of
+/// it) where it would make the name too long for a file system.
 pub fn rejects_path(rejects_dir: &Path, pipeline: &str, run_id: &str) -> PathBuf {
-    rejects_dir.join(format!("{pipeline}-{run_id}.jsonl"))
+    rejects_dir.join(format!("{}-{run_id}.jsonl", file_stem::of(pipeline)))
 }
 
-/// What checkpoints and deliveries of a pipeline are kept under: its name, and for a
-/// `file_arrival` pipeline also the file's name (each arriving file has its own).
+/// What checkpoints and deliveries of a pipeline are kept under (with the destination): its
+/// name, and for a `file_arrival` pipeline also the file's name (each arriving file has its
+/// own). Record fingerprints are the pipeline's, whatever file carried the record.
 fn checkpoint_key(pipeline: &Pipeline) -> String {
     match pipeline.trigger {
         TriggerKind::Schedule => pipeline.name.clone(),
@@ -285,13 +289,25 @@ pub fn destination(pipeline: &Pipeline) -> String {
 /// same file sent as something else is not settled by an earlier run. It covers every
 /// setting that changes the requests (the destination is in the key already); a change of
 /// this description in a later tapline makes checkpoints start over, never resume wrongly.
+///
+/// A query's text, its incremental column and its database (the URL without the password)
+/// are part of it: a snapshot of another query's rows is never resumed.
 fn settings_digest(pipeline: &Pipeline) -> SettingsDigest {
-    let (format, compression) = match &pipeline.source {
-        Source::File(file) => (file.format, file.compression),
-        Source::Query(_) => (SourceFormat::Snapshot, Compression::Zstd),
+    let (format, compression, query) = match &pipeline.source {
+        Source::File(file) => (file.format, file.compression, String::new()),
+        Source::Query(query) => (
+            SourceFormat::Snapshot,
+            Compression::Zstd,
+            format!(
+                "; query={:?}; incremental={:?}; database={:?}",
+                query.query,
+                query.incremental,
+                query.database.shown()
+            ),
+        ),
     };
     SettingsDigest::of(&format!(
-        "target={:?}; custom_list={:?}; output={:?}; format={:?}; gzip={}; metadata={:?}{}",
+        "target={:?}; custom_list={:?}; output={:?}; format={:?}; gzip={}; metadata={:?}{}{query}",
         pipeline.target,
         pipeline.custom_list,
         pipeline.output,
@@ -358,7 +374,7 @@ pub async fn run(
             };
         if let (Some(store), Send::Changes { event_days }) = (&store, pipeline.send) {
             let known = match request.changes {
-                Changes::LeaveOut => Some(store.known_fingerprints(&key, &destination)?),
+                Changes::LeaveOut => Some(store.known_fingerprints(&pipeline.name, &destination)?),
                 Changes::SendAll => None,
             };
             options.changes = Some(ChangeDetection::new(event_days, known));
@@ -366,11 +382,10 @@ pub async fn run(
         let Some(query) = query else {
             return Ok(engine::run(job, options, progress, cancel).await);
         };
-        let snapshot = request
-            .state
-            .work_dir
-            .join("spool")
-            .join(format!("{}-{run_id}.snapshot", pipeline.name));
+        let snapshot = request.state.work_dir.join("spool").join(format!(
+            "{}-{run_id}.snapshot",
+            file_stem::of(&pipeline.name)
+        ));
         let bound = match &store {
             Some(store) => {
                 incremental_bound(&**store, query, request.changes, (&key, &destination))?
@@ -423,15 +438,30 @@ pub async fn run(
         scheduled_for: request.scheduled_for,
     })?;
 
+    let settings = settings_digest(pipeline);
+    let checkpoint = match request.resume {
+        Resume::FromCheckpoint => store.checkpoint(&key, &destination)?,
+        Resume::Fresh => None,
+    };
     // A query's rows are read into a snapshot first; a run that resumes a stopped one goes
     // on from the snapshot that run read, never from a new query (which could return other
-    // rows).
+    // rows), and only when the checkpoint applies to this run (the same query, database
+    // and settings) and to that very snapshot.
     let snapshot = match query {
         Some(query) => {
-            let path = snapshot_path(&request.state.work_dir, pipeline);
-            let resumable = request.resume == Resume::FromCheckpoint
-                && store.checkpoint(&key, &destination)?.is_some();
-            let meta = match SnapshotMeta::read(&path).filter(|_| resumable) {
+            let path = snapshot_path(&request.state.work_dir, (&key, &destination));
+            let resumable = checkpoint.as_ref().filter(|checkpoint| {
+                matches!(
+                    fit(checkpoint, pipeline, &settings, request.changes),
+                    Fit::Resume { .. }
+                )
+            });
+            let meta = match SnapshotMeta::read(&path).filter(|_| {
+                resumable.is_some_and(|checkpoint| {
+                    Fingerprint::of(&path)
+                        .is_ok_and(|snapshot| checkpoint.fingerprint.same_content(&snapshot))
+                })
+            }) {
                 Some(meta) => meta,
                 None => {
                     remove_snapshot(&path);
@@ -456,14 +486,16 @@ pub async fn run(
         None => None,
     };
 
-    let settings = settings_digest(pipeline);
     // A replay sends what a rejects file holds: no checkpoint, nothing to deduplicate.
     let plan = if request.replay.is_some() {
-        Plan::default()
+        Plan {
+            changes: request.changes,
+            ..Plan::default()
+        }
     } else {
         plan(
             &mut *store,
-            (pipeline, &job.source.path),
+            (pipeline, &job.source.path, checkpoint),
             request,
             (&destination, &settings),
             &run_id,
@@ -485,9 +517,11 @@ pub async fn run(
                 && request.replay.is_none()
             {
                 // What a killed run accepted is in the journal still.
-                store.merge_fingerprints(&key, &destination)?;
-                let known = match request.changes {
-                    Changes::LeaveOut => Some(store.known_fingerprints(&key, &destination)?),
+                store.merge_fingerprints(&pipeline.name, &destination)?;
+                let known = match plan.changes {
+                    Changes::LeaveOut => {
+                        Some(store.known_fingerprints(&pipeline.name, &destination)?)
+                    }
                     Changes::SendAll => None,
                 };
                 options.changes = Some(ChangeDetection::new(event_days, known));
@@ -496,6 +530,7 @@ pub async fn run(
                 store: &mut *store,
                 run_id: &run_id,
                 key: &key,
+                pipeline: &pipeline.name,
                 destination: &destination,
                 recording: plan.fingerprint.is_some(),
                 pending: Vec::new(),
@@ -511,7 +546,7 @@ pub async fn run(
             book.flush_pending(&summary.counts);
             let first_errors = book.first_errors;
             if matches!(pipeline.send, Send::Changes { .. }) {
-                keep_fingerprints(&mut *store, (&key, &destination), events);
+                keep_fingerprints(&mut *store, (&pipeline.name, &destination), events);
             }
             summary.resumed_from = plan.resume.map(|(run_id, _)| run_id);
             // Every row settled: the file is done, and a later run will not send it again;
@@ -605,27 +640,89 @@ struct Plan {
     resume: Option<(String, SettledLines)>,
     /// The run that already delivered this file: nothing to send.
     up_to_date: Option<String>,
+    /// What the run does with records CleverTap has: as asked, or as the run it resumes did.
+    changes: Changes,
     /// Why the checkpoint was dropped, and such.
     warnings: Vec<String>,
 }
 
-/// Decides between resuming, starting fresh, and sending nothing; takes the checkpoint.
+/// How the checkpoint of an unfinished run applies to this one.
+enum Fit {
+    /// Go on from it, leaving out or sending all as the run that left it did.
+    Resume {
+        /// That run's way.
+        changes: Changes,
+    },
+    /// It does not apply: why, in a sentence that goes on "so this run starts from the
+    /// first row".
+    StartOver(String),
+}
+
+/// What a checkpoint records of the settings: the settings' digest, and for a `send:
+/// changes` run that sends every record (`--full`) that it does, so that the run that
+/// resumes it does too.
+fn checkpoint_settings(
+    pipeline: &Pipeline,
+    settings: &SettingsDigest,
+    changes: Changes,
+) -> SettingsDigest {
+    match (pipeline.send, changes) {
+        (Send::Changes { .. }, Changes::SendAll) => {
+            SettingsDigest::of(&format!("{}; send every record", settings.0))
+        }
+        _ => settings.clone(),
+    }
+}
+
+/// Whether the checkpoint `checkpoint` applies to a run with these settings, asked to do
+/// `changes` with records CleverTap has.
+fn fit(
+    checkpoint: &Checkpoint,
+    pipeline: &Pipeline,
+    settings: &SettingsDigest,
+    changes: Changes,
+) -> Fit {
+    let recorded = &checkpoint.settings;
+    let run = &checkpoint.run_id;
+    if *recorded == checkpoint_settings(pipeline, settings, changes) {
+        return Fit::Resume { changes };
+    }
+    let all = checkpoint_settings(pipeline, settings, Changes::SendAll);
+    match changes {
+        Changes::LeaveOut if *recorded == all => Fit::Resume {
+            changes: Changes::SendAll,
+        },
+        Changes::SendAll if recorded == settings => Fit::StartOver(format!(
+            "run {run} stopped sending only what changed, and `--full` sends every record"
+        )),
+        _ if recorded.is_unknown() => Fit::StartOver(format!(
+            "run {run} stopped by an older tapline that did not record the pipeline's settings, so its checkpoint does not apply"
+        )),
+        _ => Fit::StartOver(format!(
+            "run {run} stopped under other settings (target, operation, output mapping, custom list, source format, or the query and its database), so its checkpoint does not apply"
+        )),
+    }
+}
+
+/// Decides between resuming `checkpoint`, starting fresh, and sending nothing; takes the
+/// checkpoint.
 fn plan(
     store: &mut dyn StateStore,
-    (pipeline, source): (&Pipeline, &Path),
+    (pipeline, source, checkpoint): (&Pipeline, &Path, Option<Checkpoint>),
     request: &Request,
     (destination, settings): (&str, &SettingsDigest),
     run_id: &str,
 ) -> Result<Plan, StateError> {
-    let mut plan = Plan::default();
+    let mut plan = Plan {
+        changes: request.changes,
+        ..Plan::default()
+    };
     // An unreadable source is the engine's to report; without a fingerprint nothing is kept.
     let Ok(fingerprint) = Fingerprint::of(source) else {
         return Ok(plan);
     };
     let key = checkpoint_key(pipeline);
-    let checkpoint = store.checkpoint(&key, destination)?;
     let resumable = match checkpoint {
-        Some(_) if request.resume == Resume::Fresh => None,
         Some(checkpoint) if !checkpoint.fingerprint.same_content(&fingerprint) => {
             plan.warnings.push(format!(
                 "the source changed since run {} stopped ({}), so this run starts from the first row",
@@ -634,19 +731,23 @@ fn plan(
             ));
             None
         }
-        Some(checkpoint) if checkpoint.settings != *settings => {
-            let why = if checkpoint.settings.is_unknown() {
-                "by an older tapline that did not record the pipeline's settings"
-            } else {
-                "under other settings (target, operation, output mapping, custom list or source format)"
-            };
-            plan.warnings.push(format!(
-                "run {} stopped {why}, so its checkpoint does not apply and this run starts from the first row",
-                checkpoint.run_id
-            ));
-            None
-        }
-        Some(checkpoint) => Some(checkpoint),
+        Some(checkpoint) => match fit(&checkpoint, pipeline, settings, request.changes) {
+            Fit::Resume { changes } => {
+                if changes != request.changes {
+                    plan.warnings.push(format!(
+                        "run {} was started with `--full`, so this run goes on from its checkpoint sending every record, as that run did",
+                        checkpoint.run_id
+                    ));
+                }
+                plan.changes = changes;
+                Some(checkpoint)
+            }
+            Fit::StartOver(why) => {
+                plan.warnings
+                    .push(format!("{why}, so this run starts from the first row"));
+                None
+            }
+        },
         None => None,
     };
     if resumable.is_none()
@@ -669,7 +770,10 @@ fn plan(
         &key,
         destination,
         run_id,
-        (&fingerprint, settings),
+        (
+            &fingerprint,
+            &checkpoint_settings(pipeline, settings, plan.changes),
+        ),
         &settled,
     )?;
     plan.fingerprint = Some(fingerprint);
@@ -804,6 +908,8 @@ struct Checkpointer<'a> {
     run_id: &'a str,
     /// What the checkpoint is kept under ([`checkpoint_key`]).
     key: &'a str,
+    /// The pipeline's name, which its record fingerprints are kept under.
+    pipeline: &'a str,
     destination: &'a str,
     /// Off when the source has no fingerprint.
     recording: bool,
@@ -841,7 +947,10 @@ impl Checkpointer<'_> {
                 self.key,
                 self.destination,
                 settled.ranges(),
-                &self.fingerprints,
+                Accepted {
+                    pipeline: self.pipeline,
+                    fingerprints: &self.fingerprints,
+                },
                 (self.run_id, counts),
             )?;
         }

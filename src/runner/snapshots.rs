@@ -8,17 +8,22 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Pipeline;
 use crate::config::model::{Compression, FileSource, QuerySource, SourceFormat};
 use crate::engine::{RunSummary, StopReason};
+use crate::file_stem;
 use crate::source::query::QueryError;
 use crate::source::snapshot::SnapshotMeta;
 use crate::state::{StateError, StateStore};
 
 use super::Changes;
 
-/// Where a pipeline's query snapshot is kept between a run and the run that resumes it.
-pub(super) fn snapshot_path(work_dir: &Path, pipeline: &Pipeline) -> PathBuf {
-    work_dir
-        .join("snapshots")
-        .join(format!("{}.snapshot", pipeline.name))
+/// Where a pipeline's query snapshot is kept between a run and the run that resumes it:
+/// named after what its checkpoint is kept under (the key and the destination), so two
+/// pipelines of one name sending to two accounts never read each other's rows.
+pub(super) fn snapshot_path(work_dir: &Path, (key, destination): (&str, &str)) -> PathBuf {
+    work_dir.join("snapshots").join(format!(
+        "{}-{:016x}.snapshot",
+        file_stem::of(key),
+        file_stem::hash(&[key, destination])
+    ))
 }
 
 /// The engine's source for a query's snapshot at `path`.

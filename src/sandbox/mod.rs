@@ -1044,18 +1044,20 @@ fn accept_deletions(shared: &Shared, payload: &Value) -> Result<Value, Refusal> 
     Ok(json!({"status": "success"}))
 }
 
-/// Judges records one by one; the answer has CleverTap's `processed` / `unprocessed` shape.
-/// (CleverTap does not document these APIs' per-record errors; the sandbox answers 400 codes.)
+/// Judges records one by one; the answer has CleverTap's `processed` / `unprocessed` shape
+/// for the APIs other than `/1/upload`: each entry echoes its record and, unlike
+/// `/1/upload`'s, says no record number (docs/clevertap-api.md, second audit, 2). (CleverTap
+/// does not document these APIs' per-record codes; the sandbox answers 400.)
 fn judge_each(records: &[Value], mut judge: impl FnMut(&Value) -> Result<(), String>) -> Value {
     let mut processed = 0;
     let mut unprocessed = Vec::new();
-    for (index, record) in records.iter().enumerate() {
+    for record in records {
         match judge(record) {
             Ok(()) => processed += 1,
             Err(message) => unprocessed.push(json!({
                 "status": "fail",
                 "code": 400,
-                "error": format!("{message}. Skipped record number : {}", index + 1),
+                "error": message,
                 "record": record,
             })),
         }

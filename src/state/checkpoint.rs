@@ -8,8 +8,7 @@ use std::time::Instant;
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Fingerprint, SettingsDigest, SqliteStore, StateError, now_ms};
-use crate::changes::RecordFingerprint;
+use super::{Accepted, Fingerprint, SettingsDigest, SqliteStore, StateError, now_ms};
 use crate::outcome::{Counts, SettledLines};
 
 /// An unfinished run's progress over one source file.
@@ -99,6 +98,12 @@ impl SqliteStore {
                 "DELETE FROM settled_lines WHERE pipeline = ?1 AND destination = ?2",
                 params![pipeline, destination],
             )?;
+            // A run that starts sending makes the last delivery no longer what CleverTap
+            // holds: whatever it sends, a later run of the delivered content sends again.
+            transaction.execute(
+                "DELETE FROM deliveries WHERE pipeline = ?1 AND destination = ?2",
+                params![pipeline, destination],
+            )?;
             transaction.execute(
                 "INSERT OR REPLACE INTO checkpoints
                  (pipeline, destination, run_id, size, modified_ns, sha256, settings)
@@ -126,14 +131,14 @@ impl SqliteStore {
         &mut self,
         scope: (&str, &str),
         ranges: &[(u64, u64)],
-        fingerprints: &[RecordFingerprint],
+        accepted: Accepted<'_>,
         progress: (&str, &Counts),
     ) -> Result<(), StateError> {
         let sync = self.checkpoint_synced.elapsed() >= super::CHECKPOINT_SYNC_INTERVAL;
         let settled = Settlement {
             scope,
             ranges,
-            fingerprints,
+            accepted,
         };
         let result = if sync {
             write_settled(&mut self.connection, &settled, progress)
@@ -171,6 +176,11 @@ impl SqliteStore {
         let result = (|| {
             let transaction = self.connection.transaction()?;
             delete_checkpoint(&transaction, pipeline, destination)?;
+            // Only the last delivery says what CleverTap holds.
+            transaction.execute(
+                "DELETE FROM deliveries WHERE pipeline = ?1 AND destination = ?2",
+                params![pipeline, destination],
+            )?;
             transaction.execute(
                 "INSERT OR REPLACE INTO deliveries
                  (pipeline, destination, sha256, size, run_id, delivered_at, settings)
@@ -190,35 +200,61 @@ impl SqliteStore {
         result.map_err(|error| self.error(error))
     }
 
-    /// Which run delivered this content in full before with the same settings, if one did.
-    /// A delivery recorded before settings were (an older tapline) counts whatever the
-    /// settings, so an upgrade does not send every delivered file again.
+    /// Which run delivered this content in full with the same settings, if the last
+    /// delivery of `pipeline` to `destination` was this content: an earlier delivery of it
+    /// does not count once other content was sent since (gold, silver, gold: the third run
+    /// sends gold again). A delivery recorded before settings were (an older tapline) counts
+    /// whatever the settings, so an upgrade does not send every delivered file again.
     pub fn delivered(
         &self,
         pipeline: &str,
         destination: &str,
         (fingerprint, settings): (&Fingerprint, &SettingsDigest),
     ) -> Result<Option<Delivered>, StateError> {
-        self.connection
+        let last = self
+            .connection
             .query_row(
-                "SELECT run_id FROM deliveries
-                 WHERE pipeline = ?1 AND destination = ?2 AND sha256 = ?3 AND size = ?4
-                   AND settings IN (?5, '')",
-                params![
-                    pipeline,
-                    destination,
-                    fingerprint.sha256,
-                    fingerprint.size as i64,
-                    settings.0
-                ],
+                // Stores written before only the last delivery was kept may hold several.
+                "SELECT run_id, sha256, size, settings FROM deliveries
+                 WHERE pipeline = ?1 AND destination = ?2
+                 ORDER BY delivered_at DESC, rowid DESC LIMIT 1",
+                params![pipeline, destination],
                 |row| {
-                    Ok(Delivered {
+                    Ok(LastDelivery {
                         run_id: row.get(0)?,
+                        sha256: row.get(1)?,
+                        size: row.get::<_, i64>(2)? as u64,
+                        settings: SettingsDigest(row.get(3)?),
                     })
                 },
             )
             .optional()
-            .map_err(|error| self.error(error))
+            .map_err(|error| self.error(error))?;
+        Ok(last.and_then(|last| last.of(fingerprint, settings)))
+    }
+}
+
+/// The last delivery of a pipeline to a destination, as the stores read it.
+pub(super) struct LastDelivery {
+    pub(super) run_id: String,
+    pub(super) sha256: String,
+    pub(super) size: u64,
+    pub(super) settings: SettingsDigest,
+}
+
+impl LastDelivery {
+    /// The delivery, if it was of this content with these settings (or settings unknown).
+    pub(super) fn of(
+        self,
+        fingerprint: &Fingerprint,
+        settings: &SettingsDigest,
+    ) -> Option<Delivered> {
+        (self.sha256 == fingerprint.sha256
+            && self.size == fingerprint.size
+            && (self.settings == *settings || self.settings.is_unknown()))
+        .then_some(Delivered {
+            run_id: self.run_id,
+        })
     }
 }
 
@@ -228,7 +264,7 @@ impl SqliteStore {
 struct Settlement<'a> {
     scope: (&'a str, &'a str),
     ranges: &'a [(u64, u64)],
-    fingerprints: &'a [RecordFingerprint],
+    accepted: Accepted<'a>,
 }
 
 /// One transaction: a crash never keeps a fingerprint of a record whose line is not
@@ -250,7 +286,11 @@ fn write_settled(
         return Ok(false);
     }
     insert_ranges(&transaction, pipeline, destination, settled.ranges)?;
-    super::records::insert(&transaction, settled.scope, settled.fingerprints)?;
+    super::records::insert(
+        &transaction,
+        (settled.accepted.pipeline, destination),
+        settled.accepted.fingerprints,
+    )?;
     transaction
         .prepare_cached(
             "UPDATE runs SET read = ?2, accepted = ?3, skipped = ?4, rejected = ?5, failed = ?6,

@@ -230,20 +230,30 @@ impl SqliteStore {
             .map_err(|error| self.error(error))
     }
 
-    /// Deletes runs that started more than `days` days ago; returns their rejects files so
-    /// the caller can delete them too.
+    /// Deletes runs that started more than `days` days ago, none still running; returns
+    /// their rejects files that no run left in the history names, for the caller to delete.
     pub fn prune(&self, days: u32) -> Result<Vec<PathBuf>, StateError> {
         let cutoff = now_ms() - i64::from(days) * 86_400_000;
         let result = (|| {
-            let mut statement = self.connection.prepare(
-                "DELETE FROM runs WHERE started_at < ?1 AND status != 'running'
-                 RETURNING rejects_file",
-            )?;
-            statement
+            let transaction = self.connection.unchecked_transaction()?;
+            let pruned = transaction
+                .prepare(
+                    "DELETE FROM runs WHERE started_at < ?1 AND status != 'running'
+                     RETURNING rejects_file",
+                )?
                 .query_map(params![cutoff], |row| row.get::<_, Option<String>>(0))?
                 .filter_map(Result::transpose)
-                .map(|path| path.map(PathBuf::from))
-                .collect::<rusqlite::Result<Vec<_>>>()
+                .collect::<rusqlite::Result<std::collections::BTreeSet<String>>>()?;
+            let mut named = transaction.prepare("SELECT 1 FROM runs WHERE rejects_file = ?1")?;
+            let mut files = Vec::new();
+            for file in pruned {
+                if !named.exists(params![file])? {
+                    files.push(PathBuf::from(file));
+                }
+            }
+            drop(named);
+            transaction.commit()?;
+            Ok(files)
         })();
         result.map_err(|error| self.error(error))
     }

@@ -47,7 +47,7 @@ impl PipelineLock {
             path: folder.to_path_buf(),
             source,
         })?;
-        let path = folder.join(format!("{pipeline}.lock"));
+        let path = folder.join(format!("{}.lock", crate::file_stem::of(pipeline)));
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)

@@ -227,7 +227,16 @@ const MIGRATIONS: &[&str] = &[
     // the history of several daemons shows each fire and who took it.
     "ALTER TABLE runs ADD COLUMN scheduled_for INTEGER;
     ALTER TABLE runs ADD COLUMN runner TEXT;",
+    // 8: an event's fingerprint is forgotten `changes.event_days` after the run that sent
+    // it, no longer after its `ts` (a backfill of old events went twice). The ones kept
+    // before are kept as if sent now, for the default 90 days.
+    EVENT_EXPIRY_FROM_NOW_SQLITE,
 ];
+
+/// Migration 8 of the embedded store (see [`MIGRATIONS`]).
+const EVENT_EXPIRY_FROM_NOW_SQLITE: &str = "UPDATE record_fingerprints
+    SET expires_at = max(expires_at, CAST(strftime('%s', 'now') AS INTEGER) + 90 * 86400)
+    WHERE expires_at IS NOT NULL;";
 
 /// How often the checkpoint written after every batch is also synced to disk. Every
 /// checkpoint survives the process being killed (the write is in the operating system's
@@ -276,6 +285,18 @@ impl Location {
     }
 }
 
+/// The fingerprints of records CleverTap accepted (`send: changes`), under the pipeline they
+/// belong to: its name, at the checkpoint's destination. (A `file_arrival` pipeline keeps a
+/// checkpoint per arriving file, but one set of fingerprints: an event in two files is one
+/// event.)
+#[derive(Debug, Clone, Copy)]
+pub struct Accepted<'a> {
+    /// The pipeline's name.
+    pub pipeline: &'a str,
+    /// The fingerprints.
+    pub fingerprints: &'a [RecordFingerprint],
+}
+
 /// What tapline keeps between runs, wherever it is kept: the run history, checkpoints and
 /// delivered files, the daemon's fires and arrivals, and the lock that keeps two processes
 /// from running one pipeline at once. Each method is one short transaction. The runner, the
@@ -319,7 +340,7 @@ pub trait StateStore: Send {
         pipeline: &str,
         destination: &str,
         ranges: &[(u64, u64)],
-        fingerprints: &[RecordFingerprint],
+        accepted: Accepted<'_>,
         progress: (&str, &Counts),
     ) -> Result<(), StateError>;
     /// The fingerprints CleverTap accepted from `pipeline` at `destination`, to be read
@@ -435,16 +456,10 @@ impl StateStore for SqliteStore {
         pipeline: &str,
         destination: &str,
         ranges: &[(u64, u64)],
-        fingerprints: &[RecordFingerprint],
+        accepted: Accepted<'_>,
         progress: (&str, &Counts),
     ) -> Result<(), StateError> {
-        SqliteStore::settle_lines(
-            self,
-            (pipeline, destination),
-            ranges,
-            fingerprints,
-            progress,
-        )
+        SqliteStore::settle_lines(self, (pipeline, destination), ranges, accepted, progress)
     }
     fn known_fingerprints(
         &self,

@@ -341,22 +341,23 @@ impl SqliteStore {
         result.map_err(|error| self.error(error))
     }
 
-    /// Drops every fingerprint of `pipeline` (at every destination); returns how many.
+    /// Drops every fingerprint of `pipeline` (at every destination, and the scopes of single
+    /// arrived files that an older tapline kept, `pipeline/file`); returns how many.
     pub fn forget_fingerprints(&mut self, pipeline: &str) -> Result<u64, StateError> {
+        const SCOPES: &str = "SELECT scope FROM fingerprint_scopes
+            WHERE pipeline = ?1 OR substr(pipeline, 1, length(?1) + 1) = ?1 || '/'";
         let result = (|| {
             let transaction = self.connection.transaction()?;
             let forgotten = transaction.execute(
-                "DELETE FROM record_fingerprints WHERE scope IN
-                 (SELECT scope FROM fingerprint_scopes WHERE pipeline = ?1)",
+                &format!("DELETE FROM record_fingerprints WHERE scope IN ({SCOPES})"),
                 params![pipeline],
             )?;
             transaction.execute(
-                "DELETE FROM fingerprint_journal WHERE scope IN
-                 (SELECT scope FROM fingerprint_scopes WHERE pipeline = ?1)",
+                &format!("DELETE FROM fingerprint_journal WHERE scope IN ({SCOPES})"),
                 params![pipeline],
             )?;
             transaction.execute(
-                "DELETE FROM fingerprint_scopes WHERE pipeline = ?1",
+                &format!("DELETE FROM fingerprint_scopes WHERE scope IN ({SCOPES})"),
                 params![pipeline],
             )?;
             transaction.commit()?;

@@ -145,6 +145,14 @@ fn on_each_store(test: impl Fn(&mut Backend)) {
     }
 }
 
+/// No fingerprints accepted.
+fn none() -> Accepted<'static> {
+    Accepted {
+        pipeline: "",
+        fingerprints: &[],
+    }
+}
+
 fn fingerprint(sha256: &str) -> Fingerprint {
     Fingerprint {
         size: 10,
@@ -181,12 +189,21 @@ fn a_checkpoint_keeps_its_lines_until_the_file_is_delivered() {
                 "vip",
                 "acct@url",
                 &[(2, 1001)],
-                &[accepted],
+                Accepted {
+                    pipeline: "vip",
+                    fingerprints: &[accepted],
+                },
                 ("run-1", &counts),
             )
             .unwrap();
         store
-            .settle_lines("vip", "acct@url", &[(1003, 1003)], &[], ("run-1", &counts))
+            .settle_lines(
+                "vip",
+                "acct@url",
+                &[(1003, 1003)],
+                none(),
+                ("run-1", &counts),
+            )
             .unwrap();
         // The fingerprint came with its lines, into the journal; merged, lookups see it. It
         // is the destination's and the pipeline's.
@@ -253,7 +270,13 @@ fn a_checkpoint_keeps_its_lines_until_the_file_is_delivered() {
         // The run whose checkpoint was taken over writes nothing more.
         let refused = backend
             .store
-            .settle_lines("vip", "acct@url", &[(1004, 1004)], &[], ("run-1", &counts))
+            .settle_lines(
+                "vip",
+                "acct@url",
+                &[(1004, 1004)],
+                none(),
+                ("run-1", &counts),
+            )
             .unwrap_err();
         assert!(
             matches!(refused, StateError::TakenOver { .. }),
@@ -331,7 +354,10 @@ fn a_later_fingerprint_of_a_key_wins_and_a_large_journal_merges_in_order() {
                     "big",
                     "acct@url",
                     &[(round, round)],
-                    &fingerprints,
+                    Accepted {
+                        pipeline: "big",
+                        fingerprints: &fingerprints,
+                    },
                     ("run-1", &counts),
                 )
                 .unwrap();
@@ -559,7 +585,7 @@ mod shared {
         for thread in opened {
             thread.join().unwrap().unwrap();
         }
-        schema.execute("DO $$ BEGIN IF (SELECT count(*) FROM tapline_schema) <> 1 OR (SELECT version FROM tapline_schema) <> 1 THEN RAISE 'migrated more than once'; END IF; END $$");
+        schema.execute(&format!("DO $$ BEGIN IF (SELECT count(*) FROM tapline_schema) <> 1 OR (SELECT version FROM tapline_schema) <> {} THEN RAISE 'migrated more than once'; END IF; END $$", super::super::postgres::MIGRATION_COUNT));
         // A newer schema is refused.
         schema.execute("UPDATE tapline_schema SET version = 99");
         let refused = open(&location).err().expect("refused");

@@ -96,32 +96,29 @@ async fn upsert_sorted(
     Ok(())
 }
 
-/// Drops every fingerprint of `pipeline`, at every destination; returns how many.
+/// Drops every fingerprint of `pipeline`, at every destination (and the scopes of single
+/// arrived files that an older tapline kept, `pipeline/file`); returns how many.
 pub(super) async fn forget(
     client: &mut Client,
     pipeline: &str,
 ) -> Result<u64, tokio_postgres::Error> {
+    const SCOPES: &str = "SELECT scope FROM fingerprint_scopes
+        WHERE pipeline = $1 OR starts_with(pipeline, $1 || '/')";
     let transaction = client.transaction().await?;
     let forgotten = transaction
         .execute(
-            "DELETE FROM record_fingerprints WHERE scope IN
-             (SELECT scope FROM fingerprint_scopes WHERE pipeline = $1)",
+            &format!("DELETE FROM record_fingerprints WHERE scope IN ({SCOPES})"),
             &[&pipeline],
         )
         .await?;
-    transaction
-        .execute(
-            "DELETE FROM fingerprint_journal WHERE scope IN
-             (SELECT scope FROM fingerprint_scopes WHERE pipeline = $1)",
-            &[&pipeline],
-        )
-        .await?;
-    transaction
-        .execute(
-            "DELETE FROM fingerprint_scopes WHERE pipeline = $1",
-            &[&pipeline],
-        )
-        .await?;
+    for table in ["fingerprint_journal", "fingerprint_scopes"] {
+        transaction
+            .execute(
+                &format!("DELETE FROM {table} WHERE scope IN ({SCOPES})"),
+                &[&pipeline],
+            )
+            .await?;
+    }
     transaction.commit().await?;
     Ok(forgotten)
 }

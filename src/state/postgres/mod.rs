@@ -29,11 +29,12 @@ use tokio_util::sync::CancellationToken;
 use coordinator::Coordinator;
 pub(super) use coordinator::Lease;
 
+use super::checkpoint::LastDelivery;
 use super::{
-    Checkpoint, Delivered, Fingerprint, LockWait, PipelineLock, RunEntry, RunFinish, RunStart,
-    SettingsDigest, SharedSettings, StateError, StateStore, now_ms,
+    Accepted, Checkpoint, Delivered, Fingerprint, LockWait, PipelineLock, RunEntry, RunFinish,
+    RunStart, SettingsDigest, SharedSettings, StateError, StateStore, now_ms,
 };
-use crate::changes::{KnownFingerprints, RecordFingerprint};
+use crate::changes::KnownFingerprints;
 use crate::engine::SharedSlots;
 use crate::outcome::{Counts, SettledLines};
 use crate::pg;
@@ -45,7 +46,8 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 /// Migrations, in order: the schema version (in `tapline_schema`) is the number applied.
 /// The tables are those of the embedded store (see `state::MIGRATIONS` for what each holds),
 /// with leases and request slots.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE runs (
         run_id        text PRIMARY KEY,
         pipeline      text NOT NULL,
@@ -155,7 +157,15 @@ const MIGRATIONS: &[&str] = &["
         expires_at    timestamptz,
         PRIMARY KEY (account, api, slot)
     );
-"];
+",
+    "
+    -- An event's fingerprint is forgotten `changes.event_days` after the run that sent it, no
+    -- longer after its `ts`: the ones kept before are kept as if sent now, for 90 days.
+    UPDATE record_fingerprints
+    SET expires_at = greatest(expires_at, extract(epoch FROM now())::int8 + 90 * 86400)
+    WHERE expires_at IS NOT NULL;
+",
+];
 
 /// A checkpoint write, as one statement (one transaction, two round trips): the lines, the
 /// fingerprints of the records CleverTap accepted among them, the run's counts. It writes
@@ -172,7 +182,7 @@ const SETTLE_LINES: &str = "
         WHERE EXISTS (SELECT 1 FROM owned)
     ), scope AS (
         INSERT INTO fingerprint_scopes (scope, pipeline, destination)
-        SELECT $6, $1, $2 WHERE $7::bytea IS NOT NULL AND EXISTS (SELECT 1 FROM owned)
+        SELECT $6, $9, $2 WHERE $7::bytea IS NOT NULL AND EXISTS (SELECT 1 FROM owned)
         ON CONFLICT DO NOTHING
     ), journal AS (
         INSERT INTO fingerprint_journal (scope, entries)
@@ -184,6 +194,10 @@ const SETTLE_LINES: &str = "
         WHERE run_id = $3 AND EXISTS (SELECT 1 FROM owned)
     )
     SELECT count(*) FROM owned";
+
+/// How many migrations there are: the schema version this tapline writes.
+#[cfg(test)]
+pub(super) const MIGRATION_COUNT: usize = MIGRATIONS.len();
 
 /// The advisory lock that makes processes starting at once migrate one after the other.
 const MIGRATION_LOCK: i64 = 0x7461_706c_696e_6531;
@@ -453,12 +467,16 @@ impl StateStore for PgStore {
     ) -> Result<(), StateError> {
         self.with_client(async |client| {
             let transaction = client.transaction().await?;
-            transaction
-                .execute(
-                    "DELETE FROM settled_lines WHERE pipeline = $1 AND destination = $2",
-                    &[&pipeline, &destination],
-                )
-                .await?;
+            // A run that starts sending makes the last delivery no longer what CleverTap
+            // holds (see `SqliteStore::begin_checkpoint`).
+            for table in ["settled_lines", "deliveries"] {
+                transaction
+                    .execute(
+                        &format!("DELETE FROM {table} WHERE pipeline = $1 AND destination = $2"),
+                        &[&pipeline, &destination],
+                    )
+                    .await?;
+            }
             transaction
                 .execute(
                     "INSERT INTO checkpoints
@@ -489,16 +507,16 @@ impl StateStore for PgStore {
         pipeline: &str,
         destination: &str,
         ranges: &[(u64, u64)],
-        fingerprints: &[RecordFingerprint],
+        accepted: Accepted<'_>,
         (run_id, counts): (&str, &Counts),
     ) -> Result<(), StateError> {
         let (first, last): (Vec<i64>, Vec<i64>) = ranges
             .iter()
             .map(|&(first, last)| (first as i64, last as i64))
             .unzip();
-        let scope = super::records::scope(pipeline, destination);
-        let journal = (!fingerprints.is_empty())
-            .then(|| super::records::JournalEntry::pack(scope, fingerprints));
+        let scope = super::records::scope(accepted.pipeline, destination);
+        let journal = (!accepted.fingerprints.is_empty())
+            .then(|| super::records::JournalEntry::pack(scope, accepted.fingerprints));
         let counts = [
             counts.read,
             counts.accepted,
@@ -521,6 +539,7 @@ impl StateStore for PgStore {
                         &scope,
                         &journal,
                         &counts.as_slice(),
+                        &accepted.pipeline,
                     ],
                 )
                 .await?
@@ -614,7 +633,8 @@ impl StateStore for PgStore {
     ) -> Result<(), StateError> {
         self.with_client(async |client| {
             let transaction = client.transaction().await?;
-            for table in ["settled_lines", "checkpoints"] {
+            // Only the last delivery says what CleverTap holds.
+            for table in ["settled_lines", "checkpoints", "deliveries"] {
                 transaction
                     .execute(
                         &format!("DELETE FROM {table} WHERE pipeline = $1 AND destination = $2"),
@@ -651,23 +671,23 @@ impl StateStore for PgStore {
         destination: &str,
         (fingerprint, settings): (&Fingerprint, &SettingsDigest),
     ) -> Result<Option<Delivered>, StateError> {
-        self.with_client(async |client| {
+        let last = self.with_client(async |client| {
             Ok(client
                 .query_opt(
-                    "SELECT run_id FROM deliveries
-                     WHERE pipeline = $1 AND destination = $2 AND sha256 = $3 AND size = $4
-                       AND (settings = $5 OR settings = '')",
-                    &[
-                        &pipeline,
-                        &destination,
-                        &fingerprint.sha256,
-                        &(fingerprint.size as i64),
-                        &settings.0,
-                    ],
+                    "SELECT run_id, sha256, size, settings FROM deliveries
+                     WHERE pipeline = $1 AND destination = $2
+                     ORDER BY delivered_at DESC LIMIT 1",
+                    &[&pipeline, &destination],
                 )
                 .await?
-                .map(|row| Delivered { run_id: row.get(0) }))
-        })
+                .map(|row| LastDelivery {
+                    run_id: row.get(0),
+                    sha256: row.get(1),
+                    size: row.get::<_, i64>(2) as u64,
+                    settings: SettingsDigest(row.get(3)),
+                }))
+        })?;
+        Ok(last.and_then(|last| last.of(fingerprint, settings)))
     }
 
     fn start_run(&self, run: &RunStart<'_>) -> Result<(), StateError> {

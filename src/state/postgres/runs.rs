@@ -145,21 +145,33 @@ pub(super) async fn one(
         .map(entry))
 }
 
-/// Deletes runs older than `days` (none still running); returns their rejects files.
+/// Deletes runs that started more than `days` days ago by the database's clock (a process
+/// whose own clock is off prunes nothing it should not), none still running; returns their
+/// rejects files that no run left in the history names.
 pub(super) async fn prune(
     client: &Client,
     days: u32,
 ) -> Result<Vec<PathBuf>, tokio_postgres::Error> {
-    let cutoff = now_ms() - i64::from(days) * 86_400_000;
+    // The statement sees the table as it was before its DELETE: the runs kept are those
+    // that do not meet the DELETE's condition.
     Ok(client
         .query(
-            "DELETE FROM runs WHERE started_at < $1 AND status != 'running'
-             RETURNING rejects_file",
-            &[&cutoff],
+            "WITH cutoff AS (
+                SELECT (extract(epoch FROM now()) * 1000)::int8 - $1::int8 * 86400000 AS ms
+            ), pruned AS (
+                DELETE FROM runs WHERE started_at < (SELECT ms FROM cutoff)
+                    AND status != 'running'
+                RETURNING rejects_file
+            )
+            SELECT DISTINCT pruned.rejects_file FROM pruned
+            WHERE pruned.rejects_file IS NOT NULL AND NOT EXISTS (
+                SELECT 1 FROM runs kept WHERE kept.rejects_file = pruned.rejects_file
+                    AND (kept.started_at >= (SELECT ms FROM cutoff) OR kept.status = 'running')
+            )",
+            &[&i64::from(days)],
         )
         .await?
         .iter()
-        .filter_map(|row| row.get::<_, Option<String>>(0))
-        .map(PathBuf::from)
+        .map(|row| PathBuf::from(row.get::<_, String>(0)))
         .collect())
 }
