@@ -190,3 +190,122 @@ fn record_key(record: &serde_json::Value) -> Option<(&'static str, String)> {
         .chain(&["value", "guid"])
         .find_map(|field| Some((*field, text(record.get(*field)?)?)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    /// A batch of these records, at lines 10, 11, ...
+    fn batch(records: &[Value]) -> Batch {
+        let mut body = b"{\"d\":[".to_vec();
+        let mut spans = Vec::new();
+        for (index, record) in records.iter().enumerate() {
+            if index > 0 {
+                body.push(b',');
+            }
+            let start = body.len();
+            body.extend_from_slice(record.to_string().as_bytes());
+            spans.push(start..body.len());
+        }
+        body.extend_from_slice(b"]}");
+        Batch {
+            index: 0,
+            lines: (10..10 + records.len() as u64).collect(),
+            body: body.into(),
+            spans,
+            key: None,
+            fingerprints: Vec::new(),
+        }
+    }
+
+    fn answer(text: Value) -> UploadResponse {
+        serde_json::from_value(text).unwrap()
+    }
+
+    /// (line, outcome) of each record not accepted, and how many were accepted.
+    fn outcomes(report: &BatchReport) -> (usize, Vec<(u64, Outcome)>) {
+        let settled = report.settled.iter().map(|s| (s.line, s.outcome)).collect();
+        (report.accepted, settled)
+    }
+
+    #[test]
+    fn each_answer_settles_every_record_once() {
+        let subscriptions = [
+            json!({"type": "email", "value": "a@x.co", "status": "Unsubscribe"}),
+            json!({"type": "email", "value": "b@x.co", "status": "Unsubscribe"}),
+            json!({"type": "email", "value": "c@x.co", "status": "Unsubscribe"}),
+        ];
+        let entry = |record: &Value| json!({"status": "fail", "code": 400, "error": "no", "record": record});
+        let cases = [
+            (
+                "a numbered entry (/1/upload)",
+                json!({"status": "partial", "processed": 2, "unprocessed": [
+                    {"status": "fail", "code": 515, "error": "bad. Skipped record number : 2"}]}),
+                (2, vec![(11, Outcome::Rejected)]),
+            ),
+            (
+                "an echoed record without a number",
+                json!({"status": "partial", "processed": 2, "unprocessed": [entry(&subscriptions[1])]}),
+                (2, vec![(11, Outcome::Rejected)]),
+            ),
+            (
+                "an echoed record sent as a JSON string",
+                json!({"status": "partial", "processed": 2, "unprocessed": [
+                    {"status": "fail", "error": "no", "record": subscriptions[2].to_string()}]}),
+                (2, vec![(12, Outcome::Rejected)]),
+            ),
+            (
+                "the echoed record's address, its status changed",
+                json!({"status": "partial", "processed": 2, "unprocessed": [
+                    entry(&json!({"type": "email", "value": "a@x.co"}))]}),
+                (2, vec![(10, Outcome::Rejected)]),
+            ),
+            (
+                "an entry that names no record: none of the rest is accepted",
+                json!({"status": "partial", "processed": 2, "unprocessed": [
+                    entry(&json!({"type": "email", "value": "z@x.co", "status": "Unsubscribe"}))]}),
+                (
+                    0,
+                    vec![
+                        (10, Outcome::Failed),
+                        (11, Outcome::Failed),
+                        (12, Outcome::Failed),
+                    ],
+                ),
+            ),
+            (
+                "`processed` that does not add up",
+                json!({"status": "partial", "processed": 1, "unprocessed": [entry(&subscriptions[0])]}),
+                (
+                    0,
+                    vec![
+                        (10, Outcome::Rejected),
+                        (11, Outcome::Failed),
+                        (12, Outcome::Failed),
+                    ],
+                ),
+            ),
+            (
+                "no `processed`: the entries alone",
+                json!({"status": "success", "unprocessed": []}),
+                (3, vec![]),
+            ),
+        ];
+        let batch = batch(&subscriptions);
+        for (case, text, expected) in cases {
+            let report = answered_batch(&batch, &answer(text), 1);
+            assert_eq!(outcomes(&report), expected, "{case}");
+            let unmatched = report
+                .settled
+                .iter()
+                .filter(|s| s.outcome == Outcome::Failed)
+                .all(|s| {
+                    s.code == Code::UnmatchedAnswer
+                        && s.reason.contains("could not be matched")
+                        && s.carried != Carried::record(None)
+                });
+            assert!(unmatched, "{case}: {:?}", report.settled);
+        }
+    }
+}

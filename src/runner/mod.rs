@@ -722,16 +722,17 @@ fn plan(
         return Ok(plan);
     };
     let key = checkpoint_key(pipeline);
+    // The settings first: an edited query also reads other rows, and the edit is the cause.
     let resumable = match checkpoint {
-        Some(checkpoint) if !checkpoint.fingerprint.same_content(&fingerprint) => {
-            plan.warnings.push(format!(
-                "the source changed since run {} stopped ({}), so this run starts from the first row",
-                checkpoint.run_id,
-                fingerprint.difference(&checkpoint.fingerprint)
-            ));
-            None
-        }
         Some(checkpoint) => match fit(&checkpoint, pipeline, settings, request.changes) {
+            Fit::Resume { .. } if !checkpoint.fingerprint.same_content(&fingerprint) => {
+                plan.warnings.push(format!(
+                    "the source changed since run {} stopped ({}), so this run starts from the first row",
+                    checkpoint.run_id,
+                    fingerprint.difference(&checkpoint.fingerprint)
+                ));
+                None
+            }
             Fit::Resume { changes } => {
                 if changes != request.changes {
                     plan.warnings.push(format!(

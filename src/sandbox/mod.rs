@@ -98,6 +98,10 @@ pub struct SandboxConfig {
     /// answer `slow_response` late: a client that timed out tries again and meets the
     /// segment its first attempt made.
     pub slow_registrations: u64,
+    /// Subscription and disassociation values (an email or a phone number) the account
+    /// refuses, each with a per-record error in the answer, echoing the record without a
+    /// record number as those APIs do: what a test needs to see such answers matched.
+    pub refused_values: Vec<String>,
 }
 
 impl Default for SandboxConfig {
@@ -122,6 +126,7 @@ impl Default for SandboxConfig {
             event_properties: rules::DEFAULT_EVENT_PROPERTIES,
             url_not_generated: 0,
             slow_registrations: 0,
+            refused_values: Vec::new(),
         }
     }
 }
@@ -945,6 +950,14 @@ fn accept_subscriptions(shared: &Shared, payload: &Value) -> Result<Value, Refus
         if !valid_value {
             return Err(format!("value `{value}` is not valid for its type"));
         }
+        if shared
+            .config
+            .refused_values
+            .iter()
+            .any(|refused| refused == value)
+        {
+            return Err(format!("value `{value}` was refused by the account"));
+        }
         if !matches!(
             record.get("status").and_then(Value::as_str),
             Some("Unsubscribe" | "Resubscribe")
@@ -965,6 +978,14 @@ fn accept_disassociations(shared: &Shared, payload: &Value) -> Result<Value, Ref
             .unwrap_or_default();
         if record.get("type").and_then(Value::as_str) != Some("phone") || !rules::is_e164(value) {
             return Err(format!("`{value}` is not an E.164 phone number"));
+        }
+        if shared
+            .config
+            .refused_values
+            .iter()
+            .any(|refused| refused == value)
+        {
+            return Err(format!("value `{value}` was refused by the account"));
         }
         shared
             .store()

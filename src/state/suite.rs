@@ -454,6 +454,155 @@ fn runs_are_listed_newest_first_and_pruned_by_age() {
         );
         assert_eq!(store.run("r1").unwrap(), None);
         assert_eq!(store.runs(None, 10).unwrap().len(), 2);
+
+        // A rejects file a run left in the history still names is kept (a replay's, say);
+        // a run still running is never pruned, however old.
+        backend.execute(
+            "UPDATE runs SET rejects_file = 'rejects/shared.jsonl';
+             UPDATE runs SET started_at = 0, status = 'succeeded' WHERE run_id = 'r2'",
+        );
+        let store = &backend.store;
+        assert_eq!(store.prune(90).unwrap(), Vec::<PathBuf>::new(), "{name}");
+        assert_eq!(store.run("r2").unwrap(), None, "{name}");
+        backend.execute("UPDATE runs SET started_at = 0, status = 'running'");
+        assert_eq!(backend.store.prune(90).unwrap(), Vec::<PathBuf>::new());
+        assert_eq!(backend.store.runs(None, 10).unwrap().len(), 1, "{name}");
+    });
+}
+
+#[test]
+fn only_the_last_delivery_counts_and_a_run_that_starts_sending_ends_it() {
+    on_each_store(|backend| {
+        let name = backend.name;
+        let store = &mut backend.store;
+        let settings = SettingsDigest::of("profiles");
+        let (gold, silver) = (fingerprint("90"), fingerprint("51"));
+        let deliver = |store: &mut Box<dyn StateStore>, file: &Fingerprint, run_id: &str| {
+            store
+                .begin_checkpoint(
+                    "vip",
+                    "acct@url",
+                    run_id,
+                    (file, &settings),
+                    &SettledLines::default(),
+                )
+                .unwrap();
+            store
+                .finish_delivery("vip", "acct@url", run_id, (file, &settings))
+                .unwrap();
+        };
+        let delivered = |store: &dyn StateStore, file: &Fingerprint| {
+            store
+                .delivered("vip", "acct@url", (file, &settings))
+                .unwrap()
+                .map(|delivered| delivered.run_id)
+        };
+        deliver(store, &gold, "run-1");
+        assert_eq!(delivered(&**store, &gold).as_deref(), Some("run-1"), "{name}");
+        deliver(store, &silver, "run-2");
+        assert_eq!(
+            delivered(&**store, &gold),
+            None,
+            "{name}: gold was not the last"
+        );
+        assert_eq!(delivered(&**store, &silver).as_deref(), Some("run-2"));
+        // A run of gold begins and stops: silver is no longer what CleverTap holds.
+        store
+            .begin_checkpoint(
+                "vip",
+                "acct@url",
+                "run-3",
+                (&gold, &settings),
+                &SettledLines::default(),
+            )
+            .unwrap();
+        assert_eq!(delivered(&**store, &silver), None, "{name}");
+        // Another destination's deliveries are its own.
+        assert_eq!(
+            store
+                .delivered("vip", "other@url", (&silver, &settings))
+                .unwrap(),
+            None
+        );
+    });
+}
+
+#[test]
+fn forgetting_a_pipeline_forgets_the_per_file_scopes_an_older_tapline_kept() {
+    on_each_store(|backend| {
+        let store = &mut backend.store;
+        let settings = SettingsDigest::of("events");
+        for (key, run_id) in [("views", "run-1"), ("views/events_1.csv", "run-2")] {
+            store
+                .begin_checkpoint(
+                    key,
+                    "acct@url",
+                    run_id,
+                    (&fingerprint("ee"), &settings),
+                    &SettledLines::default(),
+                )
+                .unwrap();
+            let prints = [RecordFingerprint {
+                key: 1,
+                content: 2,
+                expires_at: None,
+            }];
+            store
+                .settle_lines(
+                    key,
+                    "acct@url",
+                    &[(1, 1)],
+                    Accepted {
+                        pipeline: key,
+                        fingerprints: &prints,
+                    },
+                    (run_id, &Counts::default()),
+                )
+                .unwrap();
+            store.merge_fingerprints(key, "acct@url").unwrap();
+        }
+        // Not another pipeline whose name starts alike.
+        store
+            .begin_checkpoint(
+                "viewsx",
+                "acct@url",
+                "run-3",
+                (&fingerprint("ee"), &settings),
+                &SettledLines::default(),
+            )
+            .unwrap();
+        let prints = [RecordFingerprint {
+            key: 1,
+            content: 2,
+            expires_at: None,
+        }];
+        let accepted = Accepted {
+            pipeline: "viewsx",
+            fingerprints: &prints,
+        };
+        store
+            .settle_lines(
+                "viewsx",
+                "acct@url",
+                &[(1, 1)],
+                accepted,
+                ("run-3", &Counts::default()),
+            )
+            .unwrap();
+        store.merge_fingerprints("viewsx", "acct@url").unwrap();
+        assert_eq!(
+            store.forget_fingerprints("views").unwrap(),
+            2,
+            "{}",
+            backend.name
+        );
+        assert!(
+            store
+                .known_fingerprints("viewsx", "acct@url")
+                .unwrap()
+                .holds(1, 2)
+                .unwrap()
+        );
     });
 }
 
