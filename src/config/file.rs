@@ -373,9 +373,12 @@ pub struct ConnectionFile {
     #[serde(default)]
     pub account_id: Option<String>,
 
-    /// For a database entry: its URL, `postgres://user:password@host:5432/db?sslmode=require`
-    /// (`sslmode`: `disable`, `prefer` (default) or `require`). Write `${WAREHOUSE_URL}` or
-    /// use `postgres_file`, so the password stays out of version control.
+    /// For a database entry: its URL, `postgres://user:password@host:5432/db?sslmode=require`,
+    /// or libpq's `key=value` string. `sslmode` as libpq means it: `disable`, `allow`,
+    /// `prefer` (default) and `require` do not check the server's certificate (`require` with
+    /// `sslrootcert` does); `verify-ca` and `verify-full` check it against `sslrootcert=FILE`
+    /// (or `system`). Write `${WAREHOUSE_URL}` or use `postgres_file`, so the password stays
+    /// out of version control.
     #[serde(default)]
     pub postgres: Option<String>,
 
@@ -511,8 +514,9 @@ pub enum DatabaseRef {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseFile {
-    /// `postgres://user:password@host:5432/db?sslmode=require`; write `${WAREHOUSE_URL}` so
-    /// the password stays out of version control.
+    /// `postgres://user:password@host:5432/db?sslmode=require` (or libpq's `key=value`
+    /// string; `sslmode`, `sslrootcert`, `sslcert` and `sslkey` as libpq means them); write
+    /// `${WAREHOUSE_URL}` so the password stays out of version control.
     #[serde(default)]
     pub postgres: Option<String>,
 

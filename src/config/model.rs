@@ -375,6 +375,10 @@ impl Database {
 /// A database URL with the password (in the user info, or a `password=` parameter) masked;
 /// the user, host, database and other parameters stay, so the text says where it points.
 pub fn redacted_database_url(url: &str) -> String {
+    // libpq's `key=value` form.
+    if !url.contains("://") && url.contains('=') {
+        return crate::pg::shown_key_values(url);
+    }
     let (before_query, query) = match url.split_once('?') {
         Some((before, query)) => (before, Some(query)),
         None => (url, None),

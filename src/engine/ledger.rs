@@ -189,7 +189,10 @@ impl Ledger {
             warnings.push("the source has no records".to_string());
         }
         let (rejects_file, rejects_error) = self.rejects.finish();
-        warnings.extend(rejects_error);
+        // Said once: a run the rejects file stopped says it in its stop reason.
+        if !matches!(self.stop, Some(StopReason::RejectsFailed(_))) {
+            warnings.extend(rejects_error);
+        }
         RunSummary {
             run_id: job.context.run_id.clone(),
             pipeline: job.pipeline.clone(),

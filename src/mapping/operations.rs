@@ -206,7 +206,8 @@ pub(super) fn custom_list_entry(row: &Row) -> Result<Value, Invalid> {
 pub fn custom_list_line(entry: &Value) -> String {
     let kind = entry["type"].as_str().unwrap_or("i");
     let identity = entry["identity"].as_str().unwrap_or_default();
-    if identity.contains([',', '"']) {
+    // Quoted too when its edges are spaces, so no CSV reader trims them.
+    if identity.contains([',', '"']) || identity.trim() != identity {
         format!("{kind},\"{}\"\n", identity.replace('"', "\"\""))
     } else {
         format!("{kind},{identity}\n")

@@ -213,8 +213,10 @@ async fn connect(database: &Database) -> Result<Client, QueryError> {
             "its URL is not known here (an environment variable it names is not set)".into(),
         ));
     }
-    let config = pg::config(database.url.expose()).map_err(refused)?;
-    pg::connect(&config, &database.name).await.map_err(refused)
+    let settings = pg::settings(database.url.expose()).map_err(refused)?;
+    pg::connect(&settings, &database.name)
+        .await
+        .map_err(refused)
 }
 
 async fn prepare(client: &Client, source: &QuerySource) -> Result<Statement, QueryError> {

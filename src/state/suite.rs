@@ -498,7 +498,11 @@ fn only_the_last_delivery_counts_and_a_run_that_starts_sending_ends_it() {
                 .map(|delivered| delivered.run_id)
         };
         deliver(store, &gold, "run-1");
-        assert_eq!(delivered(&**store, &gold).as_deref(), Some("run-1"), "{name}");
+        assert_eq!(
+            delivered(&**store, &gold).as_deref(),
+            Some("run-1"),
+            "{name}"
+        );
         deliver(store, &silver, "run-2");
         assert_eq!(
             delivered(&**store, &gold),

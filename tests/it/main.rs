@@ -16,6 +16,7 @@ mod operations;
 mod output;
 mod parquet;
 mod postgres;
+mod postgres_tls;
 mod reliability;
 mod run;
 mod sandbox;

@@ -219,18 +219,37 @@ fn finish_database(
     };
     let text = url.expose();
     let known_scheme = text.starts_with("postgres://") || text.starts_with("postgresql://");
+    let key_values = !text.contains("://") && text.contains('=');
+    let field = if url_file.is_some() {
+        "postgres_file"
+    } else {
+        "postgres"
+    };
     // Empty: validate could not resolve it here.
-    if !text.is_empty() && !known_scheme {
+    if !text.is_empty()
+        && (known_scheme || key_values)
+        && let Err(reason) = crate::pg::settings(text)
+    {
         diagnostics.push(
             Diagnostic::error(
                 file,
-                site.at(if url_file.is_some() {
-                    "postgres_file"
-                } else {
-                    "postgres"
-                }),
+                site.at(field),
                 format!(
-                    "the URL of database `{name}` must start with `postgres://`, found `{}`",
+                    "database `{name}` ({}): {reason}",
+                    redacted_database_url(text)
+                ),
+            )
+            .with_hint("write it like `postgres://user@host:5432/db?sslmode=require`, or `host=db dbname=crm sslmode=verify-full sslrootcert=/path/to/ca.pem`"),
+        );
+        return None;
+    }
+    if !text.is_empty() && !known_scheme && !key_values {
+        diagnostics.push(
+            Diagnostic::error(
+                file,
+                site.at(field),
+                format!(
+                    "the URL of database `{name}` must start with `postgres://` (or be libpq's `key=value` pairs), found `{}`",
                     redacted_database_url(text)
                 ),
             )

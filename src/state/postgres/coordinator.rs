@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use tokio_postgres::{Client, Config};
+use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use super::super::{LockWait, StateError, this_process};
@@ -25,7 +25,7 @@ pub(super) type SlotKey = (String, &'static str);
 
 /// One process's leases and request slots in one store.
 pub(in crate::state) struct Coordinator {
-    config: Config,
+    config: pg::Settings,
     pub(super) shown: String,
     /// This process, as the `holder` of its leases and slots.
     pub(super) holder: String,
@@ -62,7 +62,7 @@ static COORDINATORS: Mutex<Vec<Weak<Coordinator>>> = Mutex::new(Vec::new());
 
 impl Coordinator {
     /// The process's coordinator for a store, started (with its heartbeat) if it has none.
-    pub(super) fn of(config: &Config, shown: &str, lease: Duration) -> Arc<Coordinator> {
+    pub(super) fn of(config: &pg::Settings, shown: &str, lease: Duration) -> Arc<Coordinator> {
         let mut all = COORDINATORS.lock().unwrap_or_else(PoisonError::into_inner);
         all.retain(|coordinator| coordinator.strong_count() > 0);
         if let Some(found) = all

@@ -4,7 +4,7 @@
 //! embedded store's reader builds (`state::records`).
 
 use futures_util::{StreamExt, pin_mut};
-use tokio_postgres::{Client, Config, Transaction};
+use tokio_postgres::{Client, Transaction};
 
 use super::super::records::{
     IN_MEMORY_FINGERPRINTS, JournalEntry, MERGE_CHUNK, Snapshot, row_key, scope,
@@ -123,7 +123,8 @@ pub(super) async fn forget(
     Ok(forgotten)
 }
 
-/// Drops a scope's fingerprints that expired by `now` (seconds); returns how many.
+/// Drops a scope's fingerprints that expired by `now` (seconds) and by the database's clock;
+/// returns how many.
 pub(super) async fn prune(
     client: &Client,
     (pipeline, destination): (&str, &str),
@@ -131,8 +132,11 @@ pub(super) async fn prune(
 ) -> Result<u64, tokio_postgres::Error> {
     client
         .execute(
+            // By the earlier of the caller's clock and the database's: a process whose clock
+            // runs fast forgets nothing early for the others.
             "DELETE FROM record_fingerprints
-             WHERE scope = $1 AND expires_at IS NOT NULL AND expires_at < $2",
+             WHERE scope = $1 AND expires_at IS NOT NULL
+               AND expires_at < least($2::int8, extract(epoch FROM now())::int8)",
             &[&scope(pipeline, destination), &now],
         )
         .await
@@ -141,7 +145,7 @@ pub(super) async fn prune(
 /// Reads a scope's fingerprints through a connection of its own (the thread reading the
 /// source asks while the run writes checkpoints on the store's), loaded at the first lookup.
 pub(super) struct Reader {
-    config: Config,
+    config: pg::Settings,
     shown: String,
     scope: i64,
     client: Option<Client>,
@@ -150,7 +154,7 @@ pub(super) struct Reader {
 
 impl Reader {
     pub(super) fn new(
-        config: Config,
+        config: pg::Settings,
         shown: String,
         (pipeline, destination): (&str, &str),
     ) -> Self {

@@ -23,7 +23,7 @@ use std::task::{Context, Poll, Wake};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::{Client, Config};
+use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use coordinator::Coordinator;
@@ -204,7 +204,7 @@ const MIGRATION_LOCK: i64 = 0x7461_706c_696e_6531;
 
 /// The shared state store: a PostgreSQL database.
 pub struct PgStore {
-    config: Config,
+    config: pg::Settings,
     /// The URL with its password masked, for messages.
     shown: String,
     /// The connection this store's methods use (one transaction at a time).
@@ -223,7 +223,7 @@ impl PgStore {
             url: shown.clone(),
             reason,
         };
-        let config = pg::config(settings.url.expose()).map_err(failed)?;
+        let config = pg::settings(settings.url.expose()).map_err(failed)?;
         let mut client = connect(&config, &shown).map_err(|reason| {
             failed(format!(
                 "{reason}; check the URL given with --state (or TAPLINE_STATE, --state-file) and that the database accepts connections from this machine"
@@ -369,11 +369,11 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 /// Connects, the connection driven on [`runtime`].
-fn connect(config: &Config, shown: &str) -> Result<Client, String> {
+fn connect(config: &pg::Settings, shown: &str) -> Result<Client, String> {
     block_on(connect_async(config, shown))
 }
 
-async fn connect_async(config: &Config, shown: &str) -> Result<Client, String> {
+async fn connect_async(config: &pg::Settings, shown: &str) -> Result<Client, String> {
     let (config, label) = (config.clone(), format!("state store {shown}"));
     runtime()
         .spawn(async move { pg::connect(&config, &label).await })
