@@ -8,6 +8,7 @@
 
 pub mod arrival;
 mod delimited;
+pub(crate) mod exact;
 mod jsonl;
 mod parquet;
 pub(crate) mod query;
@@ -145,9 +146,29 @@ pub fn open(source: &FileSource) -> Result<Box<dyn RowStream>, OpenError> {
 }
 
 /// Opens a source for streaming, with a view of how far through its file the reader is.
+///
+/// A panic inside a reader's library (a corrupt Parquet page can panic the parquet crate) is
+/// a located error of the run, never the end of the process: opening and every read run
+/// inside [`Guarded`].
 pub fn open_with_progress(
     source: &FileSource,
 ) -> Result<(Box<dyn RowStream>, ReadProgress), OpenError> {
+    let shown = source.path.display().to_string();
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| open_unguarded(source)))
+        .unwrap_or_else(|panic| {
+            Err(OpenError::BadHeader {
+                path: shown.clone(),
+                problem: format!(
+                    "cannot be read: its reader failed ({})",
+                    panic_message(&*panic)
+                ),
+            })
+        })?;
+    let (rows, progress) = opened;
+    Ok((Box::new(Guarded::new(rows, shown)), progress))
+}
+
+fn open_unguarded(source: &FileSource) -> Result<(Box<dyn RowStream>, ReadProgress), OpenError> {
     if source.format == SourceFormat::Parquet {
         let (rows, progress) = parquet::ParquetStream::open(
             &source.path,
@@ -159,6 +180,60 @@ pub fn open_with_progress(
     let (reader, progress) = open_bytes(&source.path, source.compression)?;
     let rows = rows_of(source, reader)?;
     Ok((rows, progress))
+}
+
+/// A reader whose panics are errors: a read that panics ends the stream with a
+/// [`RowError::Fatal`] naming the file and the row it was reading.
+struct Guarded {
+    inner: Option<Box<dyn RowStream>>,
+    file: String,
+    /// Rows read so far.
+    rows: u64,
+}
+
+impl Guarded {
+    fn new(inner: Box<dyn RowStream>, file: String) -> Self {
+        Guarded {
+            inner: Some(inner),
+            file,
+            rows: 0,
+        }
+    }
+}
+
+impl RowStream for Guarded {
+    fn columns(&self) -> Option<&[Arc<str>]> {
+        self.inner.as_ref().and_then(|inner| inner.columns())
+    }
+
+    fn read_row(&mut self, row: &mut Row) -> Option<Result<(), RowError>> {
+        let inner = self.inner.as_mut()?;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.read_row(row))) {
+            Ok(read) => {
+                self.rows += 1;
+                read
+            }
+            Err(panic) => {
+                // A reader that panicked is in no state to read on.
+                self.inner = None;
+                Some(Err(RowError::Fatal(format!(
+                    "`{}` cannot be read past row {}: its reader failed ({}); the file is damaged or written in a way tapline cannot read",
+                    self.file,
+                    self.rows,
+                    panic_message(&*panic)
+                ))))
+            }
+        }
+    }
+}
+
+/// What a panic said.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 fn rows_of(

@@ -11,10 +11,12 @@ use std::path::Path;
 
 use chrono::{NaiveDate, TimeZone};
 use futures_util::{StreamExt, pin_mut};
+use serde_json::Value;
 use tokio_postgres::types::{Format, FromSql, IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, Statement};
 use tokio_util::sync::CancellationToken;
 
+use super::exact;
 use super::snapshot::{Cells, SnapshotMeta, SnapshotWriter};
 use crate::config::model::{Database, QuerySource};
 use crate::pg::{self, explain};
@@ -242,6 +244,25 @@ async fn prepare(client: &Client, source: &QuerySource) -> Result<Statement, Que
             reason: "uses `$1`, which only an `incremental` source binds".into(),
         });
     }
+    // A record has one value per name: a second column of a name would replace the first.
+    let columns = statement.columns();
+    if let Some(twice) = columns
+        .iter()
+        .enumerate()
+        .find(|(at, column)| {
+            columns[..*at]
+                .iter()
+                .any(|earlier| earlier.name() == column.name())
+        })
+        .map(|(_, column)| column.name())
+    {
+        return Err(QueryError::Query {
+            name: source.database.name.clone(),
+            reason: format!(
+                "returns the column `{twice}` more than once; give each column a name of its own (`... AS other_name`)"
+            ),
+        });
+    }
     Ok(statement)
 }
 
@@ -369,63 +390,83 @@ impl Kind {
         )
     }
 
-    /// Writes a value as the cell CleverTap wants; a value that cannot be read (which the
-    /// server never sends) is NULL.
+    /// Writes a value as the cell CleverTap wants, exactly; a value tapline cannot send as
+    /// it is (an infinite date, a two-dimensional array, a number JSON would change) is
+    /// refused, naming its type, and the row becomes an invalid record.
     fn write(self, raw: &[u8], zone: chrono_tz::Tz, cells: &mut Cells<'_>) {
+        if raw.len() > exact::MAX_VALUE_BYTES {
+            return cells.refused(&exact::too_long(raw.len()));
+        }
+        let unreadable = |cells: &mut Cells<'_>, type_name: &str| {
+            cells.refused(&format!("a `{type_name}` value tapline cannot read"));
+        };
         match self {
             Kind::Bool => cells.bool(raw.first().is_some_and(|&b| b != 0)),
             Kind::Int2 | Kind::Int4 | Kind::Int8 => match integer(raw) {
                 Some(value) => cells.integer(value),
-                None => cells.null(),
+                None => unreadable(cells, "integer"),
             },
             Kind::Float4 | Kind::Float8 => match float(raw) {
-                Some(value) => cells.float(value),
-                None => cells.null(),
+                Some(value) if value.is_finite() => cells.float(value),
+                Some(value) => cells.refused(&format!(
+                    "the `float` value {value} has no JSON form (filter it out, or map it to NULL in the query)"
+                )),
+                None => unreadable(cells, "float"),
             },
             Kind::Numeric => match numeric(raw) {
-                // A number JSON holds as a number; one past f64 (1e400) stays exact as text.
-                Some(text) if text.parse::<f64>().is_ok_and(f64::is_finite) => cells.json(&text),
-                Some(text) => cells.text(&text),
-                None => cells.null(),
+                // A number when JSON carries it exactly; else its exact text.
+                Some(text) => match exact::decimal(&text) {
+                    Value::String(text) => cells.text(&text),
+                    _ => cells.json(&text),
+                },
+                None => cells.refused(
+                    "the `numeric` value is NaN or infinite, which has no JSON form (filter it out, or map it to NULL in the query)",
+                ),
             },
             Kind::Text => match std::str::from_utf8(raw) {
                 Ok(text) => cells.text(text),
-                Err(_) => cells.null(),
+                Err(_) => unreadable(cells, "text"),
             },
-            Kind::Date => match date(raw).and_then(|day| midnight_epoch(day, zone)) {
-                Some(epoch) => cells.text(&format!("$D_{epoch}")),
-                None => cells.null(),
+            Kind::Date => match date(raw) {
+                Some(day) => match midnight_epoch(day, zone) {
+                    Some(epoch) => cells.text(&format!("$D_{epoch}")),
+                    None => cells.refused("the `date` is out of the range CleverTap's dates hold"),
+                },
+                None => cells.refused(INFINITE),
             },
-            Kind::Timestamp => match micros(raw).and_then(|m| local_epoch(m, zone)) {
-                Some(epoch) => cells.text(&format!("$D_{epoch}")),
-                None => cells.null(),
+            Kind::Timestamp => match micros(raw) {
+                Some(m) => match local_epoch(m, zone) {
+                    Some(epoch) => cells.text(&format!("$D_{epoch}")),
+                    None => cells.refused("the `timestamp` is out of the range CleverTap's dates hold"),
+                },
+                None => cells.refused(INFINITE),
             },
             Kind::Timestamptz => match micros(raw) {
                 Some(m) => cells.text(&format!(
                     "$D_{}",
                     m.div_euclid(1_000_000) + POSTGRES_EPOCH_SECONDS
                 )),
-                None => cells.null(),
+                None => cells.refused(INFINITE),
             },
             Kind::Json => match std::str::from_utf8(raw) {
-                Ok(text) => cells.json(text),
-                Err(_) => cells.null(),
+                Ok(text) => json_cell(text, "json", cells),
+                Err(_) => unreadable(cells, "json"),
             },
             // jsonb's binary form is a version byte (1) and the JSON text.
             Kind::Jsonb => match raw.split_first() {
                 Some((1, text)) => match std::str::from_utf8(text) {
-                    Ok(text) => cells.json(text),
-                    Err(_) => cells.null(),
+                    Ok(text) => json_cell(text, "jsonb", cells),
+                    Err(_) => unreadable(cells, "jsonb"),
                 },
-                _ => cells.null(),
+                _ => unreadable(cells, "jsonb"),
             },
             Kind::Uuid => match <[u8; 16]>::try_from(raw) {
                 Ok(bytes) => cells.text(&super::hyphenated_uuid(bytes)),
-                Err(_) => cells.null(),
+                Err(_) => unreadable(cells, "uuid"),
             },
             Kind::TextArray => match text_array(raw) {
-                Some(values) => cells.json(&serde_json::Value::from(values).to_string()),
-                None => cells.null(),
+                Ok(values) => cells.json(&serde_json::Value::from(values).to_string()),
+                Err(reason) => cells.refused(&reason),
             },
         }
     }
@@ -604,19 +645,38 @@ fn numeric(raw: &[u8]) -> Option<String> {
     Some(text)
 }
 
-/// A one-dimensional array of text values, NULLs left out.
-fn text_array(raw: &[u8]) -> Option<Vec<String>> {
-    let int = |at: usize| -> Option<i32> {
-        Some(i32::from_be_bytes(raw.get(at..at + 4)?.try_into().ok()?))
+/// Why an infinite date or timestamp is refused.
+const INFINITE: &str = "the date is `infinity`, which is no point in time CleverTap can hold (filter it out, or map it to NULL in the query)";
+
+/// A json or jsonb value, refused when a number in it would arrive changed.
+fn json_cell(text: &str, type_name: &str, cells: &mut Cells<'_>) {
+    match exact::inexact_number(text) {
+        None => cells.json(text),
+        Some(number) => cells.refused(&format!(
+            "the `{type_name}` value holds the number {number}, which a JSON number cannot carry exactly (cast it to text in the query)"
+        )),
+    }
+}
+
+/// A one-dimensional array of text values, NULLs left out; why it cannot be sent otherwise.
+fn text_array(raw: &[u8]) -> Result<Vec<String>, String> {
+    let broken = || "a `text[]` value tapline cannot read".to_string();
+    let int = |at: usize| -> Result<i32, String> {
+        raw.get(at..at + 4)
+            .and_then(|bytes| bytes.try_into().ok())
+            .map(i32::from_be_bytes)
+            .ok_or_else(broken)
     };
     let dimensions = int(0)?;
     if dimensions == 0 {
-        return Some(Vec::new());
+        return Ok(Vec::new());
     }
     if dimensions != 1 {
-        return None;
+        return Err(format!(
+            "a `text[]` of {dimensions} dimensions; CleverTap's multi-value properties are lists of text (flatten it in the query, or send it as JSON text with `to_json(...)::text`)"
+        ));
     }
-    let length = usize::try_from(int(12)?).ok()?;
+    let length = usize::try_from(int(12)?).map_err(|_| broken())?;
     let mut at = 20;
     let mut values = Vec::with_capacity(length.min(1024));
     for _ in 0..length {
@@ -626,11 +686,14 @@ fn text_array(raw: &[u8]) -> Option<Vec<String>> {
             continue;
         }
         let size = size as usize;
-        let text = std::str::from_utf8(raw.get(at..at + size)?).ok()?;
+        let text = raw
+            .get(at..at + size)
+            .and_then(|bytes| std::str::from_utf8(bytes).ok())
+            .ok_or_else(broken)?;
         values.push(text.to_string());
         at += size;
     }
-    Some(values)
+    Ok(values)
 }
 
 #[cfg(test)]
@@ -702,7 +765,10 @@ mod tests {
             }
         }
         assert_eq!(text_array(&raw).unwrap(), ["a", "bé"]);
-        assert_eq!(text_array(&raw[..raw.len() - 1]), None);
+        assert!(text_array(&raw[..raw.len() - 1]).is_err());
+        let mut two = raw.clone();
+        two[..4].copy_from_slice(&2_i32.to_be_bytes());
+        assert!(text_array(&two).unwrap_err().contains("2 dimensions"));
         assert_eq!(
             text_array(&0_i32.to_be_bytes().repeat(3)).unwrap(),
             Vec::<String>::new()

@@ -35,6 +35,7 @@ mod tag {
     pub const FLOAT: u8 = 4;
     pub const TEXT: u8 = 5;
     pub const JSON: u8 = 6;
+    pub const REFUSED: u8 = 7;
 }
 
 /// What is known of a complete snapshot, written beside it (`<snapshot>.json`).
@@ -199,6 +200,13 @@ impl Cells<'_> {
         put_bytes(&mut self.writer.buffer, value.as_bytes());
     }
 
+    /// A value tapline cannot send as the source has it: the row reads back as an invalid
+    /// record, `reason` naming the value's type and what is wrong with it.
+    pub fn refused(&mut self, reason: &str) {
+        self.writer.buffer.push(tag::REFUSED);
+        put_bytes(&mut self.writer.buffer, reason.as_bytes());
+    }
+
     /// Ends the row.
     pub fn end(self) -> std::io::Result<()> {
         self.writer.rows += 1;
@@ -241,13 +249,16 @@ impl SnapshotStream {
         })
     }
 
-    fn read_cells(&mut self, row: &mut Row) -> std::io::Result<()> {
+    /// Reads a row's cells; returns why the row is refused, naming the first column whose
+    /// value was.
+    fn read_cells(&mut self, row: &mut Row) -> std::io::Result<Option<String>> {
         let SnapshotStream {
             reader,
             columns,
             scratch,
             ..
         } = self;
+        let mut refused = None;
         row.fields
             .resize_with(columns.len(), || (Arc::from(""), Value::Null));
         for ((name, value), column) in row.fields.iter_mut().zip(columns.iter()) {
@@ -284,10 +295,17 @@ impl SnapshotStream {
                     serde_json::from_slice(scratch)
                         .map_err(|error| invalid(&format!("a JSON cell is broken: {error}")))?
                 }
+                tag::REFUSED => {
+                    read_bytes(reader, scratch)?;
+                    refused.get_or_insert_with(|| {
+                        format!("column `{column}`: {}", String::from_utf8_lossy(scratch))
+                    });
+                    Value::Null
+                }
                 other => return Err(invalid(&format!("unknown cell tag {other}"))),
             };
         }
-        Ok(())
+        Ok(refused)
     }
 }
 
@@ -315,7 +333,12 @@ impl RowStream for SnapshotStream {
         row.line = self.row;
         row.record = None;
         match self.read_cells(row) {
-            Ok(()) => Some(Ok(())),
+            Ok(None) => Some(Ok(())),
+            Ok(Some(reason)) => Some(Err(RowError::Invalid {
+                line: self.row,
+                reason,
+                raw: row.to_json().to_string(),
+            })),
             Err(error) => {
                 self.ended = true;
                 Some(Err(RowError::Fatal(format!(

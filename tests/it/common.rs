@@ -380,3 +380,93 @@ impl Drop for TestDatabase {
         let _ = self.runtime.block_on(self.client.batch_execute(&sql));
     }
 }
+
+/// Writes a Parquet file of one row group with the parquet crate: `schema` in Parquet's
+/// message syntax, and each column's values, written as they are (every column required,
+/// no NULLs). The tests make their own files, so each case is one they can read.
+pub fn write_parquet(path: &Path, schema: &str, columns: &[ParquetColumn]) {
+    use parquet::data_type::{ByteArrayType, FixedLenByteArrayType, Int32Type, Int64Type};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    let schema = std::sync::Arc::new(parquet::schema::parser::parse_message_type(schema).unwrap());
+    let properties = std::sync::Arc::new(
+        WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::UNCOMPRESSED)
+            .build(),
+    );
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = SerializedFileWriter::new(file, schema, properties).unwrap();
+    let mut group = writer.next_row_group().unwrap();
+    for column in columns {
+        let mut writer = group
+            .next_column()
+            .unwrap()
+            .expect("a column per value list");
+        match column {
+            ParquetColumn::Text(values) => {
+                let values: Vec<parquet::data_type::ByteArray> =
+                    values.iter().map(|value| value.as_slice().into()).collect();
+                writer
+                    .typed::<ByteArrayType>()
+                    .write_batch(&values, None, None)
+                    .unwrap();
+            }
+            ParquetColumn::Fixed(values) => {
+                let values: Vec<parquet::data_type::FixedLenByteArray> = values
+                    .iter()
+                    .map(|value| parquet::data_type::ByteArray::from(value.clone()).into())
+                    .collect();
+                writer
+                    .typed::<FixedLenByteArrayType>()
+                    .write_batch(&values, None, None)
+                    .unwrap();
+            }
+            ParquetColumn::Int32(values) => {
+                writer
+                    .typed::<Int32Type>()
+                    .write_batch(values, None, None)
+                    .unwrap();
+            }
+            ParquetColumn::Int64(values) => {
+                writer
+                    .typed::<Int64Type>()
+                    .write_batch(values, None, None)
+                    .unwrap();
+            }
+        }
+        writer.close().unwrap();
+    }
+    group.close().unwrap();
+    writer.close().unwrap();
+}
+
+/// One column's values for [`write_parquet`].
+pub enum ParquetColumn {
+    Text(Vec<Vec<u8>>),
+    Fixed(Vec<Vec<u8>>),
+    Int32(Vec<i32>),
+    Int64(Vec<i64>),
+}
+
+/// Text values for a [`ParquetColumn`].
+pub fn texts(values: &[&str]) -> ParquetColumn {
+    ParquetColumn::Text(
+        values
+            .iter()
+            .map(|value| value.as_bytes().to_vec())
+            .collect(),
+    )
+}
+
+/// A Parquet file of profiles whose page header is damaged where the parquet crate panics
+/// reading it (found by flipping each byte of a small file: this one asserts).
+pub fn damaged_parquet(path: &Path) {
+    write_parquet(
+        path,
+        "message m { required binary identity (UTF8); }",
+        &[texts(&["user-0", "user-1", "user-2"])],
+    );
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[9] = 0;
+    std::fs::write(path, bytes).unwrap();
+}

@@ -1021,3 +1021,43 @@ fn parquet_and_zstd_files_that_arrive_are_sent() {
     assert!(sandbox.sandbox.profile("z2").is_some());
     assert_eq!(daemon.stop(), Some(0));
 }
+
+#[test]
+fn a_damaged_parquet_file_fails_its_run_and_the_next_file_is_sent() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    let dir = workspace.dir.path();
+    std::fs::create_dir(dir.join("drops")).unwrap();
+    workspace.pipeline(
+        "columns",
+        &sandbox,
+        "source: {path: \"drops/*.parquet\"}\ntarget: {entity: user_profiles}\ntrigger: file_arrival\n",
+    );
+    let mut daemon = Daemon::start(dir, &[]);
+    daemon.notification_with("READY=1");
+    damaged_parquet(&dir.join("drops/.a.tmp"));
+    std::fs::rename(dir.join("drops/.a.tmp"), dir.join("drops/a.parquet")).unwrap();
+    daemon.wait_for(30, "the damaged file's failed run", || {
+        history(dir).iter().any(|run| run["status"] == "failed")
+    });
+    write_parquet(
+        &dir.join("drops/.b.tmp"),
+        "message m { required binary identity (UTF8); }",
+        &[texts(&["good-1", "good-2"])],
+    );
+    std::fs::rename(dir.join("drops/.b.tmp"), dir.join("drops/b.parquet")).unwrap();
+    daemon.wait_for(30, "the good file that came next", || {
+        sandbox.inspect().profiles == 2
+    });
+    let failed = history(dir)
+        .into_iter()
+        .find(|run| run["status"] == "failed")
+        .unwrap();
+    assert!(
+        failed["stop_reason"]
+            .to_string()
+            .contains("a.parquet` cannot be read past row 0"),
+        "{failed}"
+    );
+    assert_eq!(daemon.stop(), Some(0));
+}

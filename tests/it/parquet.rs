@@ -128,3 +128,105 @@ fn a_file_that_is_not_parquet_is_a_clear_error() {
     assert_eq!(output.status.code(), Some(2), "{text}");
     assert!(text.contains("is not a Parquet file"), "{text}");
 }
+
+#[test]
+fn a_damaged_file_fails_its_run_with_a_located_error_and_never_the_process() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    damaged_parquet(&workspace.path("damaged.parquet"));
+    workspace.pipeline(
+        "pipeline",
+        &sandbox,
+        "source: {path: damaged.parquet}\ntarget: {entity: user_profiles}\n",
+    );
+    let (code, summary) = run_json(&workspace, &["pipeline.yaml"]);
+    assert_eq!(
+        code,
+        Some(1),
+        "a failed run, not a crashed process: {summary}"
+    );
+    assert!(
+        summary["stop_reason"]
+            .to_string()
+            .contains("`damaged.parquet` cannot be read past row 0"),
+        "{summary}"
+    );
+    let output = tapline(workspace.dir.path(), &["history", "--dir", ".", "--json"]);
+    let runs: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(runs[0]["status"], "failed", "{runs}");
+}
+
+#[test]
+fn every_value_is_sent_exactly_or_refused_by_name() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    // decimal(38, 2) past 2^53, and a decimal256 (a 32-byte FIXED_LEN_BYTE_ARRAY).
+    let big = 123_456_789_012_345_678_901_234_i128;
+    let wide = |value: i128| {
+        let mut bytes = vec![if value < 0 { 0xff } else { 0 }; 16];
+        bytes.extend_from_slice(&value.to_be_bytes());
+        bytes
+    };
+    write_parquet(
+        &workspace.path("values.parquet"),
+        "message m {
+            required binary identity (UTF8);
+            required fixed_len_byte_array(16) Big (DECIMAL(38, 2));
+            required fixed_len_byte_array(32) Wide (DECIMAL(70, 0));
+            required binary Raw;
+            required int64 Visits;
+        }",
+        &[
+            texts(&["p1", "p2"]),
+            ParquetColumn::Fixed(vec![
+                big.to_be_bytes().to_vec(),
+                1250_i128.to_be_bytes().to_vec(),
+            ]),
+            ParquetColumn::Fixed(vec![wide(1), wide(-big)]),
+            ParquetColumn::Text(vec![b"text".to_vec(), vec![0xff, 0xfe]]),
+            ParquetColumn::Int64(vec![1, 2]),
+        ],
+    );
+    workspace.pipeline(
+        "pipeline",
+        &sandbox,
+        "source: {path: values.parquet}\ntarget: {entity: user_profiles}\nskip_invalid_records: true\n",
+    );
+    let (code, summary) = run_json(&workspace, &["pipeline.yaml"]);
+    assert_counts_add_up(&summary);
+    assert_eq!(summary["records"]["accepted"], 1, "{summary}");
+    let profiles = profiles_by_identity(&sandbox);
+    assert_eq!(
+        profiles["p1"],
+        json!({"Big": "1234567890123456789012.34", "Wide": 1, "Raw": "text", "Visits": 1}),
+        "{code:?}"
+    );
+    // Binary that is not text is refused, naming the column.
+    let rejected = rejects(workspace.dir.path(), &summary);
+    assert_eq!(rejected[0]["line"], 2, "{rejected:?}");
+    let reason = rejected[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("column `Raw`") && reason.contains("not UTF-8 text"),
+        "{reason}"
+    );
+
+    // A column given twice is refused, as a CSV header with one is.
+    write_parquet(
+        &workspace.path("twice.parquet"),
+        "message m { required binary identity (UTF8); required binary identity (UTF8); }",
+        &[texts(&["d1"]), texts(&["d2"])],
+    );
+    workspace.pipeline(
+        "twice",
+        &sandbox,
+        "source: {path: twice.parquet}\ntarget: {entity: user_profiles}\n",
+    );
+    let output = tapline(workspace.dir.path(), &["run", "twice.yaml"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("twice.yaml:6:16: error: the header of `twice.parquet` has the column `identity` more than once"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(sandbox.sandbox.profile("d2").is_none());
+}

@@ -427,3 +427,99 @@ fn a_terminal_shows_that_the_query_is_being_read() {
     );
     assert_eq!(sandbox.inspect().profiles, 1);
 }
+
+#[test]
+fn every_value_is_sent_exactly_or_its_row_refused_naming_the_column() {
+    let Some(database) = TestDatabase::open() else {
+        return;
+    };
+    database.execute(
+        "CREATE TABLE $schema.users (n int, big numeric, doc jsonb, grid text[], seen timestamptz, ratio float8);
+         INSERT INTO $schema.users VALUES
+           (1, 123456789012345678901234, '[\"a\"]', ARRAY['x','y'], '2024-05-01 10:00:00+00', 0.5),
+           (2, 1, '[123456789012345678901234]', NULL, NULL, NULL),
+           (3, 1, NULL, ARRAY[['a','b'],['c','d']], NULL, NULL),
+           (4, 1, NULL, NULL, 'infinity', NULL),
+           (5, 'NaN', NULL, NULL, NULL, NULL),
+           (6, 2.50, NULL, NULL, NULL, 'NaN');",
+    );
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    database.pipeline(
+        &workspace,
+        &sandbox,
+        r#"SELECT 'u' || n AS identity, big AS "Big", doc AS "Doc", grid AS "Grid", seen AS "Seen", ratio AS "Ratio" FROM $schema.users ORDER BY n"#,
+        "target: {entity: user_profiles}\nskip_invalid_records: true\n",
+    );
+    let (_, summary) = run(&workspace, &[]);
+    assert_counts_add_up(&summary);
+    let profiles = profiles_by_identity(&sandbox);
+    assert_eq!(
+        profiles["u1"],
+        json!({"Big": "123456789012345678901234", "Doc": ["a"], "Grid": ["x", "y"], "Seen": "$D_1714557600", "Ratio": 0.5})
+    );
+    assert_eq!(profiles.len(), 1, "{profiles:?}");
+    let rejected = rejects(workspace.dir.path(), &summary);
+    let reason = |line: u64| {
+        rejected
+            .iter()
+            .find(|entry| entry["line"] == line)
+            .map(|entry| entry["reason"].as_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    assert!(
+        reason(2)
+            .contains("column `Doc`: the `jsonb` value holds the number 123456789012345678901234"),
+        "{}",
+        reason(2)
+    );
+    assert!(
+        reason(3).contains("column `Grid`: a `text[]` of 2 dimensions"),
+        "{}",
+        reason(3)
+    );
+    assert!(
+        reason(4).contains("column `Seen`: the date is `infinity`"),
+        "{}",
+        reason(4)
+    );
+    assert!(
+        reason(5).contains("column `Big`: the `numeric` value is NaN"),
+        "{}",
+        reason(5)
+    );
+    assert!(
+        reason(6).contains("column `Ratio`: the `float` value NaN"),
+        "{}",
+        reason(6)
+    );
+
+    // An event whose `ts` is infinity is refused, not sent without one.
+    database.pipeline(
+        &workspace,
+        &sandbox,
+        r#"SELECT 'u1' AS identity, 'Viewed' AS "evtName", 'infinity'::timestamptz AS ts"#,
+        "target: {entity: user_events}\nskip_invalid_records: true\n",
+    );
+    let (_, summary) = run(&workspace, &[]);
+    assert_eq!(summary["records"]["skipped"], 1, "{summary}");
+    assert_eq!(sandbox.inspect().events, 0);
+
+    // A column named twice: the run fails, and validate says so first.
+    database.pipeline(
+        &workspace,
+        &sandbox,
+        "SELECT 'd1' AS identity, 'd2' AS identity",
+        "target: {entity: user_profiles}\n",
+    );
+    let output = tapline(workspace.dir.path(), &["validate", "pipeline.yaml"]);
+    assert_ne!(output.status.code(), Some(0));
+    assert!(
+        stderr(&output).contains("returns the column `identity` more than once"),
+        "{}",
+        stderr(&output)
+    );
+    let (code, summary) = run(&workspace, &[]);
+    assert_ne!(code, Some(0), "{summary}");
+    assert!(sandbox.sandbox.profile("d2").is_none());
+}
