@@ -204,7 +204,9 @@ fn check_token(data: Option<&Value>) -> Result<(), Violation> {
     let Some(token_type) = data.get("type").and_then(Value::as_str) else {
         return Err(rules::TOKEN_TYPE.broken("Token type is missing"));
     };
-    if !rules::TOKEN_TYPES.contains(&token_type) {
+    if !rules::TOKEN_TYPES.contains(&token_type)
+        && !rules::UNDOCUMENTED_TOKEN_TYPES.contains(&token_type)
+    {
         return Err(
             rules::TOKEN_TYPE_KNOWN.broken(format!("Token type `{token_type}` is not valid"))
         );

@@ -31,12 +31,19 @@ impl Rule {
     }
 }
 
-/// Key names (profile and event properties, columns).
+/// Profile property names (and the columns that become them).
 pub static KEY_NAME: Rule = Rule {
     name: "key name",
     code: 0,
-    asks: "a key is 1 to 120 bytes, without % > < ! | & . : ; $ ' \" \\ # or control characters",
-    source: "[DOC] upload-user-profiles-api, upload-events-api (120); platform-considerations (characters); control characters: tapline's own",
+    asks: "a profile key is 1 to 120 bytes, without % > < ! | & . : ; $ ' \" \\ # or control characters",
+    source: "[DOC] upload-user-profiles-api (120); platform-considerations, \"User Profiles\" (characters); control characters: tapline's own",
+};
+/// Event property names: a profile key's rules, but `#` is allowed.
+pub static EVENT_KEY_NAME: Rule = Rule {
+    name: "event key name",
+    code: 0,
+    asks: "an event property name is 1 to 120 bytes, without % > < ! | & . : ; $ ' \" \\ or control characters (`#` is allowed)",
+    source: "[DOC] upload-events-api (120); platform-considerations, \"Events → General Constraints\" (characters; second audit, 1); control characters: tapline's own",
 };
 /// Property values.
 pub static VALUE_LENGTH: Rule = Rule {
@@ -98,8 +105,8 @@ pub static DISCARDED_EVENT: Rule = Rule {
 pub static EVENT_STRUCTURE: Rule = Rule {
     name: "event structure",
     code: 512,
-    asks: "`evtData` is an object of plain values; only the Charged event has `Items`, a list of at most 256 objects",
-    source: "[DOC] api-errors (512), platform-considerations (Items; Corrections 4)",
+    asks: "`evtData` is an object of plain values; only the Charged event has `Items`, a list of at most 256 objects (CleverTap's SDKs send at most 50, code 522)",
+    source: "[DOC] api-errors (512), platform-considerations (Items, 256; Corrections 4); [CT-CODE] web SDK validator.js, Android ValidationError.CHARGED_EVENT_TOO_MANY_ITEMS (50; second audit, 5)",
 };
 /// Profile values that are objects.
 pub static PROFILE_COMMAND: Rule = Rule {
@@ -210,8 +217,8 @@ pub static TOKEN_TYPE: Rule = Rule {
 pub static TOKEN_TYPE_KNOWN: Rule = Rule {
     name: "token type known",
     code: 534,
-    asks: "a token's `type` is fcm, apns, gcm, chrome, wns or mpns",
-    source: "[DOC] upload-device-tokens-api, api-errors (534)",
+    asks: "a token's `type` is one the API takes: apns, fcm or gcm (chrome, wns and mpns are sent with a warning: the doc does not list them)",
+    source: "[DOC] upload-device-tokens-api (note: \"APNS, FCM and GCM\"), api-errors (534: \"Token 'type' is not valid for 'objectId'\"); [3P] rudder-transformer ALLOWED_DEVICE_TOKEN_TYPES (the six)",
 };
 /// Web push keys.
 pub static TOKEN_KEYS: Rule = Rule {
@@ -244,8 +251,9 @@ pub static DELETION: Rule = Rule {
 };
 
 /// Every rule.
-pub static RULES: [&Rule; 30] = [
+pub static RULES: [&Rule; 31] = [
     &KEY_NAME,
+    &EVENT_KEY_NAME,
     &VALUE_LENGTH,
     &IDENTITY,
     &RECORD_TYPE,
@@ -291,8 +299,13 @@ pub const MAX_CHARGED_ITEMS: usize = 256;
 /// 2026-06-30: "100 by default, configurable"; older pages said 256).
 pub const DEFAULT_EVENT_PROPERTIES: usize = 100;
 
-/// The device token types CleverTap accepts.
-pub const TOKEN_TYPES: [&str; 6] = ["fcm", "apns", "gcm", "chrome", "wns", "mpns"];
+/// The device token types the upload-device-tokens API documents ([DOC]
+/// upload-device-tokens-api, note; docs/clevertap-api.md, second audit, 4).
+pub const TOKEN_TYPES: [&str; 3] = ["apns", "fcm", "gcm"];
+
+/// Token types RudderStack's transformer also sends (`ALLOWED_DEVICE_TOKEN_TYPES`), which the
+/// doc does not list: sent, with a warning naming where they come from.
+pub const UNDOCUMENTED_TOKEN_TYPES: [&str; 3] = ["chrome", "wns", "mpns"];
 
 /// The record fields that identify a user; every record needs one.
 pub const IDENTITY_FIELDS: [&str; 4] = ["identity", "objectId", "FBID", "GPID"];
@@ -390,9 +403,14 @@ pub fn is_reserved_event(name: &str) -> bool {
         .any(|reserved| same_event_name(reserved, name))
 }
 
-/// Checks a property or column name.
+/// Checks a profile property name.
 pub fn check_key(key: &str) -> Result<(), Violation> {
     check_name(key, &FORBIDDEN_KEY_BYTES, &KEY_NAME)
+}
+
+/// Checks an event property name: a profile key's rules, but `#` is allowed.
+pub fn check_event_key(key: &str) -> Result<(), Violation> {
+    check_name(key, &FORBIDDEN_EVENT_NAME_BYTES, &EVENT_KEY_NAME)
 }
 
 /// Checks an event name: a key name's rules, but `#` is allowed.

@@ -29,11 +29,23 @@ pub(super) fn run(args: &RunArgs) -> Exit {
     } else {
         Credentials::Resolve
     };
-    let pipelines = match load_all(&args.pipelines, credentials) {
+    let mut pipelines = match load_all(&args.pipelines, credentials) {
         Ok(pipelines) => pipelines,
         Err((exit, _)) => return exit,
     };
+    in_upload_order(&mut pipelines);
     runtime().block_on(run_pipelines(pipelines, args))
+}
+
+/// Orders pipelines as CleverTap asks: profiles before what refers to them, events last
+/// ("upload user profiles first", import FAQs); otherwise as given.
+fn in_upload_order(pipelines: &mut [Pipeline]) {
+    use crate::config::model::Target;
+    pipelines.sort_by_key(|pipeline| match pipeline.target {
+        Target::Profiles { .. } => 0,
+        Target::Events => 2,
+        _ => 1,
+    });
 }
 
 pub(super) async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> Exit {

@@ -634,8 +634,9 @@ pub enum SegmentMode {
 pub enum ProfileOperation {
     /// Create or update profiles through `/1/upload`.
     UploadProfiles,
-    /// Attach push tokens to profiles: columns `objectId`, `id`, `type` (fcm, apns, gcm,
-    /// chrome, wns, mpns), and `p256dh` / `auth` for chrome.
+    /// Attach push tokens to profiles: columns `objectId`, `id`, `type` (apns, fcm or gcm, the
+    /// types CleverTap's API documents; chrome, wns and mpns are sent with a warning), and
+    /// `p256dh` / `auth` for chrome.
     UploadDeviceTokens,
     /// Split merged profiles apart again: column `identity`. Cannot be undone.
     Demerge,

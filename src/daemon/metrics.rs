@@ -1,5 +1,6 @@
-//! Prometheus metrics and `/health` for `--metrics-listen`: runs, records by outcome,
-//! requests, retries, requests in flight per account, and the last success per pipeline.
+//! Prometheus metrics and `/health` (see [`super::health`]) for `--metrics-listen`: runs,
+//! records by outcome, requests, retries, requests in flight per account, and the last
+//! success per pipeline.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -15,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::health::Health;
 use crate::engine::{AccountBudgets, RunSummary};
 
 /// Counters the daemon keeps. Shared with the HTTP server.
@@ -183,7 +185,11 @@ fn label(value: &str) -> String {
 }
 
 /// Serves `/metrics` and `/health` on `address` until the process ends.
-pub async fn serve(address: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
+pub async fn serve(
+    address: SocketAddr,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(address).await?;
     let bound = listener.local_addr()?;
     let listener = LimitedListener {
@@ -203,7 +209,18 @@ pub async fn serve(address: SocketAddr, metrics: Arc<Metrics>) -> std::io::Resul
                 }
             }),
         )
-        .route("/health", get(|| async { "ok\n" }));
+        .route(
+            "/health",
+            get(move || {
+                let health = Arc::clone(&health);
+                async move {
+                    match health.problems().await {
+                        None => (axum::http::StatusCode::OK, "ok\n".to_string()),
+                        Some(problems) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, problems),
+                    }
+                }
+            }),
+        );
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::error!(%error, "the metrics server stopped");

@@ -8,6 +8,7 @@
 //! A pipeline file that fails to load is logged with its `file:line:col`, and the last valid
 //! version of it stays scheduled.
 
+mod health;
 pub mod metrics;
 mod systemd;
 mod watch;
@@ -32,6 +33,7 @@ use crate::runner::{self, RunError, Trigger};
 use crate::scheduler;
 use crate::source::arrival::Arrival;
 use crate::state::{LockWait, StateStore};
+use health::Health;
 use metrics::Metrics;
 
 /// How the daemon is set up.
@@ -100,6 +102,8 @@ struct Daemon {
     run_files: HashMap<tokio::task::Id, PathBuf>,
     budgets: AccountBudgets,
     metrics: Arc<Metrics>,
+    /// What `/health` answers.
+    health: Arc<Health>,
     /// Cancelled when the shutdown grace period ends.
     interrupt_runs: CancellationToken,
     /// The status systemd was last told.
@@ -144,8 +148,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     // With the shared store, the budgets count against slots every process shares.
     let budgets = AccountBudgets::new(store.shared_slots());
     let metrics = Arc::new(Metrics::new(budgets.clone()));
+    let health = Arc::new(Health::new(options.state.store.clone()));
     if let Some(address) = options.metrics_listen {
-        let bound = metrics::serve(address, Arc::clone(&metrics))
+        let bound = metrics::serve(address, Arc::clone(&metrics), Arc::clone(&health))
             .await
             .map_err(|error| anyhow::anyhow!("cannot serve metrics on {address}: {error}"))?;
         tracing::info!(%bound, "serving /metrics and /health");
@@ -169,6 +174,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         run_files: HashMap::new(),
         budgets,
         metrics,
+        health,
         interrupt_runs: CancellationToken::new(),
         last_status: String::new(),
         watcher,
@@ -306,6 +312,7 @@ impl Daemon {
             self.last_status = status;
         }
         self.metrics.set_load(self.scheduled(), self.running());
+        self.health.set(self.entries.len(), self.stopping);
     }
 
     fn earliest_fire(&self) -> Option<DateTime<Utc>> {

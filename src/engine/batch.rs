@@ -178,14 +178,39 @@ impl<'a> Handoff<'a> {
     }
 }
 
+/// What the reading side reports when it is done.
+#[derive(Debug, Default)]
+pub struct ReadEnd {
+    /// Rows left out as already settled by an earlier run.
+    pub left_out: u64,
+    /// What the mapper noticed of the records (for the summary's warnings).
+    pub notes: mapping::Notes,
+}
+
 /// Reads every row, maps it, and sends batches and invalid rows to the sending side until
-/// the source ends, an invalid row stops the run, or the sending side is gone. Returns how
-/// many rows were left out as already settled.
+/// the source ends, an invalid row stops the run, or the sending side is gone.
 pub fn produce(
+    rows: Box<dyn RowStream>,
+    settings: &Batching,
+    changes: Option<ChangeFilter>,
+    output: &mut Handoff<'_>,
+) -> ReadEnd {
+    let mut mapper =
+        Mapper::for_account(settings.target, settings.limits, settings.context.timezone);
+    let left_out = read_all(rows, settings, changes, output, &mut mapper);
+    ReadEnd {
+        left_out,
+        notes: mapper.notes().clone(),
+    }
+}
+
+/// [`produce`]'s loop; returns how many rows were left out as already settled.
+fn read_all(
     mut rows: Box<dyn RowStream>,
     settings: &Batching,
     mut changes: Option<ChangeFilter>,
     output: &mut Handoff<'_>,
+    mapper: &mut Mapper,
 ) -> u64 {
     let no_lines = SettledLines::default();
     let mut already_settled = settings
@@ -195,8 +220,6 @@ pub fn produce(
         .cursor();
     let mut left_out = 0;
     let mut builder = BatchBuilder::new(settings.batch_size, settings.envelope);
-    let mut mapper =
-        Mapper::for_account(settings.target, settings.limits, settings.context.timezone);
     // The output mapping's plan for this run, and the row it maps into (reused).
     let mut output_mapping = settings
         .output
@@ -214,13 +237,7 @@ pub fn produce(
             continue;
         }
         let invalid = match next {
-            Ok(()) => match encode(
-                settings,
-                &mut mapper,
-                &mut output_mapping,
-                &row,
-                &mut builder,
-            ) {
+            Ok(()) => match encode(settings, mapper, &mut output_mapping, &row, &mut builder) {
                 Ok(()) => {
                     if let Some(filter) = &mut changes {
                         let (record, listed_under) = builder.last_record();

@@ -156,7 +156,7 @@ pub async fn run(
             if rows.columns().is_some_and(<[_]>::is_empty) {
                 warnings.push("the source has no columns".to_string());
             }
-            rows_resumed = send::send_all(
+            let end = send::send_all(
                 &job,
                 &options,
                 rows,
@@ -166,6 +166,8 @@ pub async fn run(
                 &cancel,
             )
             .await;
+            rows_resumed = end.left_out;
+            warnings.extend(end.notes.warnings());
         }
         Err(error) => ledger.stop(StopReason::SourceFailed(error.to_string())),
     }

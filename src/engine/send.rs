@@ -21,7 +21,7 @@ use crate::config::model::OnInvalidRecord;
 use crate::outcome::{Code, Outcome};
 
 /// The sending half: takes what the reader produces and keeps requests in flight.
-/// Returns how many rows were left out as settled by an earlier run.
+/// Returns what the reading half reported when it was done.
 pub(super) async fn send_all(
     job: &Job,
     options: &RunOptions,
@@ -30,7 +30,7 @@ pub(super) async fn send_all(
     ledger: &mut Ledger,
     observer: &mut dyn Observer,
     cancel: &CancellationToken,
-) -> u64 {
+) -> batch::ReadEnd {
     let thread_count = job.requests_in_flight();
     let filter = changes.map(|detection| ChangeFilter::new(job.target, detection));
     let (sender, mut produced) = mpsc::channel::<Produced>(thread_count);
@@ -121,9 +121,18 @@ pub(super) async fn send_all(
             Produced::SourceFailed(message) => ledger.stop(StopReason::SourceFailed(message)),
         }
     }
-    reader
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    // A panic on the reading thread is a failed run, never the end of the process.
+    reader.join().unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        ledger.stop(StopReason::SourceFailed(format!(
+            "reading the source failed ({message}); this is a bug in tapline, please report it with the source's format"
+        )));
+        batch::ReadEnd::default()
+    })
 }
 
 /// Books a finished request task: its stop condition, then its records.

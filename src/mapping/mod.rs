@@ -124,6 +124,40 @@ pub struct Mapper {
     text: RecordText,
     /// The last event name that passed CleverTap's rules.
     known_event_name: Option<String>,
+    /// The `ts` of the last event mapped, to see whether the source is in time order.
+    last_ts: Option<i64>,
+    /// What the run should be told of the records mapped.
+    notes: Notes,
+}
+
+/// What the mapper noticed of the records it mapped that the run's summary should say:
+/// things CleverTap asks for that are not errors.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Notes {
+    /// Events whose `ts` is earlier than the event before them: CleverTap asks that events
+    /// be uploaded oldest first (import FAQs).
+    pub events_out_of_order: u64,
+    /// Device tokens of types the upload-device-tokens doc does not list, by type.
+    pub undocumented_token_types: std::collections::BTreeMap<String, u64>,
+}
+
+impl Notes {
+    /// The warnings a run summary gives for them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.events_out_of_order > 0 {
+            warnings.push(format!(
+                "{} events came earlier in time than the event before them: CleverTap asks that events be uploaded oldest first (import FAQs), so sort the source by `ts`",
+                self.events_out_of_order
+            ));
+        }
+        for (kind, count) in &self.undocumented_token_types {
+            warnings.push(format!(
+                "{count} device tokens of type `{kind}` were sent: CleverTap's upload-device-tokens doc lists only apns, fcm and gcm for the API (`{kind}` comes from RudderStack's transformer); CleverTap may refuse them with code 534"
+            ));
+        }
+        warnings
+    }
 }
 
 /// What a column is to a profile or event record.
@@ -184,7 +218,7 @@ impl Column {
             return Column::Items;
         }
         if events && let Some((index, field)) = item_column(name) {
-            return match rules::check_key(field) {
+            return match rules::check_event_key(field) {
                 Ok(()) => Column::Item {
                     index,
                     key: json::encoded_key(field),
@@ -192,7 +226,13 @@ impl Column {
                 Err(violation) => Column::BadName(violation.into()),
             };
         }
-        if let Err(violation) = rules::check_key(name) {
+        // `#` is refused only in profile keys.
+        let checked = if events {
+            rules::check_event_key(name)
+        } else {
+            rules::check_key(name)
+        };
+        if let Err(violation) = checked {
             return Column::BadName(violation.into());
         }
         let (standard, conversion) = if events {
@@ -231,7 +271,14 @@ impl Mapper {
             columns: Vec::new(),
             text: RecordText::default(),
             known_event_name: None,
+            last_ts: None,
+            notes: Notes::default(),
         }
+    }
+
+    /// What it noticed of the records mapped so far.
+    pub fn notes(&self) -> &Notes {
+        &self.notes
     }
 
     /// Builds the CleverTap record for a row.
@@ -249,16 +296,34 @@ impl Mapper {
             }
             Target::Events => {
                 self.learn_columns(row);
-                event_record(
+                let ts = event_record(
                     row,
                     &self.columns,
                     &mut self.text,
                     &mut self.known_event_name,
                     (self.limits, self.zone),
                 )?;
+                if let Some(ts) = ts {
+                    if self.last_ts.is_some_and(|last| ts < last) {
+                        self.notes.events_out_of_order += 1;
+                    }
+                    self.last_ts = Some(ts);
+                }
                 Record::Upload(UploadRecord::new(RecordKind::Event, &self.text))
             }
-            Target::DeviceTokens => Record::Plain(operations::token_record(row)?),
+            Target::DeviceTokens => {
+                let token = operations::token_record(row)?;
+                if let Some(kind) = token["tokenData"]["type"].as_str()
+                    && rules::UNDOCUMENTED_TOKEN_TYPES.contains(&kind)
+                {
+                    *self
+                        .notes
+                        .undocumented_token_types
+                        .entry(kind.to_string())
+                        .or_default() += 1;
+                }
+                Record::Plain(token)
+            }
             Target::Demerge => Record::Plain(operations::demerge_identity(row)?),
             Target::Subscriptions => Record::Plain(operations::subscription_record(row)?),
             Target::DisassociatePhone => Record::Plain(operations::disassociate_record(row)?),
@@ -546,7 +611,7 @@ fn event_record(
     text: &mut RecordText,
     known_event_name: &mut Option<String>,
     (limits, zone): (AccountLimits, Tz),
-) -> Result<(), Invalid> {
+) -> Result<Option<i64>, Invalid> {
     text.clear();
     let mut ts = None;
     let mut event_name = None;
@@ -653,7 +718,7 @@ fn event_record(
         text.push_header("ts", &Value::from(ts));
     }
     text.push_header("evtName", event_name);
-    Ok(())
+    Ok(ts)
 }
 
 /// `[{"Name":…,"Price":…},…]`: `Items[i].Field` values sorted by `i`, as JSON text.
@@ -749,7 +814,7 @@ fn charged_items(value: &Value) -> Result<Value, Invalid> {
             ));
         };
         for (key, field) in fields {
-            rules::check_key(key)?;
+            rules::check_event_key(key)?;
             check_event_scalar(&format!("Items.{key}"), field)?;
         }
     }

@@ -50,12 +50,16 @@ pub(super) fn token_record(row: &Row) -> Result<Value, Invalid> {
     let token_type = word(row, "type")?
         .ok_or_else(|| Invalid::breaks(&rules::TOKEN_TYPE, "the row has no `type` value"))?
         .to_lowercase();
-    if !rules::TOKEN_TYPES.contains(&token_type.as_str()) {
+    // The documented types, and those RudderStack sends (the run warns of these).
+    if !rules::TOKEN_TYPES.contains(&token_type.as_str())
+        && !rules::UNDOCUMENTED_TOKEN_TYPES.contains(&token_type.as_str())
+    {
         return Err(Invalid::breaks(
             &rules::TOKEN_TYPE_KNOWN,
             format!(
-                "token `type` `{token_type}` is not one of {}",
-                rules::TOKEN_TYPES.join(", ")
+                "token `type` `{token_type}` is not one of {} (the API's), nor {}",
+                rules::TOKEN_TYPES.join(", "),
+                rules::UNDOCUMENTED_TOKEN_TYPES.join(", ")
             ),
         ));
     }

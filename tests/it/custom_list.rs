@@ -239,18 +239,65 @@ fn invalid_rows_skip_or_stop_and_dry_run_sends_nothing() {
 }
 
 #[test]
-fn the_custom_list_example_runs_on_the_built_in_sandbox() {
+fn the_custom_list_examples_create_the_segment_once_and_refresh_it_on_schedule() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Created once, then refreshed as the nightly schedule does, twice: every run succeeds.
     let output = tapline(
         root,
-        &["run", "pipelines/vip_audience.yaml", "--sandbox", "--json"],
+        &[
+            "run",
+            "pipelines/vip_audience_create.yaml",
+            "pipelines/vip_audience.yaml",
+            "pipelines/vip_audience.yaml",
+            "--sandbox",
+            "--json",
+        ],
     );
-    let summary = common::summary(&output);
-    assert_eq!(output.status.code(), Some(0), "{summary}");
-    assert!(summary["segment_id"].is_i64(), "{summary}");
-    assert_eq!(
-        summary["sandbox"]["segments"]["VIP users"]["identities"],
-        summary["records"]["accepted"]
+    let summaries: Vec<serde_json::Value> = stdout(&output)
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(output.status.code(), Some(0), "{summaries:?}");
+    let runs: Vec<&serde_json::Value> = summaries
+        .iter()
+        .filter(|summary| summary.get("pipeline").is_some())
+        .collect();
+    assert_eq!(runs.len(), 3, "{summaries:?}");
+    for summary in &runs {
+        assert_eq!(summary["status"], "succeeded", "{summary}");
+        assert!(summary["segment_id"].is_i64(), "{summary}");
+    }
+    // The scheduled one never creates: `validate` warns of a scheduled `create`.
+    let output = tapline_with_env(
+        root,
+        &["validate", "pipelines/vip_audience.yaml", "--strict"],
+        &[("CLEVERTAP_ACCOUNT_ID", "A"), ("CLEVERTAP_PASSCODE", "p")],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let workspace = Workspace::new();
+    workspace.write(
+        "audience.csv",
+        "identity
+u1
+",
+    );
+    workspace.write(
+        "nightly.yaml",
+        "connection: {account_id: A, passcode_file: passcode.txt}
+source: {path: audience.csv}
+target:
+  entity: custom_list
+  custom_list: {name: VIP, uploader_email: admin@example.com, segment_mode: create}
+schedule: {cron: \"30 2 * * *\"}
+",
+    );
+    let output = tapline(workspace.dir.path(), &["validate", "nightly.yaml"]);
+    assert!(
+        stderr(&output).contains("every run after the first fails")
+            && stderr(&output).contains("schedule `segment_mode: update`"),
+        "{}",
+        stderr(&output)
     );
 }
 

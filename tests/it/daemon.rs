@@ -1061,3 +1061,51 @@ fn a_damaged_parquet_file_fails_its_run_and_the_next_file_is_sent() {
     );
     assert_eq!(daemon.stop(), Some(0));
 }
+
+#[test]
+fn health_says_whether_the_daemon_can_do_its_work() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    let dir = workspace.dir.path();
+    let address = free_loopback_address();
+    let health = || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&address).expect("the metrics server");
+        write!(
+            stream,
+            "GET /health HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response.split(' ').nth(1).unwrap_or_default().to_string();
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
+            .unwrap_or_default();
+        (status, body)
+    };
+    let mut daemon = Daemon::start(dir, &["--metrics-listen", &address]);
+    daemon.notification_with("READY=1");
+    let (status, body) = health();
+    assert_eq!(status, "503", "{body}");
+    assert!(body.contains("no pipeline is loaded"), "{body}");
+
+    workspace.write("people.csv", "identity\nu1\n");
+    workspace.pipeline(
+        "people",
+        &sandbox,
+        "source: {path: people.csv}\ntarget: {entity: user_profiles}\nschedule: {cron: \"0 0 1 1 *\"}\n",
+    );
+    daemon.wait_for(30, "a healthy daemon once a pipeline loads", || {
+        health() == ("200".to_string(), "ok\n".to_string())
+    });
+
+    // The state store becomes unusable: a file where its folder was.
+    std::fs::remove_dir_all(dir.join(".tapline")).unwrap();
+    std::fs::write(dir.join(".tapline"), "not a folder").unwrap();
+    let (status, body) = health();
+    assert_eq!(status, "503", "{body}");
+    assert!(body.contains("the state store cannot be used"), "{body}");
+    assert_eq!(daemon.stop(), Some(0));
+}

@@ -18,7 +18,18 @@ use tapline::sandbox::SandboxConfig;
 
 /// How many query snapshots the state folder holds.
 fn snapshots(workspace: &Workspace) -> usize {
-    std::fs::read_dir(workspace.path(".tapline/snapshots")).map_or(0, |entries| entries.count())
+    std::fs::read_dir(workspace.path(".tapline/snapshots")).map_or(0, |entries| {
+        entries
+            .filter(|entry| {
+                entry.as_ref().is_ok_and(|entry| {
+                    entry
+                        .path()
+                        .extension()
+                        .is_some_and(|ext| ext == "snapshot")
+                })
+            })
+            .count()
+    })
 }
 
 fn run(workspace: &Workspace, extra: &[&str]) -> (Option<i32>, Value) {

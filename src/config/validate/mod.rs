@@ -257,9 +257,10 @@ fn build(
         .map(|schedule| {
             schedule.map(|schedule| build_schedule(file, root, &schedule, diagnostics))
         });
-    let output = sections
-        .get::<Option<OutputFile>>("output")
-        .map(|output| output.and_then(|output| build_output(file, root, &output, diagnostics)));
+    let output = sections.get::<Option<OutputFile>>("output").map(|output| {
+        let events = matches!(target, Some(crate::config::Target::Events));
+        output.and_then(|output| build_output(file, root, (&output, events), diagnostics))
+    });
     if let Some(Some((mapping, positions))) = &output {
         parts.output = Some((mapping.clone(), positions.clone()));
     }
@@ -271,6 +272,23 @@ fn build(
             uploader_email: list.uploader_email.trim().to_string(),
             mode: list.segment_mode.unwrap_or(SegmentMode::Create),
         });
+    // CleverTap refuses to create a segment that exists: a scheduled `create` fails from its
+    // second run (docs/clevertap-api.md, second audit, 3).
+    if let (Some(list), Some(Some(Some(_)))) = (&custom_list, &schedule)
+        && list.mode == SegmentMode::Create
+    {
+        diagnostics.push(
+            Diagnostic::warning(
+                file,
+                Some(root.locate("/target/custom_list")),
+                format!(
+                    "custom list `{}` is created on a schedule: CleverTap refuses to create a segment that exists, so every run after the first fails",
+                    list.name
+                ),
+            )
+            .with_hint("create it once (a pipeline without `schedule`, or the dashboard), and schedule `segment_mode: update`"),
+        );
+    }
     // Each section is read without stopping at a broken one (no `?` until the end), so one
     // run of `validate` reports the problems of every section at once.
     let segment = sections.get::<Option<SegmentFile>>("segment");

@@ -9,15 +9,22 @@ use crate::template::Template;
 use std::path::Path;
 
 /// Checks the output mapping: names, and every template.
+/// Output columns become event properties when `events`, profile properties otherwise
+/// (where `#` is refused).
 pub(super) fn build_output(
     file: &Path,
     root: &Node,
-    output: &OutputFile,
+    (output, events): (&OutputFile, bool),
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<(OutputMapping, Vec<yaml::Position>)> {
     let mut names: Vec<(String, String)> = Vec::new();
     let mut check_name = |name: &str, pointer: String, diagnostics: &mut Vec<Diagnostic>| {
-        if let Err(violation) = crate::clevertap::rules::check_key(name) {
+        let checked = if events {
+            crate::clevertap::rules::check_event_key(name)
+        } else {
+            crate::clevertap::rules::check_key(name)
+        };
+        if let Err(violation) = checked {
             diagnostics.push(Diagnostic::error(
                 file,
                 Some(root.locate(&pointer)),
