@@ -467,7 +467,8 @@ fn records_follow_clevertap_s_current_rules() {
             json!({"type": "event", "identity": "u1", "evtName": "charged", "evtData": {"Items": [{"Name": "Book"}]}}),
         ),
     );
-    // `#` is allowed in event names, not in property keys.
+    // `#` is allowed in event names and event property names, not in profile keys (second
+    // audit, 1: platform considerations, "Events → General Constraints").
     check(
         Target::Events,
         json!({"identity": "u1", "evtName": "Level #2"}),
@@ -476,6 +477,22 @@ fn records_follow_clevertap_s_current_rules() {
     check(
         Target::Events,
         json!({"identity": "u1", "evtName": "Viewed", "Tag#": "x"}),
+        Ok(
+            json!({"type": "event", "identity": "u1", "evtName": "Viewed", "evtData": {"Tag#": "x"}}),
+        ),
+    );
+    check(
+        Target::Events,
+        json!({"identity": "u1", "evtName": "Charged", "Items[0].SKU #": "x"}),
+        Ok(
+            json!({"type": "event", "identity": "u1", "evtName": "Charged", "evtData": {"Items": [{"SKU #": "x"}]}}),
+        ),
+    );
+    check(
+        Target::Profiles {
+            array_operation: ArrayOperation::Replace,
+        },
+        json!({"identity": "u1", "Tag#": "x"}),
         Err("invalid_record"),
     );
 }
