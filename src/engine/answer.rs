@@ -71,17 +71,22 @@ pub(super) fn answered_batch(
         tracing::error!(batch = batch.index, first_line = batch.first_line(), %reason, "batch refused");
         return failed_batch(batch, Code::RequestFailed, &reason, attempts);
     }
-    let records: Vec<Option<serde_json::Value>> = (0..batch.lines.len())
-        .map(|index| batch.record(index))
-        .collect();
-    let mut rejected = vec![false; records.len()];
+    let count = batch.lines.len();
+    // The records are read back only to match an entry that gives no record number (a
+    // batch CleverTap took whole, the common case, is never parsed).
+    let mut records: Option<Vec<Option<serde_json::Value>>> = None;
+    let mut rejected = vec![false; count];
     let mut unmatched = 0;
     let mut settled = Vec::new();
     for entry in &response.unprocessed {
         let index = entry
             .record_index()
-            .filter(|&index| index < records.len() && !rejected[index])
-            .or_else(|| match_echoed_record(&records, entry.record.as_ref(), &rejected));
+            .filter(|&index| index < count && !rejected[index])
+            .or_else(|| {
+                let records = records
+                    .get_or_insert_with(|| (0..count).map(|index| batch.record(index)).collect());
+                match_echoed_record(records, entry.record.as_ref(), &rejected)
+            });
         let Some(index) = index else {
             tracing::warn!(batch = batch.index, entry = ?entry, "an unprocessed entry matches no record of the batch");
             unmatched += 1;
@@ -100,11 +105,11 @@ pub(super) fn answered_batch(
                 .and_then(|code| u16::try_from(code).ok())
                 .map_or(Code::Rejected, Code::CleverTap),
             reason,
-            carried: Carried::record(records[index].clone()),
+            carried: Carried::record(batch.record(index)),
         });
     }
     let matched = response.unprocessed.len() - unmatched;
-    let left = records.len() - matched;
+    let left = count - matched;
     let adds_up = response
         .processed
         .is_none_or(|processed| processed == left as u64);
@@ -114,14 +119,14 @@ pub(super) fn answered_batch(
         let reason = unmatched_reason(response, unmatched, left);
         tracing::error!(batch = batch.index, first_line = batch.first_line(), %reason, "answer not matched");
         settled.extend(
-            (0..records.len())
+            (0..count)
                 .filter(|&index| !rejected[index])
                 .map(|index| Settled {
                     line: batch.lines[index],
                     outcome: Outcome::Failed,
                     code: Code::UnmatchedAnswer,
                     reason: reason.clone(),
-                    carried: Carried::record(records[index].clone()),
+                    carried: Carried::record(batch.record(index)),
                 }),
         );
         0
