@@ -7,8 +7,43 @@
 //! elapsed time. The tests below pin that down.
 
 use chrono::{DateTime, TimeZone, Utc};
+use schemars::JsonSchema;
+use serde::Deserialize;
 
-use crate::config::model::Schedule;
+/// A parsed cron schedule in a time zone.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// The expression as written.
+    pub expression: String,
+    /// The parsed expression.
+    pub cron: croner::Cron,
+    /// The zone it is read in.
+    pub timezone: chrono_tz::Tz,
+    /// What a fire does while the pipeline still runs.
+    pub overlap: Overlap,
+    /// What the daemon does about fires it missed while down.
+    pub catch_up: CatchUp,
+}
+
+/// What a fire does while the pipeline still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    /// Drop the fire, and log it.
+    Skip,
+    /// Run once more when the current run ends.
+    Queue,
+}
+
+/// What the daemon does at start about fires it missed while down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchUp {
+    /// Nothing: wait for the next fire.
+    Skip,
+    /// Run once at start when a fire was missed.
+    Latest,
+}
 
 /// The first fire of `schedule` strictly after `after`, or `None` if there is none (a date
 /// that never comes, like 30 February).

@@ -10,11 +10,41 @@ use super::wire::{
     ACCOUNT_HEADER, CUSTOM_LIST_COMPLETED_PATH, CustomListAnswer, CustomListCompleted, Endpoint,
     ErrorBody, PASSCODE_HEADER, PresignedUrl, UploadResponse,
 };
-use crate::config::model::Connection;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Error bodies are quoted in messages up to this many characters.
 const MAX_QUOTED_BODY: usize = 300;
+
+/// The account a client sends to, as a connection names it.
+#[derive(Debug, Clone, Copy)]
+pub struct Account<'a> {
+    /// The connection's name, for messages.
+    pub connection: &'a str,
+    /// The Project ID.
+    pub account_id: &'a str,
+    /// The passcode, sent in one header marked sensitive and nowhere else.
+    pub passcode: &'a str,
+    /// The API base URL without a trailing slash.
+    pub base_url: &'a str,
+    /// How long one request may take.
+    pub request_timeout: Duration,
+}
+
+/// Why a client could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// A credential holds characters an HTTP header cannot carry.
+    #[error("the {what} of connection `{connection}` has characters a header cannot carry")]
+    Unsendable {
+        /// The connection.
+        connection: String,
+        /// Which credential.
+        what: &'static str,
+    },
+    /// The HTTP client could not be set up.
+    #[error("cannot set up the HTTP client: {0}")]
+    Setup(String),
+}
 
 /// Why a request did not get a usable answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -96,21 +126,21 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for a connection. The passcode goes into a header marked sensitive.
-    pub fn new(connection: &Connection) -> anyhow::Result<Self> {
+    /// A client for an account. The passcode goes into a header marked sensitive.
+    pub fn new(account: &Account<'_>) -> Result<Self, ClientError> {
         // reqwest is built without a bundled crypto provider; install ring's once.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut headers = HeaderMap::new();
+        let unsendable = |what: &'static str| ClientError::Unsendable {
+            connection: account.connection.to_string(),
+            what,
+        };
         headers.insert(
             ACCOUNT_HEADER,
-            HeaderValue::from_str(&connection.account_id)?,
+            HeaderValue::from_str(account.account_id).map_err(|_| unsendable("account ID"))?,
         );
-        let mut passcode = HeaderValue::from_str(connection.passcode.expose()).map_err(|_| {
-            anyhow::anyhow!(
-                "the passcode of connection `{}` has characters a header cannot carry",
-                connection.name
-            )
-        })?;
+        let mut passcode =
+            HeaderValue::from_str(account.passcode).map_err(|_| unsendable("passcode"))?;
         passcode.set_sensitive(true);
         headers.insert(PASSCODE_HEADER, passcode);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -118,18 +148,20 @@ impl Client {
             .default_headers(headers)
             .user_agent(concat!("tapline/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(connection.request_timeout)
+            .timeout(account.request_timeout)
             .pool_max_idle_per_host(16)
-            .build()?;
+            .build()
+            .map_err(|error| ClientError::Setup(error.to_string()))?;
         let plain = reqwest::Client::builder()
             .user_agent(concat!("tapline/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(CONNECT_TIMEOUT)
-            .build()?;
+            .build()
+            .map_err(|error| ClientError::Setup(error.to_string()))?;
         Ok(Client {
             http,
             plain,
-            base_url: connection.base_url.clone(),
-            timeout: connection.request_timeout,
+            base_url: account.base_url.to_string(),
+            timeout: account.request_timeout,
         })
     }
 

@@ -7,4 +7,4 @@ pub mod retry;
 pub mod rules;
 pub mod wire;
 
-pub use client::{Client, Failure};
+pub use client::{Account, Client, ClientError, Failure};

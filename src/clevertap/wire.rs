@@ -1,9 +1,8 @@
 //! Request paths and response bodies of CleverTap's REST API (docs/clevertap-api.md §2).
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-
-use crate::config::model::Region;
 
 /// One of CleverTap's write APIs, with its limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +161,24 @@ pub struct CustomListAnswer {
     /// What went wrong.
     #[serde(default)]
     pub error: Option<String>,
+}
+
+/// A CleverTap data centre.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Region {
+    /// Europe: `https://api.clevertap.com`.
+    Eu1,
+    /// India: `https://in1.api.clevertap.com`.
+    In1,
+    /// Singapore: `https://sg1.api.clevertap.com`.
+    Sg1,
+    /// United States: `https://us1.api.clevertap.com`.
+    Us1,
+    /// Indonesia: `https://aps3.api.clevertap.com`.
+    Aps3,
+    /// Middle East (UAE): `https://mec1.api.clevertap.com`.
+    Mec1,
 }
 
 /// The API host of a CleverTap region. Europe has the bare `api.clevertap.com`.

@@ -35,7 +35,7 @@ pub(super) fn daemon(args: &DaemonArgs) -> Exit {
             SocketAddr::from(([127, 0, 0, 1], 0)),
         )
         .await
-        .map_err(|error| anyhow::anyhow!("cannot start the sandbox: {error}"))?;
+        .map_err(|error| crate::daemon::StartError::Sandbox(error.to_string()))?;
         let (account_id, passcode) = sandbox.credentials();
         let base_url = sandbox.base_url();
         tracing::info!(
@@ -57,7 +57,7 @@ pub(super) fn daemon(args: &DaemonArgs) -> Exit {
     match result {
         Ok(()) => Exit::Success,
         Err(error) => {
-            errln!("error: {error:#}");
+            errln!("error: {error}");
             Exit::Usage
         }
     }

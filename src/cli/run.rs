@@ -174,7 +174,7 @@ pub(super) fn delivery(pipeline: &Pipeline, dry_run: bool) -> Result<Delivery, E
     if dry_run {
         return Ok(Delivery::DryRun);
     }
-    Client::new(&pipeline.connection)
+    Client::new(&pipeline.connection.account())
         .map(Delivery::Send)
         .map_err(|error| {
             errln!("error: {}: {error}", pipeline.name);

@@ -9,6 +9,11 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+// CleverTap's regions are the API's, and a schedule's options the scheduler's; the files
+// name them, so they are read here.
+pub use crate::clevertap::wire::Region;
+pub use crate::scheduler::{CatchUp, Overlap};
+
 /// A tapline pipeline: one source file delivered to one CleverTap target.
 ///
 /// The pipeline's name is the file name without `.yaml`.
@@ -432,24 +437,6 @@ pub struct LimitsFile {
     pub event_properties: Option<i64>,
 }
 
-/// A CleverTap data centre.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Region {
-    /// Europe: `https://api.clevertap.com`.
-    Eu1,
-    /// India: `https://in1.api.clevertap.com`.
-    In1,
-    /// Singapore: `https://sg1.api.clevertap.com`.
-    Sg1,
-    /// United States: `https://us1.api.clevertap.com`.
-    Us1,
-    /// Indonesia: `https://aps3.api.clevertap.com`.
-    Aps3,
-    /// Middle East (UAE): `https://mec1.api.clevertap.com`.
-    Mec1,
-}
-
 /// `connections.yaml`: named CleverTap connections (and PostgreSQL databases) that pipelines in the same folder use.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[schemars(title = "tapline connections")]
@@ -687,24 +674,4 @@ pub struct ScheduleFile {
     /// at start if at least one fire was missed).
     #[serde(default)]
     pub catch_up: Option<CatchUp>,
-}
-
-/// What a fire does while the pipeline still runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Overlap {
-    /// Drop the fire, and log it.
-    Skip,
-    /// Run once more when the current run ends.
-    Queue,
-}
-
-/// What the daemon does at start about fires it missed while down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum CatchUp {
-    /// Nothing: wait for the next fire.
-    Skip,
-    /// Run once at start when a fire was missed.
-    Latest,
 }

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use super::file::{
-    ArrayOperation, CatchUp, ColumnType, NotifyOn, Overlap, Region, Rerun, SegmentMode,
-    SmtpSecurity, SourceFormat, TriggerKind,
+    ArrayOperation, CatchUp, ColumnType, NotifyOn, Overlap, Rerun, SegmentMode, SmtpSecurity,
+    SourceFormat, TriggerKind,
 };
 use crate::template::Template;
 
@@ -165,6 +165,19 @@ pub struct Connection {
     pub request_timeout: Duration,
     /// The account's limits on records.
     pub limits: AccountLimits,
+}
+
+impl Connection {
+    /// The account a CleverTap client sends to.
+    pub fn account(&self) -> crate::clevertap::Account<'_> {
+        crate::clevertap::Account {
+            connection: &self.name,
+            account_id: &self.account_id,
+            passcode: self.passcode.expose(),
+            base_url: &self.base_url,
+            request_timeout: self.request_timeout,
+        }
+    }
 }
 
 /// Limits of a CleverTap account on records, CleverTap's defaults unless the connection
@@ -477,19 +490,12 @@ pub enum OnInvalidRecord {
     Skip,
 }
 
-/// A parsed cron schedule in a time zone.
-#[derive(Debug, Clone)]
-pub struct Schedule {
-    /// The expression as written.
-    pub expression: String,
-    /// The parsed expression.
-    pub cron: croner::Cron,
-    /// The zone it is read in.
-    pub timezone: chrono_tz::Tz,
-    /// What a fire does while the pipeline still runs.
-    pub overlap: Overlap,
-    /// What the daemon does about fires it missed while down.
-    pub catch_up: CatchUp,
+pub use crate::scheduler::Schedule;
+
+/// Whether a source path is a pattern (`*`, `?`) rather than one file: config checks that
+/// only `file_arrival` pipelines have one; `source::arrival` matches and lists its files.
+pub fn is_pattern(path: &std::path::Path) -> bool {
+    path.to_string_lossy().contains(['*', '?'])
 }
 
 #[cfg(test)]

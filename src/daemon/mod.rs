@@ -141,9 +141,39 @@ const QUIET: Duration = Duration::from_secs(1);
 /// How long an arrived file whose run could not start waits before it is tried again.
 const ARRIVAL_RETRY: Duration = Duration::from_secs(30);
 
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The state store cannot be used.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    /// `--metrics-listen`'s address cannot be served.
+    #[error("cannot serve metrics on {address}: {source}")]
+    Metrics {
+        /// The address.
+        address: SocketAddr,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// The pipeline folder cannot be watched.
+    #[error("cannot watch `{}`: {reason}", dir.display())]
+    Watch {
+        /// The folder.
+        dir: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The signals cannot be listened for.
+    #[error("cannot listen for signals: {0}")]
+    Signals(#[from] std::io::Error),
+    /// The built-in sandbox (`--sandbox`) cannot listen.
+    #[error("cannot start the sandbox: {0}")]
+    Sandbox(String),
+}
+
 /// Runs the daemon until SIGTERM or SIGINT. An error is returned only when it cannot start;
 /// the command line has checked that `dir` is a folder.
-pub async fn run(options: Options) -> anyhow::Result<()> {
+pub async fn run(options: Options) -> Result<(), StartError> {
     let store = crate::state::open(&options.state.store)?;
     // With the shared store, the budgets count against slots every process shares.
     let budgets = AccountBudgets::new(store.shared_slots());
@@ -152,11 +182,13 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     if let Some(address) = options.metrics_listen {
         let bound = metrics::serve(address, Arc::clone(&metrics), Arc::clone(&health))
             .await
-            .map_err(|error| anyhow::anyhow!("cannot serve metrics on {address}: {error}"))?;
+            .map_err(|source| StartError::Metrics { address, source })?;
         tracing::info!(%bound, "serving /metrics and /health");
     }
-    let (watcher, mut changes) = watch::watch(&options.dir)
-        .map_err(|error| anyhow::anyhow!("cannot watch `{}`: {error}", options.dir.display()))?;
+    let (watcher, mut changes) = watch::watch(&options.dir).map_err(|error| StartError::Watch {
+        dir: options.dir.clone(),
+        reason: error.to_string(),
+    })?;
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -747,7 +779,7 @@ impl Daemon {
 
     /// The HTTP client of a pipeline's connection, made once per connection and reload
     /// (making one loads the system's root certificates) and shared by its runs.
-    fn client(&mut self, pipeline: &Pipeline) -> anyhow::Result<Client> {
+    fn client(&mut self, pipeline: &Pipeline) -> Result<Client, crate::clevertap::ClientError> {
         let key = format!(
             "{}/{}",
             pipeline.connection.name,
@@ -756,7 +788,7 @@ impl Daemon {
         if let Some(client) = self.clients.get(&key) {
             return Ok(client.clone());
         }
-        let client = Client::new(&pipeline.connection)?;
+        let client = Client::new(&pipeline.connection.account())?;
         self.clients.insert(key, client.clone());
         Ok(client)
     }

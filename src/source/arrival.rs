@@ -4,10 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-/// Whether a source path is a pattern rather than one file.
-pub fn is_pattern(path: &Path) -> bool {
-    path.to_string_lossy().contains(['*', '?'])
-}
+pub use crate::config::model::is_pattern;
 
 /// A file that matches a pattern, with what identifies this version of it.
 #[derive(Debug, Clone, PartialEq, Eq)]

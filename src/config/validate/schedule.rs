@@ -33,7 +33,7 @@ pub(super) fn check_trigger(
         );
         return;
     }
-    let wildcards = crate::source::arrival::is_pattern(Path::new(&path));
+    let wildcards = crate::config::model::is_pattern(Path::new(&path));
     match trigger {
         TriggerKind::FileArrival => {
             if sections.json.get("schedule").is_some() {
