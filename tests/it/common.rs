@@ -1,8 +1,6 @@
 //! Shared helpers of the integration tests: a temp folder of pipelines, a sandbox on
 //! loopback, and the real `tapline` binary.
 
-#![allow(dead_code)] // each test file uses a different part of these helpers
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -385,7 +383,7 @@ impl Drop for TestDatabase {
 /// message syntax, and each column's values, written as they are (every column required,
 /// no NULLs). The tests make their own files, so each case is one they can read.
 pub fn write_parquet(path: &Path, schema: &str, columns: &[ParquetColumn]) {
-    use parquet::data_type::{ByteArrayType, FixedLenByteArrayType, Int32Type, Int64Type};
+    use parquet::data_type::{ByteArrayType, FixedLenByteArrayType, Int64Type};
     use parquet::file::properties::WriterProperties;
     use parquet::file::writer::SerializedFileWriter;
     let schema = std::sync::Arc::new(parquet::schema::parser::parse_message_type(schema).unwrap());
@@ -421,12 +419,6 @@ pub fn write_parquet(path: &Path, schema: &str, columns: &[ParquetColumn]) {
                     .write_batch(&values, None, None)
                     .unwrap();
             }
-            ParquetColumn::Int32(values) => {
-                writer
-                    .typed::<Int32Type>()
-                    .write_batch(values, None, None)
-                    .unwrap();
-            }
             ParquetColumn::Int64(values) => {
                 writer
                     .typed::<Int64Type>()
@@ -444,7 +436,6 @@ pub fn write_parquet(path: &Path, schema: &str, columns: &[ParquetColumn]) {
 pub enum ParquetColumn {
     Text(Vec<Vec<u8>>),
     Fixed(Vec<Vec<u8>>),
-    Int32(Vec<i32>),
     Int64(Vec<i64>),
 }
 
