@@ -1,0 +1,647 @@
+//! The phases of one run: begin (open the store, take the pipeline's lock, write the history
+//! entry), prepare the input (a file, a rejects file to replay, or a query's snapshot: read
+//! anew or resumed), plan (`plan.rs`), deliver (the engine, checkpointing as it goes), and
+//! finish (the delivery record, the watermark, the arrival, the history, the notifications).
+//! A run without bookkeeping (dry runs, a throwaway sandbox) is prepare and deliver only.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::checkpointer::Checkpointer;
+use super::plan::{Fit, Plan, fit, plan};
+use super::snapshots::{
+    incremental_bound, query_failed, read_query, remove_snapshot, snapshot_path, snapshot_source,
+};
+use super::{
+    Changes, Request, Resume, RunError, batches_per_checkpoint, checkpoint_key, destination,
+    rejects_path, settings_digest,
+};
+use crate::clevertap::retry::RetryPolicy;
+use crate::config::Pipeline;
+use crate::config::model::{
+    Compression, FileSource, OnInvalidRecord, QuerySource, Send, Source, SourceFormat, Target,
+};
+use crate::engine::{
+    self, AccountBudgets, ChangeDetection, Delivery, ErrorBudget, Job, Observer, RunOptions,
+    RunSummary,
+};
+use crate::file_stem;
+use crate::mapping;
+use crate::notifications::{self, RunNotice};
+use crate::outcome::RunStatus;
+use crate::source::snapshot::SnapshotMeta;
+use crate::state::{
+    self, Checkpoint, Fingerprint, FirstError, LockWait, PipelineLock, RunFinish, RunStart,
+    SettingsDigest, StateError, StateStore,
+};
+use crate::template::RunContext;
+
+/// What every run starts from: its ID, where it sends, and the engine's job and options.
+pub(super) struct Start<'a> {
+    pipeline: &'a Pipeline,
+    request: &'a Request,
+    run_id: String,
+    /// The account and host ([`destination`]).
+    destination: String,
+    /// What checkpoints and deliveries are kept under ([`checkpoint_key`]).
+    key: String,
+    /// The query whose rows the run reads through a snapshot, if the source is one (and
+    /// the run is not a replay).
+    query: Option<&'a QuerySource>,
+}
+
+/// What the engine is given: the job (its input filled in when a query's snapshot is read)
+/// and the run's options.
+pub(super) struct Work {
+    job: Job,
+    options: RunOptions,
+}
+
+impl<'a> Start<'a> {
+    pub(super) fn new(pipeline: &'a Pipeline, request: &'a Request) -> (Self, Work) {
+        let run_id = super::new_run_id();
+        let destination = destination(pipeline);
+        // What the engine reads: the pipeline's file, a rejects file to replay, or (filled in
+        // when it is read) the snapshot of a query's rows.
+        let (input, query) = match (&request.replay, &pipeline.source) {
+            (Some(rejects), source) => (
+                FileSource {
+                    path: rejects.clone(),
+                    format: SourceFormat::Rejects,
+                    compression: Compression::None,
+                    timezone: source.timezone(),
+                    projection: None,
+                },
+                None,
+            ),
+            (None, Source::File(file)) => (file.clone(), None),
+            (None, Source::Query(query)) => (snapshot_source(PathBuf::new(), query), Some(query)),
+        };
+        let job = job(pipeline, &run_id, input);
+        let options = RunOptions {
+            delivery: request.delivery.clone(),
+            retry: RetryPolicy::default(),
+            rejects_path: rejects_path(&request.state.rejects_dir, &pipeline.name, &run_id),
+            spool_dir: request.state.work_dir.join("spool"),
+            already_settled: None,
+            account_budget: request
+                .account_budgets
+                .as_ref()
+                .map(|budgets| budgets.for_api(&destination, &job.endpoint)),
+            changes: None,
+        };
+        let start = Start {
+            pipeline,
+            request,
+            key: checkpoint_key(pipeline),
+            destination,
+            run_id,
+            query,
+        };
+        (start, Work { job, options })
+    }
+
+    /// Change detection for `send: changes`: against what the store knows, unless `changes`
+    /// sends everything; `None` for a pipeline that sends everything anyway.
+    fn change_detection(
+        &self,
+        store: &dyn StateStore,
+        changes: Changes,
+    ) -> Result<Option<ChangeDetection>, StateError> {
+        let Send::Changes { event_days } = self.pipeline.send else {
+            return Ok(None);
+        };
+        let known = match changes {
+            Changes::LeaveOut => {
+                Some(store.known_fingerprints(&self.pipeline.name, &self.destination)?)
+            }
+            Changes::SendAll => None,
+        };
+        Ok(Some(ChangeDetection::new(event_days, known)))
+    }
+
+    /// Reads the query's rows into a snapshot at `path` (the one step both kinds of run
+    /// share), and points the job at it; a query that cannot be read is the run's summary.
+    async fn read_snapshot(
+        &self,
+        query: &QuerySource,
+        (bound, path): (Option<String>, &std::path::Path),
+        (work, progress): (&mut Work, &mut dyn Observer),
+        cancel: &CancellationToken,
+    ) -> Result<SnapshotMeta, RunSummary> {
+        progress.query_started(&query.database.name);
+        let meta = read_query(query, bound, path, cancel)
+            .await
+            .map_err(|error| query_failed(self.pipeline, &self.run_id, error))?;
+        work.job.source.path = path.to_path_buf();
+        Ok(meta)
+    }
+}
+
+/// A run without bookkeeping: a dry run (which still reads what `send: changes` would
+/// leave out and what an incremental query would read, from the store as it is), or a run
+/// against a throwaway sandbox.
+pub(super) async fn run_unrecorded(
+    (start, mut work): (Start<'_>, Work),
+    progress: &mut dyn Observer,
+    cancel: CancellationToken,
+) -> Result<RunSummary, RunError> {
+    let request = start.request;
+    let store = if matches!(request.delivery, Delivery::DryRun) && request.state.store.may_exist() {
+        Some(state::open(&request.state.store)?)
+    } else {
+        None
+    };
+    if let Some(store) = &store {
+        work.options.changes = start.change_detection(&**store, request.changes)?;
+    }
+    let snapshot = match start.query {
+        Some(query) => {
+            let path = request.state.work_dir.join("spool").join(format!(
+                "{}-{}.snapshot",
+                file_stem::of(&start.pipeline.name),
+                start.run_id
+            ));
+            let bound = match &store {
+                Some(store) => incremental_bound(
+                    &**store,
+                    query,
+                    request.changes,
+                    (&start.key, &start.destination),
+                )?,
+                None => None,
+            };
+            if let Err(summary) = start
+                .read_snapshot(query, (bound, &path), (&mut work, progress), &cancel)
+                .await
+            {
+                return Ok(summary);
+            }
+            Some(path)
+        }
+        None => None,
+    };
+    let summary = engine::run(work.job, work.options, progress, cancel).await;
+    if let Some(path) = snapshot {
+        remove_snapshot(&path);
+    }
+    Ok(summary)
+}
+
+/// What a recorded run holds while it runs: the store, the pipeline's lock, and how it
+/// learns that its lease was lost.
+struct Held {
+    store: Box<dyn StateStore>,
+    _lock: PipelineLock,
+    /// Cancelled when another process took the lease over; the run's own token.
+    lease_lost: CancellationToken,
+    /// Cancelled by Ctrl-C, SIGTERM or the daemon.
+    interrupted: CancellationToken,
+}
+
+/// How the deliver phase ended.
+struct Delivered {
+    summary: RunSummary,
+    first_errors: Vec<FirstError>,
+    /// Every row settled: the input is delivered in full.
+    in_full: bool,
+}
+
+/// A run with its bookkeeping, phase by phase.
+pub(super) async fn run_recorded(
+    (start, mut work): (Start<'_>, Work),
+    progress: &mut dyn Observer,
+    cancel: CancellationToken,
+) -> Result<RunSummary, RunError> {
+    let mut held = begin(&start, &mut work, cancel)?;
+    let settings = settings_digest(start.pipeline);
+    let checkpoint = match start.request.resume {
+        Resume::FromCheckpoint => held.store.checkpoint(&start.key, &start.destination)?,
+        Resume::Fresh => None,
+    };
+    let input = input(&start, &*held.store, (&settings, checkpoint.as_ref()))?;
+    let cancel = held.lease_lost.clone();
+    let snapshot = match prepare_input(&start, input, (&mut work, progress), &cancel).await {
+        Ok(snapshot) => snapshot,
+        Err(mut summary) => {
+            record_history(&*held.store, &mut summary, &[]);
+            drop(held);
+            notify(start.pipeline, start.request, &mut summary, Vec::new()).await;
+            return Ok(summary);
+        }
+    };
+    // A replay sends what a rejects file holds: no checkpoint, nothing to deduplicate.
+    let plan = if start.request.replay.is_some() {
+        Plan {
+            changes: start.request.changes,
+            ..Plan::default()
+        }
+    } else {
+        plan(
+            &mut *held.store,
+            (start.pipeline, &work.job.source.path, checkpoint),
+            start.request,
+            (&start.destination, &settings),
+            &start.run_id,
+        )?
+    };
+    let delivered = match &plan.up_to_date {
+        Some(delivered_by) => Delivered {
+            summary: up_to_date(start.pipeline, &start.run_id, delivered_by),
+            first_errors: Vec::new(),
+            in_full: true,
+        },
+        None => deliver(&start, (&mut held, work), (&plan, &settings), progress).await?,
+    };
+    Ok(finish(start, held, plan, snapshot, delivered).await)
+}
+
+/// Opens the store, takes the pipeline's lock (a lease with the shared store), checks an
+/// arrived file was not handled already, and writes the run's history entry.
+fn begin(start: &Start<'_>, work: &mut Work, cancel: CancellationToken) -> Result<Held, RunError> {
+    let (pipeline, request) = (start.pipeline, start.request);
+    let store = state::open(&request.state.store)?;
+    // With the shared store the lock is a lease: if another process takes it over (this one
+    // was paused past it), the run stops.
+    let lease_lost = cancel.child_token();
+    let lock = store.lock(&pipeline.name, LockWait::ForADeadHolder, lease_lost.clone())?;
+    if let Some(arrival) = &request.arrival
+        && store.has_arrived(&pipeline.name, arrival)?
+    {
+        return Err(RunError::ArrivalHandled {
+            file: arrival.path.clone(),
+        });
+    }
+    if work.options.account_budget.is_none()
+        && let Some(shared) = store.shared_slots()
+    {
+        // Processes sharing the store share each account's requests in flight.
+        work.options.account_budget =
+            Some(AccountBudgets::new(Some(shared)).for_api(&start.destination, &work.job.endpoint));
+    }
+    let abandoned = store.abandon_running(&pipeline.name)?;
+    if abandoned > 0 {
+        tracing::warn!(pipeline = %pipeline.name, abandoned, "earlier runs ended without a word (killed?); marked abandoned");
+    }
+    prune(&*store, request.history_days);
+    // Absolute, so `tapline replay` finds the pipeline from any folder.
+    let pipeline_file =
+        std::fs::canonicalize(&pipeline.file).unwrap_or_else(|_| pipeline.file.clone());
+    store.start_run(&RunStart {
+        run_id: &start.run_id,
+        pipeline: &pipeline.name,
+        pipeline_file: &pipeline_file,
+        trigger: request.trigger.as_str(),
+        scheduled_for: request.scheduled_for,
+    })?;
+    Ok(Held {
+        store,
+        _lock: lock,
+        lease_lost,
+        interrupted: cancel,
+    })
+}
+
+/// The snapshot a query run reads, with its meta; `None` for a file.
+type Snapshot = Option<(PathBuf, SnapshotMeta)>;
+
+/// How the input is made ready.
+enum Input<'a> {
+    /// The pipeline's file, or a rejects file to replay: as it is.
+    File,
+    /// The snapshot a stopped run read, resumed.
+    Resumed(PathBuf, SnapshotMeta),
+    /// The query, read anew into a snapshot at `path`, binding `bound` as `$1`.
+    Query {
+        query: &'a QuerySource,
+        path: PathBuf,
+        bound: Option<String>,
+    },
+}
+
+/// Decides how the input is made ready. A run that resumes a stopped one goes on from the
+/// snapshot that run read, never from a new query (which could return other rows), and only
+/// when the checkpoint applies to this run (the same query, database and settings) and to
+/// that very snapshot.
+fn input<'a>(
+    start: &Start<'a>,
+    store: &dyn StateStore,
+    (settings, checkpoint): (&SettingsDigest, Option<&Checkpoint>),
+) -> Result<Input<'a>, RunError> {
+    let Some(query) = start.query else {
+        return Ok(Input::File);
+    };
+    let path = snapshot_path(
+        &start.request.state.work_dir,
+        (&start.key, &start.destination),
+    );
+    let resumable = checkpoint.filter(|checkpoint| {
+        matches!(
+            fit(checkpoint, start.pipeline, settings, start.request.changes),
+            Fit::Resume { .. }
+        )
+    });
+    let resumed = SnapshotMeta::read(&path).filter(|_| {
+        resumable.is_some_and(|checkpoint| {
+            Fingerprint::of(&path)
+                .is_ok_and(|snapshot| checkpoint.fingerprint.same_content(&snapshot))
+        })
+    });
+    if let Some(meta) = resumed {
+        return Ok(Input::Resumed(path, meta));
+    }
+    remove_snapshot(&path);
+    let bound = incremental_bound(
+        store,
+        query,
+        start.request.changes,
+        (&start.key, &start.destination),
+    )?;
+    Ok(Input::Query { query, path, bound })
+}
+
+/// Makes the input ready as [`input`] decided; `Err`: the query failed, and this is the
+/// run's summary.
+async fn prepare_input(
+    start: &Start<'_>,
+    input: Input<'_>,
+    (work, progress): (&mut Work, &mut dyn Observer),
+    cancel: &CancellationToken,
+) -> Result<Snapshot, RunSummary> {
+    match input {
+        Input::File => Ok(None),
+        Input::Resumed(path, meta) => {
+            work.job.source.path.clone_from(&path);
+            Ok(Some((path, meta)))
+        }
+        Input::Query { query, path, bound } => {
+            let meta = start
+                .read_snapshot(query, (bound, &path), (work, progress), cancel)
+                .await?;
+            Ok(Some((path, meta)))
+        }
+    }
+}
+
+/// Sends the input through the engine, the checkpoint recording what settles; records the
+/// delivery when every row settled and the input did not change meanwhile.
+async fn deliver(
+    start: &Start<'_>,
+    (held, work): (&mut Held, Work),
+    (plan, settings): (&Plan, &SettingsDigest),
+    progress: &mut dyn Observer,
+) -> Result<Delivered, RunError> {
+    let (pipeline, store) = (start.pipeline, &mut held.store);
+    let Work { job, mut options } = work;
+    options.already_settled = plan
+        .resume
+        .as_ref()
+        .map(|(_, lines)| Arc::new(lines.clone()));
+    // A replay sends what the rejects file holds, as asked.
+    if start.request.replay.is_none() && matches!(pipeline.send, Send::Changes { .. }) {
+        // What a killed run accepted is in the journal still.
+        store.merge_fingerprints(&pipeline.name, &start.destination)?;
+        options.changes = start.change_detection(&**store, plan.changes)?;
+    }
+    let mut book = Checkpointer {
+        store: &mut **store,
+        run_id: &start.run_id,
+        key: &start.key,
+        pipeline: &pipeline.name,
+        destination: &start.destination,
+        recording: plan.fingerprint.is_some(),
+        pending: Vec::new(),
+        fingerprints: Vec::new(),
+        batches_per_write: batches_per_checkpoint(job.requests_in_flight()),
+        unwritten_batches: 0,
+        first_errors: Vec::new(),
+        progress,
+    };
+    let source = job.source.path.clone();
+    let events = job.target == Target::Events;
+    let mut summary = engine::run(job, options, &mut book, held.lease_lost.clone()).await;
+    book.flush_pending(&summary.counts);
+    let first_errors = book.first_errors;
+    if matches!(pipeline.send, Send::Changes { .. }) {
+        keep_fingerprints(&mut **store, (&pipeline.name, &start.destination), events);
+    }
+    summary.resumed_from = plan.resume.as_ref().map(|(run_id, _)| run_id.clone());
+    // Every row settled: the input is done, and a later run will not send it again; unless
+    // it was written to while it was read, when what was sent is not what the fingerprint
+    // says (the next run sees other content and starts over).
+    let changed = plan
+        .fingerprint
+        .as_ref()
+        .is_some_and(|fingerprint| !fingerprint.still_matches(&source));
+    if changed {
+        summary.warnings.push(
+            "the source file changed while it was being read, so it is not marked delivered: the next run sends it again from the first row".to_string(),
+        );
+    }
+    let in_full = summary.stop.is_none() && summary.counts.failed == 0 && !changed;
+    if let Some(fingerprint) = plan.fingerprint.as_ref().filter(|_| in_full)
+        && let Err(error) = store.finish_delivery(
+            &start.key,
+            &start.destination,
+            &start.run_id,
+            (fingerprint, settings),
+        )
+    {
+        summary.warnings.push(format!(
+            "the delivery could not be recorded, so a later run may send this file again: {error}"
+        ));
+    }
+    Ok(Delivered {
+        summary,
+        first_errors,
+        in_full,
+    })
+}
+
+/// Ends a run: the plan's warnings, the query's watermark and snapshot, a lost lease, the
+/// arrival, the history entry, then the notifications (after the store is let go).
+async fn finish(
+    start: Start<'_>,
+    held: Held,
+    plan: Plan,
+    snapshot: Snapshot,
+    delivered: Delivered,
+) -> RunSummary {
+    let Delivered {
+        mut summary,
+        first_errors,
+        in_full,
+    } = delivered;
+    let (pipeline, store) = (start.pipeline, &held.store);
+    summary.warnings.splice(0..0, plan.warnings);
+    // A query delivered in full: its snapshot goes, and an incremental one's next run reads
+    // what is newer than the highest value sent. Otherwise the snapshot stays for the run
+    // that resumes this one.
+    if let (Some((path, meta)), true) = (&snapshot, in_full) {
+        if let (
+            Some(highest),
+            Source::Query(QuerySource {
+                incremental: Some(_),
+                ..
+            }),
+        ) = (&meta.highest, &pipeline.source)
+            && let Err(error) =
+                store.set_watermark(&start.key, &start.destination, (highest, &start.run_id))
+        {
+            summary.warnings.push(format!(
+                "the incremental watermark could not be recorded, so the next run reads these rows again: {error}"
+            ));
+        }
+        remove_snapshot(path);
+    }
+    let lost = held.lease_lost.is_cancelled() && !held.interrupted.is_cancelled();
+    if lost {
+        summary.warnings.push(
+            "this run's lease was taken over by another process (this one had stopped renewing it), so it stopped; that process resumes from the checkpoint".to_string(),
+        );
+    }
+    // An arrived file is handled once its run ended for good: delivered, or failed for a
+    // reason sending it again would meet too. An interrupted run leaves it to the next.
+    if let Some(arrival) = &start.request.arrival
+        && summary.status() != RunStatus::Interrupted
+        && !lost
+        && let Err(error) = store.record_arrival(&pipeline.name, arrival)
+    {
+        summary.warnings.push(format!(
+            "the arrival of this file could not be recorded, so it may be sent again: {error}"
+        ));
+    }
+    record_history(&**store, &mut summary, &first_errors);
+    drop(held);
+    notify(pipeline, start.request, &mut summary, first_errors).await;
+    summary
+}
+
+/// Moves what a `send: changes` run accepted into the fingerprints later runs read, and
+/// forgets events past `changes.event_days`. A failure costs nothing but time: the next run
+/// merges what is left.
+fn keep_fingerprints(store: &mut dyn StateStore, (key, destination): (&str, &str), events: bool) {
+    if let Err(error) = store.merge_fingerprints(key, destination) {
+        tracing::warn!(%error, "cannot merge this run's record fingerprints; the next run will");
+    }
+    if events
+        && let Err(error) =
+            store.prune_fingerprints(key, destination, chrono::Utc::now().timestamp())
+    {
+        tracing::warn!(%error, "cannot forget the fingerprints of old events");
+    }
+}
+
+/// The summary of a run that sent nothing because the file was delivered before.
+fn up_to_date(pipeline: &Pipeline, run_id: &str, delivered_by: &str) -> RunSummary {
+    RunSummary {
+        up_to_date: Some(delivered_by.to_string()),
+        ..RunSummary::empty(&pipeline.name, run_id)
+    }
+}
+
+/// Writes the history entry.
+fn record_history(store: &dyn StateStore, summary: &mut RunSummary, first_errors: &[FirstError]) {
+    let status = summary.status();
+    let finished = store.finish_run(
+        &summary.run_id,
+        &RunFinish {
+            status,
+            records: summary.counts,
+            requests: summary.requests,
+            retries: summary.retries,
+            resumed_from: summary.resumed_from.clone(),
+            rows_resumed: summary.rows_resumed,
+            rejects_file: summary.rejects_file.clone(),
+            stop_reason: summary.stop.as_ref().map(ToString::to_string),
+            first_errors: first_errors.to_vec(),
+            warnings: summary.warnings.clone(),
+        },
+    );
+    if let Err(error) = finished {
+        summary.warnings.push(format!(
+            "the run could not be recorded in the history: {error}"
+        ));
+    }
+}
+
+/// Sends the pipeline's notifications about the run; what could not be delivered becomes a
+/// warning of the run.
+async fn notify(
+    pipeline: &Pipeline,
+    request: &Request,
+    summary: &mut RunSummary,
+    first_errors: Vec<FirstError>,
+) {
+    let status = summary.status();
+    if !pipeline.notifications.is_empty() {
+        let notice = RunNotice {
+            pipeline: summary.pipeline.clone(),
+            run_id: summary.run_id.clone(),
+            status,
+            trigger: request.trigger.as_str().to_string(),
+            records: summary.counts,
+            duration_ms: summary.duration.as_millis() as u64,
+            stop_reason: summary.stop.as_ref().map(ToString::to_string),
+            first_errors,
+            rejects_file: summary
+                .rejects_file
+                .as_ref()
+                .map(|path| path.display().to_string()),
+        };
+        let undelivered = notifications::send(&pipeline.notifications, &notice).await;
+        summary.warnings.extend(undelivered);
+    }
+}
+
+/// Deletes history older than the retention, and its rejects files.
+fn prune(store: &dyn StateStore, days: u32) {
+    match store.prune(days) {
+        Ok(files) => {
+            for file in files {
+                if let Err(error) = std::fs::remove_file(&file)
+                    && error.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(file = %file.display(), %error, "cannot delete an old rejects file");
+                }
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot prune the run history"),
+    }
+}
+
+/// The engine's job for a pipeline that reads `source`.
+fn job(pipeline: &Pipeline, run_id: &str, source: FileSource) -> Job {
+    let error_budget = match pipeline.on_invalid_record {
+        OnInvalidRecord::Skip => ErrorBudget {
+            max_records: pipeline.max_invalid_records,
+            max_ratio: pipeline.max_invalid_ratio,
+        },
+        OnInvalidRecord::Stop => ErrorBudget::default(),
+    };
+    Job {
+        pipeline: pipeline.name.clone(),
+        connection: pipeline.connection.name.clone(),
+        source,
+        target: pipeline.target,
+        limits: pipeline.connection.limits,
+        on_invalid_record: pipeline.on_invalid_record,
+        thread_count: pipeline.thread_count,
+        endpoint: mapping::endpoint(pipeline.target),
+        list_affected: pipeline.target.is_destructive(),
+        output: pipeline.output.clone().map(Arc::new),
+        context: RunContext {
+            pipeline: pipeline.name.clone(),
+            run_id: run_id.to_string(),
+            started: chrono::Utc::now(),
+            segment_id: pipeline.metadata.segment_id.clone(),
+            segment_name: pipeline.metadata.segment_name.clone(),
+            audience_id: pipeline.metadata.audience_id.clone(),
+            timezone: pipeline.source.timezone(),
+        },
+        custom_list: pipeline.custom_list.clone(),
+        error_budget,
+    }
+}
