@@ -9,6 +9,7 @@
 //! version of it stays scheduled.
 
 mod health;
+mod listener;
 pub mod metrics;
 mod systemd;
 mod watch;
@@ -180,7 +181,7 @@ pub async fn run(options: Options) -> Result<(), StartError> {
     let metrics = Arc::new(Metrics::new(budgets.clone()));
     let health = Arc::new(Health::new(options.state.store.clone()));
     if let Some(address) = options.metrics_listen {
-        let bound = metrics::serve(address, Arc::clone(&metrics), Arc::clone(&health))
+        let bound = listener::serve(address, Arc::clone(&metrics), Arc::clone(&health))
             .await
             .map_err(|source| StartError::Metrics { address, source })?;
         tracing::info!(%bound, "serving /metrics and /health");
