@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::checkpointer::Checkpointer;
 use super::plan::{Fit, Plan, fit, plan};
 use super::snapshots::{
-    incremental_bound, query_failed, read_query, remove_snapshot, snapshot_path, snapshot_source,
+    incremental_bound, query_failed, remove_snapshot, snapshot_path, snapshot_source,
 };
 use super::{
     Changes, Request, Resume, RunError, batches_per_checkpoint, checkpoint_key, destination,
@@ -132,7 +132,7 @@ impl<'a> Start<'a> {
         cancel: &CancellationToken,
     ) -> Result<SnapshotMeta, RunSummary> {
         progress.query_started(&query.database.name);
-        let meta = read_query(query, bound, path, cancel)
+        let meta = crate::source::query::materialize(query, bound, path, cancel)
             .await
             .map_err(|error| query_failed(self.pipeline, &self.run_id, error))?;
         work.job.source.path = path.to_path_buf();

@@ -1,16 +1,14 @@
-//! The snapshots of query sources' rows: where a run keeps them, how a query is read into
-//! one (on a thread of its own), and what a run whose query failed reports.
+//! The run's side of query snapshots: where a run keeps one (keyed like its checkpoint), what
+//! an incremental query binds, and what a run whose query failed reports. Reading a query
+//! into a snapshot is `source::query::materialize`.
 
 use std::path::{Path, PathBuf};
-
-use tokio_util::sync::CancellationToken;
 
 use crate::config::Pipeline;
 use crate::config::model::{Compression, FileSource, QuerySource, SourceFormat};
 use crate::engine::{RunSummary, StopReason};
 use crate::file_stem;
 use crate::source::query::QueryError;
-use crate::source::snapshot::SnapshotMeta;
 use crate::state::{StateError, StateStore};
 
 use super::Changes;
@@ -49,33 +47,6 @@ pub(super) fn incremental_bound(
         (Some(_), Changes::LeaveOut) => store.watermark(key, destination),
         _ => Ok(None),
     }
-}
-
-/// Runs a query into a snapshot at `path`, on a thread of its own: compressing the rows is
-/// work the runtime's threads should not wait on.
-pub(super) async fn read_query(
-    query: &QuerySource,
-    bound: Option<String>,
-    path: &Path,
-    cancel: &CancellationToken,
-) -> Result<SnapshotMeta, QueryError> {
-    tracing::info!(database = %query.database.name, "reading the query's rows");
-    let (query, path, cancel) = (query.clone(), path.to_path_buf(), cancel.clone());
-    let runtime = tokio::runtime::Handle::current();
-    let name = query.database.name.clone();
-    tokio::task::spawn_blocking(move || {
-        runtime.block_on(crate::source::query::snapshot(
-            &query, bound, &path, &cancel,
-        ))
-    })
-    .await
-    .unwrap_or_else(|error| {
-        Err(QueryError::Failed {
-            name,
-            rows: 0,
-            reason: format!("the reading thread ended: {error}"),
-        })
-    })
 }
 
 /// The summary of a run whose query could not be read: nothing was sent.

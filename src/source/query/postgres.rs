@@ -1,11 +1,10 @@
-//! Query sources: a SQL query on PostgreSQL (or a warehouse that speaks its protocol), its
-//! result streamed into a [`snapshot`](super::snapshot) that the run then reads like a file.
-//!
-//! Rows arrive in PostgreSQL's binary format, one at a time (tokio-postgres reads the socket
-//! only as fast as rows are taken), and each value becomes the JSON CleverTap wants:
-//! numbers, booleans, strings, `$D_<epoch>` dates, arrays of strings, JSON. Nothing of the
-//! result is held in memory beyond the row being written.
+//! The PostgreSQL dialect of query sources: connecting (`crate::pg`), preparing the query
+//! (one parameter at most, `$1` for `incremental`), and reading its rows in PostgreSQL's
+//! binary format, one at a time (tokio-postgres reads the socket only as fast as rows are
+//! taken), each value becoming the JSON CleverTap wants, or refused by name
+//! ([`super::super::exact`]). Nothing of the result is held beyond the row being written.
 
+use super::{QueryError, ResultColumn, snapshot_error, unsupported_type};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -16,63 +15,16 @@ use tokio_postgres::types::{Format, FromSql, IsNull, ToSql, Type, to_sql_checked
 use tokio_postgres::{Client, Statement};
 use tokio_util::sync::CancellationToken;
 
-use super::exact;
-use super::snapshot::{Cells, SnapshotMeta, SnapshotWriter};
 use crate::config::model::{Database, QuerySource};
 use crate::pg::{self, explain};
+use crate::source::exact;
+use crate::source::snapshot::{Cells, SnapshotMeta, SnapshotWriter};
 
 /// Seconds between 1970-01-01 and PostgreSQL's epoch, 2000-01-01.
 const POSTGRES_EPOCH_SECONDS: i64 = 946_684_800;
 
-/// Why a query could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum QueryError {
-    /// The database could not be reached or refused the login.
-    #[error("cannot connect to database `{name}` ({url}): {reason}")]
-    Connect {
-        /// The database's name in `connections.yaml`.
-        name: String,
-        /// Its URL, password masked.
-        url: String,
-        /// What went wrong.
-        reason: String,
-    },
-    /// The query is not valid, or its result cannot be sent as it is.
-    #[error("the query on database `{name}` {reason}")]
-    Query {
-        /// The database's name.
-        name: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The query failed while its rows were read, or the snapshot could not be written.
-    #[error("the query on database `{name}` failed after {rows} rows: {reason}")]
-    Failed {
-        /// The database's name.
-        name: String,
-        /// Rows read before it failed.
-        rows: u64,
-        /// What went wrong.
-        reason: String,
-    },
-    /// Ctrl-C or SIGTERM while the rows were read.
-    #[error("interrupted while the query's rows were read")]
-    Interrupted,
-}
-
-/// A result column, as the database describes it.
-#[derive(Debug, Clone)]
-pub struct ResultColumn {
-    /// Its name.
-    pub name: String,
-    /// PostgreSQL's name of its type (`int8`, `timestamptz`, `_text`...).
-    pub type_name: String,
-    /// Whether tapline can send its values.
-    pub supported: bool,
-}
-
 /// Connects and asks the database for the query's result columns, without running it.
-pub async fn describe(source: &QuerySource) -> Result<Vec<ResultColumn>, QueryError> {
+pub(super) async fn describe(source: &QuerySource) -> Result<Vec<ResultColumn>, QueryError> {
     let client = connect(&source.database).await?;
     let statement = prepare(&client, source).await?;
     Ok(statement
@@ -89,7 +41,7 @@ pub async fn describe(source: &QuerySource) -> Result<Vec<ResultColumn>, QueryEr
 /// Runs the query and writes every row of its result to a snapshot at `path`; `bound` is
 /// the value bound to `$1` for an incremental source (NULL when `None`). Returns the
 /// snapshot's meta, with the highest value of the incremental column.
-pub async fn snapshot(
+pub(super) async fn snapshot(
     source: &QuerySource,
     bound: Option<String>,
     path: &Path,
@@ -191,17 +143,6 @@ pub async fn snapshot(
     writer
         .finish(highest.map(|(_, text)| text))
         .map_err(|error| failed(read, snapshot_error(&error)))
-}
-
-fn snapshot_error(error: &std::io::Error) -> String {
-    format!("cannot write the snapshot of its rows in the state directory: {error}")
-}
-
-/// The message of a column whose type tapline cannot send.
-pub fn unsupported_type(column: &str, type_name: &str) -> String {
-    format!(
-        "returns column `{column}` of type `{type_name}`, which tapline cannot send; cast it in the query (to text with `::text`, for example)"
-    )
 }
 
 async fn connect(database: &Database) -> Result<Client, QueryError> {
@@ -461,7 +402,7 @@ impl Kind {
                 _ => unreadable(cells, "jsonb"),
             },
             Kind::Uuid => match <[u8; 16]>::try_from(raw) {
-                Ok(bytes) => cells.text(&super::hyphenated_uuid(bytes)),
+                Ok(bytes) => cells.text(&crate::source::hyphenated_uuid(bytes)),
                 Err(_) => unreadable(cells, "uuid"),
             },
             Kind::TextArray => match text_array(raw) {
@@ -507,7 +448,7 @@ impl Kind {
                 (Order::Text(text.clone()), text)
             }
             Kind::Uuid => {
-                let text = super::hyphenated_uuid(<[u8; 16]>::try_from(raw).ok()?);
+                let text = crate::source::hyphenated_uuid(<[u8; 16]>::try_from(raw).ok()?);
                 (Order::Text(text.clone()), text)
             }
             Kind::Bool | Kind::Json | Kind::Jsonb | Kind::TextArray => return None,

@@ -1,0 +1,104 @@
+//! Query sources: a SQL query's result streamed into a [`snapshot`](super::snapshot) that
+//! the run then reads like a file ([`materialize`]). This part knows no dialect: the errors,
+//! the result's columns, and running a dialect's reader on a thread of its own;
+//! `postgres.rs` is PostgreSQL's (and the warehouses that speak its protocol). A new
+//! database is a file beside it.
+
+use std::path::Path;
+
+use tokio_util::sync::CancellationToken;
+
+use super::snapshot::SnapshotMeta;
+use crate::config::model::QuerySource;
+
+mod postgres;
+
+/// Why a query could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The database could not be reached or refused the login.
+    #[error("cannot connect to database `{name}` ({url}): {reason}")]
+    Connect {
+        /// The database's name in `connections.yaml`.
+        name: String,
+        /// Its URL, password masked.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The query is not valid, or its result cannot be sent as it is.
+    #[error("the query on database `{name}` {reason}")]
+    Query {
+        /// The database's name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The query failed while its rows were read, or the snapshot could not be written.
+    #[error("the query on database `{name}` failed after {rows} rows: {reason}")]
+    Failed {
+        /// The database's name.
+        name: String,
+        /// Rows read before it failed.
+        rows: u64,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Ctrl-C or SIGTERM while the rows were read.
+    #[error("interrupted while the query's rows were read")]
+    Interrupted,
+}
+
+/// A result column, as the database describes it.
+#[derive(Debug, Clone)]
+pub struct ResultColumn {
+    /// Its name.
+    pub name: String,
+    /// PostgreSQL's name of its type (`int8`, `timestamptz`, `_text`...).
+    pub type_name: String,
+    /// Whether tapline can send its values.
+    pub supported: bool,
+}
+
+/// Connects and asks the database for the query's result columns, without running it.
+pub async fn describe(source: &QuerySource) -> Result<Vec<ResultColumn>, QueryError> {
+    postgres::describe(source).await
+}
+
+/// Runs the query into a snapshot at `path` (binding `bound` as its one parameter, NULL when
+/// `None`) and returns the snapshot's meta: what the engine then reads, like a file. It runs
+/// on a thread of its own: compressing the rows is work the runtime's threads should not
+/// wait on.
+pub async fn materialize(
+    query: &QuerySource,
+    bound: Option<String>,
+    path: &Path,
+    cancel: &CancellationToken,
+) -> Result<SnapshotMeta, QueryError> {
+    tracing::info!(database = %query.database.name, "reading the query's rows");
+    let (query, path, cancel) = (query.clone(), path.to_path_buf(), cancel.clone());
+    let runtime = tokio::runtime::Handle::current();
+    let name = query.database.name.clone();
+    tokio::task::spawn_blocking(move || {
+        runtime.block_on(postgres::snapshot(&query, bound, &path, &cancel))
+    })
+    .await
+    .unwrap_or_else(|error| {
+        Err(QueryError::Failed {
+            name,
+            rows: 0,
+            reason: format!("the reading thread ended: {error}"),
+        })
+    })
+}
+
+fn snapshot_error(error: &std::io::Error) -> String {
+    format!("cannot write the snapshot of its rows in the state directory: {error}")
+}
+
+/// The message of a column whose type tapline cannot send.
+pub fn unsupported_type(column: &str, type_name: &str) -> String {
+    format!(
+        "returns column `{column}` of type `{type_name}`, which tapline cannot send; cast it in the query (to text with `::text`, for example)"
+    )
+}
