@@ -35,7 +35,7 @@ pub(super) fn show(args: &HistoryArgs) -> Exit {
         );
         return exit;
     }
-    let store = match crate::state::open(&location) {
+    let store = match crate::state::open_history(&location) {
         Ok(store) => store,
         Err(error) => {
             errln!("error: {error}");
@@ -275,7 +275,7 @@ pub(super) fn pipeline_named(
 fn store_of_rejects(
     rejects: &Path,
     store: &StoreArgs,
-) -> Result<Option<Box<dyn crate::state::StateStore>>, String> {
+) -> Result<Option<Box<dyn crate::state::History>>, String> {
     let location = match (store.shared_url()?, &store.state_dir) {
         (Some(_), _) => store.places(Path::new("."))?.store,
         (None, Some(dir)) => Location::Folder(dir.clone()),
@@ -287,7 +287,7 @@ fn store_of_rejects(
     if !location.may_exist() {
         return Ok(None);
     }
-    crate::state::open(&location)
+    crate::state::open_history(&location)
         .map(Some)
         .map_err(|error| error.to_string())
 }

@@ -297,12 +297,22 @@ pub struct Accepted<'a> {
     pub fingerprints: &'a [RecordFingerprint],
 }
 
-/// What tapline keeps between runs, wherever it is kept: the run history, checkpoints and
-/// delivered files, the daemon's fires and arrivals, and the lock that keeps two processes
-/// from running one pipeline at once. Each method is one short transaction. The runner, the
-/// daemon and `tapline history` use only this; [`SqliteStore`] is the embedded store,
-/// [`PgStore`] the shared one.
-pub trait StateStore: Send {
+/// What tapline keeps between runs, wherever it is kept, in roles: each is what one part of
+/// tapline needs (the runner all of them; `tapline history`, and a console, only
+/// [`History`]). Each method is one short transaction. [`SqliteStore`] is the embedded
+/// store, [`PgStore`] the shared one; `suite.rs` holds both to the same tests.
+pub trait StateStore:
+    Locks + Checkpoints + RecordFingerprints + Watermarks + History + Triggers + Send
+{
+}
+
+impl<T: Locks + Checkpoints + RecordFingerprints + Watermarks + History + Triggers + Send>
+    StateStore for T
+{
+}
+
+/// A state store's role: the pipeline lock (a lease with the shared store) and the request slots processes share.
+pub trait Locks {
     /// Takes the lock that keeps other processes from running `pipeline` until it is
     /// dropped (or this process dies). A shared store's lock is a lease: if another process
     /// takes it over (this one stopped renewing it), `on_loss` is cancelled.
@@ -317,7 +327,10 @@ pub trait StateStore: Send {
     fn shared_slots(&self) -> Option<std::sync::Arc<dyn SharedSlots>> {
         None
     }
+}
 
+/// A state store's role: checkpoints of unfinished runs and the last delivery of each pipeline to each destination.
+pub trait Checkpoints {
     /// The checkpoint of an unfinished run of `pipeline` to `destination`, if any.
     fn checkpoint(
         &self,
@@ -343,38 +356,6 @@ pub trait StateStore: Send {
         accepted: Accepted<'_>,
         progress: (&str, &Counts),
     ) -> Result<(), StateError>;
-    /// The fingerprints CleverTap accepted from `pipeline` at `destination`, to be read
-    /// from another thread while the run goes on.
-    fn known_fingerprints(
-        &self,
-        pipeline: &str,
-        destination: &str,
-    ) -> Result<Box<dyn KnownFingerprints>, StateError>;
-    /// Moves the fingerprints a run of `pipeline` at `destination` wrote as it went (and
-    /// any a killed run left) into the table lookups read; returns how many.
-    fn merge_fingerprints(&mut self, pipeline: &str, destination: &str) -> Result<u64, StateError>;
-    /// Drops every fingerprint of `pipeline`; returns how many (`tapline state forget`).
-    fn forget_fingerprints(&mut self, pipeline: &str) -> Result<u64, StateError>;
-    /// The highest incremental value a fully delivered run of `pipeline` sent to
-    /// `destination`, which the next run binds as `$1`.
-    fn watermark(&self, pipeline: &str, destination: &str) -> Result<Option<String>, StateError>;
-    /// Records the watermark `(value, run_id)` a fully delivered run reached.
-    fn set_watermark(
-        &self,
-        pipeline: &str,
-        destination: &str,
-        reached: (&str, &str),
-    ) -> Result<(), StateError>;
-    /// Drops every watermark of `pipeline`; returns how many (`tapline state forget`).
-    fn forget_watermarks(&self, pipeline: &str) -> Result<u64, StateError>;
-    /// Drops the fingerprints of `pipeline` at `destination` that expired by `now`
-    /// (seconds since the epoch); returns how many.
-    fn prune_fingerprints(
-        &mut self,
-        pipeline: &str,
-        destination: &str,
-        now: i64,
-    ) -> Result<u64, StateError>;
     /// Records a source as delivered in full, and drops its checkpoint.
     fn finish_delivery(
         &mut self,
@@ -390,7 +371,50 @@ pub trait StateStore: Send {
         destination: &str,
         source: (&Fingerprint, &SettingsDigest),
     ) -> Result<Option<Delivered>, StateError>;
+}
 
+/// A state store's role: what CleverTap accepted of each record (`send: changes`).
+pub trait RecordFingerprints {
+    /// The fingerprints CleverTap accepted from `pipeline` at `destination`, to be read
+    /// from another thread while the run goes on.
+    fn known_fingerprints(
+        &self,
+        pipeline: &str,
+        destination: &str,
+    ) -> Result<Box<dyn KnownFingerprints>, StateError>;
+    /// Moves the fingerprints a run of `pipeline` at `destination` wrote as it went (and
+    /// any a killed run left) into the table lookups read; returns how many.
+    fn merge_fingerprints(&mut self, pipeline: &str, destination: &str) -> Result<u64, StateError>;
+    /// Drops every fingerprint of `pipeline`; returns how many (`tapline state forget`).
+    fn forget_fingerprints(&mut self, pipeline: &str) -> Result<u64, StateError>;
+    /// Drops the fingerprints of `pipeline` at `destination` that expired by `now`
+    /// (seconds since the epoch); returns how many.
+    fn prune_fingerprints(
+        &mut self,
+        pipeline: &str,
+        destination: &str,
+        now: i64,
+    ) -> Result<u64, StateError>;
+}
+
+/// A state store's role: the watermarks of incremental queries.
+pub trait Watermarks {
+    /// The highest incremental value a fully delivered run of `pipeline` sent to
+    /// `destination`, which the next run binds as `$1`.
+    fn watermark(&self, pipeline: &str, destination: &str) -> Result<Option<String>, StateError>;
+    /// Records the watermark `(value, run_id)` a fully delivered run reached.
+    fn set_watermark(
+        &self,
+        pipeline: &str,
+        destination: &str,
+        reached: (&str, &str),
+    ) -> Result<(), StateError>;
+    /// Drops every watermark of `pipeline`; returns how many (`tapline state forget`).
+    fn forget_watermarks(&self, pipeline: &str) -> Result<u64, StateError>;
+}
+
+/// A state store's role: the run history: what `tapline history` and a console read.
+pub trait History {
     /// Records a run as started.
     fn start_run(&self, run: &RunStart<'_>) -> Result<(), StateError>;
     /// Records how a run ended.
@@ -403,7 +427,10 @@ pub trait StateStore: Send {
     fn run(&self, run_id: &str) -> Result<Option<RunEntry>, StateError>;
     /// Deletes runs older than `days`; returns their rejects files, to delete.
     fn prune(&self, days: u32) -> Result<Vec<PathBuf>, StateError>;
+}
 
+/// A state store's role: the daemon's fires and the files that arrived.
+pub trait Triggers {
     /// When the daemon last fired `pipeline`'s schedule.
     fn last_fire(&self, pipeline: &str) -> Result<Option<DateTime<Utc>>, StateError>;
     /// Claims the fire of `pipeline`'s schedule due `at`: `true` for the one process that
@@ -415,6 +442,12 @@ pub trait StateStore: Send {
     fn record_arrival(&self, pipeline: &str, arrival: &Arrival) -> Result<(), StateError>;
 }
 
+/// Opens the state store for a reader of the run history (`tapline history`, a console):
+/// only the [`History`] role.
+pub fn open_history(location: &Location) -> Result<Box<dyn History>, StateError> {
+    Ok(open(location)?)
+}
+
 /// Opens the state store (creating it if needed, and bringing its schema up to date).
 pub fn open(location: &Location) -> Result<Box<dyn StateStore>, StateError> {
     Ok(match location {
@@ -423,7 +456,7 @@ pub fn open(location: &Location) -> Result<Box<dyn StateStore>, StateError> {
     })
 }
 
-impl StateStore for SqliteStore {
+impl Locks for SqliteStore {
     fn lock(
         &self,
         pipeline: &str,
@@ -434,6 +467,9 @@ impl StateStore for SqliteStore {
         // and nothing to lose while the process lives.
         PipelineLock::acquire(&self.dir.join("locks"), pipeline)
     }
+}
+
+impl Checkpoints for SqliteStore {
     fn checkpoint(
         &self,
         pipeline: &str,
@@ -461,41 +497,6 @@ impl StateStore for SqliteStore {
     ) -> Result<(), StateError> {
         SqliteStore::settle_lines(self, (pipeline, destination), ranges, accepted, progress)
     }
-    fn known_fingerprints(
-        &self,
-        pipeline: &str,
-        destination: &str,
-    ) -> Result<Box<dyn KnownFingerprints>, StateError> {
-        SqliteStore::known_fingerprints(self, pipeline, destination)
-    }
-    fn merge_fingerprints(&mut self, pipeline: &str, destination: &str) -> Result<u64, StateError> {
-        SqliteStore::merge_fingerprints(self, pipeline, destination)
-    }
-    fn forget_fingerprints(&mut self, pipeline: &str) -> Result<u64, StateError> {
-        SqliteStore::forget_fingerprints(self, pipeline)
-    }
-    fn watermark(&self, pipeline: &str, destination: &str) -> Result<Option<String>, StateError> {
-        SqliteStore::watermark(self, pipeline, destination)
-    }
-    fn set_watermark(
-        &self,
-        pipeline: &str,
-        destination: &str,
-        reached: (&str, &str),
-    ) -> Result<(), StateError> {
-        SqliteStore::set_watermark(self, pipeline, destination, reached)
-    }
-    fn forget_watermarks(&self, pipeline: &str) -> Result<u64, StateError> {
-        SqliteStore::forget_watermarks(self, pipeline)
-    }
-    fn prune_fingerprints(
-        &mut self,
-        pipeline: &str,
-        destination: &str,
-        now: i64,
-    ) -> Result<u64, StateError> {
-        SqliteStore::prune_fingerprints(self, pipeline, destination, now)
-    }
     fn finish_delivery(
         &mut self,
         pipeline: &str,
@@ -513,6 +514,50 @@ impl StateStore for SqliteStore {
     ) -> Result<Option<Delivered>, StateError> {
         SqliteStore::delivered(self, pipeline, destination, source)
     }
+}
+
+impl RecordFingerprints for SqliteStore {
+    fn known_fingerprints(
+        &self,
+        pipeline: &str,
+        destination: &str,
+    ) -> Result<Box<dyn KnownFingerprints>, StateError> {
+        SqliteStore::known_fingerprints(self, pipeline, destination)
+    }
+    fn merge_fingerprints(&mut self, pipeline: &str, destination: &str) -> Result<u64, StateError> {
+        SqliteStore::merge_fingerprints(self, pipeline, destination)
+    }
+    fn forget_fingerprints(&mut self, pipeline: &str) -> Result<u64, StateError> {
+        SqliteStore::forget_fingerprints(self, pipeline)
+    }
+    fn prune_fingerprints(
+        &mut self,
+        pipeline: &str,
+        destination: &str,
+        now: i64,
+    ) -> Result<u64, StateError> {
+        SqliteStore::prune_fingerprints(self, pipeline, destination, now)
+    }
+}
+
+impl Watermarks for SqliteStore {
+    fn watermark(&self, pipeline: &str, destination: &str) -> Result<Option<String>, StateError> {
+        SqliteStore::watermark(self, pipeline, destination)
+    }
+    fn set_watermark(
+        &self,
+        pipeline: &str,
+        destination: &str,
+        reached: (&str, &str),
+    ) -> Result<(), StateError> {
+        SqliteStore::set_watermark(self, pipeline, destination, reached)
+    }
+    fn forget_watermarks(&self, pipeline: &str) -> Result<u64, StateError> {
+        SqliteStore::forget_watermarks(self, pipeline)
+    }
+}
+
+impl History for SqliteStore {
     fn start_run(&self, run: &RunStart<'_>) -> Result<(), StateError> {
         SqliteStore::start_run(self, run)
     }
@@ -531,6 +576,9 @@ impl StateStore for SqliteStore {
     fn prune(&self, days: u32) -> Result<Vec<PathBuf>, StateError> {
         SqliteStore::prune(self, days)
     }
+}
+
+impl Triggers for SqliteStore {
     fn last_fire(&self, pipeline: &str) -> Result<Option<DateTime<Utc>>, StateError> {
         SqliteStore::last_fire(self, pipeline)
     }

@@ -31,8 +31,9 @@ pub(super) use coordinator::Lease;
 
 use super::checkpoint::LastDelivery;
 use super::{
-    Accepted, Checkpoint, Delivered, Fingerprint, LockWait, PipelineLock, RunEntry, RunFinish,
-    RunStart, SettingsDigest, SharedSettings, StateError, StateStore, now_ms,
+    Accepted, Checkpoint, Checkpoints, Delivered, Fingerprint, History, LockWait, Locks,
+    PipelineLock, RecordFingerprints, RunEntry, RunFinish, RunStart, SettingsDigest,
+    SharedSettings, StateError, Triggers, Watermarks, now_ms,
 };
 use crate::changes::KnownFingerprints;
 use crate::engine::SharedSlots;
@@ -404,7 +405,7 @@ fn block_on<F: Future>(future: F) -> F::Output {
     }
 }
 
-impl StateStore for PgStore {
+impl Locks for PgStore {
     fn lock(
         &self,
         pipeline: &str,
@@ -413,11 +414,12 @@ impl StateStore for PgStore {
     ) -> Result<PipelineLock, StateError> {
         block_on(self.coordinator.acquire(pipeline, wait, on_loss)).map(PipelineLock::lease)
     }
-
     fn shared_slots(&self) -> Option<Arc<dyn SharedSlots>> {
         Some(Arc::clone(&self.coordinator) as Arc<dyn SharedSlots>)
     }
+}
 
+impl Checkpoints for PgStore {
     fn checkpoint(
         &self,
         pipeline: &str,
@@ -456,7 +458,6 @@ impl StateStore for PgStore {
             }))
         })
     }
-
     fn begin_checkpoint(
         &mut self,
         pipeline: &str,
@@ -501,7 +502,6 @@ impl StateStore for PgStore {
             transaction.commit().await
         })
     }
-
     fn settle_lines(
         &mut self,
         pipeline: &str,
@@ -551,79 +551,6 @@ impl StateStore for PgStore {
             run_id: run_id.to_string(),
         })
     }
-
-    fn known_fingerprints(
-        &self,
-        pipeline: &str,
-        destination: &str,
-    ) -> Result<Box<dyn KnownFingerprints>, StateError> {
-        Ok(Box::new(fingerprints::Reader::new(
-            self.config.clone(),
-            self.shown.clone(),
-            (pipeline, destination),
-        )))
-    }
-
-    fn merge_fingerprints(&mut self, pipeline: &str, destination: &str) -> Result<u64, StateError> {
-        self.with_client(async |client| fingerprints::merge(client, (pipeline, destination)).await)
-    }
-
-    fn forget_fingerprints(&mut self, pipeline: &str) -> Result<u64, StateError> {
-        self.with_client(async |client| fingerprints::forget(client, pipeline).await)
-    }
-
-    fn watermark(&self, pipeline: &str, destination: &str) -> Result<Option<String>, StateError> {
-        self.with_client(async |client| {
-            Ok(client
-                .query_opt(
-                    "SELECT value FROM watermarks WHERE pipeline = $1 AND destination = $2",
-                    &[&pipeline, &destination],
-                )
-                .await?
-                .map(|row| row.get(0)))
-        })
-    }
-
-    fn set_watermark(
-        &self,
-        pipeline: &str,
-        destination: &str,
-        (value, run_id): (&str, &str),
-    ) -> Result<(), StateError> {
-        self.with_client(async |client| {
-            client
-                .execute(
-                    "INSERT INTO watermarks (pipeline, destination, value, run_id, updated_at)
-                     VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT (pipeline, destination) DO UPDATE SET
-                        value = excluded.value, run_id = excluded.run_id,
-                        updated_at = excluded.updated_at",
-                    &[&pipeline, &destination, &value, &run_id, &now_ms()],
-                )
-                .await
-                .map(drop)
-        })
-    }
-
-    fn forget_watermarks(&self, pipeline: &str) -> Result<u64, StateError> {
-        self.with_client(async |client| {
-            client
-                .execute("DELETE FROM watermarks WHERE pipeline = $1", &[&pipeline])
-                .await
-        })
-    }
-
-    fn prune_fingerprints(
-        &mut self,
-        pipeline: &str,
-        destination: &str,
-        now: i64,
-    ) -> Result<u64, StateError> {
-        self.with_client(async |client| {
-            fingerprints::prune(client, (pipeline, destination), now).await
-        })
-    }
-
     fn finish_delivery(
         &mut self,
         pipeline: &str,
@@ -664,7 +591,6 @@ impl StateStore for PgStore {
             transaction.commit().await
         })
     }
-
     fn delivered(
         &self,
         pipeline: &str,
@@ -689,15 +615,86 @@ impl StateStore for PgStore {
         })?;
         Ok(last.and_then(|last| last.of(fingerprint, settings)))
     }
+}
 
+impl RecordFingerprints for PgStore {
+    fn known_fingerprints(
+        &self,
+        pipeline: &str,
+        destination: &str,
+    ) -> Result<Box<dyn KnownFingerprints>, StateError> {
+        Ok(Box::new(fingerprints::Reader::new(
+            self.config.clone(),
+            self.shown.clone(),
+            (pipeline, destination),
+        )))
+    }
+    fn merge_fingerprints(&mut self, pipeline: &str, destination: &str) -> Result<u64, StateError> {
+        self.with_client(async |client| fingerprints::merge(client, (pipeline, destination)).await)
+    }
+    fn forget_fingerprints(&mut self, pipeline: &str) -> Result<u64, StateError> {
+        self.with_client(async |client| fingerprints::forget(client, pipeline).await)
+    }
+    fn prune_fingerprints(
+        &mut self,
+        pipeline: &str,
+        destination: &str,
+        now: i64,
+    ) -> Result<u64, StateError> {
+        self.with_client(async |client| {
+            fingerprints::prune(client, (pipeline, destination), now).await
+        })
+    }
+}
+
+impl Watermarks for PgStore {
+    fn watermark(&self, pipeline: &str, destination: &str) -> Result<Option<String>, StateError> {
+        self.with_client(async |client| {
+            Ok(client
+                .query_opt(
+                    "SELECT value FROM watermarks WHERE pipeline = $1 AND destination = $2",
+                    &[&pipeline, &destination],
+                )
+                .await?
+                .map(|row| row.get(0)))
+        })
+    }
+    fn set_watermark(
+        &self,
+        pipeline: &str,
+        destination: &str,
+        (value, run_id): (&str, &str),
+    ) -> Result<(), StateError> {
+        self.with_client(async |client| {
+            client
+                .execute(
+                    "INSERT INTO watermarks (pipeline, destination, value, run_id, updated_at)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (pipeline, destination) DO UPDATE SET
+                        value = excluded.value, run_id = excluded.run_id,
+                        updated_at = excluded.updated_at",
+                    &[&pipeline, &destination, &value, &run_id, &now_ms()],
+                )
+                .await
+                .map(drop)
+        })
+    }
+    fn forget_watermarks(&self, pipeline: &str) -> Result<u64, StateError> {
+        self.with_client(async |client| {
+            client
+                .execute("DELETE FROM watermarks WHERE pipeline = $1", &[&pipeline])
+                .await
+        })
+    }
+}
+
+impl History for PgStore {
     fn start_run(&self, run: &RunStart<'_>) -> Result<(), StateError> {
         self.with_client(async |client| runs::start(client, run).await)
     }
-
     fn finish_run(&self, run_id: &str, finish: &RunFinish) -> Result<(), StateError> {
         self.with_client(async |client| runs::finish(client, run_id, finish).await)
     }
-
     fn abandon_running(&self, pipeline: &str) -> Result<usize, StateError> {
         self.with_client(async |client| {
             client
@@ -709,19 +706,18 @@ impl StateStore for PgStore {
                 .map(|count| count as usize)
         })
     }
-
     fn runs(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<RunEntry>, StateError> {
         self.with_client(async |client| runs::list(client, pipeline, limit).await)
     }
-
     fn run(&self, run_id: &str) -> Result<Option<RunEntry>, StateError> {
         self.with_client(async |client| runs::one(client, run_id).await)
     }
-
     fn prune(&self, days: u32) -> Result<Vec<std::path::PathBuf>, StateError> {
         self.with_client(async |client| runs::prune(client, days).await)
     }
+}
 
+impl Triggers for PgStore {
     fn last_fire(&self, pipeline: &str) -> Result<Option<DateTime<Utc>>, StateError> {
         self.with_client(async |client| {
             Ok(client
@@ -733,7 +729,6 @@ impl StateStore for PgStore {
                 .and_then(|row| DateTime::from_timestamp_millis(row.get(0))))
         })
     }
-
     fn claim_fire(&self, pipeline: &str, at: DateTime<Utc>) -> Result<bool, StateError> {
         self.with_client(async |client| {
             client
@@ -745,7 +740,6 @@ impl StateStore for PgStore {
                 .map(|claimed| claimed == 1)
         })
     }
-
     fn has_arrived(&self, pipeline: &str, arrival: &Arrival) -> Result<bool, StateError> {
         let path = arrival.path.display().to_string();
         self.with_client(async |client| {
@@ -764,7 +758,6 @@ impl StateStore for PgStore {
                 .is_some())
         })
     }
-
     fn record_arrival(&self, pipeline: &str, arrival: &Arrival) -> Result<(), StateError> {
         let path = arrival.path.display().to_string();
         self.with_client(async |client| {
