@@ -37,7 +37,7 @@ impl Starter {
             ),
             Starter::UserEvents => (
                 "Events",
-                "target:\n  entity: user_events             # needs `identity` (or `objectId`) and `evtName`; `ts` is optional\n",
+                "target:\n  entity: user_events             # needs `identity` (or `objectId`) and `evtName`; `ts` is optional\noutput:                           # CSV values are text: say which columns are numbers\n  columns:\n    - { source: Amount, name: Amount, type: number }\n",
             ),
             Starter::CustomList => (
                 "An audience as a CleverTap custom-list segment",

@@ -63,8 +63,40 @@ struct Cli {
         hide_default_value = true
     )]
     log_format: LogFormat,
+    /// When log lines are coloured: auto (on a terminal, unless NO_COLOR is set), always, never
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "auto",
+        hide_possible_values = true,
+        hide_default_value = true
+    )]
+    color: ColorChoice,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Whether log lines are coloured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ColorChoice {
+    /// On a terminal, unless the `NO_COLOR` environment variable is set (no-color.org).
+    Auto,
+    /// Always, even into a file or pipe.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl ColorChoice {
+    /// Whether to colour, given whether stderr is a terminal and `NO_COLOR`'s value.
+    fn colours(self, terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => terminal && no_color.is_none_or(|value| value.is_empty()),
+        }
+    }
 }
 
 /// How log lines are written to stderr.
@@ -415,7 +447,11 @@ pub fn main() -> ExitCode {
     } else {
         "warn"
     };
-    init_logging(cli.log_format, default_level);
+    let ansi = cli.color.colours(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
+    init_logging(cli.log_format, default_level, ansi);
     let exit = match cli.command {
         Command::Validate { paths, strict } => validate::validate(
             &paths,
@@ -455,9 +491,9 @@ pub fn main() -> ExitCode {
     exit.into()
 }
 
-/// Logs go to stderr (journald keeps them), coloured only on a terminal; `TAPLINE_LOG`
-/// sets the level (`info`, `debug`, ...).
-fn init_logging(format: LogFormat, default_level: &str) {
+/// Logs go to stderr (journald keeps them), coloured as `--color` says; `TAPLINE_LOG` sets
+/// the level (`info`, `debug`, ...).
+fn init_logging(format: LogFormat, default_level: &str, ansi: bool) {
     let filter = || {
         tracing_subscriber::EnvFilter::try_from_env("TAPLINE_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level))
@@ -465,7 +501,7 @@ fn init_logging(format: LogFormat, default_level: &str) {
     let stderr = tracing_subscriber::fmt()
         .with_env_filter(filter())
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(ansi)
         .with_target(false);
     match format {
         LogFormat::Text => drop(stderr.try_init()),
@@ -677,4 +713,29 @@ pub(super) fn spawn_signal_handler(cancel: CancellationToken) {
         errln!("stopping: requests in flight will finish; no new ones are sent");
         cancel.cancel();
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ColorChoice;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_follows_the_terminal_no_color_and_the_flag() {
+        for (choice, terminal, no_color, colours) in [
+            (ColorChoice::Auto, true, None, true),
+            (ColorChoice::Auto, false, None, false),
+            (ColorChoice::Auto, true, Some("1"), false),
+            // An empty NO_COLOR does not count (no-color.org).
+            (ColorChoice::Auto, true, Some(""), true),
+            (ColorChoice::Always, false, Some("1"), true),
+            (ColorChoice::Never, true, None, false),
+        ] {
+            assert_eq!(
+                choice.colours(terminal, no_color.map(OsStr::new)),
+                colours,
+                "{choice:?} terminal={terminal} NO_COLOR={no_color:?}"
+            );
+        }
+    }
 }

@@ -101,8 +101,13 @@ pub(super) fn print_summary(
     } else if let Some(delivered_by) = &summary.up_to_date {
         writeln!(
             out,
-            "{}: up to date, nothing sent: run {delivered_by} already delivered this file in full (`--force` sends it again)",
-            summary.pipeline
+            "{}: up to date, nothing sent: run {delivered_by} already delivered this file in full ({})",
+            summary.pipeline,
+            if matches!(pipeline.send, crate::config::model::Send::Changes { .. }) {
+                "`--full` sends every record again; `--force` only reads it again, and sends what changed"
+            } else {
+                "`--force` sends it again"
+            }
         )?;
     } else {
         writeln!(

@@ -84,7 +84,10 @@ impl Ledger {
             counts: Counts::default(),
             requests: 0,
             retries: 0,
-            rejects: RejectsFile::new(&options.rejects_path),
+            rejects: match options.delivery {
+                Delivery::DryRun => RejectsFile::none(),
+                Delivery::Send(_) => RejectsFile::new(&options.rejects_path),
+            },
             stop: None,
             reasons: Reasons::default(),
             dry_run: matches!(options.delivery, Delivery::DryRun).then_some(DryRunReport {
@@ -186,7 +189,7 @@ impl Ledger {
     pub(super) fn finish(self, job: &Job, duration: Duration, rows_resumed: u64) -> RunSummary {
         let mut warnings = Vec::new();
         if self.counts.read == 0 && rows_resumed == 0 && self.stop.is_none() {
-            warnings.push("the source has no records".to_string());
+            warnings.push(super::NO_RECORDS.to_string());
         }
         let (rejects_file, rejects_error) = self.rejects.finish();
         // Said once: a run the rejects file stopped says it in its stop reason.

@@ -24,6 +24,9 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
+/// The warning of a run whose source had no records.
+pub const NO_RECORDS: &str = "the source has no records";
+
 pub use budget::{AccountBudget, AccountBudgets, SharedSlot, SharedSlots};
 pub use ledger::ErrorBudget;
 pub use summary::{BatchReport, DryRunReport, RunSummary, StopReason};

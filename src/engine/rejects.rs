@@ -14,6 +14,8 @@ pub(super) struct RejectsFile {
     path: PathBuf,
     writer: Option<BufWriter<File>>,
     error: Option<String>,
+    /// A dry run writes none: it says what it would refuse, and leaves no file behind.
+    off: bool,
 }
 
 impl RejectsFile {
@@ -22,11 +24,23 @@ impl RejectsFile {
             path: path.to_path_buf(),
             writer: None,
             error: None,
+            off: false,
+        }
+    }
+
+    /// No file at all (a dry run).
+    pub(super) fn none() -> Self {
+        RejectsFile {
+            off: true,
+            ..RejectsFile::new(Path::new(""))
         }
     }
 
     /// Writes an entry (to the file's buffer: [`RejectsFile::flush`] makes it last).
     pub(super) fn write(&mut self, entry: &Settled) -> Result<(), String> {
+        if self.off {
+            return Ok(());
+        }
         if let Some(error) = &self.error {
             return Err(error.clone());
         }

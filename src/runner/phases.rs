@@ -304,8 +304,13 @@ fn begin(start: &Start<'_>, work: &mut Work, cancel: CancellationToken) -> Resul
     })
 }
 
-/// The snapshot a query run reads, with its meta; `None` for a file.
-type Snapshot = Option<(PathBuf, SnapshotMeta)>;
+/// The snapshot a query run reads (none for a file).
+struct Snapshot {
+    path: PathBuf,
+    meta: SnapshotMeta,
+    /// The watermark an incremental query bound as `$1` when it was read by this run.
+    since: Option<String>,
+}
 
 /// How the input is made ready.
 enum Input<'a> {
@@ -369,18 +374,26 @@ async fn prepare_input(
     input: Input<'_>,
     (work, progress): (&mut Work, &mut dyn Observer),
     cancel: &CancellationToken,
-) -> Result<Snapshot, RunSummary> {
+) -> Result<Option<Snapshot>, RunSummary> {
     match input {
         Input::File => Ok(None),
         Input::Resumed(path, meta) => {
             work.job.source.path.clone_from(&path);
-            Ok(Some((path, meta)))
+            Ok(Some(Snapshot {
+                path,
+                meta,
+                since: None,
+            }))
         }
         Input::Query { query, path, bound } => {
             let meta = start
-                .read_snapshot(query, (bound, &path), (work, progress), cancel)
+                .read_snapshot(query, (bound.clone(), &path), (work, progress), cancel)
                 .await?;
-            Ok(Some((path, meta)))
+            Ok(Some(Snapshot {
+                path,
+                meta,
+                since: bound,
+            }))
         }
     }
 }
@@ -466,7 +479,7 @@ async fn finish(
     start: Start<'_>,
     held: Held,
     plan: Plan,
-    snapshot: Snapshot,
+    snapshot: Option<Snapshot>,
     delivered: Delivered,
 ) -> RunSummary {
     let Delivered {
@@ -476,10 +489,24 @@ async fn finish(
     } = delivered;
     let (pipeline, store) = (start.pipeline, &held.store);
     summary.warnings.splice(0..0, plan.warnings);
+    // An incremental query that found nothing new says since when, not that the source is
+    // empty.
+    if let Some(since) = snapshot
+        .as_ref()
+        .and_then(|snapshot| snapshot.since.as_ref())
+        && let Some(empty) = summary
+            .warnings
+            .iter_mut()
+            .find(|warning| *warning == crate::engine::NO_RECORDS)
+    {
+        *empty = format!(
+            "no rows since {since}, the highest value the last full delivery sent: nothing new to send"
+        );
+    }
     // A query delivered in full: its snapshot goes, and an incremental one's next run reads
     // what is newer than the highest value sent. Otherwise the snapshot stays for the run
     // that resumes this one.
-    if let (Some((path, meta)), true) = (&snapshot, in_full) {
+    if let (Some(Snapshot { path, meta, .. }), true) = (&snapshot, in_full) {
         if let (
             Some(highest),
             Source::Query(QuerySource {

@@ -4,6 +4,7 @@
 use crate::common;
 
 use common::*;
+use tapline::sandbox::SandboxConfig;
 
 #[test]
 fn init_writes_a_pipeline_that_validates_and_uploads_for_each_entity() {
@@ -169,4 +170,92 @@ fn listen_addresses_take_host_names_and_log_format_is_explained_once() {
         !help.contains("native journal entries with fields"),
         "{help}"
     );
+}
+
+#[test]
+fn the_events_starter_sends_amount_as_a_number() {
+    let workspace = Workspace::new();
+    let dir = workspace.dir.path();
+    let output = tapline(dir, &["init", "pipelines", "--entity", "user-events"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let output = tapline(
+        dir,
+        &["run", "pipelines/events.yaml", "--dry-run", "--json"],
+    );
+    let summary = summary(&output);
+    assert_eq!(
+        summary["dry_run"]["sample"]["evtData"]["Amount"],
+        serde_json::json!(49.5),
+        "{summary}"
+    );
+}
+
+#[test]
+fn a_dry_run_says_what_it_would_refuse_and_writes_no_rejects_file() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    workspace.write(
+        "people.csv",
+        "identity,Email\nu1,u1@example.com\nu2,not an email\n",
+    );
+    workspace.pipeline(
+        "people",
+        &sandbox,
+        "source: {path: people.csv}\ntarget: {entity: user_profiles}\nskip_invalid_records: true\n",
+    );
+    let (code, summary) = run_json(&workspace, &["people.yaml", "--dry-run"]);
+    assert_eq!(code, Some(0), "{summary}");
+    assert_eq!(summary["records"]["skipped"], 1, "{summary}");
+    assert_eq!(
+        summary["rejects_file"],
+        serde_json::Value::Null,
+        "{summary}"
+    );
+    assert_eq!(summary["reasons"][0]["example_line"], 3, "{summary}");
+    assert!(!workspace.path(".tapline/rejects").exists());
+}
+
+#[test]
+fn an_up_to_date_changes_pipeline_points_at_full() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    workspace.write("people.csv", "identity,Plan\nu1,gold\n");
+    workspace.pipeline(
+        "people",
+        &sandbox,
+        "source: {path: people.csv}\ntarget: {entity: user_profiles}\nsend: changes\n",
+    );
+    let output = tapline(workspace.dir.path(), &["run", "people.yaml"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let output = tapline(workspace.dir.path(), &["run", "people.yaml"]);
+    assert!(
+        stdout(&output).contains("up to date")
+            && stdout(&output).contains("`--full` sends every record again"),
+        "{}",
+        stdout(&output)
+    );
+}
+
+#[test]
+fn colour_follows_the_color_flag() {
+    let workspace = Workspace::new();
+    // A query source logs that it reads the query's rows (at info) before it finds nobody
+    // listening on port 1.
+    workspace.write(
+        "q.yaml",
+        "connection: {account_id: A, passcode_file: passcode.txt}\nsource:\n  database: {postgres: \"postgres://tapline@127.0.0.1:1/db?connect_timeout=2\"}\n  query: SELECT 'u1' AS identity\ntarget: {entity: user_profiles}\n",
+    );
+    let log = |color: &str| {
+        let output = tapline_with_env(
+            workspace.dir.path(),
+            &["--color", color, "run", "q.yaml", "--sandbox"],
+            &[("TAPLINE_LOG", "info")],
+        );
+        let log = stderr(&output);
+        assert!(log.contains("reading the query's rows"), "{log}");
+        log
+    };
+    assert!(log("always").contains('\u{1b}'), "coloured into a pipe");
+    assert!(!log("never").contains('\u{1b}'));
+    assert!(!log("auto").contains('\u{1b}'), "not a terminal: no colour");
 }

@@ -194,9 +194,14 @@ WHERE $1::timestamptz IS NULL OR updated_at > $1 ORDER BY updated_at"#,
     assert_eq!(summary["records"]["accepted"], 100, "{summary}");
     assert_eq!(summary["records"]["skipped"], 1, "{summary}");
 
-    // Nothing new: nothing read.
+    // Nothing new: nothing read, and the summary says since when.
     let (_, summary) = run(&workspace, &[]);
     assert_eq!(summary["records"]["read"], 0, "{summary}");
+    let warnings = summary["warnings"].to_string();
+    assert!(
+        warnings.contains("no rows since 2026-") && !warnings.contains("the source has no records"),
+        "{warnings}"
+    );
 
     // Three rows change after the watermark.
     database.execute(
