@@ -107,6 +107,7 @@ impl<'a> Site<'a> {
                 what: &what,
                 value,
                 value_file,
+                public: false,
             },
             &SecretSite {
                 file: self.file,

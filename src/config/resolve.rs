@@ -91,6 +91,9 @@ pub(super) struct SecretField<'a> {
     pub(super) value: Option<&'a str>,
     /// The file's path, if given (relative to `file`'s folder).
     pub(super) value_file: Option<&'a str>,
+    /// A value that is public, not a secret (the sandbox's documented passcode for a
+    /// sandbox on this machine): written in the file, it is no warning.
+    pub(super) public: bool,
 }
 
 /// Where a [`SecretField`] is written, to locate its problems.
@@ -115,6 +118,7 @@ pub(super) fn secret(
         what,
         value,
         value_file,
+        public,
     } = *given;
     let file_field = format!("{field}_file");
     let error = |key: &str, message: String| Diagnostic::error(site.file, (site.at)(key), message);
@@ -130,6 +134,7 @@ pub(super) fn secret(
     }
     if let Some(value) = value
         && !value.contains("${")
+        && !public
     {
         diagnostics.push(
             Diagnostic::warning(
@@ -226,6 +231,11 @@ pub(super) fn is_http_url(text: &str) -> bool {
 
 /// Whether a URL is `http://` to a host other than this machine (loopback, `localhost`).
 pub(super) fn is_plain_http_off_this_machine(url: &str) -> bool {
+    url.starts_with("http://") && !is_loopback_http(url)
+}
+
+/// Whether a URL is `http://` to this machine (loopback, `localhost`): a local sandbox.
+pub(super) fn is_loopback_http(url: &str) -> bool {
     let Some(rest) = url.strip_prefix("http://") else {
         return false;
     };
@@ -237,11 +247,10 @@ pub(super) fn is_plain_http_off_this_machine(url: &str) -> bool {
         Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
         None => host_port.split(':').next().unwrap_or_default(),
     };
-    let loopback = host.eq_ignore_ascii_case("localhost")
+    host.eq_ignore_ascii_case("localhost")
         || host
             .parse::<std::net::IpAddr>()
-            .is_ok_and(|address| address.is_loopback());
-    !loopback
+            .is_ok_and(|address| address.is_loopback())
 }
 
 #[cfg(test)]

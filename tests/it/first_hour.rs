@@ -259,3 +259,24 @@ fn colour_follows_the_color_flag() {
     assert!(!log("never").contains('\u{1b}'));
     assert!(!log("auto").contains('\u{1b}'), "not a terminal: no colour");
 }
+
+#[test]
+fn the_sandbox_passcode_to_a_local_sandbox_is_no_secret() {
+    let workspace = Workspace::new();
+    workspace.write("people.csv", "identity\nu1\n");
+    let pipeline = |passcode: &str, endpoint: &str| {
+        workspace.write(
+            "people.yaml",
+            format!(
+                "connection: {{account_id: TAPLINE-SANDBOX, passcode: {passcode}, endpoint: \"{endpoint}\"}}\nsource: {{path: people.csv}}\ntarget: {{entity: user_profiles}}\n"
+            ),
+        );
+        stderr(&tapline(workspace.dir.path(), &["validate", "people.yaml"]))
+    };
+    let local = pipeline(tapline::sandbox::DEFAULT_PASSCODE, "http://127.0.0.1:9000");
+    assert!(!local.contains("is written in the file"), "{local}");
+    let real = pipeline("a-real-passcode", "http://127.0.0.1:9000");
+    assert!(real.contains("is written in the file"), "{real}");
+    let remote = pipeline(tapline::sandbox::DEFAULT_PASSCODE, "https://in1.api.clevertap.com");
+    assert!(remote.contains("is written in the file"), "{remote}");
+}

@@ -197,6 +197,7 @@ fn finish_database(
                 what: &what,
                 value: url,
                 value_file: url_file,
+                public: false,
             },
             &SecretSite {
                 file,
@@ -323,12 +324,20 @@ fn finish_connection(
         file,
         at: &|field| site.at(field),
     };
+    // The built-in sandbox's passcode is in the docs: to a sandbox on this machine it is
+    // no secret (the README's own setup).
+    let sandbox = spec.passcode.as_deref() == Some(crate::sandbox::DEFAULT_PASSCODE)
+        && spec
+            .endpoint
+            .as_deref()
+            .is_some_and(super::super::resolve::is_loopback_http);
     let passcode = secret(
         &SecretField {
             field: "passcode",
             what: &what,
             value: spec.passcode.as_deref(),
             value_file: spec.passcode_file.as_deref(),
+            public: sandbox,
         },
         &passcode_site,
         credentials,
