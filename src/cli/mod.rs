@@ -336,6 +336,10 @@ struct ReplayArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Send to a built-in CleverTap sandbox on loopback instead of CleverTap (nothing is
+    /// recorded: the sandbox is thrown away).
+    #[arg(long)]
+    sandbox: bool,
     #[command(flatten)]
     state: StateArgs,
 }

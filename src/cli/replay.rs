@@ -34,13 +34,21 @@ pub(super) fn replay(args: &ReplayArgs) -> Exit {
             return Exit::Usage;
         }
     };
-    let pipelines = match load_all(std::slice::from_ref(&pipeline_file), Credentials::Resolve) {
+    let credentials = if args.sandbox {
+        Credentials::Ignore
+    } else {
+        Credentials::Resolve
+    };
+    let pipelines = match load_all(std::slice::from_ref(&pipeline_file), credentials) {
         Ok(pipelines) => pipelines,
         Err((exit, _)) => return exit,
     };
     let Some(pipeline) = pipelines.into_iter().next() else {
         return Exit::Usage;
     };
+    if args.sandbox {
+        return runtime().block_on(replay_to_sandbox(pipeline, args));
+    }
     let delivery = match delivery(&pipeline, false) {
         Ok(delivery) => delivery,
         Err(exit) => return exit,
@@ -63,6 +71,43 @@ pub(super) fn replay(args: &ReplayArgs) -> Exit {
         spawn_signal_handler(cancel.clone());
         execute(&pipeline, &request, args.json, None, &cancel).await
     })
+}
+
+/// `--sandbox`: the rejects file's records to a throwaway sandbox, as `tapline run
+/// --sandbox` sends a pipeline: nothing is recorded.
+async fn replay_to_sandbox(mut pipeline: crate::config::Pipeline, args: &ReplayArgs) -> Exit {
+    let sandbox = match super::run::start_sandbox().await {
+        Ok(sandbox) => sandbox,
+        Err(exit) => return exit,
+    };
+    super::run::send_to_sandbox(&mut pipeline, &sandbox);
+    let places = match args.state.store.places(folder_of(&pipeline.file)) {
+        Ok(places) => places,
+        Err(message) => {
+            errln!("error: {message}");
+            return Exit::Usage;
+        }
+    };
+    let exit = match delivery(&pipeline, false) {
+        Ok(delivery) => {
+            let mut request = runner::Request::replay(
+                args.rejects_file.clone(),
+                delivery,
+                places,
+                args.state.history_days,
+            );
+            request.bookkeeping = runner::Bookkeeping::Off;
+            let cancel = CancellationToken::new();
+            spawn_signal_handler(cancel.clone());
+            execute(&pipeline, &request, args.json, Some(&sandbox), &cancel).await
+        }
+        Err(exit) => exit,
+    };
+    if !args.json {
+        let _ = super::summary::print_sandbox(&mut super::terminal::stdout(), &sandbox);
+    }
+    sandbox.stop().await;
+    exit
 }
 
 fn is_yaml(path: &std::path::Path) -> bool {

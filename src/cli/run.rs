@@ -52,17 +52,9 @@ pub(super) async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> E
     let cancel = CancellationToken::new();
     spawn_signal_handler(cancel.clone());
     let sandbox = if args.sandbox {
-        match Sandbox::start(
-            SandboxConfig::default(),
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-        )
-        .await
-        {
+        match start_sandbox().await {
             Ok(sandbox) => Some(sandbox),
-            Err(error) => {
-                errln!("error: cannot start the sandbox: {error}");
-                return Exit::Failed;
-            }
+            Err(exit) => return exit,
         }
     } else {
         None
@@ -70,10 +62,7 @@ pub(super) async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> E
     let mut exit = Exit::Success;
     for mut pipeline in pipelines.into_iter().flat_map(one_per_file) {
         if let Some(sandbox) = &sandbox {
-            let (account_id, passcode) = sandbox.credentials();
-            pipeline.connection.account_id = account_id.to_string();
-            pipeline.connection.passcode = Secret::new(passcode);
-            pipeline.connection.base_url = sandbox.base_url();
+            send_to_sandbox(&mut pipeline, sandbox);
         }
         let places = match args.state.store.places(folder_of(&pipeline.file)) {
             Ok(places) => places,
@@ -126,6 +115,27 @@ pub(super) async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> E
         sandbox.stop().await;
     }
     exit
+}
+
+/// Starts the built-in sandbox on a free loopback port (`--sandbox`).
+pub(super) async fn start_sandbox() -> Result<Sandbox, Exit> {
+    Sandbox::start(
+        SandboxConfig::default(),
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .map_err(|error| {
+        errln!("error: cannot start the sandbox: {error}");
+        Exit::Failed
+    })
+}
+
+/// Points a pipeline at the sandbox, with its credentials.
+pub(super) fn send_to_sandbox(pipeline: &mut Pipeline, sandbox: &Sandbox) {
+    let (account_id, passcode) = sandbox.credentials();
+    pipeline.connection.account_id = account_id.to_string();
+    pipeline.connection.passcode = Secret::new(passcode);
+    pipeline.connection.base_url = sandbox.base_url();
 }
 
 /// A `file_arrival` pipeline whose source is a pattern runs once per matching file, oldest

@@ -277,6 +277,44 @@ fn the_sandbox_passcode_to_a_local_sandbox_is_no_secret() {
     assert!(!local.contains("is written in the file"), "{local}");
     let real = pipeline("a-real-passcode", "http://127.0.0.1:9000");
     assert!(real.contains("is written in the file"), "{real}");
-    let remote = pipeline(tapline::sandbox::DEFAULT_PASSCODE, "https://in1.api.clevertap.com");
+    let remote = pipeline(
+        tapline::sandbox::DEFAULT_PASSCODE,
+        "https://in1.api.clevertap.com",
+    );
     assert!(remote.contains("is written in the file"), "{remote}");
+}
+
+#[test]
+fn replay_sends_to_the_built_in_sandbox_too() {
+    let workspace = Workspace::new();
+    // A pipeline whose real account is not set on this machine: the sandbox needs none.
+    workspace.write(
+        "people.yaml",
+        "connection: {account_id: \"${NOT_SET_HERE}\", passcode: \"${NOT_SET_EITHER}\"}\nsource: {path: people.csv}\ntarget: {entity: user_profiles}\n",
+    );
+    workspace.write("people.csv", "identity\nu1\n");
+    workspace.write(
+        "fixed.jsonl",
+        concat!(
+            r#"{"line":2,"outcome":"skipped","code":"515","reason":"x","row":{"identity":"u2","Email":"u2@example.com"}}"#,
+            "\n"
+        ),
+    );
+    let output = tapline(
+        workspace.dir.path(),
+        &[
+            "replay",
+            "fixed.jsonl",
+            "--pipeline",
+            "people.yaml",
+            "--sandbox",
+            "--json",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let summary = summary(&output);
+    assert_eq!(summary["records"]["accepted"], 1, "{summary}");
+    assert_eq!(summary["sandbox"]["profiles"], 1, "{summary}");
+    // Nothing recorded: the sandbox was thrown away.
+    assert!(!workspace.path(".tapline/state.db").exists());
 }
