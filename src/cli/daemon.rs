@@ -8,6 +8,19 @@ use super::{DaemonArgs, Exit, pipelines_folder, runtime};
 use crate::sandbox::{Sandbox, SandboxConfig};
 
 pub(super) fn daemon(args: &DaemonArgs) -> Exit {
+    if let Some(file) = &args.file {
+        let folder = file
+            .parent()
+            .filter(|folder| !folder.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        errln!(
+            "error: the daemon runs every pipeline of a folder, not `{}`\n  hint: `tapline daemon --dir {}` (to run one pipeline once: `tapline run {}`)",
+            file.display(),
+            folder.display(),
+            file.display()
+        );
+        return Exit::Usage;
+    }
     if let Err(exit) = pipelines_folder(&args.dir) {
         return exit;
     }

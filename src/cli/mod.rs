@@ -197,6 +197,9 @@ struct DaemonArgs {
     /// The folder of pipeline files to schedule and watch.
     #[arg(long, default_value = "pipelines")]
     dir: PathBuf,
+    /// A pipeline file given by mistake: the daemon runs a folder (`--dir`).
+    #[arg(hide = true)]
+    file: Option<PathBuf>,
     /// Send every pipeline to a built-in CleverTap sandbox on loopback instead of its
     /// connection (no secrets needed): try schedules locally.
     #[arg(long)]

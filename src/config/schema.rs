@@ -148,7 +148,7 @@ fn describe(
                     position,
                     format!("missing field `{}`", join_field(&field, name)),
                 )
-                .with_hint("run `tapline schema` to see every field with its description"),
+                .with_hint(required_hint(name)),
             ]
         }
         ValidationErrorKind::Enum { options } => {
@@ -392,5 +392,16 @@ fn display_value(value: &Value) -> String {
         Value::Array(_) => "a list".into(),
         Value::Null => "empty".into(),
         other => format!("`{other}`"),
+    }
+}
+
+/// The hint of a missing required field: a line to add where one is worth showing.
+fn required_hint(name: &str) -> String {
+    match name {
+        "uploader_email" => "add `uploader_email: admin@example.com` under `custom_list`: an admin of your CleverTap account, whom CleverTap mails the upload's result".into(),
+        "name" => "add `name: VIP users` under `custom_list`: the segment's name in CleverTap".into(),
+        "entity" => "add `entity: user_profiles` (or user_events, custom_list) under `target`".into(),
+        "cron" => "add `cron: \"0 3 * * *\"` (minute hour day-of-month month day-of-week) under `schedule`".into(),
+        _ => "run `tapline schema` to see every field with its description".into(),
     }
 }

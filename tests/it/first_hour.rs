@@ -318,3 +318,40 @@ fn replay_sends_to_the_built_in_sandbox_too() {
     // Nothing recorded: the sandbox was thrown away.
     assert!(!workspace.path(".tapline/state.db").exists());
 }
+
+#[test]
+fn weak_messages_name_their_fix() {
+    let workspace = Workspace::new();
+    let dir = workspace.dir.path();
+    workspace.write("a.csv", "identity\nu1\n");
+    workspace.write(
+        "p.yaml",
+        "connection: {account_id: A, passcode_file: passcode.txt}\nsource: {path: a.csv, timezone: Asia/Calcuta}\ntarget: {entity: user_profiles}\nschedule: {cron: \"0 3 * *\"}\n",
+    );
+    let errors = stderr(&tapline(dir, &["validate", "p.yaml"]));
+    assert!(
+        errors.contains("did you mean `Asia/Kolkata`? (`Asia/Calcutta` is its old name"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("it has 4 fields, and a cron expression has five, or six with seconds first")
+            && !errors.contains("between 5 and 7"),
+        "{errors}"
+    );
+    workspace.write(
+        "c.yaml",
+        "connection: {account_id: A, passcode_file: passcode.txt}\nsource: {path: a.csv}\ntarget:\n  entity: custom_list\n  custom_list: {name: X}\n",
+    );
+    let errors = stderr(&tapline(dir, &["validate", "c.yaml"]));
+    assert!(
+        errors.contains("add `uploader_email: admin@example.com` under `custom_list`"),
+        "{errors}"
+    );
+    let output = tapline(dir, &["daemon", "p.yaml"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("`tapline daemon --dir .`"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -85,9 +85,18 @@ pub(super) fn build_schedule(
     {
         Ok(cron) => Some(cron),
         Err(error) => {
+            let fields = spec.cron.split_whitespace().count();
+            let message = if spec.cron.trim().starts_with('@') || (5..=6).contains(&fields) {
+                format!("invalid cron expression `{}`: {error}", spec.cron)
+            } else {
+                format!(
+                    "invalid cron expression `{}`: it has {fields} fields, and a cron expression has five, or six with seconds first",
+                    spec.cron
+                )
+            };
             diagnostics.push(
-                Diagnostic::error(file, Some(root.locate("/schedule/cron")), format!("invalid cron expression `{}`: {error}", spec.cron))
-                    .with_hint("use five fields `minute hour day-of-month month day-of-week`, e.g. `0 3 * * *`, or `@daily`"),
+                Diagnostic::error(file, Some(root.locate("/schedule/cron")), message)
+                    .with_hint("write `minute hour day-of-month month day-of-week`, e.g. `0 3 * * *` (03:00 every day), or `@daily`"),
             );
             None
         }

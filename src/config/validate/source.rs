@@ -267,12 +267,61 @@ pub(super) fn time_zone(
             );
             let names = chrono_tz::TZ_VARIANTS.iter().map(|zone| zone.name());
             diagnostics.push(match did_you_mean(name, names) {
-                Some(suggestion) => diagnostic.with_hint(format!("did you mean `{suggestion}`?")),
+                Some(suggestion) => diagnostic.with_hint(match renamed_zone(suggestion) {
+                    Some(current) => format!(
+                        "did you mean `{current}`? (`{suggestion}` is its old name, kept as an alias)"
+                    ),
+                    None => format!("did you mean `{suggestion}`?"),
+                }),
                 None => diagnostic.with_hint(
                     "use an IANA name such as `UTC`, `Asia/Kolkata` or `America/New_York`",
                 ),
             });
             None
         }
+    }
+}
+
+/// The current name of a renamed time zone, for zones people still type by their old name
+/// (the IANA database's `backward` file keeps each old name as a link to the new one).
+fn renamed_zone(old: &str) -> Option<&'static str> {
+    RENAMED
+        .iter()
+        .find(|(name, _)| *name == old)
+        .map(|(_, current)| *current)
+}
+
+/// Old time zone names and their current ones (tzdata `backward`).
+const RENAMED: [(&str, &str); 16] = [
+    ("Asia/Calcutta", "Asia/Kolkata"),
+    ("Asia/Saigon", "Asia/Ho_Chi_Minh"),
+    ("Asia/Katmandu", "Asia/Kathmandu"),
+    ("Asia/Rangoon", "Asia/Yangon"),
+    ("Asia/Dacca", "Asia/Dhaka"),
+    ("Asia/Ulan_Bator", "Asia/Ulaanbaatar"),
+    ("Asia/Macao", "Asia/Macau"),
+    ("Asia/Thimbu", "Asia/Thimphu"),
+    ("Asia/Ujung_Pandang", "Asia/Makassar"),
+    ("Europe/Kiev", "Europe/Kyiv"),
+    ("America/Buenos_Aires", "America/Argentina/Buenos_Aires"),
+    ("America/Indianapolis", "America/Indiana/Indianapolis"),
+    ("Atlantic/Faeroe", "Atlantic/Faroe"),
+    ("Pacific/Truk", "Pacific/Chuuk"),
+    ("Pacific/Ponape", "Pacific/Pohnpei"),
+    ("Africa/Asmera", "Africa/Asmara"),
+];
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    #[test]
+    fn every_renamed_zone_and_its_current_name_exist() {
+        for (old, current) in super::RENAMED {
+            assert_eq!(super::renamed_zone(old), Some(current));
+            assert!(chrono_tz::Tz::from_str(old).is_ok(), "{old}");
+            assert!(chrono_tz::Tz::from_str(current).is_ok(), "{current}");
+        }
+        assert_eq!(super::renamed_zone("Asia/Kolkata"), None);
     }
 }
