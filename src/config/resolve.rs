@@ -195,10 +195,16 @@ pub(super) fn secret(
             }
             match super::files::read_text_limited(&path, super::files::MAX_SECRET_BYTES) {
                 Ok(text) if text.trim().is_empty() => {
-                    diagnostics.push(error(
-                        &file_field,
-                        format!("{field} file `{}` is empty", path.display()),
-                    ));
+                    diagnostics.push(
+                        error(
+                            &file_field,
+                            format!("{field} file `{}` is empty", path.display()),
+                        )
+                        .with_hint(format!(
+                            "write {what} into `{}` (one line), or give it as `{field}: ${{NAME}}` from the environment",
+                            path.display()
+                        )),
+                    );
                     return Err(());
                 }
                 Ok(text) => text.trim().to_string(),
@@ -217,7 +223,9 @@ pub(super) fn secret(
         (None, None) => return Ok(None),
     };
     if text.is_empty() {
-        diagnostics.push(error(field, format!("{what} is empty")));
+        diagnostics.push(error(field, format!("{what} is empty")).with_hint(format!(
+            "set the environment variable `{field}:` names (it is empty), or give `{file_field}: /path/to/file`"
+        )));
         return Err(());
     }
     Ok(Some(Secret::new(text)))

@@ -334,7 +334,8 @@ fn weak_messages_name_their_fix() {
         "{errors}"
     );
     assert!(
-        errors.contains("it has 4 fields, and a cron expression has five, or six with seconds first")
+        errors
+            .contains("it has 4 fields, and a cron expression has five, or six with seconds first")
             && !errors.contains("between 5 and 7"),
         "{errors}"
     );
@@ -345,6 +346,26 @@ fn weak_messages_name_their_fix() {
     let errors = stderr(&tapline(dir, &["validate", "c.yaml"]));
     assert!(
         errors.contains("add `uploader_email: admin@example.com` under `custom_list`"),
+        "{errors}"
+    );
+    workspace.write("empty", "");
+    workspace.write(
+        "e.yaml",
+        "connection: {account_id: A, passcode_file: empty}\nsource: {path: a.csv}\ntarget: {entity: user_profiles}\n",
+    );
+    let errors = stderr(&tapline(dir, &["validate", "e.yaml"]));
+    assert!(
+        errors.contains("passcode file `empty` is empty")
+            && errors.contains("write the passcode of connection `inline` into `empty`"),
+        "{errors}"
+    );
+    workspace.write(
+        "u.yaml",
+        "connection: {account_id: A, passcode_file: passcode.txt}\nsource:\n  database: {postgres: \"${TAPLINE_TEST_NO_SUCH_URL}\"}\n  query: SELECT 1 AS identity\ntarget: {entity: user_profiles}\n",
+    );
+    let errors = stderr(&tapline(dir, &["validate", "u.yaml"]));
+    assert!(
+        errors.contains("cannot connect to database `inline`: its URL is not known here"),
         "{errors}"
     );
     let output = tapline(dir, &["daemon", "p.yaml"]);

@@ -17,7 +17,7 @@ mod postgres;
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     /// The database could not be reached or refused the login.
-    #[error("cannot connect to database `{name}` ({url}): {reason}")]
+    #[error("cannot connect to database `{name}`{}: {reason}", shown_url(url))]
     Connect {
         /// The database's name in `connections.yaml`.
         name: String,
@@ -101,4 +101,14 @@ pub fn unsupported_type(column: &str, type_name: &str) -> String {
     format!(
         "returns column `{column}` of type `{type_name}`, which tapline cannot send; cast it in the query (to text with `::text`, for example)"
     )
+}
+
+/// A URL in a message, in brackets after the database's name; nothing when it is not known
+/// here (an unset variable).
+fn shown_url(url: &str) -> String {
+    if url.is_empty() {
+        String::new()
+    } else {
+        format!(" ({url})")
+    }
 }
