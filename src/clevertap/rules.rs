@@ -36,14 +36,14 @@ pub static KEY_NAME: Rule = Rule {
     name: "key name",
     code: 0,
     asks: "a profile key is 1 to 120 bytes, without % > < ! | & . : ; $ ' \" \\ # or control characters",
-    source: "[DOC] upload-user-profiles-api (120); platform-considerations, \"User Profiles\" (characters); control characters: tapline's own",
+    source: "[DOC] upload-user-profiles-api (120), platform-considerations (\"User Profiles\": characters); control characters: tapline's own",
 };
 /// Event property names: a profile key's rules, but `#` is allowed.
 pub static EVENT_KEY_NAME: Rule = Rule {
     name: "event key name",
     code: 0,
     asks: "an event property name is 1 to 120 bytes, without % > < ! | & . : ; $ ' \" \\ or control characters (`#` is allowed)",
-    source: "[DOC] upload-events-api (120); platform-considerations, \"Events → General Constraints\" (characters; second audit, 1); control characters: tapline's own",
+    source: "[DOC] upload-events-api (120), platform-considerations (\"Events → General Constraints\": characters); control characters: tapline's own",
 };
 /// Property values.
 pub static VALUE_LENGTH: Rule = Rule {
@@ -106,14 +106,14 @@ pub static EVENT_STRUCTURE: Rule = Rule {
     name: "event structure",
     code: 512,
     asks: "`evtData` is an object of plain values; only the Charged event has `Items`, a list of at most 256 objects (CleverTap's SDKs send at most 50, code 522)",
-    source: "[DOC] api-errors (512), platform-considerations (Items, 256; Corrections 4); [CT-CODE] web SDK validator.js, Android ValidationError.CHARGED_EVENT_TOO_MANY_ITEMS (50; second audit, 5)",
+    source: "[DOC] api-errors (512), platform-considerations (Items, 256; Corrections 4); [CT-CODE] web SDK validator.js, Android ValidationError.CHARGED_EVENT_TOO_MANY_ITEMS (50)",
 };
 /// Profile values that are objects.
 pub static PROFILE_COMMAND: Rule = Rule {
     name: "profile command",
     code: 512,
     asks: "a profile value that is an object is a command: `$add`, `$remove`, `$set` with strings, `$incr`, `$decr` with a number",
-    source: "[CT-CODE] clevertap-data-upload profile_event_uploads.go (`$add`), clevertap-android-sdk Constants (the others; Corrections 5)",
+    source: "[CT-CODE] clevertap-data-upload profile_event_uploads.go (`$add`), clevertap-android-sdk Constants (the others)",
 };
 /// Multi-value properties.
 pub static MULTI_VALUE: Rule = Rule {
@@ -176,7 +176,7 @@ pub static AGE: Rule = Rule {
     name: "Age",
     code: 520,
     asks: "`Age` is a number, or a string of one (`\"18\"`)",
-    source: "[DOC] api-errors (520); [REC] clevertap-ruby partially_succeds.yml accepted `\"Age\": \"18\"` (Corrections 10)",
+    source: "[DOC] api-errors (520); [REC] clevertap-ruby partially_succeds.yml accepted `\"Age\": \"18\"`",
 };
 /// Dates.
 pub static DATE: Rule = Rule {

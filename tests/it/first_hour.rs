@@ -376,3 +376,21 @@ fn weak_messages_name_their_fix() {
         stderr(&output)
     );
 }
+
+#[test]
+fn rules_link_the_pages_that_document_them() {
+    let workspace = Workspace::new();
+    let output = tapline(workspace.dir.path(), &["rules"]);
+    let printed = stdout(&output);
+    assert!(
+        printed.contains("      https://developer.clevertap.com/docs/api-errors\n")
+            && printed.contains("      https://docs.clevertap.com/docs/platform-considerations\n"),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains("[DOC]")
+            && !printed.contains("Corrections")
+            && !printed.contains("audit"),
+        "{printed}"
+    );
+}
