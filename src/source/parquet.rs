@@ -96,6 +96,12 @@ impl ParquetStream {
             })
             .cloned()
             .collect();
+        if let Some(problem) = oversized_values(&reader, &fields) {
+            return Err(OpenError::BadHeader {
+                path: shown,
+                problem,
+            });
+        }
         let columns = fields.iter().map(|field| Arc::from(field.name())).collect();
         let progress = ReadProgress {
             read: Arc::default(),
@@ -198,6 +204,51 @@ impl RowStream for ParquetStream {
             })),
         }
     }
+}
+
+/// A row group whose values of a read column are, on average, longer than a value may be
+/// ([`exact::MAX_VALUE_BYTES`]): reading it would decompress pages far larger than any row
+/// tapline sends (a few KiB of file can hold a value of hundreds of MiB). Such a file is
+/// refused before any page is read, naming the row group, the column and the limit, as a CSV
+/// row over the limit is.
+fn oversized_values(
+    file: &SerializedFileReader<File>,
+    fields: &[parquet::schema::types::TypePtr],
+) -> Option<String> {
+    let metadata = file.metadata();
+    for (number, group) in metadata.row_groups().iter().enumerate() {
+        let rows = u64::try_from(group.num_rows()).unwrap_or(0).max(1);
+        for column in group.columns() {
+            let top = column
+                .column_path()
+                .parts()
+                .first()
+                .cloned()
+                .unwrap_or_default();
+            if !fields.iter().any(|field| field.name() == top) {
+                continue;
+            }
+            let bytes = u64::try_from(column.uncompressed_size()).unwrap_or(0);
+            if bytes / rows > exact::MAX_VALUE_BYTES as u64 {
+                return Some(format!(
+                    "says that row group {} (rows {} to {}) holds values of column `{top}` of {} MiB on average, over the {} MiB a value may be: no row of it is read (tapline would have to decompress them whole)",
+                    number + 1,
+                    metadata.row_groups()[..number]
+                        .iter()
+                        .map(|g| g.num_rows())
+                        .sum::<i64>()
+                        + 1,
+                    metadata.row_groups()[..=number]
+                        .iter()
+                        .map(|g| g.num_rows())
+                        .sum::<i64>(),
+                    bytes / rows / (1024 * 1024),
+                    exact::MAX_VALUE_BYTES / (1024 * 1024)
+                ));
+            }
+        }
+    }
+    None
 }
 
 /// How a flat column's values become JSON.

@@ -230,3 +230,28 @@ fn every_value_is_sent_exactly_or_refused_by_name() {
     );
     assert!(sandbox.sandbox.profile("d2").is_none());
 }
+
+#[test]
+fn a_file_of_values_over_the_limit_is_refused_before_its_pages_are_read() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    // One 3 MiB value: a page three times the limit.
+    write_parquet(
+        &workspace.path("huge.parquet"),
+        "message m { required binary identity (UTF8); required binary Note (UTF8); }",
+        &[texts(&["u1"]), texts(&[&"x".repeat(3 << 20)])],
+    );
+    workspace.pipeline(
+        "huge",
+        &sandbox,
+        "source: {path: huge.parquet}\ntarget: {entity: user_profiles}\nskip_invalid_records: true\n",
+    );
+    let output = tapline(workspace.dir.path(), &["run", "huge.yaml"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("row group 1 (rows 1 to 1) holds values of column `Note` of 3 MiB on average, over the 1 MiB a value may be"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(sandbox.inspect().requests, 0);
+}

@@ -639,7 +639,9 @@ fn rules_lists_each_rule_with_its_code_and_source() {
     let printed = stdout(&output);
     assert!(
         printed.contains(" 516  Phone: `Phone` is `+`")
-            && printed.contains("[DOC] upload-user-profiles-api (format; Corrections 8)")
+            && printed.contains(
+                " 516  Phone: `Phone` is `+`, the country code and the number, at most 15 digits (E.164); no minimum length is documented\n      https://developer.clevertap.com/docs/upload-user-profiles-api\n"
+            )
             && printed.contains("   —  deletion: ")
             && printed.contains(" 520  Age:"),
         "{printed}"
