@@ -215,8 +215,15 @@ impl Ledger {
         }
     }
 
+    /// Stops the run for `reason`, unless it stops for a weightier one already: what ends
+    /// every request (credentials, an outage, a broken source or state) names the cause
+    /// before an invalid row met while the run was stopping.
     pub(super) fn stop(&mut self, reason: StopReason) {
-        if self.stop.is_none() {
+        if self
+            .stop
+            .as_ref()
+            .is_none_or(|stopped| reason.weight() > stopped.weight())
+        {
             self.stop = Some(reason);
         }
     }

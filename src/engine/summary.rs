@@ -74,6 +74,24 @@ pub enum StopReason {
     RejectsFailed(String),
 }
 
+impl StopReason {
+    /// How much a reason says about the run: one that ends every request outweighs one
+    /// about a single record, which outweighs the run's own count of them.
+    pub(super) fn weight(&self) -> u8 {
+        match self {
+            StopReason::InvalidRecord { .. } | StopReason::Rejected { .. } => 0,
+            StopReason::ErrorBudget(_) => 1,
+            StopReason::Interrupted => 2,
+            StopReason::GaveUp { .. }
+            | StopReason::SourceFailed(_)
+            | StopReason::Refused(_)
+            | StopReason::StateFailed(_)
+            | StopReason::RejectsFailed(_) => 3,
+            StopReason::Unauthorized(_) => 4,
+        }
+    }
+}
+
 impl std::fmt::Display for StopReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -394,3 +394,27 @@ fn rules_link_the_pages_that_document_them() {
         "{printed}"
     );
 }
+
+#[test]
+fn the_stopped_line_names_the_cause_that_ends_every_request() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    // Refused credentials, and an invalid row the reader meets while the first batch is out.
+    workspace.write("passcode.txt", "wrong");
+    workspace.write(
+        "people.csv",
+        "identity,Email\nu1,u1@example.com\nu2,not an email\n",
+    );
+    workspace.pipeline(
+        "people",
+        &sandbox,
+        "source: {path: people.csv}\ntarget: {entity: user_profiles}\n",
+    );
+    let (code, summary) = run_json(&workspace, &["people.yaml"]);
+    assert_ne!(code, Some(0));
+    let reason = summary["stop_reason"].to_string();
+    assert!(
+        reason.contains("refused the credentials") && !reason.contains("invalid record"),
+        "{summary}"
+    );
+}
