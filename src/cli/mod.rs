@@ -52,7 +52,12 @@ impl From<Exit> for ExitCode {
 
 /// Move customer data from files into CleverTap.
 #[derive(Debug, Parser)]
-#[command(name = "tapline", version, about, long_about = None)]
+#[command(
+    name = "tapline",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("TAPLINE_COMMIT"), ")"),
+    about,
+    long_about = None
+)]
 struct Cli {
     /// Log lines as text, json (for log shippers) or journald (native journal entries)
     #[arg(

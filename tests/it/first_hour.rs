@@ -418,3 +418,18 @@ fn the_stopped_line_names_the_cause_that_ends_every_request() {
         "{summary}"
     );
 }
+
+#[test]
+fn the_version_names_the_commit_it_was_built_from() {
+    let workspace = Workspace::new();
+    let version = stdout(&tapline(workspace.dir.path(), &["--version"]));
+    assert!(version.starts_with("tapline 0.1.0 (commit "), "{version}");
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output();
+    if let Some(head) = head.ok().filter(|output| output.status.success()) {
+        let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+        assert!(version.contains(&head), "{version} is not of {head}");
+    }
+}
