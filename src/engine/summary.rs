@@ -75,19 +75,21 @@ pub enum StopReason {
 }
 
 impl StopReason {
-    /// How much a reason says about the run: one that ends every request outweighs one
-    /// about a single record, which outweighs the run's own count of them.
+    /// How much a reason says about the run: one that ends every request (refused
+    /// credentials most of all) outweighs one about the records or a signal; between equals
+    /// the first stays.
     pub(super) fn weight(&self) -> u8 {
         match self {
-            StopReason::InvalidRecord { .. } | StopReason::Rejected { .. } => 0,
-            StopReason::ErrorBudget(_) => 1,
-            StopReason::Interrupted => 2,
+            StopReason::InvalidRecord { .. }
+            | StopReason::Rejected { .. }
+            | StopReason::ErrorBudget(_)
+            | StopReason::Interrupted => 0,
             StopReason::GaveUp { .. }
             | StopReason::SourceFailed(_)
             | StopReason::Refused(_)
             | StopReason::StateFailed(_)
-            | StopReason::RejectsFailed(_) => 3,
-            StopReason::Unauthorized(_) => 4,
+            | StopReason::RejectsFailed(_) => 1,
+            StopReason::Unauthorized(_) => 2,
         }
     }
 }
