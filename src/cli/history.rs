@@ -87,7 +87,7 @@ fn print_table(out: &mut impl Write, runs: &[RunEntry]) -> std::io::Result<()> {
     }
     writeln!(
         out,
-        "{:<22} {:<20} {:<8} {:<19} {:>9} {:<11} {:>9} {:>9} {:>8} {:>8} {:>7} {:>9}",
+        "{:<22} {:<20} {:<8} {:<19} {:>9} {:<11} {:>9} {:>9} {:>8} {:>8} {:>7} {:>9}  SENT TO",
         "RUN",
         "PIPELINE",
         "TRIGGER",
@@ -99,13 +99,13 @@ fn print_table(out: &mut impl Write, runs: &[RunEntry]) -> std::io::Result<()> {
         "SKIPPED",
         "REJECTED",
         "FAILED",
-        "UNCHANGED"
+        "UNCHANGED",
     )?;
     for run in runs {
         let records = &run.end.records;
         writeln!(
             out,
-            "{:<22} {:<20} {:<8} {:<19} {:>9} {:<11} {:>9} {:>9} {:>8} {:>8} {:>7} {:>9}",
+            "{:<22} {:<20} {:<8} {:<19} {:>9} {:<11} {:>9} {:>9} {:>8} {:>8} {:>7} {:>9}  {}",
             run.run_id,
             run.pipeline,
             run.trigger,
@@ -117,7 +117,8 @@ fn print_table(out: &mut impl Write, runs: &[RunEntry]) -> std::io::Result<()> {
             records.skipped,
             records.rejected,
             records.failed,
-            records.unchanged
+            records.unchanged,
+            run.destination.as_deref().unwrap_or("-")
         )?;
     }
     Ok(())
@@ -144,6 +145,9 @@ fn print_run(out: &mut impl Write, entry: &RunEntry) -> std::io::Result<()> {
     }
     if let Some(runner) = &entry.runner {
         writeln!(out, "ran in    {runner} (host:pid)")?;
+    }
+    if let Some(destination) = &entry.destination {
+        writeln!(out, "sent to   {destination}")?;
     }
     writeln!(out, "status    {}", run.status.as_str())?;
     writeln!(

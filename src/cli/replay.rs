@@ -96,7 +96,9 @@ async fn replay_to_sandbox(mut pipeline: crate::config::Pipeline, args: &ReplayA
                 places,
                 args.state.history_days,
             );
-            request.bookkeeping = runner::Bookkeeping::Off;
+            // A throwaway sandbox: only the history entry, sent to `sandbox`.
+            request.bookkeeping = runner::Bookkeeping::HistoryOnly;
+            request.to_sandbox = true;
             let cancel = CancellationToken::new();
             spawn_signal_handler(cancel.clone());
             execute(&pipeline, &request, args.json, Some(&sandbox), &cancel).await

@@ -84,8 +84,13 @@ pub(super) async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> E
                 request.changes = runner::Changes::SendAll;
                 request.delivered_before = DeliveredBefore::SendAgain;
             }
-            // A throwaway sandbox has nothing to resume and nothing to protect from duplicates.
-            if args.dry_run || args.sandbox {
+            // A throwaway sandbox has nothing to resume and nothing to protect from
+            // duplicates: the run is only written to the history, as sent to `sandbox`.
+            if args.sandbox {
+                request.bookkeeping = Bookkeeping::HistoryOnly;
+                request.to_sandbox = true;
+            }
+            if args.dry_run {
                 request.bookkeeping = Bookkeeping::Off;
             }
             request

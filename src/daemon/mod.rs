@@ -761,6 +761,7 @@ impl Daemon {
             self.options.history_days,
             self.budgets.clone(),
         );
+        request.to_sandbox = self.options.sandbox.is_some();
         match cause {
             Cause::Fire(at) => request.scheduled_for = Some(at),
             Cause::Arrival(arrival) => request.arrival = Some(arrival),

@@ -40,11 +40,7 @@ pub(super) struct Checkpointer<'a> {
 impl Checkpointer<'_> {
     fn note(&mut self, settled: &Settled) {
         if self.first_errors.len() < FIRST_ERRORS {
-            self.first_errors.push(FirstError {
-                line: settled.line,
-                code: settled.code,
-                reason: settled.reason.clone(),
-            });
+            self.first_errors.push(FirstError::of(settled));
         }
     }
 
@@ -115,5 +111,58 @@ impl Observer for Checkpointer<'_> {
 
     fn source_opened(&mut self, progress: &crate::source::ReadProgress) {
         self.progress.source_opened(progress);
+    }
+}
+
+/// Keeps the first problems of a run that has no checkpoint (one sent to the built-in
+/// sandbox), for its history entry; passes everything on to the progress display.
+pub(super) struct ErrorNotes<'a> {
+    pub(super) first_errors: Vec<FirstError>,
+    progress: &'a mut dyn Observer,
+}
+
+impl<'a> ErrorNotes<'a> {
+    pub(super) fn new(progress: &'a mut dyn Observer) -> Self {
+        ErrorNotes {
+            first_errors: Vec::new(),
+            progress,
+        }
+    }
+
+    fn note(&mut self, settled: &Settled) {
+        if self.first_errors.len() < FIRST_ERRORS {
+            self.first_errors.push(FirstError::of(settled));
+        }
+    }
+}
+
+impl Observer for ErrorNotes<'_> {
+    fn batch_settled(&mut self, report: &BatchReport, counts: &Counts) -> Result<(), String> {
+        for settled in &report.settled {
+            self.note(settled);
+        }
+        self.progress.batch_settled(report, counts)
+    }
+
+    fn record_skipped(&mut self, settled: &Settled, counts: &Counts) {
+        self.note(settled);
+        self.progress.record_skipped(settled, counts);
+    }
+
+    fn records_unchanged(&mut self, ranges: &[(u64, u64)], counts: &Counts) {
+        self.progress.records_unchanged(ranges, counts);
+    }
+
+    fn record_failed(&mut self, settled: &Settled) {
+        self.note(settled);
+        self.progress.record_failed(settled);
+    }
+
+    fn source_opened(&mut self, progress: &crate::source::ReadProgress) {
+        self.progress.source_opened(progress);
+    }
+
+    fn query_started(&mut self, database: &str) {
+        self.progress.query_started(database);
     }
 }

@@ -3,7 +3,8 @@
 //! entry, and its notifications.
 //!
 //! `tapline run`, `tapline replay` and the daemon all start runs here; the upload itself is
-//! the engine's. Without a state store (dry runs, `--sandbox`) a run is only the upload.
+//! the engine's. A dry run is only the upload; a run sent to the built-in sandbox (`--sandbox`)
+//! is the upload and its history entry.
 
 use std::path::{Path, PathBuf};
 
@@ -73,6 +74,9 @@ pub struct Request {
     /// The arrived file this run sends (`trigger: file_arrival`): checked and recorded as
     /// handled under the pipeline's lock, so that of several daemons only one sends it.
     pub arrival: Option<Arrival>,
+    /// Sent to the built-in sandbox (`--sandbox`): the history says `sandbox` where it
+    /// would name the account and host.
+    pub to_sandbox: bool,
 }
 
 /// Where a run's state is kept: the state store, and the local folders of its files.
@@ -132,7 +136,11 @@ pub enum Bookkeeping {
     /// The pipeline lock, the checkpoint, the delivered-file guard, the history entry and
     /// the notifications.
     Kept,
-    /// None of them: dry runs, and runs against a throwaway sandbox.
+    /// Only the history entry: runs sent to the built-in sandbox (`run --sandbox`,
+    /// `replay --sandbox`), which have nothing to resume and nothing to protect from
+    /// duplicates, yet show in `tapline history` as sent to `sandbox`.
+    HistoryOnly,
+    /// None of them: dry runs.
     Off,
 }
 
@@ -152,6 +160,7 @@ impl Request {
             changes: Changes::LeaveOut,
             scheduled_for: None,
             arrival: None,
+            to_sandbox: false,
         }
     }
 
@@ -312,7 +321,8 @@ pub fn batches_per_checkpoint(in_flight: usize) -> usize {
     in_flight.div_ceil(2).max(1)
 }
 
-/// Runs a pipeline once, with its bookkeeping (or without: dry runs, a throwaway sandbox),
+/// Runs a pipeline once, with its bookkeeping (or without: dry runs; or only its history
+/// entry: a throwaway sandbox),
 /// and reports what happened.
 ///
 /// A run is a short sequence of phases (`phases.rs`): begin (the lock, the history entry),
@@ -328,7 +338,9 @@ pub async fn run(
 ) -> Result<RunSummary, RunError> {
     let run = phases::Start::new(pipeline, request);
     match request.bookkeeping {
-        Bookkeeping::Off => phases::run_unrecorded(run, progress, cancel).await,
+        Bookkeeping::Off | Bookkeeping::HistoryOnly => {
+            phases::run_unrecorded(run, progress, cancel).await
+        }
         Bookkeeping::Kept => phases::run_recorded(run, progress, cancel).await,
     }
 }

@@ -2,21 +2,22 @@
 //! entry), prepare the input (a file, a rejects file to replay, or a query's snapshot: read
 //! anew or resumed), plan (`plan.rs`), deliver (the engine, checkpointing as it goes), and
 //! finish (the delivery record, the watermark, the arrival, the history, the notifications).
-//! A run without bookkeeping (dry runs, a throwaway sandbox) is prepare and deliver only.
+//! A dry run is prepare and deliver only; a run sent to a throwaway sandbox is that with its
+//! history entry.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::checkpointer::Checkpointer;
+use super::checkpointer::{Checkpointer, ErrorNotes};
 use super::plan::{Fit, Plan, fit, plan};
 use super::snapshots::{
     incremental_bound, query_failed, remove_snapshot, snapshot_path, snapshot_source,
 };
 use super::{
-    Changes, Request, Resume, RunError, batches_per_checkpoint, checkpoint_key, destination,
-    rejects_path, settings_digest,
+    Bookkeeping, Changes, Request, Resume, RunError, batches_per_checkpoint, checkpoint_key,
+    destination, rejects_path, settings_digest,
 };
 use crate::clevertap::retry::RetryPolicy;
 use crate::config::Pipeline;
@@ -50,6 +51,8 @@ pub(super) struct Start<'a> {
     /// The query whose rows the run reads through a snapshot, if the source is one (and
     /// the run is not a replay).
     query: Option<&'a QuerySource>,
+    /// The pipeline file, absolute, so `tapline replay` finds it from any folder.
+    pipeline_file: PathBuf,
 }
 
 /// What the engine is given: the job (its input filled in when a query's snapshot is read)
@@ -99,8 +102,26 @@ impl<'a> Start<'a> {
             destination,
             run_id,
             query,
+            pipeline_file: std::fs::canonicalize(&pipeline.file)
+                .unwrap_or_else(|_| pipeline.file.clone()),
         };
         (start, Work { job, options })
+    }
+
+    /// The run's history entry as it starts.
+    fn history_entry(&self) -> RunStart<'_> {
+        RunStart {
+            run_id: &self.run_id,
+            pipeline: &self.pipeline.name,
+            pipeline_file: &self.pipeline_file,
+            trigger: self.request.trigger.as_str(),
+            scheduled_for: self.request.scheduled_for,
+            destination: if self.request.to_sandbox {
+                "sandbox"
+            } else {
+                &self.destination
+            },
+        }
     }
 
     /// Change detection for `send: changes`: against what the store knows, unless `changes`
@@ -142,21 +163,29 @@ impl<'a> Start<'a> {
 
 /// A run without bookkeeping: a dry run (which still reads what `send: changes` would
 /// leave out and what an incremental query would read, from the store as it is), or a run
-/// against a throwaway sandbox.
+/// against a throwaway sandbox, which is only written to the history.
 pub(super) async fn run_unrecorded(
     (start, mut work): (Start<'_>, Work),
     progress: &mut dyn Observer,
     cancel: CancellationToken,
 ) -> Result<RunSummary, RunError> {
     let request = start.request;
-    let store = if matches!(request.delivery, Delivery::DryRun) && request.state.store.may_exist() {
+    let dry_run = matches!(request.delivery, Delivery::DryRun);
+    let store = if (dry_run && request.state.store.may_exist())
+        || request.bookkeeping == Bookkeeping::HistoryOnly
+    {
         Some(state::open(&request.state.store)?)
     } else {
         None
     };
-    if let Some(store) = &store {
+    if let (Some(store), true) = (&store, dry_run) {
         work.options.changes = start.change_detection(&**store, request.changes)?;
     }
+    let in_history = request.bookkeeping == Bookkeeping::HistoryOnly;
+    if in_history && let Some(store) = &store {
+        store.start_run(&start.history_entry())?;
+    }
+    let mut notes = ErrorNotes::new(progress);
     let snapshot = match start.query {
         Some(query) => {
             let path = request.state.work_dir.join("spool").join(format!(
@@ -164,28 +193,34 @@ pub(super) async fn run_unrecorded(
                 file_stem::of(&start.pipeline.name),
                 start.run_id
             ));
-            let bound = match &store {
+            let bound = match store.as_deref().filter(|_| dry_run) {
                 Some(store) => incremental_bound(
-                    &**store,
+                    store,
                     query,
                     request.changes,
                     (&start.key, &start.destination),
                 )?,
                 None => None,
             };
-            if let Err(summary) = start
-                .read_snapshot(query, (bound, &path), (&mut work, progress), &cancel)
+            if let Err(mut summary) = start
+                .read_snapshot(query, (bound, &path), (&mut work, &mut notes), &cancel)
                 .await
             {
+                if in_history && let Some(store) = &store {
+                    record_history(&**store, &mut summary, &[]);
+                }
                 return Ok(summary);
             }
             Some(path)
         }
         None => None,
     };
-    let summary = engine::run(work.job, work.options, progress, cancel).await;
+    let mut summary = engine::run(work.job, work.options, &mut notes, cancel).await;
     if let Some(path) = snapshot {
         remove_snapshot(&path);
+    }
+    if in_history && let Some(store) = &store {
+        record_history(&**store, &mut summary, &notes.first_errors);
     }
     Ok(summary)
 }
@@ -286,16 +321,7 @@ fn begin(start: &Start<'_>, work: &mut Work, cancel: CancellationToken) -> Resul
         tracing::warn!(pipeline = %pipeline.name, abandoned, "earlier runs ended without a word (killed?); marked abandoned");
     }
     prune(&*store, request.history_days);
-    // Absolute, so `tapline replay` finds the pipeline from any folder.
-    let pipeline_file =
-        std::fs::canonicalize(&pipeline.file).unwrap_or_else(|_| pipeline.file.clone());
-    store.start_run(&RunStart {
-        run_id: &start.run_id,
-        pipeline: &pipeline.name,
-        pipeline_file: &pipeline_file,
-        trigger: request.trigger.as_str(),
-        scheduled_for: request.scheduled_for,
-    })?;
+    store.start_run(&start.history_entry())?;
     Ok(Held {
         store,
         _lock: lock,

@@ -24,6 +24,17 @@ pub struct FirstError {
     pub reason: String,
 }
 
+impl FirstError {
+    /// The problem of a settled record.
+    pub fn of(settled: &crate::outcome::Settled) -> Self {
+        FirstError {
+            line: settled.line,
+            code: settled.code,
+            reason: settled.reason.clone(),
+        }
+    }
+}
+
 /// What is known when a run starts.
 #[derive(Debug, Clone)]
 pub struct RunStart<'a> {
@@ -37,6 +48,8 @@ pub struct RunStart<'a> {
     pub trigger: &'a str,
     /// The fire of the schedule it runs for (`schedule` runs).
     pub scheduled_for: Option<DateTime<Utc>>,
+    /// Where it sends: the account ID and host, or `sandbox` (never a secret).
+    pub destination: &'a str,
 }
 
 /// What is known when it ends.
@@ -86,6 +99,10 @@ pub struct RunEntry {
     /// The process that ran it: `host:pid`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runner: Option<String>,
+    /// Where it sent: `ACCOUNT_ID@https://host`, or `sandbox` for the built-in sandbox
+    /// (`--sandbox`). Runs recorded before tapline kept it have none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
     /// How it ended.
     #[serde(flatten)]
     pub end: RunFinish,
@@ -94,7 +111,8 @@ pub struct RunEntry {
 const ENTRY_COLUMNS: &str =
     "run_id, pipeline, pipeline_file, trigger, started_at, finished_at, status,
      read, accepted, skipped, rejected, failed, requests, retries, resumed_from, rows_resumed,
-     rejects_file, stop_reason, first_errors, warnings, unchanged, scheduled_for, runner";
+     rejects_file, stop_reason, first_errors, warnings, unchanged, scheduled_for, runner,
+     destination";
 
 fn entry(row: &Row<'_>) -> rusqlite::Result<RunEntry> {
     let count = |index: usize| -> rusqlite::Result<u64> { Ok(row.get::<_, i64>(index)? as u64) };
@@ -107,6 +125,7 @@ fn entry(row: &Row<'_>) -> rusqlite::Result<RunEntry> {
         finished_at_ms: row.get(5)?,
         scheduled_for_ms: row.get(21)?,
         runner: row.get(22)?,
+        destination: row.get(23)?,
         end: RunFinish {
             status: row
                 .get::<_, String>(6)?
@@ -139,8 +158,8 @@ impl SqliteStore {
             .execute(
                 "INSERT INTO runs
                  (run_id, pipeline, pipeline_file, trigger, started_at, status, scheduled_for,
-                  runner)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7)",
+                  runner, destination)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8)",
                 params![
                     run.run_id,
                     run.pipeline,
@@ -148,7 +167,8 @@ impl SqliteStore {
                     run.trigger,
                     now_ms(),
                     run.scheduled_for.map(|at| at.timestamp_millis()),
-                    super::this_process()
+                    super::this_process(),
+                    run.destination
                 ],
             )
             .map(drop)

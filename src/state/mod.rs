@@ -231,6 +231,8 @@ const MIGRATIONS: &[&str] = &[
     // it, no longer after its `ts` (a backfill of old events went twice). The ones kept
     // before are kept as if sent now, for the default 90 days.
     EVENT_EXPIRY_FROM_NOW_SQLITE,
+    // 9: where each run sent (the account ID and host, or `sandbox`), shown by the history.
+    "ALTER TABLE runs ADD COLUMN destination TEXT;",
 ];
 
 /// Migration 8 of the embedded store (see [`MIGRATIONS`]).

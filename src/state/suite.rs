@@ -390,6 +390,11 @@ fn runs_are_listed_newest_first_and_pruned_by_age() {
                     pipeline_file: Path::new("pipelines/x.yaml"),
                     trigger: "schedule",
                     scheduled_for: Some(fire),
+                    destination: if pipeline == "vip" {
+                        "sandbox"
+                    } else {
+                        "ACC@https://in1.api.clevertap.com"
+                    },
                 })
                 .unwrap();
         }
@@ -435,6 +440,12 @@ fn runs_are_listed_newest_first_and_pruned_by_age() {
         assert_eq!(r1.end.warnings, ["a warning"]);
         assert_eq!(r1.scheduled_for_ms, Some(fire.timestamp_millis()));
         assert_eq!(r1.runner, Some(this_process()), "{name}");
+        assert_eq!(r1.destination.as_deref(), Some("sandbox"), "{name}");
+        assert_eq!(
+            store.run("r2").unwrap().unwrap().destination.as_deref(),
+            Some("ACC@https://in1.api.clevertap.com"),
+            "{name}"
+        );
         assert!(r1.finished_at_ms.is_some());
         assert_eq!(store.run("nope").unwrap(), None);
 

@@ -948,6 +948,14 @@ fn the_daemon_tries_schedules_on_its_own_sandbox_and_logs_in_each_zone() {
     daemon.wait_for(30, "a run on the sandbox", || {
         history(dir).iter().any(|run| run["status"] == "succeeded")
     });
+    // The history says where the runs went.
+    assert!(
+        history(dir)
+            .iter()
+            .all(|run| run["destination"] == "sandbox"),
+        "{:?}",
+        history(dir)
+    );
     let log = daemon.log();
     assert!(
         log.contains("sending every pipeline to the built-in sandbox"),

@@ -315,8 +315,75 @@ fn replay_sends_to_the_built_in_sandbox_too() {
     let summary = summary(&output);
     assert_eq!(summary["records"]["accepted"], 1, "{summary}");
     assert_eq!(summary["sandbox"]["profiles"], 1, "{summary}");
-    // Nothing recorded: the sandbox was thrown away.
-    assert!(!workspace.path(".tapline/state.db").exists());
+    // The replay is in the history, as sent to the sandbox.
+    let history = tapline(workspace.dir.path(), &["history", "--dir", ".", "--json"]);
+    let runs: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
+    assert_eq!(runs[0]["trigger"], "replay", "{runs}");
+    assert_eq!(runs[0]["destination"], "sandbox", "{runs}");
+    assert_eq!(runs[0]["records"]["accepted"], 1, "{runs}");
+}
+
+#[test]
+fn sandbox_runs_are_in_the_history_with_where_every_run_went() {
+    let workspace = Workspace::new();
+    let dir = workspace.dir.path();
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let (account, passcode) = sandbox.sandbox.credentials();
+    workspace.write(
+        "people.csv",
+        "identity,Email\nu1,u1@example.com\nu2,not-an-email\n",
+    );
+    workspace.write(
+        "sandboxed.yaml",
+        "connection: {account_id: \"${NOT_SET_HERE}\", passcode: \"${NOT_SET_EITHER}\"}\nsource: {path: people.csv}\ntarget: {entity: user_profiles}\nskip_invalid_records: true\n",
+    );
+    workspace.write(
+        "real.yaml",
+        &format!(
+            "{}source: {{path: people.csv}}\ntarget: {{entity: user_profiles}}\nskip_invalid_records: true\n",
+            sandbox.connection_yaml()
+        ),
+    );
+    let output = tapline(dir, &["run", "sandboxed.yaml", "--sandbox"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let output = tapline(dir, &["run", "real.yaml"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+
+    let history = tapline(dir, &["history", "--dir", ".", "--json"]);
+    let runs: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
+    assert_eq!(runs[0]["pipeline"], "real", "{runs}");
+    assert_eq!(
+        runs[0]["destination"],
+        format!(
+            "{account}@{}",
+            sandbox.sandbox.base_url().trim_end_matches('/')
+        ),
+        "{runs}"
+    );
+    assert_eq!(runs[1]["pipeline"], "sandboxed", "{runs}");
+    assert_eq!(runs[1]["destination"], "sandbox", "{runs}");
+    assert_eq!(runs[1]["records"]["accepted"], 1, "{runs}");
+    assert_eq!(runs[1]["records"]["skipped"], 1, "{runs}");
+    assert_eq!(runs[1]["first_errors"][0]["line"], 3, "{runs}");
+    let serialized = runs.to_string();
+    assert!(!serialized.contains(&passcode), "{serialized}");
+
+    let table = stdout(&tapline(dir, &["history", "--dir", "."]));
+    assert!(table.contains("SENT TO"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|line| line.contains("sandboxed") && line.ends_with("  sandbox")),
+        "{table}"
+    );
+    let run_id = runs[1]["run_id"].as_str().unwrap();
+    let one = stdout(&tapline(dir, &["history", "--dir", ".", "--run", run_id]));
+    assert!(one.contains("sent to   sandbox\n"), "{one}");
+
+    // A sandbox run keeps no checkpoint or delivery: the real account's next run is not
+    // told the file was delivered.
+    let again = tapline(dir, &["run", "sandboxed.yaml", "--sandbox", "--json"]);
+    assert_eq!(summary(&again)["records"]["accepted"], 1);
 }
 
 #[test]

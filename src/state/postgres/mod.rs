@@ -166,6 +166,10 @@ const MIGRATIONS: &[&str] = &[
     SET expires_at = greatest(expires_at, extract(epoch FROM now())::int8 + 90 * 86400)
     WHERE expires_at IS NOT NULL;
 ",
+    "
+    -- Where each run sent: the account ID and host, or `sandbox`.
+    ALTER TABLE runs ADD COLUMN destination text;
+",
 ];
 
 /// A checkpoint write, as one statement (one transaction, two round trips): the lines, the

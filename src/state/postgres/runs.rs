@@ -10,7 +10,8 @@ use crate::outcome::{Counts, RunStatus};
 const ENTRY_COLUMNS: &str =
     "run_id, pipeline, pipeline_file, trigger, started_at, finished_at, status,
      read, accepted, skipped, rejected, failed, requests, retries, resumed_from, rows_resumed,
-     rejects_file, stop_reason, first_errors, warnings, unchanged, scheduled_for, runner";
+     rejects_file, stop_reason, first_errors, warnings, unchanged, scheduled_for, runner,
+     destination";
 
 fn entry(row: &Row) -> RunEntry {
     let count = |index: usize| row.get::<_, i64>(index) as u64;
@@ -23,6 +24,7 @@ fn entry(row: &Row) -> RunEntry {
         finished_at_ms: row.get(5),
         scheduled_for_ms: row.get(21),
         runner: row.get(22),
+        destination: row.get(23),
         end: RunFinish {
             status: row
                 .get::<_, String>(6)
@@ -57,8 +59,9 @@ pub(super) async fn start(
     client
         .execute(
             "INSERT INTO runs
-             (run_id, pipeline, pipeline_file, trigger, started_at, status, scheduled_for, runner)
-             VALUES ($1, $2, $3, $4, $5, 'running', $6, $7) ON CONFLICT (run_id) DO NOTHING",
+             (run_id, pipeline, pipeline_file, trigger, started_at, status, scheduled_for, runner,
+              destination)
+             VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8) ON CONFLICT (run_id) DO NOTHING",
             &[
                 &run.run_id,
                 &run.pipeline,
@@ -67,6 +70,7 @@ pub(super) async fn start(
                 &now_ms(),
                 &run.scheduled_for.map(|at| at.timestamp_millis()),
                 &this_process(),
+                &run.destination,
             ],
         )
         .await
