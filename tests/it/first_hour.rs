@@ -339,7 +339,7 @@ fn sandbox_runs_are_in_the_history_with_where_every_run_went() {
     );
     workspace.write(
         "real.yaml",
-        &format!(
+        format!(
             "{}source: {{path: people.csv}}\ntarget: {{entity: user_profiles}}\nskip_invalid_records: true\n",
             sandbox.connection_yaml()
         ),
@@ -366,7 +366,7 @@ fn sandbox_runs_are_in_the_history_with_where_every_run_went() {
     assert_eq!(runs[1]["records"]["skipped"], 1, "{runs}");
     assert_eq!(runs[1]["first_errors"][0]["line"], 3, "{runs}");
     let serialized = runs.to_string();
-    assert!(!serialized.contains(&passcode), "{serialized}");
+    assert!(!serialized.contains(passcode), "{serialized}");
 
     let table = stdout(&tapline(dir, &["history", "--dir", "."]));
     assert!(table.contains("SENT TO"), "{table}");
