@@ -52,9 +52,24 @@ pub enum Failure {
     /// No answer within the request timeout.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
-    /// The connection could not be made.
-    #[error("cannot connect: {0}")]
-    Connect(String),
+    /// The connection could not be made (refused, or no answer to it): retried for a
+    /// while, since a host may come back.
+    #[error("cannot connect to {host}: {cause}")]
+    Connect {
+        /// The host it was made to.
+        host: String,
+        /// Why it failed, as the operating system or TLS says.
+        cause: String,
+    },
+    /// No request to this host can succeed as things are: its name does not exist, or
+    /// its TLS certificate cannot be trusted. Not retried.
+    #[error("cannot reach {host}: {cause}")]
+    Unreachable {
+        /// The host.
+        host: String,
+        /// What is wrong, and where to fix it.
+        cause: String,
+    },
     /// The connection broke before the whole answer arrived.
     #[error("the connection broke: {0}")]
     Interrupted(String),
@@ -286,14 +301,80 @@ impl Client {
     }
 
     fn transport(&self, error: &reqwest::Error) -> Failure {
-        if error.is_timeout() {
+        let host = error
+            .url()
+            .and_then(|url| url.host_str())
+            .unwrap_or("CleverTap")
+            .to_string();
+        if error.is_connect() {
+            connect_failure(host, error)
+        } else if error.is_timeout() {
             Failure::Timeout(self.timeout)
-        } else if error.is_connect() {
-            Failure::Connect(root_cause(error))
         } else {
             Failure::Interrupted(root_cause(error))
         }
     }
+}
+
+/// Why a connection could not be made: a name that does not exist or a certificate that
+/// cannot be trusted ([`Failure::Unreachable`]: every request would fail the same way), or
+/// anything else, such as a refused connection or a resolver that did not answer
+/// ([`Failure::Connect`], which may pass).
+fn connect_failure(host: String, error: &reqwest::Error) -> Failure {
+    let cause = root_cause(error);
+    if let Some(tls) = tls_error(error) {
+        return Failure::Unreachable {
+            host,
+            cause: format!(
+                "the TLS handshake failed ({tls}); check the connection's endpoint (an `http://` server given as `https://`?) or the machine's certificate store"
+            ),
+        };
+    }
+    if name_does_not_exist(&cause) {
+        return Failure::Unreachable {
+            cause: format!(
+                "the name `{host}` does not exist ({cause}); check the connection's region or endpoint"
+            ),
+            host,
+        };
+    }
+    if error.is_timeout() {
+        return Failure::Connect {
+            host,
+            cause: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+        };
+    }
+    Failure::Connect { host, cause }
+}
+
+/// The TLS error somewhere in `error`'s causes, if the handshake is what failed.
+fn tls_error(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+        return Some(tls.to_string());
+    }
+    // An I/O error holding another error (hyper's holds tokio-rustls's, which holds
+    // rustls's) gives as its source the held error's source, skipping the held error.
+    if let Some(held) = error
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        && let Some(tls) = tls_error(held)
+    {
+        return Some(tls);
+    }
+    tls_error(error.source()?)
+}
+
+/// Whether the resolver said the name does not exist (glibc's and macOS's words for
+/// `EAI_NONAME` and `EAI_NODATA`), as opposed to not answering (`EAI_AGAIN`), which may
+/// pass.
+fn name_does_not_exist(cause: &str) -> bool {
+    [
+        "Name or service not known",
+        "No address associated with hostname",
+        "nodename nor servname provided",
+    ]
+    .iter()
+    .any(|words| cause.contains(words))
 }
 
 fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {

@@ -19,7 +19,8 @@ pub enum Verdict {
     },
     /// This batch cannot be delivered; report its records as failed and go on.
     FailBatch,
-    /// No request can succeed (bad credentials or region); stop the whole run now.
+    /// No request can succeed (bad credentials or region, a host name that does not
+    /// exist, a certificate not trusted); stop the whole run now.
     StopRun,
 }
 
@@ -27,7 +28,8 @@ pub enum Verdict {
 ///
 /// | failure | verdict |
 /// | --- | --- |
-/// | timeout, connection refused or broken | retry |
+/// | timeout, connection refused or broken | retry (a refused connection for [`RetryPolicy::connect_patience`]) |
+/// | a name that does not exist, a TLS certificate not trusted | stop the run |
 /// | 429 Too Many Requests | retry, honouring `Retry-After` |
 /// | 5xx except 501 Not Implemented | retry, honouring `Retry-After` |
 /// | 401 Unauthorized, 403 Forbidden | stop the run |
@@ -36,10 +38,11 @@ pub enum Verdict {
 pub fn classify(failure: &Failure) -> Verdict {
     match failure {
         Failure::Timeout(_)
-        | Failure::Connect(_)
+        | Failure::Connect { .. }
         | Failure::Interrupted(_)
         | Failure::NotReady(_) => Verdict::Retry { retry_after: None },
         Failure::Spool(_) => Verdict::FailBatch,
+        Failure::Unreachable { .. } => Verdict::StopRun,
         Failure::Status {
             status: 401 | 403, ..
         } => Verdict::StopRun,
@@ -66,6 +69,9 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// A server's `Retry-After` is honoured up to this.
     pub max_retry_after: Duration,
+    /// A connection that cannot be made is retried for this long from its first failure,
+    /// then given up: CleverTap unreachable ends a run in seconds, not minutes.
+    pub connect_patience: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -75,6 +81,7 @@ impl Default for RetryPolicy {
             base_delay: Duration::from_millis(250),
             max_delay: Duration::from_secs(30),
             max_retry_after: Duration::from_secs(300),
+            connect_patience: Duration::from_secs(15),
         }
     }
 }
@@ -113,7 +120,20 @@ mod tests {
         let retry = Verdict::Retry { retry_after: None };
         let cases = [
             (Failure::Timeout(Duration::from_secs(60)), retry),
-            (Failure::Connect("refused".into()), retry),
+            (
+                Failure::Connect {
+                    host: "in1.api.clevertap.com".into(),
+                    cause: "refused".into(),
+                },
+                retry,
+            ),
+            (
+                Failure::Unreachable {
+                    host: "in9.api.clevertap.com".into(),
+                    cause: "the name does not exist".into(),
+                },
+                Verdict::StopRun,
+            ),
             (Failure::Interrupted("reset".into()), retry),
             (status(429, None), retry),
             (

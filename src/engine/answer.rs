@@ -43,7 +43,7 @@ pub(super) fn failed_batch(batch: &Batch, code: Code, reason: &str, attempts: u3
 pub(super) fn failure_code(failure: &Failure) -> Code {
     match failure {
         Failure::Timeout(_) => Code::Timeout,
-        Failure::Connect(_) => Code::Connect,
+        Failure::Connect { .. } | Failure::Unreachable { .. } => Code::Connect,
         Failure::Interrupted(_) => Code::ConnectionBroken,
         Failure::Status { status, .. } => Code::Http(*status),
         Failure::InvalidResponse(_) => Code::InvalidResponse,

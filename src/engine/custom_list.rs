@@ -522,6 +522,9 @@ fn failure_message(failure: &Failure) -> String {
 
 fn failed_step(step: &str, job: &Job, failure: &Failure) -> StopReason {
     match classify(failure) {
+        Verdict::StopRun if matches!(failure, Failure::Unreachable { .. }) => {
+            StopReason::Unreachable(format!("could not {step}: {failure}"))
+        }
         Verdict::StopRun => StopReason::Unauthorized(format!(
             "CleverTap refused the credentials of connection `{}` ({failure}); check its account_id, passcode and region",
             job.connection

@@ -200,6 +200,7 @@ fn short_reason(reason: &StopReason) -> String {
         StopReason::InvalidRecord { line, .. } => format!("invalid record at line {line}"),
         StopReason::Rejected { line, .. } => format!("record at line {line} rejected"),
         StopReason::Unauthorized(_) => "credentials refused".into(),
+        StopReason::Unreachable(_) => "CleverTap unreachable".into(),
         StopReason::GaveUp { .. } => "CleverTap unreachable after every retry".into(),
         StopReason::Interrupted => "interrupted".into(),
         StopReason::SourceFailed(_) => "source unreadable".into(),
@@ -282,6 +283,14 @@ impl Courier {
             Err(failure) => failure,
         };
         let reason = match classify(&failure) {
+            Verdict::StopRun if matches!(failure, Failure::Unreachable { .. }) => {
+                let reason = failure.to_string();
+                tracing::error!(batch = batch.index, first_line = batch.first_line(), %reason, "batch not delivered");
+                return BatchReport {
+                    gave_up: Some(StopReason::Unreachable(reason.clone())),
+                    ..failed_batch(&batch, failure_code(&failure), &reason, attempts)
+                };
+            }
             Verdict::StopRun => {
                 let reason = format!(
                     "CleverTap refused the credentials of connection `{}` ({failure}); check its account_id, passcode and region (a wrong region also answers 401)",
@@ -328,6 +337,7 @@ where
     Fut: std::future::Future<Output = Result<T, Failure>>,
 {
     let mut attempts = 0;
+    let mut first_connect_failure = None;
     loop {
         attempts += 1;
         let failure = match call().await {
@@ -341,10 +351,66 @@ where
             return (Err(failure), attempts);
         }
         let delay = policy.delay(attempts, retry_after, rand::random::<f64>());
-        tracing::debug!(attempt = attempts, ?delay, %failure, "retrying");
+        if let Failure::Connect { .. } = failure {
+            // Against the back-off's ceiling, not the jittered wait: the number of attempts
+            // does not depend on luck (6 or 7 with the default policy).
+            let since = *first_connect_failure.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() + policy.delay(attempts, None, 1.0) > policy.connect_patience {
+                return (Err(failure), attempts);
+            }
+        }
+        // Throttling is routine at full concurrency; anything else is worth a line while
+        // the run waits (on the terminal, and in the daemon's log).
+        if matches!(failure, Failure::Status { status: 429, .. }) {
+            tracing::debug!(attempt = attempts, ?delay, %failure, "retrying");
+        } else {
+            tracing::warn!(
+                "retrying (attempt {} of {}): {failure}",
+                attempts + 1,
+                policy.max_attempts
+            );
+        }
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = cancel.cancelled() => return (Err(failure), attempts),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused() -> Failure {
+        Failure::Connect {
+            host: "in1.api.clevertap.com".into(),
+            cause: "Connection refused".into(),
+        }
+    }
+
+    /// A host that refuses every connection is given up within the policy's patience, after
+    /// 6 or 7 attempts however the jitter falls; a 503 gets all 10.
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_connection_is_given_up_within_the_patience() {
+        let policy = RetryPolicy::default();
+        let cancel = CancellationToken::new();
+        for _ in 0..20 {
+            let started = tokio::time::Instant::now();
+            let (result, attempts) =
+                with_retries(policy, &cancel, || async { Err::<(), _>(refused()) }).await;
+            assert_eq!(result, Err(refused()));
+            assert!((6..=7).contains(&attempts), "{attempts}");
+            assert!(started.elapsed() <= policy.connect_patience);
+        }
+        let unavailable = Failure::Status {
+            status: 503,
+            retry_after: None,
+            message: String::new(),
+        };
+        let (_, attempts) = with_retries(policy, &cancel, || async {
+            Err::<(), _>(unavailable.clone())
+        })
+        .await;
+        assert_eq!(attempts, policy.max_attempts);
     }
 }

@@ -26,7 +26,8 @@ pub struct BatchReport {
     /// Requests made for this batch (1 + retries); 0 in a dry run or when never sent.
     pub attempts: u32,
     /// Set when CleverTap could not be reached however often the batch was retried
-    /// ([`StopReason::GaveUp`]). The run stops, since the batches after it would meet the same.
+    /// ([`StopReason::GaveUp`]), or cannot be reached at all ([`StopReason::Unreachable`]).
+    /// The run stops, since the batches after it would meet the same.
     pub gave_up: Option<StopReason>,
     /// With `send: changes`: the fingerprints of the records CleverTap took, to record.
     pub fingerprints: Vec<crate::changes::RecordFingerprint>,
@@ -51,6 +52,9 @@ pub enum StopReason {
     },
     /// CleverTap refused the credentials.
     Unauthorized(String),
+    /// CleverTap cannot be reached as the connection names it: its host does not exist,
+    /// or its certificate cannot be trusted.
+    Unreachable(String),
     /// A batch could not be delivered however often it was retried (CleverTap down,
     /// throttling that never eased, the network gone).
     GaveUp {
@@ -89,7 +93,7 @@ impl StopReason {
             | StopReason::Refused(_)
             | StopReason::StateFailed(_)
             | StopReason::RejectsFailed(_) => 1,
-            StopReason::Unauthorized(_) => 2,
+            StopReason::Unauthorized(_) | StopReason::Unreachable(_) => 2,
         }
     }
 }
@@ -105,7 +109,9 @@ impl std::fmt::Display for StopReason {
                 f,
                 "stopped: CleverTap rejected the record at line {line}: {reason} (set `skip_invalid_records: true` to go on past rejected records)"
             ),
-            StopReason::Unauthorized(message) => write!(f, "stopped: {message}"),
+            StopReason::Unauthorized(message) | StopReason::Unreachable(message) => {
+                write!(f, "stopped: {message}")
+            }
             StopReason::GaveUp {
                 attempts,
                 last_failure,

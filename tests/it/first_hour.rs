@@ -500,3 +500,94 @@ fn the_version_names_the_commit_it_was_built_from() {
         assert!(version.contains(&head), "{version} is not of {head}");
     }
 }
+
+/// A pipeline sending to `endpoint` with a passcode from a file.
+fn pipeline_to(workspace: &Workspace, endpoint: &str) {
+    workspace.write("people.csv", "identity\nu1\nu2\n");
+    workspace.write(
+        "p.yaml",
+        format!(
+            "connection: {{account_id: A, passcode_file: passcode.txt, endpoint: \"{endpoint}\"}}\nsource: {{path: people.csv}}\ntarget: {{entity: user_profiles}}\n"
+        ),
+    );
+}
+
+#[test]
+fn a_certificate_that_cannot_be_trusted_stops_the_run_at_once_naming_the_host() {
+    // The sandbox speaks plain HTTP: `https://` to it fails the handshake every time.
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    let endpoint = sandbox.sandbox.base_url().replace("http://", "https://");
+    pipeline_to(&workspace, &endpoint);
+    let output = tapline(workspace.dir.path(), &["run", "p.yaml", "--json"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let summary = summary(&output);
+    assert_eq!(summary["requests"], 1, "not retried: {summary}");
+    let stopped = summary["stop_reason"].as_str().unwrap();
+    assert!(
+        stopped.contains("cannot reach 127.0.0.1: the TLS handshake failed")
+            && stopped.contains("`http://` server given as `https://`?"),
+        "{stopped}"
+    );
+    assert_eq!(summary["records"]["failed"], 2, "{summary}");
+}
+
+#[test]
+fn a_refused_connection_is_retried_visibly_then_given_up_within_its_patience() {
+    // A loopback port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let workspace = Workspace::new();
+    pipeline_to(&workspace, &format!("http://127.0.0.1:{port}"));
+    let output = tapline(workspace.dir.path(), &["run", "p.yaml", "--json"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let log = stderr(&output);
+    assert!(
+        log.contains("retrying (attempt 2 of 10): cannot connect to 127.0.0.1: Connection refused"),
+        "{log}"
+    );
+    let summary = summary(&output);
+    // The back-off's ceiling doubles from 250 ms: within the 15 s of patience there is
+    // room for 6 or 7 attempts, never the 10 of a server that answers 503.
+    let requests = summary["requests"].as_u64().unwrap();
+    assert!((6..=7).contains(&requests), "{summary}");
+    let stopped = summary["stop_reason"].as_str().unwrap();
+    assert!(
+        stopped.contains("cannot connect to 127.0.0.1: Connection refused"),
+        "{stopped}"
+    );
+}
+
+#[test]
+fn a_host_name_that_does_not_exist_is_not_retried() {
+    // `.invalid` never exists (RFC 6761); the machine's resolver must say so. Where it
+    // cannot be asked (no network), the failure is a resolver that did not answer, which
+    // is retried as it should be: there is nothing to check here then.
+    let resolved = std::net::ToSocketAddrs::to_socket_addrs("tapline-test.invalid:443");
+    match resolved {
+        Err(error) if error.to_string().contains("Name or service not known") => {}
+        other => {
+            assert!(
+                std::env::var_os("TAPLINE_TEST_POSTGRES_REQUIRED").is_none(),
+                "in CI the resolver answers: {other:?}"
+            );
+            eprintln!("skipped: this machine's resolver did not answer ({other:?})");
+            return;
+        }
+    }
+    let workspace = Workspace::new();
+    pipeline_to(&workspace, "https://tapline-test.invalid");
+    let output = tapline(workspace.dir.path(), &["run", "p.yaml", "--json"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let summary = summary(&output);
+    assert_eq!(summary["requests"], 1, "{summary}");
+    let stopped = summary["stop_reason"].as_str().unwrap();
+    assert!(
+        stopped.contains("the name `tapline-test.invalid` does not exist")
+            && stopped.contains("check the connection's region or endpoint"),
+        "{stopped}"
+    );
+}
