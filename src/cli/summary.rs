@@ -268,6 +268,18 @@ pub(super) fn print_sandbox(out: &mut dyn Write, sandbox: &Sandbox) -> std::io::
             accepted.push(what);
         }
     }
+    for (name, segment) in &seen.segments {
+        accepted.push(format!(
+            "custom list `{name}` as segment {} ({} {})",
+            segment.id,
+            segment.identities,
+            if segment.identities == 1 {
+                "identity"
+            } else {
+                "identities"
+            }
+        ));
+    }
     let accepted = if accepted.is_empty() {
         "nothing".to_string()
     } else {
@@ -282,7 +294,11 @@ pub(super) fn print_sandbox(out: &mut dyn Write, sandbox: &Sandbox) -> std::io::
     writeln!(
         out,
         "sandbox received {} and accepted {accepted}; {} rejected; at most {} in flight",
-        plural(seen.requests, "request"),
+        // A custom list's upload to the pre-signed URL is one of the run's requests too.
+        plural(
+            seen.requests + seen.presigned_uploads.len() as u64,
+            "request"
+        ),
         plural(seen.rejected, "record"),
         plural(most_in_flight as u64, "request")
     )?;

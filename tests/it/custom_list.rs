@@ -268,6 +268,20 @@ fn the_custom_list_examples_create_the_segment_once_and_refresh_it_on_schedule()
         assert_eq!(summary["status"], "succeeded", "{summary}");
         assert!(summary["segment_id"].is_i64(), "{summary}");
     }
+    // The summary and the sandbox's line agree: three requests (the URL, the list's upload
+    // to it, the registration), and the segment the list became.
+    let output = tapline(
+        root,
+        &["run", "pipelines/vip_audience_create.yaml", "--sandbox"],
+    );
+    let printed = stdout(&output);
+    assert!(printed.contains("  requests  3 (0 retries)"), "{printed}");
+    assert!(
+        printed.contains(
+            "sandbox received 3 requests and accepted custom list `VIP users` as segment 1001 (4 identities)"
+        ),
+        "{printed}"
+    );
     // The scheduled one never creates: `validate` warns of a scheduled `create`.
     let output = tapline_with_env(
         root,
