@@ -205,7 +205,11 @@ pub(super) async fn execute(
     sandbox: Option<&Sandbox>,
     cancel: &CancellationToken,
 ) -> Exit {
-    let mut progress = Progress::new(&pipeline.name, !json);
+    let mut progress = Progress::new(
+        &pipeline.name,
+        !json,
+        matches!(pipeline.send, crate::config::model::Send::Changes { .. }),
+    );
     let result = runner::run(pipeline, request, &mut progress, cancel.clone()).await;
     progress.finish();
     let summary = match result {
@@ -238,21 +242,44 @@ pub(super) async fn execute(
 
 /// A progress line on a terminal, a few updates a second; nothing otherwise. Once the source
 /// is open it shows how far through the file the reader is (bytes, so it works for rows of
-/// any length and for gzip) and an estimate of the time left.
+/// any length and for gzip), and once records have settled for a while, an estimate of the
+/// time left (the reader runs ahead of the uploads, so an estimate from its first bytes
+/// would be a guess).
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
     source: Option<crate::source::ReadProgress>,
+    /// The run leaves out what CleverTap has (`send: changes`): the line counts `unchanged`.
+    changes: bool,
+    /// The line shows the estimate of the time left.
+    estimating: bool,
 }
 
 /// Redraws per second, at most.
 const PROGRESS_HZ: u8 = 4;
 
+/// How long records must have been settling before the time left is estimated.
+const ESTIMATE_AFTER: Duration = Duration::from_secs(1);
+
+/// The bar, with or without the estimate of the time left.
+fn bar_style(estimate: bool) -> indicatif::ProgressStyle {
+    let template = if estimate {
+        "{spinner} {prefix} [{bar:24}] {bytes}/{total_bytes} · ETA {eta} · {msg}"
+    } else {
+        "{spinner} {prefix} [{bar:24}] {bytes}/{total_bytes} · {msg}"
+    };
+    indicatif::ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
 impl Progress {
-    fn new(pipeline: &str, enabled: bool) -> Self {
+    fn new(pipeline: &str, enabled: bool, changes: bool) -> Self {
         if !enabled || !std::io::stderr().is_terminal() {
             return Progress {
                 bar: None,
                 source: None,
+                changes,
+                estimating: false,
             };
         }
         let bar = indicatif::ProgressBar::with_draw_target(
@@ -268,24 +295,30 @@ impl Progress {
         Progress {
             bar: Some(bar),
             source: None,
+            changes,
+            estimating: false,
         }
     }
 
-    fn show(&self, counts: &Counts) {
-        if let Some(bar) = &self.bar {
-            if let Some(source) = &self.source {
-                bar.set_position(source.read());
+    fn show(&mut self, counts: &Counts) {
+        let Some(bar) = &self.bar else { return };
+        if let Some(source) = &self.source {
+            bar.set_position(source.read());
+            let settled = counts.accepted + counts.unchanged + counts.skipped + counts.rejected;
+            if !self.estimating && settled > 0 && bar.elapsed() >= ESTIMATE_AFTER {
+                bar.set_style(bar_style(true));
+                self.estimating = true;
             }
-            bar.set_message(format!(
-                "{} read · {} accepted · {} unchanged · {} skipped · {} rejected · {} failed",
-                counts.read,
-                counts.accepted,
-                counts.unchanged,
-                counts.skipped,
-                counts.rejected,
-                counts.failed
-            ));
         }
+        let unchanged = if self.changes {
+            format!(" · {} unchanged", counts.unchanged)
+        } else {
+            String::new()
+        };
+        bar.set_message(format!(
+            "{} read · {} accepted{unchanged} · {} skipped · {} rejected · {} failed",
+            counts.read, counts.accepted, counts.skipped, counts.rejected, counts.failed
+        ));
     }
 
     fn finish(&self) {
@@ -321,13 +354,7 @@ impl Observer for Progress {
             return;
         }
         bar.set_length(source.total);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {prefix} [{bar:24}] {bytes}/{total_bytes} · ETA {eta} · {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
+        bar.set_style(bar_style(false));
         self.source = Some(source.clone());
     }
 }

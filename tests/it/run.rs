@@ -741,13 +741,14 @@ fn a_run_stops_when_a_batch_runs_out_of_retries() {
 
 #[test]
 fn the_progress_line_shows_bytes_and_an_eta_on_a_terminal_only() {
-    // Five requests of 300 ms one after another: the run outlasts a few redraws.
+    // Eight requests of 300 ms one after another: the run outlasts a few redraws, and the
+    // second in which no estimate is made.
     let sandbox = TestSandbox::start(SandboxConfig {
         latency: Duration::from_millis(300),
         ..SandboxConfig::default()
     });
     let workspace = Workspace::new();
-    workspace.write("profiles.csv", profile_csv(5000));
+    workspace.write("profiles.csv", profile_csv(8000));
     workspace.pipeline(
         "slow",
         &sandbox,
@@ -758,6 +759,14 @@ fn the_progress_line_shows_bytes_and_an_eta_on_a_terminal_only() {
         drawn.contains("slow [") && drawn.contains(" · ETA "),
         "{drawn}"
     );
+    // The first frames show no estimate: nothing had settled to estimate from.
+    let first_bar = &drawn[drawn.find("slow [").unwrap()..];
+    let first_frame = &first_bar[..first_bar[1..]
+        .find("slow")
+        .map_or(first_bar.len(), |end| end + 1)];
+    assert!(!first_frame.contains("ETA"), "{first_frame}");
+    // `unchanged` is counted only by a `send: changes` pipeline.
+    assert!(!drawn.contains("unchanged"), "{drawn}");
     let size = std::fs::metadata(workspace.path("profiles.csv"))
         .unwrap()
         .len();
