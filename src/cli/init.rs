@@ -50,7 +50,8 @@ impl Starter {
 #   tapline validate {{dir}}\n\
 # try it against a local CleverTap sandbox with\n\
 #   tapline run {{dir}}/{name}.yaml --sandbox\n\
-# and send it for real once connections.yaml has your account (README lists every field).\n\
+# and send it for real once connections.yaml has your account (`tapline schema --markdown`\n\
+# lists every field; so does your editor, from the schema on the first line).\n\
 description: {description} from data/{name}.csv\n\
 connection: prod                  # a name from connections.yaml beside this file\n\
 source:\n  path: data/{name}.csv           # relative to this file; .gz and .jsonl work too\n\

@@ -22,6 +22,7 @@ mod daemon;
 mod history;
 mod init;
 mod logging;
+mod manual;
 mod next;
 mod replay;
 mod rules;
@@ -99,11 +100,16 @@ enum Command {
     },
     /// Run pipelines once and print what happened to every record.
     Run(RunArgs),
-    /// Print the JSON Schema of pipeline files (or of connections.yaml).
+    /// Print the JSON Schema of pipeline files (or of connections.yaml), or the pipeline
+    /// reference written from it.
     Schema {
         /// Print the schema of connections.yaml instead.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "markdown")]
         connections: bool,
+        /// Print the reference of every field of pipeline files and connections.yaml, in
+        /// Markdown (docs/pipeline-reference.md).
+        #[arg(long)]
+        markdown: bool,
     },
     /// Print CleverTap's record rules that tapline checks, each with CleverTap's error code
     /// and the page that documents it.
@@ -442,7 +448,10 @@ pub fn main() -> ExitCode {
                 Warnings::Allowed
             },
         ),
-        Command::Schema { connections } => schema(connections),
+        Command::Schema {
+            connections,
+            markdown,
+        } => schema(connections, markdown),
         Command::Rules => printed(rules::print_rules(&mut terminal::stdout()), Exit::Success),
         Command::Run(args) => run::run(&args),
         Command::Sandbox(args) => sandbox::serve_sandbox(args),
@@ -463,9 +472,7 @@ pub fn main() -> ExitCode {
         }
         Command::Man => {
             let mut out = Vec::new();
-            let written = clap_mangen::Man::new(Cli::command())
-                .render(&mut out)
-                .and_then(|()| std::io::stdout().write_all(&out));
+            let written = manual::render(&mut out).and_then(|()| std::io::stdout().write_all(&out));
             printed(written, Exit::Success)
         }
     };
@@ -495,7 +502,13 @@ pub(super) fn runtime() -> tokio::runtime::Runtime {
         .expect("the tokio runtime starts")
 }
 
-fn schema(connections: bool) -> Exit {
+fn schema(connections: bool, markdown: bool) -> Exit {
+    if markdown {
+        return printed(
+            write!(terminal::stdout(), "{}", config::reference::markdown()),
+            Exit::Success,
+        );
+    }
     let schema = if connections {
         config::schema::connections_schema()
     } else {

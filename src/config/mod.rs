@@ -9,6 +9,7 @@ pub(crate) mod file;
 pub(crate) mod files;
 pub(crate) mod model;
 mod notifications;
+pub mod reference;
 mod resolve;
 pub mod schema;
 mod validate;

@@ -124,8 +124,33 @@ fn completions_and_the_man_page_come_from_the_cli_definition() {
         page.starts_with(".ie") && page.contains(".TH tapline 1"),
         "{page}"
     );
-    for command in ["validate", "run", "daemon", "history", "replay", "init"] {
-        assert!(page.contains(command), "{command} in the man page");
+    // Each subcommand has its section, with every option its `--help` lists.
+    for command in [
+        "validate",
+        "run",
+        "daemon",
+        "history",
+        "replay",
+        "init",
+        "state forget",
+    ] {
+        let heading = format!(".SH \"TAPLINE {}\"", command.to_uppercase());
+        assert!(page.contains(&heading), "{heading} in the man page");
+    }
+    let run = &page[page.find(".SH \"TAPLINE RUN\"").unwrap()..];
+    let run = &run[..run[1..].find(".SH ").unwrap()];
+    for option in [
+        "dry\\-run",
+        "sandbox",
+        "fresh",
+        "force",
+        "full",
+        "history\\-days",
+    ] {
+        assert!(
+            run.contains(&format!("\\-\\-{option}")),
+            "--{option} in:\n{run}"
+        );
     }
 }
 

@@ -9,6 +9,7 @@ mod common;
 mod custom_list;
 mod daemon;
 mod deploy;
+mod docs;
 mod documented_rules;
 mod exact_delivery;
 mod first_hour;
