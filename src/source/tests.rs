@@ -242,6 +242,12 @@ fn a_json_lines_file_cut_short_ends_the_read() {
     let rows = read_all("a.jsonl", b"{\"identity\":2,\"Na\n{\"identity\":3}");
     assert!(matches!(&rows[0], Err(reason) if reason.contains("invalid JSON")));
     assert_eq!(rows[1], Ok(json!({"line": 2, "row": {"identity": 3}})));
+    // The position is the column in this line, said once: never serde's "line 1".
+    let rows = read_all("a.jsonl", b"{\"identity\":\"u1\"}\n{\"identity\": u2}\n");
+    assert!(
+        matches!(&rows[1], Err(reason) if reason.ends_with("invalid JSON at column 14: expected value")),
+        "{rows:?}"
+    );
 }
 
 #[test]
