@@ -4,7 +4,8 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{SqliteStore, StateError, now_ms};
+use super::super::{StateError, now_ms};
+use super::SqliteStore;
 
 impl SqliteStore {
     /// The watermark of `pipeline` at `destination`, if a run recorded one.

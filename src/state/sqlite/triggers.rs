@@ -1,0 +1,75 @@
+//! The daemon's fires and file arrivals in the embedded store: the statements of
+//! [`Triggers`](crate::state::Triggers) for SQLite.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, params};
+
+use super::super::triggers::{CLAIM_FIRE, modified_ns};
+use super::super::{StateError, now_ms};
+use super::SqliteStore;
+use crate::source::arrival::Arrival;
+
+impl SqliteStore {
+    /// When the daemon last fired `pipeline`, if ever.
+    pub fn last_fire(&self, pipeline: &str) -> Result<Option<DateTime<Utc>>, StateError> {
+        let fired: Option<i64> = self
+            .connection
+            .query_row(
+                "SELECT fired_at FROM fires WHERE pipeline = ?1",
+                params![pipeline],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|error| self.error(error))?;
+        Ok(fired.and_then(DateTime::from_timestamp_millis))
+    }
+
+    /// Claims the fire of `pipeline` due `at`: `true` when no process claimed it (or a
+    /// later one) before.
+    pub fn claim_fire(&self, pipeline: &str, at: DateTime<Utc>) -> Result<bool, StateError> {
+        self.connection
+            .execute(CLAIM_FIRE, params![pipeline, at.timestamp_millis()])
+            .map(|claimed| claimed == 1)
+            .map_err(|error| self.error(error))
+    }
+}
+
+impl SqliteStore {
+    /// Whether this version of the file (path, size, modification time) was handled by a
+    /// run of `pipeline` already (delivered, or failed for good).
+    pub fn has_arrived(&self, pipeline: &str, arrival: &Arrival) -> Result<bool, StateError> {
+        self.connection
+            .query_row(
+                "SELECT 1 FROM arrivals
+                 WHERE pipeline = ?1 AND path = ?2 AND size = ?3 AND modified_ns = ?4",
+                params![
+                    pipeline,
+                    arrival.path.display().to_string(),
+                    arrival.size as i64,
+                    modified_ns(arrival)
+                ],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|found| found.is_some())
+            .map_err(|error| self.error(error))
+    }
+
+    /// Records that a run of `pipeline` handled this version of the file.
+    pub fn record_arrival(&self, pipeline: &str, arrival: &Arrival) -> Result<(), StateError> {
+        self.connection
+            .execute(
+                "INSERT OR IGNORE INTO arrivals (pipeline, path, size, modified_ns, seen_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    pipeline,
+                    arrival.path.display().to_string(),
+                    arrival.size as i64,
+                    modified_ns(arrival),
+                    now_ms()
+                ],
+            )
+            .map(drop)
+            .map_err(|error| self.error(error))
+    }
+}
