@@ -15,7 +15,7 @@ use sha2::Sha256;
 use crate::config::model::{
     Channel, Email, Notification, NotifyOn, SmtpSecurity, Webhook, redacted_url,
 };
-use crate::outcome::{Counts, RunStatus};
+use crate::outcome::{Counts, RunStatus, Trigger};
 use crate::state::FirstError;
 
 /// The header that carries a webhook body's signature: `sha256=<hex>`.
@@ -34,7 +34,7 @@ pub struct RunNotice {
     /// How it ended: `succeeded`, `failed`, `interrupted` or `up_to_date`.
     pub status: RunStatus,
     /// What started it: `manual`, `replay`, `schedule`.
-    pub trigger: String,
+    pub trigger: Trigger,
     /// Where its records ended.
     pub records: Counts,
     /// Wall time.

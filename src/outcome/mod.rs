@@ -1,5 +1,6 @@
 //! Where records and runs end, the vocabulary every stage shares: a record's [`Outcome`]
-//! and [`Code`], the rejects-file entry [`Settled`], a run's [`Counts`] and [`RunStatus`],
+//! and [`Code`], the rejects-file entry [`Settled`], a run's [`Counts`], [`RunStatus`] and
+//! [`Trigger`],
 //! and the [`SettledLines`] a resumed run leaves out. It imports nothing of tapline's, so the
 //! engine, the state store, notifications and the CLI all use it without using each other.
 
@@ -225,9 +226,73 @@ impl FromStr for RunStatus {
     }
 }
 
+/// What started a run, as `--json`, the history and notifications say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// `tapline run`.
+    Manual,
+    /// `tapline replay`.
+    Replay,
+    /// The daemon's schedule.
+    Schedule,
+    /// A file arrived (`trigger: file_arrival`).
+    FileArrival,
+}
+
+impl Trigger {
+    /// Every trigger.
+    const ALL: [Trigger; 4] = [
+        Trigger::Manual,
+        Trigger::Replay,
+        Trigger::Schedule,
+        Trigger::FileArrival,
+    ];
+
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Manual => "manual",
+            Trigger::Replay => "replay",
+            Trigger::Schedule => "schedule",
+            Trigger::FileArrival => "file_arrival",
+        }
+    }
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `pad`, so tables can align it (`{:<8}`).
+        f.pad(self.as_str())
+    }
+}
+
+impl FromStr for Trigger {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Trigger::ALL
+            .into_iter()
+            .find(|trigger| trigger.as_str() == text)
+            .ok_or_else(|| format!("`{text}` is not a trigger"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn triggers_read_back_as_written() {
+        for trigger in Trigger::ALL {
+            assert_eq!(trigger.as_str().parse(), Ok(trigger));
+            assert_eq!(
+                serde_json::to_value(trigger).unwrap(),
+                serde_json::json!(trigger.as_str())
+            );
+        }
+        assert!("cron".parse::<Trigger>().is_err());
+    }
 
     #[test]
     fn a_rejects_entry_is_written_as_before_and_read_back_typed() {

@@ -14,37 +14,13 @@ use crate::config::Pipeline;
 use crate::config::model::{Compression, Source, SourceFormat, TriggerKind, redacted_url};
 use crate::engine::{AccountBudgets, Delivery, Observer, RunSummary};
 use crate::file_stem;
+pub use crate::outcome::Trigger;
 use crate::source::arrival::Arrival;
 use crate::state::{self, SettingsDigest, StateError};
 mod checkpointer;
 mod phases;
 mod plan;
 mod snapshots;
-
-/// What started a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    /// `tapline run`.
-    Manual,
-    /// `tapline replay`.
-    Replay,
-    /// The daemon's schedule.
-    Schedule,
-    /// A file arrived (`trigger: file_arrival`).
-    FileArrival,
-}
-
-impl Trigger {
-    /// The name stored in the history.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Manual => "manual",
-            Trigger::Replay => "replay",
-            Trigger::Schedule => "schedule",
-            Trigger::FileArrival => "file_arrival",
-        }
-    }
-}
 
 /// How to run a pipeline this time.
 #[derive(Clone)]

@@ -114,7 +114,7 @@ impl<'a> Start<'a> {
             run_id: &self.run_id,
             pipeline: &self.pipeline.name,
             pipeline_file: &self.pipeline_file,
-            trigger: self.request.trigger.as_str(),
+            trigger: self.request.trigger,
             scheduled_for: self.request.scheduled_for,
             destination: if self.request.to_sandbox {
                 "sandbox"
@@ -634,7 +634,7 @@ async fn notify(
             pipeline: summary.pipeline.clone(),
             run_id: summary.run_id.clone(),
             status,
-            trigger: request.trigger.as_str().to_string(),
+            trigger: request.trigger,
             records: summary.counts,
             duration_ms: summary.duration.as_millis() as u64,
             stop_reason: summary.stop.as_ref().map(ToString::to_string),

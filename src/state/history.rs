@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use chrono::{DateTime, Utc};
 
-use crate::outcome::{Code, Counts, RunStatus};
+use crate::outcome::{Code, Counts, RunStatus, Trigger};
 
 /// One of the first problems of a run, kept in the history (no record data).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -42,8 +42,8 @@ pub struct RunStart<'a> {
     pub pipeline: &'a str,
     /// The pipeline file.
     pub pipeline_file: &'a std::path::Path,
-    /// `manual`, `replay`, `schedule`, ...
-    pub trigger: &'a str,
+    /// What started it.
+    pub trigger: Trigger,
     /// The fire of the schedule it runs for (`schedule` runs).
     pub scheduled_for: Option<DateTime<Utc>>,
     /// Where it sends: the account ID and host, or `sandbox` (never a secret).
@@ -85,8 +85,9 @@ pub struct RunEntry {
     pub pipeline: String,
     /// The pipeline file.
     pub pipeline_file: PathBuf,
-    /// What started it.
-    pub trigger: String,
+    /// What started it (a name this tapline does not know, from a newer one, reads as
+    /// `manual`).
+    pub trigger: Trigger,
     /// Start, milliseconds since the Unix epoch.
     pub started_at_ms: i64,
     /// End, when it ended.

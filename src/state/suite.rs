@@ -388,7 +388,7 @@ fn runs_are_listed_newest_first_and_pruned_by_age() {
                     run_id,
                     pipeline,
                     pipeline_file: Path::new("pipelines/x.yaml"),
-                    trigger: "schedule",
+                    trigger: crate::outcome::Trigger::Schedule,
                     scheduled_for: Some(fire),
                     destination: if pipeline == "vip" {
                         "sandbox"

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use tokio_postgres::{Client, Row};
 
 use super::super::{RunEntry, RunFinish, RunStart, now_ms, this_process};
-use crate::outcome::{Counts, RunStatus};
+use crate::outcome::{Counts, RunStatus, Trigger};
 
 const ENTRY_COLUMNS: &str =
     "run_id, pipeline, pipeline_file, trigger, started_at, finished_at, status,
@@ -19,7 +19,7 @@ fn entry(row: &Row) -> RunEntry {
         run_id: row.get(0),
         pipeline: row.get(1),
         pipeline_file: PathBuf::from(row.get::<_, String>(2)),
-        trigger: row.get(3),
+        trigger: row.get::<_, String>(3).parse().unwrap_or(Trigger::Manual),
         started_at_ms: row.get(4),
         finished_at_ms: row.get(5),
         scheduled_for_ms: row.get(21),
@@ -66,7 +66,7 @@ pub(super) async fn start(
                 &run.run_id,
                 &run.pipeline,
                 &run.pipeline_file.display().to_string(),
-                &run.trigger,
+                &run.trigger.as_str(),
                 &now_ms(),
                 &run.scheduled_for.map(|at| at.timestamp_millis()),
                 &this_process(),

@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, Row, params};
 
 use super::super::{RunEntry, RunFinish, RunStart, StateError, now_ms};
 use super::SqliteStore;
-use crate::outcome::{Counts, RunStatus};
+use crate::outcome::{Counts, RunStatus, Trigger};
 
 const ENTRY_COLUMNS: &str =
     "run_id, pipeline, pipeline_file, trigger, started_at, finished_at, status,
@@ -21,7 +21,7 @@ fn entry(row: &Row<'_>) -> rusqlite::Result<RunEntry> {
         run_id: row.get(0)?,
         pipeline: row.get(1)?,
         pipeline_file: PathBuf::from(row.get::<_, String>(2)?),
-        trigger: row.get(3)?,
+        trigger: row.get::<_, String>(3)?.parse().unwrap_or(Trigger::Manual),
         started_at_ms: row.get(4)?,
         finished_at_ms: row.get(5)?,
         scheduled_for_ms: row.get(21)?,
@@ -65,7 +65,7 @@ impl SqliteStore {
                     run.run_id,
                     run.pipeline,
                     run.pipeline_file.display().to_string(),
-                    run.trigger,
+                    run.trigger.as_str(),
                     now_ms(),
                     run.scheduled_for.map(|at| at.timestamp_millis()),
                     super::super::this_process(),
