@@ -3,34 +3,25 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::terminal::errln;
+use super::error::{Error, Outcome};
 use super::{DaemonArgs, Exit, pipelines_folder, runtime};
 use crate::sandbox::{Sandbox, SandboxConfig};
 
-pub(super) fn daemon(args: &DaemonArgs) -> Exit {
+pub(super) fn daemon(args: &DaemonArgs) -> Outcome {
     if let Some(file) = &args.file {
         let folder = file
             .parent()
             .filter(|folder| !folder.as_os_str().is_empty())
             .unwrap_or(std::path::Path::new("."));
-        errln!(
-            "error: the daemon runs every pipeline of a folder, not `{}`\n  hint: `tapline daemon --dir {}` (to run one pipeline once: `tapline run {}`)",
+        return Err(Error::usage(format!(
+            "the daemon runs every pipeline of a folder, not `{}`\n  hint: `tapline daemon --dir {}` (to run one pipeline once: `tapline run {}`)",
             file.display(),
             folder.display(),
             file.display()
-        );
-        return Exit::Usage;
+        )));
     }
-    if let Err(exit) = pipelines_folder(&args.dir) {
-        return exit;
-    }
-    let state = match args.state.store.places(&args.dir) {
-        Ok(state) => state,
-        Err(message) => {
-            errln!("error: {message}");
-            return Exit::Usage;
-        }
-    };
+    pipelines_folder(&args.dir)?;
+    let state = args.state.store.places(&args.dir).map_err(Error::usage)?;
     let options = crate::daemon::Options {
         state,
         dir: args.dir.clone(),
@@ -67,11 +58,5 @@ pub(super) fn daemon(args: &DaemonArgs) -> Exit {
         sandbox.stop().await;
         ended
     });
-    match result {
-        Ok(()) => Exit::Success,
-        Err(error) => {
-            errln!("error: {error}");
-            Exit::Usage
-        }
-    }
+    result.map(|()| Exit::Success).map_err(Error::usage)
 }

@@ -6,19 +6,14 @@ use std::path::{Path, PathBuf};
 
 use chrono::{TimeZone, Utc};
 
+use super::error::{Error, Outcome};
 use super::terminal::{self, errln, outln};
 use super::{Exit, HistoryArgs, StoreArgs, printed};
 use crate::state::{Location, RunEntry};
 
 /// Prints the history the arguments ask for.
-pub(super) fn show(args: &HistoryArgs) -> Exit {
-    let location = match args.store.places(&args.dir) {
-        Ok(places) => places.store,
-        Err(message) => {
-            errln!("error: {message}");
-            return Exit::Usage;
-        }
-    };
+pub(super) fn show(args: &HistoryArgs) -> Outcome {
+    let location = args.store.places(&args.dir).map_err(Error::usage)?.store;
     if !location.may_exist() {
         let exit = if args.run.is_some() {
             Exit::Usage
@@ -26,59 +21,40 @@ pub(super) fn show(args: &HistoryArgs) -> Exit {
             Exit::Success
         };
         if args.json {
-            return printed(outln!("[]"), exit);
+            return Ok(printed(outln!("[]"), exit));
         }
         // On stderr: a script reading stdout sees no runs, a person sees where to look.
         errln!(
             "no runs recorded: there is no state store {}\n  hint: runs are recorded in `.tapline/` beside the pipeline files (`--dir`), in `--state-dir`, or in the database `--state` names",
             location.shown()
         );
-        return exit;
+        return Ok(exit);
     }
-    let store = match crate::state::open_history(&location) {
-        Ok(store) => store,
-        Err(error) => {
-            errln!("error: {error}");
-            return Exit::Usage;
-        }
-    };
+    let store = crate::state::open_history(&location).map_err(Error::usage)?;
     let mut out = terminal::stdout();
     if let Some(run_id) = &args.run {
-        return match store.run(run_id) {
-            Ok(Some(run)) => {
-                let written = if args.json {
-                    writeln!(out, "{}", serde_json::to_string(&run).unwrap_or_default())
-                } else {
-                    print_run(&mut out, &run)
-                };
-                printed(written, Exit::Success)
-            }
-            Ok(None) => {
-                errln!(
-                    "error: no run `{run_id}` in {}; `tapline history` lists the runs",
-                    location.shown()
-                );
-                Exit::Usage
-            }
-            Err(error) => {
-                errln!("error: {error}");
-                Exit::Failed
-            }
+        let run = store.run(run_id).map_err(Error::failed)?.ok_or_else(|| {
+            Error::usage(format!(
+                "no run `{run_id}` in {}; `tapline history` lists the runs",
+                location.shown()
+            ))
+        })?;
+        let written = if args.json {
+            writeln!(out, "{}", serde_json::to_string(&run).unwrap_or_default())
+        } else {
+            print_run(&mut out, &run)
         };
+        return Ok(printed(written, Exit::Success));
     }
-    let runs = match store.runs(args.pipeline.as_deref(), args.limit) {
-        Ok(runs) => runs,
-        Err(error) => {
-            errln!("error: {error}");
-            return Exit::Failed;
-        }
-    };
+    let runs = store
+        .runs(args.pipeline.as_deref(), args.limit)
+        .map_err(Error::failed)?;
     let written = if args.json {
         writeln!(out, "{}", serde_json::to_string(&runs).unwrap_or_default())
     } else {
         print_table(&mut out, &runs)
     };
-    printed(written, Exit::Success)
+    Ok(printed(written, Exit::Success))
 }
 
 fn print_table(out: &mut impl Write, runs: &[RunEntry]) -> std::io::Result<()> {

@@ -4,7 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::terminal::{errln, outln};
+use super::error::{Error, Outcome};
+use super::terminal::outln;
 use super::{Exit, printed};
 
 /// What the first pipeline writes to.
@@ -90,7 +91,7 @@ const CONNECTIONS: &str = "# yaml-language-server: $schema=connections.schema.js
 prod:\n  account_id: ${CLEVERTAP_ACCOUNT_ID}\n  passcode: ${CLEVERTAP_PASSCODE}\n  region: eu1                     # eu1 | in1 | sg1 | us1 | aps3 | mec1: your dashboard's region\n";
 
 /// Writes the starter files into `dir`, refusing to overwrite any of them.
-pub(super) fn init(dir: &Path, starter: Starter, name: Option<&str>) -> Exit {
+pub(super) fn init(dir: &Path, starter: Starter, name: Option<&str>) -> Outcome {
     let name = name.unwrap_or(starter.default_name());
     if name.is_empty()
         || name == "connections"
@@ -98,10 +99,9 @@ pub(super) fn init(dir: &Path, starter: Starter, name: Option<&str>) -> Exit {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
-        errln!(
-            "error: `{name}` cannot name a pipeline\n  hint: use letters, digits, `-` and `_` (and not `connections`)"
-        );
-        return Exit::Usage;
+        return Err(Error::usage(format!(
+            "`{name}` cannot name a pipeline\n  hint: use letters, digits, `-` and `_` (and not `connections`)"
+        )));
     }
     let pipeline = starter
         .pipeline(name)
@@ -137,12 +137,20 @@ pub(super) fn init(dir: &Path, starter: Starter, name: Option<&str>) -> Exit {
         .map(|(path, _)| path)
         .filter(|path| path.exists())
         .collect();
-    if !existing.is_empty() {
-        for path in existing {
-            errln!("error: `{}` exists; nothing was written", path.display());
-        }
-        errln!("  hint: pick another pipeline name with `--name`, or another folder");
-        return Exit::Usage;
+    if let Some((first, others)) = existing.split_first() {
+        let also = if others.is_empty() {
+            String::new()
+        } else {
+            let named: Vec<String> = others
+                .iter()
+                .map(|path| format!("`{}`", path.display()))
+                .collect();
+            format!(" (also in the way: {})", named.join(", "))
+        };
+        return Err(Error::usage(format!(
+            "`{}` exists; nothing was written{also}\n  hint: pick another pipeline name with `--name`, or another folder",
+            first.display()
+        )));
     }
     for (path, contents) in &files {
         let written = path
@@ -155,10 +163,9 @@ pub(super) fn init(dir: &Path, starter: Starter, name: Option<&str>) -> Exit {
                     .open(path)
             })
             .and_then(|mut file| std::io::Write::write_all(&mut file, contents.as_bytes()));
-        if let Err(error) = written {
-            errln!("error: cannot write `{}`: {error}", path.display());
-            return Exit::Failed;
-        }
+        written.map_err(|error| {
+            Error::failed(format!("cannot write `{}`: {error}", path.display()))
+        })?;
     }
     let pipeline_file = dir.join(format!("{name}.yaml"));
     let written = files
@@ -171,5 +178,5 @@ pub(super) fn init(dir: &Path, starter: Starter, name: Option<&str>) -> Exit {
                 pipeline = pipeline_file.display()
             )
         });
-    printed(written, Exit::Success)
+    Ok(printed(written, Exit::Success))
 }

@@ -19,6 +19,7 @@ use crate::runner;
 use crate::sandbox::Fault;
 
 mod daemon;
+mod error;
 mod history;
 mod init;
 mod logging;
@@ -33,6 +34,7 @@ mod summary;
 pub(crate) mod terminal;
 mod validate;
 
+use error::{Error, Outcome};
 use logging::{ColorChoice, LogFormat, init_logging};
 use terminal::{errln, outln};
 
@@ -439,20 +441,28 @@ pub fn main() -> ExitCode {
         std::env::var_os("NO_COLOR").as_deref(),
     );
     init_logging(cli.log_format, default_level, ansi);
-    let exit = match cli.command {
-        Command::Validate { paths, strict } => validate::validate(
+    error::exit_of(command(cli.command)).into()
+}
+
+/// Runs a command: its exit code, or the failure that ended it (printed once, by `main`).
+fn command(command: Command) -> Outcome {
+    match command {
+        Command::Validate { paths, strict } => Ok(validate::validate(
             &paths,
             if strict {
                 Warnings::Fail
             } else {
                 Warnings::Allowed
             },
-        ),
+        )),
         Command::Schema {
             connections,
             markdown,
-        } => schema(connections, markdown),
-        Command::Rules => printed(rules::print_rules(&mut terminal::stdout()), Exit::Success),
+        } => Ok(schema(connections, markdown)),
+        Command::Rules => Ok(printed(
+            rules::print_rules(&mut terminal::stdout()),
+            Exit::Success,
+        )),
         Command::Run(args) => run::run(&args),
         Command::Sandbox(args) => sandbox::serve_sandbox(args),
         Command::History(args) => history::show(&args),
@@ -468,15 +478,14 @@ pub fn main() -> ExitCode {
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "tapline", &mut out);
-            printed(std::io::stdout().write_all(&out), Exit::Success)
+            Ok(printed(std::io::stdout().write_all(&out), Exit::Success))
         }
         Command::Man => {
             let mut out = Vec::new();
             let written = manual::render(&mut out).and_then(|()| std::io::stdout().write_all(&out));
-            printed(written, Exit::Success)
+            Ok(printed(written, Exit::Success))
         }
-    };
-    exit.into()
+    }
 }
 
 /// The exit code once output is written: a reader that went away (`tapline history | head`)
@@ -486,10 +495,9 @@ pub(super) fn printed(written: std::io::Result<()>, exit: Exit) -> Exit {
     match written {
         Ok(()) => exit,
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => exit,
-        Err(error) => {
-            errln!("error: cannot write the output: {error}");
-            exit.max(Exit::Failed)
-        }
+        Err(error) => exit.max(error::report(&Error::failed(format!(
+            "cannot write the output: {error}"
+        )))),
     }
 }
 
@@ -604,7 +612,7 @@ pub(super) fn load_checked(
 }
 
 /// Checks that `--dir` names a folder, saying once, with a hint, when it does not.
-pub(super) fn pipelines_folder(dir: &Path) -> Result<(), Exit> {
+fn pipelines_folder(dir: &Path) -> Result<(), Error> {
     if dir.is_dir() {
         return Ok(());
     }
@@ -613,11 +621,10 @@ pub(super) fn pipelines_folder(dir: &Path) -> Result<(), Exit> {
     } else {
         "no such folder"
     };
-    errln!(
-        "error: `{}`: {what}\n  hint: give the folder of pipeline files with `--dir DIR` (default: `pipelines` in the working directory)",
+    Err(Error::usage(format!(
+        "`{}`: {what}\n  hint: give the folder of pipeline files with `--dir DIR` (default: `pipelines` in the working directory)",
         dir.display()
-    );
-    Err(Exit::Usage)
+    )))
 }
 
 /// A path as a user in the working directory would type it: relative when it lies below

@@ -3,21 +3,21 @@
 use std::io::Write;
 use std::path::Path;
 
+use super::error::Outcome;
 use super::{Exit, load_all, pipelines_folder, printed, terminal};
 use crate::config::{Credentials, Pipeline};
 
-pub(super) fn next(dir: &Path, count: usize) -> Exit {
-    if let Err(exit) = pipelines_folder(dir) {
-        return exit;
-    }
+pub(super) fn next(dir: &Path, count: usize) -> Outcome {
+    pipelines_folder(dir)?;
     let pipelines = match load_all(&[dir.to_path_buf()], Credentials::Ignore) {
         Ok(pipelines) => pipelines,
-        Err((exit, _)) => return exit,
+        // Their diagnostics are printed.
+        Err((exit, _)) => return Ok(exit),
     };
-    printed(
+    Ok(printed(
         print_fires(&mut terminal::stdout(), &pipelines, count),
         Exit::Success,
-    )
+    ))
 }
 
 /// Each pipeline's next `count` fire times, or what starts it instead.

@@ -8,8 +8,9 @@ use std::time::Duration;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use super::error::{Error, Outcome, report};
 use super::summary::{print_sandbox, print_summary, sandbox_json, summary_json};
-use super::terminal::{self, errln, outln};
+use super::terminal::{self, outln};
 use super::{Exit, RunArgs, folder_of, load_all, printed, runtime, spawn_signal_handler};
 use crate::clevertap::Client;
 use crate::config::{Credentials, Pipeline, Secret};
@@ -19,7 +20,7 @@ use crate::runner::{self, Bookkeeping, DeliveredBefore, Resume};
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::source;
 
-pub(super) fn run(args: &RunArgs) -> Exit {
+pub(super) fn run(args: &RunArgs) -> Outcome {
     // A dry run needs no secrets, but reads the account and endpoint when it can: they name
     // the destination whose record fingerprints (`send: changes`) it compares against.
     let credentials = if args.sandbox {
@@ -31,7 +32,8 @@ pub(super) fn run(args: &RunArgs) -> Exit {
     };
     let mut pipelines = match load_all(&args.pipelines, credentials) {
         Ok(pipelines) => pipelines,
-        Err((exit, _)) => return exit,
+        // Their diagnostics are printed.
+        Err((exit, _)) => return Ok(exit),
     };
     in_upload_order(&mut pipelines);
     runtime().block_on(run_pipelines(pipelines, args))
@@ -48,14 +50,11 @@ fn in_upload_order(pipelines: &mut [Pipeline]) {
     });
 }
 
-pub(super) async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> Exit {
+pub(super) async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> Outcome {
     let cancel = CancellationToken::new();
     spawn_signal_handler(cancel.clone());
     let sandbox = if args.sandbox {
-        match start_sandbox().await {
-            Ok(sandbox) => Some(sandbox),
-            Err(exit) => return exit,
-        }
+        Some(start_sandbox().await?)
     } else {
         None
     };
@@ -64,13 +63,11 @@ pub(super) async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> E
         if let Some(sandbox) = &sandbox {
             send_to_sandbox(&mut pipeline, sandbox);
         }
-        let places = match args.state.store.places(folder_of(&pipeline.file)) {
-            Ok(places) => places,
-            Err(message) => {
-                errln!("error: {message}");
-                return Exit::Usage;
-            }
-        };
+        let places = args
+            .state
+            .store
+            .places(folder_of(&pipeline.file))
+            .map_err(Error::usage)?;
         let request = |delivery| {
             let mut request = runner::Request::manual(delivery, places, args.state.history_days);
             if args.fresh {
@@ -106,7 +103,7 @@ pub(super) async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> E
                 )
                 .await
             }
-            Err(exit) => exit,
+            Err(error) => report(&error),
         };
         exit = exit.max(outcome);
         if cancel.is_cancelled() {
@@ -119,20 +116,17 @@ pub(super) async fn run_pipelines(pipelines: Vec<Pipeline>, args: &RunArgs) -> E
         }
         sandbox.stop().await;
     }
-    exit
+    Ok(exit)
 }
 
 /// Starts the built-in sandbox on a free loopback port (`--sandbox`).
-pub(super) async fn start_sandbox() -> Result<Sandbox, Exit> {
+pub(super) async fn start_sandbox() -> Result<Sandbox, Error> {
     Sandbox::start(
         SandboxConfig::default(),
         SocketAddr::from(([127, 0, 0, 1], 0)),
     )
     .await
-    .map_err(|error| {
-        errln!("error: cannot start the sandbox: {error}");
-        Exit::Failed
-    })
+    .map_err(|error| Error::failed(format!("cannot start the sandbox: {error}")))
 }
 
 /// Points a pipeline at the sandbox, with its credentials.
@@ -174,27 +168,24 @@ pub(super) fn one_per_file(pipeline: Pipeline) -> Vec<Pipeline> {
                 .collect()
         }
         Err(error) => {
-            errln!(
-                "error: {}: cannot list `{}`: {error}",
+            report(&Error::failed(format!(
+                "{}: cannot list `{}`: {error}",
                 pipeline.name,
                 pattern.display()
-            );
+            )));
             Vec::new()
         }
     }
 }
 
 /// Where a pipeline's batches go: CleverTap through a client, or nowhere in a dry run.
-pub(super) fn delivery(pipeline: &Pipeline, dry_run: bool) -> Result<Delivery, Exit> {
+pub(super) fn delivery(pipeline: &Pipeline, dry_run: bool) -> Result<Delivery, Error> {
     if dry_run {
         return Ok(Delivery::DryRun);
     }
     Client::new(&pipeline.connection.account())
         .map(Delivery::Send)
-        .map_err(|error| {
-            errln!("error: {}: {error}", pipeline.name);
-            Exit::Usage
-        })
+        .map_err(|error| Error::usage(format!("{}: {error}", pipeline.name)))
 }
 
 /// Runs one pipeline and prints its summary; returns its exit code.
@@ -219,8 +210,7 @@ pub(super) async fn execute(
                 let line = json!({"pipeline": pipeline.name, "status": "failed", "error": error.to_string()});
                 return printed(outln!("{line}"), Exit::Failed);
             }
-            errln!("error: {}: {error}", pipeline.name);
-            return Exit::Failed;
+            return report(&Error::failed(format!("{}: {error}", pipeline.name)));
         }
     };
     let exit = if summary.succeeded() {

@@ -5,14 +5,14 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::error::{Error, Outcome};
 use super::terminal::{errln, outln};
 use super::{Exit, SandboxArgs, runtime, spawn_signal_handler};
 use crate::sandbox::{Sandbox, SandboxConfig};
 
-pub(super) fn serve_sandbox(args: SandboxArgs) -> Exit {
+pub(super) fn serve_sandbox(args: SandboxArgs) -> Outcome {
     if !(0.0..=1.0).contains(&args.fault_rate) {
-        errln!("error: --fault-rate must be between 0.0 and 1.0");
-        return Exit::Usage;
+        return Err(Error::usage("--fault-rate must be between 0.0 and 1.0"));
     }
     let config = SandboxConfig {
         account_id: args.account_id,
@@ -29,13 +29,9 @@ pub(super) fn serve_sandbox(args: SandboxArgs) -> Exit {
         ..SandboxConfig::default()
     };
     runtime().block_on(async move {
-        let sandbox = match Sandbox::start(config, args.listen).await {
-            Ok(sandbox) => sandbox,
-            Err(error) => {
-                errln!("error: cannot listen on {}: {error}", args.listen);
-                return Exit::Failed;
-            }
-        };
+        let sandbox = Sandbox::start(config, args.listen)
+            .await
+            .map_err(|error| Error::failed(format!("cannot listen on {}: {error}", args.listen)))?;
         let (account_id, passcode) = sandbox.credentials();
         // The default passcode is in the documentation; one given with --passcode is a
         // secret of whoever gave it, and stays out of the terminal and its logs.
@@ -46,9 +42,10 @@ pub(super) fn serve_sandbox(args: SandboxArgs) -> Exit {
         };
         // Callers read the URL from the first line: without it the sandbox is of no use.
         if let Err(error) = outln!("{}", sandbox.base_url()) {
-            errln!("error: cannot print the sandbox's URL: {error}");
             sandbox.stop().await;
-            return Exit::Failed;
+            return Err(Error::failed(format!(
+                "cannot print the sandbox's URL: {error}"
+            )));
         }
         errln!(
             "tapline sandbox listening on {} (account id `{account_id}`, passcode {passcode})",
@@ -64,6 +61,6 @@ pub(super) fn serve_sandbox(args: SandboxArgs) -> Exit {
         spawn_signal_handler(cancel.clone());
         cancel.cancelled().await;
         sandbox.stop().await;
-        Exit::Success
+        Ok(Exit::Success)
     })
 }
