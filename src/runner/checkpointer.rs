@@ -6,7 +6,7 @@
 use crate::changes::RecordFingerprint;
 use crate::engine::{BatchReport, Observer};
 use crate::outcome::{Counts, Outcome, Settled, SettledLines};
-use crate::state::{Accepted, FirstError, StateError, StateStore};
+use crate::state::{Accepted, CheckpointKey, FirstError, StateError, StateStore};
 
 /// Problems kept in the history and the notifications, per run.
 pub(super) const FIRST_ERRORS: usize = 5;
@@ -16,11 +16,10 @@ pub(super) const FIRST_ERRORS: usize = 5;
 pub(super) struct Checkpointer<'a> {
     pub(super) store: &'a mut dyn StateStore,
     pub(super) run_id: &'a str,
-    /// What the checkpoint is kept under ([`checkpoint_key`]).
-    pub(super) key: &'a str,
+    /// What the checkpoint is kept under.
+    pub(super) key: CheckpointKey<'a>,
     /// The pipeline's name, which its record fingerprints are kept under.
     pub(super) pipeline: &'a str,
-    pub(super) destination: &'a str,
     /// Off when the source has no fingerprint.
     pub(super) recording: bool,
     /// Settled lines not yet written: skipped rows, and batches until there are
@@ -51,7 +50,6 @@ impl Checkpointer<'_> {
             let settled = SettledLines::from_ranges(std::mem::take(&mut self.pending));
             self.store.settle_lines(
                 self.key,
-                self.destination,
                 settled.ranges(),
                 Accepted {
                     pipeline: self.pipeline,

@@ -34,8 +34,8 @@ use crate::notifications::{self, RunNotice};
 use crate::outcome::RunStatus;
 use crate::source::snapshot::SnapshotMeta;
 use crate::state::{
-    self, Checkpoint, Fingerprint, FirstError, LockWait, PipelineLock, RunFinish, RunStart,
-    SettingsDigest, StateError, StateStore,
+    self, Checkpoint, CheckpointKey, Fingerprint, FirstError, LockWait, PipelineLock, RunFinish,
+    RunStart, SettingsDigest, StateError, StateStore,
 };
 use crate::template::RunContext;
 
@@ -108,6 +108,17 @@ impl<'a> Start<'a> {
         (start, Work { job, options })
     }
 
+    /// What the run's checkpoint, delivery and watermark are kept under.
+    fn checkpoint_key(&self) -> CheckpointKey<'_> {
+        CheckpointKey::new(&self.key, &self.destination)
+    }
+
+    /// What the pipeline's record fingerprints are kept under: its name, whatever file it
+    /// reads.
+    fn fingerprints_key(&self) -> CheckpointKey<'_> {
+        CheckpointKey::new(&self.pipeline.name, &self.destination)
+    }
+
     /// The run's history entry as it starts.
     fn history_entry(&self) -> RunStart<'_> {
         RunStart {
@@ -135,9 +146,7 @@ impl<'a> Start<'a> {
             return Ok(None);
         };
         let known = match changes {
-            Changes::LeaveOut => {
-                Some(store.known_fingerprints(&self.pipeline.name, &self.destination)?)
-            }
+            Changes::LeaveOut => Some(store.known_fingerprints(self.fingerprints_key())?),
             Changes::SendAll => None,
         };
         Ok(Some(ChangeDetection::new(event_days, known)))
@@ -194,12 +203,9 @@ pub(super) async fn run_unrecorded(
                 start.run_id
             ));
             let bound = match store.as_deref().filter(|_| dry_run) {
-                Some(store) => incremental_bound(
-                    store,
-                    query,
-                    request.changes,
-                    (&start.key, &start.destination),
-                )?,
+                Some(store) => {
+                    incremental_bound(store, query, request.changes, start.checkpoint_key())?
+                }
                 None => None,
             };
             if let Err(mut summary) = start
@@ -253,7 +259,7 @@ pub(super) async fn run_recorded(
     let mut held = begin(&start, &mut work, cancel)?;
     let settings = settings_digest(start.pipeline);
     let checkpoint = match start.request.resume {
-        Resume::FromCheckpoint => held.store.checkpoint(&start.key, &start.destination)?,
+        Resume::FromCheckpoint => held.store.checkpoint(start.checkpoint_key())?,
         Resume::Fresh => None,
     };
     let input = input(&start, &*held.store, (&settings, checkpoint.as_ref()))?;
@@ -278,7 +284,7 @@ pub(super) async fn run_recorded(
             &mut *held.store,
             (start.pipeline, &work.job.source.path, checkpoint),
             start.request,
-            (&start.destination, &settings),
+            (start.checkpoint_key(), &settings),
             &start.run_id,
         )?
     };
@@ -364,10 +370,7 @@ fn input<'a>(
     let Some(query) = start.query else {
         return Ok(Input::File);
     };
-    let path = snapshot_path(
-        &start.request.state.work_dir,
-        (&start.key, &start.destination),
-    );
+    let path = snapshot_path(&start.request.state.work_dir, start.checkpoint_key());
     let resumable = checkpoint.filter(|checkpoint| {
         matches!(
             fit(checkpoint, start.pipeline, settings, start.request.changes),
@@ -384,12 +387,7 @@ fn input<'a>(
         return Ok(Input::Resumed(path, meta));
     }
     remove_snapshot(&path);
-    let bound = incremental_bound(
-        store,
-        query,
-        start.request.changes,
-        (&start.key, &start.destination),
-    )?;
+    let bound = incremental_bound(store, query, start.request.changes, start.checkpoint_key())?;
     Ok(Input::Query { query, path, bound })
 }
 
@@ -441,15 +439,14 @@ async fn deliver(
     // A replay sends what the rejects file holds, as asked.
     if start.request.replay.is_none() && matches!(pipeline.send, Send::Changes { .. }) {
         // What a killed run accepted is in the journal still.
-        store.merge_fingerprints(&pipeline.name, &start.destination)?;
+        store.merge_fingerprints(start.fingerprints_key())?;
         options.changes = start.change_detection(&**store, plan.changes)?;
     }
     let mut book = Checkpointer {
         store: &mut **store,
         run_id: &start.run_id,
-        key: &start.key,
+        key: start.checkpoint_key(),
         pipeline: &pipeline.name,
-        destination: &start.destination,
         recording: plan.fingerprint.is_some(),
         pending: Vec::new(),
         fingerprints: Vec::new(),
@@ -464,7 +461,7 @@ async fn deliver(
     book.flush_pending(&summary.counts);
     let first_errors = book.first_errors;
     if matches!(pipeline.send, Send::Changes { .. }) {
-        keep_fingerprints(&mut **store, (&pipeline.name, &start.destination), events);
+        keep_fingerprints(&mut **store, start.fingerprints_key(), events);
     }
     summary.resumed_from = plan.resume.as_ref().map(|(run_id, _)| run_id.clone());
     // Every row settled: the input is done, and a later run will not send it again; unless
@@ -482,8 +479,7 @@ async fn deliver(
     let in_full = summary.stop.is_none() && summary.counts.failed == 0 && !changed;
     if let Some(fingerprint) = plan.fingerprint.as_ref().filter(|_| in_full)
         && let Err(error) = store.finish_delivery(
-            &start.key,
-            &start.destination,
+            start.checkpoint_key(),
             &start.run_id,
             (fingerprint, settings),
         )
@@ -541,7 +537,7 @@ async fn finish(
             }),
         ) = (&meta.highest, &pipeline.source)
             && let Err(error) =
-                store.set_watermark(&start.key, &start.destination, (highest, &start.run_id))
+                store.set_watermark(start.checkpoint_key(), (highest, &start.run_id))
         {
             summary.warnings.push(format!(
                 "the incremental watermark could not be recorded, so the next run reads these rows again: {error}"
@@ -575,14 +571,11 @@ async fn finish(
 /// Moves what a `send: changes` run accepted into the fingerprints later runs read, and
 /// forgets events past `changes.event_days`. A failure costs nothing but time: the next run
 /// merges what is left.
-fn keep_fingerprints(store: &mut dyn StateStore, (key, destination): (&str, &str), events: bool) {
-    if let Err(error) = store.merge_fingerprints(key, destination) {
+fn keep_fingerprints(store: &mut dyn StateStore, key: CheckpointKey<'_>, events: bool) {
+    if let Err(error) = store.merge_fingerprints(key) {
         tracing::warn!(%error, "cannot merge this run's record fingerprints; the next run will");
     }
-    if events
-        && let Err(error) =
-            store.prune_fingerprints(key, destination, chrono::Utc::now().timestamp())
-    {
+    if events && let Err(error) = store.prune_fingerprints(key, chrono::Utc::now().timestamp()) {
         tracing::warn!(%error, "cannot forget the fingerprints of old events");
     }
 }

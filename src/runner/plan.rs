@@ -4,11 +4,13 @@
 
 use std::path::Path;
 
-use super::{Changes, DeliveredBefore, Request, checkpoint_key};
+use super::{Changes, DeliveredBefore, Request};
 use crate::config::Pipeline;
 use crate::config::model::{Rerun, Send};
 use crate::outcome::SettledLines;
-use crate::state::{Checkpoint, Fingerprint, SettingsDigest, StateError, StateStore};
+use crate::state::{
+    Checkpoint, CheckpointKey, Fingerprint, SettingsDigest, StateError, StateStore,
+};
 
 /// What the state says this run should do.
 #[derive(Default)]
@@ -89,7 +91,7 @@ pub(super) fn plan(
     store: &mut dyn StateStore,
     (pipeline, source, checkpoint): (&Pipeline, &Path, Option<Checkpoint>),
     request: &Request,
-    (destination, settings): (&str, &SettingsDigest),
+    (key, settings): (CheckpointKey<'_>, &SettingsDigest),
     run_id: &str,
 ) -> Result<Plan, StateError> {
     let mut plan = Plan {
@@ -100,7 +102,6 @@ pub(super) fn plan(
     let Ok(fingerprint) = Fingerprint::of(source) else {
         return Ok(plan);
     };
-    let key = checkpoint_key(pipeline);
     // The settings first: an edited query also reads other rows, and the edit is the cause.
     let resumable = match checkpoint {
         Some(checkpoint) => match fit(&checkpoint, pipeline, settings, request.changes) {
@@ -133,7 +134,7 @@ pub(super) fn plan(
     if resumable.is_none()
         && request.delivered_before == DeliveredBefore::Skip
         && pipeline.rerun == Rerun::Changed
-        && let Some(delivered) = store.delivered(&key, destination, (&fingerprint, settings))?
+        && let Some(delivered) = store.delivered(key, (&fingerprint, settings))?
     {
         plan.up_to_date = Some(delivered.run_id);
         return Ok(plan);
@@ -147,8 +148,7 @@ pub(super) fn plan(
         None => SettledLines::default(),
     };
     store.begin_checkpoint(
-        &key,
-        destination,
+        key,
         run_id,
         (
             &fingerprint,

@@ -9,18 +9,18 @@ use crate::config::model::{Compression, FileSource, QuerySource, SourceFormat};
 use crate::engine::{RunSummary, StopReason};
 use crate::file_stem;
 use crate::source::query::QueryError;
-use crate::state::{StateError, StateStore};
+use crate::state::{CheckpointKey, StateError, StateStore};
 
 use super::Changes;
 
 /// Where a pipeline's query snapshot is kept between a run and the run that resumes it:
 /// named after what its checkpoint is kept under (the key and the destination), so two
 /// pipelines of one name sending to two accounts never read each other's rows.
-pub(super) fn snapshot_path(work_dir: &Path, (key, destination): (&str, &str)) -> PathBuf {
+pub(super) fn snapshot_path(work_dir: &Path, key: CheckpointKey<'_>) -> PathBuf {
     work_dir.join("snapshots").join(format!(
         "{}-{:016x}.snapshot",
-        file_stem::of(key),
-        file_stem::hash(&[key, destination])
+        file_stem::of(key.pipeline),
+        file_stem::hash(&[key.pipeline, key.destination])
     ))
 }
 
@@ -41,10 +41,10 @@ pub(super) fn incremental_bound(
     store: &dyn StateStore,
     query: &QuerySource,
     changes: Changes,
-    (key, destination): (&str, &str),
+    key: CheckpointKey<'_>,
 ) -> Result<Option<String>, StateError> {
     match (&query.incremental, changes) {
-        (Some(_), Changes::LeaveOut) => store.watermark(key, destination),
+        (Some(_), Changes::LeaveOut) => store.watermark(key),
         _ => Ok(None),
     }
 }

@@ -163,6 +163,28 @@ impl Location {
     }
 }
 
+/// What a checkpoint, a delivery, a watermark and record fingerprints are kept under: a
+/// pipeline and where it sends. For checkpoints and deliveries the pipeline is its name (a
+/// `file_arrival` pipeline's name and file: a checkpoint per arriving file); for record
+/// fingerprints and watermarks, its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointKey<'a> {
+    /// The pipeline, as above.
+    pub pipeline: &'a str,
+    /// Its destination: the account ID and host (`runner::destination`).
+    pub destination: &'a str,
+}
+
+impl<'a> CheckpointKey<'a> {
+    /// The key of `pipeline` at `destination`.
+    pub fn new(pipeline: &'a str, destination: &'a str) -> Self {
+        CheckpointKey {
+            pipeline,
+            destination,
+        }
+    }
+}
+
 /// The fingerprints of records CleverTap accepted (`send: changes`), under the pipeline they
 /// belong to: its name, at the checkpoint's destination. (A `file_arrival` pipeline keeps a
 /// checkpoint per arriving file, but one set of fingerprints: an event in two files is one
@@ -209,17 +231,12 @@ pub trait Locks {
 
 /// A state store's role: checkpoints of unfinished runs and the last delivery of each pipeline to each destination.
 pub trait Checkpoints {
-    /// The checkpoint of an unfinished run of `pipeline` to `destination`, if any.
-    fn checkpoint(
-        &self,
-        pipeline: &str,
-        destination: &str,
-    ) -> Result<Option<Checkpoint>, StateError>;
+    /// The checkpoint of an unfinished run under `key`, if any.
+    fn checkpoint(&self, key: CheckpointKey<'_>) -> Result<Option<Checkpoint>, StateError>;
     /// Starts the checkpoint of a run (keeping lines an earlier run settled).
     fn begin_checkpoint(
         &mut self,
-        pipeline: &str,
-        destination: &str,
+        key: CheckpointKey<'_>,
         run_id: &str,
         source: (&Fingerprint, &SettingsDigest),
         settled: &SettledLines,
@@ -228,8 +245,7 @@ pub trait Checkpoints {
     /// records among them that CleverTap accepted (`send: changes`), in one transaction.
     fn settle_lines(
         &mut self,
-        pipeline: &str,
-        destination: &str,
+        key: CheckpointKey<'_>,
         ranges: &[(u64, u64)],
         accepted: Accepted<'_>,
         progress: (&str, &Counts),
@@ -237,54 +253,45 @@ pub trait Checkpoints {
     /// Records a source as delivered in full, and drops its checkpoint.
     fn finish_delivery(
         &mut self,
-        pipeline: &str,
-        destination: &str,
+        key: CheckpointKey<'_>,
         run_id: &str,
         source: (&Fingerprint, &SettingsDigest),
     ) -> Result<(), StateError>;
     /// The run that delivered this source in full, if one did.
     fn delivered(
         &self,
-        pipeline: &str,
-        destination: &str,
+        key: CheckpointKey<'_>,
         source: (&Fingerprint, &SettingsDigest),
     ) -> Result<Option<Delivered>, StateError>;
 }
 
 /// A state store's role: what CleverTap accepted of each record (`send: changes`).
 pub trait RecordFingerprints {
-    /// The fingerprints CleverTap accepted from `pipeline` at `destination`, to be read
+    /// The fingerprints CleverTap accepted from a pipeline at a destination, to be read
     /// from another thread while the run goes on.
     fn known_fingerprints(
         &self,
-        pipeline: &str,
-        destination: &str,
+        key: CheckpointKey<'_>,
     ) -> Result<Box<dyn KnownFingerprints>, StateError>;
-    /// Moves the fingerprints a run of `pipeline` at `destination` wrote as it went (and
+    /// Moves the fingerprints a run of a pipeline at a destination wrote as it went (and
     /// any a killed run left) into the table lookups read; returns how many.
-    fn merge_fingerprints(&mut self, pipeline: &str, destination: &str) -> Result<u64, StateError>;
+    fn merge_fingerprints(&mut self, key: CheckpointKey<'_>) -> Result<u64, StateError>;
     /// Drops every fingerprint of `pipeline`; returns how many (`tapline state forget`).
     fn forget_fingerprints(&mut self, pipeline: &str) -> Result<u64, StateError>;
-    /// Drops the fingerprints of `pipeline` at `destination` that expired by `now`
+    /// Drops the fingerprints of a pipeline at a destination that expired by `now`
     /// (seconds since the epoch); returns how many.
-    fn prune_fingerprints(
-        &mut self,
-        pipeline: &str,
-        destination: &str,
-        now: i64,
-    ) -> Result<u64, StateError>;
+    fn prune_fingerprints(&mut self, key: CheckpointKey<'_>, now: i64) -> Result<u64, StateError>;
 }
 
 /// A state store's role: the watermarks of incremental queries.
 pub trait Watermarks {
-    /// The highest incremental value a fully delivered run of `pipeline` sent to
-    /// `destination`, which the next run binds as `$1`.
-    fn watermark(&self, pipeline: &str, destination: &str) -> Result<Option<String>, StateError>;
+    /// The highest incremental value a fully delivered run sent under `key`, which the
+    /// next run binds as `$1`.
+    fn watermark(&self, key: CheckpointKey<'_>) -> Result<Option<String>, StateError>;
     /// Records the watermark `(value, run_id)` a fully delivered run reached.
     fn set_watermark(
         &self,
-        pipeline: &str,
-        destination: &str,
+        key: CheckpointKey<'_>,
         reached: (&str, &str),
     ) -> Result<(), StateError>;
     /// Drops every watermark of `pipeline`; returns how many (`tapline state forget`).

@@ -168,11 +168,16 @@ fn a_checkpoint_keeps_its_lines_until_the_file_is_delivered() {
         let store = &mut backend.store;
         let settings = SettingsDigest::of("profiles");
         let file = fingerprint("aa");
-        assert_eq!(store.checkpoint("vip", "acct@url").unwrap(), None, "{name}");
+        assert_eq!(
+            store
+                .checkpoint(CheckpointKey::new("vip", "acct@url"))
+                .unwrap(),
+            None,
+            "{name}"
+        );
         store
             .begin_checkpoint(
-                "vip",
-                "acct@url",
+                CheckpointKey::new("vip", "acct@url"),
                 "run-1",
                 (&file, &settings),
                 &SettledLines::default(),
@@ -186,8 +191,7 @@ fn a_checkpoint_keeps_its_lines_until_the_file_is_delivered() {
         let counts = Counts::default();
         store
             .settle_lines(
-                "vip",
-                "acct@url",
+                CheckpointKey::new("vip", "acct@url"),
                 &[(2, 1001)],
                 Accepted {
                     pipeline: "vip",
@@ -198,8 +202,7 @@ fn a_checkpoint_keeps_its_lines_until_the_file_is_delivered() {
             .unwrap();
         store
             .settle_lines(
-                "vip",
-                "acct@url",
+                CheckpointKey::new("vip", "acct@url"),
                 &[(1003, 1003)],
                 none(),
                 ("run-1", &counts),
@@ -209,41 +212,69 @@ fn a_checkpoint_keeps_its_lines_until_the_file_is_delivered() {
         // is the destination's and the pipeline's.
         assert!(
             !store
-                .known_fingerprints("vip", "acct@url")
+                .known_fingerprints(CheckpointKey::new("vip", "acct@url"))
                 .unwrap()
                 .holds(7, u64::MAX)
                 .unwrap()
         );
         assert_eq!(
-            store.merge_fingerprints("vip", "acct@url").unwrap(),
+            store
+                .merge_fingerprints(CheckpointKey::new("vip", "acct@url"))
+                .unwrap(),
             1,
             "{name}"
         );
         assert_eq!(
-            store.merge_fingerprints("vip", "acct@url").unwrap(),
+            store
+                .merge_fingerprints(CheckpointKey::new("vip", "acct@url"))
+                .unwrap(),
             0,
             "{name}"
         );
-        let mut known = store.known_fingerprints("vip", "acct@url").unwrap();
+        let mut known = store
+            .known_fingerprints(CheckpointKey::new("vip", "acct@url"))
+            .unwrap();
         assert!(known.holds(7, u64::MAX).unwrap(), "{name}");
         assert!(!known.holds(7, 0).unwrap());
         assert!(!known.holds(8, u64::MAX).unwrap());
-        let mut elsewhere = store.known_fingerprints("vip", "other@url").unwrap();
+        let mut elsewhere = store
+            .known_fingerprints(CheckpointKey::new("vip", "other@url"))
+            .unwrap();
         assert!(!elsewhere.holds(7, u64::MAX).unwrap());
         // Expired events are pruned; `state forget` drops the rest.
-        assert_eq!(store.prune_fingerprints("vip", "acct@url", 99).unwrap(), 0);
-        assert_eq!(store.prune_fingerprints("vip", "acct@url", 101).unwrap(), 1);
+        assert_eq!(
+            store
+                .prune_fingerprints(CheckpointKey::new("vip", "acct@url"), 99)
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            store
+                .prune_fingerprints(CheckpointKey::new("vip", "acct@url"), 101)
+                .unwrap(),
+            1
+        );
         // A reader keeps the snapshot of its first lookup; a new one sees the prune.
         assert!(known.holds(7, u64::MAX).unwrap());
-        let mut known = store.known_fingerprints("vip", "acct@url").unwrap();
+        let mut known = store
+            .known_fingerprints(CheckpointKey::new("vip", "acct@url"))
+            .unwrap();
         assert!(!known.holds(7, u64::MAX).unwrap());
         assert_eq!(store.forget_fingerprints("vip").unwrap(), 0);
         // Another destination has its own.
-        assert_eq!(store.checkpoint("vip", "other@url").unwrap(), None);
+        assert_eq!(
+            store
+                .checkpoint(CheckpointKey::new("vip", "other@url"))
+                .unwrap(),
+            None
+        );
 
         // Another process sees the checkpoint.
         let mut other = backend.reopen();
-        let checkpoint = other.checkpoint("vip", "acct@url").unwrap().unwrap();
+        let checkpoint = other
+            .checkpoint(CheckpointKey::new("vip", "acct@url"))
+            .unwrap()
+            .unwrap();
         assert_eq!(checkpoint.run_id, "run-1");
         assert_eq!(checkpoint.fingerprint, file);
         assert_eq!(checkpoint.settings, settings);
@@ -255,14 +286,16 @@ fn a_checkpoint_keeps_its_lines_until_the_file_is_delivered() {
 
         other
             .begin_checkpoint(
-                "vip",
-                "acct@url",
+                CheckpointKey::new("vip", "acct@url"),
                 "run-2",
                 (&file, &settings),
                 &checkpoint.settled,
             )
             .unwrap();
-        let resumed = other.checkpoint("vip", "acct@url").unwrap().unwrap();
+        let resumed = other
+            .checkpoint(CheckpointKey::new("vip", "acct@url"))
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (resumed.run_id.as_str(), resumed.settled.len()),
             ("run-2", 1001)
@@ -271,8 +304,7 @@ fn a_checkpoint_keeps_its_lines_until_the_file_is_delivered() {
         let refused = backend
             .store
             .settle_lines(
-                "vip",
-                "acct@url",
+                CheckpointKey::new("vip", "acct@url"),
                 &[(1004, 1004)],
                 none(),
                 ("run-1", &counts),
@@ -284,7 +316,7 @@ fn a_checkpoint_keeps_its_lines_until_the_file_is_delivered() {
         );
         assert_eq!(
             other
-                .checkpoint("vip", "acct@url")
+                .checkpoint(CheckpointKey::new("vip", "acct@url"))
                 .unwrap()
                 .unwrap()
                 .settled
@@ -294,19 +326,32 @@ fn a_checkpoint_keeps_its_lines_until_the_file_is_delivered() {
 
         let delivered = |store: &dyn StateStore, file: &Fingerprint, settings: &SettingsDigest| {
             store
-                .delivered("vip", "acct@url", (file, settings))
+                .delivered(CheckpointKey::new("vip", "acct@url"), (file, settings))
                 .unwrap()
                 .map(|delivered| delivered.run_id)
         };
         assert_eq!(delivered(&*other, &file, &settings), None);
         other
-            .finish_delivery("vip", "acct@url", "run-2", (&file, &settings))
+            .finish_delivery(
+                CheckpointKey::new("vip", "acct@url"),
+                "run-2",
+                (&file, &settings),
+            )
             .unwrap();
         // Recording it twice (a retried write) changes nothing.
         other
-            .finish_delivery("vip", "acct@url", "run-2", (&file, &settings))
+            .finish_delivery(
+                CheckpointKey::new("vip", "acct@url"),
+                "run-2",
+                (&file, &settings),
+            )
             .unwrap();
-        assert_eq!(other.checkpoint("vip", "acct@url").unwrap(), None);
+        assert_eq!(
+            other
+                .checkpoint(CheckpointKey::new("vip", "acct@url"))
+                .unwrap(),
+            None
+        );
         assert_eq!(
             delivered(&*other, &file, &settings).as_deref(),
             Some("run-2")
@@ -333,8 +378,7 @@ fn a_later_fingerprint_of_a_key_wins_and_a_large_journal_merges_in_order() {
         let settings = SettingsDigest::of("profiles");
         store
             .begin_checkpoint(
-                "big",
-                "acct@url",
+                CheckpointKey::new("big", "acct@url"),
                 "run-1",
                 (&file, &settings),
                 &SettledLines::default(),
@@ -351,8 +395,7 @@ fn a_later_fingerprint_of_a_key_wins_and_a_large_journal_merges_in_order() {
                 .collect();
             store
                 .settle_lines(
-                    "big",
-                    "acct@url",
+                    CheckpointKey::new("big", "acct@url"),
                     &[(round, round)],
                     Accepted {
                         pipeline: "big",
@@ -362,8 +405,15 @@ fn a_later_fingerprint_of_a_key_wins_and_a_large_journal_merges_in_order() {
                 )
                 .unwrap();
         }
-        assert_eq!(store.merge_fingerprints("big", "acct@url").unwrap(), 60_000);
-        let mut known = store.known_fingerprints("big", "acct@url").unwrap();
+        assert_eq!(
+            store
+                .merge_fingerprints(CheckpointKey::new("big", "acct@url"))
+                .unwrap(),
+            60_000
+        );
+        let mut known = store
+            .known_fingerprints(CheckpointKey::new("big", "acct@url"))
+            .unwrap();
         for key in [0, 1, 19_999] {
             assert!(
                 known.holds(key, key * 10 + 2).unwrap(),
@@ -491,20 +541,23 @@ fn only_the_last_delivery_counts_and_a_run_that_starts_sending_ends_it() {
         let deliver = |store: &mut Box<dyn StateStore>, file: &Fingerprint, run_id: &str| {
             store
                 .begin_checkpoint(
-                    "vip",
-                    "acct@url",
+                    CheckpointKey::new("vip", "acct@url"),
                     run_id,
                     (file, &settings),
                     &SettledLines::default(),
                 )
                 .unwrap();
             store
-                .finish_delivery("vip", "acct@url", run_id, (file, &settings))
+                .finish_delivery(
+                    CheckpointKey::new("vip", "acct@url"),
+                    run_id,
+                    (file, &settings),
+                )
                 .unwrap();
         };
         let delivered = |store: &dyn StateStore, file: &Fingerprint| {
             store
-                .delivered("vip", "acct@url", (file, &settings))
+                .delivered(CheckpointKey::new("vip", "acct@url"), (file, &settings))
                 .unwrap()
                 .map(|delivered| delivered.run_id)
         };
@@ -524,8 +577,7 @@ fn only_the_last_delivery_counts_and_a_run_that_starts_sending_ends_it() {
         // A run of gold begins and stops: silver is no longer what CleverTap holds.
         store
             .begin_checkpoint(
-                "vip",
-                "acct@url",
+                CheckpointKey::new("vip", "acct@url"),
                 "run-3",
                 (&gold, &settings),
                 &SettledLines::default(),
@@ -535,7 +587,7 @@ fn only_the_last_delivery_counts_and_a_run_that_starts_sending_ends_it() {
         // Another destination's deliveries are its own.
         assert_eq!(
             store
-                .delivered("vip", "other@url", (&silver, &settings))
+                .delivered(CheckpointKey::new("vip", "other@url"), (&silver, &settings))
                 .unwrap(),
             None
         );
@@ -550,8 +602,7 @@ fn forgetting_a_pipeline_forgets_the_per_file_scopes_an_older_tapline_kept() {
         for (key, run_id) in [("views", "run-1"), ("views/events_1.csv", "run-2")] {
             store
                 .begin_checkpoint(
-                    key,
-                    "acct@url",
+                    CheckpointKey::new(key, "acct@url"),
                     run_id,
                     (&fingerprint("ee"), &settings),
                     &SettledLines::default(),
@@ -564,8 +615,7 @@ fn forgetting_a_pipeline_forgets_the_per_file_scopes_an_older_tapline_kept() {
             }];
             store
                 .settle_lines(
-                    key,
-                    "acct@url",
+                    CheckpointKey::new(key, "acct@url"),
                     &[(1, 1)],
                     Accepted {
                         pipeline: key,
@@ -574,13 +624,14 @@ fn forgetting_a_pipeline_forgets_the_per_file_scopes_an_older_tapline_kept() {
                     (run_id, &Counts::default()),
                 )
                 .unwrap();
-            store.merge_fingerprints(key, "acct@url").unwrap();
+            store
+                .merge_fingerprints(CheckpointKey::new(key, "acct@url"))
+                .unwrap();
         }
         // Not another pipeline whose name starts alike.
         store
             .begin_checkpoint(
-                "viewsx",
-                "acct@url",
+                CheckpointKey::new("viewsx", "acct@url"),
                 "run-3",
                 (&fingerprint("ee"), &settings),
                 &SettledLines::default(),
@@ -597,14 +648,15 @@ fn forgetting_a_pipeline_forgets_the_per_file_scopes_an_older_tapline_kept() {
         };
         store
             .settle_lines(
-                "viewsx",
-                "acct@url",
+                CheckpointKey::new("viewsx", "acct@url"),
                 &[(1, 1)],
                 accepted,
                 ("run-3", &Counts::default()),
             )
             .unwrap();
-        store.merge_fingerprints("viewsx", "acct@url").unwrap();
+        store
+            .merge_fingerprints(CheckpointKey::new("viewsx", "acct@url"))
+            .unwrap();
         assert_eq!(
             store.forget_fingerprints("views").unwrap(),
             2,
@@ -613,7 +665,7 @@ fn forgetting_a_pipeline_forgets_the_per_file_scopes_an_older_tapline_kept() {
         );
         assert!(
             store
-                .known_fingerprints("viewsx", "acct@url")
+                .known_fingerprints(CheckpointKey::new("viewsx", "acct@url"))
                 .unwrap()
                 .holds(1, 2)
                 .unwrap()
@@ -661,20 +713,25 @@ fn each_fire_is_claimed_once_and_each_version_of_a_file_arrives_once() {
 fn watermarks_move_with_full_deliveries_and_are_forgotten() {
     on_each_store(|backend| {
         let store = &backend.store;
-        assert_eq!(store.watermark("warehouse", "acct@url").unwrap(), None);
+        assert_eq!(
+            store
+                .watermark(CheckpointKey::new("warehouse", "acct@url"))
+                .unwrap(),
+            None
+        );
         store
-            .set_watermark("warehouse", "acct@url", ("41", "run-1"))
+            .set_watermark(CheckpointKey::new("warehouse", "acct@url"), ("41", "run-1"))
             .unwrap();
         store
-            .set_watermark("warehouse", "acct@url", ("42", "run-2"))
+            .set_watermark(CheckpointKey::new("warehouse", "acct@url"), ("42", "run-2"))
             .unwrap();
         store
-            .set_watermark("warehouse", "other@url", ("7", "run-2"))
+            .set_watermark(CheckpointKey::new("warehouse", "other@url"), ("7", "run-2"))
             .unwrap();
         assert_eq!(
             backend
                 .reopen()
-                .watermark("warehouse", "acct@url")
+                .watermark(CheckpointKey::new("warehouse", "acct@url"))
                 .unwrap()
                 .as_deref(),
             Some("42"),
@@ -682,7 +739,12 @@ fn watermarks_move_with_full_deliveries_and_are_forgotten() {
             backend.name
         );
         assert_eq!(store.forget_watermarks("warehouse").unwrap(), 2);
-        assert_eq!(store.watermark("warehouse", "other@url").unwrap(), None);
+        assert_eq!(
+            store
+                .watermark(CheckpointKey::new("warehouse", "other@url"))
+                .unwrap(),
+            None
+        );
     });
 }
 

@@ -31,8 +31,8 @@ pub(super) use coordinator::Lease;
 
 use super::checkpoint::LastDelivery;
 use super::{
-    Accepted, Checkpoint, Checkpoints, Delivered, Fingerprint, History, LockWait, Locks,
-    PipelineLock, RecordFingerprints, RunEntry, RunFinish, RunStart, SettingsDigest,
+    Accepted, Checkpoint, CheckpointKey, Checkpoints, Delivered, Fingerprint, History, LockWait,
+    Locks, PipelineLock, RecordFingerprints, RunEntry, RunFinish, RunStart, SettingsDigest,
     SharedSettings, StateError, Triggers, Watermarks, now_ms,
 };
 use crate::changes::KnownFingerprints;
@@ -424,11 +424,11 @@ impl Locks for PgStore {
 }
 
 impl Checkpoints for PgStore {
-    fn checkpoint(
-        &self,
-        pipeline: &str,
-        destination: &str,
-    ) -> Result<Option<Checkpoint>, StateError> {
+    fn checkpoint(&self, key: CheckpointKey<'_>) -> Result<Option<Checkpoint>, StateError> {
+        let CheckpointKey {
+            pipeline,
+            destination,
+        } = key;
         self.with_client(async |client| {
             let Some(head) = client
                 .query_opt(
@@ -464,12 +464,15 @@ impl Checkpoints for PgStore {
     }
     fn begin_checkpoint(
         &mut self,
-        pipeline: &str,
-        destination: &str,
+        key: CheckpointKey<'_>,
         run_id: &str,
         (fingerprint, settings): (&Fingerprint, &SettingsDigest),
         settled: &SettledLines,
     ) -> Result<(), StateError> {
+        let CheckpointKey {
+            pipeline,
+            destination,
+        } = key;
         self.with_client(async |client| {
             let transaction = client.transaction().await?;
             // A run that starts sending makes the last delivery no longer what CleverTap
@@ -508,12 +511,15 @@ impl Checkpoints for PgStore {
     }
     fn settle_lines(
         &mut self,
-        pipeline: &str,
-        destination: &str,
+        key: CheckpointKey<'_>,
         ranges: &[(u64, u64)],
         accepted: Accepted<'_>,
         (run_id, counts): (&str, &Counts),
     ) -> Result<(), StateError> {
+        let CheckpointKey {
+            pipeline,
+            destination,
+        } = key;
         let (first, last): (Vec<i64>, Vec<i64>) = ranges
             .iter()
             .map(|&(first, last)| (first as i64, last as i64))
@@ -557,11 +563,14 @@ impl Checkpoints for PgStore {
     }
     fn finish_delivery(
         &mut self,
-        pipeline: &str,
-        destination: &str,
+        key: CheckpointKey<'_>,
         run_id: &str,
         (fingerprint, settings): (&Fingerprint, &SettingsDigest),
     ) -> Result<(), StateError> {
+        let CheckpointKey {
+            pipeline,
+            destination,
+        } = key;
         self.with_client(async |client| {
             let transaction = client.transaction().await?;
             // Only the last delivery says what CleverTap holds.
@@ -597,10 +606,13 @@ impl Checkpoints for PgStore {
     }
     fn delivered(
         &self,
-        pipeline: &str,
-        destination: &str,
+        key: CheckpointKey<'_>,
         (fingerprint, settings): (&Fingerprint, &SettingsDigest),
     ) -> Result<Option<Delivered>, StateError> {
+        let CheckpointKey {
+            pipeline,
+            destination,
+        } = key;
         let last = self.with_client(async |client| {
             Ok(client
                 .query_opt(
@@ -624,27 +636,33 @@ impl Checkpoints for PgStore {
 impl RecordFingerprints for PgStore {
     fn known_fingerprints(
         &self,
-        pipeline: &str,
-        destination: &str,
+        key: CheckpointKey<'_>,
     ) -> Result<Box<dyn KnownFingerprints>, StateError> {
+        let CheckpointKey {
+            pipeline,
+            destination,
+        } = key;
         Ok(Box::new(fingerprints::Reader::new(
             self.config.clone(),
             self.shown.clone(),
             (pipeline, destination),
         )))
     }
-    fn merge_fingerprints(&mut self, pipeline: &str, destination: &str) -> Result<u64, StateError> {
+    fn merge_fingerprints(&mut self, key: CheckpointKey<'_>) -> Result<u64, StateError> {
+        let CheckpointKey {
+            pipeline,
+            destination,
+        } = key;
         self.with_client(async |client| fingerprints::merge(client, (pipeline, destination)).await)
     }
     fn forget_fingerprints(&mut self, pipeline: &str) -> Result<u64, StateError> {
         self.with_client(async |client| fingerprints::forget(client, pipeline).await)
     }
-    fn prune_fingerprints(
-        &mut self,
-        pipeline: &str,
-        destination: &str,
-        now: i64,
-    ) -> Result<u64, StateError> {
+    fn prune_fingerprints(&mut self, key: CheckpointKey<'_>, now: i64) -> Result<u64, StateError> {
+        let CheckpointKey {
+            pipeline,
+            destination,
+        } = key;
         self.with_client(async |client| {
             fingerprints::prune(client, (pipeline, destination), now).await
         })
@@ -652,7 +670,11 @@ impl RecordFingerprints for PgStore {
 }
 
 impl Watermarks for PgStore {
-    fn watermark(&self, pipeline: &str, destination: &str) -> Result<Option<String>, StateError> {
+    fn watermark(&self, key: CheckpointKey<'_>) -> Result<Option<String>, StateError> {
+        let CheckpointKey {
+            pipeline,
+            destination,
+        } = key;
         self.with_client(async |client| {
             Ok(client
                 .query_opt(
@@ -665,10 +687,13 @@ impl Watermarks for PgStore {
     }
     fn set_watermark(
         &self,
-        pipeline: &str,
-        destination: &str,
+        key: CheckpointKey<'_>,
         (value, run_id): (&str, &str),
     ) -> Result<(), StateError> {
+        let CheckpointKey {
+            pipeline,
+            destination,
+        } = key;
         self.with_client(async |client| {
             client
                 .execute(

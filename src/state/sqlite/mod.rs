@@ -19,9 +19,9 @@ use rusqlite::Connection;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Accepted, Checkpoint, Checkpoints, DATABASE_FILE, Delivered, Fingerprint, History, LockWait,
-    Locks, PipelineLock, RecordFingerprints, RunEntry, RunFinish, RunStart, SettingsDigest,
-    StateError, Triggers, Watermarks,
+    Accepted, Checkpoint, CheckpointKey, Checkpoints, DATABASE_FILE, Delivered, Fingerprint,
+    History, LockWait, Locks, PipelineLock, RecordFingerprints, RunEntry, RunFinish, RunStart,
+    SettingsDigest, StateError, Triggers, Watermarks,
 };
 use crate::changes::KnownFingerprints;
 use crate::outcome::{Counts, SettledLines};
@@ -164,48 +164,60 @@ impl Locks for SqliteStore {
 }
 
 impl Checkpoints for SqliteStore {
-    fn checkpoint(
-        &self,
-        pipeline: &str,
-        destination: &str,
-    ) -> Result<Option<Checkpoint>, StateError> {
+    fn checkpoint(&self, key: CheckpointKey<'_>) -> Result<Option<Checkpoint>, StateError> {
+        let CheckpointKey {
+            pipeline,
+            destination,
+        } = key;
         SqliteStore::checkpoint(self, pipeline, destination)
     }
     fn begin_checkpoint(
         &mut self,
-        pipeline: &str,
-        destination: &str,
+        key: CheckpointKey<'_>,
         run_id: &str,
         source: (&Fingerprint, &SettingsDigest),
         settled: &SettledLines,
     ) -> Result<(), StateError> {
+        let CheckpointKey {
+            pipeline,
+            destination,
+        } = key;
         SqliteStore::begin_checkpoint(self, pipeline, destination, run_id, source, settled)
     }
     fn settle_lines(
         &mut self,
-        pipeline: &str,
-        destination: &str,
+        key: CheckpointKey<'_>,
         ranges: &[(u64, u64)],
         accepted: Accepted<'_>,
         progress: (&str, &Counts),
     ) -> Result<(), StateError> {
+        let CheckpointKey {
+            pipeline,
+            destination,
+        } = key;
         SqliteStore::settle_lines(self, (pipeline, destination), ranges, accepted, progress)
     }
     fn finish_delivery(
         &mut self,
-        pipeline: &str,
-        destination: &str,
+        key: CheckpointKey<'_>,
         run_id: &str,
         source: (&Fingerprint, &SettingsDigest),
     ) -> Result<(), StateError> {
+        let CheckpointKey {
+            pipeline,
+            destination,
+        } = key;
         SqliteStore::finish_delivery(self, pipeline, destination, run_id, source)
     }
     fn delivered(
         &self,
-        pipeline: &str,
-        destination: &str,
+        key: CheckpointKey<'_>,
         source: (&Fingerprint, &SettingsDigest),
     ) -> Result<Option<Delivered>, StateError> {
+        let CheckpointKey {
+            pipeline,
+            destination,
+        } = key;
         SqliteStore::delivered(self, pipeline, destination, source)
     }
 }
@@ -213,37 +225,50 @@ impl Checkpoints for SqliteStore {
 impl RecordFingerprints for SqliteStore {
     fn known_fingerprints(
         &self,
-        pipeline: &str,
-        destination: &str,
+        key: CheckpointKey<'_>,
     ) -> Result<Box<dyn KnownFingerprints>, StateError> {
+        let CheckpointKey {
+            pipeline,
+            destination,
+        } = key;
         SqliteStore::known_fingerprints(self, pipeline, destination)
     }
-    fn merge_fingerprints(&mut self, pipeline: &str, destination: &str) -> Result<u64, StateError> {
+    fn merge_fingerprints(&mut self, key: CheckpointKey<'_>) -> Result<u64, StateError> {
+        let CheckpointKey {
+            pipeline,
+            destination,
+        } = key;
         SqliteStore::merge_fingerprints(self, pipeline, destination)
     }
     fn forget_fingerprints(&mut self, pipeline: &str) -> Result<u64, StateError> {
         SqliteStore::forget_fingerprints(self, pipeline)
     }
-    fn prune_fingerprints(
-        &mut self,
-        pipeline: &str,
-        destination: &str,
-        now: i64,
-    ) -> Result<u64, StateError> {
+    fn prune_fingerprints(&mut self, key: CheckpointKey<'_>, now: i64) -> Result<u64, StateError> {
+        let CheckpointKey {
+            pipeline,
+            destination,
+        } = key;
         SqliteStore::prune_fingerprints(self, pipeline, destination, now)
     }
 }
 
 impl Watermarks for SqliteStore {
-    fn watermark(&self, pipeline: &str, destination: &str) -> Result<Option<String>, StateError> {
+    fn watermark(&self, key: CheckpointKey<'_>) -> Result<Option<String>, StateError> {
+        let CheckpointKey {
+            pipeline,
+            destination,
+        } = key;
         SqliteStore::watermark(self, pipeline, destination)
     }
     fn set_watermark(
         &self,
-        pipeline: &str,
-        destination: &str,
+        key: CheckpointKey<'_>,
         reached: (&str, &str),
     ) -> Result<(), StateError> {
+        let CheckpointKey {
+            pipeline,
+            destination,
+        } = key;
         SqliteStore::set_watermark(self, pipeline, destination, reached)
     }
     fn forget_watermarks(&self, pipeline: &str) -> Result<u64, StateError> {
