@@ -11,15 +11,15 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use super::read::{Read, SourceRows, skipped};
 use super::unchanged::{ChangeFilter, Judgement};
 use crate::changes::RecordFingerprint;
 use crate::clevertap::wire::Envelope;
 use crate::config::model::{AccountLimits, OnInvalidRecord, OutputMapping, Target};
-use crate::mapping::output::OutputPlan;
 use crate::mapping::replay::Replayed;
 use crate::mapping::{self, Mapper, Record};
-use crate::outcome::{Carried, Code, Outcome, Settled, SettledLines};
-use crate::source::{Row, RowError, RowStream};
+use crate::outcome::{Outcome, Settled, SettledLines};
+use crate::source::{Row, RowStream};
 use crate::template::RunContext;
 
 /// Records in one request, already encoded as the request body.
@@ -206,83 +206,60 @@ pub fn produce(
 
 /// [`produce`]'s loop; returns how many rows were left out as already settled.
 fn read_all(
-    mut rows: Box<dyn RowStream>,
+    rows: Box<dyn RowStream>,
     settings: &Batching,
     mut changes: Option<ChangeFilter>,
     output: &mut Handoff<'_>,
     mapper: &mut Mapper,
 ) -> u64 {
-    let no_lines = SettledLines::default();
-    let mut already_settled = settings
-        .already_settled
-        .as_deref()
-        .unwrap_or(&no_lines)
-        .cursor();
-    let mut left_out = 0;
+    let mut source_rows = SourceRows::new(
+        rows,
+        settings.already_settled.as_deref(),
+        settings.output.clone(),
+        &settings.context,
+    );
     let mut builder = BatchBuilder::new(settings.batch_size, settings.envelope);
-    // The output mapping's plan for this run, and the row it maps into (reused).
-    let mut output_mapping = settings
-        .output
-        .clone()
-        .map(|mapping| (OutputPlan::new(mapping, &settings.context), Row::default()));
-    let mut row = Row::default();
-    while let Some(next) = rows.read_row(&mut row) {
-        let line = match &next {
-            Ok(()) => row.line,
-            Err(RowError::Invalid { line, .. }) => *line,
-            Err(RowError::Fatal(_)) => 0,
-        };
-        if line > 0 && already_settled.contains(line) {
-            left_out += 1;
-            continue;
-        }
-        let invalid = match next {
-            Ok(()) => match encode(settings, mapper, &mut output_mapping, &row, &mut builder) {
+    while let Some(read) = source_rows.next() {
+        let invalid = match read {
+            Read::Row {
+                source: row,
+                mapped,
+            } => match encode(settings, mapper, (row, mapped), &mut builder) {
                 Ok(()) => {
                     if let Some(filter) = &mut changes {
                         let (record, listed_under) = builder.last_record();
                         match filter.judge(record, listed_under) {
-                            Judgement::Send(fingerprint) => builder.fingerprints.push(fingerprint),
+                            Judgement::Send(fingerprint) => {
+                                builder.fingerprints.push(fingerprint);
+                            }
                             Judgement::Unchanged => {
                                 builder.pop_last();
                                 if filter.note_unchanged(row.line) && !output.hand_unchanged(filter)
                                 {
-                                    return left_out;
+                                    return source_rows.left_out;
                                 }
                             }
                         }
                     }
                     if !output.send_finished(&mut builder) {
-                        return left_out;
+                        return source_rows.left_out;
                     }
                     continue;
                 }
-                Err(invalid) => Settled {
-                    line: row.line,
-                    outcome: Outcome::Skipped,
-                    code: invalid.code,
-                    reason: invalid.reason,
-                    carried: Carried::row(row.to_json()),
-                },
+                Err(invalid) => skipped(row, invalid),
             },
-            Err(RowError::Invalid { line, reason, raw }) => Settled {
-                line,
-                outcome: Outcome::Skipped,
-                code: Code::MalformedRow,
-                reason,
-                carried: Carried::row(Value::String(raw)),
-            },
-            Err(RowError::Fatal(message)) => {
+            Read::Invalid(invalid) => invalid,
+            Read::Fatal(message) => {
                 if output.flush(&mut builder) && output.hand_all_unchanged(&mut changes) {
                     output.send(Produced::SourceFailed(message));
                 }
-                return left_out;
+                return source_rows.left_out;
             }
         };
         match settings.on_invalid_record {
             OnInvalidRecord::Skip => {
                 if !output.send(Produced::Skipped(invalid)) {
-                    return left_out;
+                    return source_rows.left_out;
                 }
             }
             OnInvalidRecord::Stop => {
@@ -293,22 +270,22 @@ fn read_all(
                         ..invalid
                     }));
                 }
-                return left_out;
+                return source_rows.left_out;
             }
         }
     }
     if output.flush(&mut builder) {
         output.hand_all_unchanged(&mut changes);
     }
-    left_out
+    source_rows.left_out
 }
 
-/// Maps a row (through the output mapping, if any) and adds its record to the batch.
+/// Adds a row's record to the batch: the source row's when it is replayed from a rejects
+/// file, else the one the output mapping made (`mapped`).
 fn encode(
     settings: &Batching,
     mapper: &mut Mapper,
-    output_mapping: &mut Option<(OutputPlan, Row)>,
-    row: &Row,
+    (row, mapped): (&Row, &Row),
     builder: &mut BatchBuilder,
 ) -> Result<(), mapping::Invalid> {
     if let Some(record) = &row.record {
@@ -325,13 +302,7 @@ fn encode(
         }
         return Ok(());
     }
-    match output_mapping {
-        Some((plan, mapped)) => {
-            plan.apply(row, mapped)?;
-            builder.push(row.line, &mapper.map(mapped)?);
-        }
-        None => builder.push(row.line, &mapper.map(row)?),
-    }
+    builder.push(row.line, &mapper.map(mapped)?);
     Ok(())
 }
 

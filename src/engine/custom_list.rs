@@ -16,6 +16,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::ledger::{Judged, Ledger};
+use super::read::{Read, SourceRows, skipped};
 use super::send::with_retries;
 use super::{BatchReport, Delivery, Job, Observer, RunOptions, RunSummary, StopReason};
 use crate::changes::RecordFingerprint;
@@ -23,10 +24,9 @@ use crate::clevertap::Failure;
 use crate::clevertap::retry::{Verdict, classify};
 use crate::clevertap::wire::{AnswerStatus, CustomListCompleted};
 use crate::config::model::{CustomList, OnInvalidRecord, SegmentMode};
-use crate::mapping::output::OutputPlan;
 use crate::mapping::{self, custom_list_line};
 use crate::outcome::{Carried, Code, Outcome, Settled};
-use crate::source::{self, Row, RowError};
+use crate::source;
 
 const HEADER: &[u8] = b"Type,Identity\n";
 
@@ -77,7 +77,7 @@ fn write_entries(
                 false
             }
         };
-    let mut rows = match source::open_with_progress(&job.source) {
+    let rows = match source::open_with_progress(&job.source) {
         Ok((rows, progress)) => {
             observer.source_opened(&progress);
             rows
@@ -90,45 +90,28 @@ fn write_entries(
     if !write(&mut listed, ledger, HEADER) {
         return listed;
     }
-    let no_lines = crate::outcome::SettledLines::default();
-    let mut already_settled = options
-        .already_settled
-        .as_deref()
-        .unwrap_or(&no_lines)
-        .cursor();
-    // The output mapping's plan for this run, and the row it maps into (reused).
-    let mut output_mapping = job
-        .output
-        .clone()
-        .map(|mapping| (OutputPlan::new(mapping, &job.context), Row::default()));
-    let mut row = Row::default();
-    while let Some(next) = rows.read_row(&mut row) {
-        let line = match &next {
-            Ok(()) => row.line,
-            Err(RowError::Invalid { line, .. }) => *line,
-            Err(RowError::Fatal(_)) => 0,
-        };
-        if line > 0 && already_settled.contains(line) {
-            listed.rows_resumed += 1;
-            continue;
-        }
-        let entry = match next {
-            Ok(()) => match (&row.record, &mut output_mapping) {
-                // Replayed from a rejects file: already an entry.
-                (Some(record), _) => Ok(record.clone()),
-                (None, Some((plan, mapped))) => plan
-                    .apply(&row, mapped)
-                    .and_then(|()| mapping::map_row(job.target, mapped)),
-                (None, None) => mapping::map_row(job.target, &row),
-            }
-            .map_err(|invalid| (row.line, invalid.code, invalid.reason, row.to_json())),
-            Err(RowError::Invalid { line, reason, raw }) => Err((
-                line,
-                Code::MalformedRow,
-                reason,
-                serde_json::Value::String(raw),
-            )),
-            Err(RowError::Fatal(message)) => {
+    let mut source_rows = SourceRows::new(
+        rows,
+        options.already_settled.as_deref(),
+        job.output.clone(),
+        &job.context,
+    );
+    while let Some(read) = source_rows.next() {
+        let (row, entry) = match read {
+            Read::Row {
+                source: row,
+                mapped,
+            } => (
+                row.line,
+                match &row.record {
+                    // Replayed from a rejects file: already an entry.
+                    Some(record) => Ok(record.clone()),
+                    None => mapping::map_row(job.target, mapped),
+                }
+                .map_err(|invalid| skipped(row, invalid)),
+            ),
+            Read::Invalid(settled) => (settled.line, Err(settled)),
+            Read::Fatal(message) => {
                 ledger.stop(StopReason::SourceFailed(message));
                 break;
             }
@@ -140,8 +123,8 @@ fn write_entries(
                 if listed.bytes + line.len() as u64 > MAX_LIST_BYTES {
                     ledger.counts.add(Outcome::Failed, 1);
                     ledger.stop(StopReason::Refused(format!(
-                        "the list's CSV would pass CleverTap's limit of {MAX_LIST_BYTES} bytes (5 GB) at line {}, with {} bytes before it; split the source into several lists",
-                        row.line, listed.bytes
+                        "the list's CSV would pass CleverTap's limit of {MAX_LIST_BYTES} bytes (5 GB) at line {row}, with {} bytes before it; split the source into several lists",
+                        listed.bytes
                     )));
                     break;
                 }
@@ -149,7 +132,7 @@ fn write_entries(
                     ledger.counts.add(Outcome::Failed, 1);
                     break;
                 }
-                if let Err(error) = writeln!(lines, "{}", row.line) {
+                if let Err(error) = writeln!(lines, "{row}") {
                     ledger.stop(StopReason::StateFailed(format!(
                         "cannot write the list's line numbers to its spool file in the state directory: {error}"
                     )));
@@ -157,8 +140,8 @@ fn write_entries(
                     break;
                 }
                 listed.lines += 1;
-                listed.first_line.get_or_insert(row.line);
-                listed.last_line = row.line;
+                listed.first_line.get_or_insert(row);
+                listed.last_line = row;
                 listed.sample.get_or_insert(entry);
                 // Ctrl-C breaks the list off; CleverTap never sees a partial list.
                 if listed.lines.is_multiple_of(10_000) && cancel.is_cancelled() {
@@ -166,17 +149,11 @@ fn write_entries(
                     break;
                 }
             }
-            Err((line, code, reason, data)) => {
-                let settled = Settled {
-                    line,
-                    outcome: Outcome::Skipped,
-                    code,
-                    reason,
-                    carried: Carried::row(data),
-                };
+            Err(settled) => {
                 // A row without an identity is no entry at all: skipped whatever
                 // `skip_invalid_records` says.
-                if job.on_invalid_record == OnInvalidRecord::Stop && code != Code::EmptyRow {
+                if job.on_invalid_record == OnInvalidRecord::Stop && settled.code != Code::EmptyRow
+                {
                     ledger.settle_stopping(
                         Settled {
                             outcome: Outcome::Failed,
@@ -193,6 +170,7 @@ fn write_entries(
             }
         }
     }
+    listed.rows_resumed = source_rows.left_out;
     if ledger.stop.is_none() {
         ledger.check_budget(Judged::AtEnd);
     }

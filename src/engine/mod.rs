@@ -13,6 +13,7 @@ pub mod batch;
 mod budget;
 mod custom_list;
 mod ledger;
+mod read;
 mod rejects;
 mod send;
 mod summary;

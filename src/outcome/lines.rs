@@ -9,6 +9,9 @@ pub struct SettledLines {
 }
 
 impl SettledLines {
+    /// No lines: what a run that resumes nothing leaves out.
+    pub const EMPTY: SettledLines = SettledLines { ranges: Vec::new() };
+
     /// Merges any ranges into a sorted set.
     pub fn from_ranges(mut ranges: Vec<(u64, u64)>) -> Self {
         ranges.sort_unstable();

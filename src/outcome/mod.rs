@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use code::Code;
-pub use lines::SettledLines;
+pub use lines::{SettledCursor, SettledLines};
 
 /// Where a record ended. Every record read ends in exactly one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
