@@ -1,287 +1,12 @@
-//! The PostgreSQL dialect of query sources: connecting (`crate::pg`), preparing the query
-//! (one parameter at most, `$1` for `incremental`), and reading its rows in PostgreSQL's
-//! binary format, one at a time (tokio-postgres reads the socket only as fast as rows are
-//! taken), each value becoming the JSON CleverTap wants, or refused by name
-//! ([`super::super::exact`]). Nothing of the result is held beyond the row being written.
+//! PostgreSQL's binary values as CleverTap wants them: which column types tapline sends,
+//! and each one's decoding (integers, floats and exact numerics, dates and times in the
+//! source's zone, JSON, text arrays), or its refusal by name.
 
-use super::{QueryError, ResultColumn, snapshot_error, unsupported_type};
-use std::fmt::Write as _;
-use std::path::Path;
-
-use chrono::{NaiveDate, TimeZone};
-use futures_util::{StreamExt, pin_mut};
-use serde_json::Value;
-use tokio_postgres::types::{Format, FromSql, IsNull, ToSql, Type, to_sql_checked};
-use tokio_postgres::{Client, Statement};
-use tokio_util::sync::CancellationToken;
-
-use crate::config::model::{Database, QuerySource};
-use crate::pg::{self, explain};
-use crate::source::exact;
-use crate::source::snapshot::{Cells, SnapshotMeta, SnapshotWriter};
-
-/// Seconds between 1970-01-01 and PostgreSQL's epoch, 2000-01-01.
-const POSTGRES_EPOCH_SECONDS: i64 = 946_684_800;
-
-/// Connects and asks the database for the query's result columns, without running it.
-pub(super) async fn describe(source: &QuerySource) -> Result<Vec<ResultColumn>, QueryError> {
-    let client = connect(&source.database).await?;
-    let statement = prepare(&client, source).await?;
-    Ok(statement
-        .columns()
-        .iter()
-        .map(|column| ResultColumn {
-            name: column.name().to_string(),
-            type_name: column.type_().name().to_string(),
-            supported: Kind::of(column.type_()).is_some(),
-        })
-        .collect())
-}
-
-/// Runs the query and writes every row of its result to a snapshot at `path`; `bound` is
-/// the value bound to `$1` for an incremental source (NULL when `None`). Returns the
-/// snapshot's meta, with the highest value of the incremental column.
-pub(super) async fn snapshot(
-    source: &QuerySource,
-    bound: Option<String>,
-    path: &Path,
-    cancel: &CancellationToken,
-) -> Result<SnapshotMeta, QueryError> {
-    let client = connect(&source.database).await?;
-    let statement = prepare(&client, source).await?;
-    let name = &source.database.name;
-    let mut kinds = Vec::new();
-    for column in statement.columns() {
-        match Kind::of(column.type_()) {
-            Some(kind) => kinds.push(kind),
-            None => {
-                return Err(QueryError::Query {
-                    name: name.clone(),
-                    reason: unsupported_type(column.name(), column.type_().name()),
-                });
-            }
-        }
-    }
-    let incremental = match &source.incremental {
-        Some(column) => Some(incremental_index(&statement, column, name)?),
-        None => None,
-    };
-    let failed = |rows: u64, reason: String| QueryError::Failed {
-        name: name.clone(),
-        rows,
-        reason,
-    };
-    let names: Vec<String> = statement
-        .columns()
-        .iter()
-        .map(|column| column.name().to_string())
-        .collect();
-    let mut writer =
-        SnapshotWriter::create(path, &names).map_err(|error| failed(0, snapshot_error(&error)))?;
-    let parameters: Vec<TextParameter> = if statement.params().is_empty() {
-        Vec::new()
-    } else {
-        vec![TextParameter(bound)]
-    };
-    let rows = match client.query_raw(&statement, parameters.iter()).await {
-        Ok(rows) => rows,
-        Err(error) => {
-            writer.abandon();
-            return Err(QueryError::Query {
-                name: name.clone(),
-                reason: format!("failed: {}", explain(&error)),
-            });
-        }
-    };
-    pin_mut!(rows);
-    let zone = source.timezone;
-    let mut highest: Option<(Order, String)> = None;
-    loop {
-        let row = tokio::select! {
-            row = rows.next() => row,
-            () = cancel.cancelled() => {
-                writer.abandon();
-                return Err(QueryError::Interrupted);
-            }
-        };
-        let row = match row {
-            None => break,
-            Some(Ok(row)) => row,
-            Some(Err(error)) => {
-                let read = writer.rows();
-                writer.abandon();
-                return Err(failed(read, explain(&error)));
-            }
-        };
-        let mut cells = writer.row();
-        for (index, kind) in kinds.iter().enumerate() {
-            let value = row.try_get::<_, Option<Raw<'_>>>(index);
-            match value {
-                Ok(Some(Raw(bytes))) => kind.write(bytes, zone, &mut cells),
-                Ok(None) => cells.null(),
-                Err(error) => {
-                    let read = writer.rows();
-                    writer.abandon();
-                    return Err(failed(read, explain(&error)));
-                }
-            }
-        }
-        if let Err(error) = cells.end() {
-            let read = writer.rows();
-            writer.abandon();
-            return Err(failed(read, snapshot_error(&error)));
-        }
-        if let Some((index, kind)) = incremental
-            && let Ok(Some(Raw(bytes))) = row.try_get::<_, Option<Raw<'_>>>(index)
-            && let Some((order, text)) = kind.order(bytes)
-            && highest.as_ref().is_none_or(|(top, _)| order.above(top))
-        {
-            highest = Some((order, text));
-        }
-    }
-    let read = writer.rows();
-    writer
-        .finish(highest.map(|(_, text)| text))
-        .map_err(|error| failed(read, snapshot_error(&error)))
-}
-
-async fn connect(database: &Database) -> Result<Client, QueryError> {
-    let refused = |reason: String| QueryError::Connect {
-        name: database.name.clone(),
-        url: database.shown(),
-        reason,
-    };
-    if database.url.expose().is_empty() {
-        return Err(refused(
-            "its URL is not known here (an environment variable it names is not set)".into(),
-        ));
-    }
-    let settings = pg::settings(database.url.expose()).map_err(refused)?;
-    pg::connect(&settings, &database.name)
-        .await
-        .map_err(refused)
-}
-
-async fn prepare(client: &Client, source: &QuerySource) -> Result<Statement, QueryError> {
-    let statement = client
-        .prepare(&source.query)
-        .await
-        .map_err(|error| QueryError::Query {
-            name: source.database.name.clone(),
-            reason: format!("is not valid: {}", explain(&error)),
-        })?;
-    if statement.params().len() > 1 {
-        return Err(QueryError::Query {
-            name: source.database.name.clone(),
-            reason: format!(
-                "has {} parameters; it may have one, `$1`, with `incremental`",
-                statement.params().len()
-            ),
-        });
-    }
-    if !statement.params().is_empty() && source.incremental.is_none() {
-        return Err(QueryError::Query {
-            name: source.database.name.clone(),
-            reason: "uses `$1`, which only an `incremental` source binds".into(),
-        });
-    }
-    // A record has one value per name: a second column of a name would replace the first.
-    let columns = statement.columns();
-    if let Some(twice) = columns
-        .iter()
-        .enumerate()
-        .find(|(at, column)| {
-            columns[..*at]
-                .iter()
-                .any(|earlier| earlier.name() == column.name())
-        })
-        .map(|(_, column)| column.name())
-    {
-        return Err(QueryError::Query {
-            name: source.database.name.clone(),
-            reason: format!(
-                "returns the column `{twice}` more than once; give each column a name of its own (`... AS other_name`)"
-            ),
-        });
-    }
-    Ok(statement)
-}
-
-/// The index and kind of the incremental column in the result.
-fn incremental_index(
-    statement: &Statement,
-    column: &str,
-    name: &str,
-) -> Result<(usize, Kind), QueryError> {
-    let found = statement
-        .columns()
-        .iter()
-        .enumerate()
-        .find(|(_, c)| c.name() == column);
-    let Some((index, found)) = found else {
-        return Err(QueryError::Query {
-            name: name.to_string(),
-            reason: format!("does not return the incremental column `{column}`"),
-        });
-    };
-    match Kind::of(found.type_()).filter(|kind| kind.orders()) {
-        Some(kind) => Ok((index, kind)),
-        None => Err(QueryError::Query {
-            name: name.to_string(),
-            reason: format!(
-                "returns the incremental column `{column}` as `{}`; it must be a number, a date, a timestamp or text",
-                found.type_().name()
-            ),
-        }),
-    }
-}
-
-/// A value in PostgreSQL's binary format, decoded by [`Kind`].
-struct Raw<'a>(&'a [u8]);
-
-impl<'a> FromSql<'a> for Raw<'a> {
-    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(Raw(raw))
-    }
-
-    fn accepts(_: &Type) -> bool {
-        true
-    }
-}
-
-/// `$1`, sent as text so that the server reads it as whatever type the query gives it.
-#[derive(Debug)]
-struct TextParameter(Option<String>);
-
-impl ToSql for TextParameter {
-    fn to_sql(
-        &self,
-        _: &Type,
-        out: &mut bytes::BytesMut,
-    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        match &self.0 {
-            Some(text) => {
-                out.extend_from_slice(text.as_bytes());
-                Ok(IsNull::No)
-            }
-            None => Ok(IsNull::Yes),
-        }
-    }
-
-    fn accepts(_: &Type) -> bool {
-        true
-    }
-
-    fn encode_format(&self, _: &Type) -> Format {
-        Format::Text
-    }
-
-    to_sql_checked!();
-}
+use super::*;
 
 /// The column types tapline sends, by how their binary form is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     Bool,
     Int2,
     Int4,
@@ -300,7 +25,7 @@ enum Kind {
 }
 
 impl Kind {
-    fn of(ty: &Type) -> Option<Kind> {
+    pub(super) fn of(ty: &Type) -> Option<Kind> {
         Some(match *ty {
             Type::BOOL => Kind::Bool,
             Type::INT2 => Kind::Int2,
@@ -324,7 +49,7 @@ impl Kind {
     }
 
     /// Whether its values have an order, so it can be an incremental column.
-    fn orders(self) -> bool {
+    pub(super) fn orders(self) -> bool {
         !matches!(
             self,
             Kind::Bool | Kind::Json | Kind::Jsonb | Kind::TextArray
@@ -334,7 +59,7 @@ impl Kind {
     /// Writes a value as the cell CleverTap wants, exactly; a value tapline cannot send as
     /// it is (an infinite date, a two-dimensional array, a number JSON would change) is
     /// refused, naming its type, and the row becomes an invalid record.
-    fn write(self, raw: &[u8], zone: chrono_tz::Tz, cells: &mut Cells<'_>) {
+    pub(super) fn write(self, raw: &[u8], zone: chrono_tz::Tz, cells: &mut Cells<'_>) {
         if raw.len() > exact::MAX_VALUE_BYTES {
             return cells.refused(&exact::too_long(raw.len()));
         }
@@ -414,7 +139,7 @@ impl Kind {
 
     /// The value's place in the column's order and its text as `$1`; `None` for NULL-like
     /// values (infinity).
-    fn order(self, raw: &[u8]) -> Option<(Order, String)> {
+    pub(super) fn order(self, raw: &[u8]) -> Option<(Order, String)> {
         Some(match self {
             Kind::Int2 | Kind::Int4 | Kind::Int8 => {
                 let value = integer(raw)?;
@@ -458,14 +183,14 @@ impl Kind {
 
 /// A value's place in its column's order.
 #[derive(Debug, Clone, PartialEq)]
-enum Order {
+pub(super) enum Order {
     Integer(i64),
     Float(f64),
     Text(String),
 }
 
 impl Order {
-    fn above(&self, other: &Order) -> bool {
+    pub(super) fn above(&self, other: &Order) -> bool {
         match (self, other) {
             (Order::Integer(a), Order::Integer(b)) => a > b,
             (Order::Float(a), Order::Float(b)) => a > b,
