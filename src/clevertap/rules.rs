@@ -5,6 +5,10 @@
 //! `tapline replay`, through `clevertap::records`) judges records by them as CleverTap does.
 //! Sources are named as in docs/clevertap-api.md: [DOC] a developer.clevertap.com page,
 //! [REC] a recorded real response, [CT-CODE] CleverTap's own code.
+//!
+//! Kept in one file though it is long: the table is read as one list (by `tapline rules`,
+//! by the tests that hold each rule to its page, and by whoever checks it against
+//! CleverTap's docs), and the checks beside it are the table's own.
 
 /// One of CleverTap's rules for records.
 #[derive(Debug, PartialEq, Eq)]

@@ -3,6 +3,9 @@
 //! Their `///` docs become the JSON Schema (`tapline schema`) that editors show, so they are
 //! written for the person editing a pipeline. Nothing here is validated beyond its shape;
 //! [`super::validate`] turns these into the checked model in [`super::model`].
+//!
+//! Kept in one file though it is long: it is the file format, read top to bottom as
+//! `docs/pipeline-reference.md` is, and most of it is documentation.
 
 use std::collections::BTreeMap;
 
