@@ -140,6 +140,96 @@ pub fn on_a_terminal(dir: &Path, args: &str) -> String {
     stdout(&output)
 }
 
+/// `tapline` with these arguments in a folder, run and checked in one expression, as
+/// ripgrep's and just's tests do: `Tapline::new(dir).args(["validate", "p.yaml"]).env(...)
+/// .run().code(2).stderr()`.
+pub struct Tapline {
+    dir: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Tapline {
+    pub fn new(dir: &Path) -> Self {
+        Tapline {
+            dir: dir.to_path_buf(),
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn args<'a>(mut self, args: impl IntoIterator<Item = &'a str>) -> Self {
+        self.args.extend(args.into_iter().map(str::to_string));
+        self
+    }
+
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn run(self) -> Ran {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        Ran {
+            output: tapline_with_env(&self.dir, &args, &env),
+            command: self.args.join(" "),
+        }
+    }
+}
+
+/// What a [`Tapline`] run did.
+pub struct Ran {
+    pub output: Output,
+    command: String,
+}
+
+impl Ran {
+    /// Asserts the exit code, showing what the command printed when it differs.
+    #[track_caller]
+    pub fn code(self, expected: i32) -> Self {
+        assert_eq!(
+            self.output.status.code(),
+            Some(expected),
+            "`tapline {}`\nstdout:\n{}\nstderr:\n{}",
+            self.command,
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+
+    pub fn stdout(&self) -> String {
+        stdout(&self.output)
+    }
+
+    pub fn stderr(&self) -> String {
+        stderr(&self.output)
+    }
+
+    /// The one `--json` summary line.
+    pub fn summary(&self) -> Value {
+        summary(&self.output)
+    }
+}
+
+/// Settings for `insta` snapshots of what tapline prints: the parts that differ from run to
+/// run (run IDs, times, rates, temporary folders) replaced by fixed words.
+pub fn stable_output() -> insta::Settings {
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(r"\d{8}T\d{6}Z-[0-9a-f]{4}", "[RUN_ID]");
+    settings.add_filter(r"\d+\.\d+ s\b", "[SECONDS] s");
+    settings.add_filter(r"\d+ records/s", "[RATE] records/s");
+    settings.add_filter(r"/tmp/\.tmp[A-Za-z0-9]+", "[TMP]");
+    settings.add_filter(r"http://127\.0\.0\.1:\d+", "http://127.0.0.1:[PORT]");
+    settings.set_prepend_module_to_snapshot(false);
+    settings
+}
+
 /// Runs the real binary in `dir`.
 pub fn tapline(dir: &Path, args: &[&str]) -> Output {
     tapline_with_env(dir, args, &[])

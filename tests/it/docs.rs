@@ -153,40 +153,35 @@ fn the_guides_postgres_example_validates_and_sends() {
         "pipelines/vip.yaml",
         pipeline.replace("crm.users", &format!("{}.users", database.schema)),
     );
-    let env = [("WAREHOUSE_URL", database.url.as_str())];
-    let output = tapline_with_env(workspace.dir.path(), &["validate", "pipelines"], &env);
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    let output = tapline_with_env(
-        workspace.dir.path(),
-        &["run", "pipelines/vip.yaml", "--json"],
-        &env,
-    );
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    assert_eq!(summary(&output)["records"]["accepted"], 1);
+    let tapline = || Tapline::new(workspace.dir.path()).env("WAREHOUSE_URL", &database.url);
+    tapline().args(["validate", "pipelines"]).run().code(0);
+    let summary = tapline()
+        .args(["run", "pipelines/vip.yaml", "--json"])
+        .run()
+        .code(0)
+        .summary();
+    assert_eq!(summary["records"]["accepted"], 1);
     // The incremental column is sent, under the name the query gives it.
     let profile = &profiles_by_identity(&sandbox)["u1"];
     assert_eq!(profile["Plan"], "gold", "{profile}");
     assert_eq!(profile["Updated At"], "$D_1793527200", "{profile}");
     // The next run reads only what is newer: nothing.
-    let output = tapline_with_env(
-        workspace.dir.path(),
-        &["run", "pipelines/vip.yaml", "--json"],
-        &env,
-    );
-    assert_eq!(
-        summary(&output)["records"]["read"],
-        0,
-        "{}",
-        stdout(&output)
-    );
+    let summary = tapline()
+        .args(["run", "pipelines/vip.yaml", "--json"])
+        .run()
+        .summary();
+    assert_eq!(summary["records"]["read"], 0, "{summary}");
 }
 
 #[test]
 fn the_pipeline_reference_is_current() {
-    let output = tapline(root(), &["schema", "--markdown"]);
-    assert_eq!(output.status.code(), Some(0));
+    let written = Tapline::new(root())
+        .args(["schema", "--markdown"])
+        .run()
+        .code(0)
+        .stdout();
     assert_eq!(
-        stdout(&output),
+        written,
         read("docs/pipeline-reference.md"),
         "docs/pipeline-reference.md is stale: run `cargo run -- schema --markdown > docs/pipeline-reference.md`"
     );

@@ -544,9 +544,11 @@ fn a_certificate_that_cannot_be_trusted_stops_the_run_at_once_naming_the_host() 
     let workspace = Workspace::new();
     let endpoint = sandbox.sandbox.base_url().replace("http://", "https://");
     pipeline_to(&workspace, &endpoint);
-    let output = tapline(workspace.dir.path(), &["run", "p.yaml", "--json"]);
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    let summary = summary(&output);
+    let summary = Tapline::new(workspace.dir.path())
+        .args(["run", "p.yaml", "--json"])
+        .run()
+        .code(1)
+        .summary();
     assert_eq!(summary["requests"], 1, "not retried: {summary}");
     let stopped = summary["stop_reason"].as_str().unwrap();
     assert!(
@@ -567,14 +569,16 @@ fn a_refused_connection_is_retried_visibly_then_given_up_within_its_patience() {
         .port();
     let workspace = Workspace::new();
     pipeline_to(&workspace, &format!("http://127.0.0.1:{port}"));
-    let output = tapline(workspace.dir.path(), &["run", "p.yaml", "--json"]);
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    let log = stderr(&output);
+    let ran = Tapline::new(workspace.dir.path())
+        .args(["run", "p.yaml", "--json"])
+        .run()
+        .code(1);
+    let log = ran.stderr();
     assert!(
         log.contains("retrying (attempt 2 of 10): cannot connect to 127.0.0.1: Connection refused"),
         "{log}"
     );
-    let summary = summary(&output);
+    let summary = ran.summary();
     // The back-off's ceiling doubles from 250 ms: within the 15 s of patience there is
     // room for 6 or 7 attempts, never the 10 of a server that answers 503.
     let requests = summary["requests"].as_u64().unwrap();
@@ -605,9 +609,11 @@ fn a_host_name_that_does_not_exist_is_not_retried() {
     }
     let workspace = Workspace::new();
     pipeline_to(&workspace, "https://tapline-test.invalid");
-    let output = tapline(workspace.dir.path(), &["run", "p.yaml", "--json"]);
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    let summary = summary(&output);
+    let summary = Tapline::new(workspace.dir.path())
+        .args(["run", "p.yaml", "--json"])
+        .run()
+        .code(1)
+        .summary();
     assert_eq!(summary["requests"], 1, "{summary}");
     let stopped = summary["stop_reason"].as_str().unwrap();
     assert!(

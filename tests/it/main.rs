@@ -19,6 +19,7 @@ mod output;
 mod parquet;
 mod postgres;
 mod postgres_tls;
+mod printed;
 mod reliability;
 mod run;
 mod sandbox;
