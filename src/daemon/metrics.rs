@@ -7,6 +7,7 @@ use std::fmt::Write;
 use std::sync::Mutex;
 
 use crate::engine::{AccountBudgets, RunSummary};
+use crate::outcome::RunStatus;
 
 /// Counters the daemon keeps. Shared with the HTTP server.
 #[derive(Default)]
@@ -18,7 +19,7 @@ pub struct Metrics {
 #[derive(Default)]
 struct Counters {
     /// Runs by (pipeline, status).
-    runs: BTreeMap<(String, &'static str), u64>,
+    runs: BTreeMap<(String, RunStatus), u64>,
     /// Records by (pipeline, outcome).
     records: BTreeMap<(String, &'static str), u64>,
     requests: BTreeMap<String, u64>,
@@ -50,16 +51,10 @@ impl Metrics {
         let pipeline = summary.pipeline.clone();
         *counters
             .runs
-            .entry((pipeline.clone(), summary.status().as_str()))
+            .entry((pipeline.clone(), summary.status()))
             .or_default() += 1;
         let counts = summary.counts;
-        for (outcome, count) in [
-            ("accepted", counts.accepted),
-            ("skipped", counts.skipped),
-            ("rejected", counts.rejected),
-            ("failed", counts.failed),
-            ("unchanged", counts.unchanged),
-        ] {
+        for (outcome, count) in counts.by_ending() {
             *counters
                 .records
                 .entry((pipeline.clone(), outcome))

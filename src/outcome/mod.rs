@@ -111,6 +111,19 @@ fn is_zero(count: &u64) -> bool {
 }
 
 impl Counts {
+    /// Each way a record can end with its count, named as `--json` and the history name
+    /// it (and the daemon's metrics label it): `accepted`, `unchanged`, `skipped`,
+    /// `rejected`, `failed`.
+    pub fn by_ending(&self) -> [(&'static str, u64); 5] {
+        [
+            ("accepted", self.accepted),
+            ("unchanged", self.unchanged),
+            ("skipped", self.skipped),
+            ("rejected", self.rejected),
+            ("failed", self.failed),
+        ]
+    }
+
     /// Adds `count` records that ended in `outcome`.
     pub fn add(&mut self, outcome: Outcome, count: u64) {
         match outcome {
@@ -166,7 +179,7 @@ impl Reasons {
 }
 
 /// How a run ended (or that it has not), as `--json`, the history and notifications say it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     /// Still going, or killed before it could say otherwise.
@@ -281,6 +294,22 @@ impl FromStr for Trigger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_endings_are_named_as_the_json_names_the_counts() {
+        let counts = Counts {
+            read: 15,
+            accepted: 1,
+            unchanged: 2,
+            skipped: 3,
+            rejected: 4,
+            failed: 5,
+        };
+        let json = serde_json::to_value(counts).unwrap();
+        for (name, count) in counts.by_ending() {
+            assert_eq!(json[name], count, "{name}");
+        }
+    }
 
     #[test]
     fn triggers_read_back_as_written() {
