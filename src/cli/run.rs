@@ -14,7 +14,7 @@ use super::terminal::{self, outln};
 use super::{Exit, RunArgs, folder_of, load_all, printed, runtime, spawn_signal_handler};
 use crate::clevertap::Client;
 use crate::config::{Credentials, Pipeline, Secret};
-use crate::engine::{BatchReport, Delivery, Observer};
+use crate::engine::{BatchReport, Delivery, NotRecorded, Observer};
 use crate::outcome::{Counts, Settled};
 use crate::runner::{self, Bookkeeping, DeliveredBefore, Resume};
 use crate::sandbox::{Sandbox, SandboxConfig};
@@ -319,7 +319,7 @@ impl Progress {
 }
 
 impl Observer for Progress {
-    fn batch_settled(&mut self, _report: &BatchReport, counts: &Counts) -> Result<(), String> {
+    fn batch_settled(&mut self, _report: &BatchReport, counts: &Counts) -> Result<(), NotRecorded> {
         self.show(counts);
         Ok(())
     }

@@ -121,7 +121,7 @@ impl Ledger {
             return;
         }
         if let Err(error) = observer.batch_settled(report, &self.counts) {
-            self.stop(StopReason::StateFailed(error));
+            self.stop(StopReason::StateFailed(error.to_string()));
         }
         self.check_budget(Judged::SoFar);
     }

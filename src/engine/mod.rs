@@ -110,11 +110,21 @@ pub struct RunOptions {
     pub changes: Option<ChangeDetection>,
 }
 
+/// Why an observer could not record a settled batch (its checkpoint could not be written):
+/// the run stops, since going on could send records twice later.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct NotRecorded(pub Box<dyn std::error::Error + Send + Sync>);
+
 /// Hears about a run as it goes: the progress display and the checkpoints.
 pub trait Observer: Send {
     /// A batch has settled (every record in it has its outcome, and the rejects file has
     /// them). An error (progress could not be recorded) stops the run.
-    fn batch_settled(&mut self, _report: &BatchReport, _counts: &Counts) -> Result<(), String> {
+    fn batch_settled(
+        &mut self,
+        _report: &BatchReport,
+        _counts: &Counts,
+    ) -> Result<(), NotRecorded> {
         Ok(())
     }
     /// A record was skipped before sending.

@@ -4,7 +4,7 @@
 //! everything on to the progress display.
 
 use crate::changes::RecordFingerprint;
-use crate::engine::{BatchReport, Observer};
+use crate::engine::{BatchReport, NotRecorded, Observer};
 use crate::outcome::{Counts, Outcome, Settled, SettledLines};
 use crate::state::{Accepted, CheckpointKey, FirstError, StateError, StateStore};
 
@@ -73,7 +73,7 @@ impl Checkpointer<'_> {
 }
 
 impl Observer for Checkpointer<'_> {
-    fn batch_settled(&mut self, report: &BatchReport, counts: &Counts) -> Result<(), String> {
+    fn batch_settled(&mut self, report: &BatchReport, counts: &Counts) -> Result<(), NotRecorded> {
         for settled in &report.settled {
             self.note(settled);
         }
@@ -86,7 +86,7 @@ impl Observer for Checkpointer<'_> {
         self.unwritten_batches += 1;
         if self.unwritten_batches >= self.batches_per_write {
             self.write_pending(counts)
-                .map_err(|error| error.to_string())?;
+                .map_err(|error| NotRecorded(Box::new(error)))?;
         }
         self.progress.batch_settled(report, counts)
     }
@@ -135,7 +135,7 @@ impl<'a> ErrorNotes<'a> {
 }
 
 impl Observer for ErrorNotes<'_> {
-    fn batch_settled(&mut self, report: &BatchReport, counts: &Counts) -> Result<(), String> {
+    fn batch_settled(&mut self, report: &BatchReport, counts: &Counts) -> Result<(), NotRecorded> {
         for settled in &report.settled {
             self.note(settled);
         }
