@@ -8,7 +8,8 @@ use serde_json::Value;
 use crate::clevertap::rules::{self, Violation};
 
 /// The kind of a valid record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RecordKind {
     /// `type: profile`.
     Profile,

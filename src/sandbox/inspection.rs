@@ -1,6 +1,7 @@
 //! What the sandbox saw, for tests and people: counts, records, profiles, and a reset.
 
 use super::*;
+use crate::clevertap::records::RecordKind;
 
 pub(super) fn snapshot(shared: &Shared) -> Inspection {
     let store = shared.store();
@@ -26,8 +27,9 @@ pub(super) async fn inspect(State(shared): State<Arc<Shared>>) -> Json<Inspectio
 
 #[derive(Deserialize)]
 pub(super) struct RecordsQuery {
+    /// `?type=profile`, `event` or `token` (anything else is refused).
     #[serde(rename = "type")]
-    kind: Option<String>,
+    kind: Option<RecordKind>,
 }
 
 pub(super) async fn records(
@@ -35,7 +37,7 @@ pub(super) async fn records(
     Query(query): Query<RecordsQuery>,
 ) -> Json<Vec<Value>> {
     let store = shared.store();
-    let wanted = query.kind.as_deref();
+    let wanted = query.kind.map(RecordKind::name);
     Json(
         store
             .records

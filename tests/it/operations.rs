@@ -210,6 +210,26 @@ fn delete_profiles_sends_one_kind_per_request_100_at_most_within_its_concurrency
         .filter_map(|record| record["identity"].as_str())
         .collect();
     assert_eq!(left, ["p-250", "p-251", "p-252", "p-253", "p-254", "p-250"]);
+    // By kind: CleverTap's record types, and nothing else.
+    let events = sandbox_get(&sandbox, "/_sandbox/records?type=event");
+    assert!(
+        events
+            .as_array()
+            .expect("records")
+            .iter()
+            .all(|record| record["type"] == "event"),
+        "{events}"
+    );
+    let status = sandbox.block_on(async {
+        reqwest::get(format!(
+            "{}/_sandbox/records?type=profiles",
+            sandbox.sandbox.base_url()
+        ))
+        .await
+        .expect("the sandbox answers")
+        .status()
+    });
+    assert_eq!(status, 400);
     assert_eq!(
         sandbox_get(&sandbox, "/_sandbox/profiles?identity=p-3"),
         json!([])
