@@ -209,6 +209,9 @@ fn warn_of_templates_that_always_change(
     }
 }
 
+/// Builds the checked pipeline from a file's sections, reporting every problem of every
+/// section. Long, and better whole: each section is read without stopping at a broken one,
+/// and only the end (`?`) gives up, so the checks across sections sit between the two.
 fn build(
     file: &Path,
     root: &Node,
@@ -218,26 +221,7 @@ fn build(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Pipeline> {
     let folder = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    let stem = file.file_stem().unwrap_or_default();
-    let name = match stem.to_str() {
-        Some(name) if crate::clevertap::rules::control_character(name).is_none() => {
-            name.to_string()
-        }
-        _ => {
-            // Two such names would collapse into one, and share checkpoints and history.
-            diagnostics.push(
-                Diagnostic::error(
-                    file,
-                    None,
-                    format!(
-                        "the file name {stem:?} is not plain UTF-8 text, and a pipeline's name is its file name"
-                    ),
-                )
-                .with_hint("rename the file with letters, digits, `-` and `_`"),
-            );
-            return None;
-        }
-    };
+    let name = pipeline_name(file, diagnostics)?;
 
     let connection = sections
         .get::<ConnectionRef>("connection")
@@ -272,22 +256,8 @@ fn build(
             uploader_email: list.uploader_email.trim().to_string(),
             mode: list.segment_mode.unwrap_or(SegmentMode::Create),
         });
-    // CleverTap refuses to create a segment that exists: a scheduled `create` fails from its
-    // second run (docs/clevertap-api.md, second audit, 3).
-    if let (Some(list), Some(Some(Some(_)))) = (&custom_list, &schedule)
-        && list.mode == SegmentMode::Create
-    {
-        diagnostics.push(
-            Diagnostic::warning(
-                file,
-                Some(root.locate("/target/custom_list")),
-                format!(
-                    "custom list `{}` is created on a schedule: CleverTap refuses to create a segment that exists, so every run after the first fails",
-                    list.name
-                ),
-            )
-            .with_hint("create it once (a pipeline without `schedule`, or the dashboard), and schedule `segment_mode: update`"),
-        );
+    if let (Some(list), Some(Some(Some(_)))) = (&custom_list, &schedule) {
+        warn_of_a_scheduled_create(file, root, list, diagnostics);
     }
     // Each section is read without stopping at a broken one (no `?` until the end), so one
     // run of `validate` reports the problems of every section at once.
@@ -346,14 +316,7 @@ fn build(
             ),
         ] {
             if given {
-                diagnostics.push(
-                    Diagnostic::error(
-                        file,
-                        Some(root.locate_key("", field)),
-                        format!("`{field}` needs `skip_invalid_records: true`: without it the run stops at the first invalid record"),
-                    )
-                    .with_hint("add `skip_invalid_records: true`, or remove the limit"),
-                );
+                limit_without_skipping(file, root, field, diagnostics);
             }
         }
     }
@@ -384,18 +347,8 @@ fn build(
     };
     let output = output?.map(|(mapping, _)| mapping);
     let mut source = source?;
-    // A Parquet file decodes only the columns the output mapping reads.
-    if let (Source::File(file_source), Some(output)) = (&mut source, &output)
-        && file_source.format == SourceFormat::Parquet
-        && !output.export_all_columns
-    {
-        let mut read: Vec<String> = output.columns.iter().map(|c| c.source.clone()).collect();
-        for string in &output.strings {
-            read.extend(string.template.columns().map(String::from));
-        }
-        read.sort();
-        read.dedup();
-        file_source.projection = Some(read);
+    if let (Source::File(file_source), Some(output)) = (&mut source, &output) {
+        project_parquet_columns(file_source, output);
     }
     Some(Pipeline {
         name,
@@ -417,4 +370,87 @@ fn build(
         trigger: trigger?.unwrap_or(TriggerKind::Schedule),
         notifications: notifications??,
     })
+}
+
+/// The pipeline's name: its file name without `.yaml`, if that is plain text.
+fn pipeline_name(file: &Path, diagnostics: &mut Vec<Diagnostic>) -> Option<String> {
+    let stem = file.file_stem().unwrap_or_default();
+    match stem.to_str() {
+        Some(name) if crate::clevertap::rules::control_character(name).is_none() => {
+            Some(name.to_string())
+        }
+        _ => {
+            // Two such names would collapse into one, and share checkpoints and history.
+            diagnostics.push(
+                Diagnostic::error(
+                    file,
+                    None,
+                    format!(
+                        "the file name {stem:?} is not plain UTF-8 text, and a pipeline's name is its file name"
+                    ),
+                )
+                .with_hint("rename the file with letters, digits, `-` and `_`"),
+            );
+            None
+        }
+    }
+}
+
+/// CleverTap refuses to create a segment that exists: a scheduled `create` fails from its
+/// second run (docs/clevertap-api.md, second audit, 3).
+fn warn_of_a_scheduled_create(
+    file: &Path,
+    root: &Node,
+    list: &CustomList,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    if list.mode != SegmentMode::Create {
+        return;
+    }
+    diagnostics.push(
+        Diagnostic::warning(
+            file,
+            Some(root.locate("/target/custom_list")),
+            format!(
+                "custom list `{}` is created on a schedule: CleverTap refuses to create a segment that exists, so every run after the first fails",
+                list.name
+            ),
+        )
+        .with_hint("create it once (a pipeline without `schedule`, or the dashboard), and schedule `segment_mode: update`"),
+    );
+}
+
+/// An error budget (`field`) given to a pipeline that stops at the first invalid record.
+fn limit_without_skipping(
+    file: &Path,
+    root: &Node,
+    field: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    diagnostics.push(
+        Diagnostic::error(
+            file,
+            Some(root.locate_key("", field)),
+            format!("`{field}` needs `skip_invalid_records: true`: without it the run stops at the first invalid record"),
+        )
+        .with_hint("add `skip_invalid_records: true`, or remove the limit"),
+    );
+}
+
+/// A Parquet file decodes only the columns the output mapping reads, when it sends only
+/// those.
+fn project_parquet_columns(
+    source: &mut crate::config::model::FileSource,
+    output: &crate::config::model::OutputMapping,
+) {
+    if source.format != SourceFormat::Parquet || output.export_all_columns {
+        return;
+    }
+    let mut read: Vec<String> = output.columns.iter().map(|c| c.source.clone()).collect();
+    for string in &output.strings {
+        read.extend(string.template.columns().map(String::from));
+    }
+    read.sort();
+    read.dedup();
+    source.projection = Some(read);
 }
