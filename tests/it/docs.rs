@@ -250,3 +250,27 @@ fn every_link_between_the_documents_lands_on_a_heading() {
     }
     assert!(checked > 30, "{checked}");
 }
+
+#[test]
+fn the_guides_annotated_pipeline_validates_with_its_connections() {
+    let guide = read("docs/guide.md");
+    let blocks = blocks_under(&guide, "## Pipelines", "yaml");
+    let (pipeline, connections) = (&blocks[0], &blocks[1]);
+    assert!(pipeline.contains("schedule:") && connections.starts_with("prod:"));
+    let workspace = Workspace::new();
+    workspace.write("pipelines/guide.yaml", pipeline);
+    workspace.write("pipelines/connections.yaml", connections);
+    workspace.write(
+        "pipelines/data/vip_users.csv",
+        read("pipelines/data/vip_users.csv"),
+    );
+    let report = Tapline::new(workspace.dir.path())
+        .args(["validate", "pipelines", "--strict"])
+        .env("CLEVERTAP_ACCOUNT_ID", "TEST-123")
+        .env("CLEVERTAP_PASSCODE", "p")
+        .env("TAPLINE_WEBHOOK_SECRET", "s")
+        .run()
+        .code(0)
+        .stdout();
+    assert!(report.contains("ok  pipelines/guide.yaml"), "{report}");
+}
