@@ -32,17 +32,11 @@ pub(super) struct Checkpointer<'a> {
     pub(super) batches_per_write: usize,
     /// Settled batches in `pending`.
     pub(super) unwritten_batches: usize,
-    pub(super) first_errors: Vec<FirstError>,
-    pub(super) progress: &'a mut dyn Observer,
+    /// The first problems, kept as everything is passed on to the progress display.
+    pub(super) notes: ErrorNotes<'a>,
 }
 
 impl Checkpointer<'_> {
-    fn note(&mut self, settled: &Settled) {
-        if self.first_errors.len() < FIRST_ERRORS {
-            self.first_errors.push(FirstError::of(settled));
-        }
-    }
-
     /// Writes the settled lines waiting to be written, with the run's counts.
     fn write_pending(&mut self, counts: &Counts) -> Result<(), StateError> {
         if self.recording && !self.pending.is_empty() {
@@ -74,9 +68,8 @@ impl Checkpointer<'_> {
 
 impl Observer for Checkpointer<'_> {
     fn batch_settled(&mut self, report: &BatchReport, counts: &Counts) -> Result<(), NotRecorded> {
-        for settled in &report.settled {
-            self.note(settled);
-        }
+        // Its problems are kept for the history even when the checkpoint cannot be written.
+        let shown = self.notes.batch_settled(report, counts);
         // A batch is settled unless it was not delivered (then all of it failed).
         let delivered = !report.settled.iter().any(|s| s.outcome == Outcome::Failed);
         if delivered && report.records > 0 {
@@ -88,32 +81,35 @@ impl Observer for Checkpointer<'_> {
             self.write_pending(counts)
                 .map_err(|error| NotRecorded(Box::new(error)))?;
         }
-        self.progress.batch_settled(report, counts)
+        shown
     }
 
     fn record_skipped(&mut self, settled: &Settled, counts: &Counts) {
-        self.note(settled);
         self.pending.push((settled.line, settled.line));
-        self.progress.record_skipped(settled, counts);
+        self.notes.record_skipped(settled, counts);
     }
 
     fn records_unchanged(&mut self, ranges: &[(u64, u64)], counts: &Counts) {
         self.pending.extend_from_slice(ranges);
-        self.progress.records_unchanged(ranges, counts);
+        self.notes.records_unchanged(ranges, counts);
     }
 
     fn record_failed(&mut self, settled: &Settled) {
-        self.note(settled);
-        self.progress.record_failed(settled);
+        self.notes.record_failed(settled);
     }
 
     fn source_opened(&mut self, progress: &crate::source::ReadProgress) {
-        self.progress.source_opened(progress);
+        self.notes.source_opened(progress);
+    }
+
+    fn query_started(&mut self, database: &str) {
+        self.notes.query_started(database);
     }
 }
 
-/// Keeps the first problems of a run that has no checkpoint (one sent to the built-in
-/// sandbox), for its history entry; passes everything on to the progress display.
+/// Keeps the first problems of a run for its history entry (and notifications), and passes
+/// everything on to the progress display: on its own for a run without a checkpoint (one
+/// sent to the built-in sandbox), inside the [`Checkpointer`] otherwise.
 pub(super) struct ErrorNotes<'a> {
     pub(super) first_errors: Vec<FirstError>,
     progress: &'a mut dyn Observer,

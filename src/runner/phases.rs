@@ -456,14 +456,13 @@ async fn deliver(
         fingerprints: Vec::new(),
         batches_per_write: batches_per_checkpoint(job.requests_in_flight()),
         unwritten_batches: 0,
-        first_errors: Vec::new(),
-        progress,
+        notes: ErrorNotes::new(progress),
     };
     let source = job.source.path.clone();
     let events = job.target == Target::Events;
     let mut summary = engine::run(job, options, &mut book, held.lease_lost.clone()).await;
     book.flush_pending(&summary.counts);
-    let first_errors = book.first_errors;
+    let first_errors = book.notes.first_errors;
     if matches!(pipeline.send, Send::Changes { .. }) {
         keep_fingerprints(&mut **store, start.fingerprints_key(), events);
     }
