@@ -9,7 +9,8 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::{CertificateError, DigitallySignedStruct, InconsistentKeys, SignatureScheme};
 
 use super::{NameCheck, RootCerts, Tls};
 
@@ -21,7 +22,7 @@ pub(super) fn client_config(tls: &Tls) -> Result<rustls::ClientConfig, String> {
         .with_safe_default_protocol_versions()
         .map_err(|error| format!("cannot set up TLS: {error}"))?;
     let verifier: Arc<dyn ServerCertVerifier> = match tls.checks() {
-        None => Arc::new(Unchecked(provider)),
+        None => Arc::new(Unchecked(Arc::clone(&provider))),
         Some(names) => {
             let full: Arc<dyn ServerCertVerifier> = match root_certs(tls)? {
                 RootCerts::System => Arc::new(
@@ -66,18 +67,45 @@ pub(super) fn client_config(tls: &Tls) -> Result<rustls::ClientConfig, String> {
     match &tls.client_cert {
         None => Ok(builder.with_no_client_auth()),
         Some((cert, key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
-                .map_err(|error| format!("cannot read `sslcert={}`: {error}", cert.display()))?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|error| format!("cannot read `sslkey={}`: {error}", key.display()))?;
-            builder.with_client_auth_cert(chain, key).map_err(|error| {
-                format!(
-                    "the client certificate `sslcert={}`: {error}",
-                    cert.display()
-                )
-            })
+            let client = client_certificate(cert, key, &provider)?;
+            Ok(builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(client))))
         }
+    }
+}
+
+/// The client certificate (`sslcert`) and its key (`sslkey`), read as libpq reads them: an
+/// X.509 version 1 certificate (what PostgreSQL's own recipe, `openssl x509 -req`, makes)
+/// is shown as it is and the server judges it; a key that is not the certificate's is refused.
+fn client_certificate(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<CertifiedKey, String> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+        .map_err(|error| format!("cannot read `sslcert={}`: {error}", cert.display()))?;
+    let signing_key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|error| format!("cannot read `sslkey={}`: {error}", key.display()))
+        .and_then(|der| {
+            provider
+                .key_provider
+                .load_private_key(der)
+                .map_err(|error| format!("the key `sslkey={}`: {error}", key.display()))
+        })?;
+    let certified = CertifiedKey::new(chain, signing_key);
+    match certified.keys_match() {
+        Err(rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => Err(format!(
+            "`sslkey={}` is not the key of the client certificate `sslcert={}`: give the key it was made with",
+            key.display(),
+            cert.display()
+        )),
+        Err(rustls::Error::NoCertificatesPresented) => Err(format!(
+            "`sslcert={}` holds no certificate (a PEM file with `-----BEGIN CERTIFICATE-----` is expected)",
+            cert.display()
+        )),
+        // Anything else (a version 1 certificate rustls will not parse, a key that cannot
+        // say its public half) is for the server to judge, as it is with libpq.
+        _ => Ok(certified),
     }
 }
 

@@ -37,15 +37,15 @@ fn server_certificate(database: &TestDatabase) -> Option<String> {
     file[0]["file"].as_str().map(String::from)
 }
 
-/// Runs a query pipeline reading from `database_url`: whether its connection was encrypted
-/// (the one profile's `Encrypted`), or the summary of a run that failed.
-fn encrypted(database_url: &str, sandbox: &TestSandbox) -> Result<bool, Value> {
+/// Runs a pipeline sending the one row `query` returns from `database_url`: the profile it
+/// made, or the summary of a run that failed.
+fn profile_from(database_url: &str, query: &str, sandbox: &TestSandbox) -> Result<Value, Value> {
     let workspace = Workspace::new();
     let (account, _) = sandbox.sandbox.credentials();
     workspace.write(
         "pipeline.yaml",
         format!(
-            "connection:\n  account_id: {account}\n  passcode_file: passcode.txt\n  endpoint: {}\nsource:\n  database: {{postgres: \"{database_url}\"}}\n  query: SELECT 'tls-' || pg_backend_pid() AS identity, ssl AS \"Encrypted\" FROM pg_stat_ssl WHERE pid = pg_backend_pid()\ntarget: {{entity: user_profiles}}\n",
+            "connection:\n  account_id: {account}\n  passcode_file: passcode.txt\n  endpoint: {}\nsource:\n  database: {{postgres: \"{database_url}\"}}\n  query: {query}\ntarget: {{entity: user_profiles}}\n",
             sandbox.sandbox.base_url()
         ),
     );
@@ -59,7 +59,32 @@ fn encrypted(database_url: &str, sandbox: &TestSandbox) -> Result<bool, Value> {
         .last()
         .expect("a profile")["identity"]
         .clone();
-    Ok(sandbox.sandbox.profile(identity.as_str().unwrap()).unwrap()["Encrypted"] == true)
+    Ok(Value::Object(
+        sandbox.sandbox.profile(identity.as_str().unwrap()).unwrap(),
+    ))
+}
+
+/// Whether a connection to `database_url` was encrypted, or the summary of a run that failed.
+fn encrypted(database_url: &str, sandbox: &TestSandbox) -> Result<bool, Value> {
+    let query = "SELECT 'tls-' || pg_backend_pid() AS identity, ssl AS \"Encrypted\" FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    profile_from(database_url, query, sandbox).map(|profile| profile["Encrypted"] == true)
+}
+
+/// The folder `.ci/run` fills with a CA the test server trusts (`ssl_ca_file`) and a
+/// certificate it signed for the role `tapline_cert`, which must show one (`hostssl ... cert`
+/// in `pg_hba.conf`): `client.crt` and `client.key`.
+fn client_ca() -> Option<std::path::PathBuf> {
+    match std::env::var_os("TAPLINE_TEST_POSTGRES_CLIENT_CA") {
+        Some(folder) => Some(folder.into()),
+        None => {
+            assert!(
+                std::env::var_os("TAPLINE_TEST_POSTGRES_REQUIRED").is_none(),
+                "TAPLINE_TEST_POSTGRES_CLIENT_CA is unset: run the tests through .ci/run, which sets up the client CA"
+            );
+            eprintln!("skipped: TAPLINE_TEST_POSTGRES_CLIENT_CA is unset (.ci/run sets it up)");
+            None
+        }
+    }
 }
 
 #[test]
@@ -199,5 +224,102 @@ fn the_shared_state_store_connects_as_libpq_does_and_validate_names_the_modes() 
         stderr(&output).contains("disable, allow, prefer, require, verify-ca, verify-full"),
         "{}",
         stderr(&output)
+    );
+}
+
+#[test]
+fn a_client_certificate_is_shown_to_a_server_that_asks_for_one() {
+    let Some(database) = TestDatabase::open() else {
+        return;
+    };
+    let Some(server_certificate) = server_certificate(&database) else {
+        return;
+    };
+    let Some(client_ca) = client_ca() else {
+        return;
+    };
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let as_cert_role = |host: &str, parameters: &str| {
+        url(&database, host, parameters).replacen("postgres@", "tapline_cert@", 1)
+    };
+    let (cert, key) = (client_ca.join("client.crt"), client_ca.join("client.key"));
+    let client = format!("sslcert={}&sslkey={}", cert.display(), key.display());
+    let who = "SELECT current_user AS identity, ssl AS \"Encrypted\" FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+
+    // The role may log in only with a certificate the server's CA signed: tapline shows it,
+    // with the server's own certificate checked or not.
+    let profile = profile_from(
+        &as_cert_role("127.0.0.1", &format!("sslmode=require&{client}")),
+        who,
+        &sandbox,
+    )
+    .unwrap_or_else(|summary| panic!("{summary}"));
+    assert_eq!(profile["Encrypted"], true, "{profile}");
+    assert!(
+        sandbox.sandbox.profile("tapline_cert").is_some(),
+        "{:?}",
+        sandbox.sandbox.records("profile")
+    );
+    profile_from(
+        &as_cert_role(
+            "localhost",
+            &format!("sslmode=verify-full&sslrootcert={server_certificate}&{client}"),
+        ),
+        who,
+        &sandbox,
+    )
+    .unwrap_or_else(|summary| panic!("{summary}"));
+
+    // Without it the server refuses, and the run says what the server said.
+    let refused =
+        profile_from(&as_cert_role("127.0.0.1", "sslmode=require"), who, &sandbox).unwrap_err();
+    let reason = refused["stop_reason"].to_string();
+    assert!(
+        reason.contains("requires a valid client certificate"),
+        "{reason}"
+    );
+
+    // A key that is not the certificate's is refused before the server is asked (the server's
+    // own certificate, a version 3 one, with the client's key).
+    let refused = profile_from(
+        &as_cert_role(
+            "127.0.0.1",
+            &format!(
+                "sslmode=require&sslcert={server_certificate}&sslkey={}",
+                key.display()
+            ),
+        ),
+        who,
+        &sandbox,
+    )
+    .unwrap_err();
+    let reason = refused["stop_reason"].to_string();
+    assert!(
+        reason.contains(&format!(
+            "`sslkey={}` is not the key of the client certificate `sslcert={server_certificate}`",
+            key.display()
+        )),
+        "{reason}"
+    );
+
+    // A certificate file that is not there is named.
+    let missing = client_ca.join("missing.crt");
+    let refused = profile_from(
+        &as_cert_role(
+            "127.0.0.1",
+            &format!(
+                "sslmode=require&sslcert={}&sslkey={}",
+                missing.display(),
+                key.display()
+            ),
+        ),
+        who,
+        &sandbox,
+    )
+    .unwrap_err();
+    let reason = refused["stop_reason"].to_string();
+    assert!(
+        reason.contains(&format!("cannot read `sslcert={}`", missing.display())),
+        "{reason}"
     );
 }
