@@ -539,3 +539,70 @@ fn every_value_is_sent_exactly_or_its_row_refused_naming_the_column() {
     assert_ne!(code, Some(0), "{summary}");
     assert!(sandbox.sandbox.profile("d2").is_none());
 }
+
+#[test]
+fn a_value_too_long_to_send_is_measured_by_the_database_and_never_read() {
+    let Some(database) = TestDatabase::open() else {
+        return;
+    };
+    // Text, JSON and arrays of any length; the query ordered, ended by `;` and a comment.
+    database.execute(
+        "CREATE TABLE $schema.users (n int, name text, doc jsonb, tags text[]);
+         INSERT INTO $schema.users VALUES
+           (1, 'Ann', '[\"a\"]', ARRAY['x']),
+           (2, repeat('x', 3 * 1024 * 1024), NULL, NULL),
+           (3, 'Cy', jsonb_build_array(repeat('y', 2 * 1024 * 1024)), NULL),
+           (4, 'Di', NULL, array_fill('tag'::text, ARRAY[400000])),
+           (5, 'Ed', NULL, NULL);",
+    );
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    database.pipeline(
+        &workspace,
+        &sandbox,
+        r#"SELECT 'u' || n AS identity, name AS "Name", doc AS "Doc", tags AS "Tags" FROM $schema.users ORDER BY n DESC; -- newest first"#,
+        "target: {entity: user_profiles}\nskip_invalid_records: true\n",
+    );
+    let (code, summary) = run(&workspace, &[]);
+    assert_eq!(code, Some(0), "{summary}");
+    assert_eq!(summary["records"]["accepted"], 2, "{summary}");
+    assert_eq!(summary["records"]["skipped"], 3, "{summary}");
+    // Sent in the query's order.
+    let sent: Vec<Value> = sandbox
+        .sandbox
+        .records("profile")
+        .iter()
+        .map(|record| record["identity"].clone())
+        .collect();
+    assert_eq!(sent, [json!("u5"), json!("u1")]);
+    assert_eq!(
+        profiles_by_identity(&sandbox)["u1"],
+        json!({"Name": "Ann", "Doc": ["a"], "Tags": ["x"]})
+    );
+    let rejected = rejects(workspace.dir.path(), &summary);
+    let reasons: Vec<&str> = rejected
+        .iter()
+        .map(|entry| entry["reason"].as_str().unwrap())
+        .collect();
+    for (column, bytes) in [
+        ("Tags", None),
+        ("Doc", None),
+        ("Name", Some(3 * 1024 * 1024)),
+    ] {
+        let found = reasons
+            .iter()
+            .find(|reason| reason.contains(&format!("column `{column}`")));
+        let reason = found.unwrap_or_else(|| panic!("no reason for `{column}`: {reasons:?}"));
+        assert!(
+            reason.contains("longer than the 1048576 bytes tapline sends")
+                && reason.contains("measured as text by the database, which did not send it"),
+            "{reason}"
+        );
+        if let Some(bytes) = bytes {
+            assert!(
+                reason.contains(&format!("a value of {bytes} bytes")),
+                "{reason}"
+            );
+        }
+    }
+}

@@ -4,6 +4,7 @@
 //! taken), each value becoming the JSON CleverTap wants, or refused by name
 //! ([`super::super::exact`]). Nothing of the result is held beyond the row being written.
 
+mod guard;
 mod values;
 
 use super::{QueryError, ResultColumn, snapshot_error, unsupported_type};
@@ -86,6 +87,7 @@ pub(super) async fn snapshot(
     } else {
         vec![TextParameter(bound)]
     };
+    let (statement, lengths) = guarded(&client, &source.query, statement, &kinds).await;
     let rows = match client.query_raw(&statement, parameters.iter()).await {
         Ok(rows) => rows,
         Err(error) => {
@@ -118,6 +120,16 @@ pub(super) async fn snapshot(
         };
         let mut cells = writer.row();
         for (index, kind) in kinds.iter().enumerate() {
+            if let Some(length) = lengths[index]
+                && let Ok(Some(length)) = row.try_get::<_, Option<i32>>(length)
+            {
+                let bytes = usize::try_from(length).unwrap_or(usize::MAX);
+                cells.refused(&format!(
+                    "{} (measured as text by the database, which did not send it)",
+                    exact::too_long(bytes)
+                ));
+                continue;
+            }
             let value = row.try_get::<_, Option<Raw<'_>>>(index);
             match value {
                 Ok(Some(Raw(bytes))) => kind.write(bytes, zone, &mut cells),
@@ -146,6 +158,29 @@ pub(super) async fn snapshot(
     writer
         .finish(highest.map(|(_, text)| text))
         .map_err(|error| failed(read, snapshot_error(&error)))
+}
+
+/// The statement that runs, and for each column where its too-long value's length is: the
+/// query measured by the server ([`guard`]) when a column can hold long values, else as it
+/// is. A query the guard cannot wrap (one that is not a `SELECT`, say) runs as it is: its
+/// long values are then refused once read.
+async fn guarded(
+    client: &Client,
+    query: &str,
+    statement: Statement,
+    kinds: &[Kind],
+) -> (Statement, Vec<Option<usize>>) {
+    let unguarded = vec![None; kinds.len()];
+    let Some(guarded) = guard::guard(query, statement.columns(), kinds) else {
+        return (statement, unguarded);
+    };
+    match client.prepare(&guarded.sql).await {
+        Ok(measured) => (measured, guarded.lengths),
+        Err(error) => {
+            tracing::debug!(error = %explain(&error), "the query runs without its values measured by the server");
+            (statement, unguarded)
+        }
+    }
 }
 
 async fn connect(database: &Database) -> Result<Client, QueryError> {

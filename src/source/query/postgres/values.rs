@@ -56,6 +56,14 @@ impl Kind {
         )
     }
 
+    /// Whether its values can be of any length (a numeric's are at most 131,072 digits).
+    pub(super) fn unbounded(self) -> bool {
+        matches!(
+            self,
+            Kind::Text | Kind::Json | Kind::Jsonb | Kind::TextArray
+        )
+    }
+
     /// Writes a value as the cell CleverTap wants, exactly; a value tapline cannot send as
     /// it is (an infinite date, a two-dimensional array, a number JSON would change) is
     /// refused, naming its type, and the row becomes an invalid record.
