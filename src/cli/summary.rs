@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::from_working_dir;
 use crate::config::Pipeline;
-use crate::engine::RunSummary;
+use crate::engine::{DryRunReport, RunSummary};
 use crate::mapping;
 use crate::sandbox::Sandbox;
 
@@ -47,57 +47,15 @@ pub(super) fn summary_json(summary: &RunSummary) -> Value {
     line
 }
 
+/// A run's summary for a person: what happened (a dry run, up to date, or sent), then the
+/// top reasons records were refused, and where the rest is.
 pub(super) fn print_summary(
     out: &mut dyn Write,
     summary: &RunSummary,
     pipeline: &Pipeline,
 ) -> std::io::Result<()> {
-    let counts = &summary.counts;
-    let seconds = summary.duration.as_secs_f64();
     if let Some(dry_run) = &summary.dry_run {
-        writeln!(
-            out,
-            "{}: dry run, nothing was sent ({seconds:.2} s)",
-            summary.pipeline
-        )?;
-        writeln!(
-            out,
-            "  records   {} read · {} would be sent{} · {} skipped · {} failed",
-            counts.read,
-            dry_run.records,
-            unchanged(counts),
-            counts.skipped,
-            counts.failed
-        )?;
-        let path = mapping::endpoint(pipeline.target).path;
-        if pipeline.custom_list.is_some() {
-            // Three steps, each to its own place.
-            writeln!(
-                out,
-                "  requests  3 through connection `{}`: {path} (an upload URL), a PUT of the list to that pre-signed URL, {}",
-                pipeline.connection.name,
-                crate::clevertap::wire::CUSTOM_LIST_COMPLETED_PATH
-            )?;
-        } else {
-            writeln!(
-                out,
-                "  requests  {} to {path} of connection `{}`",
-                dry_run.requests, pipeline.connection.name
-            )?;
-        }
-        if let Some(sample) = &dry_run.sample {
-            writeln!(out, "  first record  {sample}")?;
-        }
-        if !dry_run.affected.is_empty() {
-            writeln!(
-                out,
-                "  would affect these {} (CleverTap cannot undo this):",
-                dry_run.affected.len()
-            )?;
-            for identity in &dry_run.affected {
-                writeln!(out, "    {identity}")?;
-            }
-        }
+        print_dry_run(out, summary, dry_run, pipeline)?;
     } else if let Some(delivered_by) = &summary.up_to_date {
         writeln!(
             out,
@@ -110,39 +68,7 @@ pub(super) fn print_summary(
             }
         )?;
     } else {
-        writeln!(
-            out,
-            "{}: {} in {seconds:.2} s",
-            summary.pipeline,
-            summary.status()
-        )?;
-        if let Some(resumed_from) = &summary.resumed_from {
-            writeln!(
-                out,
-                "  resumed   run {resumed_from}: {} rows it had settled were not sent again (`--fresh` starts over)",
-                summary.rows_resumed
-            )?;
-        }
-        writeln!(
-            out,
-            "  records   {} read · {} accepted{} · {} skipped · {} rejected · {} failed",
-            counts.read,
-            counts.accepted,
-            unchanged(counts),
-            counts.skipped,
-            counts.rejected,
-            counts.failed
-        )?;
-        let rate = if seconds > 0.0 {
-            counts.accepted as f64 / seconds
-        } else {
-            0.0
-        };
-        writeln!(
-            out,
-            "  requests  {} ({} retries) · {rate:.0} records/s",
-            summary.requests, summary.retries
-        )?;
+        print_delivery(out, summary)?;
     }
     // The top reasons, so the rejects file need not be opened to know what is wrong.
     for (index, reason) in summary.reasons.iter().take(TOP_REASONS).enumerate() {
@@ -180,6 +106,101 @@ pub(super) fn print_summary(
     for warning in &summary.warnings {
         writeln!(out, "  warning: {warning}")?;
     }
+    Ok(())
+}
+
+/// What a dry run would have sent, and where.
+fn print_dry_run(
+    out: &mut dyn Write,
+    summary: &RunSummary,
+    dry_run: &DryRunReport,
+    pipeline: &Pipeline,
+) -> std::io::Result<()> {
+    let counts = &summary.counts;
+    let seconds = summary.duration.as_secs_f64();
+    writeln!(
+        out,
+        "{}: dry run, nothing was sent ({seconds:.2} s)",
+        summary.pipeline
+    )?;
+    writeln!(
+        out,
+        "  records   {} read · {} would be sent{} · {} skipped · {} failed",
+        counts.read,
+        dry_run.records,
+        unchanged(counts),
+        counts.skipped,
+        counts.failed
+    )?;
+    let path = mapping::endpoint(pipeline.target).path;
+    if pipeline.custom_list.is_some() {
+        // Three steps, each to its own place.
+        writeln!(
+            out,
+            "  requests  3 through connection `{}`: {path} (an upload URL), a PUT of the list to that pre-signed URL, {}",
+            pipeline.connection.name,
+            crate::clevertap::wire::CUSTOM_LIST_COMPLETED_PATH
+        )?;
+    } else {
+        writeln!(
+            out,
+            "  requests  {} to {path} of connection `{}`",
+            dry_run.requests, pipeline.connection.name
+        )?;
+    }
+    if let Some(sample) = &dry_run.sample {
+        writeln!(out, "  first record  {sample}")?;
+    }
+    if !dry_run.affected.is_empty() {
+        writeln!(
+            out,
+            "  would affect these {} (CleverTap cannot undo this):",
+            dry_run.affected.len()
+        )?;
+        for identity in &dry_run.affected {
+            writeln!(out, "    {identity}")?;
+        }
+    }
+    Ok(())
+}
+
+/// What a run that sent did: its status, where it resumed from, its counts and rate.
+fn print_delivery(out: &mut dyn Write, summary: &RunSummary) -> std::io::Result<()> {
+    let counts = &summary.counts;
+    let seconds = summary.duration.as_secs_f64();
+    writeln!(
+        out,
+        "{}: {} in {seconds:.2} s",
+        summary.pipeline,
+        summary.status()
+    )?;
+    if let Some(resumed_from) = &summary.resumed_from {
+        writeln!(
+            out,
+            "  resumed   run {resumed_from}: {} rows it had settled were not sent again (`--fresh` starts over)",
+            summary.rows_resumed
+        )?;
+    }
+    writeln!(
+        out,
+        "  records   {} read · {} accepted{} · {} skipped · {} rejected · {} failed",
+        counts.read,
+        counts.accepted,
+        unchanged(counts),
+        counts.skipped,
+        counts.rejected,
+        counts.failed
+    )?;
+    let rate = if seconds > 0.0 {
+        counts.accepted as f64 / seconds
+    } else {
+        0.0
+    };
+    writeln!(
+        out,
+        "  requests  {} ({} retries) · {rate:.0} records/s",
+        summary.requests, summary.retries
+    )?;
     Ok(())
 }
 

@@ -122,22 +122,10 @@ fn describe(
     match error.kind() {
         ValidationErrorKind::AdditionalProperties { unexpected } => {
             let allowed = allowed_properties(schema, error.schema_path().as_str());
+            let at = |name: &str| Some(root.locate_key(&pointer, name));
             unexpected
                 .iter()
-                .map(|name| {
-                    let mut diagnostic = Diagnostic::error(
-                        file,
-                        Some(root.locate_key(&pointer, name)),
-                        format!("unknown field `{}`", join_field(&field, name)),
-                    );
-                    diagnostic = match did_you_mean(name, allowed.iter().map(String::as_str)) {
-                        Some(suggestion) => {
-                            diagnostic.with_hint(format!("did you mean `{suggestion}`?"))
-                        }
-                        None => diagnostic.with_hint(format!("expected one of {}", list(&allowed))),
-                    };
-                    diagnostic
-                })
+                .map(|name| unknown_field(file, at(name), &field, name, &allowed))
                 .collect()
         }
         ValidationErrorKind::Required { property } => {
@@ -191,68 +179,7 @@ fn describe(
             )]
         }
         ValidationErrorKind::AnyOf { .. } | ValidationErrorKind::OneOfNotValid { .. } => {
-            // An enum with documented variants, or an optional one, is a list of alternatives.
-            let mut choices = Vec::new();
-            if let Some(alternatives) = schema
-                .pointer(error.schema_path().as_str())
-                .and_then(Value::as_array)
-            {
-                for alternative in alternatives {
-                    collect_choices(schema, alternative, &mut choices);
-                }
-            }
-            if !choices.is_empty() {
-                return vec![not_one_of(file, position, &field, instance, &choices)];
-            }
-            if instance.is_object() {
-                // A mapping where a mapping is one of the alternatives (an inline connection,
-                // an optional section): check it against that alternative for precise errors.
-                let alternatives = schema
-                    .pointer(error.schema_path().as_str())
-                    .and_then(Value::as_array);
-                let objects: Vec<&Value> = alternatives
-                    .into_iter()
-                    .flatten()
-                    .filter(|alternative| {
-                        ["$ref", "allOf", "properties"]
-                            .iter()
-                            .any(|key| alternative.get(*key).is_some())
-                    })
-                    .collect();
-                if let [alternative] = objects[..] {
-                    let mut sub_schema = alternative.clone();
-                    if let (Some(object), Some(definitions)) =
-                        (sub_schema.as_object_mut(), schema.get("definitions"))
-                    {
-                        object.insert("definitions".into(), definitions.clone());
-                    }
-                    if let Ok(validator) = jsonschema::validator_for(&sub_schema) {
-                        let inner: Vec<Diagnostic> = validator
-                            .iter_errors(instance)
-                            .flat_map(|inner| describe(file, root, &sub_schema, &pointer, &inner))
-                            .collect();
-                        if !inner.is_empty() {
-                            return inner;
-                        }
-                    }
-                }
-            }
-            if pointer == "/connection" {
-                return vec![Diagnostic::error(
-                    file,
-                    position,
-                    format!("`connection` must be a connection name or a mapping, found {}", display_value(instance)),
-                )
-                .with_hint("write `connection: prod` to use `prod` from connections.yaml, or a mapping with `account_id` and `passcode`")];
-            }
-            vec![Diagnostic::error(
-                file,
-                position,
-                format!(
-                    "`{field}` has an unexpected value {}",
-                    display_value(instance)
-                ),
-            )]
+            no_alternative_matched(file, root, schema, &pointer, error)
         }
         _ => vec![Diagnostic::error(
             file,
@@ -260,6 +187,101 @@ fn describe(
             format!("`{field}`: {error}"),
         )],
     }
+}
+
+/// A field the schema does not know, with the one it most likely meant or the ones it knows.
+fn unknown_field(
+    file: &Path,
+    position: Option<super::yaml::Position>,
+    field: &str,
+    name: &str,
+    allowed: &[String],
+) -> Diagnostic {
+    let diagnostic = Diagnostic::error(
+        file,
+        position,
+        format!("unknown field `{}`", join_field(field, name)),
+    );
+    match did_you_mean(name, allowed.iter().map(String::as_str)) {
+        Some(suggestion) => diagnostic.with_hint(format!("did you mean `{suggestion}`?")),
+        None => diagnostic.with_hint(format!("expected one of {}", list(allowed))),
+    }
+}
+
+/// A value that is none of a field's alternatives (`anyOf`/`oneOf`): the choices when they
+/// are words, the precise errors of the one mapping alternative when the value is a mapping.
+fn no_alternative_matched(
+    file: &Path,
+    root: &Node,
+    schema: &Value,
+    pointer: &str,
+    error: &jsonschema::ValidationError<'_>,
+) -> Vec<Diagnostic> {
+    let field = field_name(pointer);
+    let position = Some(root.locate(pointer));
+    let instance = error.instance();
+    // An enum with documented variants, or an optional one, is a list of alternatives.
+    let mut choices = Vec::new();
+    if let Some(alternatives) = schema
+        .pointer(error.schema_path().as_str())
+        .and_then(Value::as_array)
+    {
+        for alternative in alternatives {
+            collect_choices(schema, alternative, &mut choices);
+        }
+    }
+    if !choices.is_empty() {
+        return vec![not_one_of(file, position, &field, instance, &choices)];
+    }
+    if instance.is_object() {
+        // A mapping where a mapping is one of the alternatives (an inline connection,
+        // an optional section): check it against that alternative for precise errors.
+        let alternatives = schema
+            .pointer(error.schema_path().as_str())
+            .and_then(Value::as_array);
+        let objects: Vec<&Value> = alternatives
+            .into_iter()
+            .flatten()
+            .filter(|alternative| {
+                ["$ref", "allOf", "properties"]
+                    .iter()
+                    .any(|key| alternative.get(*key).is_some())
+            })
+            .collect();
+        if let [alternative] = objects[..] {
+            let mut sub_schema = alternative.clone();
+            if let (Some(object), Some(definitions)) =
+                (sub_schema.as_object_mut(), schema.get("definitions"))
+            {
+                object.insert("definitions".into(), definitions.clone());
+            }
+            if let Ok(validator) = jsonschema::validator_for(&sub_schema) {
+                let inner: Vec<Diagnostic> = validator
+                    .iter_errors(instance)
+                    .flat_map(|inner| describe(file, root, &sub_schema, pointer, &inner))
+                    .collect();
+                if !inner.is_empty() {
+                    return inner;
+                }
+            }
+        }
+    }
+    if pointer == "/connection" {
+        return vec![Diagnostic::error(
+            file,
+            position,
+            format!("`connection` must be a connection name or a mapping, found {}", display_value(instance)),
+        )
+        .with_hint("write `connection: prod` to use `prod` from connections.yaml, or a mapping with `account_id` and `passcode`")];
+    }
+    vec![Diagnostic::error(
+        file,
+        position,
+        format!(
+            "`{field}` has an unexpected value {}",
+            display_value(instance)
+        ),
+    )]
 }
 
 fn not_one_of(

@@ -304,72 +304,19 @@ fn finish_connection(
         );
         return None;
     };
-    let timeout = Duration::from_secs(
-        spec.request_timeout_seconds
-            .map_or(DEFAULT_REQUEST_TIMEOUT_SECONDS, |seconds| {
-                seconds.clamp(1, 600) as u64
-            }),
-    );
-    // The schema keeps the numbers in range.
-    let mut limits = AccountLimits::default();
-    if let Some(event_properties) = spec
-        .limits
-        .as_ref()
-        .and_then(|limits| limits.event_properties)
-    {
-        limits.event_properties = event_properties.clamp(1, 1024) as usize;
-    }
-    let what = format!("the passcode of connection `{name}`");
-    let passcode_site = SecretSite {
-        file,
-        at: &|field| site.at(field),
-    };
-    // The built-in sandbox's passcode is in the docs: to a sandbox on this machine it is
-    // no secret (the README's own setup).
-    let sandbox = spec.passcode.as_deref() == Some(crate::sandbox::DEFAULT_PASSCODE)
-        && spec
-            .endpoint
-            .as_deref()
-            .is_some_and(super::super::resolve::is_loopback_http);
-    let passcode = secret(
-        &SecretField {
-            field: "passcode",
-            what: &what,
-            value: spec.passcode.as_deref(),
-            value_file: spec.passcode_file.as_deref(),
-            public: sandbox,
-        },
-        &passcode_site,
-        credentials,
-        diagnostics,
-    );
-    let passcode = match passcode {
-        Ok(Some(passcode)) => Some(passcode),
-        Ok(None) => {
-            diagnostics.push(
-                Diagnostic::error(
-                    file,
-                    site.at("account_id"),
-                    format!("connection `{name}` has no passcode"),
-                )
-                .with_hint(
-                    "add `passcode: ${CLEVERTAP_PASSCODE}` or `passcode_file: /path/to/passcode`",
-                ),
-            );
-            return None;
-        }
-        // The other fields are still checked, so every problem is reported at once.
-        Err(()) => None,
+    // The other fields are still checked when the passcode is wrong, so every problem is
+    // reported at once.
+    let passcode = passcode(name, spec, site, credentials, diagnostics)?;
+    let connection = |account_id: String, base_url: String, passcode: Secret| Connection {
+        name: name.to_string(),
+        account_id,
+        passcode,
+        base_url,
+        request_timeout: request_timeout(spec),
+        limits: limits(spec),
     };
     if credentials == Credentials::Ignore {
-        return Some(Connection {
-            name: name.to_string(),
-            account_id: String::new(),
-            passcode: passcode?,
-            base_url: String::new(),
-            request_timeout: timeout,
-            limits,
-        });
+        return Some(connection(String::new(), String::new(), passcode.ok()?));
     }
 
     let mut failed = false;
@@ -396,17 +343,10 @@ fn finish_connection(
     if failed {
         return None;
     }
-    let passcode = passcode?;
+    let passcode = passcode.ok()?;
     let Some(account_id) = account_id else {
         // Unset: the run will know it (validate checked the rest).
-        return unknown.then(|| Connection {
-            name: name.to_string(),
-            account_id: String::new(),
-            passcode,
-            base_url: String::new(),
-            request_timeout: timeout,
-            limits,
-        });
+        return unknown.then(|| connection(String::new(), String::new(), passcode));
     };
     if account_id.trim().is_empty() {
         diagnostics.push(Diagnostic::error(
@@ -416,48 +356,121 @@ fn finish_connection(
         ));
         return None;
     }
-    let base_url = match endpoint {
-        Some(endpoint) => match is_http_url(&endpoint) {
-            true => {
-                if is_plain_http_off_this_machine(&endpoint) {
-                    diagnostics.push(
-                        Diagnostic::warning(
-                            file,
-                            site.at("endpoint"),
-                            format!(
-                                "`endpoint` `{}` is plain http to another machine: the passcode and every record cross the network unencrypted",
-                                crate::config::model::redacted_url(&endpoint)
-                            ),
-                        )
-                        .with_hint("use https://, or http:// only to a proxy on this machine (127.0.0.1)"),
-                    );
-                }
-                endpoint.trim_end_matches('/').to_string()
-            }
-            false => {
-                diagnostics.push(
-                    Diagnostic::error(
-                        file,
-                        site.at("endpoint"),
-                        format!("`endpoint` `{endpoint}` is not an http(s) URL"),
-                    )
-                    .with_hint(
-                        "write it like `https://proxy.example.com` or `http://127.0.0.1:9000`",
-                    ),
-                );
-                return None;
-            }
-        },
-        None => {
-            crate::clevertap::wire::region_base_url(spec.region.unwrap_or(Region::Eu1)).to_string()
-        }
+    let base_url = base_url(endpoint, spec.region, site, diagnostics)?;
+    Some(connection(account_id, base_url, passcode))
+}
+
+/// How long one request may take before it is retried.
+fn request_timeout(spec: &ConnectionFile) -> Duration {
+    Duration::from_secs(
+        spec.request_timeout_seconds
+            .map_or(DEFAULT_REQUEST_TIMEOUT_SECONDS, |seconds| {
+                seconds.clamp(1, 600) as u64
+            }),
+    )
+}
+
+/// The account's limits, where the connection sets them (the schema keeps them in range).
+fn limits(spec: &ConnectionFile) -> AccountLimits {
+    let mut limits = AccountLimits::default();
+    if let Some(event_properties) = spec
+        .limits
+        .as_ref()
+        .and_then(|limits| limits.event_properties)
+    {
+        limits.event_properties = event_properties.clamp(1, 1024) as usize;
+    }
+    limits
+}
+
+/// The connection's passcode: `None` when it has none (an error said so), `Some(Err(()))`
+/// when it is given but wrong (the rest of the connection is still checked).
+fn passcode(
+    name: &str,
+    spec: &ConnectionFile,
+    site: &ConnectionSite<'_>,
+    credentials: Credentials,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Result<Secret, ()>> {
+    let what = format!("the passcode of connection `{name}`");
+    let passcode_site = SecretSite {
+        file: &site.file,
+        at: &|field| site.at(field),
     };
-    Some(Connection {
-        name: name.to_string(),
-        account_id,
-        passcode,
-        base_url,
-        request_timeout: timeout,
-        limits,
-    })
+    // The built-in sandbox's passcode is in the docs: to a sandbox on this machine it is
+    // no secret (the README's own setup).
+    let sandbox = spec.passcode.as_deref() == Some(crate::sandbox::DEFAULT_PASSCODE)
+        && spec
+            .endpoint
+            .as_deref()
+            .is_some_and(super::super::resolve::is_loopback_http);
+    let passcode = secret(
+        &SecretField {
+            field: "passcode",
+            what: &what,
+            value: spec.passcode.as_deref(),
+            value_file: spec.passcode_file.as_deref(),
+            public: sandbox,
+        },
+        &passcode_site,
+        credentials,
+        diagnostics,
+    );
+    match passcode {
+        Ok(Some(passcode)) => Some(Ok(passcode)),
+        Ok(None) => {
+            diagnostics.push(
+                Diagnostic::error(
+                    &site.file,
+                    site.at("account_id"),
+                    format!("connection `{name}` has no passcode"),
+                )
+                .with_hint(
+                    "add `passcode: ${CLEVERTAP_PASSCODE}` or `passcode_file: /path/to/passcode`",
+                ),
+            );
+            None
+        }
+        Err(()) => Some(Err(())),
+    }
+}
+
+/// Where requests go: the `endpoint` (an http(s) URL; plain http to another machine is
+/// warned of), else the region's CleverTap host.
+fn base_url(
+    endpoint: Option<String>,
+    region: Option<Region>,
+    site: &ConnectionSite<'_>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<String> {
+    let Some(endpoint) = endpoint else {
+        return Some(
+            crate::clevertap::wire::region_base_url(region.unwrap_or(Region::Eu1)).to_string(),
+        );
+    };
+    if !is_http_url(&endpoint) {
+        diagnostics.push(
+            Diagnostic::error(
+                &site.file,
+                site.at("endpoint"),
+                format!("`endpoint` `{endpoint}` is not an http(s) URL"),
+            )
+            .with_hint("write it like `https://proxy.example.com` or `http://127.0.0.1:9000`"),
+        );
+        return None;
+    }
+    if is_plain_http_off_this_machine(&endpoint) {
+        diagnostics.push(
+            Diagnostic::warning(
+                &site.file,
+                site.at("endpoint"),
+                format!(
+                    "`endpoint` `{}` is plain http to another machine: the passcode and every record cross the network unencrypted",
+                    crate::config::model::redacted_url(&endpoint)
+                ),
+            )
+            .with_hint("use https://, or http:// only to a proxy on this machine (127.0.0.1)"),
+        );
+    }
+    Some(endpoint.trim_end_matches('/').to_string())
 }
