@@ -66,64 +66,21 @@ fn file_columns(
     source: &FileSource,
 ) -> Result<Option<Columns>, Vec<Diagnostic>> {
     let (target, at) = (parts.target, parts.source_position);
-    // A `file_arrival` pattern: its folder must exist; the newest matching file, if any,
-    // stands for the files to come.
     let newest;
     let source = if arrival::is_pattern(&source.path) {
-        match arrival::matching(&source.path) {
-            Ok(files) => match files.last() {
-                Some(file) => {
-                    newest = FileSource {
-                        path: file.path.clone(),
-                        ..source.clone()
-                    };
-                    &newest
-                }
-                None => return Ok(None),
-            },
-            Err(error) => {
-                return Err(vec![Diagnostic::error(
-                    file,
-                    at,
-                    format!(
-                        "cannot list the folder of `{}`: {error}",
-                        source.path.display()
-                    ),
-                )]);
+        match newest_arrival(file, parts, source)? {
+            Some(arrived) => {
+                newest = arrived;
+                &newest
             }
+            None => return Ok(None),
         }
     } else {
         source
     };
     let path = &source.path;
-    let folder = file
-        .parent()
-        .filter(|folder| !folder.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if let Some(kind) = crate::config::files::not_a_regular_file(path) {
-        return Err(vec![
-            Diagnostic::error(
-                file,
-                at,
-                format!("source `{}` is {kind}, not a file", path.display()),
-            )
-            .with_hint(
-                "give the path of a CSV, TSV, JSON Lines (gzip or zstd allowed) or Parquet file",
-            ),
-        ]);
-    }
-    if !path.is_file() {
-        return Err(vec![
-            Diagnostic::error(
-                file,
-                at,
-                format!("source file `{}` does not exist", path.display()),
-            )
-            .with_hint(format!(
-                "paths are relative to the pipeline's folder `{}`",
-                folder.display()
-            )),
-        ]);
+    if let Some(diagnostic) = not_a_file(file, parts, path) {
+        return Err(vec![diagnostic]);
     }
     let names = match source::columns(source) {
         Ok(columns) => columns,
@@ -164,6 +121,62 @@ fn file_columns(
         fixed: source.format != SourceFormat::Jsonl,
         header: header.then(|| path.clone()),
     }))
+}
+
+/// A `file_arrival` pattern's newest matching file, which stands for the files to come
+/// (`None` when none has arrived); its folder must exist.
+fn newest_arrival(
+    file: &Path,
+    parts: &Parts,
+    source: &FileSource,
+) -> Result<Option<FileSource>, Vec<Diagnostic>> {
+    match arrival::matching(&source.path) {
+        Ok(files) => Ok(files.last().map(|newest| FileSource {
+            path: newest.path.clone(),
+            ..source.clone()
+        })),
+        Err(error) => Err(vec![Diagnostic::error(
+            file,
+            parts.source_position,
+            format!(
+                "cannot list the folder of `{}`: {error}",
+                source.path.display()
+            ),
+        )]),
+    }
+}
+
+/// Why the source's `path` cannot be read as a file: it is something else (a folder, a
+/// FIFO), or nothing; paths are relative to the pipeline's folder.
+fn not_a_file(file: &Path, parts: &Parts, path: &Path) -> Option<Diagnostic> {
+    let at = parts.source_position;
+    if let Some(kind) = crate::config::files::not_a_regular_file(path) {
+        return Some(
+            Diagnostic::error(
+                file,
+                at,
+                format!("source `{}` is {kind}, not a file", path.display()),
+            )
+            .with_hint(
+                "give the path of a CSV, TSV, JSON Lines (gzip or zstd allowed) or Parquet file",
+            ),
+        );
+    }
+    let folder = file
+        .parent()
+        .filter(|folder| !folder.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    (!path.is_file()).then(|| {
+        Diagnostic::error(
+            file,
+            at,
+            format!("source file `{}` does not exist", path.display()),
+        )
+        .with_hint(format!(
+            "paths are relative to the pipeline's folder `{}`",
+            folder.display()
+        ))
+    })
 }
 
 /// The result columns of a query, as the database describes them without running it. A
@@ -267,80 +280,96 @@ fn describe(
 /// The checks every source's columns get: the output mapping's columns exist, names
 /// CleverTap refuses, and the columns the target needs.
 fn check_columns(file: &Path, parts: &Parts, described: &Columns) -> Vec<Diagnostic> {
-    let (target, at) = (parts.target, parts.source_position);
-    let columns = described.names.clone();
-    let shown = &described.shown;
     let mut diagnostics = Vec::new();
-    let source_columns = columns.clone();
     let columns = match &parts.output {
         Some((output, positions)) => {
             // JSONL has no header, only a first record: its keys may vary, so only sources
             // whose every row has the same columns are held to them.
             if described.fixed {
-                for (column, position) in output.columns.iter().zip(positions) {
-                    if !columns.contains(&column.source) {
-                        let mut diagnostic = Diagnostic::error(
-                            file,
-                            Some(*position),
-                            format!("`{}` is not a column of {shown}", column.source,),
-                        );
-                        diagnostic = match did_you_mean(
-                            &column.source,
-                            columns.iter().map(String::as_str),
-                        ) {
-                            Some(suggestion) => {
-                                diagnostic.with_hint(format!("did you mean `{suggestion}`?"))
-                            }
-                            None => diagnostic
-                                .with_hint(format!("the columns are {}", quoted(&columns))),
-                        };
-                        diagnostics.push(diagnostic);
-                    }
-                }
+                diagnostics.extend(missing_output_columns(file, output, positions, described));
             }
-            if described.fixed {
-                let template_positions = positions.get(output.columns.len()..).unwrap_or_default();
-                let templates = output.strings.iter().zip(template_positions);
-                for (string, position) in templates {
-                    for name in string.template.columns() {
-                        if columns.iter().any(|column| column == name) {
-                            continue;
-                        }
-                        let diagnostic = Diagnostic::error(
-                            file,
-                            Some(*position),
-                            format!(
-                                "`{{column:{name}}}` in the template of `{}`: {shown} has no column `{name}`",
-                                string.name,
-                            ),
-                        );
-                        diagnostics.push(
-                            match did_you_mean(name, columns.iter().map(String::as_str)) {
-                                Some(suggestion) => {
-                                    diagnostic.with_hint(format!("did you mean `{suggestion}`?"))
-                                }
-                                None => diagnostic
-                                    .with_hint(format!("the columns are {}", quoted(&columns))),
-                            },
-                        );
-                    }
-                }
-            }
-            output_columns(output, &columns)
+            output_columns(output, &described.names)
         }
-        None => columns,
+        None => described.names.clone(),
     };
-    let Some(target) = target else {
+    let Some(target) = parts.target else {
         return diagnostics;
     };
     diagnostics.extend(refused_names(
         file,
         parts,
         described,
-        &source_columns,
+        &described.names,
         target,
     ));
-    let required = required_columns(target);
+    diagnostics.extend(missing_target_columns(
+        file,
+        parts,
+        target,
+        &columns,
+        &described.shown,
+    ));
+    diagnostics
+}
+
+/// The output mapping's source columns, and those its templates name, that the source does
+/// not have.
+fn missing_output_columns(
+    file: &Path,
+    output: &OutputMapping,
+    positions: &[crate::config::yaml::Position],
+    described: &Columns,
+) -> Vec<Diagnostic> {
+    let (columns, shown) = (&described.names, &described.shown);
+    let not_a_column = |diagnostic: Diagnostic, name: &str| match did_you_mean(
+        name,
+        columns.iter().map(String::as_str),
+    ) {
+        Some(suggestion) => diagnostic.with_hint(format!("did you mean `{suggestion}`?")),
+        None => diagnostic.with_hint(format!("the columns are {}", quoted(columns))),
+    };
+    let mut diagnostics = Vec::new();
+    for (column, position) in output.columns.iter().zip(positions) {
+        if !columns.contains(&column.source) {
+            let diagnostic = Diagnostic::error(
+                file,
+                Some(*position),
+                format!("`{}` is not a column of {shown}", column.source),
+            );
+            diagnostics.push(not_a_column(diagnostic, &column.source));
+        }
+    }
+    let template_positions = positions.get(output.columns.len()..).unwrap_or_default();
+    for (string, position) in output.strings.iter().zip(template_positions) {
+        for name in string.template.columns() {
+            if columns.iter().any(|column| column == name) {
+                continue;
+            }
+            let diagnostic = Diagnostic::error(
+                file,
+                Some(*position),
+                format!(
+                    "`{{column:{name}}}` in the template of `{}`: {shown} has no column `{name}`",
+                    string.name,
+                ),
+            );
+            diagnostics.push(not_a_column(diagnostic, name));
+        }
+    }
+    diagnostics
+}
+
+/// The columns `target` needs that the records (`columns`, after the output mapping) lack,
+/// and a warning when `send: changes` meets events without `ts`.
+fn missing_target_columns(
+    file: &Path,
+    parts: &Parts,
+    target: Target,
+    columns: &[String],
+    shown: &str,
+) -> Vec<Diagnostic> {
+    let at = parts.source_position;
+    let mut diagnostics = Vec::new();
     let has = |name: &str| {
         columns
             .iter()
@@ -361,6 +390,7 @@ fn check_columns(file: &Path, parts: &Parts, described: &Columns) -> Vec<Diagnos
             .with_hint("add a `ts` column (when each event happened), or use `send: all`"),
         );
     }
+    let required = required_columns(target);
     for name in required.all_of {
         if !has(name) {
             diagnostics.push(
@@ -372,7 +402,7 @@ fn check_columns(file: &Path, parts: &Parts, described: &Columns) -> Vec<Diagnos
                         target.noun()
                     ),
                 )
-                .with_hint(format!("the columns are {}", quoted(&columns))),
+                .with_hint(format!("the columns are {}", quoted(columns))),
             );
         }
     }
@@ -389,7 +419,7 @@ fn check_columns(file: &Path, parts: &Parts, described: &Columns) -> Vec<Diagnos
             )
             .with_hint(format!(
                 "the columns are {}; rename the user id column to `identity`",
-                quoted(&columns)
+                quoted(columns)
             )),
         );
     }

@@ -62,21 +62,11 @@ fn write_entries(
     lines: &mut dyn Write,
     cancel: &CancellationToken,
 ) -> Listed {
-    let mut listed = Listed::default();
-    let mut write =
-        |listed: &mut Listed, ledger: &mut Ledger, bytes: &[u8]| match output.write_all(bytes) {
-            Ok(()) => {
-                listed.bytes += bytes.len() as u64;
-                listed.content.update(bytes);
-                true
-            }
-            Err(error) => {
-                ledger.stop(StopReason::StateFailed(format!(
-                    "cannot write the list to its spool file in the state directory: {error}"
-                )));
-                false
-            }
-        };
+    let mut list = ListFiles {
+        output,
+        lines,
+        listed: Listed::default(),
+    };
     let rows = match source::open_with_progress(&job.source) {
         Ok((rows, progress)) => {
             observer.source_opened(&progress);
@@ -84,11 +74,12 @@ fn write_entries(
         }
         Err(error) => {
             ledger.stop(StopReason::SourceFailed(error.to_string()));
-            return listed;
+            return list.listed;
         }
     };
-    if !write(&mut listed, ledger, HEADER) {
-        return listed;
+    if let Err(reason) = list.write(HEADER) {
+        ledger.stop(reason);
+        return list.listed;
     }
     let mut source_rows = SourceRows::new(
         rows,
@@ -119,32 +110,15 @@ fn write_entries(
         match entry {
             Ok(entry) => {
                 ledger.counts.read += 1;
-                let line = custom_list_line(&entry);
-                if listed.bytes + line.len() as u64 > MAX_LIST_BYTES {
-                    ledger.counts.add(Outcome::Failed, 1);
-                    ledger.stop(StopReason::Refused(format!(
-                        "the list's CSV would pass CleverTap's limit of {MAX_LIST_BYTES} bytes (5 GB) at line {row}, with {} bytes before it; split the source into several lists",
-                        listed.bytes
-                    )));
+                if let Err(not_added) = list.add(row, entry) {
+                    if not_added.failed {
+                        ledger.counts.add(Outcome::Failed, 1);
+                    }
+                    ledger.stop(not_added.reason);
                     break;
                 }
-                if !write(&mut listed, ledger, line.as_bytes()) {
-                    ledger.counts.add(Outcome::Failed, 1);
-                    break;
-                }
-                if let Err(error) = writeln!(lines, "{row}") {
-                    ledger.stop(StopReason::StateFailed(format!(
-                        "cannot write the list's line numbers to its spool file in the state directory: {error}"
-                    )));
-                    listed.lines += 1;
-                    break;
-                }
-                listed.lines += 1;
-                listed.first_line.get_or_insert(row);
-                listed.last_line = row;
-                listed.sample.get_or_insert(entry);
                 // Ctrl-C breaks the list off; CleverTap never sees a partial list.
-                if listed.lines.is_multiple_of(10_000) && cancel.is_cancelled() {
+                if list.listed.lines.is_multiple_of(10_000) && cancel.is_cancelled() {
                     ledger.stop(StopReason::Interrupted);
                     break;
                 }
@@ -170,18 +144,75 @@ fn write_entries(
             }
         }
     }
-    listed.rows_resumed = source_rows.left_out;
+    list.listed.rows_resumed = source_rows.left_out;
     if ledger.stop.is_none() {
         ledger.check_budget(Judged::AtEnd);
     }
     if ledger.stop.is_none()
-        && let Err(error) = output.flush().and_then(|()| lines.flush())
+        && let Err(error) = list.output.flush().and_then(|()| list.lines.flush())
     {
         ledger.stop(StopReason::StateFailed(format!(
             "cannot write the list to its spool file in the state directory: {error}"
         )));
     }
-    listed
+    list.listed
+}
+
+/// The list being spooled: its CSV, the source line of each entry, and what they hold.
+struct ListFiles<'a> {
+    output: &'a mut dyn Write,
+    lines: &'a mut dyn Write,
+    listed: Listed,
+}
+
+/// Why an entry was not added: what stops the run, and whether the entry counts failed.
+struct NotAdded {
+    reason: StopReason,
+    failed: bool,
+}
+
+impl ListFiles<'_> {
+    /// Writes bytes of the CSV.
+    fn write(&mut self, bytes: &[u8]) -> Result<(), StopReason> {
+        self.output.write_all(bytes).map_err(|error| {
+            StopReason::StateFailed(format!(
+                "cannot write the list to its spool file in the state directory: {error}"
+            ))
+        })?;
+        self.listed.bytes += bytes.len() as u64;
+        self.listed.content.update(bytes);
+        Ok(())
+    }
+
+    /// Adds the entry of source line `row`, unless the list would pass CleverTap's limit.
+    fn add(&mut self, row: u64, entry: serde_json::Value) -> Result<(), NotAdded> {
+        let line = custom_list_line(&entry);
+        if self.listed.bytes + line.len() as u64 > MAX_LIST_BYTES {
+            return Err(NotAdded {
+                reason: StopReason::Refused(format!(
+                    "the list's CSV would pass CleverTap's limit of {MAX_LIST_BYTES} bytes (5 GB) at line {row}, with {} bytes before it; split the source into several lists",
+                    self.listed.bytes
+                )),
+                failed: true,
+            });
+        }
+        self.write(line.as_bytes()).map_err(|reason| NotAdded {
+            reason,
+            failed: true,
+        })?;
+        self.listed.lines += 1;
+        writeln!(self.lines, "{row}").map_err(|error| NotAdded {
+            reason: StopReason::StateFailed(format!(
+                "cannot write the list's line numbers to its spool file in the state directory: {error}"
+            )),
+            failed: false,
+        })?;
+        let listed = &mut self.listed;
+        listed.first_line.get_or_insert(row);
+        listed.last_line = row;
+        listed.sample.get_or_insert(entry);
+        Ok(())
+    }
 }
 
 /// The spooled CSV of one run, and beside it the source line of each of its identities (so
