@@ -166,58 +166,9 @@ pub(super) fn secret(
                 return unknown;
             };
             let path = site.file.parent().unwrap_or(Path::new("")).join(path);
-            if credentials == Credentials::Check && !path.exists() {
-                diagnostics.push(
-                    Diagnostic::warning(
-                        site.file,
-                        (site.at)(&file_field),
-                        format!(
-                            "{field} file `{}` does not exist; `tapline run` will need it",
-                            path.display()
-                        ),
-                    )
-                    .with_hint("a relative path is relative to the file that names it"),
-                );
-                return unknown;
-            }
-            if super::files::readable_by_everyone(&path) {
-                diagnostics.push(
-                    Diagnostic::warning(
-                        site.file,
-                        (site.at)(&file_field),
-                        format!(
-                            "{field} file `{}` can be read by every user of this machine",
-                            path.display()
-                        ),
-                    )
-                    .with_hint(format!("make it private: chmod 600 {}", path.display())),
-                );
-            }
-            match super::files::read_text_limited(&path, super::files::MAX_SECRET_BYTES) {
-                Ok(text) if text.trim().is_empty() => {
-                    diagnostics.push(
-                        error(
-                            &file_field,
-                            format!("{field} file `{}` is empty", path.display()),
-                        )
-                        .with_hint(format!(
-                            "write {what} into `{}` (one line), or give it as `{field}: ${{NAME}}` from the environment",
-                            path.display()
-                        )),
-                    );
-                    return Err(());
-                }
-                Ok(text) => text.trim().to_string(),
-                Err(problem) => {
-                    diagnostics.push(
-                        error(
-                            &file_field,
-                            format!("cannot read {field} file `{}`: {problem}", path.display()),
-                        )
-                        .with_hint("a relative path is relative to the file that names it"),
-                    );
-                    return Err(());
-                }
+            match secret_file(given, site, credentials, &path, diagnostics)? {
+                Some(text) => text,
+                None => return unknown,
             }
         }
         (None, None) => return Ok(None),
@@ -229,6 +180,74 @@ pub(super) fn secret(
         return Err(());
     }
     Ok(Some(Secret::new(text)))
+}
+
+/// A secret's file, read: `Ok(None)` when it does not exist yet under
+/// [`Credentials::Check`] (a warning says the run will need it); a warning when every user
+/// can read it; an error when it is empty or cannot be read.
+fn secret_file(
+    given: &SecretField<'_>,
+    site: &SecretSite<'_>,
+    credentials: Credentials,
+    path: &Path,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Result<Option<String>, ()> {
+    let (field, what) = (given.field, given.what);
+    let file_field = format!("{field}_file");
+    let error = |key: &str, message: String| Diagnostic::error(site.file, (site.at)(key), message);
+    if credentials == Credentials::Check && !path.exists() {
+        diagnostics.push(
+            Diagnostic::warning(
+                site.file,
+                (site.at)(&file_field),
+                format!(
+                    "{field} file `{}` does not exist; `tapline run` will need it",
+                    path.display()
+                ),
+            )
+            .with_hint("a relative path is relative to the file that names it"),
+        );
+        return Ok(None);
+    }
+    if super::files::readable_by_everyone(path) {
+        diagnostics.push(
+            Diagnostic::warning(
+                site.file,
+                (site.at)(&file_field),
+                format!(
+                    "{field} file `{}` can be read by every user of this machine",
+                    path.display()
+                ),
+            )
+            .with_hint(format!("make it private: chmod 600 {}", path.display())),
+        );
+    }
+    match super::files::read_text_limited(path, super::files::MAX_SECRET_BYTES) {
+        Ok(text) if text.trim().is_empty() => {
+            diagnostics.push(
+                error(
+                    &file_field,
+                    format!("{field} file `{}` is empty", path.display()),
+                )
+                .with_hint(format!(
+                    "write {what} into `{}` (one line), or give it as `{field}: ${{NAME}}` from the environment",
+                    path.display()
+                )),
+            );
+            Err(())
+        }
+        Ok(text) => Ok(Some(text.trim().to_string())),
+        Err(problem) => {
+            diagnostics.push(
+                error(
+                    &file_field,
+                    format!("cannot read {field} file `{}`: {problem}", path.display()),
+                )
+                .with_hint("a relative path is relative to the file that names it"),
+            );
+            Err(())
+        }
+    }
 }
 
 /// Whether `text` is an http(s) URL with a host.
