@@ -32,23 +32,7 @@ pub(super) async fn send_all(
     cancel: &CancellationToken,
 ) -> batch::ReadEnd {
     let thread_count = job.requests_in_flight();
-    let filter = changes.map(|detection| ChangeFilter::new(job.target, detection));
-    let (sender, mut produced) = mpsc::channel::<Produced>(thread_count);
-    let settings = Batching {
-        limits: job.limits,
-        target: job.target,
-        on_invalid_record: job.on_invalid_record,
-        batch_size: job.endpoint.max_records,
-        envelope: job.endpoint.envelope,
-        output: job.output.clone(),
-        context: job.context.clone(),
-        already_settled: options.already_settled.clone(),
-    };
-    let runtime = tokio::runtime::Handle::current();
-    let reader = std::thread::spawn(move || {
-        let mut handoff = batch::Handoff::new(&sender, runtime, thread_count.div_ceil(2));
-        batch::produce(rows, &settings, filter, &mut handoff)
-    });
+    let (reader, mut produced) = start_reader(job, options, rows, changes, thread_count);
 
     // The one place concurrency is bounded: a permit per request, moved into its task.
     let permits = Arc::new(Semaphore::new(thread_count));
@@ -106,7 +90,49 @@ pub(super) async fn send_all(
             },
         }
     }
-    // Batches the reader already made but that were never sent count as failed.
+    settle_never_sent(produced, ledger, observer).await;
+    reader_end(reader, ledger)
+}
+
+/// Starts the reading half on a thread of its own: rows into batches (and skipped,
+/// unchanged or stopping rows), handed over a channel as deep as the requests in flight.
+fn start_reader(
+    job: &Job,
+    options: &RunOptions,
+    rows: Box<dyn crate::source::RowStream>,
+    changes: Option<ChangeDetection>,
+    thread_count: usize,
+) -> (
+    std::thread::JoinHandle<batch::ReadEnd>,
+    mpsc::Receiver<Produced>,
+) {
+    let filter = changes.map(|detection| ChangeFilter::new(job.target, detection));
+    let (sender, produced) = mpsc::channel::<Produced>(thread_count);
+    let settings = Batching {
+        limits: job.limits,
+        target: job.target,
+        on_invalid_record: job.on_invalid_record,
+        batch_size: job.endpoint.max_records,
+        envelope: job.endpoint.envelope,
+        output: job.output.clone(),
+        context: job.context.clone(),
+        already_settled: options.already_settled.clone(),
+    };
+    let runtime = tokio::runtime::Handle::current();
+    let reader = std::thread::spawn(move || {
+        let mut handoff = batch::Handoff::new(&sender, runtime, thread_count.div_ceil(2));
+        batch::produce(rows, &settings, filter, &mut handoff)
+    });
+    (reader, produced)
+}
+
+/// Books what the reader made but was never sent (the run stopped): batches as failed,
+/// rows as they would have been settled.
+async fn settle_never_sent(
+    mut produced: mpsc::Receiver<Produced>,
+    ledger: &mut Ledger,
+    observer: &mut dyn Observer,
+) {
     produced.close();
     while let Some(next) = produced.recv().await {
         match next {
@@ -121,7 +147,14 @@ pub(super) async fn send_all(
             Produced::SourceFailed(message) => ledger.stop(StopReason::SourceFailed(message)),
         }
     }
-    // A panic on the reading thread is a failed run, never the end of the process.
+}
+
+/// What the reading thread reported when it was done. A panic on it is a failed run, never
+/// the end of the process.
+fn reader_end(
+    reader: std::thread::JoinHandle<batch::ReadEnd>,
+    ledger: &mut Ledger,
+) -> batch::ReadEnd {
     reader.join().unwrap_or_else(|panic| {
         let message = panic
             .downcast_ref::<&str>()

@@ -65,8 +65,39 @@ pub(super) fn event_record(
     if text.identity.is_empty() {
         return Err(missing_identity());
     }
+    let has_items = check_items(items_column.is_some(), &mut items, event_name)?;
+    let properties = text.properties + usize::from(has_items);
+    if properties > limits.event_properties {
+        return Err(Invalid::breaks(
+            &rules::EVENT_PROPERTIES,
+            format!(
+                "{properties} event properties; this account keeps at most {} (set `limits: {{event_properties: N}}` in the connection if CleverTap raised it for the account)",
+                limits.event_properties
+            ),
+        ));
+    }
+    if let Some(items) = items_column {
+        text.push_property(br#""Items":"#, &items);
+    } else if !items.is_empty() {
+        text.push_raw_property(br#""Items":"#, |out| write_items(out, &items));
+    }
+    if let Some(ts) = ts {
+        text.push_header("ts", &Value::from(ts));
+    }
+    text.push_header("evtName", event_name);
+    Ok(ts)
+}
+
+/// Checks a row's items (`in_one_column`: an `Items` column; `items`: `Items[i].Field`
+/// values, sorted here by `i`): not both, at most [`rules::MAX_CHARGED_ITEMS`], and only on
+/// the Charged event. Whether the event has items.
+fn check_items(
+    in_one_column: bool,
+    items: &mut [(usize, &[u8], &Value)],
+    event_name: &Value,
+) -> Result<bool, Invalid> {
     if !items.is_empty() {
-        if items_column.is_some() {
+        if in_one_column {
             return Err(Invalid::breaks(
                 &rules::EVENT_STRUCTURE,
                 "the row has both an `Items` column and `Items[i].Field` columns",
@@ -88,7 +119,7 @@ pub(super) fn event_record(
             ));
         }
     }
-    let has_items = items_column.is_some() || !items.is_empty();
+    let has_items = in_one_column || !items.is_empty();
     // [DOC] platform-considerations: `Items` is the Charged event's alone.
     if has_items && !is_charged(event_name) {
         return Err(Invalid::breaks(
@@ -98,26 +129,7 @@ pub(super) fn event_record(
             ),
         ));
     }
-    let properties = text.properties + usize::from(has_items);
-    if properties > limits.event_properties {
-        return Err(Invalid::breaks(
-            &rules::EVENT_PROPERTIES,
-            format!(
-                "{properties} event properties; this account keeps at most {} (set `limits: {{event_properties: N}}` in the connection if CleverTap raised it for the account)",
-                limits.event_properties
-            ),
-        ));
-    }
-    if let Some(items) = items_column {
-        text.push_property(br#""Items":"#, &items);
-    } else if !items.is_empty() {
-        text.push_raw_property(br#""Items":"#, |out| write_items(out, &items));
-    }
-    if let Some(ts) = ts {
-        text.push_header("ts", &Value::from(ts));
-    }
-    text.push_header("evtName", event_name);
-    Ok(ts)
+    Ok(has_items)
 }
 
 /// `[{"Name":…,"Price":…},…]`: `Items[i].Field` values sorted by `i`, as JSON text.

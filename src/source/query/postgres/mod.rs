@@ -54,18 +54,16 @@ pub(super) async fn snapshot(
     let client = connect(&source.database).await?;
     let statement = prepare(&client, source).await?;
     let name = &source.database.name;
-    let mut kinds = Vec::new();
-    for column in statement.columns() {
-        match Kind::of(column.type_()) {
-            Some(kind) => kinds.push(kind),
-            None => {
-                return Err(QueryError::Query {
-                    name: name.clone(),
-                    reason: unsupported_type(column.name(), column.type_().name()),
-                });
-            }
-        }
-    }
+    let kinds = statement
+        .columns()
+        .iter()
+        .map(|column| {
+            Kind::of(column.type_()).ok_or_else(|| QueryError::Query {
+                name: name.clone(),
+                reason: unsupported_type(column.name(), column.type_().name()),
+            })
+        })
+        .collect::<Result<Vec<Kind>, QueryError>>()?;
     let incremental = match &source.incremental {
         Some(column) => Some(incremental_index(&statement, column, name)?),
         None => None,
@@ -119,27 +117,10 @@ pub(super) async fn snapshot(
             }
         };
         let mut cells = writer.row();
-        for (index, kind) in kinds.iter().enumerate() {
-            if let Some(length) = lengths[index]
-                && let Ok(Some(length)) = row.try_get::<_, Option<i32>>(length)
-            {
-                let bytes = usize::try_from(length).unwrap_or(usize::MAX);
-                cells.refused(&format!(
-                    "{} (measured as text by the database, which did not send it)",
-                    exact::too_long(bytes)
-                ));
-                continue;
-            }
-            let value = row.try_get::<_, Option<Raw<'_>>>(index);
-            match value {
-                Ok(Some(Raw(bytes))) => kind.write(bytes, zone, &mut cells),
-                Ok(None) => cells.null(),
-                Err(error) => {
-                    let read = writer.rows();
-                    writer.abandon();
-                    return Err(failed(read, explain(&error)));
-                }
-            }
+        if let Err(error) = write_row(&row, &kinds, &lengths, zone, &mut cells) {
+            let read = writer.rows();
+            writer.abandon();
+            return Err(failed(read, explain(&error)));
         }
         if let Err(error) = cells.end() {
             let read = writer.rows();
@@ -158,6 +139,34 @@ pub(super) async fn snapshot(
     writer
         .finish(highest.map(|(_, text)| text))
         .map_err(|error| failed(read, snapshot_error(&error)))
+}
+
+/// Writes one row's values as cells: each as its kind says, or refused when the database
+/// measured it too long to send (`lengths`, from the [`guard`]).
+fn write_row(
+    row: &tokio_postgres::Row,
+    kinds: &[Kind],
+    lengths: &[Option<usize>],
+    zone: chrono_tz::Tz,
+    cells: &mut Cells<'_>,
+) -> Result<(), tokio_postgres::Error> {
+    for (index, kind) in kinds.iter().enumerate() {
+        if let Some(length) = lengths[index]
+            && let Ok(Some(length)) = row.try_get::<_, Option<i32>>(length)
+        {
+            let bytes = usize::try_from(length).unwrap_or(usize::MAX);
+            cells.refused(&format!(
+                "{} (measured as text by the database, which did not send it)",
+                exact::too_long(bytes)
+            ));
+            continue;
+        }
+        match row.try_get::<_, Option<Raw<'_>>>(index)? {
+            Some(Raw(bytes)) => kind.write(bytes, zone, cells),
+            None => cells.null(),
+        }
+    }
+    Ok(())
 }
 
 /// The statement that runs, and for each column where its too-long value's length is: the
