@@ -178,50 +178,10 @@ pub enum StartError {
 /// Runs the daemon until SIGTERM or SIGINT. An error is returned only when it cannot start;
 /// the command line has checked that `dir` is a folder.
 pub async fn run(options: Options) -> Result<(), StartError> {
-    let store = crate::state::open(&options.state.store)?;
-    // With the shared store, the budgets count against slots every process shares.
-    let budgets = AccountBudgets::new(store.shared_slots());
-    let metrics = Arc::new(Metrics::new(budgets.clone()));
-    let health = Arc::new(Health::new(options.state.store.clone()));
-    if let Some(address) = options.metrics_listen {
-        let bound = listener::serve(address, Arc::clone(&metrics), Arc::clone(&health))
-            .await
-            .map_err(|source| StartError::Metrics { address, source })?;
-        tracing::info!(%bound, "serving /metrics and /health");
-    }
-    let (watcher, mut changes) = watch::watch(&options.dir).map_err(|error| StartError::Watch {
-        dir: options.dir.clone(),
-        reason: error.to_string(),
-    })?;
+    let (mut daemon, mut changes) = Daemon::set_up(options).await?;
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
-
-    let canonical_dir = std::fs::canonicalize(&options.dir).ok();
-    let absolute_dir = std::path::absolute(&options.dir).unwrap_or_else(|_| options.dir.clone());
-    let watched_dir = watch::identity(&options.dir);
-    let mut daemon = Daemon {
-        options,
-        store,
-        entries: BTreeMap::new(),
-        reported: HashMap::new(),
-        broken: BTreeSet::new(),
-        runs: JoinSet::new(),
-        run_files: HashMap::new(),
-        budgets,
-        metrics,
-        health,
-        interrupt_runs: CancellationToken::new(),
-        last_status: String::new(),
-        watcher,
-        arrival_folders: BTreeSet::new(),
-        rescan_at: None,
-        clients: HashMap::new(),
-        canonical_dir,
-        absolute_dir,
-        watched_dir,
-        stopping: false,
-    };
     daemon.reload(Utc::now());
     daemon.abandon_dead_runs();
     daemon.catch_up(Utc::now());
@@ -287,6 +247,59 @@ pub async fn run(options: Options) -> Result<(), StartError> {
     }
     daemon.shut_down().await;
     Ok(())
+}
+
+impl Daemon {
+    /// The daemon before its first reload: its state store, budgets and metrics, the
+    /// `/metrics` and `/health` listener when asked for, and the watch on the pipelines
+    /// folder, whose changes come through the receiver.
+    async fn set_up(
+        options: Options,
+    ) -> Result<(Daemon, tokio::sync::mpsc::UnboundedReceiver<Vec<PathBuf>>), StartError> {
+        let store = crate::state::open(&options.state.store)?;
+        // With the shared store, the budgets count against slots every process shares.
+        let budgets = AccountBudgets::new(store.shared_slots());
+        let metrics = Arc::new(Metrics::new(budgets.clone()));
+        let health = Arc::new(Health::new(options.state.store.clone()));
+        if let Some(address) = options.metrics_listen {
+            let bound = listener::serve(address, Arc::clone(&metrics), Arc::clone(&health))
+                .await
+                .map_err(|source| StartError::Metrics { address, source })?;
+            tracing::info!(%bound, "serving /metrics and /health");
+        }
+        let (watcher, changes) = watch::watch(&options.dir).map_err(|error| StartError::Watch {
+            dir: options.dir.clone(),
+            reason: error.to_string(),
+        })?;
+
+        let canonical_dir = std::fs::canonicalize(&options.dir).ok();
+        let absolute_dir =
+            std::path::absolute(&options.dir).unwrap_or_else(|_| options.dir.clone());
+        let watched_dir = watch::identity(&options.dir);
+        let daemon = Daemon {
+            options,
+            store,
+            entries: BTreeMap::new(),
+            reported: HashMap::new(),
+            broken: BTreeSet::new(),
+            runs: JoinSet::new(),
+            run_files: HashMap::new(),
+            budgets,
+            metrics,
+            health,
+            interrupt_runs: CancellationToken::new(),
+            last_status: String::new(),
+            watcher,
+            arrival_folders: BTreeSet::new(),
+            rescan_at: None,
+            clients: HashMap::new(),
+            canonical_dir,
+            absolute_dir,
+            watched_dir,
+            stopping: false,
+        };
+        Ok((daemon, changes))
+    }
 }
 
 /// Sleeps until `when`; forever when there is nothing scheduled.

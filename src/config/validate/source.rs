@@ -4,7 +4,7 @@
 use super::connection::resolve_database;
 use crate::config::Credentials;
 use crate::config::diagnostic::{Diagnostic, did_you_mean};
-use crate::config::file::{SourceFile, SourceFormat};
+use crate::config::file::{DatabaseRef, SourceFile, SourceFormat};
 use crate::config::model::{Compression, FileSource, QuerySource, Source};
 use crate::config::yaml::Node;
 use std::path::Path;
@@ -72,55 +72,79 @@ pub(super) fn build_source(
             }))
         }
         (None, Some(database)) => {
-            if spec.format.is_some() {
-                diagnostics.push(
-                    Diagnostic::error(
-                        file,
-                        Some(root.locate_key("/source", "format")),
-                        "`format` belongs to a file source; a query's rows have their own types",
-                    )
-                    .with_hint("remove `format`"),
-                );
-            }
-            let database = resolve_database(file, root, database, folder, credentials, diagnostics);
-            let query = query_text(file, root, spec, folder, diagnostics);
-            let incremental = spec.incremental.as_ref().and_then(|incremental| {
-                let column = incremental.column.trim();
-                if column.is_empty() {
-                    diagnostics.push(Diagnostic::error(
-                        file,
-                        Some(root.locate("/source/incremental/column")),
-                        "`incremental.column` is empty",
-                    ));
-                    return None;
-                }
-                Some(column.to_string())
-            });
-            if spec.incremental.is_some() && incremental.is_none() {
-                return None;
-            }
-            if let Some(query) = &query
-                && incremental.is_some()
-                && !query.contains("$1")
-            {
-                diagnostics.push(
-                    Diagnostic::error(
-                        file,
-                        Some(root.locate("/source/incremental")),
-                        "with `incremental`, the query must use `$1`: each run binds the highest value delivered so far to it",
-                    )
-                    .with_hint("for example `WHERE $1::timestamptz IS NULL OR updated_at > $1`"),
-                );
-                return None;
-            }
+            let source = query_source(
+                file,
+                root,
+                spec,
+                database,
+                (folder, credentials),
+                diagnostics,
+            );
             Some(Source::Query(QuerySource {
-                database: database?,
-                query: query?,
-                incremental,
                 timezone: timezone?,
+                ..source?
             }))
         }
     }
+}
+
+/// A query source (`database` and `query`, perhaps `incremental`), in UTC until its time
+/// zone is set.
+fn query_source(
+    file: &Path,
+    root: &Node,
+    spec: &SourceFile,
+    database: &DatabaseRef,
+    (folder, credentials): (&Path, Credentials),
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<QuerySource> {
+    if spec.format.is_some() {
+        diagnostics.push(
+            Diagnostic::error(
+                file,
+                Some(root.locate_key("/source", "format")),
+                "`format` belongs to a file source; a query's rows have their own types",
+            )
+            .with_hint("remove `format`"),
+        );
+    }
+    let database = resolve_database(file, root, database, folder, credentials, diagnostics);
+    let query = query_text(file, root, spec, folder, diagnostics);
+    let incremental = spec.incremental.as_ref().and_then(|incremental| {
+        let column = incremental.column.trim();
+        if column.is_empty() {
+            diagnostics.push(Diagnostic::error(
+                file,
+                Some(root.locate("/source/incremental/column")),
+                "`incremental.column` is empty",
+            ));
+            return None;
+        }
+        Some(column.to_string())
+    });
+    if spec.incremental.is_some() && incremental.is_none() {
+        return None;
+    }
+    if let Some(query) = &query
+        && incremental.is_some()
+        && !query.contains("$1")
+    {
+        diagnostics.push(
+            Diagnostic::error(
+                file,
+                Some(root.locate("/source/incremental")),
+                "with `incremental`, the query must use `$1`: each run binds the highest value delivered so far to it",
+            )
+            .with_hint("for example `WHERE $1::timestamptz IS NULL OR updated_at > $1`"),
+        );
+        return None;
+    }
+    Some(QuerySource {
+        database: database?,
+        query: query?,
+        incremental,
+        timezone: chrono_tz::Tz::UTC,
+    })
 }
 
 /// The SQL of a query source: `query`, or the file `query_file` names.
