@@ -15,7 +15,7 @@ use sha2::Sha256;
 use crate::config::model::{
     Channel, Email, Notification, NotifyOn, SmtpSecurity, Webhook, redacted_url,
 };
-use crate::outcome::{Counts, RunStatus, Trigger};
+use crate::outcome::{Counts, RunStatus, StopKind, Trigger};
 use crate::state::FirstError;
 
 /// The header that carries a webhook body's signature: `sha256=<hex>`.
@@ -41,6 +41,8 @@ pub struct RunNotice {
     pub duration_ms: u64,
     /// Why it stopped early.
     pub stop_reason: Option<String>,
+    /// Why it stopped early, as a word a program matches on (`gave_up`, `unauthorized`...).
+    pub stop_kind: Option<StopKind>,
     /// Its first problems (line, code, reason).
     pub first_errors: Vec<FirstError>,
     /// Its rejects file.

@@ -34,6 +34,7 @@ pub(super) fn summary_json(summary: &RunSummary) -> Value {
             .as_deref()
             .map(|path| from_working_dir(path).display().to_string()),
         "stop_reason": summary.stop.as_ref().map(ToString::to_string),
+        "stop_kind": summary.stop.as_ref().map(|stop| stop.kind()),
         "segment_id": summary.segment_id,
         "warnings": summary.warnings,
         "resumed_from": summary.resumed_from,

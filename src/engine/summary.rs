@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::outcome::{Counts, ReasonCount, RunStatus, Settled};
+use crate::outcome::{Counts, ReasonCount, RunStatus, Settled, StopKind};
 
 /// The outcome of one batch: the unit a checkpoint can record.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +79,23 @@ pub enum StopReason {
 }
 
 impl StopReason {
+    /// Its kind, as a word a program can match on.
+    pub fn kind(&self) -> StopKind {
+        match self {
+            StopReason::InvalidRecord { .. } => StopKind::InvalidRecord,
+            StopReason::Rejected { .. } => StopKind::Rejected,
+            StopReason::Unauthorized(_) => StopKind::Unauthorized,
+            StopReason::Unreachable(_) => StopKind::Unreachable,
+            StopReason::GaveUp { .. } => StopKind::GaveUp,
+            StopReason::Interrupted => StopKind::Interrupted,
+            StopReason::SourceFailed(_) => StopKind::SourceFailed,
+            StopReason::Refused(_) => StopKind::Refused,
+            StopReason::ErrorBudget(_) => StopKind::ErrorBudget,
+            StopReason::StateFailed(_) => StopKind::StateFailed,
+            StopReason::RejectsFailed(_) => StopKind::RejectsFailed,
+        }
+    }
+
     /// How much a reason says about the run: one that ends every request (refused
     /// credentials most of all) outweighs one about the records or a signal; between equals
     /// the first stays.

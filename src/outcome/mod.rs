@@ -291,6 +291,86 @@ impl FromStr for Trigger {
     }
 }
 
+/// Why a run stopped early, as a word a program can match on (`--json`, the history, a
+/// console); the message beside it says the rest for a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopKind {
+    /// An invalid record, with `skip_invalid_records: false`.
+    InvalidRecord,
+    /// CleverTap refused a record, with `skip_invalid_records: false`.
+    Rejected,
+    /// CleverTap refused the credentials.
+    Unauthorized,
+    /// CleverTap's host does not exist, or its certificate cannot be trusted.
+    Unreachable,
+    /// A batch was not delivered however often it was retried.
+    GaveUp,
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
+    /// The source could not be read.
+    SourceFailed,
+    /// CleverTap refused a step of a custom list's upload.
+    Refused,
+    /// More invalid records than the error budget allows.
+    ErrorBudget,
+    /// Progress could not be recorded in the state store.
+    StateFailed,
+    /// The rejects file could not be written.
+    RejectsFailed,
+}
+
+impl StopKind {
+    /// Every kind.
+    const ALL: [StopKind; 11] = [
+        StopKind::InvalidRecord,
+        StopKind::Rejected,
+        StopKind::Unauthorized,
+        StopKind::Unreachable,
+        StopKind::GaveUp,
+        StopKind::Interrupted,
+        StopKind::SourceFailed,
+        StopKind::Refused,
+        StopKind::ErrorBudget,
+        StopKind::StateFailed,
+        StopKind::RejectsFailed,
+    ];
+
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopKind::InvalidRecord => "invalid_record",
+            StopKind::Rejected => "rejected",
+            StopKind::Unauthorized => "unauthorized",
+            StopKind::Unreachable => "unreachable",
+            StopKind::GaveUp => "gave_up",
+            StopKind::Interrupted => "interrupted",
+            StopKind::SourceFailed => "source_failed",
+            StopKind::Refused => "refused",
+            StopKind::ErrorBudget => "error_budget",
+            StopKind::StateFailed => "state_failed",
+            StopKind::RejectsFailed => "rejects_failed",
+        }
+    }
+}
+
+impl fmt::Display for StopKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl FromStr for StopKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        StopKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+            .ok_or_else(|| format!("`{text}` is not a kind of stop"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,6 +401,18 @@ mod tests {
             );
         }
         assert!("cron".parse::<Trigger>().is_err());
+    }
+
+    #[test]
+    fn stop_kinds_read_back_as_written() {
+        for kind in StopKind::ALL {
+            assert_eq!(kind.as_str().parse(), Ok(kind));
+            assert_eq!(
+                serde_json::to_value(kind).unwrap(),
+                serde_json::json!(kind.as_str())
+            );
+        }
+        assert!("exploded".parse::<StopKind>().is_err());
     }
 
     #[test]

@@ -33,12 +33,10 @@ use crate::engine::{
 };
 use crate::file_stem;
 use crate::mapping;
-use crate::notifications::{self, RunNotice};
-use crate::outcome::RunStatus;
 use crate::source::snapshot::SnapshotMeta;
 use crate::state::{
-    self, Checkpoint, CheckpointKey, Fingerprint, FirstError, LockWait, PipelineLock, RunFinish,
-    RunStart, SettingsDigest, StateError, StateStore,
+    self, Checkpoint, CheckpointKey, Fingerprint, FirstError, LockWait, PipelineLock, RunStart,
+    SettingsDigest, StateError, StateStore,
 };
 use crate::template::RunContext;
 use finish::{finish, keep_fingerprints, notify, record_history};

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use chrono::{DateTime, Utc};
 
-use crate::outcome::{Code, Counts, RunStatus, Trigger};
+use crate::outcome::{Code, Counts, RunStatus, StopKind, Trigger};
 
 /// One of the first problems of a run, kept in the history (no record data).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -67,8 +67,12 @@ pub struct RunFinish {
     pub rows_resumed: u64,
     /// Its rejects file.
     pub rejects_file: Option<PathBuf>,
-    /// Why it stopped early.
+    /// Why it stopped early, for a person.
     pub stop_reason: Option<String>,
+    /// Why it stopped early, as a word a program matches on (none for runs recorded before
+    /// tapline kept it, or by a newer tapline with a kind this one does not know).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_kind: Option<StopKind>,
     /// Its first problems.
     pub first_errors: Vec<FirstError>,
     /// Its warnings.
@@ -105,4 +109,10 @@ pub struct RunEntry {
     /// How it ended.
     #[serde(flatten)]
     pub end: RunFinish,
+}
+
+/// A stored stop kind read back: `None` when none was stored, or when it is a word of a
+/// newer tapline that this one does not know (its `stop_reason` still says it).
+pub(super) fn stop_kind(stored: Option<String>) -> Option<StopKind> {
+    stored.and_then(|word| word.parse().ok())
 }

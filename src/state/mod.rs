@@ -33,6 +33,7 @@ use crate::source::arrival::Arrival;
 
 pub use checkpoint::{Checkpoint, Delivered};
 pub use fingerprint::{Fingerprint, SettingsDigest};
+use history::stop_kind;
 pub use history::{FirstError, RunEntry, RunFinish, RunStart};
 pub use lock::{LockWait, PipelineLock};
 pub use postgres::PgStore;

@@ -464,7 +464,8 @@ fn runs_are_listed_newest_first_and_pruned_by_age() {
                     resumed_from: None,
                     rows_resumed: 0,
                     rejects_file: Some(PathBuf::from("rejects/r1.jsonl")),
-                    stop_reason: None,
+                    stop_reason: Some("stopped: a batch was not delivered".into()),
+                    stop_kind: Some(crate::outcome::StopKind::GaveUp),
                     first_errors: vec![FirstError {
                         line: 3,
                         code: Code::CleverTap(515),
@@ -488,6 +489,12 @@ fn runs_are_listed_newest_first_and_pruned_by_age() {
         assert_eq!(r1.end.records.rejected, 1);
         assert_eq!(r1.end.first_errors[0].code, "515");
         assert_eq!(r1.end.warnings, ["a warning"]);
+        assert_eq!(r1.end.stop_kind, Some(crate::outcome::StopKind::GaveUp));
+        assert_eq!(
+            store.run("r2").unwrap().unwrap().end.stop_kind,
+            None,
+            "{name}: a run still going has none"
+        );
         assert_eq!(r1.scheduled_for_ms, Some(fire.timestamp_millis()));
         assert_eq!(r1.runner, Some(this_process()), "{name}");
         assert_eq!(r1.destination.as_deref(), Some("sandbox"), "{name}");

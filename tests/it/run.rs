@@ -373,6 +373,14 @@ fn a_wrong_passcode_stops_at_once_and_never_shows_the_passcode() {
             let summary = summary(&output);
             assert_counts_add_up(&summary);
             assert_eq!(summary["records"]["accepted"], 0);
+            // The kind of stop, for a program; the same word in the history.
+            assert_eq!(summary["stop_kind"], "unauthorized", "{summary}");
+            let history = tapline(
+                workspace.dir.path(),
+                &["history", "--dir", ".", "--json", "--limit", "1"],
+            );
+            let runs: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
+            assert_eq!(runs[0]["stop_kind"], "unauthorized", "{runs}");
             let rejects = std::fs::read_to_string(
                 workspace
                     .dir

@@ -2,7 +2,16 @@
 //! snapshot, a lost lease, the arrival, the record fingerprints, the history entry, then the
 //! notifications.
 
-use super::*;
+use super::super::Request;
+use super::super::snapshots::remove_snapshot;
+use super::{Delivered, Held, Snapshot, Start};
+use crate::config::Pipeline;
+use crate::config::model::{QuerySource, Source};
+use crate::engine::{RunSummary, StopReason};
+use crate::notifications::{self, RunNotice};
+use crate::outcome::RunStatus;
+use crate::runner::plan::Plan;
+use crate::state::{CheckpointKey, FirstError, RunFinish, StateStore};
 
 /// Ends a run: the plan's warnings, the query's watermark and snapshot, a lost lease, the
 /// arrival, the history entry, then the notifications (after the store is let go).
@@ -107,6 +116,7 @@ pub(super) fn record_history(
             rows_resumed: summary.rows_resumed,
             rejects_file: summary.rejects_file.clone(),
             stop_reason: summary.stop.as_ref().map(ToString::to_string),
+            stop_kind: summary.stop.as_ref().map(StopReason::kind),
             first_errors: first_errors.to_vec(),
             warnings: summary.warnings.clone(),
         },
@@ -136,6 +146,7 @@ pub(super) async fn notify(
             records: summary.counts,
             duration_ms: summary.duration.as_millis() as u64,
             stop_reason: summary.stop.as_ref().map(ToString::to_string),
+            stop_kind: summary.stop.as_ref().map(StopReason::kind),
             first_errors,
             rejects_file: summary
                 .rejects_file

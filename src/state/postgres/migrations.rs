@@ -126,4 +126,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     -- Where each run sent: the account ID and host, or `sandbox`.
     ALTER TABLE runs ADD COLUMN destination text;
 ",
+    "
+    -- Why a run stopped, as a word a program matches on (`stop_reason` is the message).
+    ALTER TABLE runs ADD COLUMN stop_kind text;
+",
 ];

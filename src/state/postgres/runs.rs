@@ -4,14 +4,14 @@ use std::path::PathBuf;
 
 use tokio_postgres::{Client, Row};
 
-use super::super::{RunEntry, RunFinish, RunStart, now_ms, this_process};
-use crate::outcome::{Counts, RunStatus, Trigger};
+use super::super::{RunEntry, RunFinish, RunStart, now_ms, stop_kind, this_process};
+use crate::outcome::{Counts, RunStatus, StopKind, Trigger};
 
 const ENTRY_COLUMNS: &str =
     "run_id, pipeline, pipeline_file, trigger, started_at, finished_at, status,
      read, accepted, skipped, rejected, failed, requests, retries, resumed_from, rows_resumed,
      rejects_file, stop_reason, first_errors, warnings, unchanged, scheduled_for, runner,
-     destination";
+     destination, stop_kind";
 
 fn entry(row: &Row) -> RunEntry {
     let count = |index: usize| row.get::<_, i64>(index) as u64;
@@ -44,6 +44,7 @@ fn entry(row: &Row) -> RunEntry {
             rows_resumed: count(15),
             rejects_file: row.get::<_, Option<String>>(16).map(PathBuf::from),
             stop_reason: row.get(17),
+            stop_kind: stop_kind(row.get::<_, Option<String>>(24)),
             first_errors: serde_json::from_str(row.get(18)).unwrap_or_default(),
             warnings: serde_json::from_str(row.get(19)).unwrap_or_default(),
         },
@@ -89,7 +90,7 @@ pub(super) async fn finish(
             "UPDATE runs SET finished_at = $2, status = $3, read = $4, accepted = $5,
              skipped = $6, rejected = $7, failed = $8, requests = $9, retries = $10,
              resumed_from = $11, rows_resumed = $12, rejects_file = $13, stop_reason = $14,
-             first_errors = $15, warnings = $16, unchanged = $17
+             first_errors = $15, warnings = $16, unchanged = $17, stop_kind = $18
              WHERE run_id = $1",
             &[
                 &run_id,
@@ -112,6 +113,7 @@ pub(super) async fn finish(
                 &serde_json::to_string(&finish.first_errors).unwrap_or_else(|_| "[]".into()),
                 &serde_json::to_string(&finish.warnings).unwrap_or_else(|_| "[]".into()),
                 &(counts.unchanged as i64),
+                &finish.stop_kind.map(StopKind::as_str),
             ],
         )
         .await

@@ -5,15 +5,15 @@ use std::path::PathBuf;
 
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::super::{RunEntry, RunFinish, RunStart, StateError, now_ms};
+use super::super::{RunEntry, RunFinish, RunStart, StateError, now_ms, stop_kind};
 use super::SqliteStore;
-use crate::outcome::{Counts, RunStatus, Trigger};
+use crate::outcome::{Counts, RunStatus, StopKind, Trigger};
 
 const ENTRY_COLUMNS: &str =
     "run_id, pipeline, pipeline_file, trigger, started_at, finished_at, status,
      read, accepted, skipped, rejected, failed, requests, retries, resumed_from, rows_resumed,
      rejects_file, stop_reason, first_errors, warnings, unchanged, scheduled_for, runner,
-     destination";
+     destination, stop_kind";
 
 fn entry(row: &Row<'_>) -> rusqlite::Result<RunEntry> {
     let count = |index: usize| -> rusqlite::Result<u64> { Ok(row.get::<_, i64>(index)? as u64) };
@@ -46,6 +46,7 @@ fn entry(row: &Row<'_>) -> rusqlite::Result<RunEntry> {
             rows_resumed: count(15)?,
             rejects_file: row.get::<_, Option<String>>(16)?.map(PathBuf::from),
             stop_reason: row.get(17)?,
+            stop_kind: stop_kind(row.get::<_, Option<String>>(24)?),
             first_errors: serde_json::from_str(&row.get::<_, String>(18)?).unwrap_or_default(),
             warnings: serde_json::from_str(&row.get::<_, String>(19)?).unwrap_or_default(),
         },
@@ -84,7 +85,7 @@ impl SqliteStore {
                 "UPDATE runs SET finished_at = ?2, status = ?3, read = ?4, accepted = ?5,
                  skipped = ?6, rejected = ?7, failed = ?8, requests = ?9, retries = ?10,
                  resumed_from = ?11, rows_resumed = ?12, rejects_file = ?13, stop_reason = ?14,
-                 first_errors = ?15, warnings = ?16, unchanged = ?17
+                 first_errors = ?15, warnings = ?16, unchanged = ?17, stop_kind = ?18
                  WHERE run_id = ?1",
                 params![
                     run_id,
@@ -107,6 +108,7 @@ impl SqliteStore {
                     serde_json::to_string(&finish.first_errors).unwrap_or_else(|_| "[]".into()),
                     serde_json::to_string(&finish.warnings).unwrap_or_else(|_| "[]".into()),
                     counts.unchanged as i64,
+                    finish.stop_kind.map(StopKind::as_str),
                 ],
             )
             .map(drop)

@@ -143,6 +143,8 @@ const MIGRATIONS: &[&str] = &[
     EVENT_EXPIRY_FROM_NOW_SQLITE,
     // 9: where each run sent (the account ID and host, or `sandbox`), shown by the history.
     "ALTER TABLE runs ADD COLUMN destination TEXT;",
+    // 10: why a run stopped, as a word a program matches on (`stop_reason` is the message).
+    "ALTER TABLE runs ADD COLUMN stop_kind TEXT;",
 ];
 
 /// Migration 8 of the embedded store (see [`MIGRATIONS`]).
