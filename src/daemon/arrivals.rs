@@ -1,7 +1,12 @@
 //! `trigger: file_arrival`: the folders the daemon watches for files, and the scan that
 //! finds the files that arrived (each version sent once).
 
-use super::*;
+use std::path::{Path, PathBuf};
+
+use crate::config::Pipeline;
+use crate::config::model::TriggerKind;
+
+use super::{Cause, Daemon, QUIET};
 
 impl Daemon {
     /// Starts watching the folder of each `file_arrival` pipeline.

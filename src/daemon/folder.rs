@@ -2,7 +2,15 @@
 //! broken edit keeps its last valid version scheduled), and watching the folder, again when
 //! it is deleted, made anew or swapped.
 
-use super::*;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+
+use crate::config::model::Schedule;
+use crate::config::{Credentials, Pipeline};
+use crate::{config, scheduler};
+
+use super::{Daemon, Entry, fire_in_zone, schedule_key, watch};
 
 impl Daemon {
     /// Loads every pipeline file again. A file that loads replaces its entry (keeping its

@@ -19,7 +19,7 @@ mod watch;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,14 +29,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::clevertap::Client;
+use crate::config::Pipeline;
 use crate::config::model::Schedule;
-use crate::config::model::{CatchUp, Overlap, TriggerKind};
-use crate::config::{self, Credentials, Pipeline};
-use crate::engine::{AccountBudgets, Delivery, NoObserver, RunSummary};
-use crate::runner::{self, RunError, Trigger};
+use crate::engine::{AccountBudgets, RunSummary};
+use crate::runner::{self, RunError};
 use crate::scheduler;
 use crate::source::arrival::Arrival;
-use crate::state::{LockWait, StateStore};
+use crate::state::StateStore;
 use health::Health;
 use metrics::Metrics;
 

@@ -1,7 +1,20 @@
 //! The daemon's runs: the fires that are due (and those missed while it was down), each run
 //! started on its own task through the runner, and what is done when one ends.
 
-use super::*;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::clevertap::Client;
+use crate::config::Pipeline;
+use crate::config::model::{CatchUp, Overlap, TriggerKind};
+use crate::engine::{Delivery, NoObserver, RunSummary};
+use crate::runner::{RunError, Trigger};
+use crate::state::LockWait;
+use crate::{runner, scheduler};
+
+use super::{ARRIVAL_RETRY, Cause, Daemon, Finished};
 
 impl Daemon {
     /// Marks the runs that a dead process left `running` as abandoned, for each pipeline

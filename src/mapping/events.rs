@@ -1,7 +1,19 @@
 //! A row as an event: its name, `ts`, identity and properties, and a Charged event's
 //! `Items` (from a list column or from `Items.N.field` columns).
 
-use super::*;
+use std::sync::Arc;
+
+use chrono_tz::Tz;
+use serde_json::Value;
+
+use crate::clevertap::rules;
+use crate::config::model::AccountLimits;
+use crate::source::Row;
+
+use super::record::RecordText;
+use super::{
+    Column, Invalid, checked_identity, is_blank, json, missing_identity, parse_ts, put_identity,
+};
 
 /// Checks a row as an event and writes it into `text`.
 pub(super) fn event_record(

@@ -15,7 +15,7 @@ mod time;
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use events::{event_record, item_column};
 use profiles::profile_record;
@@ -25,7 +25,7 @@ pub use time::{parse_date, parse_timestamp};
 
 use crate::clevertap::rules::{self, Rule, StandardKey, Violation};
 use crate::clevertap::wire::{DELETE_KEYS, Endpoint};
-use crate::config::model::{AccountLimits, ArrayOperation, Target};
+use crate::config::model::{AccountLimits, Target};
 use crate::outcome::Code;
 use crate::source::Row;
 use chrono_tz::Tz;

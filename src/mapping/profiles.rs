@@ -1,7 +1,22 @@
 //! A row as a user profile: its identity, each property checked against CleverTap's rules
 //! and converted as its column says, multi-value properties as the array operation says.
 
-use super::*;
+use std::sync::Arc;
+
+use chrono_tz::Tz;
+use serde_json::{Map, Value};
+
+use crate::clevertap::rules;
+use crate::config::model::ArrayOperation;
+use crate::outcome::Code;
+use crate::source::Row;
+
+use super::record::RecordText;
+use super::time::parse_date;
+use super::{
+    Column, Conversion, Invalid, PropertyColumn, checked_identity, is_blank, missing_identity,
+    parse_ts, put_identity,
+};
 
 /// Checks a row as a profile and writes it into `text`.
 pub(super) fn profile_record(

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::config::model::ArrayOperation;
 
 fn row(fields: Value) -> Row {
     let Value::Object(map) = fields else {

@@ -1,7 +1,25 @@
 //! The write APIs as CleverTap answers them: each request's credentials, size, concurrency
 //! limit and injected fault (`serve`), then each API's rules and what it stores.
 
-use super::*;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::clevertap::records::RecordKind;
+use crate::clevertap::wire::{ACCOUNT_HEADER, DELETE_KEYS, Endpoint, Envelope, PASSCODE_HEADER};
+use crate::clevertap::{records, rules};
+
+use super::{
+    DeletedProfile, Fault, Handler, InFlight, Refusal, Shared, Store, clevertap_id,
+    dropped_connection, identity_key, merge_profile, pick_fault,
+};
 
 pub(super) fn fail(status: StatusCode, message: &str) -> Response {
     (

@@ -1,7 +1,20 @@
 //! Custom lists: the pre-signed URL, the S3 emulation that receives the CSV (with S3's
 //! refusals of chunked or unsized bodies), and the segment's registration.
 
-use super::*;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::clevertap::wire::{CustomListCompleted, Endpoint, PASSCODE_HEADER};
+
+use super::{
+    KEPT_LIST_LINES, PresignedUpload, Refusal, Segment, Shared, UploadedList, bad_request, serve,
+};
 
 pub(super) async fn custom_list_url(
     State(shared): State<Arc<Shared>>,

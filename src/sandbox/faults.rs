@@ -1,6 +1,10 @@
 //! Injected faults: which request gets one, and a connection that breaks mid-answer.
 
-use super::*;
+use axum::body::{Body, Bytes};
+use axum::response::Response;
+use rand::RngExt;
+
+use super::{Fault, Shared};
 
 /// Draws whether a request gets a fault, and which.
 pub(super) fn pick_fault(shared: &Shared) -> Option<Fault> {

@@ -1,7 +1,18 @@
 //! What the sandbox saw, for tests and people: counts, records, profiles, and a reset.
 
-use super::*;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::Value;
+
 use crate::clevertap::records::RecordKind;
+use crate::clevertap::wire::Endpoint;
+
+use super::{Inspection, Shared, Store, StoredProfile, clevertap_id};
 
 pub(super) fn snapshot(shared: &Shared) -> Inspection {
     let store = shared.store();

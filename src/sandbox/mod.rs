@@ -17,25 +17,17 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
-use axum::extract::Path as UrlPath;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::Router;
+use axum::http::StatusCode;
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
 use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
+use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::clevertap::records::{self, RecordKind};
 use crate::clevertap::rules;
-use crate::clevertap::wire::{ACCOUNT_HEADER, PASSCODE_HEADER};
-use crate::clevertap::wire::{
-    CUSTOM_LIST_COMPLETED_PATH, CustomListCompleted, DELETE_KEYS, Endpoint, Envelope,
-};
+use crate::clevertap::wire::{CUSTOM_LIST_COMPLETED_PATH, Endpoint};
 
 mod apis;
 mod custom_lists;

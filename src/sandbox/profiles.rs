@@ -1,7 +1,11 @@
 //! The profile store: profiles merged as CleverTap merges them, multi-value commands
 //! included, for inspection.
 
-use super::*;
+use serde_json::Value;
+
+use crate::clevertap::rules;
+
+use super::{Store, clevertap_id};
 
 /// The identity a profile or event record names: the first identity field it has.
 pub(super) fn identity_key(record: &Value) -> Option<String> {

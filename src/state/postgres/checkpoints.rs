@@ -2,7 +2,14 @@
 //! [`Checkpoints`](crate::state::Checkpoints) for PostgreSQL, a checkpoint write being one
 //! statement that only the run owning the checkpoint can make.
 
-use super::*;
+use crate::outcome::{Counts, SettledLines};
+
+use super::super::checkpoint::LastDelivery;
+use super::super::{
+    Accepted, Checkpoint, CheckpointKey, Checkpoints, Delivered, Fingerprint, SettingsDigest,
+    StateError, now_ms,
+};
+use super::PgStore;
 
 /// A checkpoint write, as one statement (one transaction, two round trips): the lines, the
 /// fingerprints of the records CleverTap accepted among them, the run's counts. It writes

@@ -32,15 +32,12 @@ use coordinator::Coordinator;
 pub(super) use coordinator::Lease;
 use migrations::MIGRATIONS;
 
-use super::checkpoint::LastDelivery;
 use super::{
-    Accepted, Checkpoint, CheckpointKey, Checkpoints, Delivered, Fingerprint, History, LockWait,
-    Locks, PipelineLock, RecordFingerprints, RunEntry, RunFinish, RunStart, SettingsDigest,
-    SharedSettings, StateError, Triggers, Watermarks, now_ms,
+    CheckpointKey, History, LockWait, Locks, PipelineLock, RecordFingerprints, RunEntry, RunFinish,
+    RunStart, SharedSettings, StateError, Triggers, Watermarks, now_ms,
 };
 use crate::changes::KnownFingerprints;
 use crate::engine::SharedSlots;
-use crate::outcome::{Counts, SettledLines};
 use crate::pg;
 use crate::source::arrival::Arrival;
 

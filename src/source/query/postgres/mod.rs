@@ -8,13 +8,10 @@ mod guard;
 mod values;
 
 use super::{QueryError, ResultColumn, snapshot_error, unsupported_type};
-use std::fmt::Write as _;
 use std::path::Path;
 use values::{Kind, Order};
 
-use chrono::{NaiveDate, TimeZone};
 use futures_util::{StreamExt, pin_mut};
-use serde_json::Value;
 use tokio_postgres::types::{Format, FromSql, IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, Statement};
 use tokio_util::sync::CancellationToken;

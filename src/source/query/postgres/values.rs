@@ -2,7 +2,16 @@
 //! and each one's decoding (integers, floats and exact numerics, dates and times in the
 //! source's zone, JSON, text arrays), or its refusal by name.
 
-use super::*;
+use std::fmt::Write as _;
+
+use chrono::{NaiveDate, TimeZone};
+use serde_json::Value;
+use tokio_postgres::types::Type;
+
+use crate::source::exact;
+use crate::source::snapshot::Cells;
+
+use super::POSTGRES_EPOCH_SECONDS;
 
 /// The column types tapline sends, by how their binary form is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
