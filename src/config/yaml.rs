@@ -131,6 +131,8 @@ struct Builder {
 }
 
 impl Builder {
+    /// The node an event opens, read to its end. One match over the parser's events, each
+    /// arm a kind of node, so it stays whole: split, the arms would pass the parser around.
     fn node<'a>(
         &mut self,
         parser: &mut Parser<'a, saphyr_parser::StrInput<'a>>,

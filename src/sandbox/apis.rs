@@ -98,7 +98,8 @@ pub(super) async fn delete_profiles(
 }
 
 /// What every API does before its own work: concurrency limit, credentials, injected
-/// faults, latency, and a JSON body.
+/// faults, latency, and a JSON body. Whole on purpose: the order of these checks is what
+/// a client sees (a 429 before a 401, a fault before the body is read), read top to bottom.
 pub(super) async fn serve(
     shared: &Shared,
     api: Endpoint,
