@@ -131,42 +131,9 @@ pub(super) async fn receive_list(
     seen: &mut PresignedUpload,
 ) -> (UploadedList, Option<S3Refusal>) {
     let mut list = UploadedList::default();
-    if !matches!(shared.store().presigned.get(token), Some(None)) {
-        return (
-            list,
-            Some((
-                StatusCode::FORBIDDEN,
-                "AccessDenied",
-                "Request has expired or the URL was already used",
-                String::new(),
-            )),
-        );
-    }
-    if headers.contains_key("transfer-encoding") {
-        return (
-            list,
-            Some((
-                StatusCode::NOT_IMPLEMENTED,
-                "NotImplemented",
-                "A header you provided implies functionality that is not implemented",
-                "<Header>Transfer-Encoding</Header>".to_string(),
-            )),
-        );
-    }
-    let Some(announced) = headers
-        .get("content-length")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok())
-    else {
-        return (
-            list,
-            Some((
-                StatusCode::LENGTH_REQUIRED,
-                "MissingContentLength",
-                "You must provide the Content-Length HTTP header.",
-                String::new(),
-            )),
-        );
+    let announced = match announced_length(shared, token, headers) {
+        Ok(announced) => announced,
+        Err(refusal) => return (list, Some(refusal)),
     };
     let mut partial = String::new();
     let mut stream = body.into_data_stream();
@@ -213,6 +180,40 @@ pub(super) async fn receive_list(
     // The first line is the `Type,Identity` header.
     list.identities = list.identities.saturating_sub(1);
     (list, None)
+}
+
+/// The length the upload announces, or S3's refusal of its URL or headers: a URL used or
+/// expired, a chunked body, no `Content-Length`.
+fn announced_length(shared: &Shared, token: &str, headers: &HeaderMap) -> Result<u64, S3Refusal> {
+    if !matches!(shared.store().presigned.get(token), Some(None)) {
+        return Err((
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            "Request has expired or the URL was already used",
+            String::new(),
+        ));
+    }
+    if headers.contains_key("transfer-encoding") {
+        return Err((
+            StatusCode::NOT_IMPLEMENTED,
+            "NotImplemented",
+            "A header you provided implies functionality that is not implemented",
+            "<Header>Transfer-Encoding</Header>".to_string(),
+        ));
+    }
+    let Some(announced) = headers
+        .get("content-length")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok())
+    else {
+        return Err((
+            StatusCode::LENGTH_REQUIRED,
+            "MissingContentLength",
+            "You must provide the Content-Length HTTP header.",
+            String::new(),
+        ));
+    };
+    Ok(announced)
 }
 
 pub(super) fn register_segment(shared: &Shared, payload: &Value) -> Result<Value, Refusal> {

@@ -67,9 +67,23 @@ pub(super) fn build_target(
         Some(ProfileOperation::DisassociatePhone) => Target::DisassociatePhone,
         Some(ProfileOperation::DeleteProfiles) => Target::DeleteProfiles,
     };
+    check_destructive(file, root, target, &built, diagnostics);
+    // Returned even with errors: its own checks (the source's columns) still run, and the
+    // errors keep the pipeline from loading.
+    Some(built)
+}
+
+/// A destructive operation needs `confirm_destructive: true`; anything else has no use for it.
+fn check_destructive(
+    file: &Path,
+    root: &Node,
+    target: &TargetFile,
+    built: &Target,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
     let confirmed = target.confirm_destructive.unwrap_or(false);
     if built.is_destructive() && !confirmed {
-        let what = match built {
+        let what = match *built {
             Target::Demerge => {
                 "`demerge` splits merged profiles apart again, and event data tied to them may be lost"
             }
@@ -95,7 +109,4 @@ pub(super) fn build_target(
             .with_hint("only `demerge`, `disassociate_phone` and `delete_profiles` need it"),
         );
     }
-    // Returned even with errors: its own checks (the source's columns) still run, and the
-    // errors keep the pipeline from loading.
-    Some(built)
 }

@@ -76,6 +76,7 @@ impl ParquetStream {
         let metadata = reader.metadata().file_metadata();
         let total_rows = u64::try_from(metadata.num_rows()).unwrap_or(0);
         let root = metadata.schema();
+        let root_name = root.name().to_string();
         // A record has one value per name: a column given twice would collapse into one.
         let names: Vec<&str> = root.get_fields().iter().map(|field| field.name()).collect();
         if let Some(twice) = names
@@ -112,33 +113,7 @@ impl ParquetStream {
         };
         let values = match FlatColumns::plan(&reader, &fields) {
             Some(leaves) => Values::Flat(FlatColumns::new(reader, leaves, zone)),
-            None => {
-                let nanos = fields
-                    .iter()
-                    .map(|field| {
-                        matches!(
-                            field.get_basic_info().logical_type_ref(),
-                            Some(LogicalType::Timestamp(timestamp))
-                                if timestamp.unit == TimeUnit::NANOS
-                        )
-                    })
-                    .collect();
-                let projected = parquet::schema::types::Type::group_type_builder(root.name())
-                    .with_fields(fields)
-                    .build()
-                    .map_err(|error| OpenError::BadHeader {
-                        path: shown.clone(),
-                        problem: format!("has a schema tapline cannot read: {error}"),
-                    })?;
-                let rows = RowIter::from_file_into(Box::new(reader))
-                    .project(Some(projected))
-                    .map_err(|error| OpenError::BadHeader {
-                        path: shown,
-                        problem: format!("has columns tapline cannot read: {error}"),
-                    })?
-                    .with_batch_size(BATCH_ROWS);
-                Values::Rows { rows, nanos, zone }
-            }
+            None => Values::rows(reader, &root_name, fields, zone, &shown)?,
         };
         let stream = ParquetStream {
             values,
@@ -148,6 +123,44 @@ impl ParquetStream {
             progress: progress.clone(),
         };
         Ok((stream, progress))
+    }
+}
+
+impl Values {
+    /// Values read row by row, for a file with nested columns ([`FlatColumns`] reads the
+    /// rest): the `fields` chosen, projected out of the file's schema.
+    fn rows(
+        reader: SerializedFileReader<File>,
+        root_name: &str,
+        fields: Vec<parquet::schema::types::TypePtr>,
+        zone: chrono_tz::Tz,
+        shown: &str,
+    ) -> Result<Values, OpenError> {
+        let nanos = fields
+            .iter()
+            .map(|field| {
+                matches!(
+                    field.get_basic_info().logical_type_ref(),
+                    Some(LogicalType::Timestamp(timestamp))
+                        if timestamp.unit == TimeUnit::NANOS
+                )
+            })
+            .collect();
+        let projected = parquet::schema::types::Type::group_type_builder(root_name)
+            .with_fields(fields)
+            .build()
+            .map_err(|error| OpenError::BadHeader {
+                path: shown.to_string(),
+                problem: format!("has a schema tapline cannot read: {error}"),
+            })?;
+        let rows = RowIter::from_file_into(Box::new(reader))
+            .project(Some(projected))
+            .map_err(|error| OpenError::BadHeader {
+                path: shown.to_string(),
+                problem: format!("has columns tapline cannot read: {error}"),
+            })?
+            .with_batch_size(BATCH_ROWS);
+        Ok(Values::Rows { rows, nanos, zone })
     }
 }
 

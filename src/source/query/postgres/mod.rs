@@ -51,16 +51,7 @@ pub(super) async fn snapshot(
     let client = connect(&source.database).await?;
     let statement = prepare(&client, source).await?;
     let name = &source.database.name;
-    let kinds = statement
-        .columns()
-        .iter()
-        .map(|column| {
-            Kind::of(column.type_()).ok_or_else(|| QueryError::Query {
-                name: name.clone(),
-                reason: unsupported_type(column.name(), column.type_().name()),
-            })
-        })
-        .collect::<Result<Vec<Kind>, QueryError>>()?;
+    let kinds = column_kinds(&statement, name)?;
     let incremental = match &source.incremental {
         Some(column) => Some(incremental_index(&statement, column, name)?),
         None => None,
@@ -124,18 +115,44 @@ pub(super) async fn snapshot(
             writer.abandon();
             return Err(failed(read, snapshot_error(&error)));
         }
-        if let Some((index, kind)) = incremental
-            && let Ok(Some(Raw(bytes))) = row.try_get::<_, Option<Raw<'_>>>(index)
-            && let Some((order, text)) = kind.order(bytes)
-            && highest.as_ref().is_none_or(|(top, _)| order.above(top))
-        {
-            highest = Some((order, text));
+        if let Some((index, kind)) = incremental {
+            note_highest(&row, index, kind, &mut highest);
         }
     }
     let read = writer.rows();
     writer
         .finish(highest.map(|(_, text)| text))
         .map_err(|error| failed(read, snapshot_error(&error)))
+}
+
+/// The kind of each result column, or the first column of a type tapline cannot send.
+fn column_kinds(statement: &Statement, name: &str) -> Result<Vec<Kind>, QueryError> {
+    statement
+        .columns()
+        .iter()
+        .map(|column| {
+            Kind::of(column.type_()).ok_or_else(|| QueryError::Query {
+                name: name.to_string(),
+                reason: unsupported_type(column.name(), column.type_().name()),
+            })
+        })
+        .collect()
+}
+
+/// Keeps the highest value of the `incremental` column (at `index`, of `kind`) seen so far:
+/// the watermark the next run starts from.
+fn note_highest(
+    row: &tokio_postgres::Row,
+    index: usize,
+    kind: Kind,
+    highest: &mut Option<(Order, String)>,
+) {
+    if let Ok(Some(Raw(bytes))) = row.try_get::<_, Option<Raw<'_>>>(index)
+        && let Some((order, text)) = kind.order(bytes)
+        && highest.as_ref().is_none_or(|(top, _)| order.above(top))
+    {
+        *highest = Some((order, text));
+    }
 }
 
 /// Writes one row's values as cells: each as its kind says, or refused when the database
