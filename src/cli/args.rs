@@ -82,6 +82,9 @@ pub(super) enum Command {
     Replay(ReplayArgs),
     /// Run a folder of pipelines on their schedules until SIGTERM; reload on changes.
     Daemon(DaemonArgs),
+    /// Serve the web console over a state store: every pipeline, its next fires, every run
+    /// and why records were refused (for runs started by cron, CI or several daemons).
+    Ui(UiArgs),
     /// Write a first pipeline to start from: a commented pipeline file, a connections.yaml
     /// reading the environment, JSON Schemas for editors and a tiny sample data file.
     Init {
@@ -147,12 +150,45 @@ pub(super) struct DaemonArgs {
     /// Seconds SIGTERM waits for running uploads before it interrupts them.
     #[arg(long, default_value_t = 30)]
     pub(super) shutdown_timeout: u64,
-    /// Serve Prometheus `/metrics` and `/health` on this address, e.g. 127.0.0.1:9464 or
-    /// localhost:9464.
-    #[arg(long, value_parser = listen_address)]
+    /// Serve the web console (`/`, `/api/`), Prometheus `/metrics` and `/health` on this
+    /// address, e.g. 127.0.0.1:9464. On an address other than loopback the console needs
+    /// --token-file, and the daemon refuses to start without it.
+    #[arg(long, value_parser = listen_address, value_name = "ADDR")]
+    pub(super) listen: Option<SocketAddr>,
+    /// The old name of --listen. On an address other than loopback without --token-file, it
+    /// serves `/metrics` and `/health` only, as it always did.
+    #[arg(long, value_parser = listen_address, conflicts_with = "listen", value_name = "ADDR")]
     pub(super) metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
+    pub(super) console: ConsoleArgs,
+    #[command(flatten)]
     pub(super) state: StateArgs,
+}
+
+/// The console's token.
+#[derive(Debug, Args)]
+pub(super) struct ConsoleArgs {
+    /// A file holding the token every console page, API call and download then needs
+    /// (`Authorization: Bearer TOKEN`, or HTTP Basic with the token as password). Default:
+    /// the systemd credential `console-token` when there is one.
+    #[arg(long, value_name = "FILE")]
+    pub(super) token_file: Option<PathBuf>,
+}
+
+/// `tapline ui`: the console over a state store.
+#[derive(Debug, Args)]
+pub(super) struct UiArgs {
+    /// The address to serve on. On an address other than loopback, --token-file is needed.
+    #[arg(long, value_parser = listen_address, default_value = "127.0.0.1:9464", value_name = "ADDR")]
+    pub(super) listen: SocketAddr,
+    /// The folder of pipeline files the overview lists (its `.tapline/` holds the state when
+    /// neither --state-dir nor --state is given).
+    #[arg(long, default_value = "pipelines")]
+    pub(super) dir: PathBuf,
+    #[command(flatten)]
+    pub(super) console: ConsoleArgs,
+    #[command(flatten)]
+    pub(super) store: StoreArgs,
 }
 
 /// Where the state lives and how long history is kept.

@@ -27,7 +27,7 @@ pub(super) fn daemon(args: &DaemonArgs) -> Outcome {
         dir: args.dir.clone(),
         history_days: args.state.history_days,
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
-        metrics_listen: args.metrics_listen,
+        listen: listen(args)?,
         sandbox: None,
     };
     let result = runtime().block_on(async {
@@ -59,4 +59,16 @@ pub(super) fn daemon(args: &DaemonArgs) -> Outcome {
         ended
     });
     result.map(|()| Exit::Success).map_err(Error::usage)
+}
+
+/// The daemon's listener: `--listen` (or its old name), with the console's token.
+fn listen(args: &DaemonArgs) -> Result<Option<crate::daemon::Listen>, Error> {
+    let Some(address) = args.listen.or(args.metrics_listen) else {
+        return Ok(None);
+    };
+    Ok(Some(crate::daemon::Listen {
+        address,
+        token: super::ui::token(&args.console)?,
+        metrics_only_without_token: args.listen.is_none(),
+    }))
 }

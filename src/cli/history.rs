@@ -9,7 +9,7 @@ use chrono::{TimeZone, Utc};
 use super::error::{Error, Outcome};
 use super::terminal::{self, errln, outln};
 use super::{Exit, HistoryArgs, StoreArgs, printed};
-use crate::state::{Location, RunEntry};
+use crate::state::{Location, RunEntry, RunFilter};
 
 /// Prints the history the arguments ask for.
 pub(super) fn show(args: &HistoryArgs) -> Outcome {
@@ -47,7 +47,7 @@ pub(super) fn show(args: &HistoryArgs) -> Outcome {
         return Ok(printed(written, Exit::Success));
     }
     let runs = store
-        .runs(args.pipeline.as_deref(), args.limit)
+        .runs(&RunFilter::newest(args.pipeline.as_deref(), args.limit))
         .map_err(Error::failed)?;
     let written = if args.json {
         writeln!(out, "{}", serde_json::to_string(&runs).unwrap_or_default())
@@ -233,7 +233,7 @@ pub(super) fn pipeline_named(
     };
     if let Some(store) = store_of_rejects(rejects, store)?
         && let Some(run) = store
-            .runs(Some(name), 1)
+            .runs(&RunFilter::newest(Some(name), 1))
             .map_err(|error| error.to_string())?
             .into_iter()
             .next()
@@ -255,7 +255,7 @@ pub(super) fn pipeline_named(
 fn store_of_rejects(
     rejects: &Path,
     store: &StoreArgs,
-) -> Result<Option<Box<dyn crate::state::History>>, String> {
+) -> Result<Option<Box<dyn crate::state::History + Send>>, String> {
     let location = match (store.shared_url()?, &store.state_dir) {
         (Some(_), _) => store.places(Path::new("."))?.store,
         (None, Some(dir)) => Location::Folder(dir.clone()),

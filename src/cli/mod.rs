@@ -30,11 +30,12 @@ mod sandbox;
 mod state;
 mod summary;
 pub(crate) mod terminal;
+mod ui;
 mod validate;
 
 use args::{
-    Cli, Command, DaemonArgs, HistoryArgs, ReplayArgs, RunArgs, SandboxArgs, StateCommand,
-    StoreArgs,
+    Cli, Command, ConsoleArgs, DaemonArgs, HistoryArgs, ReplayArgs, RunArgs, SandboxArgs,
+    StateCommand, StoreArgs, UiArgs,
 };
 use error::{Error, Outcome};
 use logging::init_logging;
@@ -70,7 +71,7 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    let default_level = if matches!(cli.command, Command::Daemon(_)) {
+    let default_level = if matches!(cli.command, Command::Daemon(_) | Command::Ui(_)) {
         "info"
     } else {
         "warn"
@@ -107,6 +108,7 @@ fn command(command: Command) -> Outcome {
         Command::History(args) => history::show(&args),
         Command::Replay(args) => replay::replay(&args),
         Command::Daemon(args) => daemon::daemon(&args),
+        Command::Ui(args) => ui::ui(&args),
         Command::Next { dir, count } => next::next(&dir, count),
         Command::State(StateCommand::Forget {
             pipeline,

@@ -1,33 +1,27 @@
-//! The daemon's one HTTP listener (`--metrics-listen`): `/metrics` and `/health`, on a
-//! listener that holds a bounded number of connections and closes idle ones, so a scraper
-//! cannot take the file descriptors runs need.
+//! The daemon's one HTTP listener (`--listen`, or its old name `--metrics-listen`):
+//! `/metrics` and `/health` for scrapers and probes, and the web console (`/`, `/api/`) when
+//! it may be served there.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
 use axum::routing::get;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::health::Health;
 use super::metrics::Metrics;
+use crate::console::{self, Console, Token};
+use crate::listener::{ClientAddr, LimitedListener};
 
-/// Serves `/metrics` and `/health` on `address` until the process ends.
+/// Serves `/metrics` and `/health` on `address` until the process ends, and the console
+/// beside them when one is given (behind `token` when there is one).
 pub async fn serve(
     address: SocketAddr,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    console: Option<(Console, Option<Token>)>,
 ) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(address).await?;
-    let bound = listener.local_addr()?;
-    let listener = LimitedListener {
-        inner: listener,
-        slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
-    };
+    let listener = LimitedListener::bind(address).await?;
+    let bound = axum::serve::Listener::local_addr(&listener)?;
     let app = axum::Router::new()
         .route(
             "/metrics",
@@ -53,111 +47,15 @@ pub async fn serve(
                 }
             }),
         );
+    let app = match console {
+        Some((console, token)) => app.merge(console::router(Arc::new(console), token)),
+        None => app,
+    };
     tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<ClientAddr>();
         if let Err(error) = axum::serve(listener, app).await {
-            tracing::error!(%error, "the metrics server stopped");
+            tracing::error!(%error, "the daemon's HTTP listener stopped");
         }
     });
     Ok(bound)
-}
-
-/// Connections the metrics server holds at most: a scraper needs one or two. More are
-/// closed as they come, so idle or half-open connections cannot take the file descriptors
-/// the daemon's runs need (its state store, its sources, its requests).
-const MAX_CONNECTIONS: usize = 32;
-
-/// A connection that sends nothing for this long is closed (a request's headers included).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A listener that holds at most [`MAX_CONNECTIONS`] connections, each closed after
-/// [`IDLE_TIMEOUT`] without a byte from the client.
-struct LimitedListener {
-    inner: TcpListener,
-    slots: Arc<Semaphore>,
-}
-
-impl axum::serve::Listener for LimitedListener {
-    type Io = IdleLimited;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let (stream, address) = axum::serve::Listener::accept(&mut self.inner).await;
-            match Arc::clone(&self.slots).try_acquire_owned() {
-                Ok(slot) => {
-                    return (
-                        IdleLimited {
-                            stream,
-                            _slot: slot,
-                            idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
-                        },
-                        address,
-                    );
-                }
-                Err(_) => {
-                    tracing::warn!(%address, "metrics: too many connections; closing a new one");
-                    drop(stream);
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
-/// A metrics connection: it holds a slot of the listener, and reading from it fails once
-/// the client has sent nothing for [`IDLE_TIMEOUT`] (then the server closes it).
-struct IdleLimited {
-    stream: TcpStream,
-    _slot: OwnedSemaphorePermit,
-    idle: Pin<Box<tokio::time::Sleep>>,
-}
-
-impl AsyncRead for IdleLimited {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        buffer: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match Pin::new(&mut self.stream).poll_read(context, buffer) {
-            Poll::Ready(result) => {
-                let deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
-                self.idle.as_mut().reset(deadline);
-                Poll::Ready(result)
-            }
-            Poll::Pending => match self.idle.as_mut().poll(context) {
-                Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "the client sent nothing for too long",
-                ))),
-                Poll::Pending => Poll::Pending,
-            },
-        }
-    }
-}
-
-impl AsyncWrite for IdleLimited {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        buffer: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(context, buffer)
-    }
-
-    fn poll_flush(
-        mut self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(context)
-    }
-
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(context)
-    }
 }

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clevertap::Client;
 use crate::config::Pipeline;
 use crate::config::model::Schedule;
+use crate::console::Console;
 use crate::engine::{AccountBudgets, RunSummary};
 use crate::runner::{self, RunError};
 use crate::scheduler;
@@ -50,11 +51,23 @@ pub struct Options {
     pub history_days: u32,
     /// How long SIGTERM waits for running uploads before it interrupts them.
     pub shutdown_timeout: Duration,
-    /// Where to serve `/metrics` and `/health`.
-    pub metrics_listen: Option<SocketAddr>,
+    /// Where to serve `/metrics`, `/health` and the console.
+    pub listen: Option<Listen>,
     /// Sends every pipeline here instead of to its connection's CleverTap, whose secrets are
     /// then not needed (`tapline daemon --sandbox`).
     pub sandbox: Option<SandboxTarget>,
+}
+
+/// The daemon's HTTP listener.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// Its address.
+    pub address: SocketAddr,
+    /// The token the console asks for (`--token-file`).
+    pub token: Option<crate::console::Token>,
+    /// Given by its old name, `--metrics-listen`: on a non-loopback address without a token
+    /// it serves `/metrics` and `/health` only, as it always did, instead of refusing to start.
+    pub metrics_only_without_token: bool,
 }
 
 /// A CleverTap sandbox every pipeline is sent to.
@@ -150,14 +163,17 @@ pub enum StartError {
     /// The state store cannot be used.
     #[error(transparent)]
     State(#[from] crate::state::StateError),
-    /// `--metrics-listen`'s address cannot be served.
-    #[error("cannot serve metrics on {address}: {source}")]
+    /// `--listen`'s address cannot be served.
+    #[error("cannot listen on {address}: {source}")]
     Metrics {
         /// The address.
         address: SocketAddr,
         /// What the system said.
         source: std::io::Error,
     },
+    /// The console would be open to the network without a token.
+    #[error(transparent)]
+    Console(#[from] crate::console::ServeError),
     /// The pipeline folder cannot be watched.
     #[error("cannot watch `{}`: {reason}", dir.display())]
     Watch {
@@ -260,11 +276,31 @@ impl Daemon {
         let budgets = AccountBudgets::new(store.shared_slots());
         let metrics = Arc::new(Metrics::new(budgets.clone()));
         let health = Arc::new(Health::new(options.state.store.clone()));
-        if let Some(address) = options.metrics_listen {
-            let bound = listener::serve(address, Arc::clone(&metrics), Arc::clone(&health))
-                .await
-                .map_err(|source| StartError::Metrics { address, source })?;
-            tracing::info!(%bound, "serving /metrics and /health");
+        if let Some(listen) = &options.listen {
+            let address = listen.address;
+            let console = match crate::console::check_exposure(address, listen.token.as_ref()) {
+                Ok(()) => Some(Console::open(
+                    &options.state.store,
+                    options.dir.clone(),
+                    "daemon",
+                )?),
+                Err(_) if listen.metrics_only_without_token => {
+                    tracing::warn!(%address, "the console is not served on a non-loopback address without --token-file; serving /metrics and /health only");
+                    None
+                }
+                Err(refused) => return Err(refused.into()),
+            };
+            let with_console = console.is_some();
+            let console = console.map(|console| (console, listen.token.clone()));
+            let bound =
+                listener::serve(address, Arc::clone(&metrics), Arc::clone(&health), console)
+                    .await
+                    .map_err(|source| StartError::Metrics { address, source })?;
+            if with_console {
+                tracing::info!(%bound, "the console is at http://{bound}/ (and /metrics, /health)");
+            } else {
+                tracing::info!(%bound, "serving /metrics and /health");
+            }
         }
         let (watcher, changes) = watch::watch(&options.dir).map_err(|error| StartError::Watch {
             dir: options.dir.clone(),

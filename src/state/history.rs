@@ -111,6 +111,32 @@ pub struct RunEntry {
     pub end: RunFinish,
 }
 
+/// Which runs a history reader asks for: newest first, at most `limit`, of one pipeline and
+/// one status when given, older than the run `before` when given (the next page).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunFilter {
+    /// Only this pipeline's runs.
+    pub pipeline: Option<String>,
+    /// Only runs that ended so (or are still `running`).
+    pub status: Option<RunStatus>,
+    /// Only runs that started before this run (by start time, then run ID): the next page
+    /// after a page whose last run this is. A run ID the history does not hold gives none.
+    pub before: Option<String>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+impl RunFilter {
+    /// The newest `limit` runs, of `pipeline` or of all.
+    pub fn newest(pipeline: Option<&str>, limit: usize) -> RunFilter {
+        RunFilter {
+            pipeline: pipeline.map(str::to_string),
+            limit,
+            ..RunFilter::default()
+        }
+    }
+}
+
 /// A stored stop kind read back: `None` when none was stored, or when it is a word of a
 /// newer tapline that this one does not know (its `stop_reason` still says it).
 pub(super) fn stop_kind(stored: Option<String>) -> Option<StopKind> {

@@ -34,7 +34,7 @@ use crate::source::arrival::Arrival;
 pub use checkpoint::{Checkpoint, Delivered};
 pub use fingerprint::{Fingerprint, SettingsDigest};
 use history::stop_kind;
-pub use history::{FirstError, RunEntry, RunFinish, RunStart};
+pub use history::{FirstError, RunEntry, RunFilter, RunFinish, RunStart};
 pub use lock::{LockWait, PipelineLock};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -307,8 +307,8 @@ pub trait History {
     fn finish_run(&self, run_id: &str, finish: &RunFinish) -> Result<(), StateError>;
     /// Marks the runs of `pipeline` still `running` as abandoned; returns how many.
     fn abandon_running(&self, pipeline: &str) -> Result<usize, StateError>;
-    /// The newest runs (of one pipeline, or all), newest first.
-    fn runs(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<RunEntry>, StateError>;
+    /// The runs `filter` asks for, newest first.
+    fn runs(&self, filter: &RunFilter) -> Result<Vec<RunEntry>, StateError>;
     /// One run.
     fn run(&self, run_id: &str) -> Result<Option<RunEntry>, StateError>;
     /// Deletes runs older than `days`; returns their rejects files, to delete.
@@ -330,7 +330,7 @@ pub trait Triggers {
 
 /// Opens the state store for a reader of the run history (`tapline history`, a console):
 /// only the [`History`] role.
-pub fn open_history(location: &Location) -> Result<Box<dyn History>, StateError> {
+pub fn open_history(location: &Location) -> Result<Box<dyn History + Send>, StateError> {
     Ok(open(location)?)
 }
 

@@ -476,14 +476,38 @@ fn runs_are_listed_newest_first_and_pruned_by_age() {
             )
             .unwrap();
         let vip: Vec<String> = store
-            .runs(Some("vip"), 10)
+            .runs(&RunFilter::newest(Some("vip"), 10))
             .unwrap()
             .into_iter()
             .map(|run| run.run_id)
             .collect();
         assert_eq!(vip, ["r3", "r1"], "{name}");
-        assert_eq!(store.runs(None, 10).unwrap().len(), 3);
-        assert_eq!(store.runs(None, 1).unwrap().len(), 1);
+        assert_eq!(store.runs(&RunFilter::newest(None, 10)).unwrap().len(), 3);
+        assert_eq!(store.runs(&RunFilter::newest(None, 1)).unwrap().len(), 1);
+        // A console's filters and pages: by status, and the page after a run.
+        let ids = |filter: RunFilter| -> Vec<String> {
+            let runs = store.runs(&filter).unwrap();
+            runs.into_iter().map(|run| run.run_id).collect()
+        };
+        let failed = RunFilter {
+            status: Some(RunStatus::Failed),
+            limit: 10,
+            ..RunFilter::default()
+        };
+        assert_eq!(ids(failed), ["r1"], "{name}");
+        let all = ids(RunFilter::newest(None, 10));
+        let page_two = RunFilter {
+            before: Some(all[0].clone()),
+            limit: 10,
+            ..RunFilter::default()
+        };
+        assert_eq!(ids(page_two), all[1..], "{name}");
+        let unknown = RunFilter {
+            before: Some("no-such-run".into()),
+            limit: 10,
+            ..RunFilter::default()
+        };
+        assert!(ids(unknown).is_empty(), "{name}");
         let r1 = store.run("r1").unwrap().unwrap();
         assert_eq!(r1.end.status, RunStatus::Failed);
         assert_eq!(r1.end.records.rejected, 1);
@@ -521,7 +545,7 @@ fn runs_are_listed_newest_first_and_pruned_by_age() {
             "{name}"
         );
         assert_eq!(store.run("r1").unwrap(), None);
-        assert_eq!(store.runs(None, 10).unwrap().len(), 2);
+        assert_eq!(store.runs(&RunFilter::newest(None, 10)).unwrap().len(), 2);
 
         // A rejects file a run left in the history still names is kept (a replay's, say);
         // a run still running is never pruned, however old.
@@ -534,7 +558,15 @@ fn runs_are_listed_newest_first_and_pruned_by_age() {
         assert_eq!(store.run("r2").unwrap(), None, "{name}");
         backend.execute("UPDATE runs SET started_at = 0, status = 'running'");
         assert_eq!(backend.store.prune(90).unwrap(), Vec::<PathBuf>::new());
-        assert_eq!(backend.store.runs(None, 10).unwrap().len(), 1, "{name}");
+        assert_eq!(
+            backend
+                .store
+                .runs(&RunFilter::newest(None, 10))
+                .unwrap()
+                .len(),
+            1,
+            "{name}"
+        );
     });
 }
 

@@ -6,6 +6,7 @@
 mod changes;
 mod clevertap_node;
 mod common;
+mod console;
 mod custom_list;
 mod daemon;
 mod deploy;

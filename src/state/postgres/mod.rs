@@ -33,8 +33,8 @@ pub(super) use coordinator::Lease;
 use migrations::MIGRATIONS;
 
 use super::{
-    CheckpointKey, History, LockWait, Locks, PipelineLock, RecordFingerprints, RunEntry, RunFinish,
-    RunStart, SharedSettings, StateError, Triggers, Watermarks, now_ms,
+    CheckpointKey, History, LockWait, Locks, PipelineLock, RecordFingerprints, RunEntry, RunFilter,
+    RunFinish, RunStart, SharedSettings, StateError, Triggers, Watermarks, now_ms,
 };
 use crate::changes::KnownFingerprints;
 use crate::engine::SharedSlots;
@@ -369,8 +369,8 @@ impl History for PgStore {
                 .map(|count| count as usize)
         })
     }
-    fn runs(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<RunEntry>, StateError> {
-        self.with_client(async |client| runs::list(client, pipeline, limit).await)
+    fn runs(&self, filter: &RunFilter) -> Result<Vec<RunEntry>, StateError> {
+        self.with_client(async |client| runs::list(client, filter).await)
     }
     fn run(&self, run_id: &str) -> Result<Option<RunEntry>, StateError> {
         self.with_client(async |client| runs::one(client, run_id).await)

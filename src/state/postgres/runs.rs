@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use tokio_postgres::{Client, Row};
 
-use super::super::{RunEntry, RunFinish, RunStart, now_ms, stop_kind, this_process};
+use super::super::{RunEntry, RunFilter, RunFinish, RunStart, now_ms, stop_kind, this_process};
 use crate::outcome::{Counts, RunStatus, StopKind, Trigger};
 
 const ENTRY_COLUMNS: &str =
@@ -123,15 +123,19 @@ pub(super) async fn finish(
 /// The newest runs, of one pipeline or of all.
 pub(super) async fn list(
     client: &Client,
-    pipeline: Option<&str>,
-    limit: usize,
+    filter: &RunFilter,
 ) -> Result<Vec<RunEntry>, tokio_postgres::Error> {
     let sql = format!(
-        "SELECT {ENTRY_COLUMNS} FROM runs WHERE ($1::text IS NULL OR pipeline = $1)
-         ORDER BY started_at DESC, run_id DESC LIMIT $2"
+        "SELECT {ENTRY_COLUMNS} FROM runs
+         WHERE ($1::text IS NULL OR pipeline = $1) AND ($2::text IS NULL OR status = $2)
+           AND ($3::text IS NULL
+                OR (started_at, run_id) < (SELECT started_at, run_id FROM runs WHERE run_id = $3))
+         ORDER BY started_at DESC, run_id DESC LIMIT $4"
     );
+    let status = filter.status.map(RunStatus::as_str);
+    let limit = filter.limit.min(i64::MAX as usize) as i64;
     Ok(client
-        .query(&sql, &[&pipeline, &(limit.min(i64::MAX as usize) as i64)])
+        .query(&sql, &[&filter.pipeline, &status, &filter.before, &limit])
         .await?
         .iter()
         .map(entry)

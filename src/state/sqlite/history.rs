@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::super::{RunEntry, RunFinish, RunStart, StateError, now_ms, stop_kind};
+use super::super::{RunEntry, RunFilter, RunFinish, RunStart, StateError, now_ms, stop_kind};
 use super::SqliteStore;
 use crate::outcome::{Counts, RunStatus, StopKind, Trigger};
 
@@ -126,16 +126,24 @@ impl SqliteStore {
             .map_err(|error| self.error(error))
     }
 
-    /// The latest runs, newest first, of one pipeline or of all.
-    pub fn runs(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<RunEntry>, StateError> {
+    /// The runs `filter` asks for, newest first.
+    pub fn runs(&self, filter: &RunFilter) -> Result<Vec<RunEntry>, StateError> {
         let sql = format!(
-            "SELECT {ENTRY_COLUMNS} FROM runs WHERE (?1 IS NULL OR pipeline = ?1)
-             ORDER BY started_at DESC, run_id DESC LIMIT ?2"
+            "SELECT {ENTRY_COLUMNS} FROM runs
+             WHERE (?1 IS NULL OR pipeline = ?1) AND (?2 IS NULL OR status = ?2)
+               AND (?3 IS NULL
+                    OR (started_at, run_id) < (SELECT started_at, run_id FROM runs WHERE run_id = ?3))
+             ORDER BY started_at DESC, run_id DESC LIMIT ?4"
         );
+        let status = filter.status.map(RunStatus::as_str);
+        let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
         let result = (|| {
             let mut statement = self.connection.prepare(&sql)?;
             statement
-                .query_map(params![pipeline, limit as i64], entry)?
+                .query_map(
+                    params![filter.pipeline, status, filter.before, limit],
+                    entry,
+                )?
                 .collect::<rusqlite::Result<Vec<_>>>()
         })();
         result.map_err(|error| self.error(error))

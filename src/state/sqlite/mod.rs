@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     Accepted, Checkpoint, CheckpointKey, Checkpoints, DATABASE_FILE, Delivered, Fingerprint,
-    History, LockWait, Locks, PipelineLock, RecordFingerprints, RunEntry, RunFinish, RunStart,
-    SettingsDigest, StateError, Triggers, Watermarks,
+    History, LockWait, Locks, PipelineLock, RecordFingerprints, RunEntry, RunFilter, RunFinish,
+    RunStart, SettingsDigest, StateError, Triggers, Watermarks,
 };
 use crate::changes::KnownFingerprints;
 use crate::outcome::{Counts, SettledLines};
@@ -288,8 +288,8 @@ impl History for SqliteStore {
     fn abandon_running(&self, pipeline: &str) -> Result<usize, StateError> {
         SqliteStore::abandon_running(self, pipeline)
     }
-    fn runs(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<RunEntry>, StateError> {
-        SqliteStore::runs(self, pipeline, limit)
+    fn runs(&self, filter: &RunFilter) -> Result<Vec<RunEntry>, StateError> {
+        SqliteStore::runs(self, filter)
     }
     fn run(&self, run_id: &str) -> Result<Option<RunEntry>, StateError> {
         SqliteStore::run(self, run_id)
