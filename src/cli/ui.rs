@@ -11,12 +11,7 @@ use crate::console::{Console, Token};
 pub(super) fn ui(args: &UiArgs) -> Outcome {
     let token = token(&args.console)?;
     let places = args.store.places(&args.dir).map_err(Error::usage)?;
-    if !places.store.may_exist() {
-        return Err(Error::usage(format!(
-            "no state store {}: no run has been recorded there\n  hint: give the folder of the pipelines whose runs to show (--dir), or where the state is (--state-dir, --state)",
-            places.store.shown()
-        )));
-    }
+    // A store no run has used yet is made, empty: the console shows the first run when it comes.
     let console = Console::open(&places.store, args.dir.clone(), "ui").map_err(Error::usage)?;
     runtime().block_on(async {
         let (bound, served) = crate::console::serve(args.listen, console, token)

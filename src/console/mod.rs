@@ -103,6 +103,7 @@ pub fn router(console: Arc<Console>, token: Option<Token>) -> Router {
         .route("/runs/{run_id}/rejects", get(pages::rejects))
         .route("/pipelines/{name}", get(pages::pipeline))
         .route("/console.css", get(pages::stylesheet))
+        .route("/console.js", get(pages::script))
         .route("/api/pipelines", get(api::pipelines))
         .route("/api/runs", get(api::runs))
         .route("/api/runs/{run_id}", get(api::run))

@@ -18,8 +18,21 @@ use super::views::{self, PipelineView, Starts};
 use super::{Console, chart};
 use crate::state::{RunEntry, RunFilter};
 
-/// The console's stylesheet, compiled in.
+/// The console's stylesheet and its one script, compiled in.
 const STYLESHEET: &str = include_str!("console.css");
+const SCRIPT: &str = include_str!("console.js");
+
+/// `GET /console.js`: keeps the runs in progress current on the overview.
+pub(super) async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        SCRIPT,
+    )
+        .into_response()
+}
 
 /// `GET /console.css`.
 pub(super) async fn stylesheet() -> Response {
@@ -43,6 +56,7 @@ fn page(console: &Console, title: &str, body: Markup) -> Markup {
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · tapline" }
                 link rel="stylesheet" href="/console.css";
+                script src="/console.js" defer {}
             }
             body {
                 header {
@@ -82,10 +96,7 @@ pub(super) async fn overview(State(console): State<Arc<Console>>) -> Response {
                 })
                 .unwrap_or_default();
             let body = html! {
-                @if !running.is_empty() {
-                    h2 { "Running now" }
-                    (runs_table(&running))
-                }
+                (running_now(&running))
                 p.muted { "Pipeline files in " code { (console.dir.display()) } }
                 (pipelines_table(&pipelines))
             };
@@ -95,6 +106,39 @@ pub(super) async fn overview(State(console): State<Arc<Console>>) -> Response {
     match shown {
         Ok(markup) => markup.into_response(),
         Err(broken) => broken.into_response(),
+    }
+}
+
+/// The runs in progress with what they have settled so far (at their last checkpoint);
+/// `console.js` refreshes it every two seconds, and shows it when a run starts.
+fn running_now(runs: &[RunEntry]) -> Markup {
+    let now = Utc::now().timestamp_millis();
+    html! {
+        section #running hidden[runs.is_empty()] {
+            h2 { "Running now" }
+            table {
+                thead { tr {
+                    th { "Run" } th { "Pipeline" } th { "Started (UTC)" } th.num { "For" }
+                    th.num { "Read" } th.num { "Settled" } th.num { "Rate" }
+                } }
+                tbody {
+                    @for run in runs {
+                        @let records = &run.end.records;
+                        @let settled = records.accepted + records.skipped + records.rejected + records.failed + records.unchanged;
+                        @let seconds = ((now - run.started_at_ms).max(1) as f64) / 1000.0;
+                        tr {
+                            td { a href={ "/runs/" (run.run_id) } { (run.run_id) } }
+                            td { (run.pipeline) }
+                            td { (time(run.started_at_ms)) }
+                            td.num { (format!("{seconds:.0} s")) }
+                            td.num { (records.read) }
+                            td.num { (settled) }
+                            td.num { (format!("{:.0}/s", settled as f64 / seconds)) }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -367,3 +367,64 @@ fn the_daemon_serves_the_console_beside_metrics_and_health() {
     );
     assert!(common::stderr(&refused).contains("--token-file"));
 }
+
+#[test]
+fn a_run_in_progress_shows_what_it_has_settled_so_far() {
+    // Slow enough that the run is seen going: 40 requests of 250 ms, one at a time.
+    let sandbox = TestSandbox::start(SandboxConfig {
+        latency: std::time::Duration::from_millis(250),
+        ..SandboxConfig::default()
+    });
+    let workspace = Workspace::new();
+    workspace.write("profiles.csv", common::profile_csv(40_000));
+    workspace.pipeline(
+        "big",
+        &sandbox,
+        "source: {path: profiles.csv}\ntarget: {entity: user_profiles}\nthread_count: 1\n",
+    );
+    let ui = Ui::start(workspace.dir.path(), &[]);
+    let overview = get(&ui.address, "/", None);
+    assert!(
+        overview.body.contains("<section id=\"running\" hidden"),
+        "{}",
+        overview.body
+    );
+    assert!(overview.body.contains("src=\"/console.js\""));
+    let mut run = Command::new(env!("CARGO_BIN_EXE_tapline"))
+        .current_dir(workspace.dir.path())
+        .args(["run", "big.yaml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the run");
+    let mut first: Option<(String, u64)> = None;
+    common::wait_until(120, "the run in progress with records settled", || {
+        let running = json(&get(&ui.address, "/api/runs?status=running", None));
+        first = running
+            .as_array()
+            .and_then(|runs| runs.first())
+            .and_then(|run| {
+                let accepted = run["records"]["accepted"].as_u64()?;
+                let run_id = run["run_id"].as_str()?.to_string();
+                (accepted > 0).then_some((run_id, accepted))
+            });
+        first.is_some()
+    });
+    let (run_id, accepted) = first.unwrap();
+    let page = get(&ui.address, "/", None);
+    assert!(page.body.contains(&run_id), "{}", page.body);
+    assert!(
+        !page.body.contains("<section id=\"running\" hidden"),
+        "{}",
+        page.body
+    );
+    common::wait_until(120, "more records settled", || {
+        let now = json(&get(&ui.address, &format!("/api/runs/{run_id}"), None));
+        now["records"]["accepted"].as_u64().unwrap_or(0) > accepted
+    });
+    let _ = run.kill();
+    let _ = run.wait();
+    let script = get(&ui.address, "/console.js", None);
+    assert_eq!(script.status, 200);
+    assert!(script.body.contains("/api/runs?status=running"));
+}
