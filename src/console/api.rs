@@ -1,6 +1,7 @@
 //! The console's JSON API, which its pages are built on: `/api/pipelines`, `/api/runs` (with
-//! `pipeline`, `status`, `limit` and `before` for the next page) and `/api/runs/{run_id}`.
-//! A run has the fields and names of `tapline history --json`.
+//! `pipeline`, `status`, `limit` and `before` for the next page), `/api/runs/{run_id}`,
+//! `/api/running` (with the daemon's live progress) and `/api/status`. A run has the fields
+//! and names of `tapline history --json`. The actions are in [`super::actions`].
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::live::DaemonState;
 use super::{Console, views};
 use crate::outcome::RunStatus;
 use crate::state::RunFilter;
@@ -98,4 +100,49 @@ pub(super) async fn run(
         Ok(Err(failed)) => error(StatusCode::SERVICE_UNAVAILABLE, failed.to_string()),
         Err(broken) => broken.into_response(),
     }
+}
+
+/// `GET /api/running`: the runs in progress, with how far the daemon's own are and the time
+/// they have left; the overview's script refreshes its table from it.
+pub(super) async fn running(State(console): State<Arc<Console>>) -> Response {
+    match console
+        .read(|console, history| views::running(history, console.daemon.as_ref()))
+        .await
+    {
+        Ok(Ok(runs)) => Json(runs).into_response(),
+        Ok(Err(failed)) => error(StatusCode::SERVICE_UNAVAILABLE, failed.to_string()),
+        Err(broken) => broken.into_response(),
+    }
+}
+
+/// Who serves the console, and the daemon's own state when a daemon does.
+#[derive(Debug, serde::Serialize)]
+pub(super) struct Status {
+    /// `daemon` or `ui`.
+    pub(super) served_by: &'static str,
+    /// tapline's version.
+    pub(super) version: &'static str,
+    /// When the console (and its daemon) started, milliseconds since the Unix epoch.
+    pub(super) up_since_ms: i64,
+    /// `sqlite` or `postgres`.
+    pub(super) state_store: &'static str,
+    /// The daemon's pipelines, budgets and whether it takes actions.
+    pub(super) daemon: Option<DaemonState>,
+}
+
+impl Console {
+    pub(super) fn status(&self) -> Status {
+        Status {
+            served_by: self.served_by,
+            version: env!("CARGO_PKG_VERSION"),
+            up_since_ms: self.started.timestamp_millis(),
+            state_store: self.store_kind,
+            daemon: self.daemon.as_ref().map(super::DaemonLink::state),
+        }
+    }
+}
+
+/// `GET /api/status`.
+pub(super) async fn status(State(console): State<Arc<Console>>) -> Response {
+    Json(console.status()).into_response()
 }

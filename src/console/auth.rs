@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -110,6 +110,45 @@ pub(super) async fn require_token(
     }
 }
 
+/// Refuses a request that changes something (a POST) when a browser says it comes from
+/// another site: a page elsewhere must not start runs with the credentials a browser sends by
+/// itself. Browsers say where a request comes from in `Sec-Fetch-Site`, or in `Origin`;
+/// a request with neither comes from a program (curl, an orchestrator), which the token
+/// alone admits. The rule Go's `http.CrossOriginProtection` applies.
+pub(super) async fn same_origin(request: Request, next: Next) -> Response {
+    match cross_site(request.method(), request.headers()) {
+        Some(from) => (
+            StatusCode::FORBIDDEN,
+            format!("refused: this request comes from another site ({from}); the console's actions are taken from its own pages or with the token from a program\n"),
+        )
+            .into_response(),
+        None => next.run(request).await,
+    }
+}
+
+/// Where a request that changes something comes from, when that is another site.
+fn cross_site(method: &Method, headers: &HeaderMap) -> Option<String> {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return None;
+    }
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|value: &HeaderValue| value.to_str().ok())
+    };
+    if let Some(site) = text(header::HeaderName::from_static("sec-fetch-site")) {
+        return (!matches!(site, "same-origin" | "none"))
+            .then(|| format!("Sec-Fetch-Site: {site}"));
+    }
+    let origin = text(header::ORIGIN)?;
+    let host = text(header::HOST).unwrap_or_default();
+    let origin_host = origin
+        .split_once("://")
+        .map_or("", |(_, rest)| rest.trim_end_matches('/'));
+    (origin_host.is_empty() || !origin_host.eq_ignore_ascii_case(host))
+        .then(|| format!("Origin: {origin}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,5 +172,65 @@ mod tests {
         assert!(!token.admits(&headers("Basic %%%")));
         assert!(!token.admits(&HeaderMap::new()));
         assert_eq!(format!("{token:?}"), "Token(***)");
+    }
+
+    #[test]
+    fn a_post_from_another_site_is_told_apart_from_one_from_the_console_or_a_program() {
+        let with = |pairs: &[(&'static str, &str)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                headers.insert(*name, HeaderValue::from_str(value).unwrap());
+            }
+            headers
+        };
+        let host = ("host", "127.0.0.1:9464");
+        // The console's own form, as browsers send it.
+        let own = with(&[
+            host,
+            ("origin", "http://127.0.0.1:9464"),
+            ("sec-fetch-site", "same-origin"),
+        ]);
+        assert_eq!(cross_site(&Method::POST, &own), None);
+        // A browser without Sec-Fetch-Site, from the same origin.
+        assert_eq!(
+            cross_site(
+                &Method::POST,
+                &with(&[host, ("origin", "http://127.0.0.1:9464")])
+            ),
+            None
+        );
+        // curl or an orchestrator: neither header.
+        assert_eq!(cross_site(&Method::POST, &with(&[host])), None);
+        // Another site, either way a browser says it.
+        assert!(
+            cross_site(
+                &Method::POST,
+                &with(&[host, ("sec-fetch-site", "cross-site")])
+            )
+            .is_some()
+        );
+        assert!(
+            cross_site(
+                &Method::POST,
+                &with(&[host, ("sec-fetch-site", "same-site")])
+            )
+            .is_some()
+        );
+        assert!(
+            cross_site(
+                &Method::POST,
+                &with(&[host, ("origin", "https://evil.example")])
+            )
+            .is_some()
+        );
+        assert!(cross_site(&Method::POST, &with(&[host, ("origin", "null")])).is_some());
+        // Reading is never refused.
+        assert_eq!(
+            cross_site(
+                &Method::GET,
+                &with(&[host, ("sec-fetch-site", "cross-site")])
+            ),
+            None
+        );
     }
 }

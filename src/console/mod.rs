@@ -7,9 +7,12 @@
 //! on the server with every text escaped ([`pages`]), under a Content-Security-Policy that
 //! allows only the console's own stylesheet; no asset comes from outside the binary.
 
+mod actions;
 mod api;
 mod auth;
 mod chart;
+mod live;
+mod overview;
 mod pages;
 mod views;
 
@@ -22,9 +25,10 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 pub use auth::Token;
+pub use live::{Action, Answer, Asked, DaemonLink, Refusal};
 
 use crate::listener::{ClientAddr, LimitedListener};
 use crate::state::{History, Location, StateError};
@@ -35,12 +39,17 @@ pub struct Console {
     history: Mutex<Box<dyn History + Send>>,
     /// Where the state store is, as pages name it (never a password).
     store: String,
+    /// `sqlite` or `postgres`.
+    store_kind: &'static str,
     /// The folder of pipeline files.
     dir: PathBuf,
     /// Who serves it: `daemon` or `ui`.
     served_by: &'static str,
     /// When it started.
     started: chrono::DateTime<chrono::Utc>,
+    /// The daemon serving it, which publishes its runs' progress and takes actions; none for
+    /// `tapline ui`.
+    daemon: Option<DaemonLink>,
 }
 
 impl Console {
@@ -53,10 +62,27 @@ impl Console {
         Ok(Console {
             history: Mutex::new(crate::state::open_history(location)?),
             store: location.shown(),
+            store_kind: match location {
+                Location::Folder(_) => "sqlite",
+                Location::Postgres(_) => "postgres",
+            },
             dir,
             served_by,
             started: chrono::Utc::now(),
+            daemon: None,
         })
+    }
+
+    /// The console of a daemon, which shows its state and its runs' progress, and, when it
+    /// takes actions, can start runs.
+    pub fn with_daemon(mut self, daemon: DaemonLink) -> Console {
+        self.daemon = Some(daemon);
+        self
+    }
+
+    /// Whether the console may start runs: a daemon's, with a token.
+    fn takes_actions(&self) -> bool {
+        self.daemon.as_ref().is_some_and(DaemonLink::takes_actions)
     }
 
     /// Runs `read` on the history on a blocking thread (the stores block), one at a time.
@@ -97,7 +123,7 @@ impl IntoResponse for Broken {
 /// there is one, with the console's security headers.
 pub fn router(console: Arc<Console>, token: Option<Token>) -> Router {
     Router::new()
-        .route("/", get(pages::overview))
+        .route("/", get(overview::overview))
         .route("/runs", get(pages::runs))
         .route("/runs/{run_id}", get(pages::run))
         .route("/runs/{run_id}/rejects", get(pages::rejects))
@@ -107,7 +133,14 @@ pub fn router(console: Arc<Console>, token: Option<Token>) -> Router {
         .route("/api/pipelines", get(api::pipelines))
         .route("/api/runs", get(api::runs))
         .route("/api/runs/{run_id}", get(api::run))
+        .route("/api/running", get(api::running))
+        .route("/api/status", get(api::status))
+        .route("/pipelines/{name}/run", post(actions::run_now_form))
+        .route("/runs/{run_id}/replay", post(actions::replay_form))
+        .route("/api/pipelines/{name}/runs", post(actions::run_now))
+        .route("/api/runs/{run_id}/replay", post(actions::replay))
         .with_state(console)
+        .layer(axum::middleware::from_fn(auth::same_origin))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(token),
             auth::require_token,

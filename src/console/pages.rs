@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use chrono::{TimeZone, Utc};
 use maud::{DOCTYPE, Markup, html};
 
-use super::api::{FIRES_SHOWN, RunsQuery};
-use super::views::{self, PipelineView, Starts};
+use super::api::RunsQuery;
+use super::views;
 use super::{Console, chart};
 use crate::state::{RunEntry, RunFilter};
 
@@ -47,7 +47,7 @@ pub(super) async fn stylesheet() -> Response {
 }
 
 /// A page: the header with the console's links, then `body`.
-fn page(console: &Console, title: &str, body: Markup) -> Markup {
+pub(super) fn page(console: &Console, title: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -81,120 +81,6 @@ fn problem(console: &Console, status: StatusCode, message: &str) -> Response {
         page(console, "Not here", html! { p.error { (message) } }),
     )
         .into_response()
-}
-
-/// `GET /`: every pipeline with its target, schedule, next fires and last run.
-pub(super) async fn overview(State(console): State<Arc<Console>>) -> Response {
-    let shown = console
-        .read(|console, history| {
-            let pipelines = views::pipelines(&console.dir, history, FIRES_SHOWN);
-            let running = history
-                .runs(&RunFilter {
-                    status: Some(crate::outcome::RunStatus::Running),
-                    limit: 20,
-                    ..RunFilter::default()
-                })
-                .unwrap_or_default();
-            let body = html! {
-                (running_now(&running))
-                p.muted { "Pipeline files in " code { (console.dir.display()) } }
-                (pipelines_table(&pipelines))
-            };
-            page(console, "Pipelines", body)
-        })
-        .await;
-    match shown {
-        Ok(markup) => markup.into_response(),
-        Err(broken) => broken.into_response(),
-    }
-}
-
-/// The runs in progress with what they have settled so far (at their last checkpoint);
-/// `console.js` refreshes it every two seconds, and shows it when a run starts.
-fn running_now(runs: &[RunEntry]) -> Markup {
-    let now = Utc::now().timestamp_millis();
-    html! {
-        section #running hidden[runs.is_empty()] {
-            h2 { "Running now" }
-            table {
-                thead { tr {
-                    th { "Run" } th { "Pipeline" } th { "Started (UTC)" } th.num { "For" }
-                    th.num { "Read" } th.num { "Settled" } th.num { "Rate" }
-                } }
-                tbody {
-                    @for run in runs {
-                        @let records = &run.end.records;
-                        @let settled = records.accepted + records.skipped + records.rejected + records.failed + records.unchanged;
-                        @let seconds = ((now - run.started_at_ms).max(1) as f64) / 1000.0;
-                        tr {
-                            td { a href={ "/runs/" (run.run_id) } { (run.run_id) } }
-                            td { (run.pipeline) }
-                            td { (time(run.started_at_ms)) }
-                            td.num { (format!("{seconds:.0} s")) }
-                            td.num { (records.read) }
-                            td.num { (settled) }
-                            td.num { (format!("{:.0}/s", settled as f64 / seconds)) }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn pipelines_table(pipelines: &[PipelineView]) -> Markup {
-    html! {
-        @if pipelines.is_empty() { p { "No pipeline files." } }
-        table {
-            thead { tr {
-                th { "Pipeline" } th { "Sends" } th { "Starts" } th { "Next fires" }
-                th { "Last run" } th.num { "Accepted" } th.num { "Refused" }
-            } }
-            tbody {
-                @for pipeline in pipelines {
-                    tr {
-                        td {
-                            a href={ "/pipelines/" (pipeline.name) } { (pipeline.name) }
-                            @if let Some(description) = &pipeline.description {
-                                div.muted { (description) }
-                            }
-                            @for error in &pipeline.errors { pre.error { (error) } }
-                        }
-                        td { (pipeline.target.unwrap_or("-")) }
-                        td { (starts(&pipeline.starts)) }
-                        td {
-                            @for fire in &pipeline.next_fires {
-                                div { (fire.local) }
-                                div.muted { (fire.utc) }
-                            }
-                        }
-                        @match &pipeline.last_run {
-                            Some(run) => {
-                                td {
-                                    a href={ "/runs/" (run.run_id) } { (status(run)) }
-                                    div.muted { (time(run.started_at_ms)) " · " (duration(run)) }
-                                }
-                                td.num { (run.end.records.accepted) }
-                                td.num { (refused(run)) }
-                            }
-                            None => { td.muted { "never" } td {} td {} }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn starts(starts: &Starts) -> Markup {
-    html! {
-        @match starts {
-            Starts::Schedule { cron, timezone } => { code { (cron) } " in " (timezone) }
-            Starts::FileArrival { pattern } => { "a file arriving at " (pattern) }
-            Starts::Manual => { "only by hand (no schedule)" }
-            Starts::Unknown => { "-" }
-        }
-    }
 }
 
 /// `GET /runs`: runs newest first, filtered by pipeline and status, a page at a time.
@@ -293,9 +179,12 @@ pub(super) async fn run(
 ) -> Response {
     let shown = console
         .read(move |console, history| match views::run(history, &run_id) {
-            Ok(Some(view)) => {
-                page(console, &format!("Run {run_id}"), run_body(&view)).into_response()
-            }
+            Ok(Some(view)) => page(
+                console,
+                &format!("Run {run_id}"),
+                run_body(&view, console.takes_actions()),
+            )
+            .into_response(),
             Ok(None) => problem(
                 console,
                 StatusCode::NOT_FOUND,
@@ -307,7 +196,7 @@ pub(super) async fn run(
     shown.unwrap_or_else(IntoResponse::into_response)
 }
 
-fn run_body(view: &views::RunView) -> Markup {
+fn run_body(view: &views::RunView, actions: bool) -> Markup {
     let entry = &view.run;
     let run = &entry.end;
     let records = &run.records;
@@ -364,6 +253,12 @@ fn run_body(view: &views::RunView) -> Markup {
         @if run.rejects_file.is_some() {
             p { a href={ "/runs/" (entry.run_id) "/rejects" } download { "Download the rejects file" }
                 " (JSON Lines; fix the records, then " code { "tapline replay FILE" } ")" }
+            @if actions {
+                form.action method="post" action={ "/runs/" (entry.run_id) "/replay" } {
+                    button type="submit" { "Replay the rejects" }
+                    " sends the records of this file again through " (entry.pipeline) ", as the daemon runs it"
+                }
+            }
         }
     }
 }
@@ -459,6 +354,12 @@ pub(super) async fn pipeline(
             let fires = views::next_fires(&pipeline, 5);
             let body = html! {
                 @if let Some(description) = &pipeline.description { p { (description) } }
+                @if console.takes_actions() {
+                    form.action method="post" action={ "/pipelines/" (pipeline.name) "/run" } {
+                        button type="submit" { "Run now" }
+                        " through the daemon, as a fire of its schedule would (its lock, account budget and overlap rule)"
+                    }
+                }
                 h2 { "Settings" }
                 dl { @for (key, value) in views::settings(&pipeline) { dt { (key) } dd { (value) } } }
                 h2 { "Next fires" }
@@ -474,23 +375,18 @@ pub(super) async fn pipeline(
     shown.unwrap_or_else(IntoResponse::into_response)
 }
 
-fn status(run: &RunEntry) -> Markup {
+pub(super) fn status(run: &RunEntry) -> Markup {
     let word = run.end.status.as_str();
     html! { span class={ "status " (word) } { (word) } }
 }
 
-fn refused(run: &RunEntry) -> u64 {
-    let records = &run.end.records;
-    records.skipped + records.rejected + records.failed
-}
-
-fn time(ms: i64) -> String {
+pub(super) fn time(ms: i64) -> String {
     Utc.timestamp_millis_opt(ms)
         .single()
         .map_or_else(|| "?".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
 }
 
-fn duration(run: &RunEntry) -> String {
+pub(super) fn duration(run: &RunEntry) -> String {
     match run.finished_at_ms {
         Some(end) => format!("{:.1} s", (end - run.started_at_ms).max(0) as f64 / 1000.0),
         None => "running".into(),

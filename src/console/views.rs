@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::live::{DaemonLink, LiveProgress};
 use crate::config::model::{Source, TriggerKind};
 use crate::config::{self, Credentials, Pipeline};
+use crate::outcome::RunStatus;
 use crate::state::{History, RunEntry, RunFilter, StateError};
 
 /// A pipeline file as the console lists it: loaded, or why it does not load.
@@ -346,4 +348,38 @@ pub fn run(history: &dyn History, run_id: &str) -> Result<Option<RunView>, State
             .unwrap_or_default();
         RunView { run, reasons }
     }))
+}
+
+/// A run in progress: its history entry (its counts as of its last checkpoint) and, when the
+/// daemon serving the console runs it, how far its engine is now.
+#[derive(Debug, Serialize)]
+pub struct RunningView {
+    /// The run, as `tapline history --json` has it.
+    #[serde(flatten)]
+    pub run: RunEntry,
+    /// How far it is now, with the time left; none for a run of another process.
+    pub live: Option<LiveProgress>,
+}
+
+/// Runs in progress shown at most.
+pub const RUNNING_SHOWN: usize = 20;
+
+/// The runs in progress, of every process writing to the history, newest first.
+pub fn running(
+    history: &dyn History,
+    daemon: Option<&DaemonLink>,
+) -> Result<Vec<RunningView>, StateError> {
+    let runs = history.runs(&RunFilter {
+        status: Some(RunStatus::Running),
+        limit: RUNNING_SHOWN,
+        ..RunFilter::default()
+    })?;
+    let mut live = daemon.map(DaemonLink::progress).unwrap_or_default();
+    Ok(runs
+        .into_iter()
+        .map(|run| RunningView {
+            live: live.remove(&run.run_id),
+            run,
+        })
+        .collect())
 }

@@ -81,7 +81,7 @@ impl Daemon {
                 tracing::info!(pipeline = %pipeline.name, file = %arrival.path.display(), "file arrived");
                 let mut one = pipeline.clone();
                 one.source.set_path(arrival.path.clone());
-                self.start(&file, one, Cause::Arrival(arrival));
+                self.start(&file, one, Cause::Arrival(arrival), None);
                 break;
             }
         }

@@ -145,11 +145,12 @@ impl Metrics {
             "gauge",
             "Requests in flight per CleverTap account and API.",
         );
-        for (account, in_flight) in self.budgets.in_flight() {
+        for budget in self.budgets.in_flight() {
             let _ = writeln!(
                 out,
-                "tapline_requests_in_flight{{account=\"{}\"}} {in_flight}",
-                label(&account)
+                "tapline_requests_in_flight{{account=\"{}\"}} {}",
+                label(&format!("{} {}", budget.account, budget.api)),
+                budget.in_flight
             );
         }
         out

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clevertap::Client;
 use crate::config::Pipeline;
 use crate::config::model::Schedule;
-use crate::console::Console;
+use crate::console::{Asked, Console, DaemonLink};
 use crate::engine::{AccountBudgets, RunSummary};
 use crate::runner::{self, RunError};
 use crate::scheduler;
@@ -87,8 +87,8 @@ struct Entry {
     /// The next fire, for a pipeline with a schedule.
     next_fire: Option<DateTime<Utc>>,
     running: bool,
-    /// The fire that came while it ran, with `overlap: queue`.
-    queued: Option<DateTime<Utc>>,
+    /// The fire (or the console's ask) that came while it ran, with `overlap: queue`.
+    queued: Option<Cause>,
 }
 
 /// Why the daemon starts a run.
@@ -97,6 +97,10 @@ enum Cause {
     Fire(DateTime<Utc>),
     /// A file arrived.
     Arrival(Arrival),
+    /// The console or its HTTP API asked for it.
+    RunNow,
+    /// The console asked to send a rejects file again.
+    Replay(PathBuf),
 }
 
 /// What a finished run task hands back: the pipeline file, the fire it ran for, and how it
@@ -140,6 +144,8 @@ struct Daemon {
     watched_dir: Option<(u64, u64)>,
     /// SIGTERM came: runs that end start nothing new.
     stopping: bool,
+    /// What the console sees of the daemon: its state and its runs' progress.
+    link: DaemonLink,
 }
 
 /// A fire time as the pipeline's schedule reads it: in its zone, with the offset.
@@ -193,7 +199,7 @@ pub enum StartError {
 /// Runs the daemon until SIGTERM or SIGINT. An error is returned only when it cannot start;
 /// the command line has checked that `dir` is a folder.
 pub async fn run(options: Options) -> Result<(), StartError> {
-    let (mut daemon, mut changes) = Daemon::set_up(options).await?;
+    let (mut daemon, mut changes, mut asks) = Daemon::set_up(options).await?;
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -255,35 +261,49 @@ pub async fn run(options: Options) -> Result<(), StartError> {
                 systemd::ready(&daemon.status());
             }
             Some(finished) = daemon.runs.join_next_with_id() => daemon.run_ended(finished),
+            Some(asked) = next_ask(&mut asks) => daemon.act(asked),
             _ = tick(&mut watchdog) => systemd::watchdog(),
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
     }
+    // Asks that come while stopping are refused at once.
+    drop(asks);
     daemon.shut_down().await;
     Ok(())
 }
 
+/// The console's next ask; never, when the console takes none.
+async fn next_ask(asks: &mut Option<tokio::sync::mpsc::Receiver<Asked>>) -> Option<Asked> {
+    match asks {
+        Some(asks) => asks.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Daemon {
     /// The daemon before its first reload: its state store, budgets and metrics, the
-    /// `/metrics` and `/health` listener when asked for, and the watch on the pipelines
-    /// folder, whose changes come through the receiver.
-    async fn set_up(
-        options: Options,
-    ) -> Result<(Daemon, tokio::sync::mpsc::UnboundedReceiver<Vec<PathBuf>>), StartError> {
+    /// `/metrics` and `/health` listener with the console when asked for, and the watch on
+    /// the pipelines folder, whose changes come through the first receiver; the console's
+    /// asks come through the second, when it takes actions (it has a token).
+    async fn set_up(options: Options) -> Result<SetUp, StartError> {
         let store = crate::state::open(&options.state.store)?;
         // With the shared store, the budgets count against slots every process shares.
         let budgets = AccountBudgets::new(store.shared_slots());
         let metrics = Arc::new(Metrics::new(budgets.clone()));
         let health = Arc::new(Health::new(options.state.store.clone()));
+        let takes_actions = options
+            .listen
+            .as_ref()
+            .is_some_and(|listen| listen.token.is_some());
+        let (link, asks) = DaemonLink::new(budgets.clone(), takes_actions);
         if let Some(listen) = &options.listen {
             let address = listen.address;
             let console = match crate::console::check_exposure(address, listen.token.as_ref()) {
-                Ok(()) => Some(Console::open(
-                    &options.state.store,
-                    options.dir.clone(),
-                    "daemon",
-                )?),
+                Ok(()) => Some(
+                    Console::open(&options.state.store, options.dir.clone(), "daemon")?
+                        .with_daemon(link.clone()),
+                ),
                 Err(_) if listen.metrics_only_without_token => {
                     tracing::warn!(%address, "the console is not served on a non-loopback address without --token-file; serving /metrics and /health only");
                     None
@@ -332,10 +352,18 @@ impl Daemon {
             absolute_dir,
             watched_dir,
             stopping: false,
+            link,
         };
-        Ok((daemon, changes))
+        Ok((daemon, changes, asks))
     }
 }
+
+/// The daemon, the changes of its pipelines folder, and the console's asks.
+type SetUp = (
+    Daemon,
+    tokio::sync::mpsc::UnboundedReceiver<Vec<PathBuf>>,
+    Option<tokio::sync::mpsc::Receiver<Asked>>,
+);
 
 /// Sleeps until `when`; forever when there is nothing scheduled.
 async fn sleep_until(when: Option<DateTime<Utc>>) {
@@ -397,6 +425,8 @@ impl Daemon {
         }
         self.metrics.set_load(self.scheduled(), self.running());
         self.health.set(self.entries.len(), self.stopping);
+        self.link
+            .set_load(self.entries.len(), self.scheduled(), self.stopping);
     }
 
     fn earliest_fire(&self) -> Option<DateTime<Utc>> {

@@ -4,13 +4,15 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::clevertap::Client;
 use crate::config::Pipeline;
 use crate::config::model::{CatchUp, Overlap, TriggerKind};
-use crate::engine::{Delivery, NoObserver, RunSummary};
-use crate::runner::{RunError, Trigger};
+use crate::console::{Action, Answer, Asked, Refusal};
+use crate::engine::{Delivery, RunSummary};
+use crate::runner::{DeliveredBefore, RunError, Trigger};
 use crate::state::LockWait;
 use crate::{runner, scheduler};
 
@@ -127,22 +129,88 @@ impl Daemon {
                 }
                 Overlap::Queue => {
                     tracing::info!(pipeline = %name, "fire queued: the previous run is still going");
-                    entry.queued = Some(at);
+                    entry.queued = Some(Cause::Fire(at));
                 }
             }
             return;
         }
         let pipeline = entry.pipeline.clone();
-        self.start(file, pipeline, Cause::Fire(at));
+        self.start(file, pipeline, Cause::Fire(at), None);
     }
 
-    /// Starts a run of the pipeline of `file` (as given: an arrival has its own source).
-    pub(super) fn start(&mut self, file: &Path, pipeline: Pipeline, cause: Cause) {
+    /// Does what the console asks: starts the run (and answers with its ID once it has
+    /// begun), queues it, or says why not. A run the console asks for follows the rules of
+    /// a fire: the pipeline's overlap rule, its lock, the account budgets.
+    pub(super) fn act(&mut self, Asked { action, reply }: Asked) {
+        let refuse = |reply: oneshot::Sender<Answer>, refusal| {
+            let _ = reply.send(Answer::Refused(refusal));
+        };
+        if self.stopping {
+            return refuse(reply, Refusal::Stopping);
+        }
+        let (name, cause) = match action {
+            Action::RunNow { pipeline } => (pipeline, Cause::RunNow),
+            Action::Replay {
+                pipeline,
+                rejects_file,
+            } => (pipeline, Cause::Replay(rejects_file)),
+        };
+        let Some((file, entry)) = self
+            .entries
+            .iter_mut()
+            .find(|(_, entry)| entry.pipeline.name == name)
+        else {
+            return refuse(reply, Refusal::UnknownPipeline(name));
+        };
+        if matches!(cause, Cause::RunNow) && entry.pipeline.trigger == TriggerKind::FileArrival {
+            return refuse(
+                reply,
+                Refusal::NotRunnable(format!(
+                    "`{name}` runs when a file arrives (trigger: file_arrival): put the file where its source.path matches, or send one with `tapline run`"
+                )),
+            );
+        }
+        if entry.running {
+            let overlap = entry
+                .pipeline
+                .schedule
+                .as_ref()
+                .map_or(Overlap::Skip, |schedule| schedule.overlap);
+            return match overlap {
+                Overlap::Queue => {
+                    tracing::info!(pipeline = %name, "the console's run queued: the previous run is still going");
+                    entry.queued = Some(cause);
+                    let _ = reply.send(Answer::Queued);
+                }
+                Overlap::Skip => refuse(
+                    reply,
+                    Refusal::Busy(format!(
+                        "`{name}` is running; with `overlap: skip` nothing else starts until it ends"
+                    )),
+                ),
+            };
+        }
+        let (file, pipeline) = (file.clone(), entry.pipeline.clone());
+        self.start(&file, pipeline, cause, Some(reply));
+    }
+
+    /// Starts a run of the pipeline of `file` (as given: an arrival has its own source);
+    /// `reply` hears its run ID once it has begun, or why it did not start.
+    pub(super) fn start(
+        &mut self,
+        file: &Path,
+        pipeline: Pipeline,
+        cause: Cause,
+        reply: Option<oneshot::Sender<Answer>>,
+    ) {
         let name = pipeline.name.clone();
         let client = match self.client(&pipeline) {
             Ok(client) => client,
             Err(error) => {
                 tracing::error!(pipeline = %name, %error, "cannot run");
+                if let Some(reply) = reply {
+                    let _ = reply.send(Answer::Refused(Refusal::NotStarted(error.to_string())));
+                }
                 return;
             }
         };
@@ -153,6 +221,8 @@ impl Daemon {
         let trigger = match cause {
             Cause::Fire(_) => Trigger::Schedule,
             Cause::Arrival(_) => Trigger::FileArrival,
+            Cause::RunNow => Trigger::Api,
+            Cause::Replay(_) => Trigger::Replay,
         };
         let mut request = runner::Request::scheduled(
             trigger,
@@ -165,14 +235,24 @@ impl Daemon {
         match cause {
             Cause::Fire(at) => request.scheduled_for = Some(at),
             Cause::Arrival(arrival) => request.arrival = Some(arrival),
+            Cause::RunNow => {}
+            Cause::Replay(rejects_file) => {
+                request.replay = Some(rejects_file);
+                request.delivered_before = DeliveredBefore::SendAgain;
+            }
         }
         let cancel = self.interrupt_runs.child_token();
         let file = file.to_path_buf();
         let fire = request.scheduled_for;
         tracing::info!(pipeline = %name, fire_ms = fire.map(|at| at.timestamp_millis()), "run starting");
         let task_file = file.clone();
+        let mut tracker = self.link.track(reply);
         let task = self.runs.spawn(async move {
-            let result = runner::run(&pipeline, &request, &mut NoObserver, cancel).await;
+            let result = runner::run(&pipeline, &request, &mut tracker, cancel).await;
+            tracker.ended(match &result {
+                Ok(summary) => Ok(&summary.run_id),
+                Err(error) => Err(error.to_string()),
+            });
             (task_file, fire, result)
         });
         self.run_files.insert(task.id(), file);
@@ -257,13 +337,13 @@ impl Daemon {
             self.publish();
             return;
         }
-        if let Some(at) = queued
+        if let Some(cause) = queued
             && let Some(entry) = self.entries.get(&file)
         {
-            // Claimed when it came.
-            tracing::info!(pipeline = %entry.pipeline.name, "starting the queued fire");
+            // A fire was claimed when it came.
+            tracing::info!(pipeline = %entry.pipeline.name, "starting the queued run");
             let pipeline = entry.pipeline.clone();
-            self.start(&file, pipeline, Cause::Fire(at));
+            self.start(&file, pipeline, cause, None);
         }
         if arrivals {
             // More files may have arrived while it ran.

@@ -67,24 +67,37 @@ impl AccountBudgets {
             .clone()
     }
 
-    /// Requests in flight now, by `account path`, for metrics.
-    pub fn in_flight(&self) -> Vec<(String, usize)> {
+    /// Requests in flight now, by account and API, for metrics and the console.
+    pub fn in_flight(&self) -> Vec<BudgetUse> {
         let budgets = self
             .budgets
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        let mut in_flight: Vec<(String, usize)> = budgets
+        let mut in_flight: Vec<BudgetUse> = budgets
             .iter()
-            .map(|((account, path), budget)| {
-                (
-                    format!("{account} {path}"),
-                    budget.size - budget.slots.available_permits(),
-                )
+            .map(|((account, api), budget)| BudgetUse {
+                account: account.clone(),
+                api,
+                in_flight: budget.size - budget.slots.available_permits(),
+                size: budget.size,
             })
             .collect();
-        in_flight.sort();
+        in_flight.sort_by(|a, b| (&a.account, a.api).cmp(&(&b.account, b.api)));
         in_flight
     }
+}
+
+/// How much of one API's budget of one account is in use.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BudgetUse {
+    /// The account and its host (`ACCOUNT@https://host`).
+    pub account: String,
+    /// The API's path (`/1/upload`).
+    pub api: &'static str,
+    /// Requests in flight now.
+    pub in_flight: usize,
+    /// The most the account allows at once.
+    pub size: usize,
 }
 
 /// One API's budget of one account.
@@ -142,8 +155,18 @@ mod tests {
         assert!(waiting.await.is_err());
         // ...but not for another account.
         drop(other.slot().await);
+        let in_use: Vec<(String, usize)> = budgets
+            .in_flight()
+            .into_iter()
+            .map(|budget| {
+                (
+                    format!("{} {}", budget.account, budget.api),
+                    budget.in_flight,
+                )
+            })
+            .collect();
         assert_eq!(
-            budgets.in_flight(),
+            in_use,
             [
                 (
                     "acct@host /1/upload".to_string(),

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 /// The warning of a run whose source had no records.
 pub const NO_RECORDS: &str = "the source has no records";
 
-pub use budget::{AccountBudget, AccountBudgets, SharedSlot, SharedSlots};
+pub use budget::{AccountBudget, AccountBudgets, BudgetUse, SharedSlot, SharedSlots};
 pub use ledger::ErrorBudget;
 pub use summary::{BatchReport, DryRunReport, RunSummary, StopReason};
 pub use unchanged::ChangeDetection;
@@ -118,6 +118,9 @@ pub struct NotRecorded(pub Box<dyn std::error::Error + Send + Sync>);
 
 /// Hears about a run as it goes: the progress display and the checkpoints.
 pub trait Observer: Send {
+    /// The run has begun (the runner calls it): its lock is held and its history entry,
+    /// under `run_id`, is written.
+    fn run_began(&mut self, _run_id: &str) {}
     /// A batch has settled (every record in it has its outcome, and the rejects file has
     /// them). An error (progress could not be recorded) stops the run.
     fn batch_settled(
@@ -142,10 +145,6 @@ pub trait Observer: Send {
     /// source opens).
     fn query_started(&mut self, _database: &str) {}
 }
-
-/// An observer that ignores everything.
-pub struct NoObserver;
-impl Observer for NoObserver {}
 
 /// Uploads a job's source and reports what happened to every record.
 ///

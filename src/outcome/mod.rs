@@ -251,15 +251,19 @@ pub enum Trigger {
     Schedule,
     /// A file arrived (`trigger: file_arrival`).
     FileArrival,
+    /// Asked for through the daemon's console or its HTTP API
+    /// (`POST /api/pipelines/{name}/runs`, an orchestrator's trigger).
+    Api,
 }
 
 impl Trigger {
     /// Every trigger.
-    const ALL: [Trigger; 4] = [
+    const ALL: [Trigger; 5] = [
         Trigger::Manual,
         Trigger::Replay,
         Trigger::Schedule,
         Trigger::FileArrival,
+        Trigger::Api,
     ];
 
     /// The name stored and shown.
@@ -269,6 +273,7 @@ impl Trigger {
             Trigger::Replay => "replay",
             Trigger::Schedule => "schedule",
             Trigger::FileArrival => "file_arrival",
+            Trigger::Api => "api",
         }
     }
 }

@@ -196,6 +196,7 @@ pub(super) async fn run_unrecorded(
     if in_history && let Some(store) = &store {
         store.start_run(&start.history_entry())?;
     }
+    progress.run_began(&start.run_id);
     let mut notes = ErrorNotes::new(progress);
     let snapshot = match start.query {
         Some(query) => {
@@ -259,6 +260,7 @@ pub(super) async fn run_recorded(
     cancel: CancellationToken,
 ) -> Result<RunSummary, RunError> {
     let mut held = begin(&start, &mut work, cancel)?;
+    progress.run_began(&start.run_id);
     let settings = settings_digest(start.pipeline);
     let checkpoint = match start.request.resume {
         Resume::FromCheckpoint => held.store.checkpoint(start.checkpoint_key())?,

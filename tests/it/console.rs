@@ -52,6 +52,48 @@ impl Ui {
     }
 }
 
+/// A `tapline daemon --listen 127.0.0.1:0 <extra>` process, stopped when dropped.
+struct DaemonProcess {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    address: String,
+}
+
+impl DaemonProcess {
+    /// Starts the daemon on the folder of `workspace` and waits until its console answers
+    /// and its pipelines are loaded.
+    fn start(workspace: &Workspace, extra: &[&str]) -> DaemonProcess {
+        let log = workspace.path("daemon.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_tapline"))
+            .current_dir(workspace.dir.path())
+            .args(["daemon", "--dir", ".", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start the daemon");
+        let mut address = String::new();
+        common::wait_until(60, "the daemon says where the console is", || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(rest) = text.split("the console is at http://").nth(1) {
+                address = rest.split('/').next().unwrap_or_default().to_string();
+            }
+            !address.is_empty()
+        });
+        common::wait_until(60, "the daemon loads its pipelines", || {
+            get(&address, "/health", None).body == "ok\n"
+        });
+        DaemonProcess { child, address }
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Ui {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -68,13 +110,28 @@ struct Answer {
 
 /// `GET path` on `address`, with an `Authorization` header when given.
 fn get(address: &str, path: &str, authorization: Option<&str>) -> Answer {
+    let headers: Vec<(&str, &str)> = authorization
+        .map(|value| ("Authorization", value))
+        .into_iter()
+        .collect();
+    request(address, "GET", path, &headers)
+}
+
+/// `METHOD path` on `address` with `headers`, and its answer.
+fn request(address: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
     let mut stream = std::net::TcpStream::connect(address).expect("connect to the console");
-    let authorization = authorization
-        .map(|value| format!("Authorization: {value}\r\n"))
-        .unwrap_or_default();
+    let headers: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
+    let length = if method == "POST" {
+        "Content-Length: 0\r\n"
+    } else {
+        ""
+    };
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\n{authorization}Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\n{headers}{length}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut response = String::new();
@@ -325,25 +382,8 @@ fn the_daemon_serves_the_console_beside_metrics_and_health() {
         &sandbox,
         "source: {path: profiles.csv}\ntarget: {entity: user_profiles}\nschedule: {cron: \"0 3 * * *\"}\n",
     );
-    let log = workspace.path("daemon.log");
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_tapline"))
-        .current_dir(workspace.dir.path())
-        .args(["daemon", "--dir", ".", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start the daemon");
-    let mut address = String::new();
-    common::wait_until(60, "the daemon says where the console is", || {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(rest) = text.split("the console is at http://").nth(1) {
-            address = rest.split('/').next().unwrap_or_default().to_string();
-        }
-        !address.is_empty()
-    });
-    common::wait_until(60, "the daemon loads its pipeline", || {
-        get(&address, "/health", None).body == "ok\n"
-    });
+    let daemon = DaemonProcess::start(&workspace, &[]);
+    let address = daemon.address.clone();
     let pipelines = json(&get(&address, "/api/pipelines", None));
     assert_eq!(pipelines[0]["name"], "nightly", "{pipelines}");
     assert!(
@@ -351,8 +391,11 @@ fn the_daemon_serves_the_console_beside_metrics_and_health() {
             .body
             .contains("tapline_pipelines_scheduled")
     );
-    let _ = daemon.kill();
-    let _ = daemon.wait();
+    // Without a token, the console takes no action.
+    let refused = request(&address, "POST", "/api/pipelines/nightly/runs", &[]);
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused.body.contains("--token-file"), "{}", refused.body);
+    drop(daemon);
 
     // On a public address, --listen needs a token; --metrics-listen still serves metrics.
     let refused = common::tapline(
@@ -426,5 +469,120 @@ fn a_run_in_progress_shows_what_it_has_settled_so_far() {
     let _ = run.wait();
     let script = get(&ui.address, "/console.js", None);
     assert_eq!(script.status, 200);
-    assert!(script.body.contains("/api/runs?status=running"));
+    assert!(script.body.contains("/api/running"));
+}
+
+#[test]
+fn the_daemons_console_runs_a_pipeline_now_and_replays_rejects_with_its_token_only() {
+    // Slow enough that the run is seen going: 30 requests of 250 ms, one at a time.
+    let sandbox = TestSandbox::start(SandboxConfig {
+        discarded_events: vec!["Old Promo".into()],
+        latency: std::time::Duration::from_millis(250),
+        ..SandboxConfig::default()
+    });
+    let (workspace, events_run) = runs_with_refusals(&sandbox);
+    workspace.write("profiles.csv", common::profile_csv(30_000));
+    workspace.pipeline(
+        "big",
+        &sandbox,
+        "source: {path: profiles.csv}\ntarget: {entity: user_profiles}\nthread_count: 1\n",
+    );
+    let token = "9b1f3e7a5c2d8e4f6a0b";
+    workspace.write("console-token", token);
+    let daemon = DaemonProcess::start(&workspace, &["--token-file", "console-token"]);
+    let address = daemon.address.as_str();
+    let bearer = format!("Bearer {token}");
+    let auth = ("Authorization", bearer.as_str());
+    let post = |path: &str, headers: &[(&str, &str)]| request(address, "POST", path, headers);
+
+    // Without the token, from another site, or for a pipeline the daemon does not have: no run.
+    assert_eq!(post("/api/pipelines/big/runs", &[]).status, 401);
+    let cross = post(
+        "/api/pipelines/big/runs",
+        &[auth, ("Origin", "https://elsewhere.example")],
+    );
+    assert_eq!(cross.status, 403, "{}", cross.body);
+    let unknown = post("/api/pipelines/nobody/runs", &[auth]);
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+    assert!(unknown.body.contains("nobody"), "{}", unknown.body);
+    let page = get(address, "/pipelines/big", Some(&bearer));
+    assert!(page.body.contains("Run now"), "{}", page.body);
+
+    // Run now: answered with the run's ID once it has begun.
+    let started = post("/api/pipelines/big/runs", &[auth]);
+    assert_eq!(started.status, 201, "{}", started.body);
+    let started = json_of(&started);
+    let run_id = started["run_id"].as_str().expect("a run ID").to_string();
+    assert_eq!(started["url"], format!("/api/runs/{run_id}"));
+
+    // Its live progress, with the time left once records have settled for a while.
+    common::wait_until(
+        120,
+        "the daemon's run with records settled and a time left",
+        || {
+            let running = json(&get(address, "/api/running", Some(&bearer)));
+            running.as_array().into_iter().flatten().any(|run| {
+                run["run_id"] == run_id.as_str()
+                    && run["trigger"] == "api"
+                    && run["live"]["records"]["accepted"].as_u64() > Some(0)
+                    && run["live"]["eta_seconds"].is_u64()
+            })
+        },
+    );
+    let busy = post("/api/pipelines/big/runs", &[auth]);
+    assert_eq!(busy.status, 409, "{}", busy.body);
+    assert!(busy.body.contains("is running"), "{}", busy.body);
+    let status = json(&get(address, "/api/status", Some(&bearer)));
+    assert_eq!(status["served_by"], "daemon", "{status}");
+    assert_eq!(status["daemon"]["actions"], true, "{status}");
+    assert_eq!(status["daemon"]["pipelines"], 2, "{status}");
+    assert!(
+        status["daemon"]["budgets"][0]["account"]
+            .as_str()
+            .is_some_and(|account| account.contains('@')),
+        "{status}"
+    );
+
+    // Replay the rejects of the run that had refusals: its two records go again.
+    let events_id = events_run["run_id"].as_str().unwrap();
+    let replayed = post(&format!("/api/runs/{events_id}/replay"), &[auth]);
+    assert_eq!(replayed.status, 201, "{}", replayed.body);
+    let replay_id = json_of(&replayed)["run_id"].as_str().unwrap().to_string();
+    let mut replay = Value::Null;
+    common::wait_until(120, "the replay ends", || {
+        replay = json(&get(
+            address,
+            &format!("/api/runs/{replay_id}"),
+            Some(&bearer),
+        ));
+        replay["status"] != "running"
+    });
+    assert_eq!(replay["trigger"], "replay", "{replay}");
+    assert_eq!(replay["records"]["read"], 2, "{replay}");
+    assert_eq!(replay["records"]["rejected"], 2, "{replay}");
+
+    // The run page's button, as a browser posts it, leads to the new run's page.
+    common::wait_until(120, "the first run ends", || {
+        json(&get(address, &format!("/api/runs/{run_id}"), Some(&bearer)))["status"] != "running"
+    });
+    let origin = format!("http://{address}");
+    let form = post(
+        "/pipelines/big/run",
+        &[
+            auth,
+            ("Origin", origin.as_str()),
+            ("Sec-Fetch-Site", "same-origin"),
+        ],
+    );
+    assert_eq!(form.status, 303, "{}", form.body);
+    assert!(
+        form.headers.contains("location: /runs/"),
+        "{}",
+        form.headers
+    );
+}
+
+/// The JSON of an answer of any status.
+fn json_of(answer: &Answer) -> Value {
+    serde_json::from_str(&answer.body).unwrap_or_else(|error| panic!("{error}: {}", answer.body))
 }
