@@ -53,16 +53,16 @@ impl Ui {
 }
 
 /// A `tapline daemon --listen 127.0.0.1:0 <extra>` process, stopped when dropped.
-struct DaemonProcess {
+pub(crate) struct DaemonProcess {
     child: Child,
     /// `127.0.0.1:PORT`.
-    address: String,
+    pub(crate) address: String,
 }
 
 impl DaemonProcess {
     /// Starts the daemon on the folder of `workspace` and waits until its console answers
     /// and its pipelines are loaded.
-    fn start(workspace: &Workspace, extra: &[&str]) -> DaemonProcess {
+    pub(crate) fn start(workspace: &Workspace, extra: &[&str]) -> DaemonProcess {
         let log = workspace.path("daemon.log");
         let child = Command::new(env!("CARGO_BIN_EXE_tapline"))
             .current_dir(workspace.dir.path())
@@ -102,10 +102,10 @@ impl Drop for Ui {
 }
 
 /// An answer: status code, headers (lowercase names) and body.
-struct Answer {
-    status: u16,
-    headers: String,
-    body: String,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) headers: String,
+    pub(crate) body: String,
 }
 
 /// `GET path` on `address`, with an `Authorization` header when given.
@@ -118,7 +118,7 @@ fn get(address: &str, path: &str, authorization: Option<&str>) -> Answer {
 }
 
 /// `METHOD path` on `address` with `headers`, and its answer.
-fn request(address: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+pub(crate) fn request(address: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
     let mut stream = std::net::TcpStream::connect(address).expect("connect to the console");
     let headers: String = headers
         .iter()
@@ -156,7 +156,7 @@ fn json(answer: &Answer) -> Value {
 
 /// A folder with a scheduled events pipeline whose description is markup, after one run in
 /// which CleverTap refused two records, and a file that does not load.
-fn runs_with_refusals(sandbox: &TestSandbox) -> (Workspace, Value) {
+pub(crate) fn runs_with_refusals(sandbox: &TestSandbox) -> (Workspace, Value) {
     let workspace = Workspace::new();
     let mut csv = String::from("identity,evtName,ts\n");
     for i in 0..30 {

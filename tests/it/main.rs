@@ -3,6 +3,7 @@
 //!
 //! Run one part with `cargo test --test it run::` (or any test name filter).
 
+mod browser;
 mod changes;
 mod clevertap_node;
 mod common;
