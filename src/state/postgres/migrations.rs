@@ -130,4 +130,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
     -- Why a run stopped, as a word a program matches on (`stop_reason` is the message).
     ALTER TABLE runs ADD COLUMN stop_kind text;
 ",
+    "
+    -- Indexes for the history's lists (the console, `tapline history`): newest first, of a
+    -- pipeline, or of a status, each read from its index in order.
+    DROP INDEX runs_by_pipeline;
+    CREATE INDEX runs_by_pipeline ON runs (pipeline, started_at, run_id);
+    CREATE INDEX runs_by_start ON runs (started_at, run_id);
+    CREATE INDEX runs_by_status ON runs (status, started_at, run_id);
+",
 ];

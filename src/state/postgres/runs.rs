@@ -125,17 +125,36 @@ pub(super) async fn list(
     client: &Client,
     filter: &RunFilter,
 ) -> Result<Vec<RunEntry>, tokio_postgres::Error> {
-    let sql = format!(
-        "SELECT {ENTRY_COLUMNS} FROM runs
-         WHERE ($1::text IS NULL OR pipeline = $1) AND ($2::text IS NULL OR status = $2)
-           AND ($3::text IS NULL
-                OR (started_at, run_id) < (SELECT started_at, run_id FROM runs WHERE run_id = $3))
-         ORDER BY started_at DESC, run_id DESC LIMIT $4"
-    );
+    // Only the conditions asked for, so each query can use its index.
     let status = filter.status.map(RunStatus::as_str);
     let limit = filter.limit.min(i64::MAX as usize) as i64;
+    let mut conditions = Vec::new();
+    let mut values: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&limit];
+    if let Some(pipeline) = &filter.pipeline {
+        values.push(pipeline);
+        conditions.push(format!("pipeline = ${}", values.len()));
+    }
+    if let Some(status) = &status {
+        values.push(status);
+        conditions.push(format!("status = ${}", values.len()));
+    }
+    if let Some(before) = &filter.before {
+        values.push(before);
+        conditions.push(format!(
+            "(started_at, run_id) < (SELECT started_at, run_id FROM runs WHERE run_id = ${})",
+            values.len()
+        ));
+    }
+    let filtered = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
+    let sql = format!(
+        "SELECT {ENTRY_COLUMNS} FROM runs {filtered} ORDER BY started_at DESC, run_id DESC LIMIT $1"
+    );
     Ok(client
-        .query(&sql, &[&filter.pipeline, &status, &filter.before, &limit])
+        .query(&sql, &values)
         .await?
         .iter()
         .map(entry)

@@ -128,22 +128,34 @@ impl SqliteStore {
 
     /// The runs `filter` asks for, newest first.
     pub fn runs(&self, filter: &RunFilter) -> Result<Vec<RunEntry>, StateError> {
-        let sql = format!(
-            "SELECT {ENTRY_COLUMNS} FROM runs
-             WHERE (?1 IS NULL OR pipeline = ?1) AND (?2 IS NULL OR status = ?2)
-               AND (?3 IS NULL
-                    OR (started_at, run_id) < (SELECT started_at, run_id FROM runs WHERE run_id = ?3))
-             ORDER BY started_at DESC, run_id DESC LIMIT ?4"
-        );
+        // Only the conditions asked for, so each query can use its index: a condition such
+        // as `(?1 IS NULL OR pipeline = ?1)` makes SQLite read every run.
         let status = filter.status.map(RunStatus::as_str);
         let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+        let mut conditions = Vec::new();
+        let mut values: Vec<(&str, &dyn rusqlite::ToSql)> = vec![(":limit", &limit)];
+        if let Some(pipeline) = &filter.pipeline {
+            conditions.push("pipeline = :pipeline");
+            values.push((":pipeline", pipeline));
+        }
+        if let Some(status) = &status {
+            conditions.push("status = :status");
+            values.push((":status", status));
+        }
+        if let Some(before) = &filter.before {
+            conditions.push(
+                "(started_at, run_id) < (SELECT started_at, run_id FROM runs WHERE run_id = :before)",
+            );
+            values.push((":before", before));
+        }
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM runs {} ORDER BY started_at DESC, run_id DESC LIMIT :limit",
+            where_clause(&conditions)
+        );
         let result = (|| {
             let mut statement = self.connection.prepare(&sql)?;
             statement
-                .query_map(
-                    params![filter.pipeline, status, filter.before, limit],
-                    entry,
-                )?
+                .query_map(values.as_slice(), entry)?
                 .collect::<rusqlite::Result<Vec<_>>>()
         })();
         result.map_err(|error| self.error(error))
@@ -187,5 +199,14 @@ impl SqliteStore {
             Ok(files)
         })();
         result.map_err(|error| self.error(error))
+    }
+}
+
+/// `WHERE a AND b`, or nothing without conditions.
+fn where_clause(conditions: &[&str]) -> String {
+    if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
     }
 }

@@ -145,7 +145,16 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE runs ADD COLUMN destination TEXT;",
     // 10: why a run stopped, as a word a program matches on (`stop_reason` is the message).
     "ALTER TABLE runs ADD COLUMN stop_kind TEXT;",
+    // 11: indexes for the history's lists (the console, `tapline history`): newest first,
+    // of a pipeline, or of a status, each read from its index in order.
+    RUN_LIST_INDEXES,
 ];
+
+/// Migration 11 (see [`MIGRATIONS`]); the same in the shared store.
+const RUN_LIST_INDEXES: &str = "DROP INDEX runs_by_pipeline;
+    CREATE INDEX runs_by_pipeline ON runs (pipeline, started_at, run_id);
+    CREATE INDEX runs_by_start ON runs (started_at, run_id);
+    CREATE INDEX runs_by_status ON runs (status, started_at, run_id);";
 
 /// Migration 8 of the embedded store (see [`MIGRATIONS`]).
 const EVENT_EXPIRY_FROM_NOW_SQLITE: &str = "UPDATE record_fingerprints
