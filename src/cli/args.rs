@@ -182,7 +182,8 @@ pub(super) struct UiArgs {
     #[arg(long, value_parser = listen_address, default_value = "127.0.0.1:9464", value_name = "ADDR")]
     pub(super) listen: SocketAddr,
     /// The folder of pipeline files the overview lists (its `.tapline/` holds the state when
-    /// neither --state-dir nor --state is given).
+    /// neither --state-dir nor --state is given). Where it does not exist, the overview lists
+    /// the pipelines the history names.
     #[arg(long, default_value = "pipelines")]
     pub(super) dir: PathBuf,
     #[command(flatten)]

@@ -24,7 +24,14 @@ pub(super) async fn overview(State(console): State<Arc<Console>>) -> Response {
             let body = html! {
                 (running_now(&running))
                 (served_by(&console.status()))
-                p.muted { "Pipeline files in " code { (console.dir.display()) } }
+                @if console.dir.is_dir() {
+                    p.muted { "Pipeline files in " code { (console.dir.display()) } }
+                } @else {
+                    p.muted {
+                        "No folder " code { (console.dir.display()) } ": the pipelines the history names "
+                        "(give " code { "--dir" } " to list a folder of pipeline files)"
+                    }
+                }
                 (pipelines_table(&pipelines))
             };
             page(console, "Pipelines", body)
@@ -181,6 +188,7 @@ fn starts(starts: &Starts) -> Markup {
             Starts::FileArrival { pattern } => { "a file arriving at " (pattern) }
             Starts::Manual => { "only by hand (no schedule)" }
             Starts::Unknown => { "-" }
+            Starts::NotHere => { span.muted { "its file is not on this machine" } }
         }
     }
 }

@@ -341,7 +341,7 @@ pub(super) async fn pipeline(
 ) -> Response {
     let shown = console
         .read(move |console, history| {
-            let Some(pipeline) = views::pipeline(&console.dir, &name) else {
+            let Some(pipeline) = views::pipeline(&console.dir, &name, history) else {
                 return problem(
                     console,
                     StatusCode::NOT_FOUND,

@@ -58,6 +58,9 @@ pub enum Starts {
     Manual,
     /// Unknown: the file does not load.
     Unknown,
+    /// Unknown: the pipeline is known from the history only, and its file is not on this
+    /// machine.
+    NotHere,
 }
 
 /// One fire of a schedule, in the pipeline's zone (with its offset) and in UTC.
@@ -81,8 +84,13 @@ impl Fire {
     }
 }
 
-/// Every pipeline file of `dir`, in name order, each with its newest run.
+/// Every pipeline file of `dir`, in name order, each with its newest run. Without the folder
+/// (`tapline ui` on a machine that only has the state store), every pipeline the history
+/// names, from the file its last run read when this machine has it.
 pub fn pipelines(dir: &Path, history: &dyn History, fires: usize) -> Vec<PipelineView> {
+    if !dir.is_dir() {
+        return from_history(history, fires);
+    }
     let (files, problems) = config::discover(&[dir.to_path_buf()]);
     let mut views: Vec<PipelineView> = problems
         .iter()
@@ -112,6 +120,46 @@ pub fn pipelines(dir: &Path, history: &dyn History, fires: usize) -> Vec<Pipelin
         views.push(view);
     }
     views
+}
+
+/// Every pipeline the history names, with its last run; its settings from the file that run
+/// read, when it is on this machine and loads.
+fn from_history(history: &dyn History, fires: usize) -> Vec<PipelineView> {
+    let names = history.pipeline_names().unwrap_or_else(|error| {
+        tracing::warn!(%error, "the console cannot list the history's pipelines");
+        Vec::new()
+    });
+    names
+        .into_iter()
+        .map(|name| {
+            let last_run = history
+                .runs(&RunFilter::newest(Some(&name), 1))
+                .ok()
+                .and_then(|runs| runs.into_iter().next());
+            let loaded = last_run
+                .as_ref()
+                .filter(|run| run.pipeline_file.is_file())
+                .and_then(|run| {
+                    config::load_pipeline(&run.pipeline_file, Credentials::Ignore).pipeline
+                })
+                .filter(|pipeline| pipeline.name == name);
+            let mut view = match &loaded {
+                Some(pipeline) => loaded_view(pipeline, fires),
+                None => PipelineView {
+                    name: name.clone(),
+                    starts: Starts::NotHere,
+                    ..broken(
+                        last_run
+                            .as_ref()
+                            .map_or(Path::new(""), |run| run.pipeline_file.as_path()),
+                        String::new(),
+                    )
+                },
+            };
+            view.last_run = last_run;
+            view
+        })
+        .collect()
 }
 
 /// The view of a pipeline that loaded.
@@ -224,13 +272,18 @@ pub fn next_fires(pipeline: &Pipeline, count: usize) -> Vec<Fire> {
         })
 }
 
-/// Loads one pipeline of `dir` by name, for its page; `None` when no file of that name loads.
-pub fn pipeline(dir: &Path, name: &str) -> Option<Pipeline> {
+/// Loads one pipeline by name, for its page: the file of that name in `dir`, or else the file
+/// its last run read; `None` when neither loads.
+pub fn pipeline(dir: &Path, name: &str, history: &dyn History) -> Option<Pipeline> {
     let (files, _) = config::discover(&[dir.to_path_buf()]);
-    files
-        .into_iter()
-        .find(|file| stem(file) == name)
-        .and_then(|file| config::load_pipeline(&file, Credentials::Ignore).pipeline)
+    let in_folder = files.into_iter().find(|file| stem(file) == name);
+    let file = in_folder.or_else(|| {
+        let runs = history.runs(&RunFilter::newest(Some(name), 1)).ok()?;
+        Some(runs.into_iter().next()?.pipeline_file)
+    })?;
+    config::load_pipeline(&file, Credentials::Ignore)
+        .pipeline
+        .filter(|pipeline| pipeline.name == name)
 }
 
 /// A pipeline's name: its file's stem.

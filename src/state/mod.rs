@@ -311,6 +311,9 @@ pub trait History {
     fn runs(&self, filter: &RunFilter) -> Result<Vec<RunEntry>, StateError>;
     /// One run.
     fn run(&self, run_id: &str) -> Result<Option<RunEntry>, StateError>;
+    /// The name of every pipeline with a run in the history, in name order (a console with
+    /// no folder of pipeline files lists these).
+    fn pipeline_names(&self) -> Result<Vec<String>, StateError>;
     /// Deletes runs older than `days`; returns their rejects files, to delete.
     fn prune(&self, days: u32) -> Result<Vec<PathBuf>, StateError>;
 }

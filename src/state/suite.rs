@@ -483,6 +483,7 @@ fn runs_are_listed_newest_first_and_pruned_by_age() {
             .collect();
         assert_eq!(vip, ["r3", "r1"], "{name}");
         assert_eq!(store.runs(&RunFilter::newest(None, 10)).unwrap().len(), 3);
+        assert_eq!(store.pipeline_names().unwrap(), ["events", "vip"], "{name}");
         assert_eq!(store.runs(&RunFilter::newest(None, 1)).unwrap().len(), 1);
         // A console's filters and pages: by status, and the page after a run.
         let ids = |filter: RunFilter| -> Vec<String> {

@@ -18,12 +18,18 @@ struct Ui {
 }
 
 impl Ui {
-    /// Starts `tapline ui --dir . --listen 127.0.0.1:0 <extra>` in `dir` and waits for the
-    /// line that says where it listens.
+    /// Starts `tapline ui --dir . --listen 127.0.0.1:0 <extra>` in `dir` (`--dir` as `extra`
+    /// says, when it does) and waits for the line that says where it listens.
     fn start(dir: &Path, extra: &[&str]) -> Ui {
+        let folder: &[&str] = if extra.contains(&"--dir") {
+            &[]
+        } else {
+            &["--dir", "."]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_tapline"))
             .current_dir(dir)
-            .args(["ui", "--dir", ".", "--listen", "127.0.0.1:0"])
+            .args(["ui", "--listen", "127.0.0.1:0"])
+            .args(folder)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -585,4 +591,50 @@ fn the_daemons_console_runs_a_pipeline_now_and_replays_rejects_with_its_token_on
 /// The JSON of an answer of any status.
 fn json_of(answer: &Answer) -> Value {
     serde_json::from_str(&answer.body).unwrap_or_else(|error| panic!("{error}: {}", answer.body))
+}
+
+#[test]
+fn without_its_folder_the_console_lists_the_pipelines_the_history_names() {
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    workspace.write("profiles.csv", common::profile_csv(2));
+    workspace.pipeline(
+        "profiles",
+        &sandbox,
+        "source: {path: profiles.csv}\ntarget: {entity: user_profiles}\nschedule: {cron: \"0 4 * * *\"}\n",
+    );
+    let (code, summary) = run_json(&workspace, &["profiles.yaml"]);
+    assert_eq!(code, Some(0), "{summary}");
+    // A machine with the state store only: another folder, no pipelines folder.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let state = workspace.path(".tapline");
+    let state = state.to_str().unwrap();
+    let ui = Ui::start(
+        elsewhere.path(),
+        &["--dir", "pipelines", "--state-dir", state],
+    );
+    let pipelines = json(&get(&ui.address, "/api/pipelines", None));
+    assert_eq!(pipelines.as_array().map(Vec::len), Some(1), "{pipelines}");
+    assert_eq!(pipelines[0]["name"], "profiles", "{pipelines}");
+    assert_eq!(
+        pipelines[0]["last_run"]["run_id"], summary["run_id"],
+        "{pipelines}"
+    );
+    // The file the run read is on this machine: its schedule and next fires show.
+    assert_eq!(pipelines[0]["starts"]["kind"], "schedule", "{pipelines}");
+    assert!(
+        pipelines[0]["next_fires"][0]["utc"].is_string(),
+        "{pipelines}"
+    );
+    let overview = get(&ui.address, "/", None);
+    assert!(overview.body.contains("No folder"), "{}", overview.body);
+    assert_eq!(get(&ui.address, "/pipelines/profiles", None).status, 200);
+
+    std::fs::remove_file(workspace.path("profiles.yaml")).unwrap();
+    let pipelines = json(&get(&ui.address, "/api/pipelines", None));
+    assert_eq!(pipelines[0]["starts"]["kind"], "not_here", "{pipelines}");
+    assert_eq!(
+        pipelines[0]["last_run"]["status"], "succeeded",
+        "{pipelines}"
+    );
 }

@@ -375,6 +375,9 @@ impl History for PgStore {
     fn run(&self, run_id: &str) -> Result<Option<RunEntry>, StateError> {
         self.with_client(async |client| runs::one(client, run_id).await)
     }
+    fn pipeline_names(&self) -> Result<Vec<String>, StateError> {
+        self.with_client(async |client| runs::pipeline_names(client).await)
+    }
     fn prune(&self, days: u32) -> Result<Vec<std::path::PathBuf>, StateError> {
         self.with_client(async |client| runs::prune(client, days).await)
     }

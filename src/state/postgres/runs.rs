@@ -161,6 +161,16 @@ pub(super) async fn list(
         .collect())
 }
 
+/// Every pipeline with a run, in name order.
+pub(super) async fn pipeline_names(client: &Client) -> Result<Vec<String>, tokio_postgres::Error> {
+    Ok(client
+        .query("SELECT DISTINCT pipeline FROM runs ORDER BY pipeline", &[])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect())
+}
+
 /// One run.
 pub(super) async fn one(
     client: &Client,

@@ -161,6 +161,19 @@ impl SqliteStore {
         result.map_err(|error| self.error(error))
     }
 
+    /// Every pipeline with a run, in name order (read from the index by pipeline).
+    pub fn pipeline_names(&self) -> Result<Vec<String>, StateError> {
+        let result = (|| {
+            let mut statement = self
+                .connection
+                .prepare("SELECT DISTINCT pipeline FROM runs ORDER BY pipeline")?;
+            statement
+                .query_map([], |row| row.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()
+        })();
+        result.map_err(|error| self.error(error))
+    }
+
     /// One run by its ID.
     pub fn run(&self, run_id: &str) -> Result<Option<RunEntry>, StateError> {
         self.connection

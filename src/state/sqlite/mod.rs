@@ -303,6 +303,9 @@ impl History for SqliteStore {
     fn run(&self, run_id: &str) -> Result<Option<RunEntry>, StateError> {
         SqliteStore::run(self, run_id)
     }
+    fn pipeline_names(&self) -> Result<Vec<String>, StateError> {
+        SqliteStore::pipeline_names(self)
+    }
     fn prune(&self, days: u32) -> Result<Vec<PathBuf>, StateError> {
         SqliteStore::prune(self, days)
     }
