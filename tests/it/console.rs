@@ -586,6 +586,27 @@ fn the_daemons_console_runs_a_pipeline_now_and_replays_rejects_with_its_token_on
         "{}",
         form.headers
     );
+
+    // No secret in any answer or in the log: neither the passcode nor the token.
+    for path in [
+        "/",
+        "/api/pipelines",
+        "/api/status",
+        "/api/running",
+        "/pipelines/big",
+    ] {
+        let answer = get(address, path, Some(&bearer));
+        assert!(
+            !answer.body.contains(tapline::sandbox::DEFAULT_PASSCODE),
+            "{path}"
+        );
+        assert!(!answer.body.contains(token), "{path}");
+    }
+    drop(daemon);
+    let log = std::fs::read_to_string(workspace.path("daemon.log")).unwrap();
+    assert!(log.contains("the console asked for a run"), "{log}");
+    assert!(!log.contains(token), "{log}");
+    assert!(!log.contains(tapline::sandbox::DEFAULT_PASSCODE), "{log}");
 }
 
 /// The JSON of an answer of any status.
