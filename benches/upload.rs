@@ -91,8 +91,32 @@ struct Settings {
     shared_state: Option<String>,
     rows: u64,
     latency_ms: u64,
+    /// `--threads N` (1–10), or `--threads auto` (0 here).
     threads: u64,
+    /// `--concurrency-limit N`: the sandbox answers 429 above N uploads in flight (an
+    /// account other clients share).
+    concurrency_limit: u64,
+    /// `--latency-per-request-ms M`: each upload in flight adds M ms to the sandbox's answers.
+    latency_per_request_ms: u64,
     repeat: u64,
+}
+
+impl Settings {
+    /// `thread_count` as the pipeline file says it.
+    fn thread_count(&self) -> String {
+        if self.threads == 0 {
+            "auto".into()
+        } else {
+            self.threads.to_string()
+        }
+    }
+
+    /// Requests in flight at most: the fixed count, or for `auto` CleverTap's 15 (or the
+    /// sandbox's lower limit).
+    fn most_in_flight(&self) -> u64 {
+        let cap = if self.threads == 0 { 15 } else { self.threads };
+        cap.min(self.concurrency_limit)
+    }
 }
 
 fn settings() -> Settings {
@@ -107,6 +131,8 @@ fn settings() -> Settings {
         rows: 1_000_000,
         latency_ms: 200,
         threads: 10,
+        concurrency_limit: 15,
+        latency_per_request_ms: 0,
         repeat: 1,
     };
     let args: Vec<String> = std::env::args().collect();
@@ -119,6 +145,11 @@ fn settings() -> Settings {
             ("--rows", Some(value)) => settings.rows = value,
             ("--latency-ms", Some(value)) => settings.latency_ms = value,
             ("--threads", Some(value)) => settings.threads = value.clamp(1, 10),
+            ("--threads", None) if args.get(index + 1).map(String::as_str) == Some("auto") => {
+                settings.threads = 0;
+            }
+            ("--concurrency-limit", Some(value)) => settings.concurrency_limit = value.max(1),
+            ("--latency-per-request-ms", Some(value)) => settings.latency_per_request_ms = value,
             ("--repeat", Some(value)) => settings.repeat = value.max(1),
             ("--state", _) => {
                 settings.shared_state = (args.get(index + 1).map(String::as_str)
@@ -559,6 +590,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut sandbox = Command::new(tapline)
         .args(["sandbox", "--listen", "127.0.0.1:0", "--keep-records", "0"])
         .args(["--latency-ms", &settings.latency_ms.to_string()])
+        .args([
+            "--latency-per-request-ms",
+            &settings.latency_per_request_ms.to_string(),
+        ])
+        .args([
+            "--concurrency-limit",
+            &settings.concurrency_limit.to_string(),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
@@ -582,7 +621,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             } else {
                 "{entity: user_profiles}"
             },
-            settings.threads,
+            settings.thread_count(),
             if settings.mapping { MAPPING } else { "" },
             if settings.changes {
                 "send: changes\n"
@@ -597,8 +636,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         settings.rows
     );
     println!(
-        "threads, latency  {}, {} ms",
-        settings.threads, settings.latency_ms
+        "threads, latency  {}, {} ms (+{} ms per request in flight), the account's limit {}",
+        settings.thread_count(),
+        settings.latency_ms,
+        settings.latency_per_request_ms,
+        settings.concurrency_limit
     );
     if settings.changes {
         let result = changes_case(tapline, dir.path(), &source, &settings);
@@ -660,9 +702,11 @@ fn uploads(
         let per_million = cpu_seconds * 1e6 / accepted as f64;
         let mut line = format!("run {run:<2}            {wall:.2} s, {rate:.0} records/s");
         if settings.latency_ms > 0 && !settings.custom_list {
-            let ceiling = settings.threads as f64 * 1000.0 / (settings.latency_ms as f64 / 1000.0);
+            let in_flight = settings.most_in_flight();
+            let latency = settings.latency_ms + settings.latency_per_request_ms * in_flight;
+            let ceiling = in_flight as f64 * 1000.0 / (latency as f64 / 1000.0);
             line += &format!(
-                " ({:.1}% of the API ceiling {ceiling:.0})",
+                " ({:.1}% of the {in_flight}-in-flight ceiling {ceiling:.0})",
                 100.0 * rate / ceiling
             );
         }
@@ -671,6 +715,21 @@ fn uploads(
             peak_rss_kib as f64 / 1024.0
         );
         println!("{line}");
+        if !settings.custom_list {
+            // What the sandbox saw (since it started: every repeat so far) and what the
+            // run's limit did.
+            let inspection = inspect(url)?;
+            let uploads = inspection["requests_by_api"]["upload"]
+                .as_u64()
+                .unwrap_or(0);
+            let throttled = inspection["throttled"].as_u64().unwrap_or(0);
+            println!(
+                "  in flight       limit {} · most on the sandbox {} · 429s {throttled} of {uploads} uploads ({:.2}%)",
+                summary["concurrency"],
+                inspection["max_in_flight"],
+                100.0 * throttled as f64 / uploads.max(1) as f64
+            );
+        }
         if settings.custom_list {
             // What the sandbox's S3 saw of this run's upload.
             let inspection = inspect(url)?;

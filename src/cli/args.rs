@@ -368,6 +368,10 @@ pub(super) struct SandboxArgs {
     /// arrived, the sandbox's own work included.
     #[arg(long, default_value_t = 0)]
     pub(super) latency_ms: u64,
+    /// Milliseconds each upload in flight adds to an upload's response time: a server that
+    /// slows down under load (with --latency-ms as the time of a lone request).
+    #[arg(long, default_value_t = 0)]
+    pub(super) latency_per_request_ms: u64,
     /// Share of uploads (0.0–1.0) that get an injected fault.
     #[arg(long, default_value_t = 0.0)]
     pub(super) fault_rate: f64,
@@ -381,9 +385,10 @@ pub(super) struct SandboxArgs {
     /// Milliseconds a `slow` fault waits before answering.
     #[arg(long, default_value_t = 5000)]
     pub(super) slow_ms: u64,
-    /// Uploads in flight above this get 429.
-    #[arg(long, default_value_t = crate::sandbox::DEFAULT_MAX_CONCURRENT)]
-    pub(super) max_concurrent: usize,
+    /// Uploads in flight above this get 429 "Too many concurrent requests", as CleverTap
+    /// answers above 15 (lower, to play an account other clients share).
+    #[arg(long, alias = "max-concurrent", default_value_t = crate::sandbox::DEFAULT_MAX_CONCURRENT)]
+    pub(super) concurrency_limit: usize,
     /// Accepted records kept for inspection (counts are always kept).
     #[arg(long, default_value_t = 1_000_000)]
     pub(super) keep_records: usize,

@@ -57,7 +57,8 @@ description: {description} from data/{name}.csv\n\
 connection: prod                  # a name from connections.yaml beside this file\n\
 source:\n  path: data/{name}.csv           # relative to this file; .gz and .jsonl work too\n\
 {target}\
-thread_count: 5                   # requests in flight, 1..=10\n\
+thread_count: 5                   # requests in flight, 1..=10; `auto` adapts up to 15 where\n\
+                                  # tapline is the account's only bulk writer\n\
 skip_invalid_records: true        # skip bad rows (each in the rejects file) instead of stopping\n\
 # schedule:                       # when `tapline daemon` runs it\n\
 #   cron: \"0 3 * * *\"\n\

@@ -41,6 +41,7 @@ pub(super) fn summary_json(summary: &RunSummary) -> Value {
         "rows_resumed": summary.rows_resumed,
         "up_to_date": summary.up_to_date,
         "reasons": summary.reasons,
+        "concurrency": summary.concurrency,
     });
     if let Some(dry_run) = &summary.dry_run {
         line["dry_run"] = serde_json::to_value(dry_run).unwrap_or(Value::Null);
@@ -202,6 +203,13 @@ fn print_delivery(out: &mut dyn Write, summary: &RunSummary) -> std::io::Result<
         "  requests  {} ({} retries) · {rate:.0} records/s",
         summary.requests, summary.retries
     )?;
+    if let Some(concurrency) = summary.concurrency.filter(|seen| seen.adaptive) {
+        writeln!(
+            out,
+            "  in flight auto: between {} and {} requests, {} at the end",
+            concurrency.min, concurrency.max, concurrency.last
+        )?;
+    }
     Ok(())
 }
 

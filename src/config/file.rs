@@ -45,13 +45,17 @@ pub struct PipelineFile {
     /// What to create or change in CleverTap.
     pub target: TargetFile,
 
-    /// How many requests may be in flight to CleverTap at once, 1 to 10 (default 5).
+    /// How many requests may be in flight to CleverTap at once: a number from 1 to 10
+    /// (default 5), or `auto`.
     ///
     /// CleverTap answers HTTP 429 above 15 concurrent uploads per account, so keep the sum
-    /// over pipelines that run at the same time at or below 15.
+    /// over pipelines that run at the same time at or below 15. `auto` starts at 4 and
+    /// adapts to CleverTap's answers: it grows while answers come back quickly, up to the
+    /// API's limit (15 for uploads, 3 for the other APIs), and backs off on a 429, a
+    /// retryable failure or round trips well above their average. The best choice where
+    /// tapline is the account's only bulk writer, and safe where others share it.
     #[serde(default)]
-    #[schemars(range(min = 1, max = 10))]
-    pub thread_count: Option<i64>,
+    pub thread_count: Option<ThreadCountFile>,
 
     /// What to do with a record that breaks CleverTap's rules (a missing identity, a bad
     /// email, an unknown event name, a value over 512 bytes...).
@@ -122,6 +126,24 @@ pub struct PipelineFile {
     /// Example: `- { on: failure, webhook: { url: "https://hooks.example.com/tapline" } }`.
     #[serde(default)]
     pub notifications: Option<Vec<NotificationFile>>,
+}
+
+/// `thread_count` as written: a number, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ThreadCountFile {
+    /// This many requests in flight at most, 1 to 10.
+    Fixed(#[schemars(range(min = 1, max = 10))] i64),
+    /// As many as CleverTap's answers say, up to the API's limit.
+    Adaptive(Auto),
+}
+
+/// The word `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Auto {
+    /// Adapt to CleverTap's answers.
+    Auto,
 }
 
 /// What starts a pipeline in the daemon.

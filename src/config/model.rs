@@ -25,8 +25,8 @@ pub struct Pipeline {
     pub source: Source,
     /// What to send it as.
     pub target: Target,
-    /// Requests in flight at most, 1..=10.
-    pub thread_count: usize,
+    /// Requests in flight: a fixed number, or adapted to CleverTap's answers.
+    pub thread_count: ThreadCount,
     /// What to do with a record that breaks CleverTap's rules.
     pub on_invalid_record: OnInvalidRecord,
     /// When the daemon runs it (with `TriggerKind::Schedule`).
@@ -531,4 +531,22 @@ pub enum Send {
         /// Days an event's fingerprint is kept after its `ts`.
         event_days: u32,
     },
+}
+
+/// How many requests a pipeline keeps in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadCount {
+    /// At most this many, 1 to 10 (within the API's limit).
+    Fixed(usize),
+    /// As many as CleverTap's answers say, up to the API's limit (`thread_count: auto`).
+    Auto,
+}
+
+impl std::fmt::Display for ThreadCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ThreadCount::Fixed(count) => write!(f, "{count}"),
+            ThreadCount::Auto => f.write_str("auto"),
+        }
+    }
 }

@@ -129,7 +129,10 @@ impl<'a> Book<'a> {
                 .into_iter()
                 .map(|(value, _)| format!("`{value}`"))
                 .collect();
-            return format!("one of {}", values.join(", "));
+            return match &values[..] {
+                [only] => only.clone(),
+                _ => format!("one of {}", values.join(", ")),
+            };
         }
         let types: Vec<&str> = match field.get("type") {
             Some(Value::String(kind)) => vec![kind.as_str()],
@@ -259,7 +262,7 @@ mod tests {
         let reference = markdown();
         for field in [
             "`connection`",
-            "`thread_count` | an integer, 1 to 10",
+            "`thread_count` | an integer, 1 to 10, or `auto`",
             "## `source`",
             "`incremental`",
             "## `schedule`",

@@ -230,6 +230,56 @@ fn no_alternative_matched(
             collect_choices(schema, alternative, &mut choices);
         }
     }
+    if instance.is_number()
+        && let Some(alternatives) = schema
+            .pointer(error.schema_path().as_str())
+            .and_then(Value::as_array)
+    {
+        // A number where a bounded number is one of the alternatives (`thread_count: 11`
+        // beside `auto`): check it against that one, for the precise bound it breaks.
+        let mut flat = Vec::new();
+        for alternative in alternatives {
+            flatten_alternatives(schema, alternative, &mut flat);
+        }
+        let numbers: Vec<&Value> = flat
+            .iter()
+            .filter(|alternative| {
+                matches!(
+                    alternative.get("type").and_then(Value::as_str),
+                    Some("integer" | "number")
+                )
+            })
+            .collect();
+        if let [number] = numbers[..] {
+            let inner = check_against(file, root, schema, number, pointer, instance);
+            if !inner.is_empty() {
+                return inner;
+            }
+        }
+    }
+    let mut ranges = Vec::new();
+    if let Some(alternatives) = schema
+        .pointer(error.schema_path().as_str())
+        .and_then(Value::as_array)
+    {
+        for alternative in alternatives {
+            collect_ranges(schema, alternative, &mut ranges);
+        }
+    }
+    if !ranges.is_empty() {
+        // A number or a word (`thread_count: 5` or `auto`): both kinds, in one message.
+        let words = choices.iter().map(|choice| format!("`{choice}`"));
+        let expected: Vec<String> = ranges.into_iter().chain(words).collect();
+        return vec![Diagnostic::error(
+            file,
+            position,
+            format!(
+                "`{field}` must be {}, found {}",
+                expected.join(" or "),
+                display_value(instance)
+            ),
+        )];
+    }
     if !choices.is_empty() {
         return vec![not_one_of(file, position, &field, instance, &choices)];
     }
@@ -249,20 +299,9 @@ fn no_alternative_matched(
             })
             .collect();
         if let [alternative] = objects[..] {
-            let mut sub_schema = alternative.clone();
-            if let (Some(object), Some(definitions)) =
-                (sub_schema.as_object_mut(), schema.get("definitions"))
-            {
-                object.insert("definitions".into(), definitions.clone());
-            }
-            if let Ok(validator) = jsonschema::validator_for(&sub_schema) {
-                let inner: Vec<Diagnostic> = validator
-                    .iter_errors(instance)
-                    .flat_map(|inner| describe(file, root, &sub_schema, pointer, &inner))
-                    .collect();
-                if !inner.is_empty() {
-                    return inner;
-                }
+            let inner = check_against(file, root, schema, alternative, pointer, instance);
+            if !inner.is_empty() {
+                return inner;
             }
         }
     }
@@ -324,7 +363,7 @@ fn collect_choices(schema: &Value, alternative: &Value, choices: &mut Vec<String
     if let Some(values) = alternative.get("enum").and_then(Value::as_array) {
         choices.extend(values.iter().filter_map(Value::as_str).map(String::from));
     }
-    for key in ["oneOf", "anyOf"] {
+    for key in ["oneOf", "anyOf", "allOf"] {
         for nested in alternative
             .get(key)
             .and_then(Value::as_array)
@@ -332,6 +371,84 @@ fn collect_choices(schema: &Value, alternative: &Value, choices: &mut Vec<String
             .flatten()
         {
             collect_choices(schema, nested, choices);
+        }
+    }
+}
+
+/// The errors of `instance` at `pointer` against one `alternative` of the schema.
+fn check_against(
+    file: &Path,
+    root: &Node,
+    schema: &Value,
+    alternative: &Value,
+    pointer: &str,
+    instance: &Value,
+) -> Vec<Diagnostic> {
+    let mut sub_schema = alternative.clone();
+    if let (Some(object), Some(definitions)) =
+        (sub_schema.as_object_mut(), schema.get("definitions"))
+    {
+        object.insert("definitions".into(), definitions.clone());
+    }
+    match jsonschema::validator_for(&sub_schema) {
+        Ok(validator) => validator
+            .iter_errors(instance)
+            .flat_map(|inner| describe(file, root, &sub_schema, pointer, &inner))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// A field's alternatives with references followed and nested `anyOf`/`oneOf` opened.
+fn flatten_alternatives(schema: &Value, alternative: &Value, flat: &mut Vec<Value>) {
+    let resolved = match alternative.get("$ref").and_then(Value::as_str) {
+        Some(reference) => match reference
+            .strip_prefix('#')
+            .and_then(|pointer| schema.pointer(pointer))
+        {
+            Some(target) => target,
+            None => return,
+        },
+        None => alternative,
+    };
+    let nested: Vec<&Value> = ["anyOf", "oneOf"]
+        .iter()
+        .filter_map(|key| resolved.get(*key).and_then(Value::as_array))
+        .flatten()
+        .collect();
+    if nested.is_empty() {
+        flat.push(resolved.clone());
+    }
+    for inner in nested {
+        flatten_alternatives(schema, inner, flat);
+    }
+}
+
+/// The bounded integers among a field's alternatives, in words: `a number from 1 to 10`.
+fn collect_ranges(schema: &Value, alternative: &Value, ranges: &mut Vec<String>) {
+    if let Some(reference) = alternative.get("$ref").and_then(Value::as_str)
+        && let Some(target) = reference
+            .strip_prefix('#')
+            .and_then(|pointer| schema.pointer(pointer))
+    {
+        collect_ranges(schema, target, ranges);
+    }
+    if alternative.get("type").and_then(Value::as_str) == Some("integer")
+        && let (Some(min), Some(max)) = (
+            alternative.get("minimum").and_then(Value::as_i64),
+            alternative.get("maximum").and_then(Value::as_i64),
+        )
+    {
+        ranges.push(format!("a number from {min} to {max}"));
+    }
+    for key in ["oneOf", "anyOf", "allOf"] {
+        for nested in alternative
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            collect_ranges(schema, nested, ranges);
         }
     }
 }

@@ -64,6 +64,8 @@ pub(super) struct Ledger {
     pub(super) dry_run: Option<DryRunReport>,
     /// Why records were not accepted, by code.
     reasons: Reasons,
+    /// The limits of requests in flight the run went through, once it sent.
+    pub(super) concurrency: Option<super::concurrency::Concurrency>,
 }
 
 /// When the error budget is judged: while reading (the ratio only once enough records are
@@ -90,6 +92,7 @@ impl Ledger {
             },
             stop: None,
             reasons: Reasons::default(),
+            concurrency: None,
             dry_run: matches!(options.delivery, Delivery::DryRun).then_some(DryRunReport {
                 requests: 0,
                 records: 0,
@@ -212,6 +215,7 @@ impl Ledger {
             resumed_from: None,
             up_to_date: None,
             reasons: self.reasons.into_sorted(),
+            concurrency: self.concurrency,
         }
     }
 

@@ -11,6 +11,7 @@
 mod answer;
 pub mod batch;
 mod budget;
+pub mod concurrency;
 mod custom_list;
 mod ledger;
 mod read;
@@ -37,7 +38,7 @@ use crate::clevertap::Client;
 use crate::clevertap::retry::RetryPolicy;
 use crate::clevertap::wire::Endpoint;
 use crate::config::model::{
-    AccountLimits, CustomList, FileSource, OnInvalidRecord, OutputMapping, Target,
+    AccountLimits, CustomList, FileSource, OnInvalidRecord, OutputMapping, Target, ThreadCount,
 };
 use crate::outcome::{Counts, Settled, SettledLines};
 use crate::template::RunContext;
@@ -58,8 +59,9 @@ pub struct Job {
     pub limits: AccountLimits,
     /// What an invalid record does.
     pub on_invalid_record: OnInvalidRecord,
-    /// Requests in flight at most (the endpoint's own limit also applies).
-    pub thread_count: usize,
+    /// Requests in flight: at most a fixed number, or adapted (the endpoint's own limit
+    /// also applies).
+    pub thread_count: ThreadCount,
     /// The API the records go to, with its batch size and concurrency limit.
     pub endpoint: Endpoint,
     /// In a dry run, list every identity or value the run would touch (destructive operations).
@@ -78,7 +80,10 @@ impl Job {
     /// Requests in flight at most: the pipeline's thread count, within CleverTap's limit for
     /// the API.
     pub fn requests_in_flight(&self) -> usize {
-        self.thread_count.clamp(1, self.endpoint.max_in_flight)
+        match self.thread_count {
+            ThreadCount::Fixed(count) => count.clamp(1, self.endpoint.max_in_flight),
+            ThreadCount::Auto => self.endpoint.max_in_flight,
+        }
     }
 }
 

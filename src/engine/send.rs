@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::answer::{answered_batch, failed_batch, failure_code};
 use super::batch::{self, Batch, Batching, Produced};
 use super::budget::AccountBudget;
+use super::concurrency::{Ended, Limiter, Permit};
 use super::ledger::Ledger;
 use super::unchanged::{ChangeDetection, ChangeFilter};
 use super::{BatchReport, Delivery, Job, Observer, RunOptions, StopReason};
@@ -35,11 +36,11 @@ pub(super) async fn send_all(
     let (reader, mut produced) = start_reader(job, options, rows, changes, thread_count);
 
     // The one place concurrency is bounded: a permit per request, moved into its task.
-    let permits = Arc::new(Semaphore::new(thread_count));
+    let limiter = Limiter::new(job.thread_count, job.endpoint.max_in_flight);
     // Each task hands its permit back with its report, so the permit is released only once
     // the report is booked: a stop it brings is seen before the next batch can be sent.
-    let mut in_flight: JoinSet<(BatchReport, OwnedSemaphorePermit)> = JoinSet::new();
-    let mut permit: Option<OwnedSemaphorePermit> = None;
+    let mut in_flight: JoinSet<(BatchReport, Permit)> = JoinSet::new();
+    let mut permit: Option<Permit> = None;
     let mut courier: Option<Arc<Courier>> = None;
     let mut reading = true;
     loop {
@@ -51,8 +52,8 @@ pub(super) async fn send_all(
             biased;
             Some(joined) = in_flight.join_next() => settle_joined(joined, job, ledger, observer),
             () = cancel.cancelled(), if ledger.stop.is_none() => ledger.stop(StopReason::Interrupted),
-            acquired = permits.clone().acquire_owned(), if accepting && permit.is_none() => {
-                permit = Some(acquired.expect("the semaphore is never closed"));
+            acquired = limiter.acquire(), if accepting && permit.is_none() => {
+                permit = Some(acquired);
             }
             next = produced.recv(), if accepting && permit.is_some() => match next {
                 None => reading = false,
@@ -70,6 +71,7 @@ pub(super) async fn send_all(
                                 endpoint: job.endpoint,
                                 policy: options.retry,
                                 budget: options.account_budget.clone(),
+                                limiter: Arc::clone(&limiter),
                             })));
                             let cancel = cancel.clone();
                             let permit = permit.take().expect("this branch runs only with a permit");
@@ -90,7 +92,9 @@ pub(super) async fn send_all(
             },
         }
     }
+    drop(permit);
     settle_never_sent(produced, ledger, observer).await;
+    ledger.concurrency = Some(limiter.seen());
     reader_end(reader, ledger)
 }
 
@@ -170,7 +174,7 @@ fn reader_end(
 
 /// Books a finished request task: its stop condition, then its records.
 fn settle_joined(
-    joined: Result<(BatchReport, OwnedSemaphorePermit), tokio::task::JoinError>,
+    joined: Result<(BatchReport, Permit), tokio::task::JoinError>,
     job: &Job,
     ledger: &mut Ledger,
     observer: &mut dyn Observer,
@@ -294,6 +298,8 @@ struct Courier {
     policy: RetryPolicy,
     /// The account's shared budget, if any: a slot per attempt, released during back-off.
     budget: Option<AccountBudget>,
+    /// The run's limit, told how each attempt went.
+    limiter: Arc<Limiter>,
 }
 
 impl Courier {
@@ -304,7 +310,10 @@ impl Courier {
                 Some(budget) => Some(budget.slot().await),
                 None => None,
             };
-            self.client.send(&self.endpoint, batch.body.clone()).await
+            let sending = self.limiter.sending();
+            let result = self.client.send(&self.endpoint, batch.body.clone()).await;
+            self.limiter.ended(sending, ended(&result));
+            result
         })
         .await;
         let failure = match result {
@@ -354,6 +363,18 @@ impl Courier {
         };
         tracing::error!(batch = batch.index, first_line = batch.first_line(), %reason, "batch not delivered");
         failed_batch(&batch, failure_code(&failure), &reason, attempts)
+    }
+}
+
+/// How an attempt ended, as the run's limit hears it.
+fn ended<T>(result: &Result<T, Failure>) -> Ended {
+    match result {
+        Ok(_) => Ended::Answered,
+        Err(Failure::Status { status: 429, .. }) => Ended::Throttled,
+        Err(failure) => match classify(failure) {
+            Verdict::Retry { .. } => Ended::Failed,
+            Verdict::StopRun | Verdict::FailBatch => Ended::Neutral,
+        },
     }
 }
 

@@ -203,6 +203,8 @@ pub struct RunSummary {
     pub up_to_date: Option<String>,
     /// Why records were not accepted, by code, most frequent first.
     pub reasons: Vec<ReasonCount>,
+    /// The limits of requests in flight it went through (none when it sent nothing).
+    pub concurrency: Option<super::concurrency::Concurrency>,
 }
 
 impl RunSummary {
@@ -224,6 +226,7 @@ impl RunSummary {
             resumed_from: None,
             up_to_date: None,
             reasons: Vec::new(),
+            concurrency: None,
         }
     }
 

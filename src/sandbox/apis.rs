@@ -126,6 +126,11 @@ pub(super) async fn serve(
         api.max_in_flight
     };
     let (_guard, now) = InFlight::enter(limiter);
+    let answer_at = if api == Endpoint::UPLOAD {
+        answer_at + shared.config.latency_per_request * u32::try_from(now).unwrap_or(u32::MAX)
+    } else {
+        answer_at
+    };
     if now > limit {
         shared.store().inspection.throttled += 1;
         return fail(

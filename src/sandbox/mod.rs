@@ -81,6 +81,9 @@ pub struct SandboxConfig {
     /// Every answer's response time: from the request's arrival to its answer, the
     /// sandbox's own work included (an answer that takes longer to work out comes later).
     pub latency: Duration,
+    /// What each upload in flight adds to an upload's response time: a server that slows
+    /// down under load.
+    pub latency_per_request: Duration,
     /// Uploads in flight above this get 429.
     pub max_concurrent: usize,
     /// The share of uploads (0.0–1.0) that get a fault.
@@ -118,6 +121,7 @@ impl Default for SandboxConfig {
             account_id: DEFAULT_ACCOUNT_ID.into(),
             passcode: DEFAULT_PASSCODE.into(),
             latency: Duration::ZERO,
+            latency_per_request: Duration::ZERO,
             max_concurrent: DEFAULT_MAX_CONCURRENT,
             fault_rate: 0.0,
             faults: vec![

@@ -7,6 +7,7 @@ mod browser;
 mod changes;
 mod clevertap_node;
 mod common;
+mod concurrency;
 mod console;
 mod custom_list;
 mod daemon;

@@ -120,7 +120,7 @@ fn wrong_types_missing_fields_and_ranges() {
     check_errors(
         "connection: prod\nsource: {path: ok.csv}\ntarget: {entity: user_profiles}\nthread_count: five\n",
         &[],
-        &["`thread_count` must be a whole number, found `five`"],
+        &["`thread_count` must be a number from 1 to 10 or `auto`, found `five`"],
     );
     check_errors(
         "connection: prod\ntarget: {entity: user_profiles}\n",

@@ -6,9 +6,11 @@ use std::path::Path;
 use super::diagnostic::Diagnostic;
 use super::file::{
     AudienceFile, ChangesFile, ConnectionRef, NotificationFile, OutputFile, Rerun, ScheduleFile,
-    SegmentFile, SegmentMode, SendMode, SourceFile, TargetFile, TriggerKind,
+    SegmentFile, SegmentMode, SendMode, SourceFile, TargetFile, ThreadCountFile, TriggerKind,
 };
-use super::model::{CustomList, Metadata, OnInvalidRecord, Pipeline, Send, Source, SourceFormat};
+use super::model::{
+    CustomList, Metadata, OnInvalidRecord, Pipeline, Send, Source, SourceFormat, ThreadCount,
+};
 use super::schema::{self, FileKind};
 use super::yaml::{self, Node};
 use super::{Credentials, Loaded, Parts, notifications};
@@ -285,7 +287,7 @@ fn build(
                 diagnostics,
             )
         });
-    let thread_count = sections.get::<Option<i64>>("thread_count");
+    let thread_count = sections.get::<Option<ThreadCountFile>>("thread_count");
     let skip_invalid_records = sections.get::<Option<bool>>("skip_invalid_records");
     let description = sections.get::<Option<String>>("description");
     let max_invalid_records = sections.get::<Option<i64>>("max_invalid_records");
@@ -321,8 +323,11 @@ fn build(
         }
     }
 
-    let thread_count =
-        thread_count?.map_or(DEFAULT_THREAD_COUNT, |count| count.clamp(1, 10) as usize);
+    let thread_count = match thread_count? {
+        None => ThreadCount::Fixed(DEFAULT_THREAD_COUNT),
+        Some(ThreadCountFile::Fixed(count)) => ThreadCount::Fixed(count.clamp(1, 10) as usize),
+        Some(ThreadCountFile::Adaptive(_)) => ThreadCount::Auto,
+    };
     let (max_invalid_records, max_invalid_ratio) = (max_invalid_records?, max_invalid_ratio?);
     let on_invalid_record = if skip_invalid_records?.unwrap_or(false) {
         OnInvalidRecord::Skip
