@@ -143,6 +143,9 @@ fn print_run(out: &mut impl Write, entry: &RunEntry) -> std::io::Result<()> {
         records.failed
     )?;
     writeln!(out, "requests  {} ({} retries)", run.requests, run.retries)?;
+    if let Some(concurrency) = &run.concurrency {
+        writeln!(out, "in flight {concurrency}")?;
+    }
     if let Some(resumed_from) = &run.resumed_from {
         writeln!(
             out,

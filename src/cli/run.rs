@@ -242,6 +242,8 @@ struct Progress {
     changes: bool,
     /// The line shows the estimate of the time left.
     estimating: bool,
+    /// The run's limit of requests in flight, shown when `thread_count: auto` moves it.
+    limit: Option<crate::engine::concurrency::CurrentLimit>,
 }
 
 /// Redraws per second, at most.
@@ -270,6 +272,7 @@ impl Progress {
                 source: None,
                 changes,
                 estimating: false,
+                limit: None,
             };
         }
         let bar = indicatif::ProgressBar::with_draw_target(
@@ -287,6 +290,7 @@ impl Progress {
             source: None,
             changes,
             estimating: false,
+            limit: None,
         }
     }
 
@@ -305,8 +309,12 @@ impl Progress {
         } else {
             String::new()
         };
+        let in_flight = match &self.limit {
+            Some(limit) if limit.adaptive => format!(" · auto: {} in flight", limit.get()),
+            _ => String::new(),
+        };
         bar.set_message(format!(
-            "{} read · {} accepted{unchanged} · {} skipped · {} rejected · {} failed",
+            "{} read · {} accepted{unchanged} · {} skipped · {} rejected · {} failed{in_flight}",
             counts.read, counts.accepted, counts.skipped, counts.rejected, counts.failed
         ));
     }
@@ -330,6 +338,10 @@ impl Observer for Progress {
 
     fn records_unchanged(&mut self, _ranges: &[(u64, u64)], counts: &Counts) {
         self.show(counts);
+    }
+
+    fn sending_started(&mut self, limit: &crate::engine::concurrency::CurrentLimit) {
+        self.limit = Some(limit.clone());
     }
 
     fn query_started(&mut self, database: &str) {

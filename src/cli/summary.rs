@@ -204,11 +204,7 @@ fn print_delivery(out: &mut dyn Write, summary: &RunSummary) -> std::io::Result<
         summary.requests, summary.retries
     )?;
     if let Some(concurrency) = summary.concurrency.filter(|seen| seen.adaptive) {
-        writeln!(
-            out,
-            "  in flight auto: between {} and {} requests, {} at the end",
-            concurrency.min, concurrency.max, concurrency.last
-        )?;
+        writeln!(out, "  in flight {concurrency}")?;
     }
     Ok(())
 }

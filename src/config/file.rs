@@ -460,6 +460,12 @@ pub struct LimitsFile {
     #[serde(default)]
     #[schemars(range(min = 1, max = 1024))]
     pub event_properties: Option<i64>,
+    /// Uploads this account lets tapline have in flight at once, below CleverTap's 15: for
+    /// an account other clients (an SDK backend, another team's job) also upload to. Every
+    /// pipeline on the connection keeps within it, `thread_count: auto` included. 1 to 15.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 15))]
+    pub concurrency: Option<i64>,
 }
 
 /// `connections.yaml`: named CleverTap connections (and PostgreSQL databases) that pipelines in the same folder use.

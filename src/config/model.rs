@@ -186,12 +186,16 @@ impl Connection {
 pub struct AccountLimits {
     /// Properties one event may carry.
     pub event_properties: usize,
+    /// Requests in flight the account lets tapline have, below each API's own limit
+    /// (`limits.concurrency`); none: the API's limit.
+    pub concurrency: Option<usize>,
 }
 
 impl Default for AccountLimits {
     fn default() -> Self {
         AccountLimits {
             event_properties: crate::clevertap::rules::DEFAULT_EVENT_PROPERTIES,
+            concurrency: None,
         }
     }
 }

@@ -111,12 +111,13 @@ fn served_by(status: &Status) -> Markup {
                     }
                     @if !daemon.budgets.is_empty() {
                         table {
-                            thead { tr { th { "Account" } th { "API" } th.num { "Requests in flight" } } }
+                            thead { tr { th { "Account" } th { "API" } th.num { "Requests in flight" } th.num { "Runs' limits" } } }
                             tbody {
                                 @for budget in &daemon.budgets {
                                     tr {
                                         td { (budget.account) } td { code { (budget.api) } }
                                         td.num { (budget.in_flight) " of " (budget.size) }
+                                        td.num { (budget.limit) }
                                     }
                                 }
                             }

@@ -216,6 +216,7 @@ fn run_body(view: &views::RunView, actions: bool) -> Markup {
                 (records.skipped) " skipped · " (records.rejected) " rejected · " (records.failed) " failed"
             }
             dt { "Requests" } dd { (run.requests) " (" (run.retries) " retries)" }
+            @if let Some(concurrency) = &run.concurrency { dt { "In flight" } dd { (concurrency) } }
             @if let Some(from) = &run.resumed_from {
                 dt { "Resumed" } dd { "from run " a href={ "/runs/" (from) } { (from) } " (" (run.rows_resumed) " rows already settled)" }
             }

@@ -153,6 +153,21 @@ impl Metrics {
                 budget.in_flight
             );
         }
+        header(
+            &mut out,
+            "tapline_concurrency_limit",
+            "gauge",
+            "The limits of requests in flight of the runs on each CleverTap account and API, added up (thread_count, or where auto has it).",
+        );
+        for budget in self.budgets.in_flight() {
+            let _ = writeln!(
+                out,
+                "tapline_concurrency_limit{{account=\"{}\",api=\"{}\"}} {}",
+                label(&budget.account),
+                label(budget.api),
+                budget.limit
+            );
+        }
         out
     }
 }

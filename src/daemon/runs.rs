@@ -341,7 +341,12 @@ impl Daemon {
             && let Some(entry) = self.entries.get(&file)
         {
             // A fire was claimed when it came.
-            tracing::info!(pipeline = %entry.pipeline.name, "starting the queued run");
+            match cause {
+                Cause::Fire(_) => {
+                    tracing::info!(pipeline = %entry.pipeline.name, "starting the queued fire")
+                }
+                _ => tracing::info!(pipeline = %entry.pipeline.name, "starting the queued run"),
+            }
             let pipeline = entry.pipeline.clone();
             self.start(&file, pipeline, cause, None);
         }

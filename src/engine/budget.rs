@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -49,17 +50,21 @@ impl AccountBudgets {
         }
     }
 
-    /// The budget of one API of one account (`account` names the account and its host).
-    pub fn for_api(&self, account: &str, endpoint: &Endpoint) -> AccountBudget {
+    /// The budget of one API of one account (`account` names the account and its host):
+    /// `size` requests in flight at once (the API's limit, or the connection's lower
+    /// `limits.concurrency`), as the first run on the account made it.
+    pub fn for_api(&self, account: &str, endpoint: &Endpoint, size: usize) -> AccountBudget {
         let mut budgets = self
             .budgets
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
+        let size = size.clamp(1, endpoint.max_in_flight.max(1));
         budgets
             .entry((account.to_string(), endpoint.path))
             .or_insert_with(|| AccountBudget {
-                slots: Arc::new(Semaphore::new(endpoint.max_in_flight)),
-                size: endpoint.max_in_flight,
+                slots: Arc::new(Semaphore::new(size)),
+                size,
+                limits: Arc::default(),
                 account: Arc::from(account),
                 api: endpoint.path,
                 shared: self.shared.clone(),
@@ -79,6 +84,7 @@ impl AccountBudgets {
                 account: account.clone(),
                 api,
                 in_flight: budget.size - budget.slots.available_permits(),
+                limit: budget.limits.load(Ordering::Relaxed).min(budget.size),
                 size: budget.size,
             })
             .collect();
@@ -96,6 +102,9 @@ pub struct BudgetUse {
     pub api: &'static str,
     /// Requests in flight now.
     pub in_flight: usize,
+    /// The limits of the runs sending to it now, added up (each run's `thread_count`, or
+    /// where `auto` has it), at most `size`.
+    pub limit: usize,
     /// The most the account allows at once.
     pub size: usize,
 }
@@ -105,6 +114,8 @@ pub struct BudgetUse {
 pub struct AccountBudget {
     slots: Arc<Semaphore>,
     size: usize,
+    /// The limits of the runs using it, added up.
+    limits: Arc<AtomicUsize>,
     account: Arc<str>,
     api: &'static str,
     shared: Option<Arc<dyn SharedSlots>>,
@@ -117,6 +128,15 @@ pub struct Slot {
 }
 
 impl AccountBudget {
+    /// A run's limit went from `old` to `new` (from 0 as it starts, to 0 as it ends).
+    pub fn limit_changed(&self, old: usize, new: usize) {
+        if new >= old {
+            self.limits.fetch_add(new - old, Ordering::Relaxed);
+        } else {
+            self.limits.fetch_sub(old - new, Ordering::Relaxed);
+        }
+    }
+
     /// Waits for a slot of this process, then for one shared with other processes (when
     /// the state store shares them); the request holds it until the slot is dropped.
     pub async fn slot(&self) -> Slot {
@@ -143,9 +163,10 @@ mod tests {
     #[tokio::test]
     async fn pipelines_of_one_account_share_its_budget() {
         let budgets = AccountBudgets::default();
-        let first = budgets.for_api("acct@host", &Endpoint::UPLOAD);
-        let second = budgets.for_api("acct@host", &Endpoint::UPLOAD);
-        let other = budgets.for_api("other@host", &Endpoint::UPLOAD);
+        let size = Endpoint::UPLOAD.max_in_flight;
+        let first = budgets.for_api("acct@host", &Endpoint::UPLOAD, size);
+        let second = budgets.for_api("acct@host", &Endpoint::UPLOAD, size);
+        let other = budgets.for_api("other@host", &Endpoint::UPLOAD, size);
         let mut held = Vec::new();
         for _ in 0..Endpoint::UPLOAD.max_in_flight {
             held.push(first.slot().await);

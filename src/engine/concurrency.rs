@@ -18,16 +18,17 @@
 //!   429, it grows as before.
 //!
 //! The account's budget (one daemon) and the shared slots (processes on the PostgreSQL
-//! store) stay the hard ceiling: they are taken per attempt, after a permit.
+//! store) stay the hard ceiling: the limiter takes them per attempt, after a permit.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::budget::{AccountBudget, Slot};
 use crate::config::model::ThreadCount;
+pub use crate::outcome::Concurrency;
 
 /// Where `auto` starts: low enough for an account others use, high enough that slow start
 /// reaches 15 in two round trips.
@@ -170,23 +171,15 @@ impl Controller {
     }
 }
 
-/// The limits a run went through (`--json`'s `concurrency`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Concurrency {
-    /// `auto`, or the fixed number.
-    pub adaptive: bool,
-    /// The lowest limit.
-    pub min: usize,
-    /// The highest.
-    pub max: usize,
-    /// The limit at the end.
-    #[serde(rename = "final")]
-    pub last: usize,
-}
-
-/// Hands out a permit per request, up to the run's limit, and hears how each attempt went.
+/// The one place a run's requests in flight are bounded: a permit per request up to the
+/// run's limit, then for each attempt a slot of the account's budget (which takes one of the
+/// slots processes sharing the state store count), and how each attempt went.
 pub struct Limiter {
     permits: Arc<Semaphore>,
+    /// The account's budget, shared with the other runs of a daemon.
+    budget: Option<AccountBudget>,
+    /// The limit in force, for the progress line.
+    current: Arc<AtomicUsize>,
     state: Mutex<LimiterState>,
     /// Attempts on the wire now.
     sending: AtomicUsize,
@@ -220,15 +213,22 @@ impl Drop for Permit {
     }
 }
 
-/// An attempt on the wire, to be told to [`Limiter::ended`].
+/// An attempt on the wire, to be told to [`Limiter::ended`]; it holds its slot of the
+/// account's budget until then.
 pub struct Sending {
     started: tokio::time::Instant,
     full: bool,
+    _slot: Option<Slot>,
 }
 
 impl Limiter {
-    /// The limiter of a run with `thread_count` against an API that allows `cap` in flight.
-    pub fn new(thread_count: ThreadCount, cap: usize) -> Arc<Limiter> {
+    /// The limiter of a run with `thread_count` against an API that allows `cap` in flight,
+    /// within the account's `budget` when runs share one.
+    pub fn new(
+        thread_count: ThreadCount,
+        cap: usize,
+        budget: Option<AccountBudget>,
+    ) -> Arc<Limiter> {
         let (controller, limit) = match thread_count {
             ThreadCount::Fixed(count) => (None, count.clamp(1, cap.max(1))),
             ThreadCount::Auto => {
@@ -237,8 +237,13 @@ impl Limiter {
                 (Some(controller), limit)
             }
         };
+        if let Some(budget) = &budget {
+            budget.limit_changed(0, limit);
+        }
         Arc::new(Limiter {
             permits: Arc::new(Semaphore::new(limit)),
+            current: Arc::new(AtomicUsize::new(limit)),
+            budget,
             state: Mutex::new(LimiterState {
                 seen: Concurrency {
                     adaptive: controller.is_some(),
@@ -272,12 +277,18 @@ impl Limiter {
         }
     }
 
-    /// An attempt goes on the wire.
-    pub fn sending(&self) -> Sending {
+    /// An attempt goes on the wire, once the account's budget has a slot for it (released
+    /// during a back-off, so waiting runs of the account go first).
+    pub async fn sending(&self) -> Sending {
+        let slot = match &self.budget {
+            Some(budget) => Some(budget.slot().await),
+            None => None,
+        };
         let now = self.sending.fetch_add(1, Ordering::SeqCst) + 1;
         Sending {
             started: tokio::time::Instant::now(),
             full: now >= self.state().limit,
+            _slot: slot,
         }
     }
 
@@ -311,6 +322,10 @@ impl Limiter {
             state.debt += shrink - taken;
         }
         state.limit = limit;
+        self.current.store(limit, Ordering::Relaxed);
+        if let Some(budget) = &self.budget {
+            budget.limit_changed(old, limit);
+        }
         state.seen.min = state.seen.min.min(limit);
         state.seen.max = state.seen.max.max(limit);
         state.seen.last = limit;
@@ -322,6 +337,37 @@ impl Limiter {
     /// The limits the run went through.
     pub fn seen(&self) -> Concurrency {
         self.state().seen
+    }
+
+    /// The limit in force, as it changes.
+    pub fn current(&self) -> CurrentLimit {
+        CurrentLimit {
+            limit: Arc::clone(&self.current),
+            adaptive: self.state().controller.is_some(),
+        }
+    }
+}
+
+impl Drop for Limiter {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.limit_changed(self.current.load(Ordering::Relaxed), 0);
+        }
+    }
+}
+
+/// A run's limit of requests in flight as it changes (the progress line shows it).
+#[derive(Debug, Clone, Default)]
+pub struct CurrentLimit {
+    limit: Arc<AtomicUsize>,
+    /// `thread_count: auto`: the limit moves.
+    pub adaptive: bool,
+}
+
+impl CurrentLimit {
+    /// The limit now.
+    pub fn get(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
     }
 }
 
@@ -491,18 +537,18 @@ mod tests {
 
     #[tokio::test]
     async fn the_limiter_takes_permits_out_as_the_limit_falls_and_adds_them_as_it_grows() {
-        let limiter = Limiter::new(ThreadCount::Auto, 15);
+        let limiter = Limiter::new(ThreadCount::Auto, 15, None);
         let held: Vec<Permit> = futures_held(&limiter, 4).await;
         assert_eq!(limiter.permits.available_permits(), 0);
         // A 429 with every permit out: the limit falls to 3, a permit is owed.
-        let sending = limiter.sending();
+        let sending = limiter.sending().await;
         limiter.ended(sending, Ended::Throttled);
         assert_eq!(limiter.seen().last, 3);
         drop(held);
         assert_eq!(limiter.permits.available_permits(), 3);
-        let fixed = Limiter::new(ThreadCount::Fixed(10), 3);
+        let fixed = Limiter::new(ThreadCount::Fixed(10), 3, None);
         assert_eq!(fixed.permits.available_permits(), 3);
-        let sending = fixed.sending();
+        let sending = fixed.sending().await;
         fixed.ended(sending, Ended::Throttled);
         assert_eq!(
             fixed.seen(),

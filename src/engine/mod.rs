@@ -81,9 +81,20 @@ impl Job {
     /// the API.
     pub fn requests_in_flight(&self) -> usize {
         match self.thread_count {
-            ThreadCount::Fixed(count) => count.clamp(1, self.endpoint.max_in_flight),
-            ThreadCount::Auto => self.endpoint.max_in_flight,
+            ThreadCount::Fixed(count) => count.clamp(1, self.most_in_flight()),
+            ThreadCount::Auto => self.most_in_flight(),
         }
+    }
+
+    /// The most requests in flight the account allows for the API: the API's limit, or the
+    /// connection's lower `limits.concurrency`.
+    pub fn most_in_flight(&self) -> usize {
+        self.limits
+            .concurrency
+            .map_or(self.endpoint.max_in_flight, |limit| {
+                limit.min(self.endpoint.max_in_flight)
+            })
+            .max(1)
     }
 }
 
@@ -146,6 +157,8 @@ pub trait Observer: Send {
     fn records_unchanged(&mut self, _ranges: &[(u64, u64)], _counts: &Counts) {}
     /// The source is open: how far through its file the reader is, as it reads.
     fn source_opened(&mut self, _progress: &crate::source::ReadProgress) {}
+    /// Requests are about to be sent: the run's limit of requests in flight, as it changes.
+    fn sending_started(&mut self, _limit: &concurrency::CurrentLimit) {}
     /// The rows of a query on `database` are being read into the run's snapshot (before the
     /// source opens).
     fn query_started(&mut self, _database: &str) {}

@@ -9,7 +9,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::answer::{answered_batch, failed_batch, failure_code};
 use super::batch::{self, Batch, Batching, Produced};
-use super::budget::AccountBudget;
 use super::concurrency::{Ended, Limiter, Permit};
 use super::ledger::Ledger;
 use super::unchanged::{ChangeDetection, ChangeFilter};
@@ -36,7 +35,12 @@ pub(super) async fn send_all(
     let (reader, mut produced) = start_reader(job, options, rows, changes, thread_count);
 
     // The one place concurrency is bounded: a permit per request, moved into its task.
-    let limiter = Limiter::new(job.thread_count, job.endpoint.max_in_flight);
+    let limiter = Limiter::new(
+        job.thread_count,
+        job.most_in_flight(),
+        options.account_budget.clone(),
+    );
+    observer.sending_started(&limiter.current());
     // Each task hands its permit back with its report, so the permit is released only once
     // the report is booked: a stop it brings is seen before the next batch can be sent.
     let mut in_flight: JoinSet<(BatchReport, Permit)> = JoinSet::new();
@@ -70,7 +74,6 @@ pub(super) async fn send_all(
                                 connection: job.connection.clone(),
                                 endpoint: job.endpoint,
                                 policy: options.retry,
-                                budget: options.account_budget.clone(),
                                 limiter: Arc::clone(&limiter),
                             })));
                             let cancel = cancel.clone();
@@ -296,9 +299,8 @@ struct Courier {
     connection: String,
     endpoint: Endpoint,
     policy: RetryPolicy,
-    /// The account's shared budget, if any: a slot per attempt, released during back-off.
-    budget: Option<AccountBudget>,
-    /// The run's limit, told how each attempt went.
+    /// The run's limit and the account's budget: a slot per attempt, released during
+    /// back-off, and told how each attempt went.
     limiter: Arc<Limiter>,
 }
 
@@ -306,11 +308,7 @@ impl Courier {
     /// Sends one batch, retrying as [`classify`] says, and settles its records.
     async fn deliver(&self, batch: Batch, cancel: &CancellationToken) -> BatchReport {
         let (result, attempts) = with_retries(self.policy, cancel, || async {
-            let _slot = match &self.budget {
-                Some(budget) => Some(budget.slot().await),
-                None => None,
-            };
-            let sending = self.limiter.sending();
+            let sending = self.limiter.sending().await;
             let result = self.client.send(&self.endpoint, batch.body.clone()).await;
             self.limiter.ended(sending, ended(&result));
             result

@@ -515,6 +515,7 @@ fn event_properties_are_limited_to_the_account_s_limit() {
     assert!(default.reason.contains("at most 100"), "{}", default.reason);
     let raised = AccountLimits {
         event_properties: 256,
+        ..AccountLimits::default()
     };
     assert!(
         Mapper::for_account(Target::Events, raised, chrono_tz::Tz::UTC)

@@ -446,3 +446,33 @@ mod tests {
         );
     }
 }
+
+/// The limits of requests in flight a run went through (`--json`'s and the history's
+/// `concurrency`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Concurrency {
+    /// `thread_count: auto`; `false`: a fixed number.
+    pub adaptive: bool,
+    /// The lowest limit.
+    pub min: usize,
+    /// The highest.
+    pub max: usize,
+    /// The limit at the end.
+    #[serde(rename = "final")]
+    pub last: usize,
+}
+
+impl fmt::Display for Concurrency {
+    /// `auto: between 4 and 15 requests, 12 at the end`, or `at most 10 requests`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.adaptive {
+            write!(
+                f,
+                "auto: between {} and {} requests, {} at the end",
+                self.min, self.max, self.last
+            )
+        } else {
+            write!(f, "at most {} requests", self.max)
+        }
+    }
+}

@@ -102,6 +102,10 @@ impl Observer for Checkpointer<'_> {
         self.notes.source_opened(progress);
     }
 
+    fn sending_started(&mut self, limit: &crate::engine::concurrency::CurrentLimit) {
+        self.notes.sending_started(limit);
+    }
+
     fn query_started(&mut self, database: &str) {
         self.notes.query_started(database);
     }
@@ -154,6 +158,10 @@ impl Observer for ErrorNotes<'_> {
 
     fn source_opened(&mut self, progress: &crate::source::ReadProgress) {
         self.progress.source_opened(progress);
+    }
+
+    fn sending_started(&mut self, limit: &crate::engine::concurrency::CurrentLimit) {
+        self.progress.sending_started(limit);
     }
 
     fn query_started(&mut self, database: &str) {

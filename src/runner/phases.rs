@@ -94,7 +94,7 @@ impl<'a> Start<'a> {
             account_budget: request
                 .account_budgets
                 .as_ref()
-                .map(|budgets| budgets.for_api(&destination, &job.endpoint)),
+                .map(|budgets| budgets.for_api(&destination, &job.endpoint, job.most_in_flight())),
             changes: None,
         };
         let start = Start {
@@ -323,8 +323,11 @@ fn begin(start: &Start<'_>, work: &mut Work, cancel: CancellationToken) -> Resul
         && let Some(shared) = store.shared_slots()
     {
         // Processes sharing the store share each account's requests in flight.
-        work.options.account_budget =
-            Some(AccountBudgets::new(Some(shared)).for_api(&start.destination, &work.job.endpoint));
+        work.options.account_budget = Some(AccountBudgets::new(Some(shared)).for_api(
+            &start.destination,
+            &work.job.endpoint,
+            work.job.most_in_flight(),
+        ));
     }
     let abandoned = store.abandon_running(&pipeline.name)?;
     if abandoned > 0 {

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use chrono::{DateTime, Utc};
 
-use crate::outcome::{Code, Counts, RunStatus, StopKind, Trigger};
+use crate::outcome::{Code, Concurrency, Counts, RunStatus, StopKind, Trigger};
 
 /// One of the first problems of a run, kept in the history (no record data).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -77,6 +77,10 @@ pub struct RunFinish {
     pub first_errors: Vec<FirstError>,
     /// Its warnings.
     pub warnings: Vec<String>,
+    /// The limits of requests in flight it went through (none for runs that sent nothing,
+    /// or were recorded before tapline kept them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
 }
 
 /// A run as the history shows it: how it started and, flattened in, how it ended (or, for a

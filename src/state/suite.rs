@@ -472,6 +472,12 @@ fn runs_are_listed_newest_first_and_pruned_by_age() {
                         reason: "bad email".into(),
                     }],
                     warnings: vec!["a warning".into()],
+                    concurrency: Some(crate::outcome::Concurrency {
+                        adaptive: true,
+                        min: 3,
+                        max: 15,
+                        last: 12,
+                    }),
                 },
             )
             .unwrap();
@@ -515,6 +521,7 @@ fn runs_are_listed_newest_first_and_pruned_by_age() {
         assert_eq!(r1.end.first_errors[0].code, "515");
         assert_eq!(r1.end.warnings, ["a warning"]);
         assert_eq!(r1.end.stop_kind, Some(crate::outcome::StopKind::GaveUp));
+        assert_eq!(r1.end.concurrency.map(|seen| seen.max), Some(15), "{name}");
         assert_eq!(
             store.run("r2").unwrap().unwrap().end.stop_kind,
             None,

@@ -388,6 +388,75 @@ fn pipelines_on_one_account_never_exceed_its_budget() {
 }
 
 #[test]
+fn auto_runs_on_one_account_share_its_limit_and_never_pass_it() {
+    let sandbox = TestSandbox::start(SandboxConfig {
+        latency: Duration::from_millis(300),
+        ..SandboxConfig::default()
+    });
+    let workspace = Workspace::new();
+    let dir = workspace.dir.path();
+    workspace.write("passcode.txt", tapline::sandbox::DEFAULT_PASSCODE);
+    workspace.write("profiles.csv", profile_csv(30_000));
+    workspace.write(
+        "events.csv",
+        (0..30_000).fold(String::from("identity,evtName\n"), |mut csv, i| {
+            csv.push_str(&format!("u{i},Viewed\n"));
+            csv
+        }),
+    );
+    // The account lets tapline have 6 uploads in flight; both pipelines adapt, at once.
+    let connection = format!(
+        "{}  limits: {{concurrency: 6}}\n",
+        sandbox.connection_yaml()
+    );
+    let schedule = "schedule: {cron: \"*/2 * * * * *\"}\n";
+    workspace.write(
+        "profiles.yaml",
+        format!("{connection}source: {{path: profiles.csv}}\ntarget: {{entity: user_profiles}}\nthread_count: auto\n{schedule}"),
+    );
+    workspace.write(
+        "events.yaml",
+        format!("{connection}source: {{path: events.csv}}\ntarget: {{entity: user_events}}\nthread_count: auto\n{schedule}"),
+    );
+    let address = free_loopback_address();
+    let mut daemon = Daemon::start(dir, &["--listen", &address]);
+    daemon.notification_with("READY=1");
+    daemon.wait_for(60, "both uploads", || {
+        let seen = sandbox.inspect();
+        seen.profiles >= 30_000 && seen.events >= 30_000
+    });
+    let seen = sandbox.inspect();
+    let most = seen
+        .max_in_flight_by_api
+        .values()
+        .max()
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        most <= 6,
+        "{most} requests in flight on an account that allows 6"
+    );
+    assert_eq!(seen.throttled, 0);
+    let metrics = {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&address).expect("the listener");
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    };
+    assert!(
+        metrics.contains("tapline_concurrency_limit{account=\"TAPLINE-SANDBOX@"),
+        "{metrics}"
+    );
+    assert_eq!(daemon.stop(), Some(0));
+}
+
+#[test]
 fn a_missed_fire_is_caught_up_at_start_when_asked() {
     let sandbox = TestSandbox::start(SandboxConfig::default());
     let workspace = Workspace::new();

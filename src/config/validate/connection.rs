@@ -380,6 +380,11 @@ fn limits(spec: &ConnectionFile) -> AccountLimits {
     {
         limits.event_properties = event_properties.clamp(1, 1024) as usize;
     }
+    limits.concurrency = spec
+        .limits
+        .as_ref()
+        .and_then(|limits| limits.concurrency)
+        .map(|concurrency| concurrency.clamp(1, 15) as usize);
     limits
 }
 

@@ -119,6 +119,7 @@ pub(super) fn record_history(
             stop_kind: summary.stop.as_ref().map(StopReason::kind),
             first_errors: first_errors.to_vec(),
             warnings: summary.warnings.clone(),
+            concurrency: summary.concurrency,
         },
     );
     if let Err(error) = finished {

@@ -138,4 +138,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX runs_by_start ON runs (started_at, run_id);
     CREATE INDEX runs_by_status ON runs (status, started_at, run_id);
 ",
+    "
+    -- The limits of requests in flight each run went through (`thread_count: auto`).
+    ALTER TABLE runs ADD COLUMN concurrency text;
+",
 ];

@@ -11,7 +11,7 @@ const ENTRY_COLUMNS: &str =
     "run_id, pipeline, pipeline_file, trigger, started_at, finished_at, status,
      read, accepted, skipped, rejected, failed, requests, retries, resumed_from, rows_resumed,
      rejects_file, stop_reason, first_errors, warnings, unchanged, scheduled_for, runner,
-     destination, stop_kind";
+     destination, stop_kind, concurrency";
 
 fn entry(row: &Row) -> RunEntry {
     let count = |index: usize| row.get::<_, i64>(index) as u64;
@@ -47,6 +47,9 @@ fn entry(row: &Row) -> RunEntry {
             stop_kind: stop_kind(row.get::<_, Option<String>>(24)),
             first_errors: serde_json::from_str(row.get(18)).unwrap_or_default(),
             warnings: serde_json::from_str(row.get(19)).unwrap_or_default(),
+            concurrency: row
+                .get::<_, Option<String>>(25)
+                .and_then(|text| serde_json::from_str(&text).ok()),
         },
     }
 }
@@ -90,7 +93,8 @@ pub(super) async fn finish(
             "UPDATE runs SET finished_at = $2, status = $3, read = $4, accepted = $5,
              skipped = $6, rejected = $7, failed = $8, requests = $9, retries = $10,
              resumed_from = $11, rows_resumed = $12, rejects_file = $13, stop_reason = $14,
-             first_errors = $15, warnings = $16, unchanged = $17, stop_kind = $18
+             first_errors = $15, warnings = $16, unchanged = $17, stop_kind = $18,
+             concurrency = $19
              WHERE run_id = $1",
             &[
                 &run_id,
@@ -114,6 +118,9 @@ pub(super) async fn finish(
                 &serde_json::to_string(&finish.warnings).unwrap_or_else(|_| "[]".into()),
                 &(counts.unchanged as i64),
                 &finish.stop_kind.map(StopKind::as_str),
+                &finish
+                    .concurrency
+                    .and_then(|seen| serde_json::to_string(&seen).ok()),
             ],
         )
         .await

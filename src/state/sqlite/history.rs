@@ -13,7 +13,7 @@ const ENTRY_COLUMNS: &str =
     "run_id, pipeline, pipeline_file, trigger, started_at, finished_at, status,
      read, accepted, skipped, rejected, failed, requests, retries, resumed_from, rows_resumed,
      rejects_file, stop_reason, first_errors, warnings, unchanged, scheduled_for, runner,
-     destination, stop_kind";
+     destination, stop_kind, concurrency";
 
 fn entry(row: &Row<'_>) -> rusqlite::Result<RunEntry> {
     let count = |index: usize| -> rusqlite::Result<u64> { Ok(row.get::<_, i64>(index)? as u64) };
@@ -49,6 +49,9 @@ fn entry(row: &Row<'_>) -> rusqlite::Result<RunEntry> {
             stop_kind: stop_kind(row.get::<_, Option<String>>(24)?),
             first_errors: serde_json::from_str(&row.get::<_, String>(18)?).unwrap_or_default(),
             warnings: serde_json::from_str(&row.get::<_, String>(19)?).unwrap_or_default(),
+            concurrency: row
+                .get::<_, Option<String>>(25)?
+                .and_then(|text| serde_json::from_str(&text).ok()),
         },
     })
 }
@@ -85,7 +88,8 @@ impl SqliteStore {
                 "UPDATE runs SET finished_at = ?2, status = ?3, read = ?4, accepted = ?5,
                  skipped = ?6, rejected = ?7, failed = ?8, requests = ?9, retries = ?10,
                  resumed_from = ?11, rows_resumed = ?12, rejects_file = ?13, stop_reason = ?14,
-                 first_errors = ?15, warnings = ?16, unchanged = ?17, stop_kind = ?18
+                 first_errors = ?15, warnings = ?16, unchanged = ?17, stop_kind = ?18,
+                 concurrency = ?19
                  WHERE run_id = ?1",
                 params![
                     run_id,
@@ -109,6 +113,9 @@ impl SqliteStore {
                     serde_json::to_string(&finish.warnings).unwrap_or_else(|_| "[]".into()),
                     counts.unchanged as i64,
                     finish.stop_kind.map(StopKind::as_str),
+                    finish
+                        .concurrency
+                        .and_then(|seen| serde_json::to_string(&seen).ok()),
                 ],
             )
             .map(drop)

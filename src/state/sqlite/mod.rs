@@ -148,6 +148,8 @@ const MIGRATIONS: &[&str] = &[
     // 11: indexes for the history's lists (the console, `tapline history`): newest first,
     // of a pipeline, or of a status, each read from its index in order.
     RUN_LIST_INDEXES,
+    // 12: the limits of requests in flight each run went through (`thread_count: auto`).
+    "ALTER TABLE runs ADD COLUMN concurrency TEXT;",
 ];
 
 /// Migration 11 (see [`MIGRATIONS`]); the same in the shared store.
