@@ -131,7 +131,9 @@ pub(super) async fn serve(
     } else {
         answer_at
     };
-    if now > limit {
+    let busy = api == Endpoint::UPLOAD
+        && shared.uploads_arrived.fetch_add(1, Ordering::SeqCst) < shared.config.throttled_uploads;
+    if now > limit || busy {
         shared.store().inspection.throttled += 1;
         return fail(
             StatusCode::TOO_MANY_REQUESTS,

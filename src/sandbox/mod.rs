@@ -105,6 +105,9 @@ pub struct SandboxConfig {
     /// The first this many requests for a custom list's pre-signed URL get CleverTap's
     /// documented plain-text failure, "URL not generated, Please come back later".
     pub url_not_generated: u64,
+    /// The first this many uploads get 429 "Too many concurrent requests" however few are
+    /// in flight: an account other clients were busy on, then left.
+    pub throttled_uploads: u64,
     /// The first this many custom-list registrations (step 3) register the segment, then
     /// answer `slow_response` late: a client that timed out tries again and meets the
     /// segment its first attempt made.
@@ -137,6 +140,7 @@ impl Default for SandboxConfig {
             seed: None,
             event_properties: rules::DEFAULT_EVENT_PROPERTIES,
             url_not_generated: 0,
+            throttled_uploads: 0,
             slow_registrations: 0,
             refused_values: Vec::new(),
         }
@@ -299,6 +303,8 @@ struct Shared {
     requests: AtomicU64,
     /// Requests for a pre-signed URL so far.
     presigned_asked: AtomicU64,
+    /// Uploads that arrived, for `throttled_uploads`.
+    uploads_arrived: AtomicU64,
     /// Custom-list registrations asked for so far.
     registrations_asked: AtomicU64,
     store: Mutex<Store>,
@@ -345,6 +351,7 @@ impl Sandbox {
                 .collect(),
             requests: AtomicU64::new(0),
             presigned_asked: AtomicU64::new(0),
+            uploads_arrived: AtomicU64::new(0),
             registrations_asked: AtomicU64::new(0),
             store: Mutex::new(Store::default()),
             rng: Mutex::new(rng),
