@@ -92,6 +92,107 @@ pub fn in_zone(schedule: &Schedule, time: DateTime<Utc>) -> String {
         .to_string()
 }
 
+/// A cron expression in words, for the common shapes (`0 3 * * *`: "every day at 03:00",
+/// `*/15 * * * *`: "every 15 minutes", `30 9 * * 1-5`: "Monday to Friday at 09:30");
+/// `None` for the rest, which are shown as written.
+pub fn in_words(expression: &str) -> Option<String> {
+    let fields: Vec<&str> = expression.split_whitespace().collect();
+    let (second, rest) = match fields.len() {
+        5 => ("0", &fields[..]),
+        6 => (fields[0], &fields[1..]),
+        1 => return macro_in_words(fields[0]),
+        _ => return None,
+    };
+    let [minute, hour, day, month, weekday] = rest else {
+        return None;
+    };
+    let every = |field: &str| field.strip_prefix("*/").and_then(|n| n.parse::<u32>().ok());
+    let number = |field: &str| field.parse::<u32>().ok();
+    let at = |hour: u32, minute: u32| format!("{hour:02}:{minute:02}");
+    if second != "0" {
+        // Seconds-level schedules: only the plain ones.
+        return match (second, [*minute, *hour, *day, *month, *weekday]) {
+            ("*", ["*", "*", "*", "*", "*"]) => Some("every second".into()),
+            (step, ["*", "*", "*", "*", "*"]) => every(step).map(|n| format!("every {n} seconds")),
+            _ => None,
+        };
+    }
+    if *month != "*" {
+        return None;
+    }
+    match (*minute, *hour, *day, *weekday) {
+        ("*", "*", "*", "*") => Some("every minute".into()),
+        (step, "*", "*", "*") if every(step).is_some() => {
+            every(step).map(|n| format!("every {n} minutes"))
+        }
+        (minute, "*", "*", "*") => number(minute).map(|m| format!("every hour at minute {m}")),
+        (minute, step, "*", "*") if every(step).is_some() => {
+            let (n, m) = (every(step)?, number(minute)?);
+            Some(format!("every {n} hours at minute {m}"))
+        }
+        (minute, hour, "*", "*") => Some(format!(
+            "every day at {}",
+            at(number(hour)?, number(minute)?)
+        )),
+        (minute, hour, day, "*") => Some(format!(
+            "on day {} of every month at {}",
+            number(day)?,
+            at(number(hour)?, number(minute)?)
+        )),
+        (minute, hour, "*", weekday) => Some(format!(
+            "{} at {}",
+            weekdays_in_words(weekday)?,
+            at(number(hour)?, number(minute)?)
+        )),
+        _ => None,
+    }
+}
+
+/// `@daily` and its kind in words.
+fn macro_in_words(expression: &str) -> Option<String> {
+    let words = match expression {
+        "@hourly" => "every hour",
+        "@daily" | "@midnight" => "every day at 00:00",
+        "@weekly" => "every Sunday at 00:00",
+        "@monthly" => "on day 1 of every month at 00:00",
+        "@yearly" | "@annually" => "on 1 January at 00:00",
+        _ => return None,
+    };
+    Some(words.into())
+}
+
+/// A day-of-week field in words: `1` "every Monday", `1-5` "Monday to Friday", `1,3`
+/// "Monday and Wednesday".
+fn weekdays_in_words(field: &str) -> Option<String> {
+    const NAMES: [&str; 7] = [
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+    ];
+    let day = |text: &str| -> Option<&str> {
+        match text.parse::<usize>() {
+            Ok(number) => NAMES.get(number % 7).copied(),
+            Err(_) => NAMES
+                .iter()
+                .find(|name| name[..3].eq_ignore_ascii_case(text))
+                .copied(),
+        }
+    };
+    if let Some((first, last)) = field.split_once('-') {
+        return Some(format!("{} to {}", day(first)?, day(last)?));
+    }
+    let days: Option<Vec<&str>> = field.split(',').map(day).collect();
+    match days?.as_slice() {
+        [one] => Some(format!("every {one}")),
+        [init @ .., last] => Some(format!("{} and {last}", init.join(", "))),
+        [] => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,5 +364,28 @@ mod tests {
             in_zone(&daily, utc("2026-11-29T21:30:00Z")),
             "2026-11-30 03:00:00 IST (+05:30)"
         );
+    }
+
+    #[test]
+    fn common_cron_expressions_read_in_words() {
+        for (expression, words) in [
+            ("0 3 * * *", Some("every day at 03:00")),
+            ("30 9 * * 1-5", Some("Monday to Friday at 09:30")),
+            ("0 6 * * 1", Some("every Monday at 06:00")),
+            ("0 6 * * MON,WED", Some("Monday and Wednesday at 06:00")),
+            ("15 2 1 * *", Some("on day 1 of every month at 02:15")),
+            ("*/15 * * * *", Some("every 15 minutes")),
+            ("5 * * * *", Some("every hour at minute 5")),
+            ("0 */6 * * *", Some("every 6 hours at minute 0")),
+            ("* * * * *", Some("every minute")),
+            ("* * * * * *", Some("every second")),
+            ("*/2 * * * * *", Some("every 2 seconds")),
+            ("@daily", Some("every day at 00:00")),
+            ("0 3 * 1 *", None),
+            ("0 3,15 * * *", None),
+            ("0 3 1 * 1", None),
+        ] {
+            assert_eq!(in_words(expression).as_deref(), words, "{expression}");
+        }
     }
 }

@@ -209,7 +209,8 @@ fn unknown_field(
 }
 
 /// A value that is none of a field's alternatives (`anyOf`/`oneOf`): the choices when they
-/// are words, the precise errors of the one mapping alternative when the value is a mapping.
+/// are words, a number's precise bound or the words and ranges it may be (`thread_count`), the
+/// precise errors of the one mapping alternative when the value is a mapping.
 fn no_alternative_matched(
     file: &Path,
     root: &Node,
@@ -220,65 +221,38 @@ fn no_alternative_matched(
     let field = field_name(pointer);
     let position = Some(root.locate(pointer));
     let instance = error.instance();
+    let alternatives: &[Value] = schema
+        .pointer(error.schema_path().as_str())
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice);
+    let against =
+        |alternative: &Value| check_against(file, root, schema, alternative, pointer, instance);
     // An enum with documented variants, or an optional one, is a list of alternatives.
     let mut choices = Vec::new();
-    if let Some(alternatives) = schema
-        .pointer(error.schema_path().as_str())
-        .and_then(Value::as_array)
-    {
-        for alternative in alternatives {
-            collect_choices(schema, alternative, &mut choices);
-        }
+    let mut ranges = Vec::new();
+    for alternative in alternatives {
+        collect_choices(schema, alternative, &mut choices);
+        collect_ranges(schema, alternative, &mut ranges);
     }
     if instance.is_number()
-        && let Some(alternatives) = schema
-            .pointer(error.schema_path().as_str())
-            .and_then(Value::as_array)
+        && let Some(number) = the_number_alternative(schema, alternatives)
     {
-        // A number where a bounded number is one of the alternatives (`thread_count: 11`
-        // beside `auto`): check it against that one, for the precise bound it breaks.
-        let mut flat = Vec::new();
-        for alternative in alternatives {
-            flatten_alternatives(schema, alternative, &mut flat);
-        }
-        let numbers: Vec<&Value> = flat
-            .iter()
-            .filter(|alternative| {
-                matches!(
-                    alternative.get("type").and_then(Value::as_str),
-                    Some("integer" | "number")
-                )
-            })
-            .collect();
-        if let [number] = numbers[..] {
-            let inner = check_against(file, root, schema, number, pointer, instance);
-            if !inner.is_empty() {
-                return inner;
-            }
-        }
-    }
-    let mut ranges = Vec::new();
-    if let Some(alternatives) = schema
-        .pointer(error.schema_path().as_str())
-        .and_then(Value::as_array)
-    {
-        for alternative in alternatives {
-            collect_ranges(schema, alternative, &mut ranges);
+        // `thread_count: 11` beside `auto`: the bound it breaks.
+        let inner = against(&number);
+        if !inner.is_empty() {
+            return inner;
         }
     }
     if !ranges.is_empty() {
         // A number or a word (`thread_count: 5` or `auto`): both kinds, in one message.
         let words = choices.iter().map(|choice| format!("`{choice}`"));
         let expected: Vec<String> = ranges.into_iter().chain(words).collect();
-        return vec![Diagnostic::error(
-            file,
-            position,
-            format!(
-                "`{field}` must be {}, found {}",
-                expected.join(" or "),
-                display_value(instance)
-            ),
-        )];
+        let message = format!(
+            "`{field}` must be {}, found {}",
+            expected.join(" or "),
+            display_value(instance)
+        );
+        return vec![Diagnostic::error(file, position, message)];
     }
     if !choices.is_empty() {
         return vec![not_one_of(file, position, &field, instance, &choices)];
@@ -286,12 +260,8 @@ fn no_alternative_matched(
     if instance.is_object() {
         // A mapping where a mapping is one of the alternatives (an inline connection,
         // an optional section): check it against that alternative for precise errors.
-        let alternatives = schema
-            .pointer(error.schema_path().as_str())
-            .and_then(Value::as_array);
         let objects: Vec<&Value> = alternatives
-            .into_iter()
-            .flatten()
+            .iter()
             .filter(|alternative| {
                 ["$ref", "allOf", "properties"]
                     .iter()
@@ -299,7 +269,7 @@ fn no_alternative_matched(
             })
             .collect();
         if let [alternative] = objects[..] {
-            let inner = check_against(file, root, schema, alternative, pointer, instance);
+            let inner = against(alternative);
             if !inner.is_empty() {
                 return inner;
             }
@@ -313,14 +283,29 @@ fn no_alternative_matched(
         )
         .with_hint("write `connection: prod` to use `prod` from connections.yaml, or a mapping with `account_id` and `passcode`")];
     }
-    vec![Diagnostic::error(
-        file,
-        position,
-        format!(
-            "`{field}` has an unexpected value {}",
-            display_value(instance)
-        ),
-    )]
+    let message = format!(
+        "`{field}` has an unexpected value {}",
+        display_value(instance)
+    );
+    vec![Diagnostic::error(file, position, message)]
+}
+
+/// The one numeric alternative among a field's, references followed, if there is one.
+fn the_number_alternative(schema: &Value, alternatives: &[Value]) -> Option<Value> {
+    let mut flat = Vec::new();
+    for alternative in alternatives {
+        flatten_alternatives(schema, alternative, &mut flat);
+    }
+    let mut numbers = flat.into_iter().filter(|alternative| {
+        matches!(
+            alternative.get("type").and_then(Value::as_str),
+            Some("integer" | "number")
+        )
+    });
+    match (numbers.next(), numbers.next()) {
+        (Some(number), None) => Some(number),
+        _ => None,
+    }
 }
 
 fn not_one_of(

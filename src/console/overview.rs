@@ -185,7 +185,12 @@ fn pipelines_table(pipelines: &[PipelineView]) -> Markup {
 fn starts(starts: &Starts) -> Markup {
     html! {
         @match starts {
-            Starts::Schedule { cron, timezone } => { code { (cron) } " in " (timezone) }
+            Starts::Schedule { cron, words, timezone } => {
+                @match words {
+                    Some(words) => { (words) " (" (timezone) ")" div.muted { code { (cron) } } }
+                    None => { code { (cron) } " in " (timezone) }
+                }
+            }
             Starts::FileArrival { pattern } => { "a file arriving at " (pattern) }
             Starts::Manual => { "only by hand (no schedule)" }
             Starts::Unknown => { "-" }

@@ -46,6 +46,8 @@ pub enum Starts {
     Schedule {
         /// The cron expression as written.
         cron: String,
+        /// The same in words, for the common shapes ("every day at 03:00").
+        words: Option<String>,
         /// The zone it is read in.
         timezone: String,
     },
@@ -174,6 +176,7 @@ fn loaded_view(pipeline: &Pipeline, fires: usize) -> PipelineView {
         (TriggerKind::Schedule, Some(schedule)) => (
             Starts::Schedule {
                 cron: schedule.expression.clone(),
+                words: crate::scheduler::in_words(&schedule.expression),
                 timezone: schedule.timezone.to_string(),
             },
             crate::scheduler::upcoming(schedule, Utc::now(), fires)

@@ -139,13 +139,20 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{pipeline=\"{}\"}} {value}", label(pipeline));
             }
         }
+        self.render_accounts(&mut out);
+        out
+    }
+
+    /// The gauges of each account and API: requests in flight, and the runs' limits.
+    fn render_accounts(&self, out: &mut String) {
+        let budgets = self.budgets.in_flight();
         header(
-            &mut out,
+            out,
             "tapline_requests_in_flight",
             "gauge",
             "Requests in flight per CleverTap account and API.",
         );
-        for budget in self.budgets.in_flight() {
+        for budget in &budgets {
             let _ = writeln!(
                 out,
                 "tapline_requests_in_flight{{account=\"{}\"}} {}",
@@ -154,12 +161,12 @@ impl Metrics {
             );
         }
         header(
-            &mut out,
+            out,
             "tapline_concurrency_limit",
             "gauge",
             "The limits of requests in flight of the runs on each CleverTap account and API, added up (thread_count, or where auto has it).",
         );
-        for budget in self.budgets.in_flight() {
+        for budget in &budgets {
             let _ = writeln!(
                 out,
                 "tapline_concurrency_limit{{account=\"{}\",api=\"{}\"}} {}",
@@ -168,7 +175,6 @@ impl Metrics {
                 budget.limit
             );
         }
-        out
     }
 }
 
