@@ -94,16 +94,45 @@ prod:\n  account_id: ${CLEVERTAP_ACCOUNT_ID}\n  passcode: ${CLEVERTAP_PASSCODE}\
 /// Writes the starter files into `dir`, refusing to overwrite any of them.
 pub(super) fn init(dir: &Path, starter: Starter, name: Option<&str>) -> Outcome {
     let name = name.unwrap_or(starter.default_name());
-    if name.is_empty()
-        || name == "connections"
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(Error::usage(format!(
-            "`{name}` cannot name a pipeline\n  hint: use letters, digits, `-` and `_` (and not `connections`)"
-        )));
+    check_name(name)?;
+    let files = starter_files(dir, starter, name);
+    refuse_what_is_in_the_way(&files)?;
+    for (path, contents) in &files {
+        write_new(path, contents)?;
     }
+    let pipeline_file = dir.join(format!("{name}.yaml"));
+    let written = files
+        .iter()
+        .try_for_each(|(path, _)| outln!("wrote {}", path.display()))
+        .and_then(|()| {
+            outln!(
+                "\nnext:\n  tapline validate {dir}\n  tapline run {pipeline} --sandbox\n  set CLEVERTAP_ACCOUNT_ID and CLEVERTAP_PASSCODE, then: tapline run {pipeline}",
+                dir = dir.display(),
+                pipeline = pipeline_file.display()
+            )
+        });
+    Ok(printed(written, Exit::Success))
+}
+
+/// A pipeline's name must make a file name in any folder.
+fn check_name(name: &str) -> Result<(), Error> {
+    let usable = !name.is_empty()
+        && name != "connections"
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if usable {
+        Ok(())
+    } else {
+        Err(Error::usage(format!(
+            "`{name}` cannot name a pipeline\n  hint: use letters, digits, `-` and `_` (and not `connections`)"
+        )))
+    }
+}
+
+/// The files `init` writes: the pipeline and its sample data, and the connections and
+/// schemas a folder does not have yet (one that has them keeps them).
+fn starter_files(dir: &Path, starter: Starter, name: &str) -> Vec<(PathBuf, String)> {
     let pipeline = starter
         .pipeline(name)
         .replace("{dir}", &dir.display().to_string());
@@ -117,7 +146,6 @@ pub(super) fn init(dir: &Path, starter: Starter, name: Option<&str>) -> Outcome 
             starter.sample().to_string(),
         ),
     ];
-    // A folder that has its connections (and schemas) already keeps them.
     for (file, contents) in [
         ("connections.yaml", CONNECTIONS.to_string()),
         (
@@ -133,51 +161,44 @@ pub(super) fn init(dir: &Path, starter: Starter, name: Option<&str>) -> Outcome 
             files.push((dir.join(file), contents));
         }
     }
+    files
+}
+
+/// Nothing is written when any of the files exists already: the error names them all.
+fn refuse_what_is_in_the_way(files: &[(PathBuf, String)]) -> Result<(), Error> {
     let existing: Vec<&PathBuf> = files
         .iter()
         .map(|(path, _)| path)
         .filter(|path| path.exists())
         .collect();
-    if let Some((first, others)) = existing.split_first() {
-        let also = if others.is_empty() {
-            String::new()
-        } else {
-            let named: Vec<String> = others
-                .iter()
-                .map(|path| format!("`{}`", path.display()))
-                .collect();
-            format!(" (also in the way: {})", named.join(", "))
-        };
-        return Err(Error::usage(format!(
-            "`{}` exists; nothing was written{also}\n  hint: pick another pipeline name with `--name`, or another folder",
-            first.display()
-        )));
-    }
-    for (path, contents) in &files {
-        let written = path
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| {
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(path)
-            })
-            .and_then(|mut file| std::io::Write::write_all(&mut file, contents.as_bytes()));
-        written.map_err(|error| {
-            Error::failed(format!("cannot write `{}`: {error}", path.display()))
-        })?;
-    }
-    let pipeline_file = dir.join(format!("{name}.yaml"));
-    let written = files
-        .iter()
-        .try_for_each(|(path, _)| outln!("wrote {}", path.display()))
+    let Some((first, others)) = existing.split_first() else {
+        return Ok(());
+    };
+    let also = if others.is_empty() {
+        String::new()
+    } else {
+        let named: Vec<String> = others
+            .iter()
+            .map(|path| format!("`{}`", path.display()))
+            .collect();
+        format!(" (also in the way: {})", named.join(", "))
+    };
+    Err(Error::usage(format!(
+        "`{}` exists; nothing was written{also}\n  hint: pick another pipeline name with `--name`, or another folder",
+        first.display()
+    )))
+}
+
+/// Writes a file that must not exist yet, with its folder.
+fn write_new(path: &Path, contents: &str) -> Result<(), Error> {
+    path.parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
         .and_then(|()| {
-            outln!(
-                "\nnext:\n  tapline validate {dir}\n  tapline run {pipeline} --sandbox\n  set CLEVERTAP_ACCOUNT_ID and CLEVERTAP_PASSCODE, then: tapline run {pipeline}",
-                dir = dir.display(),
-                pipeline = pipeline_file.display()
-            )
-        });
-    Ok(printed(written, Exit::Success))
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+        })
+        .and_then(|mut file| std::io::Write::write_all(&mut file, contents.as_bytes()))
+        .map_err(|error| Error::failed(format!("cannot write `{}`: {error}", path.display())))
 }

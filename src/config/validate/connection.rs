@@ -280,30 +280,7 @@ fn finish_connection(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Connection> {
     let file = site.file.as_path();
-    if spec.postgres.is_some() || spec.postgres_file.is_some() {
-        diagnostics.push(
-            Diagnostic::error(
-                file,
-                site.at(if spec.postgres.is_some() { "postgres" } else { "postgres_file" }),
-                format!("connection `{name}` is a database: `connection` needs a CleverTap account"),
-            )
-            .with_hint("name the database in `source.database`, and a CleverTap account (with `account_id`) in `connection`"),
-        );
-        return None;
-    }
-    let Some(account_id_text) = spec.account_id.as_deref() else {
-        diagnostics.push(
-            Diagnostic::error(
-                file,
-                site.at(""),
-                format!("connection `{name}` has no `account_id`"),
-            )
-            .with_hint(
-                "add `account_id: ${CLEVERTAP_ACCOUNT_ID}` (the Project ID: Settings → Project)",
-            ),
-        );
-        return None;
-    };
+    let account_id_text = account_id_text(name, spec, site, diagnostics)?;
     // The other fields are still checked when the passcode is wrong, so every problem is
     // reported at once.
     let passcode = passcode(name, spec, site, credentials, diagnostics)?;
@@ -358,6 +335,42 @@ fn finish_connection(
     }
     let base_url = base_url(endpoint, spec.region, site, diagnostics)?;
     Some(connection(account_id, base_url, passcode))
+}
+
+/// The `account_id` as written, or why the entry is no CleverTap account: a database
+/// entry, or one without an account ID.
+fn account_id_text<'a>(
+    name: &str,
+    spec: &'a ConnectionFile,
+    site: &ConnectionSite<'_>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<&'a str> {
+    let file = site.file.as_path();
+    if spec.postgres.is_some() || spec.postgres_file.is_some() {
+        diagnostics.push(
+            Diagnostic::error(
+                file,
+                site.at(if spec.postgres.is_some() { "postgres" } else { "postgres_file" }),
+                format!("connection `{name}` is a database: `connection` needs a CleverTap account"),
+            )
+            .with_hint("name the database in `source.database`, and a CleverTap account (with `account_id`) in `connection`"),
+        );
+        return None;
+    }
+    let Some(account_id) = spec.account_id.as_deref() else {
+        diagnostics.push(
+            Diagnostic::error(
+                file,
+                site.at(""),
+                format!("connection `{name}` has no `account_id`"),
+            )
+            .with_hint(
+                "add `account_id: ${CLEVERTAP_ACCOUNT_ID}` (the Project ID: Settings → Project)",
+            ),
+        );
+        return None;
+    };
+    Some(account_id)
 }
 
 /// How long one request may take before it is retried.

@@ -17,32 +17,12 @@ pub(super) fn build_output(
     (output, events): (&OutputFile, bool),
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<(OutputMapping, Vec<yaml::Position>)> {
-    let mut names: Vec<(String, String)> = Vec::new();
+    let mut names = OutputNames {
+        events,
+        seen: Vec::new(),
+    };
     let mut check_name = |name: &str, pointer: String, diagnostics: &mut Vec<Diagnostic>| {
-        let checked = if events {
-            crate::clevertap::rules::check_event_key(name)
-        } else {
-            crate::clevertap::rules::check_key(name)
-        };
-        if let Err(violation) = checked {
-            diagnostics.push(Diagnostic::error(
-                file,
-                Some(root.locate(&pointer)),
-                violation.message,
-            ));
-        }
-        if let Some((_, first)) = names.iter().find(|(existing, _)| existing == name) {
-            diagnostics.push(
-                Diagnostic::error(
-                    file,
-                    Some(root.locate(&pointer)),
-                    format!("the output has two columns named `{name}`"),
-                )
-                .with_hint(format!("the first is at {first}")),
-            );
-        }
-        let at = root.locate(&pointer);
-        names.push((name.to_string(), format!("line {}", at.line)));
+        names.check(name, (file, root.locate(&pointer)), diagnostics);
     };
     let mut columns = Vec::new();
     let mut positions = Vec::new();
@@ -99,4 +79,42 @@ pub(super) fn build_output(
         strings,
     };
     Some((mapping, positions))
+}
+
+/// The names an output sends, checked as they are met: each by CleverTap's rules for a
+/// property (or an event's), and none twice.
+struct OutputNames {
+    events: bool,
+    /// Each name with where it first is (`line N`).
+    seen: Vec<(String, String)>,
+}
+
+impl OutputNames {
+    fn check(
+        &mut self,
+        name: &str,
+        (file, at): (&Path, yaml::Position),
+        diagnostics: &mut Vec<Diagnostic>,
+    ) {
+        let checked = if self.events {
+            crate::clevertap::rules::check_event_key(name)
+        } else {
+            crate::clevertap::rules::check_key(name)
+        };
+        if let Err(violation) = checked {
+            diagnostics.push(Diagnostic::error(file, Some(at), violation.message));
+        }
+        if let Some((_, first)) = self.seen.iter().find(|(existing, _)| existing == name) {
+            diagnostics.push(
+                Diagnostic::error(
+                    file,
+                    Some(at),
+                    format!("the output has two columns named `{name}`"),
+                )
+                .with_hint(format!("the first is at {first}")),
+            );
+        }
+        self.seen
+            .push((name.to_string(), format!("line {}", at.line)));
+    }
 }
