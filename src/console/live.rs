@@ -29,8 +29,7 @@ pub struct DaemonLink {
 /// What the daemon last published.
 #[derive(Default)]
 struct Published {
-    loaded: usize,
-    scheduled: usize,
+    entries: Vec<Entry>,
     stopping: bool,
     /// Runs in progress, by the tracker's key.
     runs: BTreeMap<u64, Progress>,
@@ -54,6 +53,20 @@ struct Progress {
 /// runs ahead of the uploads, so an estimate from its first bytes would be a guess.
 const ESTIMATE_AFTER: Duration = Duration::from_secs(1);
 
+/// A pipeline as the daemon has it loaded: the version it runs, which may be the last valid
+/// one of a file that no longer loads.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    /// The pipeline's name.
+    pub name: String,
+    /// Its next fire, milliseconds since the Unix epoch; none without a schedule.
+    pub next_fire_ms: Option<i64>,
+    /// A run of it is going.
+    pub running: bool,
+    /// A fire (or an ask) waits for that run to end (`overlap: queue`).
+    pub queued: bool,
+}
+
 /// The daemon's own state, as the overview shows it.
 #[derive(Debug, Serialize)]
 pub struct DaemonState {
@@ -65,6 +78,8 @@ pub struct DaemonState {
     pub stopping: bool,
     /// Whether the console may start runs (a token is configured).
     pub actions: bool,
+    /// Every pipeline it has loaded, by name.
+    pub entries: Vec<Entry>,
     /// Requests in flight per account and API, against each one's limit.
     pub budgets: Vec<BudgetUse>,
 }
@@ -110,11 +125,10 @@ impl DaemonLink {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The daemon says how many pipelines it has loaded and scheduled, and whether it stops.
-    pub fn set_load(&self, loaded: usize, scheduled: usize, stopping: bool) {
+    /// The daemon says which pipelines it has loaded, and whether it stops.
+    pub fn set_entries(&self, entries: Vec<Entry>, stopping: bool) {
         let mut published = self.published();
-        published.loaded = loaded;
-        published.scheduled = scheduled;
+        published.entries = entries;
         published.stopping = stopping;
     }
 
@@ -145,10 +159,15 @@ impl DaemonLink {
     pub fn state(&self) -> DaemonState {
         let published = self.published();
         DaemonState {
-            pipelines: published.loaded,
-            scheduled: published.scheduled,
+            pipelines: published.entries.len(),
+            scheduled: published
+                .entries
+                .iter()
+                .filter(|entry| entry.next_fire_ms.is_some())
+                .count(),
             stopping: published.stopping,
             actions: self.actions.is_some(),
+            entries: published.entries.clone(),
             budgets: self.budgets.in_flight(),
         }
     }

@@ -28,7 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 pub use auth::Token;
-pub use live::{Action, Answer, Asked, DaemonLink, Refusal};
+pub use live::{Action, Answer, Asked, DaemonLink, Entry, Refusal};
 
 use crate::listener::{ClientAddr, LimitedListener};
 use crate::state::{History, Location, StateError};

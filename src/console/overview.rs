@@ -11,6 +11,7 @@ use maud::{Markup, html};
 
 use super::Console;
 use super::api::{FIRES_SHOWN, Status};
+use super::live::DaemonState;
 use super::pages::{duration, page, status, time};
 use super::views::{self, PipelineView, RunningView, Starts};
 
@@ -21,6 +22,7 @@ pub(super) async fn overview(State(console): State<Arc<Console>>) -> Response {
         .read(|console, history| {
             let pipelines = views::pipelines(&console.dir, history, FIRES_SHOWN);
             let running = views::running(history, console.daemon.as_ref()).unwrap_or_default();
+            let status = console.status();
             let body = html! {
                 (running_now(&running))
                 (served_by(&console.status()))
@@ -32,7 +34,7 @@ pub(super) async fn overview(State(console): State<Arc<Console>>) -> Response {
                         "(give " code { "--dir" } " to list a folder of pipeline files)"
                     }
                 }
-                (pipelines_table(&pipelines))
+                (pipelines_table(&pipelines, status.daemon.as_ref()))
             };
             page(console, "Pipelines", body)
         })
@@ -134,7 +136,12 @@ fn served_by(status: &Status) -> Markup {
     }
 }
 
-fn pipelines_table(pipelines: &[PipelineView]) -> Markup {
+/// Every pipeline with its last run; under a daemon, what it does with each: a file that no
+/// longer loads still runs in its last valid version.
+fn pipelines_table(pipelines: &[PipelineView], daemon: Option<&DaemonState>) -> Markup {
+    let entry = |name: &str| {
+        daemon.and_then(|daemon| daemon.entries.iter().find(|entry| entry.name == name))
+    };
     html! {
         @if pipelines.is_empty() { p { "No pipeline files." } }
         table {
@@ -151,6 +158,15 @@ fn pipelines_table(pipelines: &[PipelineView]) -> Markup {
                                 div.muted { (description) }
                             }
                             @for error in &pipeline.errors { pre.error { (error) } }
+                            @if let Some(entry) = entry(&pipeline.name) {
+                                @if !pipeline.errors.is_empty() {
+                                    div.muted {
+                                        "the daemon runs its last valid version"
+                                        @if let Some(at) = entry.next_fire_ms { ", next at " (time(at)) " UTC" }
+                                    }
+                                }
+                                @if entry.queued { div.muted { "a run waits for the current one (overlap: queue)" } }
+                            }
                         }
                         td { (pipeline.target.unwrap_or("-")) }
                         td { (starts(&pipeline.starts)) }

@@ -425,8 +425,17 @@ impl Daemon {
         }
         self.metrics.set_load(self.scheduled(), self.running());
         self.health.set(self.entries.len(), self.stopping);
-        self.link
-            .set_load(self.entries.len(), self.scheduled(), self.stopping);
+        let entries = self
+            .entries
+            .values()
+            .map(|entry| crate::console::Entry {
+                name: entry.pipeline.name.clone(),
+                next_fire_ms: entry.next_fire.map(|at| at.timestamp_millis()),
+                running: entry.running,
+                queued: entry.queued.is_some(),
+            })
+            .collect();
+        self.link.set_entries(entries, self.stopping);
     }
 
     fn earliest_fire(&self) -> Option<DateTime<Utc>> {

@@ -397,6 +397,28 @@ fn the_daemon_serves_the_console_beside_metrics_and_health() {
             .body
             .contains("tapline_pipelines_scheduled")
     );
+    // A file broken after the daemon loaded it: the daemon runs its last valid version,
+    // and the overview says so beside the error.
+    let status = json(&get(&address, "/api/status", None));
+    assert_eq!(
+        status["daemon"]["entries"][0]["name"], "nightly",
+        "{status}"
+    );
+    assert!(
+        status["daemon"]["entries"][0]["next_fire_ms"].is_i64(),
+        "{status}"
+    );
+    workspace.write(
+        "nightly.yaml",
+        "source: {path: profiles.csv}\ntarget: {entity: nobody}\n",
+    );
+    let overview = get(&address, "/", None).body;
+    assert!(overview.contains("cannot be `nobody`"), "{overview}");
+    assert!(
+        overview.contains("the daemon runs its last valid version"),
+        "{overview}"
+    );
+
     // Without a token, the console takes no action.
     let refused = request(&address, "POST", "/api/pipelines/nightly/runs", &[]);
     assert_eq!(refused.status, 403, "{}", refused.body);
