@@ -4,8 +4,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use chrono::{TimeZone, Utc};
-
 use super::error::{Error, Outcome};
 use super::terminal::{self, errln, outln};
 use super::{Exit, HistoryArgs, StoreArgs, printed};
@@ -181,16 +179,11 @@ fn print_run(out: &mut impl Write, entry: &RunEntry) -> std::io::Result<()> {
 }
 
 fn time(ms: i64) -> String {
-    Utc.timestamp_millis_opt(ms)
-        .single()
-        .map_or_else(|| "?".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+    crate::state::utc_time(ms)
 }
 
 fn duration(run: &RunEntry) -> String {
-    match run.finished_at_ms {
-        Some(end) => format!("{:.1} s", (end - run.started_at_ms).max(0) as f64 / 1000.0),
-        None => "-".into(),
-    }
+    run.took().unwrap_or_else(|| "-".into())
 }
 
 /// The pipeline file of the run that wrote a rejects file: the file is

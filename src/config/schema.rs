@@ -333,20 +333,16 @@ fn not_one_of(
     }
 }
 
-/// The string constants an alternative allows (`const`, `enum`, through `$ref`s).
-fn collect_choices(schema: &Value, alternative: &Value, choices: &mut Vec<String>) {
+/// Calls `visit` on an alternative and on every one inside it: references followed, `anyOf`,
+/// `oneOf` and `allOf` opened.
+fn each_nested(schema: &Value, alternative: &Value, visit: &mut dyn FnMut(&Value)) {
+    visit(alternative);
     if let Some(reference) = alternative.get("$ref").and_then(Value::as_str)
         && let Some(target) = reference
             .strip_prefix('#')
             .and_then(|pointer| schema.pointer(pointer))
     {
-        collect_choices(schema, target, choices);
-    }
-    if let Some(constant) = alternative.get("const").and_then(Value::as_str) {
-        choices.push(constant.to_string());
-    }
-    if let Some(values) = alternative.get("enum").and_then(Value::as_array) {
-        choices.extend(values.iter().filter_map(Value::as_str).map(String::from));
+        each_nested(schema, target, visit);
     }
     for key in ["oneOf", "anyOf", "allOf"] {
         for nested in alternative
@@ -355,9 +351,21 @@ fn collect_choices(schema: &Value, alternative: &Value, choices: &mut Vec<String
             .into_iter()
             .flatten()
         {
-            collect_choices(schema, nested, choices);
+            each_nested(schema, nested, visit);
         }
     }
+}
+
+/// The string constants an alternative allows (`const`, `enum`, through `$ref`s).
+fn collect_choices(schema: &Value, alternative: &Value, choices: &mut Vec<String>) {
+    each_nested(schema, alternative, &mut |nested| {
+        if let Some(constant) = nested.get("const").and_then(Value::as_str) {
+            choices.push(constant.to_string());
+        }
+        if let Some(values) = nested.get("enum").and_then(Value::as_array) {
+            choices.extend(values.iter().filter_map(Value::as_str).map(String::from));
+        }
+    });
 }
 
 /// The errors of `instance` at `pointer` against one `alternative` of the schema.
@@ -411,31 +419,16 @@ fn flatten_alternatives(schema: &Value, alternative: &Value, flat: &mut Vec<Valu
 
 /// The bounded integers among a field's alternatives, in words: `a number from 1 to 10`.
 fn collect_ranges(schema: &Value, alternative: &Value, ranges: &mut Vec<String>) {
-    if let Some(reference) = alternative.get("$ref").and_then(Value::as_str)
-        && let Some(target) = reference
-            .strip_prefix('#')
-            .and_then(|pointer| schema.pointer(pointer))
-    {
-        collect_ranges(schema, target, ranges);
-    }
-    if alternative.get("type").and_then(Value::as_str) == Some("integer")
-        && let (Some(min), Some(max)) = (
-            alternative.get("minimum").and_then(Value::as_i64),
-            alternative.get("maximum").and_then(Value::as_i64),
-        )
-    {
-        ranges.push(format!("a number from {min} to {max}"));
-    }
-    for key in ["oneOf", "anyOf", "allOf"] {
-        for nested in alternative
-            .get(key)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
+    each_nested(schema, alternative, &mut |nested| {
+        if nested.get("type").and_then(Value::as_str) == Some("integer")
+            && let (Some(min), Some(max)) = (
+                nested.get("minimum").and_then(Value::as_i64),
+                nested.get("maximum").and_then(Value::as_i64),
+            )
         {
-            collect_ranges(schema, nested, ranges);
+            ranges.push(format!("a number from {min} to {max}"));
         }
-    }
+    });
 }
 
 /// The JSON types the schema at `schema_path` (ending in `/type`) allows, in words.

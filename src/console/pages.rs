@@ -10,7 +10,6 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use crate::listener::ClientAddr;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{TimeZone, Utc};
 use maud::{DOCTYPE, Markup, html};
 
 use super::api::RunsQuery;
@@ -382,14 +381,9 @@ pub(super) fn status(run: &RunEntry) -> Markup {
 }
 
 pub(super) fn time(ms: i64) -> String {
-    Utc.timestamp_millis_opt(ms)
-        .single()
-        .map_or_else(|| "?".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+    crate::state::utc_time(ms)
 }
 
 pub(super) fn duration(run: &RunEntry) -> String {
-    match run.finished_at_ms {
-        Some(end) => format!("{:.1} s", (end - run.started_at_ms).max(0) as f64 / 1000.0),
-        None => "running".into(),
-    }
+    run.took().unwrap_or_else(|| "running".into())
 }

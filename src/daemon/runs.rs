@@ -118,12 +118,7 @@ impl Daemon {
             }
         }
         if entry.running {
-            let overlap = entry
-                .pipeline
-                .schedule
-                .as_ref()
-                .map_or(Overlap::Skip, |schedule| schedule.overlap);
-            match overlap {
+            match overlap(&entry.pipeline) {
                 Overlap::Skip => {
                     tracing::warn!(pipeline = %name, fire_ms = at.timestamp_millis(), "fire skipped: the previous run is still going")
                 }
@@ -171,12 +166,7 @@ impl Daemon {
             );
         }
         if entry.running {
-            let overlap = entry
-                .pipeline
-                .schedule
-                .as_ref()
-                .map_or(Overlap::Skip, |schedule| schedule.overlap);
-            return match overlap {
+            return match overlap(&entry.pipeline) {
                 Overlap::Queue => {
                     tracing::info!(pipeline = %name, "the console's run queued: the previous run is still going");
                     entry.queued = Some(cause);
@@ -356,6 +346,14 @@ impl Daemon {
         }
         self.publish();
     }
+}
+
+/// What comes while a pipeline runs: its schedule's `overlap`; `skip` without a schedule.
+fn overlap(pipeline: &Pipeline) -> Overlap {
+    pipeline
+        .schedule
+        .as_ref()
+        .map_or(Overlap::Skip, |schedule| schedule.overlap)
 }
 
 fn log_summary(summary: &RunSummary) {

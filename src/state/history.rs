@@ -130,6 +130,21 @@ pub struct RunFilter {
     pub limit: usize,
 }
 
+impl RunEntry {
+    /// How long it took, `12.3 s`; none while it runs (or when it was killed).
+    pub fn took(&self) -> Option<String> {
+        self.finished_at_ms
+            .map(|end| format!("{:.1} s", (end - self.started_at_ms).max(0) as f64 / 1000.0))
+    }
+}
+
+/// A time of the history (milliseconds since the Unix epoch) as it is shown: UTC,
+/// `2026-12-05 03:00:00`.
+pub fn utc_time(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .map_or_else(|| "?".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+}
+
 impl RunFilter {
     /// The newest `limit` runs, of `pipeline` or of all.
     pub fn newest(pipeline: Option<&str>, limit: usize) -> RunFilter {

@@ -34,7 +34,7 @@ use crate::source::arrival::Arrival;
 pub use checkpoint::{Checkpoint, Delivered};
 pub use fingerprint::{Fingerprint, SettingsDigest};
 use history::stop_kind;
-pub use history::{FirstError, RunEntry, RunFilter, RunFinish, RunStart};
+pub use history::{FirstError, RunEntry, RunFilter, RunFinish, RunStart, utc_time};
 pub use lock::{LockWait, PipelineLock};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
