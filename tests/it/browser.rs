@@ -86,12 +86,16 @@ where
     Fut: std::future::Future<Output = bool>,
 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
-    while !condition().await {
+    let mut look = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        look.tick().await;
+        if condition().await {
+            return;
+        }
         assert!(
             tokio::time::Instant::now() < deadline,
             "gave up after {seconds} s waiting for: {what}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -4,10 +4,9 @@
 //! written for the person editing a pipeline. Nothing here is validated beyond its shape;
 //! [`super::validate`] turns these into the checked model in [`super::model`].
 //!
-//! Kept in one file though it is long: it is the file format, read top to bottom as
-//! `docs/pipeline-reference.md` is, and most of it is documentation.
-
-use std::collections::BTreeMap;
+//! The pipeline file is kept in one file though it is long: it is the file format, read top
+//! to bottom as `docs/pipeline-reference.md` is, and most of it is documentation. The
+//! connections (inline in a pipeline, or `connections.yaml`) are in `connections.rs`.
 
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -16,6 +15,9 @@ use serde::Deserialize;
 // name them, so they are read here.
 pub use crate::clevertap::wire::Region;
 pub use crate::scheduler::{CatchUp, Overlap};
+
+mod connections;
+pub use connections::{ConnectionFile, ConnectionRef, ConnectionsFile};
 
 /// A tapline pipeline: one source file delivered to one CleverTap target.
 ///
@@ -379,99 +381,6 @@ pub struct AudienceFile {
     #[serde(default)]
     pub id: Option<String>,
 }
-
-/// A connection given by name or written inline.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(untagged)]
-pub enum ConnectionRef {
-    /// The name of a connection in `connections.yaml` beside this file.
-    Named(String),
-    /// A connection written out in the pipeline.
-    Inline(ConnectionFile),
-}
-
-/// A CleverTap account: its credentials and where its API lives. In `connections.yaml`, an
-/// entry may instead be a PostgreSQL database that sources read from (`postgres` or
-/// `postgres_file`, nothing else).
-///
-/// Any value may hold `${VAR}`, which is read from the environment when the pipeline loads.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ConnectionFile {
-    /// The Project ID (CleverTap dashboard: Settings → Project), for example
-    /// `${CLEVERTAP_ACCOUNT_ID}`. Every CleverTap connection has one.
-    #[serde(default)]
-    pub account_id: Option<String>,
-
-    /// For a database entry: its URL, `postgres://user:password@host:5432/db?sslmode=require`,
-    /// or libpq's `key=value` string. `sslmode` as libpq means it: `disable`, `allow`,
-    /// `prefer` (default) and `require` do not check the server's certificate (`require` with
-    /// `sslrootcert` does); `verify-ca` and `verify-full` check it against `sslrootcert=FILE`
-    /// (or `system`). Write `${WAREHOUSE_URL}` or use `postgres_file`, so the password stays
-    /// out of version control.
-    #[serde(default)]
-    pub postgres: Option<String>,
-
-    /// For a database entry: a file holding its URL, for example
-    /// `/run/credentials/tapline.service/warehouse`.
-    #[serde(default)]
-    pub postgres_file: Option<String>,
-
-    /// The account passcode. Prefer `${CLEVERTAP_PASSCODE}` or `passcode_file`: a passcode
-    /// written in the file ends up in version control.
-    #[serde(default)]
-    pub passcode: Option<String>,
-
-    /// A file holding the passcode (surrounding whitespace is ignored), for example
-    /// `/run/credentials/tapline.service/passcode` under systemd's `LoadCredential=`.
-    /// A relative path is relative to the file that names it.
-    #[serde(default)]
-    pub passcode_file: Option<String>,
-
-    /// The data centre of the account (Settings → Project): `eu1` (default), `in1`, `sg1`,
-    /// `us1`, `aps3` or `mec1`. A wrong region answers 401, like a wrong passcode.
-    #[serde(default)]
-    pub region: Option<Region>,
-
-    /// A base URL that replaces the region's host, for a proxy or a test server, for example
-    /// `http://127.0.0.1:9000`.
-    #[serde(default)]
-    pub endpoint: Option<String>,
-
-    /// Seconds to wait for one request before it counts as timed out and is retried
-    /// (default 60).
-    #[serde(default)]
-    #[schemars(range(min = 1, max = 600))]
-    pub request_timeout_seconds: Option<i64>,
-
-    /// Limits of this account where it differs from CleverTap's defaults (some accounts
-    /// have more event properties, for example). Raise one only to what CleverTap's support
-    /// confirmed for your account: records past the real limit are refused by CleverTap.
-    #[serde(default)]
-    pub limits: Option<LimitsFile>,
-}
-
-/// Per-account limits, e.g. `limits: { event_properties: 256 }`.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsFile {
-    /// How many properties one event may carry: CleverTap's default is 100, and accounts can
-    /// have it raised (tapline checks each event against it before sending). 1 to 1024.
-    #[serde(default)]
-    #[schemars(range(min = 1, max = 1024))]
-    pub event_properties: Option<i64>,
-    /// Uploads this account lets tapline have in flight at once, below CleverTap's 15: for
-    /// an account other clients (an SDK backend, another team's job) also upload to. Every
-    /// pipeline on the connection keeps within it, `thread_count: auto` included. 1 to 15.
-    #[serde(default)]
-    #[schemars(range(min = 1, max = 15))]
-    pub concurrency: Option<i64>,
-}
-
-/// `connections.yaml`: named CleverTap connections (and PostgreSQL databases) that pipelines in the same folder use.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[schemars(title = "tapline connections")]
-pub struct ConnectionsFile(pub BTreeMap<String, ConnectionFile>);
 
 /// What a pipeline reads: a file (`path`), or the result of a SQL query (`database` and
 /// `query` or `query_file`).
