@@ -36,6 +36,7 @@ pub(crate) mod engine;
 pub(crate) mod file_stem;
 pub(crate) mod listener;
 pub(crate) mod mapping;
+pub(crate) mod mysql;
 pub mod notifications;
 pub(crate) mod outcome;
 pub(crate) mod pg;

@@ -215,10 +215,14 @@ fn query_columns(
                 format!(
                     "the query on database `{}` {}",
                     query.database.name,
-                    crate::source::query::unsupported_type(&column.name, &column.type_name)
+                    crate::source::query::unsupported_type(
+                        query.database.dialect,
+                        &column.name,
+                        &column.type_name
+                    )
                 ),
             )
-            .with_hint("tapline sends numbers, booleans, text, dates and times, uuid, json, jsonb and text[]")
+            .with_hint(crate::source::query::sendable_types(query.database.dialect))
         })
         .collect();
     if let Some(incremental) = &query.incremental

@@ -371,14 +371,35 @@ pub struct QuerySource {
     pub timezone: chrono_tz::Tz,
 }
 
-/// A PostgreSQL database, resolved.
+/// A database, resolved.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Database {
     /// Its entry's name in `connections.yaml`, or `inline`.
     pub name: String,
+    /// What it speaks.
+    pub dialect: Dialect,
     /// Its URL with the password; empty when validate could not resolve it (an unset
     /// variable on this machine).
     pub url: Secret,
+}
+
+/// The SQL a database speaks, as tapline reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// PostgreSQL, and the warehouses that speak its protocol.
+    Postgres,
+    /// MySQL and MariaDB.
+    Mysql,
+}
+
+impl Dialect {
+    /// The placeholder an incremental query binds the watermark to.
+    pub fn placeholder(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "$1",
+            Dialect::Mysql => "?",
+        }
+    }
 }
 
 impl Database {
@@ -432,6 +453,7 @@ impl fmt::Debug for Database {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Database")
             .field("name", &self.name)
+            .field("dialect", &self.dialect)
             .field("url", &self.shown())
             .finish()
     }

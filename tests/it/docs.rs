@@ -126,7 +126,7 @@ fn the_guides_postgres_example_validates_and_sends() {
     let guide = read("docs/guide.md");
     let blocks = blocks_under(
         &guide,
-        "### Sources: files, Parquet and PostgreSQL queries",
+        "### Sources: files, Parquet, PostgreSQL and MySQL queries",
         "yaml",
     );
     let (connections, pipeline) = (&blocks[0], &blocks[1]);

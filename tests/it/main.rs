@@ -16,6 +16,7 @@ mod docs;
 mod documented_rules;
 mod exact_delivery;
 mod first_hour;
+mod mysql;
 mod notifications;
 mod operations;
 mod output;

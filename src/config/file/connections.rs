@@ -16,12 +16,12 @@ pub enum ConnectionRef {
     /// The name of a connection in `connections.yaml` beside this file.
     Named(String),
     /// A connection written out in the pipeline.
-    Inline(ConnectionFile),
+    Inline(Box<ConnectionFile>),
 }
 
 /// A CleverTap account: its credentials and where its API lives. In `connections.yaml`, an
-/// entry may instead be a PostgreSQL database that sources read from (`postgres` or
-/// `postgres_file`, nothing else).
+/// entry may instead be a database that sources read from: PostgreSQL (`postgres` or
+/// `postgres_file`) or MySQL/MariaDB (`mysql` or `mysql_file`), nothing else.
 ///
 /// Any value may hold `${VAR}`, which is read from the environment when the pipeline loads.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -45,6 +45,19 @@ pub struct ConnectionFile {
     /// `/run/credentials/tapline.service/warehouse`.
     #[serde(default)]
     pub postgres_file: Option<String>,
+
+    /// For a MySQL or MariaDB database entry: its URL,
+    /// `mysql://user:password@host:3306/db?ssl-mode=REQUIRED`. `ssl-mode` as MySQL clients
+    /// name it: `DISABLED`, `PREFERRED` (default: encrypted when the server offers it, not
+    /// verified), `REQUIRED` (encrypted, not verified), `VERIFY_CA` and `VERIFY_IDENTITY`
+    /// (checked against `ssl-ca=FILE`, or the system's roots). Write `${APP_DB_URL}` or use
+    /// `mysql_file`, so the password stays out of version control.
+    #[serde(default)]
+    pub mysql: Option<String>,
+
+    /// For a MySQL or MariaDB database entry: a file holding its URL.
+    #[serde(default)]
+    pub mysql_file: Option<String>,
 
     /// The account passcode. Prefer `${CLEVERTAP_PASSCODE}` or `passcode_file`: a passcode
     /// written in the file ends up in version control.

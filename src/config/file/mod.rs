@@ -398,9 +398,9 @@ pub struct SourceFile {
     #[serde(default)]
     pub format: Option<SourceFormat>,
 
-    /// The PostgreSQL database to query (PostgreSQL, or a warehouse that speaks its protocol:
-    /// Redshift, CockroachDB...): the name of an entry in `connections.yaml` with `postgres`,
-    /// or one written out here, `{ postgres: ${WAREHOUSE_URL} }`.
+    /// The database to query: PostgreSQL (or a warehouse that speaks its protocol: Redshift,
+    /// CockroachDB...) or MySQL/MariaDB. The name of an entry in `connections.yaml` with
+    /// `postgres` or `mysql`, or one written out here, `{ postgres: ${WAREHOUSE_URL} }`.
     #[serde(default)]
     pub database: Option<DatabaseRef>,
 
@@ -414,7 +414,8 @@ pub struct SourceFile {
     pub query_file: Option<String>,
 
     /// Read only rows newer than the last fully delivered run: the query returns `column`,
-    /// and each run binds the highest value delivered so far as `$1` (NULL on the first run).
+    /// and each run binds the highest value delivered so far as `$1` (MySQL: `?`; NULL on
+    /// the first run).
     #[serde(default)]
     pub incremental: Option<IncrementalFile>,
 
@@ -431,13 +432,15 @@ pub struct SourceFile {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum DatabaseRef {
-    /// The name of an entry in `connections.yaml` beside this file that has `postgres`.
+    /// The name of an entry in `connections.yaml` beside this file that has `postgres` or
+    /// `mysql`.
     Named(String),
     /// A database written out in the pipeline.
     Inline(DatabaseFile),
 }
 
-/// A PostgreSQL database: its URL, inline or in a file.
+/// A database: its URL, inline or in a file; PostgreSQL (`postgres`) or MySQL/MariaDB
+/// (`mysql`).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseFile {
@@ -450,6 +453,17 @@ pub struct DatabaseFile {
     /// A file holding the URL.
     #[serde(default)]
     pub postgres_file: Option<String>,
+
+    /// A MySQL or MariaDB database: `mysql://user:password@host:3306/db?ssl-mode=REQUIRED`
+    /// (`ssl-mode`: `DISABLED`, `PREFERRED` (default), `REQUIRED`, `VERIFY_CA`,
+    /// `VERIFY_IDENTITY`, with `ssl-ca=FILE`); write `${APP_DB_URL}` so the password stays out
+    /// of version control.
+    #[serde(default)]
+    pub mysql: Option<String>,
+
+    /// A file holding the MySQL URL.
+    #[serde(default)]
+    pub mysql_file: Option<String>,
 }
 
 /// How a query reads only what is new.

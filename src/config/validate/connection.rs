@@ -4,7 +4,9 @@
 use super::{DEFAULT_REQUEST_TIMEOUT_SECONDS, parse_file};
 use crate::config::diagnostic::{Diagnostic, did_you_mean};
 use crate::config::file::{ConnectionFile, ConnectionRef, ConnectionsFile, DatabaseRef, Region};
-use crate::config::model::{AccountLimits, Connection, Database, Secret, redacted_database_url};
+use crate::config::model::{
+    AccountLimits, Connection, Database, Dialect, Secret, redacted_database_url,
+};
 use crate::config::resolve::{
     SecretField, SecretSite, is_http_url, is_plain_http_off_this_machine, resolved, secret,
 };
@@ -84,7 +86,10 @@ pub(super) fn resolve_database(
                 root,
                 pointer: "/source/database".into(),
             };
-            let given = (spec.postgres.as_deref(), spec.postgres_file.as_deref());
+            let given = Given::of(
+                (spec.postgres.as_deref(), spec.postgres_file.as_deref()),
+                (spec.mysql.as_deref(), spec.mysql_file.as_deref()),
+            );
             finish_database("inline", given, &site, credentials, diagnostics)
         }
         DatabaseRef::Named(name) => {
@@ -95,7 +100,7 @@ pub(super) fn resolve_database(
                 pointer: named.pointer.clone(),
             };
             let spec = &named.spec;
-            if spec.postgres.is_none() && spec.postgres_file.is_none() {
+            if !is_database(spec) {
                 diagnostics.push(
                     Diagnostic::error(
                         file,
@@ -109,8 +114,59 @@ pub(super) fn resolve_database(
                 );
                 return None;
             }
-            let given = (spec.postgres.as_deref(), spec.postgres_file.as_deref());
+            let given = Given::of(
+                (spec.postgres.as_deref(), spec.postgres_file.as_deref()),
+                (spec.mysql.as_deref(), spec.mysql_file.as_deref()),
+            );
             finish_database(name, given, &site, credentials, diagnostics)
+        }
+    }
+}
+
+/// Whether a `connections.yaml` entry is a database.
+fn is_database(spec: &ConnectionFile) -> bool {
+    spec.postgres.is_some()
+        || spec.postgres_file.is_some()
+        || spec.mysql.is_some()
+        || spec.mysql_file.is_some()
+}
+
+/// A database's URL as written: its dialect, the URL or the file holding it; `both` when a
+/// PostgreSQL and a MySQL URL are given at once.
+struct Given<'a> {
+    dialect: Dialect,
+    url: Option<&'a str>,
+    url_file: Option<&'a str>,
+    both: bool,
+}
+
+impl<'a> Given<'a> {
+    fn of(
+        postgres: (Option<&'a str>, Option<&'a str>),
+        mysql: (Option<&'a str>, Option<&'a str>),
+    ) -> Given<'a> {
+        let is_mysql = mysql.0.is_some() || mysql.1.is_some();
+        let is_postgres = postgres.0.is_some() || postgres.1.is_some();
+        let (dialect, (url, url_file)) = if is_mysql {
+            (Dialect::Mysql, mysql)
+        } else {
+            (Dialect::Postgres, postgres)
+        };
+        Given {
+            dialect,
+            url,
+            url_file,
+            both: is_mysql && is_postgres,
+        }
+    }
+
+    /// The field the URL is written in.
+    fn field(&self) -> &'static str {
+        match (self.dialect, self.url_file.is_some()) {
+            (Dialect::Postgres, false) => "postgres",
+            (Dialect::Postgres, true) => "postgres_file",
+            (Dialect::Mysql, false) => "mysql",
+            (Dialect::Mysql, true) => "mysql_file",
         }
     }
 }
@@ -178,12 +234,26 @@ fn find_named(
 /// A database's URL, resolved and checked.
 fn finish_database(
     name: &str,
-    (url, url_file): (Option<&str>, Option<&str>),
+    given: Given<'_>,
     site: &ConnectionSite<'_>,
     credentials: Credentials,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Database> {
     let file = site.file.as_path();
+    let (url, url_file) = (given.url, given.url_file);
+    if given.both {
+        diagnostics.push(
+            Diagnostic::error(
+                file,
+                site.at(""),
+                format!("database `{name}` has both a PostgreSQL and a MySQL URL"),
+            )
+            .with_hint(
+                "keep `postgres` (or `postgres_file`) or `mysql` (or `mysql_file`), not both",
+            ),
+        );
+        return None;
+    }
     // A URL without a password may be written as it is; one with a password warns.
     let written_with_password =
         url.is_some_and(|url| !url.contains("${") && redacted_database_url(url) != url);
@@ -193,7 +263,7 @@ fn finish_database(
     } else {
         secret(
             &SecretField {
-                field: "postgres",
+                field: given.field(),
                 what: &what,
                 value: url,
                 value_file: url_file,
@@ -212,56 +282,60 @@ fn finish_database(
         Ok(None) => {
             diagnostics.push(
                 Diagnostic::error(file, site.at(""), format!("database `{name}` has no URL"))
-                    .with_hint("add `postgres: ${WAREHOUSE_URL}` or `postgres_file: /path/to/url`"),
+                    .with_hint("add `postgres: ${WAREHOUSE_URL}` or `postgres_file: /path/to/url` (`mysql: ${APP_DB_URL}` for MySQL)"),
             );
             return None;
         }
         Err(()) => return None,
     };
     let text = url.expose();
-    let known_scheme = text.starts_with("postgres://") || text.starts_with("postgresql://");
-    let key_values = !text.contains("://") && text.contains('=');
-    let field = if url_file.is_some() {
-        "postgres_file"
-    } else {
-        "postgres"
-    };
     // Empty: validate could not resolve it here.
     if !text.is_empty()
-        && (known_scheme || key_values)
-        && let Err(reason) = crate::pg::settings(text)
+        && let Err(diagnostic) = check_url(name, text, &given, site)
     {
-        diagnostics.push(
-            Diagnostic::error(
-                file,
-                site.at(field),
-                format!(
-                    "database `{name}` ({}): {reason}",
-                    redacted_database_url(text)
-                ),
-            )
-            .with_hint("write it like `postgres://user@host:5432/db?sslmode=require`, or `host=db dbname=crm sslmode=verify-full sslrootcert=/path/to/ca.pem`"),
-        );
-        return None;
-    }
-    if !text.is_empty() && !known_scheme && !key_values {
-        diagnostics.push(
-            Diagnostic::error(
-                file,
-                site.at(field),
-                format!(
-                    "the URL of database `{name}` must start with `postgres://` (or be libpq's `key=value` pairs), found `{}`",
-                    redacted_database_url(text)
-                ),
-            )
-            .with_hint("write it like `postgres://user@host:5432/db?sslmode=require`"),
-        );
+        diagnostics.push(diagnostic);
         return None;
     }
     Some(Database {
         name: name.to_string(),
+        dialect: given.dialect,
         url,
     })
+}
+
+/// Whether a database's URL can be used: its scheme and, by its dialect's own parser, the
+/// rest.
+fn check_url(
+    name: &str,
+    text: &str,
+    given: &Given<'_>,
+    site: &ConnectionSite<'_>,
+) -> Result<(), Diagnostic> {
+    let file = site.file.as_path();
+    let at = site.at(given.field());
+    let shown = redacted_database_url(text);
+    match given.dialect {
+        Dialect::Postgres => {
+            let known_scheme = text.starts_with("postgres://") || text.starts_with("postgresql://");
+            let key_values = !text.contains("://") && text.contains('=');
+            if !known_scheme && !key_values {
+                return Err(Diagnostic::error(
+                    file,
+                    at,
+                    format!("the URL of database `{name}` must start with `postgres://` (or be libpq's `key=value` pairs), found `{shown}`"),
+                )
+                .with_hint("write it like `postgres://user@host:5432/db?sslmode=require`"));
+            }
+            crate::pg::settings(text).map(drop).map_err(|reason| {
+                Diagnostic::error(file, at, format!("database `{name}` ({shown}): {reason}"))
+                    .with_hint("write it like `postgres://user@host:5432/db?sslmode=require`, or `host=db dbname=crm sslmode=verify-full sslrootcert=/path/to/ca.pem`")
+            })
+        }
+        Dialect::Mysql => crate::mysql::settings(text).map(drop).map_err(|reason| {
+            Diagnostic::error(file, at, format!("database `{name}` ({shown}): {reason}"))
+                .with_hint("write it like `mysql://user@host:3306/db?ssl-mode=REQUIRED`")
+        }),
+    }
 }
 
 fn display_folder(folder: &Path) -> String {
@@ -346,11 +420,19 @@ fn account_id_text<'a>(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<&'a str> {
     let file = site.file.as_path();
-    if spec.postgres.is_some() || spec.postgres_file.is_some() {
+    if is_database(spec) {
+        let field = [
+            ("postgres", spec.postgres.is_some()),
+            ("postgres_file", spec.postgres_file.is_some()),
+            ("mysql", spec.mysql.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(field, given)| given.then_some(field))
+        .unwrap_or("mysql_file");
         diagnostics.push(
             Diagnostic::error(
                 file,
-                site.at(if spec.postgres.is_some() { "postgres" } else { "postgres_file" }),
+                site.at(field),
                 format!("connection `{name}` is a database: `connection` needs a CleverTap account"),
             )
             .with_hint("name the database in `source.database`, and a CleverTap account (with `account_id`) in `connection`"),

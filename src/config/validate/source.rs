@@ -5,7 +5,7 @@ use super::connection::resolve_database;
 use crate::config::Credentials;
 use crate::config::diagnostic::{Diagnostic, did_you_mean};
 use crate::config::file::{DatabaseRef, SourceFile, SourceFormat};
-use crate::config::model::{Compression, FileSource, QuerySource, Source};
+use crate::config::model::{Compression, Dialect, FileSource, QuerySource, Source};
 use crate::config::yaml::Node;
 use std::path::Path;
 use std::str::FromStr;
@@ -127,15 +127,23 @@ fn query_source(
     }
     if let Some(query) = &query
         && incremental.is_some()
-        && !query.contains("$1")
+        && let Some(database) = &database
+        && !query.contains(database.dialect.placeholder())
     {
+        let (placeholder, example) = match database.dialect {
+            Dialect::Postgres => ("`$1`", "`WHERE $1::timestamptz IS NULL OR updated_at > $1`"),
+            Dialect::Mysql => (
+                "`?` (each `?` gets the same value)",
+                "`WHERE ? IS NULL OR updated_at > ?`",
+            ),
+        };
         diagnostics.push(
             Diagnostic::error(
                 file,
                 Some(root.locate("/source/incremental")),
-                "with `incremental`, the query must use `$1`: each run binds the highest value delivered so far to it",
+                format!("with `incremental`, the query must use {placeholder}: each run binds the highest value delivered so far to it"),
             )
-            .with_hint("for example `WHERE $1::timestamptz IS NULL OR updated_at > $1`"),
+            .with_hint(format!("for example {example}")),
         );
         return None;
     }

@@ -1,16 +1,17 @@
 //! Query sources: a SQL query's result streamed into a [`snapshot`](super::snapshot) that
 //! the run then reads like a file ([`materialize`]). This part knows no dialect: the errors,
 //! the result's columns, and running a dialect's reader on a thread of its own;
-//! `postgres.rs` is PostgreSQL's (and the warehouses that speak its protocol). A new
-//! database is a file beside it.
+//! `postgres/` is PostgreSQL's (and the warehouses that speak its protocol), `mysql/` MySQL's
+//! and MariaDB's. A new database is a folder beside them.
 
 use std::path::Path;
 
 use tokio_util::sync::CancellationToken;
 
 use super::snapshot::SnapshotMeta;
-use crate::config::model::QuerySource;
+use crate::config::model::{Dialect, QuerySource};
 
+mod mysql;
 mod postgres;
 
 /// Why a query could not be read.
@@ -54,7 +55,8 @@ pub enum QueryError {
 pub struct ResultColumn {
     /// Its name.
     pub name: String,
-    /// PostgreSQL's name of its type (`int8`, `timestamptz`, `_text`...).
+    /// The database's name of its type (`int8`, `timestamptz`, `_text`; `bigint`,
+    /// `datetime`...).
     pub type_name: String,
     /// Whether tapline can send its values.
     pub supported: bool,
@@ -62,7 +64,10 @@ pub struct ResultColumn {
 
 /// Connects and asks the database for the query's result columns, without running it.
 pub async fn describe(source: &QuerySource) -> Result<Vec<ResultColumn>, QueryError> {
-    postgres::describe(source).await
+    match source.database.dialect {
+        Dialect::Postgres => postgres::describe(source).await,
+        Dialect::Mysql => mysql::describe(source).await,
+    }
 }
 
 /// Runs the query into a snapshot at `path` (binding `bound` as its one parameter, NULL when
@@ -80,7 +85,12 @@ pub async fn materialize(
     let runtime = tokio::runtime::Handle::current();
     let name = query.database.name.clone();
     tokio::task::spawn_blocking(move || {
-        runtime.block_on(postgres::snapshot(&query, bound, &path, &cancel))
+        runtime.block_on(async {
+            match query.database.dialect {
+                Dialect::Postgres => postgres::snapshot(&query, bound, &path, &cancel).await,
+                Dialect::Mysql => mysql::snapshot(&query, bound, &path, &cancel).await,
+            }
+        })
     })
     .await
     .unwrap_or_else(|error| {
@@ -96,11 +106,27 @@ fn snapshot_error(error: &std::io::Error) -> String {
     format!("cannot write the snapshot of its rows in the state directory: {error}")
 }
 
-/// The message of a column whose type tapline cannot send.
-pub fn unsupported_type(column: &str, type_name: &str) -> String {
+/// The message of a column whose type tapline cannot send, with the dialect's cast.
+pub fn unsupported_type(dialect: Dialect, column: &str, type_name: &str) -> String {
+    let cast = match dialect {
+        Dialect::Postgres => "to text with `::text`, for example".to_string(),
+        Dialect::Mysql => format!("`CAST({column} AS CHAR)`, for example"),
+    };
     format!(
-        "returns column `{column}` of type `{type_name}`, which tapline cannot send; cast it in the query (to text with `::text`, for example)"
+        "returns column `{column}` of type `{type_name}`, which tapline cannot send; cast it in the query ({cast})"
     )
+}
+
+/// What a dialect's query may return, for a hint.
+pub fn sendable_types(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Postgres => {
+            "tapline sends numbers, booleans, text, dates and times, uuid, json, jsonb and text[]"
+        }
+        Dialect::Mysql => {
+            "tapline sends integers, decimals, floats, booleans (tinyint(1)), text, enum, set, date, datetime, timestamp and json"
+        }
+    }
 }
 
 /// A URL in a message, in brackets after the database's name; nothing when it is not known
@@ -110,5 +136,28 @@ fn shown_url(url: &str) -> String {
         String::new()
     } else {
         format!(" ({url})")
+    }
+}
+
+/// A date and time without a zone, read in `zone`, in epoch seconds; a time a clock change
+/// skips is read an hour later, as the clocks then say.
+fn zone_epoch(time: chrono::NaiveDateTime, zone: chrono_tz::Tz) -> Option<i64> {
+    use chrono::TimeZone;
+    match zone.from_local_datetime(&time).earliest() {
+        Some(local) => Some(local.timestamp()),
+        None => zone
+            .from_local_datetime(&(time + chrono::Duration::hours(1)))
+            .earliest()
+            .map(|local| local.timestamp()),
+    }
+}
+
+/// A JSON value as its cell, refused when a number in it would arrive changed.
+fn json_cell(text: &str, type_name: &str, cells: &mut super::snapshot::Cells<'_>) {
+    match super::exact::inexact_number(text) {
+        None => cells.json(text),
+        Some(number) => cells.refused(&format!(
+            "the `{type_name}` value holds the number {number}, which a JSON number cannot carry exactly (cast it to text in the query)"
+        )),
     }
 }

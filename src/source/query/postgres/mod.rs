@@ -16,7 +16,7 @@ use tokio_postgres::types::{Format, FromSql, IsNull, ToSql, Type, to_sql_checked
 use tokio_postgres::{Client, Statement};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::model::{Database, QuerySource};
+use crate::config::model::{Database, Dialect, QuerySource};
 use crate::pg::{self, explain};
 use crate::source::exact;
 use crate::source::snapshot::{Cells, SnapshotMeta, SnapshotWriter};
@@ -133,7 +133,7 @@ fn column_kinds(statement: &Statement, name: &str) -> Result<Vec<Kind>, QueryErr
         .map(|column| {
             Kind::of(column.type_()).ok_or_else(|| QueryError::Query {
                 name: name.to_string(),
-                reason: unsupported_type(column.name(), column.type_().name()),
+                reason: unsupported_type(Dialect::Postgres, column.name(), column.type_().name()),
             })
         })
         .collect()

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use chrono::{NaiveDate, TimeZone};
+use chrono::NaiveDate;
 use serde_json::Value;
 use tokio_postgres::types::Type;
 
@@ -132,13 +132,13 @@ impl Kind {
                 None => cells.refused(INFINITE),
             },
             Kind::Json => match std::str::from_utf8(raw) {
-                Ok(text) => json_cell(text, "json", cells),
+                Ok(text) => super::super::json_cell(text, "json", cells),
                 Err(_) => unreadable(cells, "json"),
             },
             // jsonb's binary form is a version byte (1) and the JSON text.
             Kind::Jsonb => match raw.split_first() {
                 Some((1, text)) => match std::str::from_utf8(text) {
-                    Ok(text) => json_cell(text, "jsonb", cells),
+                    Ok(text) => super::super::json_cell(text, "jsonb", cells),
                     Err(_) => unreadable(cells, "jsonb"),
                 },
                 _ => unreadable(cells, "jsonb"),
@@ -260,22 +260,12 @@ fn time_of(m: i64) -> Option<chrono::NaiveDateTime> {
 /// repeats it; the hour after when one skips it).
 fn midnight_epoch(day: i32, zone: chrono_tz::Tz) -> Option<i64> {
     let midnight = day_of(day)?.and_hms_opt(0, 0, 0)?;
-    zone_epoch(midnight, zone)
+    super::super::zone_epoch(midnight, zone)
 }
 
 /// A timestamp without a zone, read in `zone`, in epoch seconds.
 fn local_epoch(m: i64, zone: chrono_tz::Tz) -> Option<i64> {
-    zone_epoch(time_of(m)?, zone)
-}
-
-fn zone_epoch(time: chrono::NaiveDateTime, zone: chrono_tz::Tz) -> Option<i64> {
-    match zone.from_local_datetime(&time).earliest() {
-        Some(local) => Some(local.timestamp()),
-        None => zone
-            .from_local_datetime(&(time + chrono::Duration::hours(1)))
-            .earliest()
-            .map(|local| local.timestamp()),
-    }
+    super::super::zone_epoch(time_of(m)?, zone)
 }
 
 /// A `numeric` as decimal text: `-12.50`; `None` for NaN and infinities.
@@ -330,16 +320,6 @@ fn numeric(raw: &[u8]) -> Option<String> {
 
 /// Why an infinite date or timestamp is refused.
 const INFINITE: &str = "the date is `infinity`, which is no point in time CleverTap can hold (filter it out, or map it to NULL in the query)";
-
-/// A json or jsonb value, refused when a number in it would arrive changed.
-fn json_cell(text: &str, type_name: &str, cells: &mut Cells<'_>) {
-    match exact::inexact_number(text) {
-        None => cells.json(text),
-        Some(number) => cells.refused(&format!(
-            "the `{type_name}` value holds the number {number}, which a JSON number cannot carry exactly (cast it to text in the query)"
-        )),
-    }
-}
 
 /// A one-dimensional array of text values, NULLs left out; why it cannot be sent otherwise.
 fn text_array(raw: &[u8]) -> Result<Vec<String>, String> {
