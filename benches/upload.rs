@@ -40,8 +40,12 @@
 //!
 //! ```text
 //! cargo bench --bench upload -- --rows 1000000 --latency-ms 0 --source postgres --repeat 3
+//! cargo bench --bench upload -- --rows 1000000 --latency-ms 0 --source mysql --repeat 3
 //! cargo bench --bench upload -- --rows 1000000 --latency-ms 0 --source parquet --repeat 3
 //! ```
+//!
+//! `--source mysql` reads the same profiles from MariaDB (`TAPLINE_TEST_MYSQL`, default
+//! `mysql://root@127.0.0.1:3306/test`; the table is made with MariaDB's `seq_0_to_N`).
 //!
 //! `--state postgres` keeps the state in the shared PostgreSQL store (a fresh schema of the
 //! database above, dropped at the end) instead of the embedded SQLite file: every
@@ -71,6 +75,7 @@ use std::time::Instant;
 enum Origin {
     Csv,
     Postgres,
+    Mysql,
     Parquet,
 }
 
@@ -159,6 +164,7 @@ fn settings() -> Settings {
             ("--source", _) => {
                 settings.source = match args.get(index + 1).map(String::as_str) {
                     Some("postgres") => Origin::Postgres,
+                    Some("mysql") => Origin::Mysql,
                     Some("parquet") => Origin::Parquet,
                     _ => Origin::Csv,
                 };
@@ -311,6 +317,36 @@ fn write_table(rows: u64) -> Result<(), Box<dyn std::error::Error>> {
     ))?;
     // On its own: VACUUM cannot run within the transaction of several statements.
     execute("VACUUM ANALYZE tapline_bench_profiles")
+}
+
+/// The URL of the database `--source mysql` reads.
+fn bench_mysql() -> String {
+    std::env::var("TAPLINE_TEST_MYSQL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
+}
+
+/// `--source mysql`: the same profiles in MariaDB, made by the server itself.
+fn write_mysql_table(rows: u64) -> Result<(), Box<dyn std::error::Error>> {
+    use mysql_async::prelude::Queryable;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut conn = mysql_async::Conn::new(mysql_async::Opts::from_url(&bench_mysql())?).await?;
+        conn.query_drop(format!(
+            "DROP TABLE IF EXISTS tapline_bench_profiles;
+            CREATE TABLE tapline_bench_profiles AS
+            SELECT CONCAT('user-', seq) AS identity, CONCAT('User ', seq) AS Name,
+                   CONCAT('user', seq, '@example.com') AS Email, 18 + seq % 60 AS Age,
+                   seq * 7 / 3e0 AS Score, CAST(seq % 2 = 0 AS UNSIGNED) AS VIP,
+                   TIMESTAMP '2024-01-01 00:00:00' + INTERVAL seq SECOND AS Joined
+            FROM seq_0_to_{};",
+            rows.max(1) - 1
+        ))
+        .await?;
+        conn.disconnect().await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
 }
 
 /// `--source parquet`: the same profiles as a Parquet file, in row groups of 100,000.
@@ -559,6 +595,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let name = match (settings.source, settings.events, settings.gzip) {
         (Origin::Postgres, _, _) => "a PostgreSQL query",
+        (Origin::Mysql, _, _) => "a MySQL query",
         (Origin::Parquet, _, _) => "source.parquet",
         (_, true, false) => "source.jsonl",
         (_, true, true) => "source.jsonl.gz",
@@ -573,6 +610,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             format!(
                 "source:\n  database: {{postgres: \"{}\"}}\n  query: SELECT * FROM tapline_bench_profiles\n",
                 bench_database()
+            )
+        }
+        Origin::Mysql => {
+            write_mysql_table(settings.rows)?;
+            format!(
+                "source:\n  database: {{mysql: \"{}\"}}\n  query: SELECT * FROM tapline_bench_profiles\n",
+                bench_mysql()
             )
         }
         Origin::Parquet => {

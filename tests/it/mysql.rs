@@ -11,7 +11,9 @@ use mysql_async::prelude::Queryable;
 use serde_json::json;
 use tapline::sandbox::SandboxConfig;
 
-use crate::common::{TestSandbox, Workspace, profiles_by_identity, run_json, stderr, tapline};
+use crate::common::{
+    TestSandbox, Workspace, kill_run_when, profiles_by_identity, run_json, stderr, tapline,
+};
 
 const DEFAULT_URL: &str = "mysql://root@127.0.0.1:3306/test";
 
@@ -280,4 +282,52 @@ fn mysql_errors_name_the_database_never_the_password_and_validate_names_what_it_
         &["validate", "pipeline.yaml"],
     ));
     assert!(text.contains("unknown `ssl-mode` `SOMETIMES`"), "{text}");
+}
+
+#[test]
+fn a_killed_mysql_run_resumes_from_its_snapshot_and_not_from_a_new_query() {
+    const ROWS: usize = 20_000;
+    let Some(database) = TestMysql::open() else {
+        return;
+    };
+    database.execute(&format!(
+        "CREATE TABLE $db.users AS SELECT CONCAT('u', seq) AS identity, CONCAT('plan-', seq % 5) AS plan
+         FROM seq_1_to_{ROWS};"
+    ));
+    let sandbox = TestSandbox::start(SandboxConfig {
+        latency: std::time::Duration::from_millis(200),
+        ..SandboxConfig::default()
+    });
+    let workspace = Workspace::new();
+    database.pipeline(
+        &workspace,
+        &sandbox,
+        &format!(
+            "SELECT identity, plan AS Plan FROM {}.users ORDER BY identity",
+            database.name
+        ),
+        "target: {entity: user_profiles}\nthread_count: 2\n",
+    );
+    // Killed (SIGKILL) once a third of the rows has arrived, before the last has.
+    kill_run_when(
+        &workspace,
+        &["pipeline.yaml"],
+        "a third of the rows",
+        || sandbox.inspect().profiles >= (ROWS / 3) as u64,
+    );
+    assert!(sandbox.inspect().distinct_profiles < ROWS);
+    // The table changes completely: a new query would send other rows.
+    database.execute(
+        "DELETE FROM $db.users; INSERT INTO $db.users VALUES ('other1', 'x'), ('other2', 'x');",
+    );
+    let (code, summary) = run_json(&workspace, &["pipeline.yaml"]);
+    assert_eq!(code, Some(0), "{summary}");
+    assert!(summary["rows_resumed"].as_u64() > Some(0), "{summary}");
+    let profiles = profiles_by_identity(&sandbox);
+    assert_eq!(profiles.len(), ROWS, "every row the killed run read, once");
+    assert!(profiles.keys().all(|identity| identity.starts_with('u')));
+    // The next run reads the table as it is now.
+    let (code, summary) = run_json(&workspace, &["pipeline.yaml"]);
+    assert_eq!(code, Some(0), "{summary}");
+    assert_eq!(summary["records"]["accepted"], 2, "{summary}");
 }
