@@ -117,6 +117,44 @@ pub fn unsupported_type(dialect: Dialect, column: &str, type_name: &str) -> Stri
     )
 }
 
+/// A column the query returns more than once: a record has one value per name, so the
+/// second would replace the first.
+fn named_twice<'a>(names: &[&'a str]) -> Option<&'a str> {
+    names
+        .iter()
+        .enumerate()
+        .find(|(at, name)| names[..*at].contains(name))
+        .map(|(_, name)| *name)
+}
+
+/// Why a query whose result names a column twice cannot be sent.
+fn column_named_twice(database: &str, column: &str) -> QueryError {
+    QueryError::Query {
+        name: database.to_string(),
+        reason: format!(
+            "returns the column `{column}` more than once; give each column a name of its own (`... AS other_name`)"
+        ),
+    }
+}
+
+/// Why a query without its incremental column cannot be read incrementally.
+fn incremental_missing(database: &str, column: &str) -> QueryError {
+    QueryError::Query {
+        name: database.to_string(),
+        reason: format!("does not return the incremental column `{column}`"),
+    }
+}
+
+/// Why a column of this type cannot order the rows an incremental query reads.
+fn incremental_unordered(database: &str, column: &str, type_name: &str, kinds: &str) -> QueryError {
+    QueryError::Query {
+        name: database.to_string(),
+        reason: format!(
+            "returns the incremental column `{column}` as `{type_name}`; it must be {kinds}"
+        ),
+    }
+}
+
 /// What a dialect's query may return, for a hint.
 pub fn sendable_types(dialect: Dialect) -> &'static str {
     match dialect {

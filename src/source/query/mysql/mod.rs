@@ -175,24 +175,11 @@ async fn prepare(conn: &mut Conn, source: &QuerySource) -> Result<Statement, Que
             reason: "uses `?`, which only an `incremental` source binds".into(),
         });
     }
-    // A record has one value per name: a second column of a name would replace the first.
     let columns = statement.columns();
-    if let Some(twice) = columns
-        .iter()
-        .enumerate()
-        .find(|(at, column)| {
-            columns[..*at]
-                .iter()
-                .any(|earlier| earlier.name_ref() == column.name_ref())
-        })
-        .map(|(_, column)| column.name_str().into_owned())
-    {
-        return Err(QueryError::Query {
-            name: name.clone(),
-            reason: format!(
-                "returns the column `{twice}` more than once; give each column a name of its own (`... AS other_name`)"
-            ),
-        });
+    let names: Vec<std::borrow::Cow<'_, str>> = columns.iter().map(|c| c.name_str()).collect();
+    let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
+    if let Some(twice) = super::named_twice(&names) {
+        return Err(super::column_named_twice(name, twice));
     }
     Ok(statement)
 }
@@ -208,19 +195,15 @@ fn incremental_index(
         .enumerate()
         .find(|(_, c)| c.name_str() == column);
     let Some((index, found)) = found else {
-        return Err(QueryError::Query {
-            name: name.to_string(),
-            reason: format!("does not return the incremental column `{column}`"),
-        });
+        return Err(super::incremental_missing(name, column));
     };
     match Kind::of(found).filter(|kind| kind.orders()) {
         Some(kind) => Ok((index, kind)),
-        None => Err(QueryError::Query {
-            name: name.to_string(),
-            reason: format!(
-                "returns the incremental column `{column}` as `{}`; it must be a number, a date, a datetime or text",
-                Kind::type_name(found)
-            ),
-        }),
+        None => Err(super::incremental_unordered(
+            name,
+            column,
+            &Kind::type_name(found),
+            "a number, a date, a datetime or text",
+        )),
     }
 }

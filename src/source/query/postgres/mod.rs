@@ -246,24 +246,9 @@ async fn prepare(client: &Client, source: &QuerySource) -> Result<Statement, Que
             reason: "uses `$1`, which only an `incremental` source binds".into(),
         });
     }
-    // A record has one value per name: a second column of a name would replace the first.
-    let columns = statement.columns();
-    if let Some(twice) = columns
-        .iter()
-        .enumerate()
-        .find(|(at, column)| {
-            columns[..*at]
-                .iter()
-                .any(|earlier| earlier.name() == column.name())
-        })
-        .map(|(_, column)| column.name())
-    {
-        return Err(QueryError::Query {
-            name: source.database.name.clone(),
-            reason: format!(
-                "returns the column `{twice}` more than once; give each column a name of its own (`... AS other_name`)"
-            ),
-        });
+    let names: Vec<&str> = statement.columns().iter().map(|c| c.name()).collect();
+    if let Some(twice) = super::named_twice(&names) {
+        return Err(super::column_named_twice(&source.database.name, twice));
     }
     Ok(statement)
 }
@@ -280,20 +265,16 @@ fn incremental_index(
         .enumerate()
         .find(|(_, c)| c.name() == column);
     let Some((index, found)) = found else {
-        return Err(QueryError::Query {
-            name: name.to_string(),
-            reason: format!("does not return the incremental column `{column}`"),
-        });
+        return Err(super::incremental_missing(name, column));
     };
     match Kind::of(found.type_()).filter(|kind| kind.orders()) {
         Some(kind) => Ok((index, kind)),
-        None => Err(QueryError::Query {
-            name: name.to_string(),
-            reason: format!(
-                "returns the incremental column `{column}` as `{}`; it must be a number, a date, a timestamp or text",
-                found.type_().name()
-            ),
-        }),
+        None => Err(super::incremental_unordered(
+            name,
+            column,
+            found.type_().name(),
+            "a number, a date, a timestamp or text",
+        )),
     }
 }
 
