@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tapline::sandbox::SandboxConfig;
 
-use crate::common::{TestSandbox, Workspace, kill_run_when, profile_csv, run_json};
+use crate::common::{TestSandbox, Workspace, kill_run_when, profile_csv, run_json, tapline};
 
 #[test]
 fn auto_grows_while_answers_are_quick_and_never_passes_the_cap() {
@@ -32,6 +32,17 @@ fn auto_grows_while_answers_are_quick_and_never_passes_the_cap() {
     assert_eq!(seen.throttled, 0);
     assert_eq!(seen.distinct_profiles, 60_000);
     assert_eq!(summary["records"]["accepted"], 60_000);
+    // The history keeps the limits the run went through.
+    let run_id = summary["run_id"].as_str().unwrap();
+    let shown = tapline(
+        workspace.dir.path(),
+        &["history", "--dir", ".", "--run", run_id],
+    );
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(
+        shown.contains(&format!("in flight auto: between 4 and {most} requests")),
+        "{shown}"
+    );
 }
 
 #[test]
