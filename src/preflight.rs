@@ -12,6 +12,7 @@ use crate::config::model::{
 };
 use crate::config::{Diagnostic, Parts};
 use crate::mapping::required_columns;
+use crate::source::object::Location;
 use crate::source::{self, OpenError, arrival};
 
 /// How long `validate` waits for a database to describe a query.
@@ -79,7 +80,8 @@ fn file_columns(
         source
     };
     let path = &source.path;
-    if let Some(diagnostic) = not_a_file(file, parts, path) {
+    let object = Location::is_object(path);
+    if !object && let Some(diagnostic) = not_a_file(file, parts, path) {
         return Err(vec![diagnostic]);
     }
     let names = match source::columns(source) {
@@ -102,6 +104,19 @@ fn file_columns(
             }
             return Err(vec![diagnostic]);
         }
+        // An object this machine cannot reach (no credentials here, say) is checked by the run.
+        Err(OpenError::Object(error)) => {
+            return Err(vec![
+                Diagnostic::warning(
+                    file,
+                    at,
+                    format!("the source's columns could not be checked: {error}"),
+                )
+                .with_hint(
+                    "validate checks them when it can read the object; `tapline run` will need it",
+                ),
+            ]);
+        }
         Err(error) => return Err(vec![Diagnostic::error(file, at, error.to_string())]),
     };
     if names.is_empty() {
@@ -119,7 +134,8 @@ fn file_columns(
         names,
         shown: format!("`{}`", path.display()),
         fixed: source.format != SourceFormat::Jsonl,
-        header: header.then(|| path.clone()),
+        // Diagnostics point into a local file's header; an object's are told in the pipeline.
+        header: (header && !object).then(|| path.clone()),
     }))
 }
 
@@ -130,19 +146,12 @@ fn newest_arrival(
     parts: &Parts,
     source: &FileSource,
 ) -> Result<Option<FileSource>, Vec<Diagnostic>> {
-    match arrival::matching(&source.path) {
+    match arrival::matching(&source.path, &mut |_| false) {
         Ok(files) => Ok(files.last().map(|newest| FileSource {
             path: newest.path.clone(),
             ..source.clone()
         })),
-        Err(error) => Err(vec![Diagnostic::error(
-            file,
-            parts.source_position,
-            format!(
-                "cannot list the folder of `{}`: {error}",
-                source.path.display()
-            ),
-        )]),
+        Err(error) => Err(vec![Diagnostic::error(file, parts.source_position, error)]),
     }
 }
 

@@ -148,7 +148,7 @@ pub(super) fn one_per_file(pipeline: Pipeline) -> Vec<Pipeline> {
     else {
         return vec![pipeline];
     };
-    match source::arrival::matching(&pattern) {
+    match source::arrival::matching(&pattern, &mut |_| false) {
         Ok(files) => {
             if files.is_empty() {
                 // A reader that went away hears of it with the summaries that follow.
@@ -168,11 +168,7 @@ pub(super) fn one_per_file(pipeline: Pipeline) -> Vec<Pipeline> {
                 .collect()
         }
         Err(error) => {
-            report(&Error::failed(format!(
-                "{}: cannot list `{}`: {error}",
-                pipeline.name,
-                pattern.display()
-            )));
+            report(&Error::failed(format!("{}: {error}", pipeline.name)));
             Vec::new()
         }
     }

@@ -325,6 +325,11 @@ impl Source {
         self.file().map(|file| file.path.as_path())
     }
 
+    /// How often a `file_arrival` pipeline's files are listed, when they are.
+    pub fn poll(&self) -> Option<std::time::Duration> {
+        self.file().and_then(|file| file.poll)
+    }
+
     /// Points a file source at one file: an arrived file that matches its pattern.
     pub fn set_path(&mut self, path: PathBuf) {
         if let Source::File(file) = self {
@@ -344,7 +349,8 @@ impl Source {
 /// A source file and how to read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileSource {
-    /// Absolute or pipeline-relative-resolved path; with `TriggerKind::FileArrival`, a
+    /// Absolute or pipeline-relative-resolved path, or an object's `s3://bucket/key`
+    /// ([`crate::source::object::Location`] tells which); with `TriggerKind::FileArrival`, a
     /// pattern whose file name may hold `*` and `?`.
     pub path: PathBuf,
     /// Layout of the rows.
@@ -356,6 +362,9 @@ pub struct FileSource {
     /// The only columns a run reads, when the output mapping needs fewer than all: a
     /// Parquet file's other columns are not even decoded. `None`: every column.
     pub projection: Option<Vec<String>>,
+    /// With `trigger: file_arrival`, how often the daemon lists what matches `path`
+    /// (`None`: a local folder's events only).
+    pub poll: Option<std::time::Duration>,
 }
 
 /// A SQL query on a PostgreSQL database, whose result rows are the source rows.

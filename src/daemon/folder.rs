@@ -190,6 +190,7 @@ impl Daemon {
                         next_fire: fire,
                         running: false,
                         queued: None,
+                        next_poll: None,
                     },
                 );
             }

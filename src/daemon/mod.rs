@@ -2,7 +2,8 @@
 //! file changes or on SIGHUP, and lives under systemd.
 //!
 //! One task owns all the state and waits on one `select!`: the earliest fire time, a change
-//! in the folder, a signal, or the end of a run. Nothing polls: between fires the process
+//! in the folder, a signal, or the end of a run. Only `file_arrival` pipelines on a bucket
+//! (or with `poll_seconds`) are polled, each at its own interval: between fires the process
 //! sleeps. Runs go through [`runner::run`] like `tapline run`, with one [`AccountBudgets`]
 //! shared by all of them, so pipelines on one CleverTap account never exceed its limit.
 //! A pipeline file that fails to load is logged with its `file:line:col`, and the last valid
@@ -17,7 +18,7 @@ mod runs;
 mod systemd;
 mod watch;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -89,6 +90,8 @@ struct Entry {
     running: bool,
     /// The fire (or the console's ask) that came while it ran, with `overlap: queue`.
     queued: Option<Cause>,
+    /// When a `file_arrival` pipeline's files are listed next (`None`: at the next scan).
+    next_poll: Option<tokio::time::Instant>,
 }
 
 /// Why the daemon starts a run.
@@ -134,6 +137,9 @@ struct Daemon {
     arrival_folders: BTreeSet<PathBuf>,
     /// When to look for arrived files again (one was still being written).
     rescan_at: Option<tokio::time::Instant>,
+    /// Arrivals known to be handled ([`arrivals::handled_key`]), so listing a bucket of
+    /// many objects asks the store only about new ones.
+    handled: HashSet<u64>,
     /// HTTP clients by connection; emptied at each reload, as a passcode may have changed.
     clients: HashMap<String, Client>,
     /// The pipeline folder as the file system names it, to recognise its files in events.
@@ -252,6 +258,7 @@ pub async fn run(options: Options) -> Result<(), StartError> {
                 }
             }
             () = wake_at(daemon.rescan_at) => daemon.scan_arrivals(),
+            () = wake_at(daemon.next_poll()) => daemon.scan_arrivals(),
             _ = hangup.recv() => {
                 systemd::reloading();
                 tracing::info!("SIGHUP: reloading every pipeline");
@@ -347,6 +354,7 @@ impl Daemon {
             watcher,
             arrival_folders: BTreeSet::new(),
             rescan_at: None,
+            handled: HashSet::new(),
             clients: HashMap::new(),
             canonical_dir,
             absolute_dir,

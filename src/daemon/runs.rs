@@ -308,6 +308,10 @@ impl Daemon {
         let (queued, arrivals) = match self.entries.get_mut(&file) {
             Some(entry) => {
                 entry.running = false;
+                if result.is_ok() {
+                    // More objects may wait in the bucket: list it at once.
+                    entry.next_poll = None;
+                }
                 (
                     std::mem::take(&mut entry.queued),
                     entry.pipeline.trigger == TriggerKind::FileArrival,

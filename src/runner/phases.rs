@@ -78,6 +78,7 @@ impl<'a> Start<'a> {
                     compression: Compression::None,
                     timezone: source.timezone(),
                     projection: None,
+                    poll: None,
                 },
                 None,
             ),

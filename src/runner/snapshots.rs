@@ -32,6 +32,7 @@ pub(super) fn snapshot_source(path: PathBuf, query: &QuerySource) -> FileSource 
         compression: Compression::Zstd,
         timezone: query.timezone,
         projection: None,
+        poll: None,
     }
 }
 

@@ -1,24 +1,59 @@
 //! Source paths with wildcards, for pipelines with `trigger: file_arrival`: the file name may
-//! hold `*` (any run of characters) and `?` (one character); the folder is written out.
+//! hold `*` (any run of characters) and `?` (one character); the folder (or, in a bucket,
+//! the key's prefix) is written out.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 pub use crate::config::model::is_pattern;
 
+use super::object::{Location, ObjectVersion};
+
 /// A file that matches a pattern, with what identifies this version of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Arrival {
-    /// The file.
+    /// The file (an `s3://bucket/key` address for an object).
     pub path: PathBuf,
     /// Its size in bytes.
     pub size: u64,
     /// Its modification time.
     pub modified: SystemTime,
+    /// An object's ETag (the store's tag of its content); empty for a local file.
+    pub version: String,
+}
+
+impl Arrival {
+    /// The arrival of one version of an object.
+    pub fn of_object(version: &ObjectVersion) -> Arrival {
+        Arrival {
+            path: PathBuf::from(version.url.to_string()),
+            size: version.size,
+            modified: version.modified,
+            version: version.etag.clone(),
+        }
+    }
+}
+
+/// The files (or objects) matching `pattern`, oldest first, leaving out those `handled`
+/// says were handled already; `Err`: why the folder or bucket cannot be listed.
+pub fn matching(
+    pattern: &Path,
+    handled: &mut dyn FnMut(&Arrival) -> bool,
+) -> Result<Vec<Arrival>, String> {
+    match Location::of(pattern)? {
+        Location::Object(url) => super::object::arrivals(&url, handled).map_err(|error| error.0),
+        Location::Local(pattern) => {
+            let mut found = in_folder(pattern).map_err(|error| {
+                format!("cannot list the folder of `{}`: {error}", pattern.display())
+            })?;
+            found.retain(|arrival| !handled(arrival));
+            Ok(found)
+        }
+    }
 }
 
 /// The files in the pattern's folder whose names match it, oldest first.
-pub fn matching(pattern: &Path) -> std::io::Result<Vec<Arrival>> {
+fn in_folder(pattern: &Path) -> std::io::Result<Vec<Arrival>> {
     let folder = pattern
         .parent()
         .filter(|folder| !folder.as_os_str().is_empty())
@@ -40,6 +75,7 @@ pub fn matching(pattern: &Path) -> std::io::Result<Vec<Arrival>> {
                 path: folder.join(name),
                 size: metadata.len(),
                 modified: metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                version: String::new(),
             });
         }
     }
@@ -113,7 +149,7 @@ mod tests {
             std::fs::write(dir.path().join(name), "identity\n").unwrap();
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        let found: Vec<String> = matching(&dir.path().join("vip_*.csv"))
+        let found: Vec<String> = matching(&dir.path().join("vip_*.csv"), &mut |_| false)
             .unwrap()
             .into_iter()
             .map(|arrival| {

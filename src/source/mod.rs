@@ -1,5 +1,6 @@
 //! Streaming readers of sources: CSV, TSV and JSON Lines files (each optionally gzip- or
-//! zstd-compressed), Parquet files, and the snapshots of PostgreSQL queries ([`query`]).
+//! zstd-compressed) and Parquet files, on this machine or in S3 ([`object`]), and the
+//! snapshots of PostgreSQL and MySQL queries ([`query`]).
 //!
 //! A source yields [`Row`]s one at a time with the line (or row number) they started on; a
 //! file is never held in memory. A row that cannot be read (wrong field count, invalid UTF-8, bad JSON) is an
@@ -10,6 +11,7 @@ pub mod arrival;
 mod delimited;
 pub(crate) mod exact;
 mod jsonl;
+pub mod object;
 mod parquet;
 pub(crate) mod query;
 mod rejects;
@@ -24,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::Value;
 
 use crate::config::model::{Compression, FileSource, SourceFormat};
+use object::Location;
 
 const READ_BUFFER_BYTES: usize = 256 * 1024;
 
@@ -97,6 +100,9 @@ pub enum OpenError {
         /// The OS error.
         error: std::io::Error,
     },
+    /// An object in a bucket cannot be read: why, naming the bucket and key.
+    #[error("{0}")]
+    Object(String),
     /// The file has no header row.
     #[error("`{0}` is empty: it has no header row")]
     Empty(String),
@@ -126,15 +132,15 @@ impl ReadProgress {
     }
 }
 
-/// A file that counts the bytes read from it into a [`ReadProgress`].
+/// A file (or object) that counts the bytes read from it into a [`ReadProgress`].
 struct Counted {
-    file: File,
+    bytes: Box<dyn Read + Send>,
     read: Arc<AtomicU64>,
 }
 
 impl Read for Counted {
     fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
-        let count = self.file.read(buffer)?;
+        let count = self.bytes.read(buffer)?;
         self.read.fetch_add(count as u64, Ordering::Relaxed);
         Ok(count)
     }
@@ -312,16 +318,29 @@ fn open_bytes(
     path: &Path,
     compression: Compression,
 ) -> Result<(Box<dyn BufRead + Send>, ReadProgress), OpenError> {
-    let file = File::open(path).map_err(|error| OpenError::Io {
-        path: path.display().to_string(),
-        error,
-    })?;
+    let (bytes, total): (Box<dyn Read + Send>, u64) =
+        match Location::of(path).map_err(OpenError::Object)? {
+            Location::Object(url) => {
+                let object =
+                    object::read::Object::open(&url).map_err(|error| OpenError::Object(error.0))?;
+                let size = object.version.size;
+                (Box::new(object::read::ObjectReader::new(object)), size)
+            }
+            Location::Local(path) => {
+                let file = File::open(path).map_err(|error| OpenError::Io {
+                    path: path.display().to_string(),
+                    error,
+                })?;
+                let size = file.metadata().map(|metadata| metadata.len()).unwrap_or(0);
+                (Box::new(file), size)
+            }
+        };
     let progress = ReadProgress {
         read: Arc::default(),
-        total: file.metadata().map(|metadata| metadata.len()).unwrap_or(0),
+        total,
     };
     let file = Counted {
-        file,
+        bytes,
         read: Arc::clone(&progress.read),
     };
     let buffered = BufReader::with_capacity(READ_BUFFER_BYTES, file);

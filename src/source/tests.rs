@@ -48,6 +48,7 @@ fn source_from(name: &str, bytes: &[u8]) -> (tempfile::TempDir, FileSource) {
             compression,
             timezone: chrono_tz::Tz::UTC,
             projection: None,
+            poll: None,
         },
     )
 }
@@ -143,6 +144,7 @@ fn reads_concatenated_gzip_members() {
         compression: Compression::Gzip,
         timezone: chrono_tz::Tz::UTC,
         projection: None,
+        poll: None,
     })
     .expect("opens");
     let mut count = 0;

@@ -30,7 +30,7 @@ pub struct Delivered {
 /// The last delivery of a pipeline to a destination, as the stores read it.
 pub(super) struct LastDelivery {
     pub(super) run_id: String,
-    pub(super) sha256: String,
+    pub(super) content: String,
     pub(super) size: u64,
     pub(super) settings: SettingsDigest,
 }
@@ -42,7 +42,7 @@ impl LastDelivery {
         fingerprint: &Fingerprint,
         settings: &SettingsDigest,
     ) -> Option<Delivered> {
-        (self.sha256 == fingerprint.sha256
+        (self.content == fingerprint.content
             && self.size == fingerprint.size
             && (self.settings == *settings || self.settings.is_unknown()))
         .then_some(Delivered {

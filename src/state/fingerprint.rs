@@ -1,7 +1,8 @@
-//! A source file's fingerprint (size, modification time and a SHA-256 of its content), and
-//! the digest of what a pipeline does with it.
+//! A source file's fingerprint (size, modification time and what identifies its content:
+//! a SHA-256 of a local file, an object's ETag), and the digest of what a pipeline does with
+//! it.
 //!
-//! The hash decides whether two files are the same; size and time are kept to say why a
+//! The content decides whether two files are the same; size and time are kept to say why a
 //! checkpoint no longer applies. Checkpoints and deliveries hold both: the same file sent
 //! as something else (another target, mapping or format) is not the same delivery.
 
@@ -10,6 +11,8 @@ use std::path::Path;
 use std::time::UNIX_EPOCH;
 
 use sha2::{Digest, Sha256};
+
+use crate::source::object::{self, Location, ObjectVersion};
 
 /// A digest of everything that changes what a pipeline sends from the same file: its
 /// target and operation, output mapping, custom list, source format and template metadata.
@@ -32,17 +35,24 @@ impl SettingsDigest {
 /// What identifies a source file's content.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fingerprint {
-    /// Bytes on disk.
+    /// Bytes on disk (or in the bucket).
     pub size: u64,
     /// Modification time, nanoseconds since the Unix epoch (0 when the system has none).
     pub modified_ns: i64,
-    /// SHA-256 of the bytes on disk, in hex.
-    pub sha256: String,
+    /// The content: the SHA-256 of a local file's bytes in hex, or `etag:` and an object's
+    /// ETag (the store gives an object a new one whenever it is written).
+    pub content: String,
 }
 
 impl Fingerprint {
-    /// Reads the whole file once (streamed) to hash it.
+    /// A local file's, read once (streamed) to hash it; an object's, from its store (the
+    /// object is not read).
     pub fn of(path: &Path) -> std::io::Result<Self> {
+        if let Location::Object(url) = Location::of(path).map_err(std::io::Error::other)? {
+            return object::head(&url)
+                .map(|version| Fingerprint::of_object(&version))
+                .map_err(|error| std::io::Error::other(error.0));
+        }
         let mut file = std::fs::File::open(path)?;
         let metadata = file.metadata()?;
         let modified_ns = modified_ns(&metadata);
@@ -58,13 +68,32 @@ impl Fingerprint {
         Ok(Fingerprint {
             size: metadata.len(),
             modified_ns,
-            sha256: hex::encode(hasher.finalize()),
+            content: hex::encode(hasher.finalize()),
         })
     }
 
-    /// Whether the file at `path` still has this size and modification time: `false` when
-    /// it was written to (or replaced) after the fingerprint was taken.
+    /// One version of an object: its size, time and ETag.
+    pub fn of_object(version: &ObjectVersion) -> Self {
+        Fingerprint {
+            size: version.size,
+            modified_ns: version
+                .modified
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |since| since.as_nanos() as i64),
+            content: format!("etag:{}", version.etag),
+        }
+    }
+
+    /// Whether the file at `path` still has this size and modification time (an object:
+    /// this size and ETag): `false` when it was written to (or replaced) after the
+    /// fingerprint was taken.
     pub fn still_matches(&self, path: &Path) -> bool {
+        if let Ok(Location::Object(url)) = Location::of(path) {
+            return object::head(&url).is_ok_and(|version| {
+                let now = Fingerprint::of_object(&version);
+                now.size == self.size && now.content == self.content
+            });
+        }
         std::fs::metadata(path).is_ok_and(|metadata| {
             metadata.len() == self.size && modified_ns(&metadata) == self.modified_ns
         })
@@ -72,7 +101,7 @@ impl Fingerprint {
 
     /// Whether both are the same content.
     pub fn same_content(&self, other: &Fingerprint) -> bool {
-        self.size == other.size && self.sha256 == other.sha256
+        self.size == other.size && self.content == other.content
     }
 
     /// Why `self` (now) differs from `before`, for a warning.
@@ -108,7 +137,7 @@ mod tests {
         let first = Fingerprint::of(&path).unwrap();
         assert_eq!(first.size, 11);
         assert_eq!(
-            first.sha256,
+            first.content,
             "c492687c1ee5988d337c38c4185bc7a2c28976d381a919254828c56187a595be"
         );
         let touched = Fingerprint {

@@ -157,7 +157,7 @@ fn fingerprint(sha256: &str) -> Fingerprint {
     Fingerprint {
         size: 10,
         modified_ns: 1,
-        sha256: sha256.into(),
+        content: sha256.into(),
     }
 }
 
@@ -741,6 +741,7 @@ fn each_fire_is_claimed_once_and_each_version_of_a_file_arrives_once() {
             path: "exports/vip_1.csv".into(),
             size: 10,
             modified: std::time::UNIX_EPOCH + Duration::from_secs(1_764_300_000),
+            version: String::new(),
         };
         assert!(!store.has_arrived("vip", &arrival).unwrap());
         store.record_arrival("vip", &arrival).unwrap();
@@ -753,6 +754,21 @@ fn each_fire_is_claimed_once_and_each_version_of_a_file_arrives_once() {
             ..arrival.clone()
         };
         assert!(!store.has_arrived("vip", &rewritten).unwrap());
+        // An object replaced under the same key, size and second has another ETag: new.
+        let object = Arrival {
+            path: "s3://drops/in/vip_1.csv".into(),
+            version: "\"etag-1\"".into(),
+            ..arrival.clone()
+        };
+        store.record_arrival("vip", &object).unwrap();
+        assert!(other.has_arrived("vip", &object).unwrap());
+        let replaced = Arrival {
+            version: "\"etag-2\"".into(),
+            ..object.clone()
+        };
+        assert!(!other.has_arrived("vip", &replaced).unwrap());
+        store.record_arrival("vip", &replaced).unwrap();
+        assert!(other.has_arrived("vip", &replaced).unwrap());
     });
 }
 

@@ -99,9 +99,20 @@ pub fn kill_run_when(
     what: &str,
     killed_when: impl FnMut() -> bool,
 ) {
+    kill_run_with_env_when(workspace, (args, &[]), what, killed_when);
+}
+
+/// [`kill_run_when`], with these environment variables set for the run.
+pub fn kill_run_with_env_when(
+    workspace: &Workspace,
+    (args, env): (&[&str], &[(&str, &str)]),
+    what: &str,
+    killed_when: impl FnMut() -> bool,
+) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tapline"))
         .arg("run")
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(workspace.dir.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -16,7 +16,7 @@ use tapline::sandbox::SandboxConfig;
 
 /// A daemon process, its log file, and what it told systemd (read from `NOTIFY_SOCKET` by a
 /// thread, as systemd reads it: a socket nobody reads fills up).
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     log: PathBuf,
     notifications: Arc<Mutex<Vec<String>>>,
@@ -25,11 +25,11 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(dir: &Path, extra: &[&str]) -> Daemon {
+    pub(crate) fn start(dir: &Path, extra: &[&str]) -> Daemon {
         Daemon::start_with_env(dir, extra, &[])
     }
 
-    fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+    pub(crate) fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let log = dir.join("daemon.log");
         let socket = dir.join("notify.sock");
         let _ = std::fs::remove_file(&socket);
@@ -87,7 +87,7 @@ impl Daemon {
 
     /// Waits for a notification (after those seen so far) that contains `wanted`; returns
     /// the new ones up to it.
-    fn notification_with(&mut self, wanted: &str) -> Vec<String> {
+    pub(crate) fn notification_with(&mut self, wanted: &str) -> Vec<String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let all = self.notifications.lock().unwrap().clone();
@@ -105,7 +105,7 @@ impl Daemon {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -119,7 +119,7 @@ impl Daemon {
     }
 
     /// SIGTERM, then the exit code.
-    fn stop(mut self) -> Option<i32> {
+    pub(crate) fn stop(mut self) -> Option<i32> {
         self.signal(15);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -146,7 +146,7 @@ impl Drop for Daemon {
 impl Daemon {
     /// Waits until `condition` holds, or fails with `what` and the daemon's log after
     /// `seconds`: a deadline for a busy machine, never a measure of speed.
-    fn wait_for(&self, seconds: u64, what: &str, condition: impl FnMut() -> bool) {
+    pub(crate) fn wait_for(&self, seconds: u64, what: &str, condition: impl FnMut() -> bool) {
         wait_until_or_show(seconds, what, condition, || {
             format!("the daemon's log:\n{}", self.log())
         });
@@ -159,7 +159,7 @@ fn free_loopback_address() -> String {
     free.local_addr().unwrap().to_string()
 }
 
-fn history(dir: &Path) -> Vec<Value> {
+pub(crate) fn history(dir: &Path) -> Vec<Value> {
     let output = tapline(dir, &["history", "--dir", ".", "--json", "--limit", "1000"]);
     serde_json::from_str::<Value>(&stdout(&output))
         .ok()

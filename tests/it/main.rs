@@ -18,6 +18,7 @@ mod exact_delivery;
 mod first_hour;
 mod mysql;
 mod notifications;
+mod object_storage;
 mod operations;
 mod output;
 mod parquet;

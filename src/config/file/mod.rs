@@ -387,11 +387,21 @@ pub struct AudienceFile {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceFile {
-    /// Path to the file, relative to this pipeline file's folder. A `.gz` ending means
-    /// gzip-compressed, `.zst` zstd-compressed. Example: `data/vip_users.csv`. With `trigger: file_arrival` the file
-    /// name may hold `*` and `?`: `exports/vip_*.csv`.
+    /// Path to the file, relative to this pipeline file's folder, or an object in S3 or an
+    /// S3-compatible store: `s3://bucket/key` (credentials, region and `AWS_ENDPOINT_URL`
+    /// from the standard AWS chain). A `.gz` ending means gzip-compressed, `.zst`
+    /// zstd-compressed. Example: `data/vip_users.csv`. With `trigger: file_arrival` the
+    /// file name may hold `*` and `?`: `exports/vip_*.csv`, `s3://drops/in/*.csv.gz`.
     #[serde(default)]
     pub path: Option<String>,
+
+    /// With `trigger: file_arrival`: how often, in seconds, the daemon lists the files
+    /// matching `path` (1 to 86400). Objects in a bucket are found by listing, default
+    /// every 60 s; local files are found as they are written, and also by a listing this
+    /// often when set (for a network file system that sends no events).
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 86400))]
+    pub poll_seconds: Option<u32>,
 
     /// `csv`, `tsv`, `jsonl` or `parquet`. Leave it out to go by the file name (`.csv`,
     /// `.tsv`, `.jsonl`/`.ndjson`, each optionally followed by `.gz` or `.zst`; `.parquet`).

@@ -21,7 +21,10 @@ pub(super) fn check_trigger(
         .as_ref()
         .and_then(|source| source.path.clone())
         .unwrap_or_default();
-    if trigger == TriggerKind::FileArrival && source.is_some_and(|source| source.database.is_some())
+    if trigger == TriggerKind::FileArrival
+        && source
+            .as_ref()
+            .is_some_and(|source| source.database.is_some())
     {
         diagnostics.push(
             Diagnostic::error(
@@ -59,6 +62,20 @@ pub(super) fn check_trigger(
                     .with_hint("write the folder out, e.g. `exports/vip_*.csv`"),
                 );
             }
+        }
+        TriggerKind::Schedule
+            if source
+                .as_ref()
+                .is_some_and(|source| source.poll_seconds.is_some()) =>
+        {
+            diagnostics.push(
+                Diagnostic::error(
+                    file,
+                    Some(root.locate_key("/source", "poll_seconds")),
+                    "`poll_seconds` says how often files are looked for, and this pipeline runs on a schedule",
+                )
+                .with_hint("remove it, or add `trigger: file_arrival`"),
+            );
         }
         TriggerKind::Schedule if wildcards => diagnostics.push(
             Diagnostic::error(

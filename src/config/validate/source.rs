@@ -7,7 +7,8 @@ use crate::config::diagnostic::{Diagnostic, did_you_mean};
 use crate::config::file::{DatabaseRef, SourceFile, SourceFormat};
 use crate::config::model::{Compression, Dialect, FileSource, QuerySource, Source};
 use crate::config::yaml::Node;
-use std::path::Path;
+use crate::source::object::Location;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 pub(super) fn build_source(
@@ -65,7 +66,13 @@ pub(super) fn build_source(
                     );
                 }
             }
-            let file_source = file_source(file, root, path, spec.format, folder, diagnostics);
+            let file_source = file_source(
+                file,
+                root,
+                (path, spec.format, spec.poll_seconds),
+                folder,
+                diagnostics,
+            );
             Some(Source::File(FileSource {
                 timezone: timezone?,
                 ..file_source?
@@ -223,12 +230,22 @@ fn query_text(
 fn file_source(
     file: &Path,
     root: &Node,
-    written: &str,
-    format: Option<SourceFormat>,
+    (written, format, poll_seconds): (&str, Option<SourceFormat>, Option<u32>),
     folder: &Path,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<FileSource> {
-    let path = folder.join(written);
+    let path = match Location::of(Path::new(written)) {
+        Ok(Location::Object(_)) => PathBuf::from(written),
+        Ok(Location::Local(_)) => folder.join(written),
+        Err(problem) => {
+            diagnostics.push(
+                Diagnostic::error(file, Some(root.locate("/source/path")), problem).with_hint(
+                    "write a path on this machine, or an S3 address: `s3://bucket/exports/users.csv`",
+                ),
+            );
+            return None;
+        }
+    };
     let lower = written.to_lowercase();
     let (compression, inner) = if let Some(inner) = lower.strip_suffix(".gz") {
         (Compression::Gzip, inner)
@@ -272,14 +289,22 @@ fn file_source(
         );
         return None;
     }
+    let object = Location::is_object(&path);
     Some(FileSource {
         path,
         format,
         compression,
         timezone: chrono_tz::Tz::UTC,
         projection: None,
+        poll: poll_seconds
+            .map(u64::from)
+            .or(object.then_some(DEFAULT_OBJECT_POLL_SECONDS))
+            .map(std::time::Duration::from_secs),
     })
 }
+
+/// How often a bucket is listed for arrivals when `poll_seconds` is not given.
+const DEFAULT_OBJECT_POLL_SECONDS: u64 = 60;
 
 /// An IANA time zone by name, or an error at `pointer` with a suggestion.
 pub(super) fn time_zone(

@@ -5,7 +5,8 @@
 //! Files whose columns are all flat (no lists or groups) are decoded column by column, a
 //! batch of values at a time, straight into JSON values ([`FlatColumns`]); others go through
 //! the parquet crate's row reader, which assembles nested values at a higher cost per row.
-//! A row's "line" is its number in the file, counted from 1.
+//! A row's "line" is its number in the file, counted from 1. A file in a bucket is read by
+//! ranges where the reader asks ([`Input`]): the footer, then only the wanted columns.
 
 mod values;
 
@@ -22,13 +23,15 @@ use parquet::data_type::{
     BoolType, ByteArray, ByteArrayType, DoubleType, FixedLenByteArray, FixedLenByteArrayType,
     FloatType, Int32Type, Int64Type,
 };
-use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::file::reader::{ChunkReader, FileReader, Length, SerializedFileReader};
 use parquet::record::Field;
 use parquet::record::reader::RowIter;
 use parquet::schema::types::ColumnDescriptor;
 use serde_json::Value;
 
 use super::exact;
+use super::object::Location;
+use super::object::read::{Object, ObjectChunks};
 use super::{OpenError, ReadProgress, Row, RowError, RowStream};
 
 /// Rows a column reader decodes at a time.
@@ -64,12 +67,9 @@ impl ParquetStream {
         zone: chrono_tz::Tz,
     ) -> Result<(Self, ReadProgress), OpenError> {
         let shown = path.display().to_string();
-        let file = File::open(path).map_err(|error| OpenError::Io {
-            path: shown.clone(),
-            error,
-        })?;
-        let size = file.metadata().map(|metadata| metadata.len()).unwrap_or(0);
-        let reader = SerializedFileReader::new(file).map_err(|error| OpenError::BadHeader {
+        let input = Input::open(path)?;
+        let size = input.len();
+        let reader = SerializedFileReader::new(input).map_err(|error| OpenError::BadHeader {
             path: shown.clone(),
             problem: format!("is not a Parquet file: {error}"),
         })?;
@@ -126,11 +126,62 @@ impl ParquetStream {
     }
 }
 
+/// Where a Parquet file's bytes come from: a local file, or ranges of an object.
+pub(super) enum Input {
+    File(File),
+    Object(ObjectChunks),
+}
+
+impl Input {
+    fn open(path: &Path) -> Result<Input, OpenError> {
+        match Location::of(path).map_err(OpenError::Object)? {
+            Location::Object(url) => Object::open(&url)
+                .map(|object| Input::Object(ObjectChunks::new(object)))
+                .map_err(|error| OpenError::Object(error.0)),
+            Location::Local(path) => {
+                File::open(path)
+                    .map(Input::File)
+                    .map_err(|error| OpenError::Io {
+                        path: path.display().to_string(),
+                        error,
+                    })
+            }
+        }
+    }
+}
+
+impl Length for Input {
+    fn len(&self) -> u64 {
+        match self {
+            Input::File(file) => file.len(),
+            Input::Object(object) => object.len(),
+        }
+    }
+}
+
+impl ChunkReader for Input {
+    type T = Box<dyn std::io::Read + Send>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        Ok(match self {
+            Input::File(file) => Box::new(file.get_read(start)?),
+            Input::Object(object) => Box::new(object.get_read(start)?),
+        })
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+        match self {
+            Input::File(file) => file.get_bytes(start, length),
+            Input::Object(object) => object.get_bytes(start, length),
+        }
+    }
+}
+
 impl Values {
     /// Values read row by row, for a file with nested columns ([`FlatColumns`] reads the
     /// rest): the `fields` chosen, projected out of the file's schema.
     fn rows(
-        reader: SerializedFileReader<File>,
+        reader: SerializedFileReader<Input>,
         root_name: &str,
         fields: Vec<parquet::schema::types::TypePtr>,
         zone: chrono_tz::Tz,
@@ -228,7 +279,7 @@ impl RowStream for ParquetStream {
 /// refused before any page is read, naming the row group, the column and the limit, as a CSV
 /// row over the limit is.
 fn oversized_values(
-    file: &SerializedFileReader<File>,
+    file: &SerializedFileReader<Input>,
     fields: &[parquet::schema::types::TypePtr],
 ) -> Option<String> {
     let metadata = file.metadata();
@@ -376,7 +427,7 @@ struct FlatColumn {
 /// A file of flat columns, decoded a batch of rows at a time per column (one row group's
 /// readers at a time), each value written into the row's own value (its string reused).
 struct FlatColumns {
-    file: SerializedFileReader<File>,
+    file: SerializedFileReader<Input>,
     columns: Vec<FlatColumn>,
     zone: chrono_tz::Tz,
     next_group: usize,
@@ -390,7 +441,7 @@ struct FlatColumns {
 impl FlatColumns {
     /// The leaves of `fields` when every one is a flat column the batch decoder reads.
     fn plan(
-        file: &SerializedFileReader<File>,
+        file: &SerializedFileReader<Input>,
         fields: &[parquet::schema::types::TypePtr],
     ) -> Option<Vec<Leaf>> {
         let schema = file.metadata().file_metadata().schema_descr();
@@ -417,7 +468,7 @@ impl FlatColumns {
             .collect()
     }
 
-    fn new(file: SerializedFileReader<File>, leaves: Vec<Leaf>, zone: chrono_tz::Tz) -> Self {
+    fn new(file: SerializedFileReader<Input>, leaves: Vec<Leaf>, zone: chrono_tz::Tz) -> Self {
         FlatColumns {
             file,
             columns: leaves

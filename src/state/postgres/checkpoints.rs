@@ -71,7 +71,7 @@ impl Checkpoints for PgStore {
                 fingerprint: Fingerprint {
                     size: head.get::<_, i64>(1) as u64,
                     modified_ns: head.get(2),
-                    sha256: head.get(3),
+                    content: head.get(3),
                 },
                 settings: SettingsDigest(head.get(4)),
                 settled: SettledLines::from_ranges(ranges),
@@ -116,7 +116,7 @@ impl Checkpoints for PgStore {
                         &run_id,
                         &(fingerprint.size as i64),
                         &fingerprint.modified_ns,
-                        &fingerprint.sha256,
+                        &fingerprint.content,
                         &settings.0,
                     ],
                 )
@@ -209,7 +209,7 @@ impl Checkpoints for PgStore {
                     &[
                         &pipeline,
                         &destination,
-                        &fingerprint.sha256,
+                        &fingerprint.content,
                         &(fingerprint.size as i64),
                         &run_id,
                         &now_ms(),
@@ -240,7 +240,7 @@ impl Checkpoints for PgStore {
                 .await?
                 .map(|row| LastDelivery {
                     run_id: row.get(0),
-                    sha256: row.get(1),
+                    content: row.get(1),
                     size: row.get::<_, i64>(2) as u64,
                     settings: SettingsDigest(row.get(3)),
                 }))

@@ -142,4 +142,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
     -- The limits of requests in flight each run went through (`thread_count: auto`).
     ALTER TABLE runs ADD COLUMN concurrency text;
 ",
+    "
+    -- An object's ETag is part of what identifies its arrival (empty for a local file).
+    ALTER TABLE arrivals ADD COLUMN version text NOT NULL DEFAULT '';
+    ALTER TABLE arrivals DROP CONSTRAINT arrivals_pkey;
+    ALTER TABLE arrivals ADD PRIMARY KEY (pipeline, path, size, modified_ns, version);
+",
 ];

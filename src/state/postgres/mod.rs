@@ -412,12 +412,14 @@ impl Triggers for PgStore {
             Ok(client
                 .query_opt(
                     "SELECT 1 FROM arrivals
-                     WHERE pipeline = $1 AND path = $2 AND size = $3 AND modified_ns = $4",
+                     WHERE pipeline = $1 AND path = $2 AND size = $3 AND modified_ns = $4
+                       AND version = $5",
                     &[
                         &pipeline,
                         &path,
                         &(arrival.size as i64),
                         &super::triggers::modified_ns(arrival),
+                        &arrival.version,
                     ],
                 )
                 .await?
@@ -429,13 +431,14 @@ impl Triggers for PgStore {
         self.with_client(async |client| {
             client
                 .execute(
-                    "INSERT INTO arrivals (pipeline, path, size, modified_ns, seen_at)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    "INSERT INTO arrivals (pipeline, path, size, modified_ns, version, seen_at)
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
                     &[
                         &pipeline,
                         &path,
                         &(arrival.size as i64),
                         &super::triggers::modified_ns(arrival),
+                        &arrival.version,
                         &now_ms(),
                     ],
                 )

@@ -31,7 +31,7 @@ impl SqliteStore {
                         Fingerprint {
                             size: row.get::<_, i64>(1)? as u64,
                             modified_ns: row.get(2)?,
-                            sha256: row.get(3)?,
+                            content: row.get(3)?,
                         },
                         SettingsDigest(row.get(4)?),
                     ))
@@ -95,7 +95,7 @@ impl SqliteStore {
                     run_id,
                     fingerprint.size as i64,
                     fingerprint.modified_ns,
-                    fingerprint.sha256,
+                    fingerprint.content,
                     settings.0
                 ],
             )?;
@@ -169,7 +169,7 @@ impl SqliteStore {
                 params![
                     pipeline,
                     destination,
-                    fingerprint.sha256,
+                    fingerprint.content,
                     fingerprint.size as i64,
                     run_id,
                     now_ms(),
@@ -203,7 +203,7 @@ impl SqliteStore {
                 |row| {
                     Ok(LastDelivery {
                         run_id: row.get(0)?,
-                        sha256: row.get(1)?,
+                        content: row.get(1)?,
                         size: row.get::<_, i64>(2)? as u64,
                         settings: SettingsDigest(row.get(3)?),
                     })

@@ -150,6 +150,20 @@ const MIGRATIONS: &[&str] = &[
     RUN_LIST_INDEXES,
     // 12: the limits of requests in flight each run went through (`thread_count: auto`).
     "ALTER TABLE runs ADD COLUMN concurrency TEXT;",
+    // 13: an object's ETag is part of what identifies its arrival (empty for a local file).
+    "CREATE TABLE arrivals_with_version (
+        pipeline      TEXT NOT NULL,
+        path          TEXT NOT NULL,
+        size          INTEGER NOT NULL,
+        modified_ns   INTEGER NOT NULL,
+        version       TEXT NOT NULL DEFAULT '',
+        seen_at       INTEGER NOT NULL,
+        PRIMARY KEY (pipeline, path, size, modified_ns, version)
+    );
+    INSERT INTO arrivals_with_version (pipeline, path, size, modified_ns, seen_at)
+        SELECT pipeline, path, size, modified_ns, seen_at FROM arrivals;
+    DROP TABLE arrivals;
+    ALTER TABLE arrivals_with_version RENAME TO arrivals;",
 ];
 
 /// Migration 11 (see [`MIGRATIONS`]); the same in the shared store.

@@ -35,18 +35,20 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
-    /// Whether this version of the file (path, size, modification time) was handled by a
+    /// Whether this version of the file (path, size, modification time, an object's ETag) was handled by a
     /// run of `pipeline` already (delivered, or failed for good).
     pub fn has_arrived(&self, pipeline: &str, arrival: &Arrival) -> Result<bool, StateError> {
         self.connection
             .query_row(
                 "SELECT 1 FROM arrivals
-                 WHERE pipeline = ?1 AND path = ?2 AND size = ?3 AND modified_ns = ?4",
+                 WHERE pipeline = ?1 AND path = ?2 AND size = ?3 AND modified_ns = ?4
+                   AND version = ?5",
                 params![
                     pipeline,
                     arrival.path.display().to_string(),
                     arrival.size as i64,
-                    modified_ns(arrival)
+                    modified_ns(arrival),
+                    arrival.version
                 ],
                 |_| Ok(()),
             )
@@ -59,13 +61,14 @@ impl SqliteStore {
     pub fn record_arrival(&self, pipeline: &str, arrival: &Arrival) -> Result<(), StateError> {
         self.connection
             .execute(
-                "INSERT OR IGNORE INTO arrivals (pipeline, path, size, modified_ns, seen_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR IGNORE INTO arrivals (pipeline, path, size, modified_ns, version, seen_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     pipeline,
                     arrival.path.display().to_string(),
                     arrival.size as i64,
                     modified_ns(arrival),
+                    arrival.version,
                     now_ms()
                 ],
             )

@@ -1,0 +1,386 @@
+//! Files in object storage: `s3://bucket/key` sources on Amazon S3 and S3-compatible stores
+//! (MinIO, Ceph, R2), read through arrow-rs's `object_store`.
+//!
+//! An object is read as a local file is, through the same row readers: front to back in
+//! ranges ([`read::ObjectReader`]) for CSV, TSV and JSON Lines (compressed or not), and by
+//! ranges where the Parquet reader asks ([`read::ObjectChunks`]), so a projection reads only
+//! its columns. Every range comes from the version opened (its ETag): an object replaced
+//! while it is read is an error, never a mix of two files. A version is its bucket, key,
+//! ETag and size ([`ObjectVersion`]); checkpoints, deliveries and arrivals key on that.
+//!
+//! Credentials and endpoint come from the standard AWS chain ([`credentials`]); the store's
+//! answers become messages that name the bucket and key and the cause ([`ObjectError`]).
+
+pub(crate) mod credentials;
+pub(crate) mod read;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+use futures_util::StreamExt;
+use object_store::aws::AmazonS3;
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use super::arrival::{Arrival, wildcard_match};
+
+/// Address schemes of object stores tapline does not read yet, with their store's name.
+const NOT_YET: [(&str, &str); 6] = [
+    ("gs://", "Google Cloud Storage"),
+    ("az://", "Azure Blob Storage"),
+    ("abfs://", "Azure Data Lake Storage"),
+    ("abfss://", "Azure Data Lake Storage"),
+    ("adl://", "Azure Data Lake Storage"),
+    ("http://", "a web server"),
+];
+
+/// Where a source's `path` points: a local file, or an object in a bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location<'a> {
+    /// A file on this machine.
+    Local(&'a Path),
+    /// An object in S3 or an S3-compatible store.
+    Object(ObjectUrl),
+}
+
+impl<'a> Location<'a> {
+    /// Reads a source's `path`: `s3://bucket/key` is an object, a scheme tapline does not
+    /// read yet is an error saying so, and anything else a local path.
+    pub fn of(path: &'a Path) -> Result<Location<'a>, String> {
+        let Some(text) = path.to_str() else {
+            return Ok(Location::Local(path));
+        };
+        if let Some(url) = ObjectUrl::parse(text) {
+            return url.map(Location::Object);
+        }
+        let lower = text.to_ascii_lowercase();
+        match NOT_YET.iter().find(|(scheme, _)| lower.starts_with(scheme)) {
+            Some((scheme, store)) => Err(format!(
+                "`{text}`: tapline reads files on this machine and in S3 (`s3://bucket/key`), not yet from {store} (`{scheme}`)"
+            )),
+            None => Ok(Location::Local(path)),
+        }
+    }
+
+    /// Whether `path` is written as an object's address (`s3://`), valid or not.
+    pub fn is_object(path: &Path) -> bool {
+        path.to_str().is_some_and(|text| {
+            text.get(..5)
+                .is_some_and(|s| s.eq_ignore_ascii_case("s3://"))
+        })
+    }
+}
+
+/// An object's address: `s3://bucket/key`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObjectUrl {
+    /// The bucket.
+    pub bucket: String,
+    /// The key in the bucket (may hold `*` and `?` in its last part, as a pattern).
+    pub key: String,
+}
+
+impl ObjectUrl {
+    /// `None` when `text` is not an `s3://` address; else the address, or why it is not one.
+    pub fn parse(text: &str) -> Option<Result<ObjectUrl, String>> {
+        let rest = text
+            .get(..5)
+            .filter(|scheme| scheme.eq_ignore_ascii_case("s3://"))
+            .map(|_| &text[5..])?;
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        let valid_bucket = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        Some(if !valid_bucket {
+            Err(format!(
+                "`{text}`: `{bucket}` is not a bucket name (3 to 63 lowercase letters, digits, `-` and `.`)"
+            ))
+        } else if key.is_empty() || key.ends_with('/') {
+            Err(format!(
+                "`{text}` names a bucket or folder, not an object: write its key too, e.g. `s3://{bucket}/exports/users.csv`"
+            ))
+        } else if key
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+        {
+            Err(format!(
+                "`{text}`: the key has an empty, `.` or `..` part, which object stores keep as written and tapline does not read"
+            ))
+        } else {
+            Ok(ObjectUrl {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+            })
+        })
+    }
+
+    /// The key's folder: everything before its last `/` (empty at the bucket's top).
+    pub fn folder(&self) -> &str {
+        self.key.rsplit_once('/').map_or("", |(folder, _)| folder)
+    }
+
+    /// The key's last part (the file name).
+    pub fn name(&self) -> &str {
+        self.key
+            .rsplit_once('/')
+            .map_or(&self.key, |(_, name)| name)
+    }
+
+    /// The same bucket with another key.
+    fn with_key(&self, key: &str) -> ObjectUrl {
+        ObjectUrl {
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+/// One version of an object: what checkpoints, deliveries and arrivals key it by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectVersion {
+    /// Where it is.
+    pub url: ObjectUrl,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The store's tag of this content (S3 gives a new one whenever the object is written).
+    pub etag: String,
+    /// When it was written.
+    pub modified: SystemTime,
+}
+
+impl ObjectVersion {
+    fn of(url: ObjectUrl, meta: &object_store::ObjectMeta) -> ObjectVersion {
+        ObjectVersion {
+            url,
+            size: meta.size,
+            etag: meta.e_tag.clone().unwrap_or_default(),
+            modified: SystemTime::from(meta.last_modified),
+        }
+    }
+}
+
+/// Why an object cannot be read: a sentence naming the bucket and key and the cause.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ObjectError(pub String);
+
+/// A bucket, with a client that has its credentials.
+pub(crate) struct Bucket {
+    store: AmazonS3,
+    /// Where the credentials came from, for messages.
+    chain: credentials::Chain,
+}
+
+impl Bucket {
+    /// A client for `url`'s bucket from the AWS chain.
+    pub(crate) fn of(url: &ObjectUrl) -> Result<Bucket, ObjectError> {
+        let chain = credentials::Chain::from_env();
+        let store = chain
+            .client(&url.bucket)
+            .map_err(|why| ObjectError(format!("cannot reach s3://{}/: {why}", url.bucket)))?;
+        Ok(Bucket { store, chain })
+    }
+
+    /// The version of the object at `url` now.
+    pub(crate) fn head(&self, url: &ObjectUrl) -> Result<ObjectVersion, ObjectError> {
+        let store = self.store.clone();
+        let key = Key::from(url.key.as_str());
+        let meta = wait(async move { store.head(&key).await })?
+            .map_err(|error| self.explain(url, error))?;
+        Ok(ObjectVersion::of(url.clone(), &meta))
+    }
+
+    /// The objects whose keys match `pattern` (wildcards in the last part), oldest first.
+    /// The listing is read a page at a time and only matches are kept; `keep` drops those
+    /// the caller already handled, so a prefix of many objects holds only what is new.
+    pub(crate) fn matching(
+        &self,
+        pattern: &ObjectUrl,
+        keep: &mut dyn FnMut(&ObjectVersion) -> bool,
+    ) -> Result<Vec<ObjectVersion>, ObjectError> {
+        let store = self.store.clone();
+        let folder = pattern.folder().to_string();
+        let (sender, pages) = std::sync::mpsc::sync_channel(4);
+        io_runtime().spawn(async move {
+            let prefix = (!folder.is_empty()).then(|| Key::from(folder.as_str()));
+            let mut listing = store.list(prefix.as_ref()).chunks(1000);
+            while let Some(page) = listing.next().await {
+                if sender.send(page).is_err() {
+                    return;
+                }
+            }
+        });
+        let name = pattern.name();
+        let mut found = Vec::new();
+        for page in pages {
+            for meta in page {
+                let meta = meta.map_err(|error| self.explain(pattern, error))?;
+                let key = meta.location.as_ref();
+                let in_folder = key
+                    .strip_prefix(pattern.folder())
+                    .map(|rest| rest.trim_start_matches('/'));
+                let Some(file) = in_folder.filter(|file| !file.contains('/')) else {
+                    continue;
+                };
+                if !wildcard_match(name, file) {
+                    continue;
+                }
+                let version = ObjectVersion::of(pattern.with_key(key), &meta);
+                if keep(&version) {
+                    found.push(version);
+                }
+            }
+        }
+        found.sort_by(|a, b| (a.modified, &a.url.key).cmp(&(b.modified, &b.url.key)));
+        Ok(found)
+    }
+
+    /// The store's error as a sentence about `url`.
+    fn explain(&self, url: &ObjectUrl, error: object_store::Error) -> ObjectError {
+        use object_store::Error;
+        let cause = error.to_string();
+        ObjectError(match error {
+            Error::NotFound { .. } if self.bucket_missing(url) => format!(
+                "no bucket `{}` (for `{url}`): check the name, and the region or endpoint (AWS_REGION, AWS_ENDPOINT_URL)",
+                url.bucket
+            ),
+            Error::NotFound { .. } => format!(
+                "no object `{}` in bucket `{}` (`{url}`)",
+                url.key, url.bucket
+            ),
+            Error::PermissionDenied { .. } | Error::Unauthenticated { .. } => format!(
+                "access denied to `{url}` for {}: it needs s3:GetObject on the object and s3:ListBucket on the bucket ({})",
+                self.chain.describe(),
+                last_line(&cause)
+            ),
+            Error::Precondition { .. } => format!(
+                "`{url}` was replaced while tapline read it; the next run reads the new version"
+            ),
+            _ if self.chain.found_none(&cause) => format!(
+                "no credentials found for `{url}`: {}",
+                self.chain.looked_at()
+            ),
+            _ => format!("cannot read `{url}`: {}", last_line(&cause)),
+        })
+    }
+
+    /// Whether the bucket itself is missing (asked after a "not found").
+    fn bucket_missing(&self, url: &ObjectUrl) -> bool {
+        let store = self.store.clone();
+        let probe = Key::from(url.key.as_str());
+        let listed = wait(async move { store.list_with_delimiter(Some(&probe)).await });
+        matches!(listed, Ok(Err(error)) if error.to_string().contains("NoSuchBucket"))
+    }
+}
+
+/// The version of the object at `url`.
+pub fn head(url: &ObjectUrl) -> Result<ObjectVersion, ObjectError> {
+    Bucket::of(url)?.head(url)
+}
+
+/// The arrivals matching an `s3://` pattern, oldest first, leaving out those `known`
+/// says were handled.
+pub fn arrivals(
+    pattern: &ObjectUrl,
+    known: &mut dyn FnMut(&Arrival) -> bool,
+) -> Result<Vec<Arrival>, ObjectError> {
+    let mut keep = |version: &ObjectVersion| !known(&Arrival::of_object(version));
+    Ok(Bucket::of(pattern)?
+        .matching(pattern, &mut keep)?
+        .iter()
+        .map(Arrival::of_object)
+        .collect())
+}
+
+/// The last line of an error chain's text (the store's own words), without credentials:
+/// `object_store` never prints a secret, and tapline adds none.
+fn last_line(cause: &str) -> &str {
+    cause.lines().last().unwrap_or(cause).trim()
+}
+
+/// The runtime object requests run on: its own threads, so a reader on any thread (a
+/// runtime's worker or a plain thread) can wait for a range without blocking a runtime.
+fn io_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("tapline-object-io")
+            .enable_all()
+            .build()
+            .unwrap_or_else(|error| panic!("cannot start the object reader's threads: {error}"))
+    })
+}
+
+/// Runs `future` on the object runtime and waits for its answer.
+fn wait<T: Send + 'static>(
+    future: impl Future<Output = T> + Send + 'static,
+) -> Result<T, ObjectError> {
+    waiting(future)
+        .recv()
+        .map_err(|_| ObjectError("the object reader stopped".to_string()))
+}
+
+/// Starts `future` on the object runtime; its answer arrives on the receiver.
+fn waiting<T: Send + 'static>(
+    future: impl Future<Output = T> + Send + 'static,
+) -> std::sync::mpsc::Receiver<T> {
+    let (sender, answer) = std::sync::mpsc::sync_channel(1);
+    io_runtime().spawn(async move {
+        let _ = sender.send(future.await);
+    });
+    answer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_local_files_or_objects() {
+        let url = |text: &str| match Location::of(Path::new(text)) {
+            Ok(Location::Object(url)) => Ok((url.bucket, url.key)),
+            Ok(Location::Local(path)) => Err(format!("local {}", path.display())),
+            Err(error) => Err(error),
+        };
+        assert_eq!(
+            url("s3://drops/in/users.csv.gz"),
+            Ok(("drops".into(), "in/users.csv.gz".into()))
+        );
+        assert_eq!(
+            url("S3://drops/a.csv"),
+            Ok(("drops".into(), "a.csv".into()))
+        );
+        assert_eq!(url("data/users.csv"), Err("local data/users.csv".into()));
+        assert!(url("s3://drops").unwrap_err().contains("not an object"));
+        assert!(url("s3://drops/in/").unwrap_err().contains("not an object"));
+        assert!(
+            url("s3://Drops/a.csv")
+                .unwrap_err()
+                .contains("not a bucket name")
+        );
+        assert!(url("s3://drops//a.csv").unwrap_err().contains("empty"));
+        assert!(
+            url("gs://drops/a.csv")
+                .unwrap_err()
+                .contains("Google Cloud Storage")
+        );
+        assert!(url("az://c/a.csv").unwrap_err().contains("Azure"));
+        let parsed = ObjectUrl::parse("s3://drops/in/day/*.csv")
+            .unwrap()
+            .unwrap();
+        assert_eq!((parsed.folder(), parsed.name()), ("in/day", "*.csv"));
+        let top = ObjectUrl::parse("s3://drops/a.csv").unwrap().unwrap();
+        assert_eq!((top.folder(), top.name()), ("", "a.csv"));
+        assert_eq!(top.to_string(), "s3://drops/a.csv");
+    }
+}
