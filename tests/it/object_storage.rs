@@ -237,6 +237,77 @@ fn every_format_in_a_bucket_is_sent_as_a_local_file_is_and_a_replaced_object_is_
 }
 
 #[test]
+fn a_parquet_object_is_read_by_ranges_and_a_projection_leaves_other_columns_unread() {
+    const ROWS: usize = 2_000;
+    let Some(s3) = TestS3::start() else {
+        return;
+    };
+    let bucket = s3.bucket();
+    let local = Workspace::new();
+    let column = |value: &dyn Fn(usize) -> String| {
+        crate::common::ParquetColumn::Text((0..ROWS).map(|i| value(i).into_bytes()).collect())
+    };
+    write_parquet(
+        &local.path("users.parquet"),
+        "message users { required binary identity (UTF8); required binary City (UTF8); required binary Notes (UTF8); }",
+        &[
+            column(&|i| format!("p{i}")),
+            column(&|i| format!("City {}", i % 7)),
+            // A wide column the mapping does not send: 3 KB of text a row, 6 MB in all.
+            column(&|i| format!("{i:04}").repeat(750)),
+        ],
+    );
+    let size = std::fs::metadata(local.path("users.parquet"))
+        .unwrap()
+        .len();
+    s3.put(
+        &bucket,
+        "wide/users.parquet",
+        std::fs::read(local.path("users.parquet")).unwrap(),
+    );
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    workspace.pipeline(
+        "wide",
+        &sandbox,
+        &format!(
+            "source: {{path: \"s3://{bucket}/wide/users.parquet\"}}\ntarget: {{entity: user_profiles}}\noutput: {{export_all_columns: false, columns: [{{source: identity, name: identity}}, {{source: City, name: City}}]}}\n"
+        ),
+    );
+    // The ranges tapline asks for are in its debug log.
+    let mut command = crate::common::Tapline::new(workspace.dir.path())
+        .args(["run", "wide.yaml", "--json"])
+        .env("TAPLINE_LOG", "tapline=debug");
+    for (name, value) in s3.env() {
+        command = command.env(name, &value);
+    }
+    let log = command.run().code(0).stderr();
+    let profiles = profiles_by_identity(&sandbox);
+    assert_eq!(profiles.len(), ROWS);
+    assert_eq!(profiles["p5"], serde_json::json!({"City": "City 5"}));
+    // Only the footer and the two small columns were fetched.
+    let fetched: u64 = log
+        .lines()
+        .filter(|line| line.contains("reading a range"))
+        .map(|line| {
+            let field = |name: &str| {
+                line.split(&format!("{name}="))
+                    .nth(1)
+                    .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                    .and_then(|digits| digits.parse::<u64>().ok())
+                    .unwrap_or_else(|| panic!("{name} in {line}"))
+            };
+            field("end") - field("start")
+        })
+        .sum();
+    assert!(fetched > 0, "{log}");
+    assert!(
+        fetched * 2 < size,
+        "read {fetched} bytes of a {size}-byte object\n{log}"
+    );
+}
+
+#[test]
 fn a_run_killed_mid_way_resumes_the_object_and_sends_each_record_once() {
     const ROWS: usize = 20_000;
     let Some(s3) = TestS3::start() else {

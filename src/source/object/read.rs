@@ -52,6 +52,7 @@ impl Object {
 
     /// Starts fetching `range` of this version; the bytes arrive on the receiver.
     fn fetch(&self, range: Range<u64>) -> Receiver<Answer> {
+        tracing::debug!(object = %self.version.url, start = range.start, end = range.end, "reading a range");
         let store = self.bucket.store.clone();
         let key = self.key.clone();
         let etag = self.version.etag.clone();
