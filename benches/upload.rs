@@ -57,6 +57,17 @@
 //! cargo bench --bench upload -- --rows 1000000 --latency-ms 200 --threads 10 --state postgres --repeat 3
 //! ```
 //!
+//! `--bucket` puts the source file (CSV, gzipped or not, or `--source parquet`) into an S3
+//! bucket and reads it from there: moto's S3 server (`pip install 'moto[server]'`) on
+//! loopback, started by the bench, or the endpoint `TAPLINE_TEST_S3` names. Compare with
+//! the same file read locally:
+//!
+//! ```text
+//! cargo bench --bench upload -- --rows 1000000 --latency-ms 0 --repeat 3
+//! cargo bench --bench upload -- --rows 1000000 --latency-ms 0 --bucket --repeat 3
+//! cargo bench --bench upload -- --rows 1000000 --latency-ms 0 --source parquet --bucket --repeat 3
+//! ```
+//!
 //! With `--repeat`, the upload runs that many times and the median is reported too: CPU
 //! time on a shared machine varies by a fifth from run to run.
 //!
@@ -92,6 +103,10 @@ struct Settings {
     changes: bool,
     /// `--source postgres|parquet`: where the profiles come from (a CSV file otherwise).
     source: Origin,
+    /// `--bucket`: the source file is read from an S3 bucket on loopback.
+    bucket: bool,
+    /// The variables a run reads the bucket's endpoint and keys from (with `--bucket`).
+    object_env: Vec<(&'static str, String)>,
     /// `--state postgres`: the shared state store, in this schema of the bench database.
     shared_state: Option<String>,
     rows: u64,
@@ -132,6 +147,8 @@ fn settings() -> Settings {
         gzip: false,
         changes: false,
         source: Origin::Csv,
+        bucket: false,
+        object_env: Vec::new(),
         shared_state: None,
         rows: 1_000_000,
         latency_ms: 200,
@@ -169,6 +186,7 @@ fn settings() -> Settings {
                     _ => Origin::Csv,
                 };
             }
+            ("--bucket", _) => settings.bucket = true,
             (flag @ ("--custom-list" | "--events" | "--mapping" | "--gzip" | "--changes"), _) => {
                 match flag {
                     "--custom-list" => settings.custom_list = true,
@@ -559,6 +577,78 @@ fn changes_case(
     Ok(())
 }
 
+/// The S3 endpoint of `--bucket`: `TAPLINE_TEST_S3`, or moto's server started on a free
+/// port (returned, to be stopped at the end).
+fn s3_endpoint() -> Result<(Option<std::process::Child>, String), Box<dyn std::error::Error>> {
+    if let Ok(endpoint) = std::env::var("TAPLINE_TEST_S3") {
+        return Ok((None, endpoint));
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let server = Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|error| {
+            format!("moto_server ({error}): pip install 'moto[server]', or set TAPLINE_TEST_S3")
+        })?;
+    let address = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while std::net::TcpStream::connect(&address).is_err() {
+        if Instant::now() > deadline {
+            return Err("moto_server did not listen within 60 s".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok((Some(server), format!("http://{address}")))
+}
+
+/// Makes `bucket` on the S3 server at `endpoint` and puts `file` at `key` (moto takes
+/// unsigned requests).
+fn put_object(
+    endpoint: &str,
+    bucket: &str,
+    key: &str,
+    file: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::Read;
+    let address = endpoint.trim_start_matches("http://");
+    let request = |head: String,
+                   body: Option<&std::path::Path>|
+     -> Result<String, Box<dyn std::error::Error>> {
+        let mut stream = std::net::TcpStream::connect(address)?;
+        stream.write_all(head.as_bytes())?;
+        if let Some(path) = body {
+            std::io::copy(&mut std::fs::File::open(path)?, &mut stream)?;
+        }
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer)
+    };
+    let answer = request(
+        format!(
+            "PUT /{bucket} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+        None,
+    )?;
+    if !answer.starts_with("HTTP/1.1 200") && !answer.contains("BucketAlreadyOwnedByYou") {
+        return Err(format!("cannot make the bucket: {answer}").into());
+    }
+    let length = std::fs::metadata(file)?.len();
+    let answer = request(
+        format!(
+            "PUT /{bucket}/{key} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/octet-stream\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
+        ),
+        Some(file),
+    )?;
+    if !answer.starts_with("HTTP/1.1 200") {
+        return Err(format!("cannot put the object: {answer}").into());
+    }
+    Ok(())
+}
+
 /// `GET /_sandbox/inspect` of the sandbox at `url` (`http://127.0.0.1:PORT`).
 fn inspect(url: &str) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
     use std::io::Read;
@@ -630,6 +720,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let size_mib =
         std::fs::metadata(&source).map_or(0, |metadata| metadata.len()) as f64 / (1 << 20) as f64;
+    let mut settings = settings;
+    let mut s3_server = None;
+    let source_yaml = if settings.bucket {
+        let (server, endpoint) = s3_endpoint()?;
+        s3_server = server;
+        put_object(
+            &endpoint,
+            "tapline-bench",
+            &format!("bench/{name}"),
+            &source,
+        )?;
+        settings.object_env = vec![
+            ("AWS_ENDPOINT_URL", endpoint),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ];
+        format!("source: {{path: \"s3://tapline-bench/bench/{name}\"}}\n")
+    } else {
+        source_yaml
+    };
 
     let mut sandbox = Command::new(tapline)
         .args(["sandbox", "--listen", "127.0.0.1:0", "--keep-records", "0"])
@@ -701,6 +812,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let result = uploads(tapline, dir.path(), &url, &settings, &state_args);
     let _ = sandbox.kill();
     let _ = sandbox.wait();
+    if let Some(mut server) = s3_server {
+        let _ = server.kill();
+        let _ = server.wait();
+    }
     if let Some(schema) = &settings.shared_state {
         execute(&format!("DROP SCHEMA {schema} CASCADE"))?;
     }
@@ -727,6 +842,12 @@ fn uploads(
             // `--force`: every repeat sends the same file again.
             .args(["run", "bench.yaml", "--json", "--force"])
             .args(state_args)
+            .envs(
+                settings
+                    .object_env
+                    .iter()
+                    .map(|(name, value)| (name, value)),
+            )
             .current_dir(dir)
             .output()?;
         let wall = started.elapsed().as_secs_f64();
