@@ -308,6 +308,62 @@ fn a_parquet_object_is_read_by_ranges_and_a_projection_leaves_other_columns_unre
 }
 
 #[test]
+fn a_custom_list_and_send_changes_read_from_a_bucket_as_from_a_file() {
+    let Some(s3) = TestS3::start() else {
+        return;
+    };
+    let bucket = s3.bucket();
+    s3.put(
+        &bucket,
+        "lists/vip.csv.gz",
+        gzip("identity,type\nu1,i\nu2,i\nguid-3,g\n"),
+    );
+    s3.put(
+        &bucket,
+        "profiles.csv",
+        "identity,Plan\nu1,gold\nu2,silver\n",
+    );
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    workspace.pipeline(
+        "list",
+        &sandbox,
+        &format!(
+            "source: {{path: \"s3://{bucket}/lists/vip.csv.gz\"}}\ntarget:\n  entity: custom_list\n  custom_list: {{name: VIP users, uploader_email: {}, segment_mode: create}}\n",
+            tapline::sandbox::DEFAULT_ADMIN_EMAIL
+        ),
+    );
+    let (code, summary) = s3.run_json(&workspace, &["list.yaml"]);
+    assert_eq!(code, Some(0), "{summary}");
+    let seen = sandbox.inspect();
+    assert_eq!(
+        seen.segments["VIP users"].lines,
+        ["Type,Identity", "i,u1", "i,u2", "g,guid-3"]
+    );
+
+    workspace.pipeline(
+        "changes",
+        &sandbox,
+        &format!(
+            "source: {{path: \"s3://{bucket}/profiles.csv\"}}\ntarget: {{entity: user_profiles}}\nsend: changes\n"
+        ),
+    );
+    let (code, summary) = s3.run_json(&workspace, &["changes.yaml"]);
+    assert_eq!(code, Some(0), "{summary}");
+    assert_eq!(summary["records"]["accepted"], 2, "{summary}");
+    // The export is written again with one profile changed and one new: only those go.
+    s3.put(
+        &bucket,
+        "profiles.csv",
+        "identity,Plan\nu1,gold\nu2,platinum\nu3,bronze\n",
+    );
+    let (code, summary) = s3.run_json(&workspace, &["changes.yaml"]);
+    assert_eq!(code, Some(0), "{summary}");
+    assert_eq!(summary["records"]["accepted"], 2, "{summary}");
+    assert_eq!(sandbox.inspect().profiles, 4);
+}
+
+#[test]
 fn a_run_killed_mid_way_resumes_the_object_and_sends_each_record_once() {
     const ROWS: usize = 20_000;
     let Some(s3) = TestS3::start() else {
