@@ -591,3 +591,96 @@ fn the_daemon_sends_each_new_object_under_a_prefix_once_oldest_first() {
     assert_eq!(daemon.stop(), Some(0));
     assert_eq!(sandbox.inspect().profiles, 6);
 }
+
+#[test]
+fn two_daemons_on_the_shared_store_send_each_object_once() {
+    let Some(s3) = TestS3::start() else {
+        return;
+    };
+    let Some(database) = crate::common::TestDatabase::open() else {
+        return;
+    };
+    let bucket = s3.bucket();
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    let state = database.state_url();
+    workspace.pipeline(
+        "vip",
+        &sandbox,
+        &format!(
+            "source: {{path: \"s3://{bucket}/exports/vip_*.csv\", poll_seconds: 1}}\ntarget: {{entity: user_profiles}}\ntrigger: file_arrival\n"
+        ),
+    );
+    let daemons: Vec<Child> = (0..2)
+        .map(|index| {
+            Command::new(env!("CARGO_BIN_EXE_tapline"))
+                .args([
+                    "daemon",
+                    "--dir",
+                    ".",
+                    "--lease-seconds",
+                    "2",
+                    "--state",
+                    &state,
+                ])
+                .envs(s3.env())
+                .env("TAPLINE_LOG", "info")
+                .current_dir(workspace.dir.path())
+                .stdout(Stdio::null())
+                .stderr(
+                    std::fs::File::create(workspace.path(&format!("daemon{index}.log"))).unwrap(),
+                )
+                .spawn()
+                .expect("the daemon starts")
+        })
+        .collect();
+    let logs = || {
+        (0..2)
+            .map(|index| {
+                std::fs::read_to_string(workspace.path(&format!("daemon{index}.log")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    };
+    crate::common::wait_until_or_show(
+        60,
+        "both daemons to start",
+        || logs().matches("daemon started").count() == 2,
+        logs,
+    );
+    // Both daemons list the prefix every second: each object is claimed by one.
+    for index in 0..4 {
+        let csv = profile_csv(100).replace("user-", &format!("f{index}-"));
+        s3.put(&bucket, &format!("exports/vip_{index}.csv"), csv);
+    }
+    let shared_history = || {
+        let ran = crate::common::Tapline::new(workspace.dir.path())
+            .args(["history", "--json", "--limit", "100", "--state", &state])
+            .run()
+            .code(0);
+        serde_json::from_str::<Value>(&ran.stdout())
+            .ok()
+            .and_then(|runs| runs.as_array().cloned())
+            .unwrap_or_default()
+    };
+    crate::common::wait_until_or_show(
+        120,
+        "every object",
+        || {
+            let runs = shared_history();
+            runs.len() >= 4 && runs.iter().all(|run| run["status"] == "succeeded")
+        },
+        logs,
+    );
+    for mut daemon in daemons {
+        let _ = Command::new("kill")
+            .args(["-15", &daemon.id().to_string()])
+            .status();
+        daemon.wait().expect("it stops");
+    }
+    assert_eq!(shared_history().len(), 4, "one run per object\n{}", logs());
+    let seen = sandbox.inspect();
+    assert_eq!(seen.distinct_profiles, 400);
+    assert_eq!(seen.profiles, 400, "no object was sent twice\n{}", logs());
+}
