@@ -346,6 +346,73 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_stores_errors_name_the_object_and_the_cause() {
+        let url = ObjectUrl::parse("s3://drops/in/users.csv")
+            .unwrap()
+            .unwrap();
+        // An endpoint nobody answers on: the "is the bucket there?" probe fails, quietly.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name("drops")
+            .with_endpoint(format!("http://{closed}"))
+            .with_allow_http(true)
+            .with_access_key_id("AKIA")
+            .with_secret_access_key("secret")
+            .with_retry(object_store::RetryConfig {
+                max_retries: 0,
+                ..Default::default()
+            })
+            .build()
+            .unwrap();
+        let bucket = Bucket {
+            store,
+            chain: credentials::Chain::from_env(),
+        };
+        let source =
+            || -> Box<dyn std::error::Error + Send + Sync> { "403 Forbidden: AccessDenied".into() };
+        let denied = bucket.explain(
+            &url,
+            object_store::Error::PermissionDenied {
+                path: url.key.clone(),
+                source: source(),
+            },
+        );
+        assert!(
+            denied
+                .0
+                .starts_with("access denied to `s3://drops/in/users.csv` for "),
+            "{denied}"
+        );
+        assert!(denied.0.contains("s3:GetObject"), "{denied}");
+        let replaced = bucket.explain(
+            &url,
+            object_store::Error::Precondition {
+                path: url.key.clone(),
+                source: source(),
+            },
+        );
+        assert!(
+            replaced.0.contains("was replaced while tapline read it"),
+            "{replaced}"
+        );
+        let missing = bucket.explain(
+            &url,
+            object_store::Error::NotFound {
+                path: url.key.clone(),
+                source: source(),
+            },
+        );
+        assert_eq!(
+            missing.0,
+            "no object `in/users.csv` in bucket `drops` (`s3://drops/in/users.csv`)"
+        );
+    }
+
+    #[test]
     fn paths_are_local_files_or_objects() {
         let url = |text: &str| match Location::of(Path::new(text)) {
             Ok(Location::Object(url)) => Ok((url.bucket, url.key)),
