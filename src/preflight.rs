@@ -146,7 +146,7 @@ fn newest_arrival(
     parts: &Parts,
     source: &FileSource,
 ) -> Result<Option<FileSource>, Vec<Diagnostic>> {
-    match arrival::matching(&source.path, &mut |_| false) {
+    match arrival::matching(&source.path, &mut |_| false, arrival::Wanted::Newest) {
         Ok(files) => Ok(files.last().map(|newest| FileSource {
             path: newest.path.clone(),
             ..source.clone()

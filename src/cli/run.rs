@@ -148,7 +148,7 @@ pub(super) fn one_per_file(pipeline: Pipeline) -> Vec<Pipeline> {
     else {
         return vec![pipeline];
     };
-    match source::arrival::matching(&pattern, &mut |_| false) {
+    match source::arrival::matching(&pattern, &mut |_| false, source::arrival::Wanted::Every) {
         Ok(files) => {
             if files.is_empty() {
                 // A reader that went away hears of it with the summaries that follow.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::Pipeline;
 use crate::config::model::TriggerKind;
-use crate::source::arrival::Arrival;
+use crate::source::arrival::{Arrival, Wanted};
 use crate::source::object::Location;
 
 use super::{Cause, Daemon, QUIET};
@@ -87,7 +87,7 @@ impl Daemon {
                     }
                 }
             };
-            let arrivals = crate::source::arrival::matching(pattern, &mut known);
+            let arrivals = crate::source::arrival::matching(pattern, &mut known, Wanted::Oldest);
             if let Some(error) = unreadable {
                 tracing::warn!(pipeline = %pipeline.name, %error, "cannot read arrivals");
                 continue;

@@ -34,22 +34,82 @@ impl Arrival {
     }
 }
 
-/// The files (or objects) matching `pattern`, oldest first, leaving out those `handled`
-/// says were handled already; `Err`: why the folder or bucket cannot be listed.
+/// Which of the files matching a pattern a caller wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wanted {
+    /// Every one, oldest first (`tapline run` sends each).
+    Every,
+    /// The oldest (the daemon starts one run at a time per pipeline).
+    Oldest,
+    /// The newest (`validate` checks its columns).
+    Newest,
+}
+
+/// The matching files kept while a folder or bucket is listed: only what is [`Wanted`], so
+/// the daemon's poll of a prefix of many objects holds one.
+#[derive(Debug)]
+pub struct Found {
+    wanted: Wanted,
+    kept: Vec<Arrival>,
+}
+
+impl Found {
+    fn new(wanted: Wanted) -> Found {
+        Found {
+            wanted,
+            kept: Vec::new(),
+        }
+    }
+
+    /// Keeps `arrival` if it is wanted.
+    pub fn offer(&mut self, arrival: Arrival) {
+        let order = |arrival: &Arrival| (arrival.modified, arrival.path.clone());
+        let better = match (self.wanted, self.kept.first()) {
+            (Wanted::Every, _) | (_, None) => true,
+            (Wanted::Oldest, Some(kept)) => order(&arrival) < order(kept),
+            (Wanted::Newest, Some(kept)) => order(&arrival) > order(kept),
+        };
+        if !better {
+            return;
+        }
+        if self.wanted != Wanted::Every {
+            self.kept.clear();
+        }
+        self.kept.push(arrival);
+    }
+
+    /// What was kept, oldest first.
+    fn into_sorted(mut self) -> Vec<Arrival> {
+        self.kept
+            .sort_by(|a, b| (a.modified, &a.path).cmp(&(b.modified, &b.path)));
+        self.kept
+    }
+}
+
+/// The files (or objects) matching `pattern` that `handled` does not know, oldest first, as
+/// many as are `wanted`; `Err`: why the folder or bucket cannot be listed.
 pub fn matching(
     pattern: &Path,
     handled: &mut dyn FnMut(&Arrival) -> bool,
+    wanted: Wanted,
 ) -> Result<Vec<Arrival>, String> {
+    let mut found = Found::new(wanted);
     match Location::of(pattern)? {
-        Location::Object(url) => super::object::arrivals(&url, handled).map_err(|error| error.0),
+        Location::Object(url) => {
+            super::object::arrivals(&url, handled, &mut found).map_err(|error| error.0)?
+        }
         Location::Local(pattern) => {
-            let mut found = in_folder(pattern).map_err(|error| {
+            let files = in_folder(pattern).map_err(|error| {
                 format!("cannot list the folder of `{}`: {error}", pattern.display())
             })?;
-            found.retain(|arrival| !handled(arrival));
-            Ok(found)
+            for file in files {
+                if !handled(&file) {
+                    found.offer(file);
+                }
+            }
         }
     }
+    Ok(found.into_sorted())
 }
 
 /// The files in the pattern's folder whose names match it, oldest first.
@@ -149,18 +209,36 @@ mod tests {
             std::fs::write(dir.path().join(name), "identity\n").unwrap();
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        let found: Vec<String> = matching(&dir.path().join("vip_*.csv"), &mut |_| false)
-            .unwrap()
-            .into_iter()
-            .map(|arrival| {
-                arrival
-                    .path
-                    .file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect();
+        let found: Vec<String> =
+            matching(&dir.path().join("vip_*.csv"), &mut |_| false, Wanted::Every)
+                .unwrap()
+                .into_iter()
+                .map(|arrival| {
+                    arrival
+                        .path
+                        .file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .collect();
         assert_eq!(found, ["vip_b.csv", "vip_a.csv"]);
+        let one = |wanted| {
+            matching(&dir.path().join("vip_*.csv"), &mut |_| false, wanted).unwrap()[0]
+                .path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        };
+        assert_eq!(one(Wanted::Oldest), "vip_b.csv");
+        assert_eq!(one(Wanted::Newest), "vip_a.csv");
+        let skipping_b = matching(
+            &dir.path().join("vip_*.csv"),
+            &mut |arrival| arrival.path.ends_with("vip_b.csv"),
+            Wanted::Oldest,
+        )
+        .unwrap();
+        assert!(skipping_b[0].path.ends_with("vip_a.csv"));
     }
 }

@@ -24,7 +24,7 @@ use object_store::aws::AmazonS3;
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use super::arrival::{Arrival, wildcard_match};
+use super::arrival::{Arrival, Found, wildcard_match};
 
 /// Address schemes of object stores tapline does not read yet, with their store's name.
 const NOT_YET: [(&str, &str); 6] = [
@@ -199,17 +199,17 @@ impl Bucket {
         Ok(ObjectVersion::of(url.clone(), &meta))
     }
 
-    /// The objects whose keys match `pattern` (wildcards in the last part), oldest first.
-    /// The listing is read a page at a time and only matches are kept; `keep` drops those
-    /// the caller already handled, so a prefix of many objects holds only what is new.
+    /// Hands `found` each object whose key matches `pattern` (wildcards in the last part).
+    /// The listing is read a page (1000 keys) at a time; nothing but the current page is
+    /// held here.
     pub(crate) fn matching(
         &self,
         pattern: &ObjectUrl,
-        keep: &mut dyn FnMut(&ObjectVersion) -> bool,
-    ) -> Result<Vec<ObjectVersion>, ObjectError> {
+        found: &mut dyn FnMut(ObjectVersion),
+    ) -> Result<(), ObjectError> {
         let store = self.store.clone();
         let folder = pattern.folder().to_string();
-        let (sender, pages) = std::sync::mpsc::sync_channel(4);
+        let (sender, pages) = std::sync::mpsc::sync_channel(2);
         io_runtime().spawn(async move {
             let prefix = (!folder.is_empty()).then(|| Key::from(folder.as_str()));
             let mut listing = store.list(prefix.as_ref()).chunks(1000);
@@ -220,7 +220,6 @@ impl Bucket {
             }
         });
         let name = pattern.name();
-        let mut found = Vec::new();
         for page in pages {
             for meta in page {
                 let meta = meta.map_err(|error| self.explain(pattern, error))?;
@@ -231,17 +230,12 @@ impl Bucket {
                 let Some(file) = in_folder.filter(|file| !file.contains('/')) else {
                     continue;
                 };
-                if !wildcard_match(name, file) {
-                    continue;
-                }
-                let version = ObjectVersion::of(pattern.with_key(key), &meta);
-                if keep(&version) {
-                    found.push(version);
+                if wildcard_match(name, file) {
+                    found(ObjectVersion::of(pattern.with_key(key), &meta));
                 }
             }
         }
-        found.sort_by(|a, b| (a.modified, &a.url.key).cmp(&(b.modified, &b.url.key)));
-        Ok(found)
+        Ok(())
     }
 
     /// The store's error as a sentence about `url`.
@@ -287,18 +281,18 @@ pub fn head(url: &ObjectUrl) -> Result<ObjectVersion, ObjectError> {
     Bucket::of(url)?.head(url)
 }
 
-/// The arrivals matching an `s3://` pattern, oldest first, leaving out those `known`
-/// says were handled.
+/// Offers `found` the arrivals matching an `s3://` pattern that `handled` does not know.
 pub fn arrivals(
     pattern: &ObjectUrl,
-    known: &mut dyn FnMut(&Arrival) -> bool,
-) -> Result<Vec<Arrival>, ObjectError> {
-    let mut keep = |version: &ObjectVersion| !known(&Arrival::of_object(version));
-    Ok(Bucket::of(pattern)?
-        .matching(pattern, &mut keep)?
-        .iter()
-        .map(Arrival::of_object)
-        .collect())
+    handled: &mut dyn FnMut(&Arrival) -> bool,
+    found: &mut Found,
+) -> Result<(), ObjectError> {
+    Bucket::of(pattern)?.matching(pattern, &mut |version| {
+        let arrival = Arrival::of_object(&version);
+        if !handled(&arrival) {
+            found.offer(arrival);
+        }
+    })
 }
 
 /// The last line of an error chain's text (the store's own words), without credentials:
