@@ -127,7 +127,21 @@ pub async fn connect(settings: &Settings) -> Result<Conn, String> {
     let connected = match settings.mode {
         SslMode::Disabled => attempt(None).await,
         SslMode::Required => attempt(Some(tls(false, false))).await,
-        SslMode::VerifyCa => attempt(Some(tls(true, false))).await,
+        SslMode::VerifyCa => match attempt(Some(tls(true, false))).await {
+            // The driver means to skip the name check by matching rustls's old error text,
+            // which rustls 0.23 no longer writes: the chain was verified (rustls checks it
+            // before the name), so connect again, checking it for a name it holds.
+            Err(error) => match name_in_certificate(&error.to_string()) {
+                Some(name) => {
+                    attempt(Some(
+                        tls(true, true).with_danger_tls_hostname_override(Some(name)),
+                    ))
+                    .await
+                }
+                None => Err(error),
+            },
+            connected => connected,
+        },
         SslMode::VerifyIdentity => attempt(Some(tls(true, true))).await,
         SslMode::Preferred => match attempt(Some(tls(false, false))).await {
             Err(mysql_async::Error::Driver(
@@ -137,6 +151,17 @@ pub async fn connect(settings: &Settings) -> Result<Conn, String> {
         },
     };
     connected.map_err(|error| explain(&error))
+}
+
+/// The first DNS name a certificate is valid for, from rustls's refusal of it for another
+/// name (`... certificate is only valid for DnsName("localhost")`).
+fn name_in_certificate(refusal: &str) -> Option<String> {
+    let (_, after) = refusal
+        .split_once("not valid for name")?
+        .1
+        .split_once("DnsName(\"")?;
+    let name = after.split('"').next()?;
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 /// A driver error as a person reads it. The driver's errors never hold the password (a
@@ -160,6 +185,17 @@ mod tests {
 
     #[test]
     fn ssl_mode_and_ssl_ca_are_read_and_the_rest_goes_to_the_driver() {
+        assert_eq!(
+            name_in_certificate(
+                "Input/output error: invalid peer certificate: certificate not valid for name \"127.0.0.1\"; certificate is only valid for DnsName(\"localhost\")"
+            )
+            .as_deref(),
+            Some("localhost")
+        );
+        assert_eq!(
+            name_in_certificate("invalid peer certificate: UnknownIssuer"),
+            None
+        );
         let read = settings("mysql://app:secret@db:3306/crm?ssl-mode=verify_identity&ssl-ca=/etc/ca.pem&prefer_socket=false").unwrap();
         assert_eq!(read.mode, SslMode::VerifyIdentity);
         assert_eq!(read.ca, Some(PathBuf::from("/etc/ca.pem")));

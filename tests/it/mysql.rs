@@ -331,3 +331,104 @@ fn a_killed_mysql_run_resumes_from_its_snapshot_and_not_from_a_new_query() {
     assert_eq!(code, Some(0), "{summary}");
     assert_eq!(summary["records"]["accepted"], 2, "{summary}");
 }
+
+/// The server's certificate when it offers TLS (`.ci/run` gives MariaDB Debian's certificate
+/// for `localhost` and names it in `TAPLINE_TEST_MYSQL_TLS_CA`).
+fn server_certificate() -> Option<String> {
+    let found = std::env::var("TAPLINE_TEST_MYSQL_TLS_CA").ok();
+    if found.is_none() {
+        assert!(
+            std::env::var_os("TAPLINE_TEST_MYSQL_REQUIRED").is_none(),
+            "TAPLINE_TEST_MYSQL_TLS_CA must name the server's certificate here"
+        );
+        eprintln!(
+            "skipped: TAPLINE_TEST_MYSQL_TLS_CA is not set (the certificate of a server with TLS on; see .ci/run)"
+        );
+    }
+    found
+}
+
+#[test]
+fn mysql_tls_modes_encrypt_and_check_the_certificate_as_mysql_clients_do() {
+    let Some(database) = TestMysql::open() else {
+        return;
+    };
+    let Some(ca) = server_certificate() else {
+        return;
+    };
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    // The query reports its own connection's cipher: empty when it is not encrypted.
+    database.pipeline(
+        &workspace,
+        &sandbox,
+        "SELECT 'u1' AS identity, (SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'Ssl_cipher') AS Cipher",
+        "target: {entity: user_profiles}\n",
+    );
+    let connections = std::fs::read_to_string(workspace.path("connections.yaml")).unwrap();
+    let with = |url: String| {
+        workspace.write(
+            "connections.yaml",
+            connections.replace(&database.url(), &url),
+        );
+        let (code, summary) = run_json(&workspace, &["pipeline.yaml", "--force"]);
+        let cipher = profiles_by_identity(&sandbox)
+            .get("u1")
+            .and_then(|profile| profile["Cipher"].as_str().map(str::to_string));
+        (code, summary, cipher)
+    };
+    let url = database.url();
+    let localhost = url.replace("127.0.0.1", "localhost");
+    for (mode, shown) in [
+        (format!("{url}?ssl-mode=REQUIRED"), "REQUIRED"),
+        (format!("{url}"), "PREFERRED (the default)"),
+        (format!("{url}?ssl-mode=VERIFY_CA&ssl-ca={ca}"), "VERIFY_CA"),
+        (
+            format!("{localhost}?ssl-mode=VERIFY_IDENTITY&ssl-ca={ca}"),
+            "VERIFY_IDENTITY for localhost",
+        ),
+    ] {
+        let (code, summary, cipher) = with(mode);
+        assert_eq!(code, Some(0), "{shown}: {summary}");
+        assert!(
+            cipher.as_deref().is_some_and(|cipher| !cipher.is_empty()),
+            "{shown} encrypts: {cipher:?}"
+        );
+    }
+    let (code, summary, cipher) = with(format!("{url}?ssl-mode=DISABLED"));
+    assert_eq!(code, Some(0), "{summary}");
+    assert!(cipher.as_deref().is_none_or(str::is_empty), "{cipher:?}");
+
+    // The certificate is for `localhost`: VERIFY_IDENTITY to 127.0.0.1 refuses it by name.
+    let (code, summary, _) = with(format!("{url}?ssl-mode=VERIFY_IDENTITY&ssl-ca={ca}"));
+    assert_ne!(code, Some(0), "{summary}");
+    let text = summary.to_string();
+    assert!(text.contains("cannot connect to database `app`"), "{text}");
+    assert!(text.to_lowercase().contains("certificate"), "{text}");
+    // A CA that did not sign the server's certificate: VERIFY_CA refuses it.
+    let other = workspace.path("other-ca.pem");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=another CA", "-keyout"])
+        .arg(workspace.path("other-ca.key"))
+        .arg("-out")
+        .arg(&other)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let (code, summary, _) = with(format!(
+        "{url}?ssl-mode=VERIFY_CA&ssl-ca={}",
+        other.display()
+    ));
+    assert_ne!(code, Some(0), "{summary}");
+    assert!(
+        summary.to_string().to_lowercase().contains("certificate"),
+        "{summary}"
+    );
+}
