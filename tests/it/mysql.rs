@@ -381,7 +381,7 @@ fn mysql_tls_modes_encrypt_and_check_the_certificate_as_mysql_clients_do() {
     let localhost = url.replace("127.0.0.1", "localhost");
     for (mode, shown) in [
         (format!("{url}?ssl-mode=REQUIRED"), "REQUIRED"),
-        (format!("{url}"), "PREFERRED (the default)"),
+        (url.clone(), "PREFERRED (the default)"),
         (format!("{url}?ssl-mode=VERIFY_CA&ssl-ca={ca}"), "VERIFY_CA"),
         (
             format!("{localhost}?ssl-mode=VERIFY_IDENTITY&ssl-ca={ca}"),
