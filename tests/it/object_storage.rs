@@ -590,6 +590,19 @@ fn the_daemon_sends_each_new_object_under_a_prefix_once_oldest_first() {
     });
     assert_eq!(daemon.stop(), Some(0));
     assert_eq!(sandbox.inspect().profiles, 6);
+
+    // `tapline run` goes over every matching object: each is delivered already.
+    let ran = s3.tapline(&workspace, &["run", "vip.yaml", "--json"]).code(0);
+    let lines: Vec<Value> = ran
+        .stdout()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert!(
+        lines.iter().all(|line| line["up_to_date"].is_string()),
+        "{lines:?}"
+    );
 }
 
 #[test]
