@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 use crate::config::Pipeline;
 use crate::config::model::TriggerKind;
+use std::collections::HashSet;
+use std::sync::Arc;
+
 use crate::source::arrival::{Arrival, Wanted};
 use crate::source::object::Location;
 
@@ -43,8 +46,9 @@ impl Daemon {
 
     /// Starts a run for the oldest file that arrived for each idle `file_arrival` pipeline.
     /// A local file still being written (changed within [`QUIET`]) is looked at again
-    /// later; an object is whole once listed. A bucket is listed only when its pipeline's
-    /// `poll_seconds` have passed (or its last run ended).
+    /// later. A bucket is listed off the daemon's loop ([`list_bucket`]) when its pipeline's
+    /// `poll_seconds` have passed (or its last run ended); what it finds comes back as a
+    /// [`Listed`].
     pub(super) fn scan_arrivals(&mut self) {
         self.rescan_at = None;
         let now = std::time::SystemTime::now();
@@ -53,7 +57,9 @@ impl Daemon {
             .entries
             .iter()
             .filter(|(_, entry)| {
-                entry.pipeline.trigger == TriggerKind::FileArrival && !entry.running
+                entry.pipeline.trigger == TriggerKind::FileArrival
+                    && !entry.running
+                    && !entry.listing
             })
             .map(|(file, entry)| (file.clone(), entry.pipeline.clone()))
             .collect();
@@ -67,17 +73,29 @@ impl Daemon {
                     continue;
                 }
                 entry.next_poll = pipeline.source.poll().map(|every| clock + every);
+                if object {
+                    entry.listing = true;
+                    let known = self.handled.get(&pipeline.name).cloned();
+                    let (store, sender) = (self.options.state.store.clone(), self.listed.0.clone());
+                    let (pattern, name) = (pattern.to_path_buf(), pipeline.name.clone());
+                    std::thread::spawn(move || {
+                        let listed = list_bucket(&store, (&name, &pattern), known);
+                        let _ = sender.send(Listed { file, ..listed });
+                    });
+                    continue;
+                }
             }
-            let (store, handled) = (&self.store, &mut self.handled);
+            let known = Arc::make_mut(self.handled.entry(pipeline.name.clone()).or_default());
+            let store = &self.store;
             let mut unreadable = None;
-            let mut known = |arrival: &Arrival| {
-                let key = handled_key(&pipeline.name, arrival);
-                if handled.contains(&key) {
+            let mut handled = |arrival: &Arrival| {
+                let key = handled_key(arrival);
+                if known.contains(&key) {
                     return true;
                 }
                 match store.has_arrived(&pipeline.name, arrival) {
                     Ok(true) => {
-                        handled.insert(key);
+                        known.insert(key);
                         true
                     }
                     Ok(false) => false,
@@ -87,7 +105,8 @@ impl Daemon {
                     }
                 }
             };
-            let arrivals = crate::source::arrival::matching(pattern, &mut known, Wanted::Oldest);
+            let arrivals =
+                crate::source::arrival::matching(pattern, &mut handled, Wanted::Oldest(1));
             if let Some(error) = unreadable {
                 tracing::warn!(pipeline = %pipeline.name, %error, "cannot read arrivals");
                 continue;
@@ -103,17 +122,42 @@ impl Daemon {
                 continue;
             };
             let age = now.duration_since(arrival.modified).unwrap_or_default();
-            if !object && age < QUIET {
+            if age < QUIET {
                 let later = tokio::time::Instant::now() + (QUIET - age);
                 self.rescan_at = Some(self.rescan_at.map_or(later, |at| at.min(later)));
                 continue;
             }
-            tracing::info!(pipeline = %pipeline.name, file = %arrival.path.display(), "file arrived");
-            let mut one = pipeline.clone();
-            one.source.set_path(arrival.path.clone());
-            self.start(&file, one, Cause::Arrival(arrival), None);
+            self.arrived(&file, pipeline, arrival);
         }
         self.publish();
+    }
+
+    /// Takes what a bucket listing found: remembers what the store said was handled, and
+    /// starts a run for the oldest new object.
+    pub(super) fn listed(&mut self, listed: Listed) {
+        let Some(entry) = self.entries.get_mut(&listed.file) else {
+            return;
+        };
+        entry.listing = false;
+        let pipeline = entry.pipeline.clone();
+        let known = Arc::make_mut(self.handled.entry(pipeline.name.clone()).or_default());
+        known.extend(listed.learned);
+        match listed.outcome {
+            Ok(Some(arrival)) if !self.stopping => self.arrived(&listed.file, pipeline, arrival),
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(pipeline = %pipeline.name, %error, "cannot list arrived files")
+            }
+        }
+        self.publish();
+    }
+
+    /// Starts the run of one arrived file.
+    fn arrived(&mut self, file: &std::path::Path, pipeline: Pipeline, arrival: Arrival) {
+        tracing::info!(pipeline = %pipeline.name, file = %arrival.path.display(), "file arrived");
+        let mut one = pipeline;
+        one.source.set_path(arrival.path.clone());
+        self.start(file, one, Cause::Arrival(arrival), None);
     }
 
     /// When the next bucket (or polled folder) is due to be listed.
@@ -126,16 +170,75 @@ impl Daemon {
     }
 }
 
-/// What the daemon remembers of an arrival it knows was handled, so a listing of many
-/// objects asks the store only about new ones: 8 bytes each.
-fn handled_key(pipeline: &str, arrival: &Arrival) -> u64 {
+/// What a bucket listing found for one pipeline file.
+pub(super) struct Listed {
+    file: PathBuf,
+    /// Arrivals the store said were handled ([`handled_key`]s), to remember.
+    learned: Vec<u64>,
+    /// The oldest object not handled yet, or why the bucket or the store could not be read.
+    outcome: Result<Option<Arrival>, String>,
+}
+
+/// How many of the oldest objects a listing does not know are kept, to be asked of the
+/// store in turn: enough that objects another daemon handled meanwhile do not hold up the
+/// rest.
+const CANDIDATES: usize = 16;
+
+/// Lists a bucket prefix for `pipeline` on a thread of its own (a listing of many objects
+/// takes seconds, and the daemon's loop goes on meanwhile). `known` holds the arrivals the
+/// daemon knows were handled; without it (the first listing), they are read from the store
+/// once. Of the objects it does not know, the oldest are asked of the store one by one.
+fn list_bucket(
+    store: &crate::state::Location,
+    (pipeline, pattern): (&str, &std::path::Path),
+    known: Option<Arc<HashSet<u64>>>,
+) -> Listed {
+    let mut learned = Vec::new();
+    let outcome = (|| {
+        let store = crate::state::open(store).map_err(|error| error.to_string())?;
+        let known = match known {
+            Some(known) => known,
+            None => {
+                store
+                    .arrivals(pipeline, &mut |arrival| learned.push(handled_key(&arrival)))
+                    .map_err(|error| error.to_string())?;
+                Arc::new(learned.iter().copied().collect())
+            }
+        };
+        let candidates = crate::source::arrival::matching(
+            pattern,
+            &mut |arrival| known.contains(&handled_key(arrival)),
+            Wanted::Oldest(CANDIDATES),
+        )?;
+        for candidate in candidates {
+            if store
+                .has_arrived(pipeline, &candidate)
+                .map_err(|error| error.to_string())?
+            {
+                learned.push(handled_key(&candidate));
+            } else {
+                return Ok(Some(candidate));
+            }
+        }
+        Ok(None)
+    })();
+    Listed {
+        file: PathBuf::new(),
+        learned,
+        outcome,
+    }
+}
+
+/// What the daemon remembers of an arrival it knows was handled (by pipeline), so a listing
+/// of many objects asks the store only about new ones: 8 bytes each.
+fn handled_key(arrival: &Arrival) -> u64 {
     let modified = arrival
         .modified
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_nanos());
     xxhash_rust::xxh3::xxh3_64(
         format!(
-            "{pipeline}\n{}\n{}\n{modified}\n{}",
+            "{}\n{}\n{modified}\n{}",
             arrival.path.display(),
             arrival.size,
             arrival.version

@@ -191,6 +191,7 @@ impl Daemon {
                         running: false,
                         queued: None,
                         next_poll: None,
+                        listing: false,
                     },
                 );
             }

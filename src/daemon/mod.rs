@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -92,6 +93,8 @@ struct Entry {
     queued: Option<Cause>,
     /// When a `file_arrival` pipeline's files are listed next (`None`: at the next scan).
     next_poll: Option<tokio::time::Instant>,
+    /// Its bucket is being listed ([`arrivals::Listed`] comes back).
+    listing: bool,
 }
 
 /// Why the daemon starts a run.
@@ -137,9 +140,14 @@ struct Daemon {
     arrival_folders: BTreeSet<PathBuf>,
     /// When to look for arrived files again (one was still being written).
     rescan_at: Option<tokio::time::Instant>,
-    /// Arrivals known to be handled ([`arrivals::handled_key`]), so listing a bucket of
-    /// many objects asks the store only about new ones.
-    handled: HashSet<u64>,
+    /// Arrivals known to be handled, by pipeline ([`arrivals::handled_key`]), so listing a
+    /// bucket of many objects asks the store only about new ones; shared with a listing.
+    handled: HashMap<String, Arc<HashSet<u64>>>,
+    /// Where bucket listings send what they found, and where the loop hears it.
+    listed: (
+        mpsc::UnboundedSender<arrivals::Listed>,
+        mpsc::UnboundedReceiver<arrivals::Listed>,
+    ),
     /// HTTP clients by connection; emptied at each reload, as a passcode may have changed.
     clients: HashMap<String, Client>,
     /// The pipeline folder as the file system names it, to recognise its files in events.
@@ -259,6 +267,7 @@ pub async fn run(options: Options) -> Result<(), StartError> {
             }
             () = wake_at(daemon.rescan_at) => daemon.scan_arrivals(),
             () = wake_at(daemon.next_poll()) => daemon.scan_arrivals(),
+            Some(listed) = daemon.listed.1.recv() => daemon.listed(listed),
             _ = hangup.recv() => {
                 systemd::reloading();
                 tracing::info!("SIGHUP: reloading every pipeline");
@@ -354,7 +363,8 @@ impl Daemon {
             watcher,
             arrival_folders: BTreeSet::new(),
             rescan_at: None,
-            handled: HashSet::new(),
+            handled: HashMap::new(),
+            listed: mpsc::unbounded_channel(),
             clients: HashMap::new(),
             canonical_dir,
             absolute_dir,

@@ -39,8 +39,8 @@ impl Arrival {
 pub enum Wanted {
     /// Every one, oldest first (`tapline run` sends each).
     Every,
-    /// The oldest (the daemon starts one run at a time per pipeline).
-    Oldest,
+    /// The oldest so many (the daemon starts one run at a time per pipeline).
+    Oldest(usize),
     /// The newest (`validate` checks its columns).
     Newest,
 }
@@ -64,18 +64,28 @@ impl Found {
     /// Keeps `arrival` if it is wanted.
     pub fn offer(&mut self, arrival: Arrival) {
         let order = |arrival: &Arrival| (arrival.modified, arrival.path.clone());
-        let better = match (self.wanted, self.kept.first()) {
-            (Wanted::Every, _) | (_, None) => true,
-            (Wanted::Oldest, Some(kept)) => order(&arrival) < order(kept),
-            (Wanted::Newest, Some(kept)) => order(&arrival) > order(kept),
-        };
-        if !better {
-            return;
+        match self.wanted {
+            Wanted::Every => self.kept.push(arrival),
+            Wanted::Newest => {
+                if self
+                    .kept
+                    .first()
+                    .is_none_or(|kept| order(&arrival) > order(kept))
+                {
+                    self.kept = vec![arrival];
+                }
+            }
+            Wanted::Oldest(most) => {
+                // Few are kept (the daemon asks for 16 at most): in order, the newest last.
+                let at = self
+                    .kept
+                    .partition_point(|kept| order(kept) <= order(&arrival));
+                if at < most {
+                    self.kept.insert(at, arrival);
+                    self.kept.truncate(most);
+                }
+            }
         }
-        if self.wanted != Wanted::Every {
-            self.kept.clear();
-        }
-        self.kept.push(arrival);
     }
 
     /// What was kept, oldest first.
@@ -231,12 +241,12 @@ mod tests {
                 .to_string_lossy()
                 .into_owned()
         };
-        assert_eq!(one(Wanted::Oldest), "vip_b.csv");
+        assert_eq!(one(Wanted::Oldest(1)), "vip_b.csv");
         assert_eq!(one(Wanted::Newest), "vip_a.csv");
         let skipping_b = matching(
             &dir.path().join("vip_*.csv"),
             &mut |arrival| arrival.path.ends_with("vip_b.csv"),
-            Wanted::Oldest,
+            Wanted::Oldest(1),
         )
         .unwrap();
         assert!(skipping_b[0].path.ends_with("vip_a.csv"));

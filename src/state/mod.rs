@@ -329,6 +329,9 @@ pub trait Triggers {
     fn has_arrived(&self, pipeline: &str, arrival: &Arrival) -> Result<bool, StateError>;
     /// Records an arrival as handled.
     fn record_arrival(&self, pipeline: &str, arrival: &Arrival) -> Result<(), StateError>;
+    /// Hands `each` every arrival of `pipeline` recorded as handled, one at a time (the
+    /// daemon remembers them, so a poll of a bucket asks the store only about new objects).
+    fn arrivals(&self, pipeline: &str, each: &mut dyn FnMut(Arrival)) -> Result<(), StateError>;
 }
 
 /// Opens the state store for a reader of the run history (`tapline history`, a console):

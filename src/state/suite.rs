@@ -769,6 +769,16 @@ fn each_fire_is_claimed_once_and_each_version_of_a_file_arrives_once() {
         assert!(!other.has_arrived("vip", &replaced).unwrap());
         store.record_arrival("vip", &replaced).unwrap();
         assert!(other.has_arrived("vip", &replaced).unwrap());
+        // Every recorded arrival of a pipeline, as it was recorded.
+        let mut recorded = Vec::new();
+        other
+            .arrivals("vip", &mut |arrival| recorded.push(arrival))
+            .unwrap();
+        recorded.sort_by(|a, b| (&a.path, &a.version).cmp(&(&b.path, &b.version)));
+        assert_eq!(recorded, [arrival.clone(), object, replaced]);
+        let mut none = 0;
+        store.arrivals("absent", &mut |_| none += 1).unwrap();
+        assert_eq!(none, 0);
     });
 }
 

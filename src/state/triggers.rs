@@ -18,3 +18,14 @@ pub(super) fn modified_ns(arrival: &Arrival) -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_nanos() as i64)
 }
+
+/// An arrival as the stores keep it: path, size, modification time (ns) and version.
+pub(super) fn arrival_of(path: String, size: i64, modified_ns: i64, version: String) -> Arrival {
+    Arrival {
+        path: path.into(),
+        size: u64::try_from(size).unwrap_or(0),
+        modified: std::time::UNIX_EPOCH
+            + std::time::Duration::from_nanos(u64::try_from(modified_ns).unwrap_or(0)),
+        version,
+    }
+}

@@ -592,7 +592,9 @@ fn the_daemon_sends_each_new_object_under_a_prefix_once_oldest_first() {
     assert_eq!(sandbox.inspect().profiles, 6);
 
     // `tapline run` goes over every matching object: each is delivered already.
-    let ran = s3.tapline(&workspace, &["run", "vip.yaml", "--json"]).code(0);
+    let ran = s3
+        .tapline(&workspace, &["run", "vip.yaml", "--json"])
+        .code(0);
     let lines: Vec<Value> = ran
         .stdout()
         .lines()

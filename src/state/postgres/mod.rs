@@ -426,6 +426,25 @@ impl Triggers for PgStore {
                 .is_some())
         })
     }
+    fn arrivals(&self, pipeline: &str, each: &mut dyn FnMut(Arrival)) -> Result<(), StateError> {
+        let rows = self.with_client(async |client| {
+            client
+                .query(
+                    "SELECT path, size, modified_ns, version FROM arrivals WHERE pipeline = $1",
+                    &[&pipeline],
+                )
+                .await
+        })?;
+        for row in rows {
+            each(super::triggers::arrival_of(
+                row.get(0),
+                row.get(1),
+                row.get(2),
+                row.get(3),
+            ));
+        }
+        Ok(())
+    }
     fn record_arrival(&self, pipeline: &str, arrival: &Arrival) -> Result<(), StateError> {
         let path = arrival.path.display().to_string();
         self.with_client(async |client| {

@@ -340,6 +340,9 @@ impl Triggers for SqliteStore {
     fn record_arrival(&self, pipeline: &str, arrival: &Arrival) -> Result<(), StateError> {
         SqliteStore::record_arrival(self, pipeline, arrival)
     }
+    fn arrivals(&self, pipeline: &str, each: &mut dyn FnMut(Arrival)) -> Result<(), StateError> {
+        SqliteStore::arrivals(self, pipeline, each)
+    }
 }
 
 /// The embedded state store: one SQLite file.

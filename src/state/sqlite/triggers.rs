@@ -57,6 +57,33 @@ impl SqliteStore {
             .map_err(|error| self.error(error))
     }
 
+    /// Every arrival of `pipeline` recorded as handled.
+    pub fn arrivals(
+        &self,
+        pipeline: &str,
+        each: &mut dyn FnMut(Arrival),
+    ) -> Result<(), StateError> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT path, size, modified_ns, version FROM arrivals WHERE pipeline = ?1")
+            .map_err(|error| self.error(error))?;
+        let mut rows = statement
+            .query(params![pipeline])
+            .map_err(|error| self.error(error))?;
+        while let Some(row) = rows.next().map_err(|error| self.error(error))? {
+            let read = |row: &rusqlite::Row<'_>| -> rusqlite::Result<Arrival> {
+                Ok(super::super::triggers::arrival_of(
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, String>(3)?,
+                ))
+            };
+            each(read(row).map_err(|error| self.error(error))?);
+        }
+        Ok(())
+    }
+
     /// Records that a run of `pipeline` handled this version of the file.
     pub fn record_arrival(&self, pipeline: &str, arrival: &Arrival) -> Result<(), StateError> {
         self.connection
