@@ -139,6 +139,12 @@ impl Daemon {
             return;
         };
         entry.listing = false;
+        // The next listing `poll_seconds` after this one ended, however long it took.
+        entry.next_poll = entry
+            .pipeline
+            .source
+            .poll()
+            .map(|every| tokio::time::Instant::now() + every);
         let pipeline = entry.pipeline.clone();
         let known = Arc::make_mut(self.handled.entry(pipeline.name.clone()).or_default());
         known.extend(listed.learned);
@@ -164,7 +170,11 @@ impl Daemon {
     pub(super) fn next_poll(&self) -> Option<tokio::time::Instant> {
         self.entries
             .values()
-            .filter(|entry| entry.pipeline.trigger == TriggerKind::FileArrival && !entry.running)
+            .filter(|entry| {
+                entry.pipeline.trigger == TriggerKind::FileArrival
+                    && !entry.running
+                    && !entry.listing
+            })
             .filter_map(|entry| entry.next_poll)
             .min()
     }
