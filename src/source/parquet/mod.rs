@@ -8,11 +8,13 @@
 //! A row's "line" is its number in the file, counted from 1. A file in a bucket is read by
 //! ranges where the reader asks ([`Input`]): the footer, then only the wanted columns.
 
+mod input;
 mod values;
+
+use input::Input;
 
 use values::{number, set_bytes, set_integer, value_of};
 
-use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -23,15 +25,13 @@ use parquet::data_type::{
     BoolType, ByteArray, ByteArrayType, DoubleType, FixedLenByteArray, FixedLenByteArrayType,
     FloatType, Int32Type, Int64Type,
 };
-use parquet::file::reader::{ChunkReader, FileReader, Length, SerializedFileReader};
+use parquet::file::reader::{FileReader, Length, SerializedFileReader};
 use parquet::record::Field;
 use parquet::record::reader::RowIter;
 use parquet::schema::types::ColumnDescriptor;
 use serde_json::Value;
 
 use super::exact;
-use super::object::Location;
-use super::object::read::{Object, ObjectChunks};
 use super::{OpenError, ReadProgress, Row, RowError, RowStream};
 
 /// Rows a column reader decodes at a time.
@@ -123,57 +123,6 @@ impl ParquetStream {
             progress: progress.clone(),
         };
         Ok((stream, progress))
-    }
-}
-
-/// Where a Parquet file's bytes come from: a local file, or ranges of an object.
-pub(super) enum Input {
-    File(File),
-    Object(ObjectChunks),
-}
-
-impl Input {
-    fn open(path: &Path) -> Result<Input, OpenError> {
-        match Location::of(path).map_err(OpenError::Object)? {
-            Location::Object(url) => Object::open(&url)
-                .map(|object| Input::Object(ObjectChunks::new(object)))
-                .map_err(|error| OpenError::Object(error.0)),
-            Location::Local(path) => {
-                File::open(path)
-                    .map(Input::File)
-                    .map_err(|error| OpenError::Io {
-                        path: path.display().to_string(),
-                        error,
-                    })
-            }
-        }
-    }
-}
-
-impl Length for Input {
-    fn len(&self) -> u64 {
-        match self {
-            Input::File(file) => file.len(),
-            Input::Object(object) => object.len(),
-        }
-    }
-}
-
-impl ChunkReader for Input {
-    type T = Box<dyn std::io::Read + Send>;
-
-    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
-        Ok(match self {
-            Input::File(file) => Box::new(file.get_read(start)?),
-            Input::Object(object) => Box::new(object.get_read(start)?),
-        })
-    }
-
-    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
-        match self {
-            Input::File(file) => file.get_bytes(start, length),
-            Input::Object(object) => object.get_bytes(start, length),
-        }
     }
 }
 
