@@ -126,7 +126,7 @@ impl TestS3 {
         let client = self.client(bucket);
         let bytes: Vec<u8> = bytes.into();
         self.runtime
-            .block_on(client.put(&key.into(), bytes.into()))
+            .block_on(client.put(&object_store::path::Path::parse(key).unwrap(), bytes.into()))
             .unwrap();
     }
 
@@ -172,6 +172,12 @@ fn every_format_in_a_bucket_is_sent_as_a_local_file_is_and_a_replaced_object_is_
     };
     let bucket = s3.bucket();
     s3.put(&bucket, "in/users.csv.gz", gzip(&profile_csv(3)));
+    // A name as exports write them: spaces, `#`, `%` and brackets, asked for as written.
+    s3.put(
+        &bucket,
+        "in/Daily Export #1 [100%].csv",
+        "identity,Plan\nd1,gold\n",
+    );
     s3.put(
         &bucket,
         "in/users.jsonl",
@@ -197,6 +203,7 @@ fn every_format_in_a_bucket_is_sent_as_a_local_file_is_and_a_replaced_object_is_
     for (name, key, extra) in [
         ("csv", "in/users.csv.gz", ""),
         ("jsonl", "in/users.jsonl", ""),
+        ("daily", "in/Daily Export #1 [100%].csv", ""),
         (
             "parquet",
             "in/users.parquet",
@@ -215,7 +222,8 @@ fn every_format_in_a_bucket_is_sent_as_a_local_file_is_and_a_replaced_object_is_
         assert_eq!(summary["status"], "succeeded", "{summary}");
     }
     let profiles = profiles_by_identity(&sandbox);
-    assert_eq!(profiles.len(), 7, "{profiles:?}");
+    assert_eq!(profiles.len(), 8, "{profiles:?}");
+    assert_eq!(profiles["d1"]["Plan"], "gold");
     assert_eq!(profiles["user-2"]["Email"], "user2@example.com");
     assert_eq!(profiles["j1"]["Tags"], serde_json::json!(["a", "b"]));
     assert_eq!(profiles["p2"], serde_json::json!({"City": "Oslo"}));

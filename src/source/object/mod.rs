@@ -109,6 +109,10 @@ impl ObjectUrl {
             Err(format!(
                 "`{text}`: the key has an empty, `.` or `..` part, which object stores keep as written and tapline does not read"
             ))
+        } else if key.chars().any(char::is_control) {
+            Err(format!(
+                "`{text}`: the key holds a control character, which tapline does not read"
+            ))
         } else {
             Ok(ObjectUrl {
                 bucket: bucket.to_string(),
@@ -129,6 +133,12 @@ impl ObjectUrl {
             .map_or(&self.key, |(_, name)| name)
     }
 
+    /// The key as the store client names it: as written, never re-encoded (a key may hold
+    /// `#`, `%`, spaces or brackets, and is asked for exactly so).
+    pub(crate) fn path(&self) -> Key {
+        stored_as(&self.key)
+    }
+
     /// The same bucket with another key.
     fn with_key(&self, key: &str) -> ObjectUrl {
         ObjectUrl {
@@ -142,6 +152,12 @@ impl std::fmt::Display for ObjectUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "s3://{}/{}", self.bucket, self.key)
     }
+}
+
+/// A key (or prefix) as the store client names it. [`ObjectUrl::parse`] refused what the
+/// client cannot take as it is (control characters, empty parts), so it is taken as written.
+fn stored_as(key: &str) -> Key {
+    Key::parse(key).unwrap_or_else(|_| Key::from(key))
 }
 
 /// One version of an object: what checkpoints, deliveries and arrivals key it by.
@@ -193,7 +209,7 @@ impl Bucket {
     /// The version of the object at `url` now.
     pub(crate) fn head(&self, url: &ObjectUrl) -> Result<ObjectVersion, ObjectError> {
         let store = self.store.clone();
-        let key = Key::from(url.key.as_str());
+        let key = url.path();
         let meta = wait(async move { store.head(&key).await })?
             .map_err(|error| self.explain(url, error))?;
         Ok(ObjectVersion::of(url.clone(), &meta))
@@ -211,7 +227,7 @@ impl Bucket {
         let folder = pattern.folder().to_string();
         let (sender, pages) = std::sync::mpsc::sync_channel(2);
         io_runtime().spawn(async move {
-            let prefix = (!folder.is_empty()).then(|| Key::from(folder.as_str()));
+            let prefix = (!folder.is_empty()).then(|| stored_as(&folder));
             let mut listing = store.list(prefix.as_ref()).chunks(1000);
             while let Some(page) = listing.next().await {
                 if sender.send(page).is_err() {
@@ -270,7 +286,7 @@ impl Bucket {
     /// Whether the bucket itself is missing (asked after a "not found").
     fn bucket_missing(&self, url: &ObjectUrl) -> bool {
         let store = self.store.clone();
-        let probe = Key::from(url.key.as_str());
+        let probe = url.path();
         let listed = wait(async move { store.list_with_delimiter(Some(&probe)).await });
         matches!(listed, Ok(Err(error)) if error.to_string().contains("NoSuchBucket"))
     }
@@ -430,6 +446,11 @@ mod tests {
                 .contains("not a bucket name")
         );
         assert!(url("s3://drops//a.csv").unwrap_err().contains("empty"));
+        assert!(
+            url("s3://drops/a\tb.csv")
+                .unwrap_err()
+                .contains("control character")
+        );
         assert!(
             url("gs://drops/a.csv")
                 .unwrap_err()

@@ -45,7 +45,7 @@ impl Object {
         let version = bucket.head(url)?;
         Ok(Arc::new(Object {
             bucket,
-            key: Key::from(url.key.as_str()),
+            key: url.path(),
             version,
         }))
     }
