@@ -781,6 +781,24 @@ fn the_progress_line_shows_bytes_and_an_eta_on_a_terminal_only() {
     assert!(size > 100 * 1024, "a file measured in KiB: {size}");
     assert!(drawn.contains(" KiB/"), "{drawn}");
 
+    // A fixed thread count shows no limit; `thread_count: auto` shows the one it is at.
+    assert!(!drawn.contains("in flight"), "{drawn}");
+    workspace.pipeline(
+        "adaptive",
+        &sandbox,
+        "source: {path: profiles.csv}\ntarget: {entity: user_profiles}\nthread_count: auto\nrerun: always\n",
+    );
+    let drawn = on_a_terminal(workspace.dir.path(), "run adaptive.yaml");
+    let limit = drawn
+        .split(" · auto: ")
+        .nth(1)
+        .and_then(|rest| rest.split(" in flight").next())
+        .and_then(|limit| limit.parse::<u32>().ok());
+    assert!(
+        limit.is_some_and(|limit| (1..=15).contains(&limit)),
+        "{drawn}"
+    );
+
     // Off a terminal: only the summary.
     let output = tapline(workspace.dir.path(), &["run", "slow.yaml"]);
     assert!(!stderr(&output).contains("ETA"), "{}", stderr(&output));
