@@ -37,6 +37,22 @@ struct TestS3 {
 
 impl TestS3 {
     fn start() -> Option<TestS3> {
+        TestS3::start_with(&[])
+    }
+
+    /// A server started with these variables (moto's own settings); `None` also when
+    /// `TAPLINE_TEST_S3` names a server of its own, which these settings cannot change.
+    fn start_moto_with(env: &[(&str, &str)]) -> Option<TestS3> {
+        if std::env::var_os("TAPLINE_TEST_S3").is_some() {
+            eprintln!(
+                "skipped: needs moto's own settings, and TAPLINE_TEST_S3 names another server"
+            );
+            return None;
+        }
+        TestS3::start_with(env)
+    }
+
+    fn start_with(env: &[(&str, &str)]) -> Option<TestS3> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -56,6 +72,7 @@ impl TestS3 {
             .unwrap();
         let started = Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
@@ -529,6 +546,35 @@ fn errors_name_the_bucket_and_key_and_never_a_secret() {
         "{}",
         validated.stderr()
     );
+}
+
+#[test]
+fn access_denied_names_the_object_the_credentials_and_the_permission_it_needs() {
+    // moto checks signatures after its first action (making the bucket): the keys the
+    // run signs with are unknown to it, as to S3 a key without the right policy.
+    let Some(s3) = TestS3::start_moto_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "1")]) else {
+        return;
+    };
+    let bucket = s3.bucket();
+    let sandbox = TestSandbox::start(SandboxConfig::default());
+    let workspace = Workspace::new();
+    workspace.pipeline(
+        "p",
+        &sandbox,
+        &format!(
+            "source: {{path: \"s3://{bucket}/in/users.csv\"}}\ntarget: {{entity: user_profiles}}\n"
+        ),
+    );
+    let (code, summary) = s3.run_json(&workspace, &["p.yaml"]);
+    assert_eq!(code, Some(1), "{summary}");
+    let reason = summary["stop_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(&format!(
+            "access denied to `s3://{bucket}/in/users.csv` for the keys in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: it needs s3:GetObject"
+        )),
+        "{reason}"
+    );
+    assert!(!summary.to_string().contains(SECRET), "{summary}");
 }
 
 #[test]
