@@ -685,6 +685,30 @@ fn wildcards_need_the_file_arrival_trigger() {
         "{errors}"
     );
     assert!(errors.contains("only the file name may hold"), "{errors}");
+
+    // `poll_seconds` belongs to `file_arrival`, within its bounds.
+    workspace.write(
+        "polled.yaml",
+        "connection: {account_id: A, passcode_file: p}\nsource: {path: users.csv, poll_seconds: 30}\ntarget: {entity: user_profiles}\n",
+    );
+    workspace.write(
+        "never.yaml",
+        "connection: {account_id: A, passcode_file: p}\nsource: {path: \"s3://drops/in/*.csv\", poll_seconds: 0}\ntarget: {entity: user_profiles}\ntrigger: file_arrival\n",
+    );
+    let output = tapline(
+        workspace.dir.path(),
+        &["validate", "polled.yaml", "never.yaml"],
+    );
+    let errors = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{errors}");
+    assert!(
+        errors.contains("polled.yaml:2:27: error: `poll_seconds` says how often files are looked for, and this pipeline runs on a schedule"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("never.yaml:2:53: error: `source.poll_seconds` is 0, below the minimum 1"),
+        "{errors}"
+    );
 }
 
 #[test]
