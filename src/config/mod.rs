@@ -7,6 +7,7 @@
 pub(crate) mod diagnostic;
 pub(crate) mod file;
 pub(crate) mod files;
+pub mod location;
 pub(crate) mod model;
 mod notifications;
 pub mod reference;

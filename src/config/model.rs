@@ -350,7 +350,7 @@ impl Source {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileSource {
     /// Absolute or pipeline-relative-resolved path, or an object's `s3://bucket/key`
-    /// ([`crate::source::object::Location`] tells which); with `TriggerKind::FileArrival`, a
+    /// ([`crate::config::location::Location`] tells which); with `TriggerKind::FileArrival`, a
     /// pattern whose file name may hold `*` and `?`.
     pub path: PathBuf,
     /// Layout of the rows.

@@ -106,7 +106,16 @@ pub fn matching(
     let mut found = Found::new(wanted);
     match Location::of(pattern)? {
         Location::Object(url) => {
-            super::object::arrivals(&url, handled, &mut found).map_err(|error| error.0)?
+            let name = url.name();
+            super::object::in_folder(&url, &mut |version| {
+                if wildcard_match(name, version.url.name()) {
+                    let arrival = Arrival::of_object(&version);
+                    if !handled(&arrival) {
+                        found.offer(arrival);
+                    }
+                }
+            })
+            .map_err(|error| error.0)?
         }
         Location::Local(pattern) => {
             let files = in_folder(pattern).map_err(|error| {

@@ -5,9 +5,9 @@ use super::connection::resolve_database;
 use crate::config::Credentials;
 use crate::config::diagnostic::{Diagnostic, did_you_mean};
 use crate::config::file::{DatabaseRef, SourceFile, SourceFormat};
+use crate::config::location::Location;
 use crate::config::model::{Compression, Dialect, FileSource, QuerySource, Source};
 use crate::config::yaml::Node;
-use crate::source::object::Location;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 

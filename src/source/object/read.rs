@@ -45,7 +45,7 @@ impl Object {
         let version = bucket.head(url)?;
         Ok(Arc::new(Object {
             bucket,
-            key: url.path(),
+            key: super::key_of(url),
             version,
         }))
     }
