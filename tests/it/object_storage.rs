@@ -506,6 +506,33 @@ fn errors_name_the_bucket_and_key_and_never_a_secret() {
     );
     assert!(reason.contains("no credentials found"), "{reason}");
     assert!(reason.contains("AWS_PROFILE"), "{reason}");
+    // A profile's static keys, with no key in the environment: read from ~/.aws.
+    std::fs::create_dir_all(s3.home.path().join(".aws")).unwrap();
+    std::fs::write(
+        s3.home.path().join(".aws/credentials"),
+        format!("[crm]\naws_access_key_id = test\naws_secret_access_key = {SECRET}\n"),
+    )
+    .unwrap();
+    workspace.pipeline(
+        "p",
+        &sandbox,
+        &format!(
+            "source: {{path: \"s3://{bucket}/in/users.csv\"}}\ntarget: {{entity: user_profiles}}\n"
+        ),
+    );
+    let env = with(&[
+        ("AWS_ACCESS_KEY_ID", ""),
+        ("AWS_SECRET_ACCESS_KEY", ""),
+        ("AWS_PROFILE", "crm"),
+    ]);
+    let mut command =
+        crate::common::Tapline::new(workspace.dir.path()).args(["run", "p.yaml", "--json"]);
+    for (name, value) in &env {
+        command = command.env(name, value);
+    }
+    let summary = command.run().code(0).summary();
+    assert_eq!(summary["records"]["accepted"], 2, "{summary}");
+    let sent = sandbox.inspect().profiles;
     // A profile that needs the AWS CLI.
     std::fs::create_dir_all(s3.home.path().join(".aws")).unwrap();
     std::fs::write(
@@ -529,7 +556,11 @@ fn errors_name_the_bucket_and_key_and_never_a_secret() {
         with(&[("AWS_ENDPOINT_URL", "http://s3.internal.example:9000")]),
     );
     assert!(reason.contains("AWS_ALLOW_HTTP=true"), "{reason}");
-    assert_eq!(sandbox.inspect().profiles, 0);
+    assert_eq!(
+        sandbox.inspect().profiles,
+        sent,
+        "nothing sent by the refused runs"
+    );
 
     // Stores tapline does not read yet are named by `validate`.
     workspace.pipeline(
