@@ -1,13 +1,12 @@
-//! `trigger: file_arrival`: the folders the daemon watches for files, and the scan that
-//! finds the files that arrived (each version sent once).
+//! `trigger: file_arrival`: the folders the daemon watches for files, the bucket prefixes it
+//! lists every `poll_seconds`, and the scan that finds what arrived (each version sent once).
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::config::Pipeline;
 use crate::config::model::TriggerKind;
-use std::collections::HashSet;
-use std::sync::Arc;
-
 use crate::source::arrival::{Arrival, Wanted};
 use crate::source::object::Location;
 
@@ -51,7 +50,6 @@ impl Daemon {
     /// [`Listed`].
     pub(super) fn scan_arrivals(&mut self) {
         self.rescan_at = None;
-        let now = std::time::SystemTime::now();
         let clock = tokio::time::Instant::now();
         let idle: Vec<(PathBuf, Pipeline)> = self
             .entries
@@ -64,72 +62,85 @@ impl Daemon {
             .map(|(file, entry)| (file.clone(), entry.pipeline.clone()))
             .collect();
         for (file, pipeline) in idle {
-            let Some(pattern) = pipeline.source.path() else {
+            let Some(pattern) = pipeline.source.path().map(Path::to_path_buf) else {
                 continue;
             };
-            let object = Location::is_object(pattern);
-            if let Some(entry) = self.entries.get_mut(&file) {
-                if object && entry.next_poll.is_some_and(|due| due > clock) {
-                    continue;
-                }
-                entry.next_poll = pipeline.source.poll().map(|every| clock + every);
-                if object {
-                    entry.listing = true;
-                    let known = self.handled.get(&pipeline.name).cloned();
-                    let (store, sender) = (self.options.state.store.clone(), self.listed.0.clone());
-                    let (pattern, name) = (pattern.to_path_buf(), pipeline.name.clone());
-                    std::thread::spawn(move || {
-                        let listed = list_bucket(&store, (&name, &pattern), known);
-                        let _ = sender.send(Listed { file, ..listed });
-                    });
-                    continue;
-                }
-            }
-            let known = Arc::make_mut(self.handled.entry(pipeline.name.clone()).or_default());
-            let store = &self.store;
-            let mut unreadable = None;
-            let mut handled = |arrival: &Arrival| {
-                let key = handled_key(arrival);
-                if known.contains(&key) {
-                    return true;
-                }
-                match store.has_arrived(&pipeline.name, arrival) {
-                    Ok(true) => {
-                        known.insert(key);
-                        true
-                    }
-                    Ok(false) => false,
-                    Err(error) => {
-                        unreadable.get_or_insert(error);
-                        true
-                    }
-                }
+            let object = Location::is_object(&pattern);
+            let Some(entry) = self.entries.get_mut(&file) else {
+                continue;
             };
-            let arrivals =
-                crate::source::arrival::matching(pattern, &mut handled, Wanted::Oldest(1));
-            if let Some(error) = unreadable {
-                tracing::warn!(pipeline = %pipeline.name, %error, "cannot read arrivals");
+            if object && entry.next_poll.is_some_and(|due| due > clock) {
                 continue;
             }
-            let arrivals = match arrivals {
-                Ok(arrivals) => arrivals,
-                Err(error) => {
-                    tracing::warn!(pipeline = %pipeline.name, %error, "cannot list arrived files");
-                    continue;
-                }
-            };
-            let Some(arrival) = arrivals.into_iter().next() else {
-                continue;
-            };
-            let age = now.duration_since(arrival.modified).unwrap_or_default();
-            if age < QUIET {
-                let later = tokio::time::Instant::now() + (QUIET - age);
-                self.rescan_at = Some(self.rescan_at.map_or(later, |at| at.min(later)));
-                continue;
+            entry.next_poll = pipeline.source.poll().map(|every| clock + every);
+            if object {
+                entry.listing = true;
+                self.list_bucket_of(file, &pipeline.name, pattern);
+            } else {
+                self.scan_folder(&file, pipeline, &pattern);
             }
-            self.arrived(&file, pipeline, arrival);
         }
         self.publish();
+    }
+
+    /// Starts listing the bucket prefix of the pipeline in `file` on a thread of its own.
+    fn list_bucket_of(&self, file: PathBuf, pipeline: &str, pattern: PathBuf) {
+        let known = self.handled.get(pipeline).cloned();
+        let (store, sender) = (self.options.state.store.clone(), self.listed.0.clone());
+        let name = pipeline.to_string();
+        std::thread::spawn(move || {
+            let listed = list_bucket(&store, (&name, &pattern), known);
+            let _ = sender.send(Listed { file, ..listed });
+        });
+    }
+
+    /// Looks in a local folder for the oldest file that arrived for the pipeline in `file`,
+    /// and starts its run once it has been quiet for [`QUIET`].
+    fn scan_folder(&mut self, file: &Path, pipeline: Pipeline, pattern: &Path) {
+        let known = Arc::make_mut(self.handled.entry(pipeline.name.clone()).or_default());
+        let store = &self.store;
+        let mut unreadable = None;
+        let mut handled = |arrival: &Arrival| {
+            let key = handled_key(arrival);
+            if known.contains(&key) {
+                return true;
+            }
+            match store.has_arrived(&pipeline.name, arrival) {
+                Ok(true) => {
+                    known.insert(key);
+                    true
+                }
+                Ok(false) => false,
+                Err(error) => {
+                    unreadable.get_or_insert(error);
+                    true
+                }
+            }
+        };
+        let arrivals = crate::source::arrival::matching(pattern, &mut handled, Wanted::Oldest(1));
+        if let Some(error) = unreadable {
+            tracing::warn!(pipeline = %pipeline.name, %error, "cannot read arrivals");
+            return;
+        }
+        let arrival = match arrivals {
+            Ok(arrivals) => arrivals.into_iter().next(),
+            Err(error) => {
+                tracing::warn!(pipeline = %pipeline.name, %error, "cannot list arrived files");
+                return;
+            }
+        };
+        let Some(arrival) = arrival else {
+            return;
+        };
+        let age = std::time::SystemTime::now()
+            .duration_since(arrival.modified)
+            .unwrap_or_default();
+        if age < QUIET {
+            let later = tokio::time::Instant::now() + (QUIET - age);
+            self.rescan_at = Some(self.rescan_at.map_or(later, |at| at.min(later)));
+            return;
+        }
+        self.arrived(file, pipeline, arrival);
     }
 
     /// Takes what a bucket listing found: remembers what the store said was handled, and
@@ -159,7 +170,7 @@ impl Daemon {
     }
 
     /// Starts the run of one arrived file.
-    fn arrived(&mut self, file: &std::path::Path, pipeline: Pipeline, arrival: Arrival) {
+    fn arrived(&mut self, file: &Path, pipeline: Pipeline, arrival: Arrival) {
         tracing::info!(pipeline = %pipeline.name, file = %arrival.path.display(), "file arrived");
         let mut one = pipeline;
         one.source.set_path(arrival.path.clone());
