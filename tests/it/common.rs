@@ -179,6 +179,19 @@ impl Tapline {
         self
     }
 
+    /// Several variables at once (an S3 test's credentials and endpoint, say).
+    pub fn envs<N: AsRef<str>, V: AsRef<str>>(
+        mut self,
+        variables: impl IntoIterator<Item = (N, V)>,
+    ) -> Self {
+        self.env.extend(
+            variables
+                .into_iter()
+                .map(|(name, value)| (name.as_ref().to_string(), value.as_ref().to_string())),
+        );
+        self
+    }
+
     pub fn run(self) -> Ran {
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
         let env: Vec<(&str, &str)> = self

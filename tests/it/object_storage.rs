@@ -149,12 +149,10 @@ impl TestS3 {
 
     /// Runs `tapline ARGS` in the workspace with the S3 environment.
     fn tapline(&self, workspace: &Workspace, args: &[&str]) -> crate::common::Ran {
-        let mut command =
-            crate::common::Tapline::new(workspace.dir.path()).args(args.iter().copied());
-        for (name, value) in self.env() {
-            command = command.env(name, &value);
-        }
-        command.run()
+        crate::common::Tapline::new(workspace.dir.path())
+            .args(args.iter().copied())
+            .envs(self.env())
+            .run()
     }
 
     /// `tapline run ARGS --json`: the exit code and the summary.
@@ -300,13 +298,13 @@ fn a_parquet_object_is_read_by_ranges_and_a_projection_leaves_other_columns_unre
         ),
     );
     // The ranges tapline asks for are in its debug log.
-    let mut command = crate::common::Tapline::new(workspace.dir.path())
+    let log = crate::common::Tapline::new(workspace.dir.path())
         .args(["run", "wide.yaml", "--json"])
-        .env("TAPLINE_LOG", "tapline=debug");
-    for (name, value) in s3.env() {
-        command = command.env(name, &value);
-    }
-    let log = command.run().code(0).stderr();
+        .envs(s3.env())
+        .env("TAPLINE_LOG", "tapline=debug")
+        .run()
+        .code(0)
+        .stderr();
     let profiles = profiles_by_identity(&sandbox);
     assert_eq!(profiles.len(), ROWS);
     assert_eq!(profiles["p5"], serde_json::json!({"City": "City 5"}));
@@ -441,18 +439,17 @@ fn errors_name_the_bucket_and_key_and_never_a_secret() {
     s3.put(&bucket, "in/users.csv", profile_csv(2));
     let sandbox = TestSandbox::start(SandboxConfig::default());
     let workspace = Workspace::new();
-    let stopped = |path: &str, env: &[(&str, &str)]| {
+    // Runs a pipeline reading `path` with these variables: why it stopped.
+    let run = |path: &str, env: Vec<(&'static str, String)>| {
         workspace.pipeline(
             "p",
             &sandbox,
             &format!("source: {{path: \"{path}\"}}\ntarget: {{entity: user_profiles}}\n"),
         );
-        let mut command =
-            crate::common::Tapline::new(workspace.dir.path()).args(["run", "p.yaml", "--json"]);
-        for (name, value) in env {
-            command = command.env(name, value);
-        }
-        let ran = command.run();
+        let ran = crate::common::Tapline::new(workspace.dir.path())
+            .args(["run", "p.yaml", "--json"])
+            .envs(env)
+            .run();
         let printed = format!("{}{}", ran.stdout(), ran.stderr());
         assert!(!printed.contains(SECRET), "{printed}");
         assert_eq!(ran.output.status.code(), Some(1), "{printed}");
@@ -476,11 +473,6 @@ fn errors_name_the_bucket_and_key_and_never_a_secret() {
         );
         all
     };
-    let run = |path: &str, all: Vec<(&'static str, String)>| {
-        let pairs: Vec<(&str, &str)> = all.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        stopped(path, &pairs)
-    };
-
     let reason = run(&format!("s3://{bucket}-gone/in/users.csv"), with(&[]));
     assert!(
         reason.contains(&format!("no bucket `{bucket}-gone`")),
@@ -525,12 +517,12 @@ fn errors_name_the_bucket_and_key_and_never_a_secret() {
         ("AWS_SECRET_ACCESS_KEY", ""),
         ("AWS_PROFILE", "crm"),
     ]);
-    let mut command =
-        crate::common::Tapline::new(workspace.dir.path()).args(["run", "p.yaml", "--json"]);
-    for (name, value) in &env {
-        command = command.env(name, value);
-    }
-    let summary = command.run().code(0).summary();
+    let summary = crate::common::Tapline::new(workspace.dir.path())
+        .args(["run", "p.yaml", "--json"])
+        .envs(env)
+        .run()
+        .code(0)
+        .summary();
     assert_eq!(summary["records"]["accepted"], 2, "{summary}");
     let sent = sandbox.inspect().profiles;
     // A profile that needs the AWS CLI.
